@@ -1,0 +1,11 @@
+// Subcommands of the aigc command: one file each (src/cli/cmd_NAME.cpp), registered in main.cpp.
+// A command's callback throws aigc::Error for user errors; main prints it as one line and exits 1.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace aigc::cli {
+
+void command_info_register(CLI::App& app);
+
+}  // namespace aigc::cli

@@ -1,0 +1,26 @@
+// The engine's threads. Built on OpenMP so that our kernels and oneDNN's GEMM/convolution share
+// one set of worker threads (two pools would oversubscribe the cores and spin against each other).
+// Default: one thread per physical core; `-t/--threads` sets it for every command.
+//
+//   thread_pool_run([&](int ith, int nth) { ... rows ith, ith+nth, ... });
+//   parallel_for(n, [&](int64_t i0, int64_t i1) { for (i = i0; i < i1; ++i) ... });
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+namespace aigc {
+
+int physical_core_count();
+void thread_count_set(int n);  // n <= 0: physical cores
+int thread_count();
+
+// Runs fn(ith, nth) on nth = thread_count() threads (the caller is thread 0) and waits.
+void thread_pool_run(const std::function<void(int ith, int nth)>& fn);
+
+// Splits [0, n) into contiguous chunks, one per thread; calls fn(begin, end) for each non-empty one.
+// Runs inline when n < min_per_thread * 2 (not worth waking threads).
+void parallel_for(int64_t n, const std::function<void(int64_t begin, int64_t end)>& fn,
+                  int64_t min_per_thread = 1);
+
+}  // namespace aigc
