@@ -15,7 +15,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   int threads = 0;
   app.add_option("-t,--threads", threads, "Threads for compute (default: one per physical core)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(0, 4096));
   bool verbose = false;
   app.add_flag("-v,--verbose", verbose, "Log progress and details to stderr");
   app.parse_complete_callback([&]() {
@@ -26,10 +26,23 @@ int main(int argc, char** argv) {
 
   aigc::cli::command_info_register(app);
 
+  // Usage errors: one line, same shape as every other error; exit status 2.
+  app.failure_message([](const CLI::App* a, const CLI::Error& e) {
+    auto used = a->get_subcommands();
+    return fmt::format("aigc: error: {}; hint: run 'aigc{} --help'\n", e.what(),
+                       used.empty() ? std::string() : " " + used[0]->get_name());
+  });
+  if (argc > 1 && argv[1][0] != '-' && app.get_subcommands([&](CLI::App* s) { return s->check_name(argv[1]); }).empty()) {
+    std::fprintf(stderr, "aigc: error: unknown command '%s'; hint: run 'aigc --help' for the list\n", argv[1]);
+    return 2;
+  }
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    app.exit(e);
+    return 2;
   } catch (const aigc::Error& e) {
     std::fprintf(stderr, "aigc: error: %s\n", e.what());
     return 1;
