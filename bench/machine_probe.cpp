@@ -95,7 +95,6 @@ MachineInfo machine_info_read() {
   const Feature features[] = {
       {"avx2", __builtin_cpu_supports("avx2") != 0},
       {"fma", __builtin_cpu_supports("fma") != 0},
-      {"f16c", __builtin_cpu_supports("f16c") != 0},
       {"avx512f", __builtin_cpu_supports("avx512f") != 0},
       {"avx512bw", __builtin_cpu_supports("avx512bw") != 0},
       {"avx512vnni", __builtin_cpu_supports("avx512vnni") != 0},
