@@ -94,6 +94,12 @@ def special_rows(rng):
     # 2, 3: plain random rows, normal-ish like activations and weights
     rows.append(rng.standard_normal(8 * QK) * 2.0)
     rows.append(rng.uniform(-1, 1, 8 * QK))
+    # 4: Q4_0 with d = +-1 and x one ulp off k + 0.5: x*id + 8.5 rounds to an integer in f32
+    # (as GGML computes) but not in exact arithmetic, so the f32 rule is pinned down
+    below = [np.nextafter(np.float32(k + 0.5), np.float32(-np.inf)) for k in range(-8, 8)]
+    above = [np.nextafter(np.float32(k + 0.5), np.float32(np.inf)) for k in range(-8, 7)]
+    b_near4 = np.array([-8.0] + below + above)
+    rows.append(np.concatenate([b_near4, -b_near4, rng.uniform(-1, 1, 6 * QK)]))
     return np.stack(rows).astype(np.float32)
 
 

@@ -424,10 +424,11 @@ TEST(LinearQuantized, MatchesTorchAndReferenceKernels) {
           err_sum += err;
           bound_sum += bound[i];
         }
-        // The bound is a worst case; rounding errors are random, so the mean error is ~sqrt(K)
-        // times smaller (about 1/8 of the bound at K = 32, 1/100 at K = 4096).
-        EXPECT_LT(err_sum, 0.25 * bound_sum) << "mean error " << err_sum / (M * N) << " vs mean bound "
-                                              << bound_sum / (M * N);
+        // The bound adds K worst cases; the real rounding errors are random, so they add like a
+        // random walk: the mean error is about 1.7 sqrt(K) times below the bound (measured:
+        // 0.07 of it at K = 32, 0.009 at K = 4096). Checked with a factor ~3 of margin.
+        EXPECT_LT(err_sum, 1.5 / std::sqrt(static_cast<double>(K)) * bound_sum)
+            << "mean error " << err_sum / (M * N) << " vs mean bound " << bound_sum / (M * N);
       }
       // The public entry point uses the best set: the same as its table entry.
       Tensor y = Tensor::empty(DType::F32, {M, N}), y_best = Tensor::empty(DType::F32, {M, N});
