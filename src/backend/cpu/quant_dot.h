@@ -1,0 +1,57 @@
+// Quantised dot products and row conversions for the CPU, as GGML does them for decode speed:
+// each activation row is quantised to Q8_0 once, then every weight row (Q8_0 or Q4_0) is dotted
+// with it in integer SIMD. Each kernel exists as a plain scalar reference (`*_ref`) and in SIMD
+// versions (AVX2; AVX-512 with VNNI); the best one for this CPU is chosen once, at run time.
+//
+//   const QuantKernels& k = quant_kernels();          // best for this CPU
+//   k.quantize_row_q8_0(x, xq, K);                    // x: f32 [K] -> xq: K/32 Q8_0 blocks
+//   float s = k.vec_dot_q4_0_q8_0(K, w_row, xq);      // sum_j dequant(w_row)_j * dequant(xq)_j
+//
+// Contract of every vec_dot: n is a multiple of 32 (nb = n/32 blocks, nb may be 0); `x` is the
+// weight row, any bytes; `y` is the activation row as quantize_row_q8_0 writes it, so its qs lie
+// in [-127, 127] (-128 never occurs: |x/d| <= 127). The AVX2 q8_0 x q8_0 kernel relies on that;
+// the others are exact for any int8. Results agree with the reference up to f32 summation order.
+#pragma once
+
+#include <cstdint>
+
+#include "core/quant.h"
+
+namespace aigc {
+
+class Tensor;
+
+// Scalar references: sum over blocks of d_x * d_y * sum_j(qx_j * qy_j), in block order.
+float vec_dot_q8_0_q8_0_ref(int64_t n, const BlockQ8_0* x, const BlockQ8_0* y);
+float vec_dot_q4_0_q8_0_ref(int64_t n, const BlockQ4_0* x, const BlockQ8_0* y);
+
+// One instruction set's kernels. The quantiser and dequantisers of every set are bit-exact with
+// quantize_row_q8_0_ref / dequantize_row_*_ref (tests check it).
+struct QuantKernels {
+  const char* name;  // "ref", "avx2", "avx512vnni"
+  void (*quantize_row_q8_0)(const float* x, BlockQ8_0* y, int64_t n);
+  void (*dequantize_row_q8_0)(const BlockQ8_0* x, float* y, int64_t n);
+  void (*dequantize_row_q4_0)(const BlockQ4_0* x, float* y, int64_t n);
+  float (*vec_dot_q8_0_q8_0)(int64_t n, const BlockQ8_0* x, const BlockQ8_0* y);
+  float (*vec_dot_q4_0_q8_0)(int64_t n, const BlockQ4_0* x, const BlockQ8_0* y);
+};
+
+enum class QuantIsa { Ref, Avx2, Avx512Vnni };
+
+// The best kernels this CPU runs (decided once, by __builtin_cpu_supports).
+const QuantKernels& quant_kernels();
+// A given set, or nullptr when this CPU lacks its instructions (tests run every available set).
+const QuantKernels* quant_kernels_find(QuantIsa isa);
+
+// Tables defined in avx2/quant_dot_avx2.cpp and avx512/quant_dot_avx512.cpp; call only after
+// checking the CPU (quant_kernels_find does).
+const QuantKernels& quant_kernels_avx2();
+const QuantKernels& quant_kernels_avx512vnni();
+
+namespace ops {
+// linear_quantized (linear_quantized.h) with a chosen kernel set: tests and benchmarks use it to
+// run the same driver on every instruction set.
+void linear_quantized_with(const QuantKernels& k, const Tensor& x, const Tensor& w, Tensor& y);
+}  // namespace ops
+
+}  // namespace aigc
