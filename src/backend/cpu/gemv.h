@@ -17,6 +17,14 @@ constexpr int kMaxRows = 4;
 using Kernel = void (*)(const float* x, int64_t ldx, int rows, const void* w, int64_t ldw, int64_t k,
                         int64_t n0, int64_t n1, float* y, int64_t ldy);
 
+// Plain C++ (for CPUs without AVX2; defined in linear.cpp).
+void gemv_f32_scalar(const float* x, int64_t ldx, int rows, const void* w, int64_t ldw, int64_t k,
+                     int64_t n0, int64_t n1, float* y, int64_t ldy);
+void gemv_f16_scalar(const float* x, int64_t ldx, int rows, const void* w, int64_t ldw, int64_t k,
+                     int64_t n0, int64_t n1, float* y, int64_t ldy);
+void gemv_bf16_scalar(const float* x, int64_t ldx, int rows, const void* w, int64_t ldw, int64_t k,
+                      int64_t n0, int64_t n1, float* y, int64_t ldy);
+
 void gemv_f32_avx512(const float* x, int64_t ldx, int rows, const void* w, int64_t ldw, int64_t k,
                      int64_t n0, int64_t n1, float* y, int64_t ldy);
 void gemv_f16_avx512(const float* x, int64_t ldx, int rows, const void* w, int64_t ldw, int64_t k,

@@ -2,7 +2,7 @@
 //
 // Paths of the fast kernel, by weight type and M (rows of x):
 //   q8_0 / q4_0        ops::linear_quantized (integer SIMD dot products), bias added here.
-//   M <= 4 (decode)    GEMV over N on the thread pool (gemv.h), AVX-512 or AVX2 chosen at run time;
+//   M <= 4 (decode)    GEMV over N on the thread pool (gemv.h), AVX-512, AVX2 or scalar by CPU;
 //                      weights widened to f32 in registers, activations stay f32.
 //   M > 4 (prefill)    oneDNN matmul (onednn.h):
 //                        f32  f32 x f32 GEMM;
@@ -75,25 +75,11 @@ gemv::Kernel gemv_kernel_find(DType t) {
   static const bool avx2 =
       __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
   switch (t) {
-    case DType::F32: return avx512 ? gemv::gemv_f32_avx512 : avx2 ? gemv::gemv_f32_avx2 : nullptr;
-    case DType::F16: return avx512 ? gemv::gemv_f16_avx512 : avx2 ? gemv::gemv_f16_avx2 : nullptr;
-    case DType::BF16: return avx512 ? gemv::gemv_bf16_avx512 : avx2 ? gemv::gemv_bf16_avx2 : nullptr;
-    default: return nullptr;
-  }
-}
-
-// Plain GEMV for CPUs without AVX2: widen each weight row once, dot with every x row.
-void gemv_scalar(DType t, const float* x, int64_t ldx, int rows, const void* w, int64_t k, int64_t n0, int64_t n1,
-                 float* y, int64_t ldy) {
-  std::vector<float> wf(k);
-  const size_t row_bytes = *dtype_row_bytes(t, k);
-  for (int64_t n = n0; n < n1; ++n) {
-    row_to_f32(t, static_cast<const char*>(w) + n * row_bytes, wf.data(), k);
-    for (int r = 0; r < rows; ++r) {
-      float acc = 0.0f;
-      for (int64_t i = 0; i < k; ++i) acc += x[r * ldx + i] * wf[i];
-      y[r * ldy + n] = acc;
-    }
+    case DType::F32: return avx512 ? gemv::gemv_f32_avx512 : avx2 ? gemv::gemv_f32_avx2 : gemv::gemv_f32_scalar;
+    case DType::F16: return avx512 ? gemv::gemv_f16_avx512 : avx2 ? gemv::gemv_f16_avx2 : gemv::gemv_f16_scalar;
+    case DType::BF16:
+      return avx512 ? gemv::gemv_bf16_avx512 : avx2 ? gemv::gemv_bf16_avx2 : gemv::gemv_bf16_scalar;
+    default: AIGC_ASSERT(false, "no GEMV kernel for {}", dtype_name(t));
   }
 }
 
@@ -105,10 +91,7 @@ void linear_gemv(const float* x, int64_t ldx, int64_t M, const Tensor& w, const 
   parallel_for(N, [&](int64_t n0, int64_t n1) {
     for (int64_t m0 = 0; m0 < M; m0 += gemv::kMaxRows) {
       const int rows = static_cast<int>(std::min<int64_t>(gemv::kMaxRows, M - m0));
-      if (kernel)
-        kernel(x + m0 * ldx, ldx, rows, w.data(), K, K, n0, n1, y + m0 * ldy, ldy);
-      else
-        gemv_scalar(w.type(), x + m0 * ldx, ldx, rows, w.data(), K, n0, n1, y + m0 * ldy, ldy);
+      kernel(x + m0 * ldx, ldx, rows, w.data(), K, K, n0, n1, y + m0 * ldy, ldy);
     }
     if (bias)
       for (int64_t m = 0; m < M; ++m)
@@ -160,6 +143,42 @@ void linear_gemm(const float* x, int64_t ldx, int64_t M, const Tensor& w, const 
 }
 
 }  // namespace
+
+// Scalar GEMV kernels (gemv.h): one weight element widened at a time, f32 accumulation.
+namespace gemv {
+
+namespace {
+
+template <typename Widen>
+void gemv_scalar(const float* x, int64_t ldx, int rows, const void* w, int64_t ldw, int64_t k, int64_t n0,
+                 int64_t n1, float* y, int64_t ldy, Widen widen) {
+  for (int64_t n = n0; n < n1; ++n)
+    for (int r = 0; r < rows; ++r) {
+      float acc = 0.0f;
+      for (int64_t i = 0; i < k; ++i) acc += x[r * ldx + i] * widen(w, n * ldw + i);
+      y[r * ldy + n] = acc;
+    }
+}
+
+}  // namespace
+
+void gemv_f32_scalar(const float* x, int64_t ldx, int rows, const void* w, int64_t ldw, int64_t k, int64_t n0,
+                     int64_t n1, float* y, int64_t ldy) {
+  gemv_scalar(x, ldx, rows, w, ldw, k, n0, n1, y, ldy,
+              [](const void* p, int64_t i) { return static_cast<const float*>(p)[i]; });
+}
+void gemv_f16_scalar(const float* x, int64_t ldx, int rows, const void* w, int64_t ldw, int64_t k, int64_t n0,
+                     int64_t n1, float* y, int64_t ldy) {
+  gemv_scalar(x, ldx, rows, w, ldw, k, n0, n1, y, ldy,
+              [](const void* p, int64_t i) { return f16_to_f32(static_cast<const uint16_t*>(p)[i]); });
+}
+void gemv_bf16_scalar(const float* x, int64_t ldx, int rows, const void* w, int64_t ldw, int64_t k, int64_t n0,
+                      int64_t n1, float* y, int64_t ldy) {
+  gemv_scalar(x, ldx, rows, w, ldw, k, n0, n1, y, ldy,
+              [](const void* p, int64_t i) { return bf16_to_f32(static_cast<const uint16_t*>(p)[i]); });
+}
+
+}  // namespace gemv
 
 void ref::linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
   linear_check(x, w, bias, y);
