@@ -5,7 +5,7 @@
 //   fc.run(x, y);                    // y[..., N] = x[..., K] · w^T + b, same as ops::linear
 //
 // Rows: M <= gemv::kMaxRows runs the GEMV on the original weight (decode streams it once); larger
-// M runs oneDNN on the packed copy, in chunks of max_m rows. Packed type: f32 for f32 and f16
+// M runs oneDNN on the packed copy, in chunks of max_m rows. Non-contiguous x or y: ops::linear. Packed type: f32 for f32 and f16
 // weights (f16 widened exactly; the packed copy is twice the file size), bf16 for bf16 weights
 // (activations rounded to bf16, as ops::linear does at M > 4). Quantised weights are not packed:
 // run() forwards to ops::linear. The original weight must stay alive; PackedLinear holds a view
