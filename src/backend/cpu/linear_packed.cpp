@@ -1,0 +1,60 @@
+#include "backend/cpu/linear_packed.h"
+
+#include "backend/cpu/gemv.h"
+#include "backend/cpu/onednn.h"
+#include "backend/cpu/ops.h"
+
+namespace aigc::ops {
+
+PackedLinear::PackedLinear(const Tensor& w, const Tensor* bias, int64_t max_m) : w_(w) {
+  AIGC_CHECK(w.ndim() == 2 && w.is_contiguous(), "PackedLinear: weight must be a contiguous [N, K] tensor, got {}",
+             w.shape_str());
+  AIGC_CHECK(max_m > gemv::kMaxRows, "PackedLinear: max_m {} must exceed {}", max_m, gemv::kMaxRows);
+  if (bias) {
+    AIGC_CHECK(bias->type() == DType::F32 && bias->ndim() == 1 && bias->size(0) == w.size(0) && bias->is_contiguous(),
+               "PackedLinear: bias must be contiguous f32 [{}], got {}", w.size(0), bias->shape_str());
+    bias_ = *bias;
+    has_bias_ = true;
+  }
+  const int64_t N = w.size(0), K = w.size(1);
+  if (N == 0 || K == 0) return;
+  switch (w.type()) {
+    case DType::F32:
+      packed_ = std::make_unique<onednn::PackedWeight>(w.data(), onednn::Type::F32, N, K, K, max_m);
+      break;
+    case DType::BF16:
+      packed_ = std::make_unique<onednn::PackedWeight>(w.data(), onednn::Type::BF16, N, K, K, max_m);
+      break;
+    case DType::F16: {  // oneDNN 2.6 has no f16 matmul here: widen (exactly) to f32, then pack
+      Tensor wf = Tensor::empty(DType::F32, {N, K});
+      copy(w, wf);
+      packed_ = std::make_unique<onednn::PackedWeight>(wf.data(), onednn::Type::F32, N, K, K, max_m);
+      break;
+    }
+    default: break;  // quantised: ops::linear's own kernels
+  }
+}
+
+PackedLinear::~PackedLinear() = default;
+PackedLinear::PackedLinear(PackedLinear&&) noexcept = default;
+PackedLinear& PackedLinear::operator=(PackedLinear&&) noexcept = default;
+
+size_t PackedLinear::packed_bytes() const { return packed_ ? packed_->bytes() : 0; }
+
+void PackedLinear::run(const Tensor& x, Tensor& y) const {
+  const Tensor* b = has_bias_ ? &bias_ : nullptr;
+  const int64_t M = x.ndim() >= 1 ? x.rows() : 0;
+  if (!packed_ || M <= gemv::kMaxRows || !x.is_contiguous() || !y.is_contiguous()) {
+    linear(x, w_, b, y);  // checks shapes too
+    return;
+  }
+  const int64_t N = w_.size(0), K = w_.size(1);
+  AIGC_CHECK(x.type() == DType::F32 && x.size(-1) == K, "PackedLinear: x {} does not match weight {}", x.shape_str(),
+             w_.shape_str());
+  bool shape_ok = y.type() == DType::F32 && y.ndim() == x.ndim() && y.size(-1) == N;
+  for (int d = 0; shape_ok && d + 1 < x.ndim(); ++d) shape_ok = y.size(d) == x.size(d);
+  AIGC_CHECK(shape_ok, "PackedLinear: y {} should be f32 {} with last dim {}", y.shape_str(), x.shape_str(), N);
+  packed_->run(x.ptr<float>(), M, K, b ? b->ptr<float>() : nullptr, y.ptr<float>(), N);
+}
+
+}  // namespace aigc::ops

@@ -1,0 +1,46 @@
+// PackedLinear: a linear layer whose weight is reordered ONCE into the blocked layout oneDNN's
+// matmul prefers, so repeated prefill-size calls pay no per-call weight reorder or conversion.
+//
+//   PackedLinear fc(w, &b);          // w [N, K] f32/f16/bf16 (e.g. a view of a mapped model file)
+//   fc.run(x, y);                    // y[..., N] = x[..., K] · w^T + b, same as ops::linear
+//
+// Rows: M <= gemv::kMaxRows runs the GEMV on the original weight (decode streams it once); larger
+// M runs oneDNN on the packed copy, in chunks of max_m rows. Non-contiguous x or y: ops::linear. Packed type: f32 for f32 and f16
+// weights (f16 widened exactly; the packed copy is twice the file size), bf16 for bf16 weights
+// (activations rounded to bf16, as ops::linear does at M > 4). Quantised weights are not packed:
+// run() forwards to ops::linear. The original weight must stay alive; PackedLinear holds a view
+// of it (sharing its owner).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "core/tensor.h"
+
+namespace aigc::onednn {
+class PackedWeight;
+}
+
+namespace aigc::ops {
+
+class PackedLinear {
+ public:
+  PackedLinear(const Tensor& w, const Tensor* bias, int64_t max_m = 512);
+  ~PackedLinear();
+  PackedLinear(PackedLinear&&) noexcept;
+  PackedLinear& operator=(PackedLinear&&) noexcept;
+
+  // Same contract and checks as ops::linear(x, w, bias, y).
+  void run(const Tensor& x, Tensor& y) const;
+
+  int64_t in_features() const { return w_.size(1); }
+  int64_t out_features() const { return w_.size(0); }
+  size_t packed_bytes() const;  // 0 when not packed (quantised weights)
+
+ private:
+  Tensor w_, bias_;
+  bool has_bias_ = false;
+  std::unique_ptr<onednn::PackedWeight> packed_;
+};
+
+}  // namespace aigc::ops

@@ -1,0 +1,370 @@
+// oneDNN glue (see onednn.h for the primitive cache and threading rules).
+#include "backend/cpu/onednn.h"
+
+#include <omp.h>
+
+#include <cstring>
+#include <dnnl.hpp>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/error.h"
+#include "core/half.h"
+#include "core/tensor.h"
+#include "core/thread_pool.h"
+
+namespace aigc::onednn {
+
+namespace {
+
+using dt = dnnl::memory::data_type;
+using tag = dnnl::memory::format_tag;
+using dims = dnnl::memory::dims;
+
+struct Context {
+  dnnl::engine eng{dnnl::engine::kind::cpu, 0};
+  dnnl::stream strm{eng};
+};
+
+Context& ctx() {
+  static Context c;
+  return c;
+}
+
+// Makes oneDNN (OpenMP) run on aigc's thread count in this thread; returns it for cache keys.
+int threads_sync() {
+  const int n = thread_count();
+  if (omp_get_max_threads() != n) omp_set_num_threads(n);
+  return n;
+}
+
+dt dt_of(Type t) { return t == Type::F32 ? dt::f32 : dt::bf16; }
+size_t type_size(Type t) { return t == Type::F32 ? 4 : 2; }
+
+// Primitive cache: key -> entry. Entries are shared_ptr so a caller keeps its entry alive while
+// it runs even if another thread clears the map. Bounded: prefill at many distinct lengths would
+// otherwise grow it without end, so it is simply emptied when full (rebuilt on demand).
+template <typename Entry>
+class Cache {
+ public:
+  std::shared_ptr<Entry> get(const std::string& key, const std::function<std::shared_ptr<Entry>()>& make) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = map_.find(key);
+      if (it != map_.end()) return it->second;
+    }
+    std::shared_ptr<Entry> e;
+    try {
+      e = make();
+    } catch (const dnnl::error& err) {
+      error_throw(fmt::format("oneDNN could not create a primitive: {} (status {})", err.what(),
+                              static_cast<int>(err.status)),
+                  key, "this shape or type combination is not supported by oneDNN on this CPU");
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    if (map_.size() >= kCapacity) map_.clear();
+    map_.emplace(key, e);
+    return e;
+  }
+
+ private:
+  static constexpr size_t kCapacity = 256;
+  std::mutex mu_;
+  std::unordered_map<std::string, std::shared_ptr<Entry>> map_;
+};
+
+// Per-thread scratch memory, grown on demand and reused (no allocation per call once warm).
+class Scratch {
+ public:
+  void* get(size_t bytes) {
+    if (bytes > cap_) {
+      buf_ = buffer_alloc(bytes);
+      cap_ = bytes;
+    }
+    return buf_.get();
+  }
+
+ private:
+  std::shared_ptr<void> buf_;
+  size_t cap_ = 0;
+};
+
+// Runs a primitive and waits; oneDNN errors become aigc::Error.
+void execute(const dnnl::primitive& p, const std::unordered_map<int, dnnl::memory>& args, const char* what) {
+  try {
+    p.execute(ctx().strm, args);
+    ctx().strm.wait();
+  } catch (const dnnl::error& err) {
+    error_throw(fmt::format("oneDNN {} failed: {}", what, err.what()), "onednn");
+  }
+}
+
+// ---- matmul -----------------------------------------------------------------------------------
+
+// A matrix the gemm/brgemm kernels can read: row-major or column-major inside each matrix.
+// Strides of size-1 dims are made canonical (they are meaningless but oneDNN checks them).
+bool matrix_normalise(Matrix& m) {
+  const bool row_major = (m.stride_col == 1 || m.cols == 1) && (m.rows == 1 || m.stride_row >= m.cols);
+  const bool col_major = (m.stride_row == 1 || m.rows == 1) && (m.cols == 1 || m.stride_col >= m.rows);
+  if (m.batch > 1 && m.stride_batch <= 0) return false;
+  if (row_major) {
+    m.stride_col = 1;
+    if (m.rows == 1) m.stride_row = m.cols;
+  } else if (col_major) {
+    m.stride_row = 1;
+    if (m.cols == 1) m.stride_col = m.rows;
+  } else {
+    return false;
+  }
+  if (m.batch == 1) m.stride_batch = m.rows * m.cols;
+  return true;
+}
+
+// Copies m into row-major `dst` and points m at it.
+void matrix_to_row_major(Matrix& m, void* dst) {
+  const size_t es = type_size(m.type);
+  const char* src = static_cast<const char*>(m.data);
+  char* d = static_cast<char*>(dst);
+  for (int64_t b = 0; b < m.batch; ++b)
+    for (int64_t r = 0; r < m.rows; ++r)
+      for (int64_t c = 0; c < m.cols; ++c)
+        std::memcpy(d + ((b * m.rows + r) * m.cols + c) * es,
+                    src + (b * m.stride_batch + r * m.stride_row + c * m.stride_col) * es, es);
+  m.data = dst;
+  m.stride_batch = m.rows * m.cols;
+  m.stride_row = m.cols;
+  m.stride_col = 1;
+}
+
+struct MatmulEntry {
+  dnnl::memory::desc a_md, w_md, bias_md, c_md;
+  dnnl::matmul prim;
+};
+
+Cache<MatmulEntry>& matmul_cache() {
+  static Cache<MatmulEntry> c;
+  return c;
+}
+
+}  // namespace
+
+void matmul(const Matrix& a_in, const Matrix& w_in, const float* bias, float* c, int64_t ldc_batch,
+            int64_t ldc_row) {
+  Matrix a = a_in, w = w_in;
+  AIGC_ASSERT(a.type == w.type, "matmul operands of different types");
+  AIGC_ASSERT(a.cols == w.rows && (w.batch == 1 || w.batch == a.batch), "matmul shapes");
+  const int64_t B = a.batch, M = a.rows, K = a.cols, N = w.cols;
+  if (B == 0 || M == 0 || N == 0) return;
+  thread_local Scratch scratch_a, scratch_w;
+  const size_t es = type_size(a.type);
+  if (!matrix_normalise(a)) {
+    matrix_to_row_major(a, scratch_a.get(B * M * K * es));
+    matrix_normalise(a);
+  }
+  if (!matrix_normalise(w)) {
+    matrix_to_row_major(w, scratch_w.get(w.batch * K * N * es));
+    matrix_normalise(w);
+  }
+  if (B == 1) ldc_batch = M * ldc_row;
+  const int nthr = threads_sync();
+  const std::string key =
+      fmt::format("matmul t{} n{} B{} M{} K{} N{} a{},{},{} w{},{},{},{} c{},{} bias{}", static_cast<int>(a.type), nthr, B, M,
+                  K, N, a.stride_batch, a.stride_row, a.stride_col, w.batch, w.stride_batch, w.stride_row,
+                  w.stride_col, ldc_batch, ldc_row, bias != nullptr);
+  auto e = matmul_cache().get(key, [&] {
+    auto en = std::make_shared<MatmulEntry>();
+    en->a_md = dnnl::memory::desc({B, M, K}, dt_of(a.type), dims{a.stride_batch, a.stride_row, a.stride_col});
+    en->w_md = dnnl::memory::desc({w.batch, K, N}, dt_of(w.type), dims{w.stride_batch, w.stride_row, w.stride_col});
+    en->c_md = dnnl::memory::desc({B, M, N}, dt::f32, dims{ldc_batch, ldc_row, 1});
+    if (bias) {
+      en->bias_md = dnnl::memory::desc({1, 1, N}, dt::f32, tag::abc);
+      en->prim = dnnl::matmul(dnnl::matmul::primitive_desc(
+          dnnl::matmul::desc(en->a_md, en->w_md, en->bias_md, en->c_md), ctx().eng));
+    } else {
+      en->prim = dnnl::matmul(
+          dnnl::matmul::primitive_desc(dnnl::matmul::desc(en->a_md, en->w_md, en->c_md), ctx().eng));
+    }
+    return en;
+  });
+  auto& eng = ctx().eng;
+  std::unordered_map<int, dnnl::memory> args{
+      {DNNL_ARG_SRC, dnnl::memory(e->a_md, eng, const_cast<void*>(a.data))},
+      {DNNL_ARG_WEIGHTS, dnnl::memory(e->w_md, eng, const_cast<void*>(w.data))},
+      {DNNL_ARG_DST, dnnl::memory(e->c_md, eng, c)}};
+  if (bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(e->bias_md, eng, const_cast<float*>(bias)));
+  execute(e->prim, args, "matmul");
+}
+
+// ---- conv2d -----------------------------------------------------------------------------------
+
+namespace {
+
+struct ConvEntry {
+  dnnl::memory::desc x_user, w_user, y_user, bias_md;          // plain NCHW / OIHW
+  dnnl::memory::desc x_md, w_md, y_md;                         // what the primitive wants
+  dnnl::convolution_forward prim;
+  dnnl::reorder x_reorder, w_reorder, y_reorder;               // empty when layouts agree
+  bool x_same = true, w_same = true, y_same = true;
+};
+
+Cache<ConvEntry>& conv_cache() {
+  static Cache<ConvEntry> c;
+  return c;
+}
+
+}  // namespace
+
+void conv2d(const Conv2dShape& s, const float* x, const float* w, const float* bias, float* y) {
+  if (s.n == 0 || s.o == 0 || s.ho == 0 || s.wo == 0) return;
+  const int nthr = threads_sync();
+  const std::string key = fmt::format("conv2d n{} N{} C{} H{} W{} O{} k{}x{} s{} p{} bias{}", nthr, s.n, s.c, s.h,
+                                      s.w, s.o, s.kh, s.kw, s.stride, s.pad, bias != nullptr);
+  auto e = conv_cache().get(key, [&] {
+    auto en = std::make_shared<ConvEntry>();
+    const dims xd{s.n, s.c, s.h, s.w}, wd{s.o, s.c, s.kh, s.kw}, yd{s.n, s.o, s.ho, s.wo};
+    en->x_user = dnnl::memory::desc(xd, dt::f32, tag::nchw);
+    en->w_user = dnnl::memory::desc(wd, dt::f32, tag::oihw);
+    en->y_user = dnnl::memory::desc(yd, dt::f32, tag::nchw);
+    en->bias_md = dnnl::memory::desc({s.o}, dt::f32, tag::a);
+    const dnnl::memory::desc xa(xd, dt::f32, tag::any), wa(wd, dt::f32, tag::any), ya(yd, dt::f32, tag::any);
+    const dims strides{s.stride, s.stride}, pads{s.pad, s.pad};
+    auto desc = bias ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
+                                                       dnnl::algorithm::convolution_direct, xa, wa, en->bias_md,
+                                                       ya, strides, pads, pads)
+                     : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
+                                                       dnnl::algorithm::convolution_direct, xa, wa, ya, strides,
+                                                       pads, pads);
+    dnnl::convolution_forward::primitive_desc pd(desc, ctx().eng);
+    en->prim = dnnl::convolution_forward(pd);
+    en->x_md = pd.src_desc();
+    en->w_md = pd.weights_desc();
+    en->y_md = pd.dst_desc();
+    auto& eng = ctx().eng;
+    en->x_same = en->x_md == en->x_user;
+    en->w_same = en->w_md == en->w_user;
+    en->y_same = en->y_md == en->y_user;
+    if (!en->x_same) en->x_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(eng, en->x_user, eng, en->x_md));
+    if (!en->w_same) en->w_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(eng, en->w_user, eng, en->w_md));
+    if (!en->y_same) en->y_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(eng, en->y_md, eng, en->y_user));
+    return en;
+  });
+  auto& eng = ctx().eng;
+  thread_local Scratch sx, sw, sy;
+  dnnl::memory xu(e->x_user, eng, const_cast<float*>(x)), wu(e->w_user, eng, const_cast<float*>(w)),
+      yu(e->y_user, eng, y);
+  dnnl::memory xm = xu, wm = wu, ym = yu;
+  if (!e->x_same) {
+    xm = dnnl::memory(e->x_md, eng, sx.get(e->x_md.get_size()));
+    execute(e->x_reorder, {{DNNL_ARG_FROM, xu}, {DNNL_ARG_TO, xm}}, "conv2d input reorder");
+  }
+  if (!e->w_same) {
+    wm = dnnl::memory(e->w_md, eng, sw.get(e->w_md.get_size()));
+    execute(e->w_reorder, {{DNNL_ARG_FROM, wu}, {DNNL_ARG_TO, wm}}, "conv2d weight reorder");
+  }
+  if (!e->y_same) ym = dnnl::memory(e->y_md, eng, sy.get(e->y_md.get_size()));
+  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym}};
+  if (bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(e->bias_md, eng, const_cast<float*>(bias)));
+  execute(e->prim, args, "conv2d");
+  if (!e->y_same) execute(e->y_reorder, {{DNNL_ARG_FROM, ym}, {DNNL_ARG_TO, yu}}, "conv2d output reorder");
+}
+
+// ---- packed weights ---------------------------------------------------------------------------
+
+struct PackedWeight::Impl {
+  Type type;
+  int64_t n, k, max_m;
+  dnnl::memory::desc w_md;  // the packed layout, chosen for max_m rows
+  std::shared_ptr<void> buf;
+  std::mutex mu;            // guards prims
+  std::unordered_map<std::string, std::shared_ptr<MatmulEntry>> prims;  // per (M, threads, bias)
+
+  std::shared_ptr<MatmulEntry> prim_get(int64_t m, int64_t ldx_, int64_t ldy, bool bias, int nthr) {
+    const std::string key = fmt::format("{} {} {} {} {}", m, ldx_, ldy, bias, nthr);
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = prims.find(key);
+    if (it != prims.end()) return it->second;
+    auto en = std::make_shared<MatmulEntry>();
+    en->a_md = dnnl::memory::desc({m, k}, dt_of(type), dims{ldx_, 1});
+    en->w_md = w_md;
+    en->c_md = dnnl::memory::desc({m, n}, dt::f32, dims{ldy, 1});
+    try {
+      if (bias) {
+        en->bias_md = dnnl::memory::desc({1, n}, dt::f32, tag::ab);
+        en->prim = dnnl::matmul(dnnl::matmul::primitive_desc(
+            dnnl::matmul::desc(en->a_md, en->w_md, en->bias_md, en->c_md), ctx().eng));
+      } else {
+        en->prim = dnnl::matmul(
+            dnnl::matmul::primitive_desc(dnnl::matmul::desc(en->a_md, en->w_md, en->c_md), ctx().eng));
+      }
+    } catch (const dnnl::error& err) {
+      error_throw(fmt::format("oneDNN has no matmul for packed weights at M={}: {}", m, err.what()),
+                  "PackedWeight", "use ops::linear for this size");
+    }
+    if (prims.size() >= 64) prims.clear();
+    prims.emplace(key, en);
+    return en;
+  }
+};
+
+PackedWeight::PackedWeight(const void* w, Type type, int64_t n, int64_t k, int64_t ldw, int64_t max_m)
+    : impl_(new Impl) {
+  impl_->type = type;
+  impl_->n = n;
+  impl_->k = k;
+  impl_->max_m = max_m;
+  try {
+    // Let oneDNN choose the weight layout for a [max_m, K] x [K, N] product.
+    const dnnl::memory::desc a({max_m, k}, dt_of(type), tag::ab), c({max_m, n}, dt::f32, tag::ab);
+    const dnnl::memory::desc wa({k, n}, dt_of(type), tag::any);
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, wa, c), ctx().eng);
+    impl_->w_md = pd.weights_desc();
+    impl_->buf = buffer_alloc(impl_->w_md.get_size());
+    // The user's w[N, K] (row stride ldw) is the [K, N] matrix with strides (1, ldw).
+    const dnnl::memory::desc w_user({k, n}, dt_of(type), dims{1, ldw});
+    dnnl::memory src(w_user, ctx().eng, const_cast<void*>(w)), dst(impl_->w_md, ctx().eng, impl_->buf.get());
+    threads_sync();
+    execute(dnnl::reorder(src, dst), {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}}, "weight packing");
+  } catch (const dnnl::error& err) {
+    error_throw(fmt::format("oneDNN could not pack a [{}, {}] weight: {}", n, k, err.what()), "PackedWeight");
+  }
+}
+
+PackedWeight::~PackedWeight() = default;
+
+Type PackedWeight::type() const { return impl_->type; }
+size_t PackedWeight::bytes() const { return impl_->w_md.get_size(); }
+
+void PackedWeight::run(const float* x, int64_t m, int64_t ldx, const float* bias, float* y, int64_t ldy) const {
+  const int64_t k = impl_->k;
+  auto& eng = ctx().eng;
+  thread_local Scratch sx;
+  // Rows beyond max_m run in chunks of max_m so every call uses primitives tuned for the layout.
+  for (int64_t m0 = 0; m0 < m; m0 += impl_->max_m) {
+    const int64_t mc = std::min(impl_->max_m, m - m0);
+    const void* a = x + m0 * ldx;
+    int64_t lda = ldx;
+    if (impl_->type == Type::BF16) {
+      auto* xb = static_cast<uint16_t*>(sx.get(static_cast<size_t>(mc * k) * 2));
+      parallel_for(mc, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r)
+          for (int64_t i = 0; i < k; ++i) xb[r * k + i] = bf16_from_f32(x[(m0 + r) * ldx + i]);
+      });
+      a = xb;
+      lda = k;
+    }
+    const int nthr = threads_sync();
+    auto e = impl_->prim_get(mc, lda, ldy, bias != nullptr, nthr);
+    std::unordered_map<int, dnnl::memory> args{
+        {DNNL_ARG_SRC, dnnl::memory(e->a_md, eng, const_cast<void*>(a))},
+        {DNNL_ARG_WEIGHTS, dnnl::memory(e->w_md, eng, impl_->buf.get())},
+        {DNNL_ARG_DST, dnnl::memory(e->c_md, eng, y + m0 * ldy)}};
+    if (bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(e->bias_md, eng, const_cast<float*>(bias)));
+    execute(e->prim, args, "packed matmul");
+  }
+}
+
+}  // namespace aigc::onednn

@@ -1,0 +1,74 @@
+// oneDNN glue: the one place that talks to oneDNN (dnnl.hpp stays out of every other file).
+//
+//   onednn::Matrix a{x_ptr, onednn::Type::F32, 1, M, K, 0, K, 1};   // [M, K] row-major
+//   onednn::Matrix w{w_ptr, onednn::Type::F32, 1, K, N, 0, 1, K};   // w[N, K] seen as [K, N]
+//   onednn::matmul(a, w, bias, y_ptr, 0, N);                        // y[M, N] = a · w + bias
+//
+// One CPU engine and one stream for the process. Creating a oneDNN primitive (choosing an
+// implementation, JIT-compiling its kernels) costs far more than running a small one, so every
+// primitive is cached here under a key made of everything it depends on: op, shapes, strides,
+// types, attributes AND the thread count (oneDNN fixes its work split for the number of threads
+// at creation). oneDNN also has a cache of its own, but looking it up still rebuilds the
+// primitive descriptor each call; ours skips that.
+//
+// Threads: Debian's oneDNN uses the OpenMP runtime, the same one as aigc's thread pool, so it
+// runs on omp_get_max_threads() threads. thread_count_set() sets that for the thread that calls
+// it; before each execution we set it again for the calling thread so both agree everywhere.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+namespace aigc::onednn {
+
+enum class Type { F32, BF16 };
+
+// A batch of matrices [batch, rows, cols] with strides in elements (any order, >= 0).
+struct Matrix {
+  const void* data = nullptr;
+  Type type = Type::F32;
+  int64_t batch = 1, rows = 0, cols = 0;
+  int64_t stride_batch = 0, stride_row = 0, stride_col = 1;
+};
+
+// c[b] = a[b] · w[b or 0] (+ bias[N]) in f32 accumulation. a [B, M, K], w [B or 1, K, N] (a batch
+// of 1 is broadcast), c f32 [B, M, N] with strides (ldc_batch, ldc_row, 1). a and w must have the
+// same type (f32 x f32 or bf16 x bf16). Operands whose strides the fast implementations cannot
+// read (neither row- nor column-major inside a matrix) are first copied to row-major here.
+void matmul(const Matrix& a, const Matrix& w, const float* bias, float* c, int64_t ldc_batch,
+            int64_t ldc_row);
+
+struct Conv2dShape {
+  int64_t n, c, h, w;      // input [N, C, H, W]
+  int64_t o, kh, kw;       // weight [O, C, kh, kw]
+  int64_t ho, wo;          // output [N, O, Ho, Wo]
+  int64_t stride, pad;     // same on both axes, symmetric padding
+};
+
+// y = conv2d(x, w) + bias; all f32 and contiguous (NCHW / OIHW). oneDNN picks its preferred
+// layouts (format "any"); x, w and y are reordered to and from them on every call.
+void conv2d(const Conv2dShape& s, const float* x, const float* w, const float* bias, float* y);
+
+// Packed weights for PackedLinear: an opaque handle holding w[N, K] reordered once into the layout
+// oneDNN's matmul prefers for up to max_m rows, and the primitives that use it.
+class PackedWeight {
+ public:
+  // w: [N, K] with row stride ldw elements, of type `type`; max_m: the largest M it is tuned for.
+  PackedWeight(const void* w, Type type, int64_t n, int64_t k, int64_t ldw, int64_t max_m);
+  ~PackedWeight();
+  PackedWeight(const PackedWeight&) = delete;
+  PackedWeight& operator=(const PackedWeight&) = delete;
+
+  // y[M, N] (row stride ldy) = x[M, K] (row stride ldx, f32) · w^T (+ bias). Activations are
+  // converted to the packed type first (bf16 rounding for bf16 weights).
+  void run(const float* x, int64_t m, int64_t ldx, const float* bias, float* y, int64_t ldy) const;
+  Type type() const;
+  size_t bytes() const;  // size of the packed copy
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace aigc::onednn
