@@ -1,0 +1,211 @@
+// The bodies of the KernelsF32 row kernels. Included by exactly one .cpp per instruction set;
+// everything here has internal linkage so each inclusion keeps its own, differently compiled copy.
+#pragma once
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "backend/cpu/kernels_f32.h"
+
+namespace aigc::ops {
+namespace {
+
+// e^x for f32: x = n ln2 + r, |r| <= ln2/2 (Cody-Waite split of ln2), e^r by its Taylor series to
+// r^7 (truncation < 5e-9 relative), 2^n by building the exponent bits. Below -87 returns 0,
+// above 88.3 saturates near e^88.3 (~2e38); both far outside what the ops feed it with meaning.
+inline float exp_approx(float x) {
+  const float xc = x < -87.0f ? -87.0f : (x > 88.3f ? 88.3f : x);
+  const float t = xc * 1.44269504088896341f + 12582912.0f;  // + 1.5 * 2^23 rounds to an integer
+  const float n = t - 12582912.0f;
+  float r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t ni = std::bit_cast<int32_t>(t) - 0x4B400000;
+  const float scale = std::bit_cast<float>((ni + 127) << 23);
+  return x < -87.0f ? 0.0f : p * scale;
+}
+
+void silu_row(const float* x, float* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] / (1.0f + exp_approx(-x[i]));
+}
+
+// x * Phi(x) with erfc from Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7 on erf): Phi(x) is
+// 1 - erfc(z)/2 for x >= 0 and erfc(z)/2 for x < 0, z = |x|/sqrt(2), so the tail keeps relative
+// accuracy instead of cancelling.
+void gelu_row(const float* x, float* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    const float z = std::fabs(v) * 0.70710678118654752f;
+    const float t = 1.0f / (1.0f + 0.3275911f * z);
+    float p = 1.061405429f;
+    p = p * t - 1.453152027f;
+    p = p * t + 1.421413741f;
+    p = p * t - 0.284496736f;
+    p = p * t + 0.254829592f;
+    const float half_erfc = 0.5f * p * t * exp_approx(-z * z);
+    y[i] = v * (v >= 0.0f ? 1.0f - half_erfc : half_erfc);
+  }
+}
+
+// 0.5 x (1 + tanh(u)) == x * sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3): no cancellation near 0.
+void gelu_tanh_row(const float* x, float* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    const float u2 = 2.0f * 0.79788456080286536f * (v + 0.044715f * v * v * v);
+    y[i] = v / (1.0f + exp_approx(-u2));
+  }
+}
+
+float max_row(const float* x, int64_t n) {
+  float m = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : m)
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, x[i]);
+  return m;
+}
+
+void softmax_row(const float* x, float* y, int64_t n, int64_t n_valid) {
+  const float m = max_row(x, n_valid);
+  double s = 0.0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < n_valid; ++i) {
+    const float e = exp_approx(x[i] - m);
+    y[i] = e;
+    s += e;
+  }
+  const float inv = static_cast<float>(1.0 / s);
+#pragma omp simd
+  for (int64_t i = 0; i < n_valid; ++i) y[i] *= inv;
+  for (int64_t i = n_valid; i < n; ++i) y[i] = 0.0f;
+}
+
+double sum_row(const float* x, int64_t n) {
+  double s = 0.0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < n; ++i) s += x[i];
+  return s;
+}
+
+double sum_sq_dev_row(const float* x, int64_t n, float mean) {
+  double s = 0.0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = static_cast<double>(x[i]) - mean;
+    s += d * d;
+  }
+  return s;
+}
+
+void normalize_row(const float* x, float* y, int64_t n, float mean, float rstd, const float* g,
+                   const float* b) {
+  if (g && b) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - mean) * rstd * g[i] + b[i];
+  } else if (g) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - mean) * rstd * g[i];
+  } else if (b) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - mean) * rstd + b[i];
+  } else {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - mean) * rstd;
+  }
+}
+
+void scale_shift_row(const float* x, float* y, int64_t n, float a, float b) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * a + b;
+}
+
+float dot_row(const float* a, const float* b, int64_t n) {
+  float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+// Flash-attention style: for each block of queries, one pass over the keys in blocks, keeping per
+// query the running max m, the running sum l of exp(score - m) and the unnormalised output acc;
+// when m grows, l and acc are rescaled by exp(m_old - m_new).
+void attention_rows(const AttentionRows& a, float* scratch) {
+  constexpr int64_t QB = kAttnQueryBlock, KB = kAttnKeyBlock;
+  float* s = scratch;                 // [QB, KB] scores, then probabilities
+  float* acc = s + QB * KB;           // [QB, dv]
+  float* m = acc + QB * a.dv;         // [QB]
+  float* l = m + QB;                  // [QB]
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  for (int64_t i0 = 0; i0 < a.nq; i0 += QB) {
+    const int64_t qb = std::min(QB, a.nq - i0);
+    // keys any query of this block may see
+    const int64_t k_end = a.causal_pos0 < 0 ? a.tk : std::min(a.tk, a.causal_pos0 + i0 + qb);
+    for (int64_t r = 0; r < qb; ++r) {
+      m[r] = neg_inf;
+      l[r] = 0.0f;
+      float* ar = acc + r * a.dv;
+      for (int64_t c = 0; c < a.dv; ++c) ar[c] = 0.0f;
+    }
+    for (int64_t j0 = 0; j0 < k_end; j0 += KB) {
+      const int64_t kb = std::min(KB, k_end - j0);
+      for (int64_t r = 0; r < qb; ++r) {
+        const float* qr = a.q + (i0 + r) * a.q_stride;
+        float* sr = s + r * KB;
+        // keys j0 + jj with jj < visible are unmasked for this query
+        const int64_t visible = a.causal_pos0 < 0 ? kb : std::clamp<int64_t>(a.causal_pos0 + i0 + r + 1 - j0, 0, kb);
+        for (int64_t jj = 0; jj < visible; ++jj) sr[jj] = dot_row(qr, a.k + (j0 + jj) * a.k_stride, a.d) * a.scale;
+        for (int64_t jj = visible; jj < kb; ++jj) sr[jj] = neg_inf;
+        const float m_new = std::max(m[r], max_row(sr, kb));
+        // m_new is finite: key 0 is visible to every query, and block 0 comes first
+        const float corr = exp_approx(m[r] - m_new);  // m[r] = -inf gives 0
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t jj = 0; jj < kb; ++jj) {
+          const float p = exp_approx(sr[jj] - m_new);
+          sr[jj] = p;
+          sum += p;
+        }
+        l[r] = l[r] * corr + sum;
+        m[r] = m_new;
+        float* ar = acc + r * a.dv;
+        if (corr != 1.0f) {
+#pragma omp simd
+          for (int64_t c = 0; c < a.dv; ++c) ar[c] *= corr;
+        }
+        for (int64_t jj = 0; jj < kb; ++jj) {
+          const float p = sr[jj];
+          if (p == 0.0f) continue;
+          const float* vj = a.v + (j0 + jj) * a.v_stride;
+#pragma omp simd
+          for (int64_t c = 0; c < a.dv; ++c) ar[c] += p * vj[c];
+        }
+      }
+    }
+    for (int64_t r = 0; r < qb; ++r) {
+      const float inv = 1.0f / l[r];
+      const float* ar = acc + r * a.dv;
+      float* o = a.out + (i0 + r) * a.out_stride;
+#pragma omp simd
+      for (int64_t c = 0; c < a.dv; ++c) o[c] = ar[c] * inv;
+    }
+  }
+}
+
+KernelsF32 kernels_f32_make(const char* name) {
+  return KernelsF32{name,          silu_row,       gelu_row,      gelu_tanh_row,   softmax_row,
+                    sum_row,       sum_sq_dev_row, normalize_row, scale_shift_row, attention_rows};
+}
+
+}  // namespace
+}  // namespace aigc::ops
