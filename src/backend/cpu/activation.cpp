@@ -45,9 +45,11 @@ bool activation_dense(const Tensor& x, const Tensor& y) {
   return x.ndim() > 0 && rows_dense_f32(x) && rows_dense_f32(y);
 }
 
-double gelu_exact(double v) { return 0.5 * v * (1.0 + std::erf(v * M_SQRT1_2)); }
+// Written without cancellation in the negative tail, where 1 + erf and 1 + tanh lose every digit
+// even in double: 1 + erf(v / sqrt2) = erfc(-v / sqrt2), and 0.5 (1 + tanh(u)) = 1 / (1 + e^(-2u)).
+double gelu_exact(double v) { return 0.5 * v * std::erfc(-v * M_SQRT1_2); }
 double gelu_tanh_exact(double v) {
-  return 0.5 * v * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v)));
+  return v / (1.0 + std::exp(-2.0 * std::sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v)));
 }
 double silu_exact(double v) { return v / (1.0 + std::exp(-v)); }
 
