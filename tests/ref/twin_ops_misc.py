@@ -224,4 +224,6 @@ d["copy.wide"] = wide
 d["copy.wide_f16"] = wide.half()
 d["copy.wide_bf16"] = wide.bfloat16()
 d["copy.wide_t_f16"] = wide.t().contiguous().half()  # transpose and convert in one copy
+d["copy.wide_f16_f32"] = wide.half().float()  # and back: widening is exact
+d["copy.wide_bf16_f32"] = wide.bfloat16().float()
 refdump.write(os.path.join(out_dir, "ops_misc.bin"), d)

@@ -12,7 +12,6 @@
 #include "backend/cpu/ops.h"
 #include "common/compare.h"
 #include "common/refdump.h"
-#include "core/half.h"
 #include "core/thread_pool.h"
 
 using namespace aigc;
@@ -559,12 +558,14 @@ TEST(OpsCopy, ConversionsRoundLikeTorch) {
   Tensor ht = Tensor::empty(DType::F16, {17, 33});
   ops::copy(x.transpose(0, 1), ht);  // transpose and convert in one copy
   expect_same_bits(ht, d.get("copy.wide_t_f16"));
-  // and back: f16 -> f32 is exact
-  Tensor back = Tensor::empty(DType::F32, {33, 17});
-  ops::copy(d.get("copy.wide_f16"), back);
-  for (int64_t i = 0; i < back.numel(); ++i) {
-    const float want = f16_to_f32(d.get("copy.wide_f16").ptr<uint16_t>()[i]);
-    ASSERT_EQ(std::memcmp(&back.ptr<float>()[i], &want, 4), 0) << i;
+  // and back: widening is exact, compared bit for bit (the values include inf and -0)
+  for (const char* c : {"f16", "bf16"}) {
+    SCOPED_TRACE(c);
+    const Tensor& want = d.get(std::string("copy.wide_") + c + "_f32");
+    Tensor back = f32_like(want);
+    ops::copy(d.get(std::string("copy.wide_") + c), back);
+    for (int64_t i = 0; i < back.numel(); ++i)
+      ASSERT_EQ(std::memcmp(&back.ptr<float>()[i], &want.ptr<float>()[i], 4), 0) << "element " << i;
   }
   Tensor bad = Tensor::empty(DType::F16, {17, 33});
   EXPECT_THROW(ops::copy(x, bad), Error);

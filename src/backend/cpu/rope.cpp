@@ -60,8 +60,11 @@ void rope(const Tensor& x, std::span<const int32_t> positions, const RopeParams&
   const int64_t n_dims = rope_check(x, positions, p, y);
   if (!rows_dense_f32(x) || !rows_dense_f32(y)) return ref::rope(x, positions, p, y);
   const int64_t T = x.size(-3), H = x.size(-2), D = x.size(-1), half = n_dims / 2;
-  // cos/sin per (t, i), computed once per call in double and shared by every head and batch.
-  std::vector<float> cs(static_cast<size_t>(T * half * 2));  // [T, half, 2]
+  // cos/sin per (t, i), computed once per call in double and shared by every head and batch; the
+  // calling thread's buffer grows to the largest call and is reused (no allocation per token).
+  thread_local std::vector<float> table;
+  if (table.size() < static_cast<size_t>(T * half * 2)) table.resize(static_cast<size_t>(T * half * 2));
+  float* cs = table.data();  // [T, half, 2]; a plain pointer, so worker threads see this thread's buffer
   parallel_for(T, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t)
       for (int64_t i = 0; i < half; ++i) {
