@@ -13,11 +13,23 @@
 namespace aigc::ops {
 namespace {
 
+// Loops here must stay free of float comparisons used as branches: under -ftrapping-math (the
+// default) GCC will not if-convert them and the loop stays scalar. Clamps and selects therefore
+// work on integers: f32_key maps a float's bits to an int32 with the same order (for non-NaN).
+inline int32_t f32_key(float x) {
+  const int32_t b = std::bit_cast<int32_t>(x);
+  return b ^ ((b >> 31) & 0x7fffffff);
+}
+inline float f32_from_key(int32_t k) { return std::bit_cast<float>(k ^ ((k >> 31) & 0x7fffffff)); }
+
 // e^x for f32: x = n ln2 + r, |r| <= ln2/2 (Cody-Waite split of ln2), e^r by its Taylor series to
-// r^7 (truncation < 5e-9 relative), 2^n by building the exponent bits. Below -87 returns 0,
-// above 88.3 saturates near e^88.3 (~2e38); both far outside what the ops feed it with meaning.
+// r^7 (truncation < 5e-9 relative), 2^n by building the exponent bits. Below -87 (and -inf)
+// returns exactly 0; above 88.3 saturates near e^88.3 (~2e38). A NaN input gives an unspecified
+// value (the ops are not fed NaN with meaning).
 inline float exp_approx(float x) {
-  const float xc = x < -87.0f ? -87.0f : (x > 88.3f ? 88.3f : x);
+  const int32_t k_lo = f32_key(-87.0f), k_hi = f32_key(88.3f);
+  const int32_t k = f32_key(x);
+  const float xc = f32_from_key(k < k_lo ? k_lo : (k > k_hi ? k_hi : k));
   const float t = xc * 1.44269504088896341f + 12582912.0f;  // + 1.5 * 2^23 rounds to an integer
   const float n = t - 12582912.0f;
   float r = xc - n * 0.693359375f;
@@ -32,7 +44,8 @@ inline float exp_approx(float x) {
   p = p * r + 1.0f;
   const int32_t ni = std::bit_cast<int32_t>(t) - 0x4B400000;
   const float scale = std::bit_cast<float>((ni + 127) << 23);
-  return x < -87.0f ? 0.0f : p * scale;
+  const int32_t keep = -static_cast<int32_t>(k >= k_lo);  // all ones, or 0 below -87
+  return std::bit_cast<float>(std::bit_cast<int32_t>(p * scale) & keep);
 }
 
 void silu_row(const float* x, float* y, int64_t n) {
@@ -60,7 +73,10 @@ void gelu_row(const float* x, float* y, int64_t n) {
     p = p * t + 1.00002368f;
     p = p * t - 1.26551223f;
     const float half_erfc = 0.5f * t * exp_approx(p - z * z);
-    y[i] = v * (v >= 0.0f ? 1.0f - half_erfc : half_erfc);
+    const int32_t neg = std::bit_cast<int32_t>(v) >> 31;  // all ones when v < 0 (or -0)
+    const float phi = std::bit_cast<float>((std::bit_cast<int32_t>(1.0f - half_erfc) & ~neg) |
+                                           (std::bit_cast<int32_t>(half_erfc) & neg));
+    y[i] = v * phi;
   }
 }
 
