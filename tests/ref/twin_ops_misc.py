@@ -55,11 +55,14 @@ for name, shape, affine, eps in [("ln_a", (3, 77), True, 1e-5), ("ln_b", (2, 5, 
         d[name + ".gamma"], d[name + ".beta"] = w, b
     d[name + ".params"] = f32(eps)
     d[name + ".y"] = F.layer_norm(x, (c,), w, b, eps)
-for name, shape, eps in [("rms_a", (5, 33), 1e-6), ("rms_b", (2, 3, 320), 1e-5), ("rms_c", (1, 17), 1e-5)]:
+for name, shape, eps, affine in [("rms_a", (5, 33), 1e-6, True), ("rms_b", (2, 3, 320), 1e-5, True),
+                                 ("rms_c", (1, 17), 1e-5, True), ("rms_d", (3, 64), 1e-6, False)]:
     c = shape[-1]
     x = randn(*shape, scale=2.0)
-    w = randn(c)
-    d[name + ".x"], d[name + ".gamma"], d[name + ".params"] = x, w, f32(eps)
+    w = randn(c) if affine else torch.ones(c)
+    d[name + ".x"], d[name + ".params"] = x, f32(eps)
+    if affine:
+        d[name + ".gamma"] = w
     # as llama's RMSNorm: x * rsqrt(mean(x^2) + eps) * weight
     d[name + ".y"] = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
 refdump.write(os.path.join(out_dir, "ops_norm.bin"), d)
@@ -95,15 +98,16 @@ def attention(q, k, v, scale, causal, q_offset):
 
 
 d = {}
-# name, B, Hq, Hkv, Tq, Tk, D, causal, q_offset, scale (0: 1/sqrt(D)), q stored as [B, T, H, D]
-for (name, B, Hq, Hkv, Tq, Tk, D, causal, q_offset, scale, bthd) in [
-        ("att_self", 1, 4, 4, 33, 33, 64, True, 0, 0.0, True),      # self, causal, strided views
-        ("att_cross", 2, 8, 8, 65, 77, 40, False, 0, 0.0, False),  # SD cross-attention: 77 text tokens
-        ("att_gqa", 1, 8, 2, 17, 17, 64, True, 0, 0.0, True),       # grouped KV heads
-        ("att_decode", 1, 8, 2, 1, 10, 40, True, 9, 0.0, False),    # one token with a KV cache
-        ("att_chunk", 1, 2, 1, 5, 70, 64, True, 65, 0.0, False),    # more keys than one key block
-        ("att_scale", 1, 3, 3, 7, 130, 17, False, 0, 0.2, False)]:  # explicit scale, odd D, Tk > 2 blocks
-    q, k, v = randn(B, Hq, Tq, D), randn(B, Hkv, Tk, D), randn(B, Hkv, Tk, D)
+# name, B, Hq, Hkv, Tq, Tk, D, Dv, causal, q_offset, scale (0: 1/sqrt(D)), q stored as [B, T, H, D]
+for (name, B, Hq, Hkv, Tq, Tk, D, Dv, causal, q_offset, scale, bthd) in [
+        ("att_self", 1, 4, 4, 33, 33, 64, 64, True, 0, 0.0, True),      # self, causal, strided views
+        ("att_cross", 2, 8, 8, 65, 77, 40, 40, False, 0, 0.0, False),  # SD cross-attention: 77 text tokens
+        ("att_gqa", 1, 8, 2, 17, 17, 64, 64, True, 0, 0.0, True),       # grouped KV heads
+        ("att_decode", 1, 8, 2, 1, 10, 40, 40, True, 9, 0.0, False),    # one token with a KV cache
+        ("att_chunk", 1, 2, 1, 5, 70, 64, 64, True, 65, 0.0, False),    # more keys than one key block
+        ("att_scale", 1, 3, 3, 7, 130, 17, 17, False, 0, 0.2, False),  # explicit scale, odd D, Tk > 2 blocks
+        ("att_dv", 2, 4, 2, 9, 3, 32, 48, False, 0, 0.0, False)]:        # value width != key width
+    q, k, v = randn(B, Hq, Tq, D), randn(B, Hkv, Tk, D), randn(B, Hkv, Tk, Dv)
     sc = scale if scale else 1.0 / np.sqrt(D)
     y = attention(q, k, v, sc, causal, q_offset)
     if bthd:  # the C++ test permutes these back to [B, H, T, D] views

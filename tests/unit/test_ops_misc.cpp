@@ -90,13 +90,14 @@ TEST(OpsNorm, LayerNormMatchesTorch) {
 
 TEST(OpsNorm, RmsNormMatchesTorch) {
   RefDump d = RefDump::load("ops_norm");
-  for (std::string c : {"rms_a", "rms_b", "rms_c"}) {
+  for (std::string c : {"rms_a", "rms_b", "rms_c", "rms_d"}) {
     SCOPED_TRACE(c);
     const Tensor& x = d.get(c + ".x");
+    const Tensor* g = d.has(c + ".gamma") ? &d.get(c + ".gamma") : nullptr;
     const float eps = param(d, c, 0);
     Tensor yr = f32_like(x), yf = f32_like(x);
-    ops::ref::rms_norm(x, &d.get(c + ".gamma"), eps, yr);
-    ops::rms_norm(x, &d.get(c + ".gamma"), eps, yf);
+    ops::ref::rms_norm(x, g, eps, yr);
+    ops::rms_norm(x, g, eps, yf);
     EXPECT_TENSORS_CLOSE(yr, d.get(c + ".y"), 1e-5f, 1e-5f);
     EXPECT_TENSORS_CLOSE(yf, d.get(c + ".y"), 1e-5f, 1e-5f);
     EXPECT_TENSORS_CLOSE(yf, yr, 2e-6f, 2e-6f);
@@ -199,7 +200,7 @@ AttnCase attn_case(const RefDump& d, const std::string& c) {
 
 TEST(OpsAttention, MatchesTorch) {
   RefDump d = RefDump::load("ops_attention");
-  for (std::string c : {"att_self", "att_cross", "att_gqa", "att_decode", "att_chunk", "att_scale"}) {
+  for (std::string c : {"att_self", "att_cross", "att_gqa", "att_decode", "att_chunk", "att_scale", "att_dv"}) {
     SCOPED_TRACE(c);
     AttnCase a = attn_case(d, c);
     const Tensor& want = d.get(c + ".y");
