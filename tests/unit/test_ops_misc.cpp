@@ -352,7 +352,7 @@ TEST(KernelsF32, EveryBuildMatchesReference) {
     ap.q_offset = 61;
     ops::ref::attention(q, kk, v, want, ap);
     Tensor got = f32_like(want);
-    std::vector<float> scratch(ops::attention_scratch_floats(40));
+    std::vector<float> scratch(ops::attention_scratch_floats(40, 40));
     ops::AttentionRows a{q.ptr<float>(), 40, kk.ptr<float>(), 40, v.ptr<float>(), 40, got.ptr<float>(), 40,
                          9, 70, 40, 40, 1.0f / std::sqrt(40.0f), 61};
     k.attention(a, scratch.data());

@@ -88,7 +88,7 @@ void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, c
   constexpr int64_t kTaskQueries = 32;
   const int64_t q_blocks = (Tq + kTaskQueries - 1) / kTaskQueries;
   auto row_stride = [](const Tensor& t) { return t.stride_bytes(2) / static_cast<int64_t>(sizeof(float)); };
-  const int64_t scratch_floats = attention_scratch_floats(Dv);
+  const int64_t scratch_floats = attention_scratch_floats(D, Dv);
   parallel_for(B * Hq * q_blocks, [&](int64_t t0, int64_t t1) {
     thread_local std::vector<float> scratch;  // grows once per thread, reused across calls
     if (static_cast<int64_t>(scratch.size()) < scratch_floats) scratch.resize(scratch_floats);

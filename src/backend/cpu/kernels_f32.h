@@ -29,12 +29,15 @@ struct AttentionRows {
 };
 
 // Attention processes kAttnQueryBlock queries at a time against kAttnKeyBlock keys: the largest
-// score block held is [kAttnQueryBlock, kAttnKeyBlock].
-constexpr int64_t kAttnQueryBlock = 4;
+// score block held is [kAttnQueryBlock, kAttnKeyBlock]. With at least kAttnTransposeMin queries in
+// a block, the key block is first transposed to [d, kAttnKeyBlock] so the scores of one query
+// are vertical FMAs across keys; fewer queries (decode) take one dot product per key instead.
+constexpr int64_t kAttnQueryBlock = 8;
 constexpr int64_t kAttnKeyBlock = 64;
-// Floats of scratch the attention kernel needs for value width dv.
-inline int64_t attention_scratch_floats(int64_t dv) {
-  return kAttnQueryBlock * kAttnKeyBlock + kAttnQueryBlock * (dv + 2);
+constexpr int64_t kAttnTransposeMin = 4;
+// Floats of scratch the attention kernel needs for key width d and value width dv.
+inline int64_t attention_scratch_floats(int64_t d, int64_t dv) {
+  return kAttnQueryBlock * kAttnKeyBlock + kAttnQueryBlock * (dv + 2) + d * kAttnKeyBlock;
 }
 
 struct KernelsF32 {

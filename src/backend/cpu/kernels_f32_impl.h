@@ -167,6 +167,7 @@ void attention_rows(const AttentionRows& a, float* scratch) {
   float* acc = s + QB * KB;           // [QB, dv]
   float* m = acc + QB * a.dv;         // [QB]
   float* l = m + QB;                  // [QB]
+  float* kt = l + QB;                 // [d, KB] the key block transposed
   const float neg_inf = -std::numeric_limits<float>::infinity();
   for (int64_t i0 = 0; i0 < a.nq; i0 += QB) {
     const int64_t qb = std::min(QB, a.nq - i0);
@@ -178,14 +179,32 @@ void attention_rows(const AttentionRows& a, float* scratch) {
       float* ar = acc + r * a.dv;
       for (int64_t c = 0; c < a.dv; ++c) ar[c] = 0.0f;
     }
+    const bool transposed = qb >= kAttnTransposeMin;
     for (int64_t j0 = 0; j0 < k_end; j0 += KB) {
       const int64_t kb = std::min(KB, k_end - j0);
+      if (transposed)
+        for (int64_t jj = 0; jj < kb; ++jj) {
+          const float* kj = a.k + (j0 + jj) * a.k_stride;
+          for (int64_t c = 0; c < a.d; ++c) kt[c * KB + jj] = kj[c];
+        }
       for (int64_t r = 0; r < qb; ++r) {
         const float* qr = a.q + (i0 + r) * a.q_stride;
         float* sr = s + r * KB;
         // keys j0 + jj with jj < visible are unmasked for this query
         const int64_t visible = a.causal_pos0 < 0 ? kb : std::clamp<int64_t>(a.causal_pos0 + i0 + r + 1 - j0, 0, kb);
-        for (int64_t jj = 0; jj < visible; ++jj) sr[jj] = dot_row(qr, a.k + (j0 + jj) * a.k_stride, a.d) * a.scale;
+        if (transposed) {
+          for (int64_t jj = 0; jj < kb; ++jj) sr[jj] = 0.0f;
+          for (int64_t c = 0; c < a.d; ++c) {
+            const float qc = qr[c];
+            const float* ktc = kt + c * KB;
+#pragma omp simd
+            for (int64_t jj = 0; jj < kb; ++jj) sr[jj] += qc * ktc[jj];
+          }
+#pragma omp simd
+          for (int64_t jj = 0; jj < kb; ++jj) sr[jj] *= a.scale;
+        } else {
+          for (int64_t jj = 0; jj < visible; ++jj) sr[jj] = dot_row(qr, a.k + (j0 + jj) * a.k_stride, a.d) * a.scale;
+        }
         for (int64_t jj = visible; jj < kb; ++jj) sr[jj] = neg_inf;
         const float m_new = std::max(m[r], max_row(sr, kb));
         // m_new is finite: key 0 is visible to every query, and block 0 comes first
