@@ -158,6 +158,45 @@ float dot_row(const float* a, const float* b, int64_t n) {
   return s;
 }
 
+// sr[0, KB) = q . kt[:, u] for the transposed key block kt [d, KB] (columns >= kb zeroed). The
+// KB partial sums stay in registers across the d loop (4 zmm / 8 ymm), with no horizontal adds.
+[[gnu::noinline]] void scores_transposed(const float* qr, const float* kt, float* sr, int64_t d) {
+  constexpr int64_t KB = kAttnKeyBlock;
+  float t[KB] = {};
+  for (int64_t c = 0; c < d; ++c) {
+    const float qc = qr[c];
+    const float* ktc = kt + c * KB;
+#pragma omp simd
+    for (int64_t u = 0; u < KB; ++u) t[u] += qc * ktc[u];
+  }
+#pragma omp simd
+  for (int64_t u = 0; u < KB; ++u) sr[u] = t[u];
+}
+
+// acc[0, W) += sum_j p[j] v[j * vs + 0, W): W columns held in registers across the keys.
+template <int64_t W>
+[[gnu::noinline]] void pv_tile(const float* p, int64_t kb, const float* v, int64_t vs, float* acc) {
+  float t[W];
+  for (int64_t u = 0; u < W; ++u) t[u] = acc[u];
+  for (int64_t j = 0; j < kb; ++j) {
+    const float pj = p[j];
+    const float* vj = v + j * vs;
+#pragma omp simd
+    for (int64_t u = 0; u < W; ++u) t[u] += pj * vj[u];
+  }
+  for (int64_t u = 0; u < W; ++u) acc[u] = t[u];
+}
+
+// acc[0, dv) += sum_j p[j] v_j[0, dv), in column tiles of 64, 16, 8, 4, 1.
+void pv_accumulate(const float* p, int64_t kb, const float* v, int64_t vs, float* acc, int64_t dv) {
+  int64_t c = 0;
+  for (; c + 64 <= dv; c += 64) pv_tile<64>(p, kb, v + c, vs, acc + c);
+  for (; c + 16 <= dv; c += 16) pv_tile<16>(p, kb, v + c, vs, acc + c);
+  for (; c + 8 <= dv; c += 8) pv_tile<8>(p, kb, v + c, vs, acc + c);
+  for (; c + 4 <= dv; c += 4) pv_tile<4>(p, kb, v + c, vs, acc + c);
+  for (; c < dv; ++c) pv_tile<1>(p, kb, v + c, vs, acc + c);
+}
+
 // Flash-attention style: for each block of queries, one pass over the keys in blocks, keeping per
 // query the running max m, the running sum l of exp(score - m) and the unnormalised output acc;
 // when m grows, l and acc are rescaled by exp(m_old - m_new).
@@ -182,24 +221,21 @@ void attention_rows(const AttentionRows& a, float* scratch) {
     const bool transposed = qb >= kAttnTransposeMin;
     for (int64_t j0 = 0; j0 < k_end; j0 += KB) {
       const int64_t kb = std::min(KB, k_end - j0);
-      if (transposed)
+      if (transposed) {
         for (int64_t jj = 0; jj < kb; ++jj) {
           const float* kj = a.k + (j0 + jj) * a.k_stride;
           for (int64_t c = 0; c < a.d; ++c) kt[c * KB + jj] = kj[c];
         }
+        for (int64_t c = 0; c < a.d; ++c)  // a partial last block: zero columns, never read garbage
+          for (int64_t jj = kb; jj < KB; ++jj) kt[c * KB + jj] = 0.0f;
+      }
       for (int64_t r = 0; r < qb; ++r) {
         const float* qr = a.q + (i0 + r) * a.q_stride;
         float* sr = s + r * KB;
         // keys j0 + jj with jj < visible are unmasked for this query
         const int64_t visible = a.causal_pos0 < 0 ? kb : std::clamp<int64_t>(a.causal_pos0 + i0 + r + 1 - j0, 0, kb);
         if (transposed) {
-          for (int64_t jj = 0; jj < kb; ++jj) sr[jj] = 0.0f;
-          for (int64_t c = 0; c < a.d; ++c) {
-            const float qc = qr[c];
-            const float* ktc = kt + c * KB;
-#pragma omp simd
-            for (int64_t jj = 0; jj < kb; ++jj) sr[jj] += qc * ktc[jj];
-          }
+          scores_transposed(qr, kt, sr, a.d);
 #pragma omp simd
           for (int64_t jj = 0; jj < kb; ++jj) sr[jj] *= a.scale;
         } else {
@@ -223,13 +259,7 @@ void attention_rows(const AttentionRows& a, float* scratch) {
 #pragma omp simd
           for (int64_t c = 0; c < a.dv; ++c) ar[c] *= corr;
         }
-        for (int64_t jj = 0; jj < kb; ++jj) {
-          const float p = sr[jj];
-          if (p == 0.0f) continue;
-          const float* vj = a.v + (j0 + jj) * a.v_stride;
-#pragma omp simd
-          for (int64_t c = 0; c < a.dv; ++c) ar[c] += p * vj[c];
-        }
+        pv_accumulate(sr, kb, a.v + j0 * a.v_stride, a.v_stride, ar, a.dv);
       }
     }
     for (int64_t r = 0; r < qb; ++r) {
