@@ -344,17 +344,19 @@ TEST(KernelsF32, EveryBuildMatchesReference) {
       const double e = i < 50 ? std::exp(s[i] - m) / sum : 0.0;
       ASSERT_NEAR(p[i], e, 1e-7 + 1e-6 * e) << "softmax i=" << i;
     }
-    // attention rows: one head, causal, against the reference op
+    // attention rows: one head, causal, against the reference op. 9 queries take both score paths
+    // (a transposed block of 8, then 1 by dot products); Dv = 93 = 64 + 16 + 8 + 4 + 1 takes every
+    // P.V column tile; 70 keys make a full and a partial key block.
     Tensor q = test::random_f32({1, 1, 9, 40}, 11), kk = test::random_f32({1, 1, 70, 40}, 12);
-    Tensor v = test::random_f32({1, 1, 70, 40}, 13), want = Tensor::empty(DType::F32, {1, 1, 9, 40});
+    Tensor v = test::random_f32({1, 1, 70, 93}, 13), want = Tensor::empty(DType::F32, {1, 1, 9, 93});
     ops::AttentionParams ap;
     ap.causal = true;
     ap.q_offset = 61;
     ops::ref::attention(q, kk, v, want, ap);
     Tensor got = f32_like(want);
-    std::vector<float> scratch(ops::attention_scratch_floats(40, 40));
-    ops::AttentionRows a{q.ptr<float>(), 40, kk.ptr<float>(), 40, v.ptr<float>(), 40, got.ptr<float>(), 40,
-                         9, 70, 40, 40, 1.0f / std::sqrt(40.0f), 61};
+    std::vector<float> scratch(ops::attention_scratch_floats(40, 93));
+    ops::AttentionRows a{q.ptr<float>(), 40, kk.ptr<float>(), 40, v.ptr<float>(), 93, got.ptr<float>(), 93,
+                         9, 70, 40, 93, 1.0f / std::sqrt(40.0f), 61};
     k.attention(a, scratch.data());
     EXPECT_TENSORS_CLOSE(got, want, 1e-5f, 1e-4f);
   }
