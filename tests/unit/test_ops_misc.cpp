@@ -280,8 +280,11 @@ TEST(OpsActivation, MatchesTorch) {
     EXPECT_TENSORS_CLOSE(yf, want, 1e-6f, 1e-5f);
     // relative error grows in the far tail (see KernelsF32.EveryBuildMatchesReference): 5e-5 at |x| <= 20
     EXPECT_TENSORS_CLOSE(yf, yr, 1e-36f, 5e-5f);
-    c.fast(strided_copy(x), ys);
+    c.fast(strided_copy(x), ys);  // last dim strided: the reference path
     EXPECT_TENSORS_CLOSE(ys, want, 1e-6f, 4e-6f);
+    Tensor xs = x.slice(-1, 3, 20), yv = Tensor::empty(DType::F32, {3, 17, 20});  // dense rows, not contiguous
+    c.fast(xs, yv);
+    EXPECT_TENSORS_CLOSE(yv, want.slice(-1, 3, 20), 1e-6f, 1e-5f);
   }
 }
 
