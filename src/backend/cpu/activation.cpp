@@ -1,0 +1,87 @@
+// gelu (exact, x * Phi(x)), gelu_tanh, silu. Reference kernels in double with libm; fast kernels
+// use the vectorised approximations of kernels_f32.h (error bounds there and measured in tests).
+#include <cmath>
+
+#include "backend/cpu/kernels_f32.h"
+#include "backend/cpu/op_check.h"
+#include "backend/cpu/ops.h"
+#include "core/thread_pool.h"
+
+namespace aigc::ops {
+
+namespace {
+
+void activation_check(const Tensor& x, const Tensor& y, const char* op) {
+  check_f32(x, op, "x");
+  check_f32(y, op, "y");
+  check_same_shape(x, y, op);
+}
+
+template <typename F>
+void activation_ref(const Tensor& x, Tensor& y, F f) {
+  for (int64_t i = 0; i < x.numel(); ++i) f32_at_flat(y, i) = static_cast<float>(f(static_cast<double>(f32_at_flat(x, i))));
+}
+
+using RowFn = void (*)(const float*, float*, int64_t);
+
+void activation_fast(const Tensor& x, Tensor& y, RowFn row) {
+  constexpr int64_t kChunk = 4096;  // elements per task when both are contiguous
+  if (x.is_contiguous() && y.is_contiguous()) {
+    const int64_t n = x.numel();
+    parallel_for((n + kChunk - 1) / kChunk, [&](int64_t c0, int64_t c1) {
+      const int64_t i0 = c0 * kChunk, i1 = std::min(n, c1 * kChunk);
+      row(x.ptr<float>() + i0, y.ptr<float>() + i0, i1 - i0);
+    });
+    return;
+  }
+  const int64_t c = x.ndim() == 0 ? 1 : x.size(-1);
+  parallel_for(x.rows(), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      row(static_cast<const float*>(x.row_ptr(r)), static_cast<float*>(y.row_ptr(r)), c);
+  }, 16);
+}
+
+bool activation_dense(const Tensor& x, const Tensor& y) {
+  return x.ndim() > 0 && rows_dense_f32(x) && rows_dense_f32(y);
+}
+
+// Written without cancellation in the negative tail, where 1 + erf and 1 + tanh lose every digit
+// even in double: 1 + erf(v / sqrt2) = erfc(-v / sqrt2), and 0.5 (1 + tanh(u)) = 1 / (1 + e^(-2u)).
+double gelu_exact(double v) { return 0.5 * v * std::erfc(-v * M_SQRT1_2); }
+double gelu_tanh_exact(double v) {
+  return v / (1.0 + std::exp(-2.0 * std::sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v)));
+}
+double silu_exact(double v) { return v / (1.0 + std::exp(-v)); }
+
+}  // namespace
+
+void ref::gelu(const Tensor& x, Tensor& y) {
+  activation_check(x, y, "gelu");
+  activation_ref(x, y, gelu_exact);
+}
+void ref::gelu_tanh(const Tensor& x, Tensor& y) {
+  activation_check(x, y, "gelu_tanh");
+  activation_ref(x, y, gelu_tanh_exact);
+}
+void ref::silu(const Tensor& x, Tensor& y) {
+  activation_check(x, y, "silu");
+  activation_ref(x, y, silu_exact);
+}
+
+void gelu(const Tensor& x, Tensor& y) {
+  activation_check(x, y, "gelu");
+  if (!activation_dense(x, y)) return ref::gelu(x, y);
+  activation_fast(x, y, kernels_f32().gelu);
+}
+void gelu_tanh(const Tensor& x, Tensor& y) {
+  activation_check(x, y, "gelu_tanh");
+  if (!activation_dense(x, y)) return ref::gelu_tanh(x, y);
+  activation_fast(x, y, kernels_f32().gelu_tanh);
+}
+void silu(const Tensor& x, Tensor& y) {
+  activation_check(x, y, "silu");
+  if (!activation_dense(x, y)) return ref::silu(x, y);
+  activation_fast(x, y, kernels_f32().silu);
+}
+
+}  // namespace aigc::ops
