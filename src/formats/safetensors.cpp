@@ -257,7 +257,8 @@ SafetensorsIndex safetensors_index_parse(std::span<const uint8_t> bytes, const s
   SafetensorsIndex idx;
   if (auto m = j.find("metadata"); m != j.end() && !m->is_null()) {
     if (!m->is_object())
-      error_throw(fmt::format("index \"metadata\" is a JSON {}, not an object", m->type_name()), path);
+      error_throw(fmt::format("index \"metadata\" is a JSON {}, not an object", m->type_name()), path,
+                  "the index is corrupt");
     for (auto it = m->begin(); it != m->end(); ++it)
       idx.metadata[it.key()] = it.value().is_string() ? it.value().get<std::string>() : it.value().dump();
   }
@@ -270,7 +271,8 @@ SafetensorsIndex safetensors_index_parse(std::span<const uint8_t> bytes, const s
     if (it.key() == "__metadata__")
       error_throw("\"__metadata__\" is not a tensor name", where, "the index is corrupt");
     if (!it.value().is_string())
-      error_throw(fmt::format("shard is a JSON {}, not a file name", it.value().type_name()), where);
+      error_throw(fmt::format("shard is a JSON {}, not a file name", it.value().type_name()), where,
+                  "weight_map values are shard file names");
     const std::string& shard = it.value().get_ref<const std::string&>();
     // Shards live beside the index: a name that could point elsewhere is refused.
     if (shard.empty() || shard == "." || shard == ".." || shard.find('/') != std::string::npos ||
@@ -476,7 +478,8 @@ void safetensors_write(const std::string& path, const std::map<std::string, Tens
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     const int e = errno;
     std::remove(tmp.c_str());
-    error_throw(fmt::format("cannot rename {} to the final name: {}", tmp, std::strerror(e)), path);
+    error_throw(fmt::format("cannot rename {} to the final name: {}", tmp, std::strerror(e)), path,
+                "check the folder's permissions");
   }
 }
 
