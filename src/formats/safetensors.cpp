@@ -165,23 +165,20 @@ Parsed header_parse(const uint8_t* data, size_t size, const std::string& path) {
     if (s == v.end() || !s->is_array())
       error_throw(s == v.end() ? "missing shape" : "shape is not an array", where_field(path, name, "shape"),
                   "shape is an array of non-negative integers");
-    uint64_t numel = 1;
+    // Even with a zero dim, the other dims' product (times the element size) must fit an int64:
+    // tensor strides are computed from it.
+    uint64_t span = st->size;
     bool any_zero = false;
     for (const Json& e : *s) {
       const uint64_t dim = json_u64(e, path, name, "shape");
-      if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
-        error_throw(fmt::format("dimension {} is too large", dim), where_field(path, name, "shape"),
-                    "the file is corrupt");
       ti.shape.push_back(static_cast<int64_t>(dim));
       any_zero |= dim == 0;
-      if (!any_zero && __builtin_mul_overflow(numel, dim, &numel))
-        error_throw("shape's element count overflows 64 bits", where_field(path, name, "shape"),
-                    "the file is corrupt");
+      if (__builtin_mul_overflow(span, dim == 0 ? 1 : dim, &span) ||
+          span > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+        error_throw("shape's byte size overflows 63 bits", where_field(path, name, "shape"), "the file is corrupt");
     }
-    if (any_zero) numel = 0;
-    uint64_t nbytes = 0;
-    if (__builtin_mul_overflow(numel, static_cast<uint64_t>(st->size), &nbytes))
-      error_throw("shape's byte size overflows 64 bits", where_field(path, name, "shape"), "the file is corrupt");
+    const uint64_t nbytes = any_zero ? 0 : span;
+    const uint64_t numel = nbytes / st->size;
     // data_offsets
     auto o = v.find("data_offsets");
     if (o == v.end() || !o->is_array() || o->size() != 2)
@@ -380,7 +377,7 @@ Tensor SafetensorsFile::tensor(std::string_view name) const {
   const size_t elem = dtype_traits(*info->type).block_bytes;
   const auto& owner = shards_[info_shard_[static_cast<size_t>(info - infos_.data())]].file;
   Tensor t;
-  if (reinterpret_cast<uintptr_t>(bytes.data()) % elem == 0) {
+  if (reinterpret_cast<uintptr_t>(bytes.data()) % elem == 0 || bytes.empty()) {
     t = Tensor::view_of(*info->type, info->shape, const_cast<uint8_t*>(bytes.data()), owner);
   } else {
     // The spec does not require alignment (an unpadded header moves every tensor): copy.

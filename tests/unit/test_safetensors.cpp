@@ -385,10 +385,15 @@ TEST(Safetensors, HostileFields) {
   hostile_expect(dir, st_image(one("\"F32\"", "[1e30]", "[0,8]"), 8), "is not an integer", "field \"shape\"");
   hostile_expect(dir, st_image(one("\"F32\"", "[\"2\"]", "[0,8]"), 8), "is not a number", "field \"shape\"");
   hostile_expect(dir, st_image(one("\"F32\"", "[[2]]", "[0,8]"), 8), "is not a number", "field \"shape\"");
-  hostile_expect(dir, st_image(one("\"F32\"", "[18446744073709551615]", "[0,8]"), 8), "too large", "field \"shape\"");
-  hostile_expect(dir, st_image(one("\"F32\"", "[4294967296,4294967296]", "[0,8]"), 8), "overflows 64 bits",
+  hostile_expect(dir, st_image(one("\"U8\"", "[18446744073709551615]", "[0,8]"), 8), "overflows", "field \"shape\"");
+  hostile_expect(dir, st_image(one("\"F32\"", "[4294967296,4294967296]", "[0,8]"), 8), "overflows",
                  "field \"shape\"");
-  hostile_expect(dir, st_image(one("\"F64\"", "[4611686018427387904]", "[0,8]"), 8), "byte size overflows",
+  hostile_expect(dir, st_image(one("\"F64\"", "[2305843009213693952]", "[0,8]"), 8), "byte size overflows",
+                 "field \"shape\"");
+  // A zero dim makes the tensor empty, but the other dims still set its strides: refused too.
+  hostile_expect(dir, st_image(one("\"F32\"", "[0,4294967296,4294967296]", "[0,0]"), 0), "overflows",
+                 "field \"shape\"");
+  hostile_expect(dir, st_image(one("\"F32\"", "[4294967296,4294967296,0]", "[0,0]"), 0), "overflows",
                  "field \"shape\"");
   // data_offsets
   hostile_expect(dir, st_image(R"({"t":{"dtype":"F32","shape":[2]}})", 8), "missing data_offsets", "data_offsets");
@@ -490,4 +495,31 @@ TEST(Safetensors, HostileShardedIndex) {
   // A hostile shard is reported with the shard's name.
   bytes_write(dir.file("bad.safetensors"), st_image("{\"a\":", 0));
   expect_index(R"({"weight_map":{"a":"bad.safetensors"}})", "not valid JSON", "bad.safetensors");
+}
+
+// ---- inputs the fuzzer found (tests/fuzz/fuzz_safetensors.cpp) ------------------------------------
+
+TEST(Safetensors, FuzzRegressions) {
+  TempDir dir;
+  // crash-7a0fcfca: shape [0, 0] -> Tensor::nbytes() divided by the last dim (SIGFPE in rows()).
+  {
+    const std::string image = st_image(R"({"a":{"dtype":"F32","shape":[0,0],"data_offsets":[0,0]}})", 0);
+    SafetensorsFile f = SafetensorsFile::parse({reinterpret_cast<const uint8_t*>(image.data()), image.size()});
+    Tensor t = f.tensor("a");
+    EXPECT_EQ(t.numel(), 0);
+    EXPECT_EQ(t.nbytes(), 0u);
+    EXPECT_EQ(t.rows(), 0);
+  }
+  // An empty tensor at a misaligned offset (used to take the copy path through Tensor::empty).
+  {
+    const std::string image = st_image(
+        R"({"b":{"dtype":"I8","shape":[1],"data_offsets":[0,1]},"a":{"dtype":"F32","shape":[3,0],"data_offsets":[1,1]}})", 1);
+    SafetensorsFile f = SafetensorsFile::parse({reinterpret_cast<const uint8_t*>(image.data()), image.size()});
+    EXPECT_EQ(f.tensor("a").nbytes(), 0u);
+    EXPECT_EQ(f.tensor("a").rows(), 3);
+  }
+  // Found by review, confirmed with the fuzz build (UBSan: signed overflow in the strides of
+  // Tensor::view_of): a zero dim beside dims whose product overflows.
+  hostile_expect(dir, st_image(R"({"a":{"dtype":"F32","shape":[0,4294967296,4294967296],"data_offsets":[0,0]}})", 0),
+                 "overflows", "'a', field \"shape\"");
 }
