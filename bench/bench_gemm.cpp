@@ -12,8 +12,6 @@
 #include "gemm_onednn.h"
 #include "harness.h"
 
-#ifdef AIGC_BENCH_OPS_GEMM  // aigc's own ops; define (or drop this #ifdef) once ops::linear,
-                            // ops::matmul and ops::conv2d are implemented in src/backend/cpu.
 #include <cstring>
 
 #include "backend/cpu/ops.h"
@@ -96,7 +94,6 @@ void conv_benchmarks_register(const std::vector<int>& threads) {
 }
 
 }  // namespace aigc::bench
-#endif  // AIGC_BENCH_OPS_GEMM
 
 int main(int argc, char** argv) {
   using namespace aigc::bench;
@@ -106,12 +103,10 @@ int main(int argc, char** argv) {
       gemm_impl_onednn(Precision::f32, /*packed=*/false),
       gemm_impl_onednn(Precision::bf16, /*packed=*/true),
   };
-#ifdef AIGC_BENCH_OPS_GEMM
   impls.push_back(gemm_impl_aigc_linear(aigc::DType::F32));
   impls.push_back(gemm_impl_aigc_linear(aigc::DType::BF16));
   impls.push_back(gemm_impl_aigc_matmul());
   conv_benchmarks_register(threads);
-#endif
   gemm_benchmarks_register(impls, threads);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
