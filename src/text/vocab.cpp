@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "formats/gguf.h"
 #include "text/unicode.h"
 
 namespace aigc::text {
@@ -257,6 +258,115 @@ std::string Vocab::decode(std::span<const TokenId> ids, const DecodeOptions& opt
     out += piece;
   }
   return out;
+}
+
+namespace {
+
+// Pre-tokenizers whose tokenizer.json sets "ignore_merges": a word that is a token is taken whole.
+bool pre_ignores_merges(std::string_view pre) {
+  for (std::string_view p : {"llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0",
+                             "lfm2", "tekken"}) {
+    if (p == pre) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+Vocab vocab_load_gguf(const GgufFile& file) {
+  const std::string& where = file.path();
+  const GgufValue* model_value = file.find("tokenizer.ggml.model");
+  if (!model_value) {
+    error_throw("file has no tokenizer (tokenizer.ggml.model is missing)", where,
+                "give a GGUF model or vocab file that carries tokenizer metadata");
+  }
+  if (model_value->type() != GgufType::STRING) {
+    error_throw(fmt::format("tokenizer.ggml.model has type {}, expected string", model_value->type_str()), where);
+  }
+  const std::string& model = model_value->as_string();
+
+  VocabData d;
+  if (model == "llama") {
+    d.model = VocabModel::Spm;
+    d.bos = 1, d.eos = 2, d.unk = 0;
+    d.add_space_prefix = true;
+    d.add_bos = true;
+  } else if (model == "gpt2") {
+    d.model = VocabModel::Bpe;
+  } else if (model == "bert") {
+    d.model = VocabModel::Wpm;
+    d.bos = d.cls = 101, d.unk = 100, d.sep = 102, d.pad = 0, d.mask = 103;
+  } else {
+    error_throw(fmt::format("unsupported tokenizer model '{}'", model), where + ": tokenizer.ggml.model",
+                "supported: llama (SentencePiece), gpt2 (byte-level BPE), bert (WordPiece)");
+  }
+
+  d.tokens = file.get_array("tokenizer.ggml.tokens", GgufType::STRING).array_strings();
+  const size_t n = d.tokens.size();
+  if (const GgufValue* v = file.find("tokenizer.ggml.scores")) {
+    if (v->is_array() && v->array_type() == GgufType::FLOAT32) {
+      d.scores = v->array_values<float>();
+    } else if (v->is_array() && v->array_type() == GgufType::INT32) {
+      for (int32_t s : v->array_values<int32_t>()) d.scores.push_back(static_cast<float>(s));
+    } else {
+      error_throw(fmt::format("tokenizer.ggml.scores has type {}, expected array<float32>", v->type_str()), where);
+    }
+    if (d.scores.size() < n) {
+      error_throw(fmt::format("{} scores for {} tokens", d.scores.size(), n), where + ": tokenizer.ggml.scores");
+    }
+    d.scores.resize(n);
+  }
+  if (file.find("tokenizer.ggml.token_type")) {
+    const std::vector<int32_t> types = file.get_array("tokenizer.ggml.token_type", GgufType::INT32).array_values<int32_t>();
+    if (types.size() < n) {
+      error_throw(fmt::format("{} token types for {} tokens", types.size(), n), where + ": tokenizer.ggml.token_type");
+    }
+    d.types.reserve(n);
+    for (size_t i = 0; i < n; ++i) {
+      const int32_t t = types[i];
+      d.types.push_back(t >= 0 && t <= 6 ? static_cast<TokenType>(t) : TokenType::Undefined);
+    }
+  }
+  if (d.model == VocabModel::Bpe) {
+    if (const GgufValue* v = file.find("tokenizer.ggml.pre")) {
+      if (v->type() != GgufType::STRING) error_throw("tokenizer.ggml.pre is not a string", where);
+      d.pre = v->as_string();
+    } else {
+      log_warn("{}: no tokenizer.ggml.pre; using the default pre-tokenizer (quality may suffer)", where);
+    }
+    d.ignore_merges = pre_ignores_merges(d.pre);
+    d.add_bos = d.ignore_merges;  // llama-3 style vocabularies start with BOS
+    d.merges = file.get_array("tokenizer.ggml.merges", GgufType::STRING).array_strings();
+  }
+
+  const std::pair<const char*, TokenId*> ids[] = {
+      {"tokenizer.ggml.bos_token_id", &d.bos},       {"tokenizer.ggml.eos_token_id", &d.eos},
+      {"tokenizer.ggml.unknown_token_id", &d.unk},   {"tokenizer.ggml.seperator_token_id", &d.sep},
+      {"tokenizer.ggml.padding_token_id", &d.pad},   {"tokenizer.ggml.cls_token_id", &d.cls},
+      {"tokenizer.ggml.mask_token_id", &d.mask},
+  };
+  for (const auto& [key, id] : ids) {
+    const GgufValue* v = file.find(key);
+    if (!v) continue;
+    const std::optional<uint64_t> u = v->to_uint();
+    if (!u || *u >= n) {
+      log_warn("{}: {} = {} is not a token id; ignored", where, key, v->to_string());
+      continue;
+    }
+    *id = static_cast<TokenId>(*u);
+  }
+  const std::pair<const char*, bool*> flags[] = {
+      {"tokenizer.ggml.add_space_prefix", &d.add_space_prefix},
+      {"tokenizer.ggml.add_bos_token", &d.add_bos},
+      {"tokenizer.ggml.add_eos_token", &d.add_eos},
+  };
+  for (const auto& [key, flag] : flags) {
+    const GgufValue* v = file.find(key);
+    if (!v) continue;
+    if (v->type() != GgufType::BOOL) error_throw(fmt::format("{} has type {}, expected bool", key, v->type_str()), where);
+    *flag = v->as<bool>();
+  }
+  return Vocab(std::move(d), where);
 }
 
 }  // namespace aigc::text

@@ -30,6 +30,10 @@
 
 #include "text/pretokenize.h"
 
+namespace aigc {
+class GgufFile;
+}
+
 namespace aigc::text {
 
 using TokenId = int32_t;
@@ -110,6 +114,12 @@ class Vocab {
   // added-token match at a text position.
   std::array<std::vector<TokenId>, 256> added_by_byte_;
 };
+
+// Reads the tokenizer.ggml.* metadata of a GGUF file (a whole model or a vocab-only file).
+// Throws aigc::Error when the file has no tokenizer, an unsupported one, or malformed fields.
+// Defaults for keys a file leaves out follow llama.cpp (e.g. SPM: BOS 1, EOS 2, UNK 0, a space
+// prefix; BERT: [CLS] 101, [UNK] 100, [SEP] 102).
+Vocab vocab_load_gguf(const GgufFile& file);
 
 // ---- the algorithms, one file each; they append to out ----------------------------------------
 void spm_encode(const Vocab& vocab, std::string_view text, std::vector<TokenId>& out);
