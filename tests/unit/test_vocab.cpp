@@ -421,6 +421,7 @@ struct VocabCase {
   std::string name;
   bool lossless;  // decode(encode(text)) == text for every text
 };
+void PrintTo(const VocabCase& c, std::ostream* os) { *os << c.name; }
 
 // WordPiece lowercases, strips accents and drops whitespace, so bert-bge cannot round-trip. The
 // SPM vocabs (llama-spm, phi-3) round-trip because decode drops the space encode added in front.
