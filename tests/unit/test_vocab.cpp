@@ -9,6 +9,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "common/refdump.h"
 #include "common/run_cli.h"
 #include "core/error.h"
@@ -195,6 +197,44 @@ TEST(PreTokenizer, EveryTableEntryCompilesAndUnknownNamesFail) {
     EXPECT_EQ(joined, text) << name;  // pieces cover the text exactly
   }
   EXPECT_THROW(PreTokenizer::from_name("no-such-pre"), aigc::Error);
+}
+
+TEST(PreTokenizer, MatchesPythonRegexTwin) {
+  // tests/ref/twin_pretokenize.py splits the same texts with Python's `regex` module.
+  const std::string path = aigc::test::ref_dir() + "/pretokenize_twin.json";
+  if (!std::filesystem::exists(path)) {
+    GTEST_SKIP() << path << " is missing: twin_pretokenize.py needs python3-regex (scripts/setup)";
+  }
+  const nlohmann::json j = nlohmann::json::parse(file_read(path));
+  const auto texts = j.at("texts").get<std::vector<std::string>>();
+  ASSERT_FALSE(texts.empty());
+  size_t checked = 0;
+  for (const auto& [pre, rows] : j.at("splits").items()) {
+    const PreTokenizer p = PreTokenizer::from_name(pre);
+    ASSERT_EQ(rows.size(), texts.size());
+    std::string failures;
+    for (size_t i = 0; i < texts.size(); ++i) {
+      const auto want = rows[i].get<std::vector<size_t>>();
+      std::vector<size_t> got;
+      size_t pos = 0;
+      for (std::string_view piece : p.split(texts[i])) got.push_back(pos += piece.size());
+      if (got != want) {
+        auto show = [&](const std::vector<size_t>& ends) {
+          std::string s;
+          size_t b = 0;
+          for (size_t e : ends) {
+            s += "[" + escaped(texts[i].substr(b, e - b)) + "]";
+            b = e;
+          }
+          return s;
+        };
+        failures += fmt::format("\n  \"{}\"\n    twin: {}\n    ours: {}", escaped(texts[i]), show(want), show(got));
+      }
+      ++checked;
+    }
+    EXPECT_TRUE(failures.empty()) << pre << ":" << failures;
+  }
+  EXPECT_GT(checked, 0u);
 }
 
 // ---- SentencePiece-style ------------------------------------------------------------------------
