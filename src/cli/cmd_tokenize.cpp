@@ -55,8 +55,10 @@ void command_tokenize_register(CLI::App& app) {
   cmd->add_option("-m,--model", args->model, "GGUF model or vocab-only file")->required();
   cmd->add_option("-p,--prompt", args->prompt, "Text to tokenize")->required();
   cmd->add_flag("--json", args->json, "Print JSON: {\"ids\": [...], \"n_tokens\": N}");
-  cmd->add_flag("--add-special", args->add_special, "Add the BOS/EOS tokens the model asks for (BERT: [CLS] ... [SEP])");
-  cmd->add_flag("--parse-special", args->parse_special, "Read control tokens such as <|endoftext|> in the text as tokens");
+  cmd->add_flag("--add-special", args->add_special,
+                "Add the BOS/EOS tokens the model asks for (BERT: [CLS] ... [SEP])");
+  cmd->add_flag("--parse-special", args->parse_special,
+                "Read control tokens such as <|endoftext|> in the text as tokens");
   cmd->callback([args]() { tokenize_run(*args); });
 }
 

@@ -317,7 +317,8 @@ Vocab vocab_load_gguf(const GgufFile& file) {
     d.scores.resize(n);
   }
   if (file.find("tokenizer.ggml.token_type")) {
-    const std::vector<int32_t> types = file.get_array("tokenizer.ggml.token_type", GgufType::INT32).array_values<int32_t>();
+    const std::vector<int32_t> types =
+        file.get_array("tokenizer.ggml.token_type", GgufType::INT32).array_values<int32_t>();
     if (types.size() < n) {
       error_throw(fmt::format("{} token types for {} tokens", types.size(), n), where + ": tokenizer.ggml.token_type");
     }
@@ -363,7 +364,9 @@ Vocab vocab_load_gguf(const GgufFile& file) {
   for (const auto& [key, flag] : flags) {
     const GgufValue* v = file.find(key);
     if (!v) continue;
-    if (v->type() != GgufType::BOOL) error_throw(fmt::format("{} has type {}, expected bool", key, v->type_str()), where);
+    if (v->type() != GgufType::BOOL) {
+      error_throw(fmt::format("{} has type {}, expected bool", key, v->type_str()), where);
+    }
     *flag = v->as<bool>();
   }
   return Vocab(std::move(d), where);

@@ -517,7 +517,8 @@ TEST_P(VocabVectors, EncodeMatchesAndDecodeRoundTrips) {
     if (ids_str(ids) == vec.ids[i]) {
       ++encoded;
     } else {
-      failures += fmt::format("\n  text #{} \"{}\"\n    expected:{}\n    got:     {}", i, escaped(text), vec.ids[i], ids_str(ids));
+      failures += fmt::format("\n  text #{} \"{}\"\n    expected:{}\n    got:     {}", i, escaped(text),
+                              vec.ids[i], ids_str(ids));
     }
     const std::string back = vocab.decode(ids);
     if (back == text) {
