@@ -223,7 +223,7 @@ TEST(PreTokenizer, MatchesPythonRegexTwin) {
           std::string s;
           size_t b = 0;
           for (size_t e : ends) {
-            s += "[" + escaped(texts[i].substr(b, e - b)) + "]";
+            s += fmt::format("[{}]", escaped(texts[i].substr(b, e - b)));
             b = e;
           }
           return s;
