@@ -555,6 +555,38 @@ TEST(VocabVectorsPerformance, SeveralKilobytesEncodeWithoutQuadraticBlowUp) {
   EXPECT_EQ(vocab.decode(ids), text);
 }
 
+TEST(VocabHostileInput, RandomBytesRoundTripThroughByteLevelAndByteFallback) {
+  // Hostile input: random byte strings (mostly invalid UTF-8, NULs, lone surrogates' bytes).
+  // Byte-level BPE and SPM with byte fallback must give every byte back; WordPiece must not crash.
+  std::vector<std::pair<std::string, Vocab>> vocabs;
+  vocabs.emplace_back("tiny-bpe", Vocab(bpe_data()));
+  vocabs.emplace_back("tiny-wpm", Vocab(wpm_data()));
+  const std::string dir = vocab_dir();
+  if (!dir.empty() && std::filesystem::exists(dir)) {
+    for (const char* name : {"gpt-2", "llama-spm", "deepseek-llm", "bert-bge"}) {
+      vocabs.emplace_back(name, vocab_load_gguf(GgufFile::open(dir + "/ggml-vocab-" + name + ".gguf")));
+    }
+  }
+  uint32_t state = 12345;
+  auto next = [&]() { return state = state * 1664525u + 1013904223u; };
+  for (int round = 0; round < 300; ++round) {
+    std::string text(next() % 40, '\0');
+    for (char& c : text) {
+      const uint32_t r = next() >> 24;
+      c = static_cast<char>(r < 128 ? " a\n\t'1<|\xC3\xE4\xF0\x80\xBF"[r % 15] : r);
+    }
+    for (const auto& [name, v] : vocabs) {
+      const std::vector<TokenId> ids = v.encode(text);
+      for (TokenId id : ids) ASSERT_TRUE(id >= 0 && static_cast<size_t>(id) < v.size()) << name;
+      // Exceptions: WordPiece normalises; DeepSeek's vocabs hold the byte-level characters of the
+      // bytes C0, C1 and F5..FF (never in valid UTF-8) only as added tokens ("\xC3\xB6" = o-umlaut ...),
+      // which decode as the text they match (the character), not as the byte.
+      if (v.model() == VocabModel::Wpm || name == "deepseek-llm") continue;
+      EXPECT_EQ(v.decode(ids), text) << name << ": \"" << escaped(text) << "\"";
+    }
+  }
+}
+
 // ---- aigc tokenize ------------------------------------------------------------------------------
 
 namespace {
