@@ -52,7 +52,7 @@ void tokenize_run(const TokenizeArgs& a) {
 void command_tokenize_register(CLI::App& app) {
   auto* cmd = app.add_subcommand("tokenize", "Print the token ids of a text under a model's tokenizer");
   auto args = std::make_shared<TokenizeArgs>();
-  cmd->add_option("-m,--model", args->model, "GGUF model or vocab-only file")->required();
+  cmd->add_option("-m,--model", args->model, "GGUF model or vocab-only file")->required()->type_name("FILE");
   cmd->add_option("-p,--prompt", args->prompt, "Text to tokenize")->required();
   cmd->add_flag("--json", args->json, "Print JSON: {\"ids\": [...], \"n_tokens\": N}");
   cmd->add_flag("--add-special", args->add_special,
