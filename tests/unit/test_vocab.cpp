@@ -573,7 +573,8 @@ TEST(VocabHostileInput, RandomBytesRoundTripThroughByteLevelAndByteFallback) {
     std::string text(next() % 40, '\0');
     for (char& c : text) {
       const uint32_t r = next() >> 24;
-      c = static_cast<char>(r < 128 ? " a\n\t'1<|\xC3\xE4\xF0\x80\xBF"[r % 15] : r);
+      static constexpr std::string_view alphabet = " a\n\t'1<|\0\xC3\xE4\xF0\x80\xBF";
+      c = static_cast<char>(r < 128 ? alphabet[r % alphabet.size()] : r);
     }
     for (const auto& [name, v] : vocabs) {
       const std::vector<TokenId> ids = v.encode(text);
