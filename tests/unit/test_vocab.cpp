@@ -573,7 +573,7 @@ TEST(VocabHostileInput, RandomBytesRoundTripThroughByteLevelAndByteFallback) {
     std::string text(next() % 40, '\0');
     for (char& c : text) {
       const uint32_t r = next() >> 24;
-      static constexpr std::string_view alphabet = " a\n\t'1<|\0\xC3\xE4\xF0\x80\xBF";
+      static constexpr std::string_view alphabet{" a\n\t'1<|\0\xC3\xE4\xF0\x80\xBF", 14};
       c = static_cast<char>(r < 128 ? alphabet[r % alphabet.size()] : r);
     }
     for (const auto& [name, v] : vocabs) {
