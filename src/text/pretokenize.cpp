@@ -263,12 +263,10 @@ struct Parser {
     uint32_t c = p[i++];
     if (c != '\\') return c;
     Class tmp;
-    const size_t at = i;
     if (!parse_escape(tmp)) fail("escape in class");
     if (tmp.ranges.size() == 1 && tmp.categories == 0 && !tmp.space && !tmp.non_space) {
       return tmp.ranges[0].first;
     }
-    (void)at;
     cls.categories |= tmp.categories;
     cls.space |= tmp.space;
     cls.non_space |= tmp.non_space;
