@@ -185,9 +185,9 @@ std::string GgufValue::to_string(size_t max_items, size_t max_chars) const {
   }
   const size_t n = size();
   const size_t shown = std::min(n, max_items);
-  // Nested arrays are shown shorter (3, then 1, then only their count), so that deep nesting
-  // cannot print max_items^depth elements.
-  const size_t inner_items = std::min<size_t>(max_items / 2, 3);
+  // Nested arrays are shown shorter (half as many items per level, then only their count), so
+  // that deep nesting cannot print max_items^depth elements.
+  const size_t inner_items = max_items / 2;
   std::string s = "[";
   for (size_t i = 0; i < shown; ++i) {
     if (i) s += ", ";
@@ -685,7 +685,8 @@ template <typename Sink> void GgufWriter::emit(Sink& s) const {
     put_u64(s, offset);
     offset += align_up(t.nbytes(), alignment_);
   }
-  put_padding(s, alignment_);
+  // No tensors, no data section: like gguf-py, which writes vocab-only files without padding.
+  if (!tensors_.empty()) put_padding(s, alignment_);
   for (const auto& [name, t] : tensors_) {
     put_tensor_data(s, t);
     put_padding(s, alignment_);
