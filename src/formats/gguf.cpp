@@ -16,8 +16,7 @@ static_assert(std::endian::native == std::endian::little, "the GGUF reader assum
 
 namespace {
 
-constexpr uint32_t kVersionMin = 2, kVersionMax = 3, kVersionWrite = 3;
-constexpr uint32_t kAlignmentDefault = 32;
+constexpr uint32_t kVersionMin = 2, kVersionMax = 3, kVersionWrite = 3;  // default alignment 32: gguf.h
 constexpr int kArrayDepthMax = 8;          // nested arrays deeper than this are rejected
 constexpr uint64_t kKeyBytesMax = 65535;   // spec: keys are at most 2^16-1 bytes
 constexpr uint64_t kNameBytesMax = 65535;  // reader: any sane length (the writer keeps GGML's 63)
