@@ -475,6 +475,24 @@ TEST(GgufHostile, ByteFlipsNeverCrash) {
     }
 }
 
+// ---- crashers found by tests/fuzz/fuzz_gguf.cpp, kept as regression tests ----------------------
+
+// crash-21d0c6ae (UBSan: division by zero): a tensor whose innermost dim is 0 made Tensor::rows()
+// divide numel by that dim when nbytes() was asked.
+TEST(GgufFuzzRegression, EmptyInnermostDim) {
+  Bytes x = header(1, 0);
+  x.tensor("t", {0, 5}, 0, 0).pad(32);
+  GgufFile f = parse(x);
+  Tensor t = f.tensor("t");
+  EXPECT_EQ(t.shape_vec(), (std::vector<int64_t>{5, 0}));
+  EXPECT_EQ(t.rows(), 5);
+  EXPECT_EQ(t.nbytes(), 0u);
+  parse_must_be_safe(x.b);
+  GgufWriter w;
+  w.tensor_add("t", t);
+  EXPECT_EQ(GgufFile::parse(w.to_bytes()).tensor("t").shape_vec(), (std::vector<int64_t>{5, 0}));
+}
+
 // ---- writer -----------------------------------------------------------------------------------
 
 namespace {
