@@ -16,8 +16,7 @@ static_assert(std::endian::native == std::endian::little, "the GGUF reader assum
 
 namespace {
 
-constexpr uint32_t kVersionMin = 2, kVersionMax = 3, kVersionWrite = 3;
-constexpr uint32_t kAlignmentDefault = 32;
+constexpr uint32_t kVersionMin = 2, kVersionMax = 3, kVersionWrite = 3;  // default alignment 32: gguf.h
 constexpr int kArrayDepthMax = 8;          // nested arrays deeper than this are rejected
 constexpr uint64_t kKeyBytesMax = 65535;   // spec: keys are at most 2^16-1 bytes
 constexpr uint64_t kNameBytesMax = 65535;  // reader: any sane length (the writer keeps GGML's 63)
@@ -185,9 +184,9 @@ std::string GgufValue::to_string(size_t max_items, size_t max_chars) const {
   }
   const size_t n = size();
   const size_t shown = std::min(n, max_items);
-  // Nested arrays are shown shorter (3, then 1, then only their count), so that deep nesting
-  // cannot print max_items^depth elements.
-  const size_t inner_items = std::min<size_t>(max_items / 2, 3);
+  // Nested arrays are shown shorter (half as many items per level, then only their count), so
+  // that deep nesting cannot print max_items^depth elements.
+  const size_t inner_items = max_items / 2;
   std::string s = "[";
   for (size_t i = 0; i < shown; ++i) {
     if (i) s += ", ";
@@ -685,7 +684,8 @@ template <typename Sink> void GgufWriter::emit(Sink& s) const {
     put_u64(s, offset);
     offset += align_up(t.nbytes(), alignment_);
   }
-  put_padding(s, alignment_);
+  // No tensors, no data section: like gguf-py, which writes vocab-only files without padding.
+  if (!tensors_.empty()) put_padding(s, alignment_);
   for (const auto& [name, t] : tensors_) {
     put_tensor_data(s, t);
     put_padding(s, alignment_);

@@ -190,7 +190,9 @@ class GgufFile {
   std::map<std::string, size_t, std::less<>> kv_index_, tensor_index_;
 };
 
-// Writes GGUF v3. Metadata and tensors keep the order they were added in.
+// Writes GGUF v3. Metadata and tensors keep the order they were added in. Each tensor's data is
+// padded to the alignment (the last one too); a file without tensors ends after its metadata, as
+// gguf-py writes vocab-only files (our output is byte-identical to llama.cpp's vocab files).
 class GgufWriter {
  public:
   // Throws on an empty or too long key, a duplicate key, or an invalid "general.alignment"
