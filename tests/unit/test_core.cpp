@@ -2,7 +2,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <memory>
+#include <vector>
 
+#include "common/alloc_counter.h"
 #include "common/compare.h"
 #include "core/arena.h"
 #include "core/half.h"
@@ -113,4 +116,10 @@ TEST(ThreadPool, ParallelForCoversRange) {
   parallel_for(1000, [&](int64_t b, int64_t e) { for (int64_t i = b; i < e; ++i) hit[i]++; });
   for (int h : hit) EXPECT_EQ(h, 1);
   EXPECT_GE(thread_count(), 1);
+}
+
+TEST(AllocCounter, SeesOperatorNew) {
+  test::AllocCounter allocs;
+  auto v = std::make_unique<std::vector<int>>(100);
+  EXPECT_GE(allocs.count(), 2);  // the vector object and its buffer
 }

@@ -12,29 +12,12 @@
 #include <set>
 #include <vector>
 
+#include "common/alloc_counter.h"
 #include "common/compare.h"
 #include "common/refdump.h"
 #include "core/error.h"
 #include "text/sampling.h"
 
-// Counts heap allocations of this test binary while g_count_allocs is set (replaces the global
-// operator new/delete pair; behaviour is otherwise plain malloc/free).
-namespace {
-std::atomic<bool> g_count_allocs{false};
-std::atomic<long> g_allocs{0};
-}  // namespace
-
-// (GCC cannot see that operator new below is malloc too, hence the pragma.)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-void* operator new(std::size_t n) {
-  if (g_count_allocs.load(std::memory_order_relaxed)) g_allocs.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-#pragma GCC diagnostic pop
 
 using namespace aigc;
 using aigc::test::RefDump;
@@ -304,10 +287,8 @@ TEST(Sampling, NoAllocationPerToken) {
     const Case k = case_load(d, c);
     Sampler s = sampler_with_history(k, 11);
     s.token_accept(s.sample(k.logits));  // the first call may size buffers
-    g_allocs = 0;
-    g_count_allocs = true;
+    test::AllocCounter allocs;
     for (int i = 0; i < 100; ++i) s.token_accept(s.sample(k.logits));
-    g_count_allocs = false;
-    EXPECT_EQ(g_allocs.load(), 0) << "case " << c;
+    EXPECT_EQ(allocs.count(), 0) << "case " << c;
   }
 }
