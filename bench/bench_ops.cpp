@@ -1,9 +1,11 @@
-// Memory-bound CPU ops as GB/s next to the probe's bandwidth (%bw: of the probe's copy figure,
+// CPU ops as GB/s next to the probe's bandwidth (%bw: of the probe's copy figure,
 // which counts bytes the same way: read + written, no write-allocate).
 //   build/bench_ops                                  # threads 1 and 2
 //   build/bench_ops --threads=1,8 --benchmark_filter=copy
 // To add an op: one OpCase in op_cases() (shapes, the bytes it moves, a prepare that allocates and
 // returns the call to time).
+#include <fmt/format.h>
+
 #include <cstring>
 
 #include "backend/cpu/ops.h"
@@ -18,6 +20,7 @@ struct OpCase {
   double bytes;                                   // moved per call (read + written)
   double flops;                                   // per call; 0 for pure data movement
   std::function<GemmPrepared()> prepare;          // run + keep (c unused)
+  BandwidthRef bw = BandwidthRef::copy;           // read: decode GEMV (weights streamed once)
 };
 
 Tensor tensor_random(DType type, std::initializer_list<int64_t> shape, uint32_t seed) {
@@ -55,10 +58,74 @@ std::vector<OpCase> op_cases() {
                      p.keep = b;
                      return p;
                    }});
-  // ---- more ops go here as they land in src/backend/cpu (same pattern) ----------------------
-  // e.g. softmax [32, 4096, 4096] f32: bytes 2 * numel * 4; layer_norm / rms_norm [512, 4096];
-  // silu / gelu [512, 11008]; add [512, 4096] (3 streams); rope [512, 32, 128]; embedding rows;
-  // group_norm [1, 320, 64, 64]; upsample_nearest [1, 320, 64, 64] x2; attention (flops too).
+
+  // The main ops at the shapes of the models that follow (LLM with n_embd 4096, SD 1.5 UNet).
+  // `tensors` are made once (inputs random, outputs uninitialised); `run` is what is timed.
+  auto add_case = [&](std::string name, double bytes, double flops, std::vector<Tensor> tensors,
+                      std::function<void(std::vector<Tensor>&)> run, BandwidthRef bw = BandwidthRef::copy) {
+    auto t = std::make_shared<std::vector<Tensor>>(std::move(tensors));
+    cases.push_back({std::move(name), bytes, flops, [t, run] {
+                       GemmPrepared p;
+                       p.run = [t, run] { run(*t); };
+                       p.keep = t;
+                       return p;
+                     }, bw});
+  };
+  const double f = 4.0;  // bytes per f32
+  add_case("rms_norm/512x4096", 2 * 512 * 4096 * f, 4.0 * 512 * 4096,
+           {tensor_random(DType::F32, {512, 4096}, 3), tensor_random(DType::F32, {4096}, 4),
+            Tensor::empty(DType::F32, {512, 4096})},
+           [](auto& t) { ops::rms_norm(t[0], &t[1], 1e-5f, t[2]); });
+  add_case("layer_norm/4096x320", 2 * 4096 * 320 * f, 8.0 * 4096 * 320,
+           {tensor_random(DType::F32, {4096, 320}, 5), tensor_random(DType::F32, {320}, 6),
+            tensor_random(DType::F32, {320}, 7), Tensor::empty(DType::F32, {4096, 320})},
+           [](auto& t) { ops::layer_norm(t[0], &t[1], &t[2], 1e-5f, t[3]); });
+  add_case("group_norm/1x320x64x64_g32", 2 * 320 * 4096 * f, 8.0 * 320 * 4096,
+           {tensor_random(DType::F32, {1, 320, 64, 64}, 8), tensor_random(DType::F32, {320}, 9),
+            tensor_random(DType::F32, {320}, 10), Tensor::empty(DType::F32, {1, 320, 64, 64})},
+           [](auto& t) { ops::group_norm(t[0], t[1], t[2], 32, 1e-5f, t[3]); });
+  add_case("softmax/causal_32x512x512", 2 * 32 * 512 * 512 * f, 4.0 * 32 * 512 * 512,
+           {tensor_random(DType::F32, {32, 512, 512}, 11), Tensor::empty(DType::F32, {32, 512, 512})},
+           [](auto& t) { ops::softmax(t[0], t[1], true); });
+  add_case("silu/512x11008", 2 * 512 * 11008 * f, 5.0 * 512 * 11008,
+           {tensor_random(DType::F32, {512, 11008}, 12), Tensor::empty(DType::F32, {512, 11008})},
+           [](auto& t) { ops::silu(t[0], t[1]); });
+  add_case("gelu/4096x1280", 2 * 4096 * 1280 * f, 10.0 * 4096 * 1280,
+           {tensor_random(DType::F32, {4096, 1280}, 13), Tensor::empty(DType::F32, {4096, 1280})},
+           [](auto& t) { ops::gelu(t[0], t[1]); });
+  add_case("add/512x4096", 3 * 512 * 4096 * f, 512 * 4096,
+           {tensor_random(DType::F32, {512, 4096}, 14), tensor_random(DType::F32, {512, 4096}, 15),
+            Tensor::empty(DType::F32, {512, 4096})},
+           [](auto& t) { ops::add(t[0], t[1], t[2]); });
+  {
+    auto pos = std::make_shared<std::vector<int32_t>>(512);
+    for (int i = 0; i < 512; ++i) (*pos)[i] = i;
+    add_case("rope/512x32x128", 2 * 512 * 32 * 128 * f, 6.0 * 512 * 32 * 128,
+             {tensor_random(DType::F32, {512, 32, 128}, 16), Tensor::empty(DType::F32, {512, 32, 128})},
+             [pos](auto& t) { ops::rope(t[0], *pos, ops::RopeParams{}, t[1]); });
+  }
+  add_case("upsample_nearest/1x320x64x64_x2", (1 + 4) * 320 * 4096 * f, 0,
+           {tensor_random(DType::F32, {1, 320, 64, 64}, 17), Tensor::empty(DType::F32, {1, 320, 128, 128})},
+           [](auto& t) { ops::upsample_nearest(t[0], 2, t[1]); });
+  // Attention: SD 1.5's first UNet level (4096 pixels, 8 heads of 40), and an LLM decode step
+  // (32 query heads over 8 KV heads, 1024 cached positions).
+  add_case("attention/sd_self_1x8x4096x40", 4.0 * 8 * 4096 * 40 * f, 4.0 * 8 * 4096.0 * 4096 * 40,
+           {tensor_random(DType::F32, {1, 8, 4096, 40}, 18), tensor_random(DType::F32, {1, 8, 4096, 40}, 19),
+            tensor_random(DType::F32, {1, 8, 4096, 40}, 20), Tensor::empty(DType::F32, {1, 8, 4096, 40})},
+           [](auto& t) { ops::attention(t[0], t[1], t[2], t[3]); });
+  add_case("attention/llm_decode_32q_8kv_1024x128", 2.0 * 8 * 1024 * 128 * f, 4.0 * 32 * 1024 * 128,
+           {tensor_random(DType::F32, {1, 32, 1, 128}, 21), tensor_random(DType::F32, {1, 8, 1024, 128}, 22),
+            tensor_random(DType::F32, {1, 8, 1024, 128}, 23), Tensor::empty(DType::F32, {1, 32, 1, 128})},
+           [](auto& t) { ops::attention(t[0], t[1], t[2], t[3], {.causal = true, .q_offset = 1023}); },
+           BandwidthRef::read);
+  // Decode GEMV: one token through a 4096x4096 weight; bound by reading the weight once.
+  for (DType wt : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0}) {
+    const double wbytes = static_cast<double>(*dtype_row_bytes(wt, 4096)) * 4096;
+    add_case(fmt::format("linear/decode_1x4096x4096_{}", dtype_name(wt)), wbytes, 2.0 * 4096 * 4096,
+             {tensor_random(DType::F32, {1, 4096}, 24), tensor_random(wt, {4096, 4096}, 25),
+              Tensor::empty(DType::F32, {1, 4096})},
+             [](auto& t) { ops::linear(t[0], t[1], nullptr, t[2]); }, BandwidthRef::read);
+  }
   return cases;
 }
 
@@ -75,7 +142,7 @@ void op_benchmarks_register(const std::vector<OpCase>& cases, const std::vector<
         Work w;
         w.bytes = oc.bytes;
         w.flops = oc.flops;
-        w.bw = BandwidthRef::copy;
+        w.bw = oc.bw;
         loop_time(state, p.run, w, machine_probe(t));
       })->UseRealTime()->Unit(benchmark::kMillisecond);
     }
