@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backend/cpu/kernels_f32.h"
+#include "core/cpu_features.h"
 #include "backend/cpu/ops.h"
 #include "common/compare.h"
 #include "common/refdump.h"
@@ -304,8 +305,8 @@ TEST(OpsActivation, BadShapesThrow) {
 // gelu 1.0e-6 and gelu_tanh 7e-7 for |x| < 3, 1.5e-5 and 1.1e-5 at worst (x near -20).
 TEST(KernelsF32, EveryBuildMatchesReference) {
   std::vector<ops::KernelsF32> builds{ops::kernels_f32_generic()};
-  if (ops::cpu_has_avx2()) builds.push_back(ops::kernels_f32_avx2());
-  if (ops::cpu_has_avx512()) builds.push_back(ops::kernels_f32_avx512());
+  if (cpu_has_avx2()) builds.push_back(ops::kernels_f32_avx2());
+  if (cpu_has_avx512()) builds.push_back(ops::kernels_f32_avx512());
   const int64_t n = 40001;  // x in [-20, 20] step 1e-3
   std::vector<float> x(n), y(n);
   for (int64_t i = 0; i < n; ++i) x[i] = -20.0f + 1e-3f * static_cast<float>(i);

@@ -59,8 +59,6 @@ struct KernelsF32 {
 KernelsF32 kernels_f32_generic();
 KernelsF32 kernels_f32_avx2();    // call only when cpu_has_avx2()
 KernelsF32 kernels_f32_avx512();  // call only when cpu_has_avx512()
-bool cpu_has_avx2();
-bool cpu_has_avx512();
 const KernelsF32& kernels_f32();  // the widest this CPU runs
 
 }  // namespace aigc::ops

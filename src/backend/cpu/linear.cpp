@@ -20,6 +20,7 @@
 #include "backend/cpu/linear_quantized.h"
 #include "backend/cpu/onednn.h"
 #include "backend/cpu/ops.h"
+#include "core/cpu_features.h"
 #include "core/half.h"
 #include "core/quant.h"
 #include "core/thread_pool.h"
@@ -70,10 +71,7 @@ T* scratch_get(std::vector<T>& v, size_t n) {
 }
 
 gemv::Kernel gemv_kernel_find(DType t) {
-  static const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                             __builtin_cpu_supports("avx512vl");
-  static const bool avx2 =
-      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  const bool avx512 = cpu_has_avx512(), avx2 = cpu_has_avx2();
   switch (t) {
     case DType::F32: return avx512 ? gemv::gemv_f32_avx512 : avx2 ? gemv::gemv_f32_avx2 : gemv::gemv_f32_scalar;
     case DType::F16: return avx512 ? gemv::gemv_f16_avx512 : avx2 ? gemv::gemv_f16_avx2 : gemv::gemv_f16_scalar;

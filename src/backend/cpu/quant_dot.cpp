@@ -1,6 +1,8 @@
 // Scalar reference dot kernels and the run-time choice of the SIMD kernel set (quant_dot.h).
 #include "backend/cpu/quant_dot.h"
 
+#include "core/cpu_features.h"
+
 #include "core/half.h"
 
 namespace aigc {
@@ -42,15 +44,6 @@ const QuantKernels kQuantKernelsRef = {
     vec_dot_q4_0_q8_0_ref,
 };
 
-bool cpu_has_avx2() {
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-}
-
-bool cpu_has_avx512vnni() {
-  return cpu_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-         __builtin_cpu_supports("avx512vnni");
-}
 
 }  // namespace
 
@@ -58,7 +51,7 @@ const QuantKernels* quant_kernels_find(QuantIsa isa) {
   switch (isa) {
     case QuantIsa::Ref: return &kQuantKernelsRef;
     case QuantIsa::Avx2: return cpu_has_avx2() ? &quant_kernels_avx2() : nullptr;
-    case QuantIsa::Avx512Vnni: return cpu_has_avx512vnni() ? &quant_kernels_avx512vnni() : nullptr;
+    case QuantIsa::Avx512Vnni: return cpu_has_avx512_vnni() ? &quant_kernels_avx512vnni() : nullptr;
   }
   return nullptr;
 }
