@@ -1,0 +1,264 @@
+// Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K (and the Q8_K activation format): reference dequantisers
+// against the independent numpy twin on random raw blocks (tests/ref/twin_kquants.py), the
+// Q4_1/Q5_0/Q5_1 reference quantisers byte for byte against the twin's, the K-quant quantisers by
+// their round-trip error, the dot kernels (scalar reference and SIMD) and linear_quantized
+// against torch's x · dequant(w)^T.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/linear_quantized.h"
+#include "backend/cpu/ops.h"
+#include "backend/cpu/quant_dot.h"
+#include "common/compare.h"
+#include "common/refdump.h"
+#include "core/half.h"
+#include "core/quant.h"
+
+using namespace aigc;
+
+namespace {
+
+constexpr double kU = 1.0 / (1 << 24);  // f32 unit roundoff
+
+const DType kNewTypes[] = {DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+
+std::string tname(DType t) { return std::string(dtype_name(t)); }
+
+// First index where a and b differ bitwise (two NaNs count as equal: inf scales produce them and
+// their sign bit is not part of any layout); -1 when equal.
+int64_t floats_first_diff(const float* a, const float* b, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (std::isnan(a[i]) && std::isnan(b[i])) continue;
+    if (f32_bits(a[i]) != f32_bits(b[i])) return i;
+  }
+  return -1;
+}
+
+int64_t bytes_first_diff(const void* a, const void* b, size_t n) {
+  const auto* pa = static_cast<const uint8_t*>(a);
+  const auto* pb = static_cast<const uint8_t*>(b);
+  for (size_t i = 0; i < n; ++i)
+    if (pa[i] != pb[i]) return static_cast<int64_t>(i);
+  return -1;
+}
+
+}  // namespace
+
+// ---- layouts: the reference dequantisers against the twin, bit for bit ------------------------
+
+TEST(KQuantTwin, DequantiseRandomBlocksMatchesTwinExactly) {
+  const test::RefDump ref = test::RefDump::load("kquants");
+  for (DType t : kNewTypes) {
+    const Tensor& raw = ref.get(tname(t) + "_raw");  // [R, nb * block_bytes] u8
+    const Tensor& deq = ref.get(tname(t) + "_deq");  // [R, n] f32
+    const int64_t R = raw.size(0), n = deq.size(1);
+    ASSERT_EQ(static_cast<size_t>(raw.size(1)), *dtype_row_bytes(t, n)) << tname(t);
+    std::vector<float> y(n);
+    for (int64_t r = 0; r < R; ++r) {
+      row_to_f32(t, raw.row_ptr(r), y.data(), n);
+      const int64_t i = floats_first_diff(y.data(), static_cast<const float*>(deq.row_ptr(r)), n);
+      EXPECT_EQ(i, -1) << tname(t) << " row " << r << " element " << i << ": got " << (i >= 0 ? y[i] : 0)
+                       << ", twin " << (i >= 0 ? static_cast<const float*>(deq.row_ptr(r))[i] : 0);
+    }
+  }
+}
+
+TEST(KQuantTwin, LegacyQuantisersMatchTwinBytes) {
+  const test::RefDump ref = test::RefDump::load("kquants");
+  const Tensor& rows = ref.get("rows");  // [R, 256] f32
+  const int64_t R = rows.size(0), n = rows.size(1);
+  for (DType t : {DType::Q4_1, DType::Q5_0, DType::Q5_1}) {
+    const Tensor& bytes = ref.get("rows_" + tname(t));
+    const Tensor& deq = ref.get("rows_" + tname(t) + "_deq");
+    const size_t nbytes = *dtype_row_bytes(t, n);
+    const size_t bb = dtype_traits(t).block_bytes;
+    ASSERT_EQ(static_cast<size_t>(bytes.size(1)), nbytes);
+    std::vector<uint8_t> q(nbytes);
+    std::vector<float> y(n);
+    for (int64_t r = 0; r < R; ++r) {
+      row_from_f32(t, static_cast<const float*>(rows.row_ptr(r)), q.data(), n);
+      const int64_t i = bytes_first_diff(q.data(), bytes.row_ptr(r), nbytes);
+      EXPECT_EQ(i, -1) << tname(t) << " row " << r << " block " << i / static_cast<int64_t>(bb) << " byte "
+                       << i % static_cast<int64_t>(bb);
+      row_to_f32(t, q.data(), y.data(), n);
+      EXPECT_EQ(floats_first_diff(y.data(), static_cast<const float*>(deq.row_ptr(r)), n), -1) << tname(t) << " row " << r;
+    }
+  }
+}
+
+TEST(KQuantLayout, ScaleMinPackingByHand) {
+  // Bytes chosen so every field of every sub-block is distinct: sub-block j < 4 has scale
+  // s[j] & 63 and min s[j+4] & 63; j >= 4 takes nibbles of s[j+4] and the top bits of s[j-4], s[j].
+  const uint8_t s[12] = {0xC1, 0x42, 0x83, 0x04, 0x45, 0x86, 0xC7, 0x08, 0x9A, 0xBC, 0xDE, 0xF0};
+  const int want_sc[8] = {0x01, 0x02, 0x03, 0x04, 0x0A | (3 << 4), 0x0C | (1 << 4), 0x0E | (2 << 4), 0x00};
+  const int want_mn[8] = {0x05, 0x06, 0x07, 0x08, 0x09 | (1 << 4), 0x0B | (2 << 4), 0x0D | (3 << 4), 0x0F};
+  for (int j = 0; j < 8; ++j) {
+    uint8_t sc, mn;
+    scale_min_k4_get(j, s, &sc, &mn);
+    EXPECT_EQ(sc, want_sc[j]) << "sub-block " << j;
+    EXPECT_EQ(mn, want_mn[j]) << "sub-block " << j;
+  }
+}
+
+// ---- quantisers: round trip ---------------------------------------------------------------
+
+namespace {
+
+// Rows like weights: Gaussian, with scale varying per 32-element stretch, some outliers, a zero
+// stretch, and an all-positive stretch (the K-quant min clamps at 0).
+std::vector<float> weight_like_row(int64_t n, std::mt19937& rng) {
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  std::vector<float> x(n);
+  for (int64_t i = 0; i < n; ++i) {
+    const float s = std::ldexp(1.0f, static_cast<int>((i / 32) % 7) - 6);
+    x[i] = s * g(rng);
+  }
+  for (int64_t i = 0; i < n; i += 97) x[i] *= 8.0f;  // outliers
+  if (n >= 512) {
+    std::fill_n(x.begin() + 256, 32, 0.0f);
+    for (int i = 288; i < 320; ++i) x[i] = std::fabs(x[i]) + 0.5f;
+  }
+  return x;
+}
+
+}  // namespace
+
+namespace {
+
+// A K-quant sub-block as stored: element value = step * L - min, L in [0, nmax] (Q6_K: min =
+// 32 step, L in [0, 63]); unit = the super-block's scale quantum (d for the scales; dmin for mins).
+struct SubBlock {
+  double step, min;
+  int nmax;
+  double d, dmin;
+};
+
+SubBlock sub_block_get(DType t, const uint8_t* row, int64_t e) {
+  const int64_t b = e / kQK_K, j = e % kQK_K;
+  if (t == DType::Q6_K) {
+    const auto* blk = reinterpret_cast<const BlockQ6_K*>(row) + b;
+    const double d = f16_to_f32(blk->d);
+    const double step = d * blk->scales[j / 16];
+    return {step, 32 * step, 63, std::fabs(d), 0.0};
+  }
+  const uint8_t* scales;
+  uint16_t d16, dmin16;
+  if (t == DType::Q4_K) {
+    const auto* blk = reinterpret_cast<const BlockQ4_K*>(row) + b;
+    scales = blk->scales, d16 = blk->d, dmin16 = blk->dmin;
+  } else {
+    const auto* blk = reinterpret_cast<const BlockQ5_K*>(row) + b;
+    scales = blk->scales, d16 = blk->d, dmin16 = blk->dmin;
+  }
+  uint8_t sc, mn;
+  scale_min_k4_get(static_cast<int>(j / 32), scales, &sc, &mn);
+  const double d = f16_to_f32(d16), dmin = f16_to_f32(dmin16);
+  return {d * sc, dmin * mn, t == DType::Q4_K ? 15 : 31, d, dmin};
+}
+
+}  // namespace
+
+// Legacy types, max error per element. Q4_1 / Q5_1: with step = range/nmax and q the rounded
+// value, |x - x'| <= step/2 plus the f16 rounding of d (relative 2^-11, times q <= 31: < 0.016
+// step) and of m (|m - m16| <= 2^-11 |m|): bounded by 0.52 step + 2^-11 |m|. Q5_0: x/d + 16.5
+// truncated is rounding (<= d/2 + f16 rounding of d: 16 * 2^-12 d), except on the side opposite
+// max, where x/d + 16.5 >= 32 is capped to 31: values beyond 15.5 d are off by up to one step.
+// K-quants: every value is re-rounded with the stored sub-block scale and min and clamped to
+// [0, nmax], so |x - x'| <= step/2 + (distance of x outside the sub-block's range) exactly: a wrong
+// packing or nibble order breaks that at once. The range itself is chosen by a search and then
+// coded in 6 bits (Q6_K: 8 bits), so it can miss x by the code's rounding: half a unit of the min
+// code (dmin/2) plus nmax half-units of the scale code (nmax d / 2); and the least-squares fit
+// may pull an end of the range inside the extreme values (it trades an outlier's error for the
+// others'), allowed up to one step. Their sum bounds the distance.
+// The root-mean-square error is also checked: below 1.3 times the uniform-rounding rms of the step
+// the super-block's coarsest scale allows.
+TEST(KQuantRoundTrip, ErrorWithinBitWidth) {
+  std::mt19937 rng(42);
+  const int64_t n = 1024;
+  for (DType t : kNewTypes) {
+    SCOPED_TRACE(tname(t));
+    const bool kquant = dtype_traits(t).block_size == kQK_K;
+    for (int trial = 0; trial < 4; ++trial) {
+      const std::vector<float> x = weight_like_row(n, rng);
+      std::vector<uint8_t> q(*dtype_row_bytes(t, n));
+      std::vector<float> y(n);
+      row_from_f32(t, x.data(), q.data(), n);
+      row_to_f32(t, q.data(), y.data(), n);
+      double sq_err = 0, sq_x = 0;
+      if (!kquant) {
+        for (int64_t b0 = 0; b0 < n; b0 += 32) {
+          float mn = x[b0], mx = x[b0], amax = 0;
+          for (int64_t i = b0; i < b0 + 32; ++i) {
+            mn = std::min(mn, x[i]);
+            mx = std::max(mx, x[i]);
+            amax = std::max(amax, std::fabs(x[i]));
+          }
+          for (int64_t i = b0; i < b0 + 32; ++i) {
+            const double e = std::fabs(static_cast<double>(y[i]) - x[i]);
+            if (t == DType::Q5_0)
+              ASSERT_LE(e, (std::fabs(x[i]) > 15.49f / 16 * amax ? 1.01 : 0.505) * amax / 16.0) << "element " << i;
+            else
+              ASSERT_LE(e, 0.52 * (mx - mn) / (t == DType::Q4_1 ? 15.0 : 31.0) + std::ldexp(std::fabs(mn), -11))
+                  << "element " << i;
+          }
+        }
+        continue;
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        const SubBlock s = sub_block_get(t, q.data(), i);
+        const double lo = std::min(-s.min, s.nmax * s.step - s.min), hi = std::max(-s.min, s.nmax * s.step - s.min);
+        const double out = std::max({0.0, lo - x[i], x[i] - hi});
+        const double e = std::fabs(static_cast<double>(y[i]) - x[i]);
+        ASSERT_LE(e, 0.5 * std::fabs(s.step) * (1 + 1e-5) + out + 1e-30) << "element " << i << " x " << x[i] << " y " << y[i];
+        ASSERT_LE(out, std::fabs(s.step) + 0.5 * s.dmin + 0.5 * s.nmax * s.d + 1e-30) << "element " << i << " x " << x[i] << " range [" << lo << ", " << hi << "]";
+        sq_err += e * e;
+        sq_x += static_cast<double>(x[i]) * x[i];
+      }
+      // signal-to-noise: uniform rounding on nmax+1 levels over a range of about 6 sigma would
+      // give rms error 6 sigma / nmax / sqrt(12); K-quants do better than that on Gaussian data
+      const int nmax = t == DType::Q4_K ? 15 : t == DType::Q5_K ? 31 : 63;
+      EXPECT_LE(std::sqrt(sq_err / n), 6.0 / nmax / std::sqrt(12.0) * std::sqrt(sq_x / n))
+          << "rms error vs rms value " << std::sqrt(sq_x / n);
+    }
+  }
+}
+
+TEST(KQuantRoundTrip, ZeroAndConstantRows) {
+  for (DType t : kNewTypes) {
+    for (float v : {0.0f, 0.25f, -3.0f}) {
+      std::vector<float> x(512, v), y(512);
+      std::vector<uint8_t> q(*dtype_row_bytes(t, 512));
+      row_from_f32(t, x.data(), q.data(), 512);
+      row_to_f32(t, q.data(), y.data(), 512);
+      for (int i = 0; i < 512; ++i) ASSERT_NEAR(y[i], v, std::fabs(v) * 2e-3) << tname(t) << " value " << v << " i " << i;
+    }
+  }
+}
+
+TEST(KQuantRoundTrip, Q8KActivations) {
+  // Q8_K: per 256 block, d = max/127 in f32 (no f16 rounding): |x - d q| <= d/2 (+ f32 rounding).
+  std::mt19937 rng(8);
+  std::vector<float> x = weight_like_row(768, rng), y(768);
+  std::vector<BlockQ8_K> q(3);
+  quantize_row_q8_K_ref(x.data(), q.data(), 768);
+  dequantize_row_q8_K_ref(q.data(), y.data(), 768);
+  for (int b = 0; b < 3; ++b) {
+    float amax = 0;
+    for (int j = 0; j < 256; ++j) amax = std::max(amax, std::fabs(x[b * 256 + j]));
+    for (int g = 0; g < 16; ++g) {
+      int s = 0;
+      for (int j = 0; j < 16; ++j) s += q[b].qs[g * 16 + j];
+      EXPECT_EQ(q[b].bsums[g], s);
+    }
+    for (int j = 0; j < 256; ++j) {
+      EXPECT_GE(q[b].qs[j], -127);
+      ASSERT_LE(std::fabs(y[b * 256 + j] - x[b * 256 + j]), 0.5 * amax / 127 * (1 + 1e-5)) << b << " " << j;
+    }
+  }
+}
