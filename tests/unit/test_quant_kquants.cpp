@@ -262,3 +262,306 @@ TEST(KQuantRoundTrip, Q8KActivations) {
     }
   }
 }
+
+// ---- dot products ----------------------------------------------------------------------------
+
+namespace {
+
+std::vector<const QuantKernels*> kernel_sets() {
+  std::vector<const QuantKernels*> v;
+  for (QuantIsa isa : {QuantIsa::Ref, QuantIsa::Avx2, QuantIsa::Avx512Vnni})
+    if (const QuantKernels* k = quant_kernels_find(isa)) v.push_back(k);
+  return v;
+}
+
+bool is_kquant(DType t) { return dtype_traits(t).block_size == kQK_K; }
+
+// Offsets of a block's f16 fields: scale d, and the min (dmin / m) or -1.
+int d_offset(DType t) { return t == DType::Q6_K ? 208 : 0; }
+int m_offset(DType t) { return t == DType::Q4_1 || t == DType::Q5_1 || t == DType::Q4_K || t == DType::Q5_K ? 2 : -1; }
+
+void f16_put(uint8_t* p, uint16_t v) { std::memcpy(p, &v, 2); }
+uint16_t f16_at(const uint8_t* p) { uint16_t v; std::memcpy(&v, p, 2); return v; }
+
+// nb random weight blocks: random bytes; scale fields random finite f16 of moderate size (any
+// sign), or exactly `unit` (1.0) for every scale when unit is set. Every 4th block has all-0x00
+// bytes and every 4th+2 all-0xff bytes besides the scales (extreme values and scale codes).
+std::vector<uint8_t> weight_blocks(DType t, int64_t nb, std::mt19937& rng, bool unit) {
+  const size_t bb = dtype_traits(t).block_bytes;
+  std::vector<uint8_t> w(nb * bb);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (int64_t b = 0; b < nb; ++b) {
+    uint8_t* p = w.data() + b * bb;
+    for (size_t i = 0; i < bb; ++i) p[i] = static_cast<uint8_t>(b % 4 == 0 ? 0x00 : b % 4 == 2 ? 0xff : rng());
+    const auto scale = [&] { return unit ? f16_from_f32(1.0f) : f16_from_f32(u(rng) * std::ldexp(1.0f, static_cast<int>(rng() % 12) - 8)); };
+    f16_put(p + d_offset(t), scale());
+    if (m_offset(t) >= 0) f16_put(p + m_offset(t), scale());
+  }
+  return w;
+}
+
+// Activations as the quantisers write them: qs in [-lim, lim], Q8_K's bsums their group sums.
+std::vector<BlockQ8_0> act_q8_0(int64_t nb, std::mt19937& rng, int lim, bool unit) {
+  std::vector<BlockQ8_0> y(nb);
+  std::uniform_int_distribution<int> q(-lim, lim);
+  for (auto& b : y) {
+    b.d = unit ? f16_from_f32(1.0f) : f16_from_f32(std::ldexp(static_cast<float>(rng() % 1000 + 1), -10));
+    for (auto& v : b.qs) v = static_cast<int8_t>(q(rng));
+  }
+  return y;
+}
+
+std::vector<BlockQ8_K> act_q8_K(int64_t nb, std::mt19937& rng, int lim, bool unit) {
+  std::vector<BlockQ8_K> y(nb);
+  std::uniform_int_distribution<int> q(-lim, lim);
+  for (auto& b : y) {
+    b.d = unit ? 1.0f : std::ldexp(static_cast<float>(rng() % 1000 + 1), -12);
+    for (auto& v : b.qs) v = static_cast<int8_t>(q(rng));
+    for (int g = 0; g < 16; ++g) {
+      int s = 0;
+      for (int j = 0; j < 16; ++j) s += b.qs[16 * g + j];
+      b.bsums[g] = static_cast<int16_t>(s);
+    }
+  }
+  return y;
+}
+
+float dot_run(const QuantKernels& k, DType t, int64_t n, const uint8_t* w, const void* y) {
+  const auto* y0 = static_cast<const BlockQ8_0*>(y);
+  const auto* yk = static_cast<const BlockQ8_K*>(y);
+  switch (t) {
+    case DType::Q4_1: return k.vec_dot_q4_1_q8_0(n, reinterpret_cast<const BlockQ4_1*>(w), y0);
+    case DType::Q5_0: return k.vec_dot_q5_0_q8_0(n, reinterpret_cast<const BlockQ5_0*>(w), y0);
+    case DType::Q5_1: return k.vec_dot_q5_1_q8_0(n, reinterpret_cast<const BlockQ5_1*>(w), y0);
+    case DType::Q4_K: return k.vec_dot_q4_K_q8_K(n, reinterpret_cast<const BlockQ4_K*>(w), yk);
+    case DType::Q5_K: return k.vec_dot_q5_K_q8_K(n, reinterpret_cast<const BlockQ5_K*>(w), yk);
+    default: return k.vec_dot_q6_K_q8_K(n, reinterpret_cast<const BlockQ6_K*>(w), yk);
+  }
+}
+
+// The activations as f32 (d * q), from our reference dequantisers.
+std::vector<float> act_values(DType t, int64_t n, const void* y) {
+  std::vector<float> v(n);
+  if (is_kquant(t))
+    dequantize_row_q8_K_ref(static_cast<const BlockQ8_K*>(y), v.data(), n);
+  else
+    dequantize_row_q8_0_ref(static_cast<const BlockQ8_0*>(y), v.data(), n);
+  return v;
+}
+
+// Sum_j (|a_j| + |b_j|) |y_j| where a weight value is a_j - b_j (scale part, min part): the scale
+// of the f32 rounding error of any order of evaluating the dot. Computed with the dequantiser on
+// a copy whose scale is made positive and whose min makes the min term add (twin-checked above).
+double dot_abs_sum(DType t, int64_t n, const std::vector<uint8_t>& w, const std::vector<float>& yv) {
+  std::vector<uint8_t> a = w;
+  const size_t bb = dtype_traits(t).block_bytes;
+  for (size_t b = 0; b < a.size() / bb; ++b) {
+    uint8_t* p = a.data() + b * bb;
+    f16_put(p + d_offset(t), f16_at(p + d_offset(t)) & 0x7fff);
+    if (m_offset(t) >= 0) {
+      const uint16_t m = f16_at(p + m_offset(t));
+      // Q4_1/Q5_1 add m: make it positive; Q4_K/Q5_K subtract dmin * mn: make it negative
+      f16_put(p + m_offset(t), is_kquant(t) ? (m | 0x8000) : (m & 0x7fff));
+    }
+  }
+  std::vector<float> av(n);
+  row_to_f32(t, a.data(), av.data(), n);
+  double s = 0;
+  for (int64_t j = 0; j < n; ++j) s += std::fabs(static_cast<double>(av[j])) * std::fabs(yv[j]);
+  return s;
+}
+
+}  // namespace
+
+TEST(KQuantDot, IntegerResultExactInEveryKernel) {
+  // All scales 1 and small activations: the dot is an integer below 2^24, so every kernel (the
+  // scalar reference too) must return exactly sum_j dequant(w)_j * y_j, computed here in int64
+  // from the twin-checked dequantiser: a wrong nibble, bit, scale or min lane cannot hide.
+  std::mt19937 rng(17);
+  for (DType t : kNewTypes) {
+    const int64_t bs = dtype_traits(t).block_size;
+    for (int64_t nb : is_kquant(t) ? std::vector<int64_t>{1, 3} : std::vector<int64_t>{1, 3, 17, 33}) {
+      const int64_t n = nb * bs;
+      const std::vector<uint8_t> w = weight_blocks(t, nb, rng, true);
+      const int lim = is_kquant(t) ? 7 : 127;
+      std::vector<BlockQ8_0> y0;
+      std::vector<BlockQ8_K> yk;
+      const void* y;
+      if (is_kquant(t)) { yk = act_q8_K(nb, rng, lim, true); y = yk.data(); }
+      else { y0 = act_q8_0(nb, rng, lim, true); y = y0.data(); }
+      std::vector<float> wv(n);
+      row_to_f32(t, w.data(), wv.data(), n);
+      const std::vector<float> yv = act_values(t, n, y);
+      int64_t want = 0;
+      for (int64_t j = 0; j < n; ++j) want += static_cast<int64_t>(wv[j]) * static_cast<int64_t>(yv[j]);
+      ASSERT_LT(std::llabs(want), 1 << 24);
+      for (const QuantKernels* k : kernel_sets())
+        EXPECT_EQ(dot_run(*k, t, n, w.data(), y), static_cast<float>(want)) << k->name << " " << tname(t) << " nb " << nb;
+    }
+  }
+}
+
+TEST(KQuantDot, KernelsMatchReferenceAndDequantisedDot) {
+  // Random scales: each kernel against the scalar reference within (2 nb + 10) u S, and both
+  // against the double-precision dot of the dequantised operands within the same bound
+  // (S = sum of |terms|, dot_abs_sum). Activations span the full [-127, 127].
+  std::mt19937 rng(23);
+  const double u = kU;
+  for (DType t : kNewTypes) {
+    const int64_t bs = dtype_traits(t).block_size;
+    for (int64_t nb : is_kquant(t) ? std::vector<int64_t>{1, 3, 17} : std::vector<int64_t>{1, 3, 17, 129}) {
+      for (int trial = 0; trial < 4; ++trial) {
+        const int64_t n = nb * bs;
+        const std::vector<uint8_t> w = weight_blocks(t, nb, rng, false);
+        std::vector<BlockQ8_0> y0;
+        std::vector<BlockQ8_K> yk;
+        const void* y;
+        if (is_kquant(t)) { yk = act_q8_K(nb, rng, 127, false); y = yk.data(); }
+        else { y0 = act_q8_0(nb, rng, 127, false); y = y0.data(); }
+        std::vector<float> wv(n);
+        row_to_f32(t, w.data(), wv.data(), n);
+        const std::vector<float> yv = act_values(t, n, y);
+        double exact = 0;
+        for (int64_t j = 0; j < n; ++j) exact += static_cast<double>(wv[j]) * yv[j];
+        const double tol = (2.0 * nb + 10.0) * u * dot_abs_sum(t, n, w, yv);
+        const float r = dot_run(*quant_kernels_find(QuantIsa::Ref), t, n, w.data(), y);
+        EXPECT_NEAR(r, exact, tol) << tname(t) << " nb " << nb << " reference vs dequantised dot";
+        for (const QuantKernels* k : kernel_sets())
+          EXPECT_NEAR(dot_run(*k, t, n, w.data(), y), r, tol) << k->name << " " << tname(t) << " nb " << nb;
+      }
+    }
+  }
+}
+
+TEST(KQuantDot, ActivationsHolding128) {
+  // -128 never comes out of the quantisers, but the K-quant and Q4_1/Q5_x kernels are exact for it
+  // too (the unsigned operand is always the weight): checked with unit scales.
+  std::mt19937 rng(29);
+  for (DType t : kNewTypes) {
+    const int64_t nb = 3, n = nb * dtype_traits(t).block_size;
+    const std::vector<uint8_t> w = weight_blocks(t, nb, rng, true);
+    std::vector<BlockQ8_0> y0;
+    std::vector<BlockQ8_K> yk;
+    const void* y;
+    if (is_kquant(t)) {
+      yk = act_q8_K(nb, rng, 3, true);
+      for (auto& b : yk) { b.qs[5] = -128; b.bsums[0] = 0; for (int j = 0; j < 16; ++j) b.bsums[0] += b.qs[j]; }
+      y = yk.data();
+    } else {
+      y0 = act_q8_0(nb, rng, 127, true);
+      for (auto& b : y0) b.qs[7] = -128;
+      y = y0.data();
+    }
+    std::vector<float> wv(n);
+    row_to_f32(t, w.data(), wv.data(), n);
+    const std::vector<float> yv = act_values(t, n, y);
+    int64_t want = 0;
+    for (int64_t j = 0; j < n; ++j) want += static_cast<int64_t>(wv[j]) * static_cast<int64_t>(yv[j]);
+    for (const QuantKernels* k : kernel_sets())
+      EXPECT_EQ(dot_run(*k, t, n, w.data(), y), static_cast<float>(want)) << k->name << " " << tname(t);
+  }
+}
+
+// ---- linear_quantized and ops::linear against torch ------------------------------------------
+
+namespace {
+
+// Bound on |linear_quantized - x · dequant(w)^T| per output from quantising x: Q8_0 (32 blocks,
+// f16 scale): |x_j - d16 q_j| <= 0.5621 a_b / 127 (derivation in test_quant.cpp). Q8_K (256
+// blocks, f32 scale 1/iscale): |x_j - d q_j| = |iscale x_j - q_j| / |iscale| (+ rounding of iscale,
+// of iscale * x_j and of d: a few u relative) <= 0.5001 a_b / 127. Plus f32 rounding of the sums,
+// below (nb + 16) 2^-23 sum_j |w_j| (|x_j| + a_b / 127) with nb the blocks in a row.
+std::vector<double> linear_error_bound(const Tensor& x, const Tensor& w) {
+  const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
+  const bool kq = is_kquant(w.type());
+  const int64_t ab = kq ? kQK_K : 32, nb = K / ab;
+  const double c = kq ? 0.5001 : 0.5621;
+  std::vector<float> wd(K);
+  std::vector<double> bound(M * N);
+  for (int64_t n = 0; n < N; ++n) {
+    row_to_f32(w.type(), w.row_ptr(n), wd.data(), K);
+    for (int64_t m = 0; m < M; ++m) {
+      const float* xr = x.ptr<float>() + m * K;
+      double b = 0, r = 0;
+      for (int64_t ib = 0; ib < nb; ++ib) {
+        double amax = 0, wsum = 0;
+        for (int64_t j = 0; j < ab; ++j) amax = std::max(amax, std::fabs(static_cast<double>(xr[ib * ab + j])));
+        for (int64_t j = 0; j < ab; ++j) {
+          wsum += std::fabs(wd[ib * ab + j]);
+          r += std::fabs(wd[ib * ab + j]) * (std::fabs(xr[ib * ab + j]) + amax / 127);
+        }
+        b += c * amax / 127 * wsum;
+      }
+      bound[m * N + n] = b + (nb + 16) * 2 * kU * r;
+    }
+  }
+  return bound;
+}
+
+}  // namespace
+
+TEST(KQuantLinear, MatchesTorchForEveryTypeAndKernelSet) {
+  const test::RefDump ref = test::RefDump::load("kquants");
+  for (int c = 0; ref.has("lin" + std::to_string(c) + "_x"); ++c) {
+    const Tensor& x = ref.get("lin" + std::to_string(c) + "_x");
+    for (DType t : kNewTypes) {
+      const Tensor& wb = ref.get("lin" + std::to_string(c) + "_w_" + tname(t));
+      const int64_t M = x.size(0), K = x.size(1), N = wb.size(0);
+      SCOPED_TRACE(fmt::format("case {}: M {} K {} N {} {}", c, M, K, N, tname(t)));
+      const int64_t shape[] = {N, K};
+      Tensor w = Tensor::view_of(t, shape, const_cast<void*>(wb.data()), wb.owner());
+      const Tensor& yt = ref.get("lin" + std::to_string(c) + "_y_" + tname(t));
+      const std::vector<double> bound = linear_error_bound(x, w);
+      double err_sum = 0, bound_sum = 0;
+      for (const QuantKernels* k : kernel_sets()) {
+        SCOPED_TRACE(k->name);
+        Tensor y = Tensor::empty(DType::F32, {M, N});
+        ops::linear_quantized_with(*k, x, w, y);
+        for (int64_t i = 0; i < M * N; ++i) {
+          const double err = std::fabs(static_cast<double>(y.ptr<float>()[i]) - yt.ptr<float>()[i]);
+          ASSERT_LE(err, bound[i]) << "output " << i << ": got " << y.ptr<float>()[i] << ", torch " << yt.ptr<float>()[i];
+          err_sum += err;
+          bound_sum += bound[i];
+        }
+      }
+      // The bound adds worst cases; real rounding errors add like a random walk (see test_quant.cpp).
+      EXPECT_LT(err_sum, 1.5 / std::sqrt(static_cast<double>(K) / (is_kquant(t) ? 8.0 : 1.0)) * bound_sum);
+
+      // ops::linear (the public op) takes the same path, with a bias added after.
+      Tensor bias = test::random_f32({N}, 5);
+      Tensor y_op = Tensor::empty(DType::F32, {M, N}), y_q = Tensor::empty(DType::F32, {M, N});
+      ops::linear(x, w, &bias, y_op);
+      ops::linear_quantized(x, w, y_q);
+      for (int64_t i = 0; i < M * N; ++i)
+        ASSERT_EQ(y_op.ptr<float>()[i], y_q.ptr<float>()[i] + bias.ptr<float>()[i % N]) << "output " << i;
+      // and ops::ref::linear (dequantise, f32 dot) agrees with torch to f32 rounding
+      Tensor y_ref = Tensor::empty(DType::F32, {M, N});
+      ops::ref::linear(x, w, nullptr, y_ref);
+      EXPECT_TENSORS_CLOSE(y_ref, yt, 1e-5, 1e-4);
+    }
+  }
+}
+
+TEST(KQuantLinear, EmbeddingAndCopyConvertEveryType) {
+  // embedding and copy go through row_to_f32 / row_from_f32: a table of each type gives back its
+  // dequantised rows, and copy f32 -> type -> f32 equals quantise + dequantise.
+  for (DType t : kNewTypes) {
+    const int64_t V = 5, C = 512;
+    Tensor wf = test::random_f32({V, C}, 77);
+    Tensor wq = Tensor::empty(t, {V, C});
+    ops::copy(wf, wq);
+    std::vector<uint8_t> want_bytes(*dtype_row_bytes(t, C));
+    for (int64_t v = 0; v < V; ++v) {
+      row_from_f32(t, wf.ptr<float>() + v * C, want_bytes.data(), C);
+      ASSERT_EQ(std::memcmp(want_bytes.data(), wq.row_ptr(v), want_bytes.size()), 0) << tname(t) << " row " << v;
+    }
+    const int32_t ids[] = {4, 0, 4};
+    Tensor e = Tensor::empty(DType::F32, {3, C});
+    ops::embedding(wq, ids, e);
+    std::vector<float> row(C);
+    for (int i = 0; i < 3; ++i) {
+      row_to_f32(t, wq.row_ptr(ids[i]), row.data(), C);
+      ASSERT_EQ(std::memcmp(row.data(), e.row_ptr(i), C * 4), 0) << tname(t) << " id " << i;
+    }
+  }
+}
