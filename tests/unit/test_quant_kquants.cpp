@@ -524,8 +524,9 @@ TEST(KQuantLinear, MatchesTorchForEveryTypeAndKernelSet) {
           bound_sum += bound[i];
         }
       }
-      // The bound adds worst cases; real rounding errors add like a random walk (see test_quant.cpp).
-      EXPECT_LT(err_sum, 1.5 / std::sqrt(static_cast<double>(K) / (is_kquant(t) ? 8.0 : 1.0)) * bound_sum);
+      // The bound adds worst cases; real rounding errors add like a random walk (see test_quant.cpp):
+      // measured mean error / mean bound = 0.42 .. 0.79 / sqrt(K) over these cases and types.
+      EXPECT_LT(err_sum, 1.5 / std::sqrt(static_cast<double>(K)) * bound_sum);
 
       // ops::linear (the public op) takes the same path, with a bias added after.
       Tensor bias = test::random_f32({N}, 5);
