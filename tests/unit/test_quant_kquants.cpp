@@ -566,3 +566,28 @@ TEST(KQuantLinear, EmbeddingAndCopyConvertEveryType) {
     }
   }
 }
+
+TEST(KQuantDot, Q6KOffsetDoesNotCancelInFloat) {
+  // Q6_K values are q - 32. With every q = 32 but a few, the products q*y and the offset 32*y are
+  // both large and cancel: a kernel that subtracts them in f32 loses the small result, one that
+  // subtracts in integers (as the reference) keeps it within the usual (2 nb + 10) u S.
+  std::mt19937 rng(37);
+  const int64_t nb = 3, n = nb * kQK_K;
+  std::vector<uint8_t> w = weight_blocks(DType::Q6_K, nb, rng, false);
+  for (int64_t b = 0; b < nb; ++b) {
+    auto* blk = reinterpret_cast<BlockQ6_K*>(w.data()) + b;
+    std::memset(blk->ql, 0x00, sizeof blk->ql);
+    std::memset(blk->qh, 0xAA, sizeof blk->qh);  // high bits 2 everywhere: q = 32
+    blk->ql[b * 7] = 0x05;                         // one element q = 37
+    for (auto& s : blk->scales) s = 127;
+  }
+  std::vector<BlockQ8_K> y = act_q8_K(nb, rng, 127, false);
+  std::vector<float> wv(n);
+  row_to_f32(DType::Q6_K, w.data(), wv.data(), n);
+  const std::vector<float> yv = act_values(DType::Q6_K, n, y.data());
+  double exact = 0;
+  for (int64_t j = 0; j < n; ++j) exact += static_cast<double>(wv[j]) * yv[j];
+  const double tol = (2.0 * nb + 10.0) * kU * dot_abs_sum(DType::Q6_K, n, w, yv);
+  for (const QuantKernels* k : kernel_sets())
+    EXPECT_NEAR(dot_run(*k, DType::Q6_K, n, w.data(), y.data()), exact, tol) << k->name;
+}

@@ -220,7 +220,8 @@ float k45_dot(int64_t n, const uint8_t* xb, size_t stride, const BlockQ8_K* y) {
   const int64_t nb = n / kQK_K;
   const __m256i m4 = _mm256_set1_epi8(0x0f);
   const __m256i one = _mm256_set1_epi8(1);
-  float sumf = 0.0f;
+  __m256 accf = _mm256_setzero_ps();
+  float minf = 0.0f;
   for (int64_t ib = 0; ib < nb; ++ib, xb += stride) {
     uint16_t d16, dmin16;
     __builtin_memcpy(&d16, xb, 2);
@@ -245,12 +246,13 @@ float k45_dot(int64_t n, const uint8_t* xb, size_t stride, const BlockQ8_K* y) {
       acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(lo, qy0), _mm256_set1_epi16(sc[2 * c])));
       acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(hi, qy1), _mm256_set1_epi16(sc[2 * c + 1])));
     }
-    const int32_t sumi = hsum_i32(acc);
+    // lanes stay apart until the end: no horizontal sum per block
+    accf = _mm256_fmadd_ps(_mm256_set1_ps(y[ib].d * f16_load(d16)), _mm256_cvtepi32_ps(acc), accf);
     int32_t summ = 0;
     for (int j = 0; j < 8; ++j) summ += mn[j] * (y[ib].bsums[2 * j] + y[ib].bsums[2 * j + 1]);
-    sumf += y[ib].d * f16_load(d16) * static_cast<float>(sumi) - y[ib].d * f16_load(dmin16) * static_cast<float>(summ);
+    minf += y[ib].d * f16_load(dmin16) * static_cast<float>(summ);
   }
-  return sumf;
+  return hsum(accf) - minf;
 }
 
 float vec_dot_q4_K_q8_K_avx2(int64_t n, const BlockQ4_K* x, const BlockQ8_K* y) {
@@ -293,6 +295,7 @@ float vec_dot_q6_K_q8_K_avx2(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y) 
     // the values are q - 32: take 32 * sum_g sc_g * sum(qy in g) off, from the bsums
     int32_t off = 0;
     for (int g = 0; g < 16; ++g) off += x[ib].scales[g] * y[ib].bsums[g];
+    // the integer sum first: the offset term nearly cancels the products when q is near 32
     const int32_t sumi = hsum_i32(acc) - 32 * off;
     sumf += y[ib].d * f16_load(x[ib].d) * static_cast<float>(sumi);
   }

@@ -245,7 +245,8 @@ float k45_dot(int64_t n, const uint8_t* xb, size_t stride, const BlockQ8_K* y) {
   const int64_t nb = n / kQK_K;
   const __m256i m4 = _mm256_set1_epi8(0x0f);
   const __m256i one = _mm256_set1_epi8(1);
-  float sumf = 0.0f;
+  __m512 accf = _mm512_setzero_ps();
+  float minf = 0.0f;
   for (int64_t ib = 0; ib < nb; ++ib, xb += stride) {
     // both layouts start with d, dmin, scales[12]; Q5_K then has qh[32] before qs
     uint16_t d16, dmin16;
@@ -270,12 +271,13 @@ float k45_dot(int64_t n, const uint8_t* xb, size_t stride, const BlockQ8_K* y) {
       const __m512i p16 = _mm512_maddubs_epi16(pair256(lo, hi), qy);
       acc = _mm512_dpwssd_epi32(acc, p16, scale16_pair(sc[2 * c], sc[2 * c + 1]));
     }
-    const int32_t sumi = _mm512_reduce_add_epi32(acc);
+    // lanes stay apart until the end: no horizontal sum per block
+    accf = _mm512_fmadd_ps(_mm512_set1_ps(y[ib].d * f16_load(d16)), _mm512_cvtepi32_ps(acc), accf);
     int32_t summ = 0;
     for (int j = 0; j < 8; ++j) summ += mn[j] * (y[ib].bsums[2 * j] + y[ib].bsums[2 * j + 1]);
-    sumf += y[ib].d * f16_load(d16) * static_cast<float>(sumi) - y[ib].d * f16_load(dmin16) * static_cast<float>(summ);
+    minf += y[ib].d * f16_load(dmin16) * static_cast<float>(summ);
   }
-  return sumf;
+  return _mm512_reduce_add_ps(accf) - minf;
 }
 
 float vec_dot_q4_K_q8_K_avx512(int64_t n, const BlockQ4_K* x, const BlockQ8_K* y) {
@@ -318,6 +320,7 @@ float vec_dot_q6_K_q8_K_avx512(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y
     // the values are q - 32: take 32 * sum_g sc_g * sum(qy in g) off, from the bsums
     int32_t off = 0;
     for (int g = 0; g < 16; ++g) off += x[ib].scales[g] * y[ib].bsums[g];
+    // the integer sum first: the offset term nearly cancels the products when q is near 32
     const int32_t sumi = _mm512_reduce_add_epi32(acc) - 32 * off;
     sumf += y[ib].d * f16_load(x[ib].d) * static_cast<float>(sumi);
   }
