@@ -10,62 +10,6 @@
 
 namespace aigc {
 
-void quantize_row_q8_0_ref(const float* x, BlockQ8_0* y, int64_t n) {
-  AIGC_ASSERT(n % kQK8_0 == 0);
-  for (int64_t b = 0; b < n / kQK8_0; ++b) {
-    const float* xb = x + b * kQK8_0;
-    float amax = 0.0f;
-    for (int j = 0; j < kQK8_0; ++j) amax = std::max(amax, std::fabs(xb[j]));
-    const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    y[b].d = f16_from_f32(d);
-    for (int j = 0; j < kQK8_0; ++j) y[b].qs[j] = static_cast<int8_t>(std::lround(xb[j] * id));
-  }
-}
-
-void dequantize_row_q8_0_ref(const BlockQ8_0* x, float* y, int64_t n) {
-  AIGC_ASSERT(n % kQK8_0 == 0);
-  for (int64_t b = 0; b < n / kQK8_0; ++b) {
-    const float d = f16_to_f32(x[b].d);
-    for (int j = 0; j < kQK8_0; ++j) y[b * kQK8_0 + j] = d * x[b].qs[j];
-  }
-}
-
-void quantize_row_q4_0_ref(const float* x, BlockQ4_0* y, int64_t n) {
-  AIGC_ASSERT(n % kQK4_0 == 0);
-  for (int64_t b = 0; b < n / kQK4_0; ++b) {
-    const float* xb = x + b * kQK4_0;
-    float amax = 0.0f, max = 0.0f;
-    for (int j = 0; j < kQK4_0; ++j) {
-      if (std::fabs(xb[j]) > amax) {
-        amax = std::fabs(xb[j]);
-        max = xb[j];
-      }
-    }
-    const float d = max / -8.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    y[b].d = f16_from_f32(d);
-    for (int j = 0; j < kQK4_0 / 2; ++j) {
-      const uint8_t q0 = static_cast<uint8_t>(std::min(15, static_cast<int>(static_cast<int8_t>(xb[j] * id + 8.5f))));
-      const uint8_t q1 = static_cast<uint8_t>(std::min(15, static_cast<int>(static_cast<int8_t>(xb[j + kQK4_0 / 2] * id + 8.5f))));
-      y[b].qs[j] = q0 | static_cast<uint8_t>(q1 << 4);
-    }
-  }
-}
-
-void dequantize_row_q4_0_ref(const BlockQ4_0* x, float* y, int64_t n) {
-  AIGC_ASSERT(n % kQK4_0 == 0);
-  for (int64_t b = 0; b < n / kQK4_0; ++b) {
-    const float d = f16_to_f32(x[b].d);
-    for (int j = 0; j < kQK4_0 / 2; ++j) {
-      y[b * kQK4_0 + j] = d * ((x[b].qs[j] & 0x0f) - 8);
-      y[b * kQK4_0 + j + kQK4_0 / 2] = d * ((x[b].qs[j] >> 4) - 8);
-    }
-  }
-}
-
-// ---- Q4_1, Q5_0, Q5_1 -------------------------------------------------------------------------
-
 namespace {
 
 // Block min and max; FLT_MAX starts as GGML's do (a NaN never updates them).
@@ -113,6 +57,62 @@ void qh_store(uint8_t* qh, uint32_t v) {
 }
 
 }  // namespace
+
+void quantize_row_q8_0_ref(const float* x, BlockQ8_0* y, int64_t n) {
+  AIGC_ASSERT(n % kQK8_0 == 0);
+  for (int64_t b = 0; b < n / kQK8_0; ++b) {
+    const float* xb = x + b * kQK8_0;
+    float amax = 0.0f;
+    for (int j = 0; j < kQK8_0; ++j) amax = std::max(amax, std::fabs(xb[j]));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    y[b].d = f16_from_f32(d);
+    for (int j = 0; j < kQK8_0; ++j) y[b].qs[j] = static_cast<int8_t>(std::lround(xb[j] * id));
+  }
+}
+
+void dequantize_row_q8_0_ref(const BlockQ8_0* x, float* y, int64_t n) {
+  AIGC_ASSERT(n % kQK8_0 == 0);
+  for (int64_t b = 0; b < n / kQK8_0; ++b) {
+    const float d = f16_to_f32(x[b].d);
+    for (int j = 0; j < kQK8_0; ++j) y[b * kQK8_0 + j] = d * x[b].qs[j];
+  }
+}
+
+void quantize_row_q4_0_ref(const float* x, BlockQ4_0* y, int64_t n) {
+  AIGC_ASSERT(n % kQK4_0 == 0);
+  for (int64_t b = 0; b < n / kQK4_0; ++b) {
+    const float* xb = x + b * kQK4_0;
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < kQK4_0; ++j) {
+      if (std::fabs(xb[j]) > amax) {
+        amax = std::fabs(xb[j]);
+        max = xb[j];
+      }
+    }
+    const float d = max / -8.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    y[b].d = f16_from_f32(d);
+    for (int j = 0; j < kQK4_0 / 2; ++j) {
+      const uint8_t q0 = static_cast<uint8_t>(std::min(15, static_cast<int>(trunc_i8(xb[j] * id + 8.5f))));
+      const uint8_t q1 = static_cast<uint8_t>(std::min(15, static_cast<int>(trunc_i8(xb[j + kQK4_0 / 2] * id + 8.5f))));
+      y[b].qs[j] = q0 | static_cast<uint8_t>(q1 << 4);
+    }
+  }
+}
+
+void dequantize_row_q4_0_ref(const BlockQ4_0* x, float* y, int64_t n) {
+  AIGC_ASSERT(n % kQK4_0 == 0);
+  for (int64_t b = 0; b < n / kQK4_0; ++b) {
+    const float d = f16_to_f32(x[b].d);
+    for (int j = 0; j < kQK4_0 / 2; ++j) {
+      y[b * kQK4_0 + j] = d * ((x[b].qs[j] & 0x0f) - 8);
+      y[b * kQK4_0 + j + kQK4_0 / 2] = d * ((x[b].qs[j] >> 4) - 8);
+    }
+  }
+}
+
+// ---- Q4_1, Q5_0, Q5_1 -------------------------------------------------------------------------
 
 void quantize_row_q4_1_ref(const float* x, BlockQ4_1* y, int64_t n) {
   AIGC_ASSERT(n % kQK4_1 == 0);

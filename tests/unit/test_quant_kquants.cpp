@@ -591,3 +591,25 @@ TEST(KQuantDot, Q6KOffsetDoesNotCancelInFloat) {
   for (const QuantKernels* k : kernel_sets())
     EXPECT_NEAR(dot_run(*k, DType::Q6_K, n, w.data(), y.data()), exact, tol) << k->name;
 }
+
+TEST(KQuantRoundTrip, NonFiniteInputsDoNotCrash) {
+  // A checkpoint with a NaN or inf weight must not crash the quantisers (their float -> int casts
+  // are guarded: out-of-range casts would be undefined behaviour); other blocks are unaffected.
+  const float specials[] = {std::nanf(""), INFINITY, -INFINITY, 3e38f, -3e38f, 1e-45f};
+  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+    const int64_t n = 512;
+    for (float v : specials) {
+      std::vector<float> x(n), y(n), y_finite(n);
+      for (int64_t i = 0; i < n; ++i) x[i] = std::sin(0.37f * i);
+      std::vector<uint8_t> q(*dtype_row_bytes(t, n)), q_finite(*dtype_row_bytes(t, n));
+      row_from_f32(t, x.data(), q_finite.data(), n);
+      x[3] = v;  // in the first block (of 32 or 256)
+      row_from_f32(t, x.data(), q.data(), n);
+      row_to_f32(t, q.data(), y.data(), n);
+      row_to_f32(t, q_finite.data(), y_finite.data(), n);
+      const int64_t bs = dtype_traits(t).block_size;
+      for (int64_t i = bs; i < n; ++i)
+        ASSERT_EQ(f32_bits(y[i]), f32_bits(y_finite[i])) << tname(t) << " value " << v << " element " << i;
+    }
+  }
+}
