@@ -8,5 +8,6 @@ namespace aigc::cli {
 
 void command_info_register(CLI::App& app);
 void command_tokenize_register(CLI::App& app);
+void command_quantize_register(CLI::App& app);
 
 }  // namespace aigc::cli

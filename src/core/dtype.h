@@ -1,7 +1,7 @@
 // Element types. Values equal GGML's type ids (ggml.h `enum ggml_type`), so a GGUF file's tensor
 // type maps to DType with no table. Quantised types are stored in blocks: `block_size` elements
 // packed in `block_bytes` bytes; a row of n elements (n a multiple of block_size) takes
-// n / block_size * block_bytes bytes. Block layouts: src/core/quant_blocks.h.
+// n / block_size * block_bytes bytes. Block layouts: src/core/quant.h.
 #pragma once
 
 #include <cstddef>

@@ -2,11 +2,61 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <limits>
 
 #include "core/error.h"
 #include "core/half.h"
 
 namespace aigc {
+
+namespace {
+
+// Block min and max; FLT_MAX starts as GGML's do (a NaN never updates them).
+void block_min_max(const float* x, int n, float* mn, float* mx) {
+  float lo = std::numeric_limits<float>::max(), hi = -std::numeric_limits<float>::max();
+  for (int j = 0; j < n; ++j) {
+    if (x[j] < lo) lo = x[j];
+    if (x[j] > hi) hi = x[j];
+  }
+  *mn = lo;
+  *mx = hi;
+}
+
+// The element of largest magnitude, sign kept; the first one on ties.
+float block_signed_max(const float* x, int n) {
+  float amax = 0.0f, max = 0.0f;
+  for (int j = 0; j < n; ++j) {
+    if (amax < std::fabs(x[j])) {
+      amax = std::fabs(x[j]);
+      max = x[j];
+    }
+  }
+  return max;
+}
+
+// Truncating float -> int8 / uint8 conversions as C casts do, defined for out-of-range values
+// (which only NaN/inf inputs produce): they saturate here instead of being undefined.
+int8_t trunc_i8(float v) {
+  if (!(v > -129.0f)) return v != v ? 0 : -128;
+  if (v >= 128.0f) return 127;
+  return static_cast<int8_t>(v);
+}
+uint8_t trunc_u8(float v) {
+  if (!(v > -1.0f)) return 0;
+  if (v >= 256.0f) return 255;
+  return static_cast<uint8_t>(v);
+}
+
+uint32_t qh_load(const uint8_t* qh) {
+  return static_cast<uint32_t>(qh[0]) | static_cast<uint32_t>(qh[1]) << 8 | static_cast<uint32_t>(qh[2]) << 16 |
+         static_cast<uint32_t>(qh[3]) << 24;
+}
+void qh_store(uint8_t* qh, uint32_t v) {
+  for (int k = 0; k < 4; ++k) qh[k] = static_cast<uint8_t>(v >> (8 * k));
+}
+
+}  // namespace
 
 void quantize_row_q8_0_ref(const float* x, BlockQ8_0* y, int64_t n) {
   AIGC_ASSERT(n % kQK8_0 == 0);
@@ -44,8 +94,8 @@ void quantize_row_q4_0_ref(const float* x, BlockQ4_0* y, int64_t n) {
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     y[b].d = f16_from_f32(d);
     for (int j = 0; j < kQK4_0 / 2; ++j) {
-      const uint8_t q0 = static_cast<uint8_t>(std::min(15, static_cast<int>(static_cast<int8_t>(xb[j] * id + 8.5f))));
-      const uint8_t q1 = static_cast<uint8_t>(std::min(15, static_cast<int>(static_cast<int8_t>(xb[j + kQK4_0 / 2] * id + 8.5f))));
+      const uint8_t q0 = static_cast<uint8_t>(std::min(15, static_cast<int>(trunc_i8(xb[j] * id + 8.5f))));
+      const uint8_t q1 = static_cast<uint8_t>(std::min(15, static_cast<int>(trunc_i8(xb[j + kQK4_0 / 2] * id + 8.5f))));
       y[b].qs[j] = q0 | static_cast<uint8_t>(q1 << 4);
     }
   }
@@ -62,9 +112,474 @@ void dequantize_row_q4_0_ref(const BlockQ4_0* x, float* y, int64_t n) {
   }
 }
 
+// ---- Q4_1, Q5_0, Q5_1 -------------------------------------------------------------------------
+
+void quantize_row_q4_1_ref(const float* x, BlockQ4_1* y, int64_t n) {
+  AIGC_ASSERT(n % kQK4_1 == 0);
+  for (int64_t b = 0; b < n / kQK4_1; ++b) {
+    const float* xb = x + b * kQK4_1;
+    float mn, mx;
+    block_min_max(xb, kQK4_1, &mn, &mx);
+    const float d = (mx - mn) / 15.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    y[b].d = f16_from_f32(d);
+    y[b].m = f16_from_f32(mn);
+    for (int j = 0; j < kQK4_1 / 2; ++j) {
+      const float x0 = (xb[j] - mn) * id;
+      const float x1 = (xb[j + kQK4_1 / 2] - mn) * id;
+      const uint8_t q0 = static_cast<uint8_t>(std::min<int>(15, trunc_i8(x0 + 0.5f)));
+      const uint8_t q1 = static_cast<uint8_t>(std::min<int>(15, trunc_i8(x1 + 0.5f)));
+      y[b].qs[j] = static_cast<uint8_t>((q0 & 0x0f) | (q1 << 4));
+    }
+  }
+}
+
+void dequantize_row_q4_1_ref(const BlockQ4_1* x, float* y, int64_t n) {
+  AIGC_ASSERT(n % kQK4_1 == 0);
+  for (int64_t b = 0; b < n / kQK4_1; ++b) {
+    const float d = f16_to_f32(x[b].d), m = f16_to_f32(x[b].m);
+    for (int j = 0; j < kQK4_1 / 2; ++j) {
+      y[b * kQK4_1 + j] = static_cast<float>(x[b].qs[j] & 0x0f) * d + m;
+      y[b * kQK4_1 + j + kQK4_1 / 2] = static_cast<float>(x[b].qs[j] >> 4) * d + m;
+    }
+  }
+}
+
+void quantize_row_q5_0_ref(const float* x, BlockQ5_0* y, int64_t n) {
+  AIGC_ASSERT(n % kQK5_0 == 0);
+  for (int64_t b = 0; b < n / kQK5_0; ++b) {
+    const float* xb = x + b * kQK5_0;
+    const float d = block_signed_max(xb, kQK5_0) / -16.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    y[b].d = f16_from_f32(d);
+    uint32_t qh = 0;
+    for (int j = 0; j < kQK5_0 / 2; ++j) {
+      const uint8_t q0 = static_cast<uint8_t>(std::min<int>(31, trunc_i8(xb[j] * id + 16.5f)));
+      const uint8_t q1 = static_cast<uint8_t>(std::min<int>(31, trunc_i8(xb[j + kQK5_0 / 2] * id + 16.5f)));
+      y[b].qs[j] = static_cast<uint8_t>((q0 & 0x0f) | ((q1 & 0x0f) << 4));
+      qh |= static_cast<uint32_t>((q0 >> 4) & 1) << j;
+      qh |= static_cast<uint32_t>((q1 >> 4) & 1) << (j + kQK5_0 / 2);
+    }
+    qh_store(y[b].qh, qh);
+  }
+}
+
+void dequantize_row_q5_0_ref(const BlockQ5_0* x, float* y, int64_t n) {
+  AIGC_ASSERT(n % kQK5_0 == 0);
+  for (int64_t b = 0; b < n / kQK5_0; ++b) {
+    const float d = f16_to_f32(x[b].d);
+    const uint32_t qh = qh_load(x[b].qh);
+    for (int j = 0; j < kQK5_0 / 2; ++j) {
+      const int q0 = (x[b].qs[j] & 0x0f) | static_cast<int>(((qh >> j) & 1) << 4);
+      const int q1 = (x[b].qs[j] >> 4) | static_cast<int>(((qh >> (j + 16)) & 1) << 4);
+      y[b * kQK5_0 + j] = static_cast<float>(q0 - 16) * d;
+      y[b * kQK5_0 + j + kQK5_0 / 2] = static_cast<float>(q1 - 16) * d;
+    }
+  }
+}
+
+void quantize_row_q5_1_ref(const float* x, BlockQ5_1* y, int64_t n) {
+  AIGC_ASSERT(n % kQK5_1 == 0);
+  for (int64_t b = 0; b < n / kQK5_1; ++b) {
+    const float* xb = x + b * kQK5_1;
+    float mn, mx;
+    block_min_max(xb, kQK5_1, &mn, &mx);
+    const float d = (mx - mn) / 31.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    y[b].d = f16_from_f32(d);
+    y[b].m = f16_from_f32(mn);
+    uint32_t qh = 0;
+    for (int j = 0; j < kQK5_1 / 2; ++j) {
+      const uint8_t q0 = trunc_u8((xb[j] - mn) * id + 0.5f);
+      const uint8_t q1 = trunc_u8((xb[j + kQK5_1 / 2] - mn) * id + 0.5f);
+      y[b].qs[j] = static_cast<uint8_t>((q0 & 0x0f) | ((q1 & 0x0f) << 4));
+      qh |= static_cast<uint32_t>((q0 >> 4) & 1) << j;
+      qh |= static_cast<uint32_t>((q1 >> 4) & 1) << (j + kQK5_1 / 2);
+    }
+    qh_store(y[b].qh, qh);
+  }
+}
+
+void dequantize_row_q5_1_ref(const BlockQ5_1* x, float* y, int64_t n) {
+  AIGC_ASSERT(n % kQK5_1 == 0);
+  for (int64_t b = 0; b < n / kQK5_1; ++b) {
+    const float d = f16_to_f32(x[b].d), m = f16_to_f32(x[b].m);
+    const uint32_t qh = qh_load(x[b].qh);
+    for (int j = 0; j < kQK5_1 / 2; ++j) {
+      const int q0 = (x[b].qs[j] & 0x0f) | static_cast<int>(((qh >> j) & 1) << 4);
+      const int q1 = (x[b].qs[j] >> 4) | static_cast<int>(((qh >> (j + 16)) & 1) << 4);
+      y[b * kQK5_1 + j] = static_cast<float>(q0) * d + m;
+      y[b * kQK5_1 + j + kQK5_1 / 2] = static_cast<float>(q1) * d + m;
+    }
+  }
+}
+
+// ---- K-quants -----------------------------------------------------------------------------------
+
+void scale_min_k4_get(int j, const uint8_t* q, uint8_t* sc, uint8_t* mn) {
+  if (j < 4) {
+    *sc = q[j] & 63;
+    *mn = q[j + 4] & 63;
+  } else {
+    *sc = static_cast<uint8_t>((q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4));
+    *mn = static_cast<uint8_t>((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+  }
+}
+
+namespace {
+
+// Round to nearest, ties to even, by GGML's trick: adding 1.5 * 2^23 leaves the integer in the
+// low mantissa bits. Exact for |v| < 2^22; larger or non-finite v give an arbitrary int (callers clamp).
+int nearest_int(float v) {
+  const float r = v + 12582912.0f;
+  int32_t i;
+  std::memcpy(&i, &r, sizeof i);
+  return (i & 0x007fffff) - 0x00400000;
+}
+
+// One sub-block's scale and min for values L in [0, nmax] (x ~ scale * L - the_min), by GGML's
+// make_qkx2_quants search: start from the min/max fit, then try iscales (rmin + rdelta*is + nmax) /
+// (max - min) for is = 0..nstep, each followed by a weighted least-squares fit of scale and min;
+// keep the one of least weighted squared (use_mad: absolute) error.
+float qkx2_quants_make(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min,
+                       uint8_t* Laux, float rmin, float rdelta, int nstep, bool use_mad) {
+  float min = x[0], max = x[0];
+  float sum_w = weights[0];
+  float sum_x = sum_w * x[0];
+  for (int i = 1; i < n; ++i) {
+    if (x[i] < min) min = x[i];
+    if (x[i] > max) max = x[i];
+    const float w = weights[i];
+    sum_w += w;
+    sum_x += w * x[i];
+  }
+  if (min > 0) min = 0;
+  if (max == min) {
+    for (int i = 0; i < n; ++i) L[i] = 0;
+    *the_min = -min;
+    return 0.0f;
+  }
+  float iscale = nmax / (max - min);
+  float scale = 1 / iscale;
+  float best_error = 0;
+  for (int i = 0; i < n; ++i) {
+    const int l = nearest_int(iscale * (x[i] - min));
+    L[i] = static_cast<uint8_t>(std::max(0, std::min(nmax, l)));
+    float diff = scale * L[i] + min - x[i];
+    diff = use_mad ? std::fabs(diff) : diff * diff;
+    best_error += weights[i] * diff;
+  }
+  if (nstep < 1) {
+    *the_min = -min;
+    return scale;
+  }
+  for (int is = 0; is <= nstep; ++is) {
+    iscale = (rmin + rdelta * is + nmax) / (max - min);
+    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+    for (int i = 0; i < n; ++i) {
+      int l = nearest_int(iscale * (x[i] - min));
+      l = std::max(0, std::min(nmax, l));
+      Laux[i] = static_cast<uint8_t>(l);
+      const float w = weights[i];
+      sum_l += w * l;
+      sum_l2 += w * l * l;
+      sum_xl += w * l * x[i];
+    }
+    const float D = sum_w * sum_l2 - sum_l * sum_l;
+    if (D > 0) {
+      float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+      float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+      if (this_min > 0) {
+        this_min = 0;
+        this_scale = sum_xl / sum_l2;
+      }
+      float cur_error = 0;
+      for (int i = 0; i < n; ++i) {
+        float diff = this_scale * Laux[i] + this_min - x[i];
+        diff = use_mad ? std::fabs(diff) : diff * diff;
+        cur_error += weights[i] * diff;
+      }
+      if (cur_error < best_error) {
+        for (int i = 0; i < n; ++i) L[i] = Laux[i];
+        best_error = cur_error;
+        scale = this_scale;
+        min = this_min;
+      }
+    }
+  }
+  *the_min = -min;
+  return scale;
+}
+
+// One sub-block's signed scale for values L in [-nmax, nmax - 1] (stored + nmax), by GGML's
+// make_qx_quants with rmse_type 1 (weights x^2): the max-based iscale, then iscales
+// -(nmax + 0.1 is) / max for is = -9..9, keeping the best weighted least-squares scale.
+float qx_quants_make(int n, int nmax, const float* x, int8_t* L) {
+  float max = 0, amax = 0;
+  for (int i = 0; i < n; ++i) {
+    const float ax = std::fabs(x[i]);
+    if (ax > amax) {
+      amax = ax;
+      max = x[i];
+    }
+  }
+  if (amax < 1e-15f) {  // GGML's GROUP_MAX_EPS: all zero
+    for (int i = 0; i < n; ++i) L[i] = 0;
+    return 0.0f;
+  }
+  float iscale = -nmax / max;
+  float sumlx = 0, suml2 = 0;
+  for (int i = 0; i < n; ++i) {
+    int l = nearest_int(iscale * x[i]);
+    l = std::max(-nmax, std::min(nmax - 1, l));
+    L[i] = static_cast<int8_t>(l + nmax);
+    const float w = x[i] * x[i];
+    sumlx += w * x[i] * l;
+    suml2 += w * l * l;
+  }
+  float scale = suml2 != 0.0f ? sumlx / suml2 : 0.0f;
+  float best = scale * sumlx;
+  for (int is = -9; is <= 9; ++is) {
+    if (is == 0) continue;
+    iscale = -(nmax + 0.1f * is) / max;
+    sumlx = suml2 = 0;
+    for (int i = 0; i < n; ++i) {
+      int l = nearest_int(iscale * x[i]);
+      l = std::max(-nmax, std::min(nmax - 1, l));
+      const float w = x[i] * x[i];
+      sumlx += w * x[i] * l;
+      suml2 += w * l * l;
+    }
+    if (suml2 > 0 && sumlx * sumlx > best * suml2) {
+      for (int i = 0; i < n; ++i) {
+        const int l = nearest_int(iscale * x[i]);
+        L[i] = static_cast<int8_t>(nmax + std::max(-nmax, std::min(nmax - 1, l)));
+      }
+      scale = sumlx / suml2;
+      best = scale * sumlx;
+    }
+  }
+  return scale;
+}
+
+// Shared by Q4_K (nmax 15) and Q5_K (nmax 31): per sub-block scale/min search, 6-bit packing of
+// scales and mins, then the values L requantised with the stored (f16, 6-bit) scales.
+void k_scales_quantize(const float* x, int nmax, float rmin, float rdelta, int nstep, uint16_t* d16,
+                       uint16_t* dmin16, uint8_t* packed, uint8_t* L) {
+  float mins[kQK_K / 32], scales[kQK_K / 32], weights[32];
+  uint8_t Laux[32];
+  float max_scale = 0, max_min = 0;
+  for (int j = 0; j < kQK_K / 32; ++j) {
+    float sum_x2 = 0;
+    for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
+    const float av_x = std::sqrt(sum_x2 / 32);
+    for (int l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(x[32 * j + l]);
+    scales[j] = qkx2_quants_make(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin, rdelta, nstep, false);
+    if (scales[j] > max_scale) max_scale = scales[j];
+    if (mins[j] > max_min) max_min = mins[j];
+  }
+  const float inv_scale = max_scale > 0 ? 63.0f / max_scale : 0.0f;
+  const float inv_min = max_min > 0 ? 63.0f / max_min : 0.0f;
+  for (int j = 0; j < kQK_K / 32; ++j) {
+    uint8_t ls = static_cast<uint8_t>(nearest_int(inv_scale * scales[j]));
+    uint8_t lm = static_cast<uint8_t>(nearest_int(inv_min * mins[j]));
+    ls = std::min<uint8_t>(63, ls);
+    lm = std::min<uint8_t>(63, lm);
+    if (j < 4) {
+      packed[j] = ls;
+      packed[j + 4] = lm;
+    } else {
+      packed[j + 4] = static_cast<uint8_t>((ls & 0x0f) | ((lm & 0x0f) << 4));
+      packed[j - 4] |= static_cast<uint8_t>((ls >> 4) << 6);
+      packed[j] |= static_cast<uint8_t>((lm >> 4) << 6);
+    }
+  }
+  *d16 = f16_from_f32(max_scale / 63.0f);
+  *dmin16 = f16_from_f32(max_min / 63.0f);
+  for (int j = 0; j < kQK_K / 32; ++j) {
+    uint8_t sc, m;
+    scale_min_k4_get(j, packed, &sc, &m);
+    const float d = f16_to_f32(*d16) * sc;
+    if (d == 0.0f) continue;
+    const float dm = f16_to_f32(*dmin16) * m;
+    for (int ii = 0; ii < 32; ++ii) {
+      const int l = nearest_int((x[32 * j + ii] + dm) / d);
+      L[32 * j + ii] = static_cast<uint8_t>(std::max(0, std::min(nmax, l)));
+    }
+  }
+}
+
+}  // namespace
+
+void quantize_row_q4_K_ref(const float* x, BlockQ4_K* y, int64_t n) {
+  AIGC_ASSERT(n % kQK_K == 0);
+  uint8_t L[kQK_K];
+  for (int64_t b = 0; b < n / kQK_K; ++b) {
+    const float* xb = x + b * kQK_K;
+    std::memset(y[b].scales, 0, kKScaleSize);
+    k_scales_quantize(xb, 15, -1.0f, 0.1f, 20, &y[b].d, &y[b].dmin, y[b].scales, L);
+    uint8_t* q = y[b].qs;
+    for (int j = 0; j < kQK_K; j += 64, q += 32)
+      for (int l = 0; l < 32; ++l) q[l] = static_cast<uint8_t>(L[j + l] | (L[j + l + 32] << 4));
+  }
+}
+
+void dequantize_row_q4_K_ref(const BlockQ4_K* x, float* y, int64_t n) {
+  AIGC_ASSERT(n % kQK_K == 0);
+  for (int64_t b = 0; b < n / kQK_K; ++b) {
+    const float d = f16_to_f32(x[b].d), dmin = f16_to_f32(x[b].dmin);
+    const uint8_t* q = x[b].qs;
+    for (int j = 0; j < kQK_K / 64; ++j, q += 32) {
+      uint8_t sc, m;
+      scale_min_k4_get(2 * j, x[b].scales, &sc, &m);
+      const float d1 = d * sc, m1 = dmin * m;
+      scale_min_k4_get(2 * j + 1, x[b].scales, &sc, &m);
+      const float d2 = d * sc, m2 = dmin * m;
+      float* yb = y + b * kQK_K + 64 * j;
+      for (int l = 0; l < 32; ++l) yb[l] = d1 * static_cast<float>(q[l] & 0x0f) - m1;
+      for (int l = 0; l < 32; ++l) yb[l + 32] = d2 * static_cast<float>(q[l] >> 4) - m2;
+    }
+  }
+}
+
+void quantize_row_q5_K_ref(const float* x, BlockQ5_K* y, int64_t n) {
+  AIGC_ASSERT(n % kQK_K == 0);
+  uint8_t L[kQK_K];
+  for (int64_t b = 0; b < n / kQK_K; ++b) {
+    const float* xb = x + b * kQK_K;
+    std::memset(y[b].scales, 0, kKScaleSize);
+    k_scales_quantize(xb, 31, -0.5f, 0.1f, 15, &y[b].d, &y[b].dmin, y[b].scales, L);
+    std::memset(y[b].qh, 0, sizeof y[b].qh);
+    uint8_t* ql = y[b].qs;
+    uint8_t m1 = 1, m2 = 2;
+    for (int j = 0; j < kQK_K; j += 64, ql += 32) {
+      for (int l = 0; l < 32; ++l) {
+        int l1 = L[j + l], l2 = L[j + l + 32];
+        if (l1 > 15) { l1 -= 16; y[b].qh[l] |= m1; }
+        if (l2 > 15) { l2 -= 16; y[b].qh[l] |= m2; }
+        ql[l] = static_cast<uint8_t>(l1 | (l2 << 4));
+      }
+      m1 = static_cast<uint8_t>(m1 << 2);
+      m2 = static_cast<uint8_t>(m2 << 2);
+    }
+  }
+}
+
+void dequantize_row_q5_K_ref(const BlockQ5_K* x, float* y, int64_t n) {
+  AIGC_ASSERT(n % kQK_K == 0);
+  for (int64_t b = 0; b < n / kQK_K; ++b) {
+    const float d = f16_to_f32(x[b].d), dmin = f16_to_f32(x[b].dmin);
+    const uint8_t* ql = x[b].qs;
+    const uint8_t* qh = x[b].qh;
+    for (int j = 0; j < kQK_K / 64; ++j, ql += 32) {
+      uint8_t sc, m;
+      scale_min_k4_get(2 * j, x[b].scales, &sc, &m);
+      const float d1 = d * sc, m1 = dmin * m;
+      scale_min_k4_get(2 * j + 1, x[b].scales, &sc, &m);
+      const float d2 = d * sc, m2 = dmin * m;
+      const uint8_t u1 = static_cast<uint8_t>(1 << (2 * j)), u2 = static_cast<uint8_t>(2 << (2 * j));
+      float* yb = y + b * kQK_K + 64 * j;
+      for (int l = 0; l < 32; ++l) yb[l] = d1 * static_cast<float>((ql[l] & 0x0f) + (qh[l] & u1 ? 16 : 0)) - m1;
+      for (int l = 0; l < 32; ++l) yb[l + 32] = d2 * static_cast<float>((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
+    }
+  }
+}
+
+void quantize_row_q6_K_ref(const float* x, BlockQ6_K* y, int64_t n) {
+  AIGC_ASSERT(n % kQK_K == 0);
+  int8_t L[kQK_K];
+  float scales[kQK_K / 16];
+  for (int64_t b = 0; b < n / kQK_K; ++b) {
+    const float* xb = x + b * kQK_K;
+    float max_scale = 0, max_abs_scale = 0;
+    for (int ib = 0; ib < kQK_K / 16; ++ib) {
+      scales[ib] = qx_quants_make(16, 32, xb + 16 * ib, L + 16 * ib);
+      if (std::fabs(scales[ib]) > max_abs_scale) {
+        max_abs_scale = std::fabs(scales[ib]);
+        max_scale = scales[ib];
+      }
+    }
+    std::memset(&y[b], 0, sizeof(BlockQ6_K));
+    if (max_abs_scale < 1e-15f) continue;  // all zero: d = 0 and zero bytes, as GGML writes it
+    const float iscale = -128.0f / max_scale;
+    y[b].d = f16_from_f32(1 / iscale);
+    for (int ib = 0; ib < kQK_K / 16; ++ib)
+      y[b].scales[ib] = static_cast<int8_t>(std::min(127, nearest_int(iscale * scales[ib])));
+    for (int j = 0; j < kQK_K / 16; ++j) {
+      const float d = f16_to_f32(y[b].d) * y[b].scales[j];
+      if (d == 0.0f) continue;
+      for (int ii = 0; ii < 16; ++ii) {
+        const int l = nearest_int(xb[16 * j + ii] / d);
+        L[16 * j + ii] = static_cast<int8_t>(std::max(-32, std::min(31, l)) + 32);
+      }
+    }
+    uint8_t* ql = y[b].ql;
+    uint8_t* qh = y[b].qh;
+    for (int j = 0; j < kQK_K; j += 128, ql += 64, qh += 32) {
+      for (int l = 0; l < 32; ++l) {
+        const int q1 = L[j + l], q2 = L[j + l + 32], q3 = L[j + l + 64], q4 = L[j + l + 96];
+        ql[l] = static_cast<uint8_t>((q1 & 0x0f) | ((q3 & 0x0f) << 4));
+        ql[l + 32] = static_cast<uint8_t>((q2 & 0x0f) | ((q4 & 0x0f) << 4));
+        qh[l] = static_cast<uint8_t>((q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6));
+      }
+    }
+  }
+}
+
+void dequantize_row_q6_K_ref(const BlockQ6_K* x, float* y, int64_t n) {
+  AIGC_ASSERT(n % kQK_K == 0);
+  for (int64_t b = 0; b < n / kQK_K; ++b) {
+    const float d = f16_to_f32(x[b].d);
+    for (int h = 0; h < 2; ++h) {
+      const uint8_t* ql = x[b].ql + 64 * h;
+      const uint8_t* qh = x[b].qh + 32 * h;
+      const int8_t* sc = x[b].scales + 8 * h;
+      float* yb = y + b * kQK_K + 128 * h;
+      for (int l = 0; l < 32; ++l) {
+        const int is = l / 16;
+        const int q1 = ((ql[l] & 0x0f) | (((qh[l] >> 0) & 3) << 4)) - 32;
+        const int q2 = ((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) - 32;
+        const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+        const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+        yb[l] = d * sc[is + 0] * static_cast<float>(q1);
+        yb[l + 32] = d * sc[is + 2] * static_cast<float>(q2);
+        yb[l + 64] = d * sc[is + 4] * static_cast<float>(q3);
+        yb[l + 96] = d * sc[is + 6] * static_cast<float>(q4);
+      }
+    }
+  }
+}
+
+void quantize_row_q8_K_ref(const float* x, BlockQ8_K* y, int64_t n) {
+  AIGC_ASSERT(n % kQK_K == 0);
+  for (int64_t b = 0; b < n / kQK_K; ++b) {
+    const float* xb = x + b * kQK_K;
+    const float max = block_signed_max(xb, kQK_K);
+    if (max == 0.0f) {
+      std::memset(&y[b], 0, sizeof(BlockQ8_K));
+      continue;
+    }
+    const float iscale = -127.0f / max;
+    for (int j = 0; j < kQK_K; ++j) y[b].qs[j] = static_cast<int8_t>(std::max(-128, std::min(127, nearest_int(iscale * xb[j]))));
+    for (int g = 0; g < kQK_K / 16; ++g) {
+      int sum = 0;
+      for (int j = 0; j < 16; ++j) sum += y[b].qs[16 * g + j];
+      y[b].bsums[g] = static_cast<int16_t>(sum);
+    }
+    y[b].d = 1 / iscale;
+  }
+}
+
+void dequantize_row_q8_K_ref(const BlockQ8_K* x, float* y, int64_t n) {
+  AIGC_ASSERT(n % kQK_K == 0);
+  for (int64_t b = 0; b < n / kQK_K; ++b)
+    for (int j = 0; j < kQK_K; ++j) y[b * kQK_K + j] = x[b].d * x[b].qs[j];
+}
+
 bool dtype_can_convert(DType type) {
   switch (type) {
     case DType::F32: case DType::F16: case DType::BF16: case DType::Q8_0: case DType::Q4_0:
+    case DType::Q4_1: case DType::Q5_0: case DType::Q5_1: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K:
       return true;
     default:
       return false;
@@ -78,6 +593,12 @@ void row_to_f32(DType type, const void* src, float* dst, int64_t n) {
     case DType::BF16: for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(static_cast<const uint16_t*>(src)[i]); return;
     case DType::Q8_0: dequantize_row_q8_0_ref(static_cast<const BlockQ8_0*>(src), dst, n); return;
     case DType::Q4_0: dequantize_row_q4_0_ref(static_cast<const BlockQ4_0*>(src), dst, n); return;
+    case DType::Q4_1: dequantize_row_q4_1_ref(static_cast<const BlockQ4_1*>(src), dst, n); return;
+    case DType::Q5_0: dequantize_row_q5_0_ref(static_cast<const BlockQ5_0*>(src), dst, n); return;
+    case DType::Q5_1: dequantize_row_q5_1_ref(static_cast<const BlockQ5_1*>(src), dst, n); return;
+    case DType::Q4_K: dequantize_row_q4_K_ref(static_cast<const BlockQ4_K*>(src), dst, n); return;
+    case DType::Q5_K: dequantize_row_q5_K_ref(static_cast<const BlockQ5_K*>(src), dst, n); return;
+    case DType::Q6_K: dequantize_row_q6_K_ref(static_cast<const BlockQ6_K*>(src), dst, n); return;
     default: error_throw(fmt::format("conversion from {} is not supported yet", dtype_name(type)), "row_to_f32");
   }
 }
@@ -89,6 +610,12 @@ void row_from_f32(DType type, const float* src, void* dst, int64_t n) {
     case DType::BF16: for (int64_t i = 0; i < n; ++i) static_cast<uint16_t*>(dst)[i] = bf16_from_f32(src[i]); return;
     case DType::Q8_0: quantize_row_q8_0_ref(src, static_cast<BlockQ8_0*>(dst), n); return;
     case DType::Q4_0: quantize_row_q4_0_ref(src, static_cast<BlockQ4_0*>(dst), n); return;
+    case DType::Q4_1: quantize_row_q4_1_ref(src, static_cast<BlockQ4_1*>(dst), n); return;
+    case DType::Q5_0: quantize_row_q5_0_ref(src, static_cast<BlockQ5_0*>(dst), n); return;
+    case DType::Q5_1: quantize_row_q5_1_ref(src, static_cast<BlockQ5_1*>(dst), n); return;
+    case DType::Q4_K: quantize_row_q4_K_ref(src, static_cast<BlockQ4_K*>(dst), n); return;
+    case DType::Q5_K: quantize_row_q5_K_ref(src, static_cast<BlockQ5_K*>(dst), n); return;
+    case DType::Q6_K: quantize_row_q6_K_ref(src, static_cast<BlockQ6_K*>(dst), n); return;
     default: error_throw(fmt::format("conversion to {} is not supported yet", dtype_name(type)), "row_from_f32");
   }
 }

@@ -4,6 +4,26 @@
 //   Q8_0: 32 elements = f16 scale d, then 32 x int8 q;      x = d * q
 //   Q4_0: 32 elements = f16 scale d, then 16 bytes nibbles; x = d * (nibble - 8), where element j
 //         (0..15) is the low nibble of byte j and element j+16 its high nibble.
+//   Q4_1: 32 elements = f16 d, f16 m, 16 bytes nibbles (as Q4_0);     x = q * d + m, q in [0, 15]
+//   Q5_0: 32 elements = f16 d, u8 qh[4], 16 bytes nibbles;            x = d * (q - 16), q in [0, 31]:
+//         low 4 bits as Q4_0's nibbles, bit 4 of element j is bit j of qh read as a little-endian u32.
+//   Q5_1: 32 elements = f16 d, f16 m, qh[4], qs[16] (as Q5_0);        x = q * d + m
+//   K-quants: super-blocks of 256 elements.
+//   Q4_K: f16 d, f16 dmin, scales[12], qs[128]. Eight sub-blocks of 32, each with a 6-bit scale sc
+//         and 6-bit min mn (unpacking in scale_min_k4_get); x = (d * sc) * q - (dmin * mn).
+//         Elements 64i..64i+31 are the low nibbles of qs[32i..32i+31], 64i+32..64i+63 the high
+//         nibbles; sub-block 2i holds the former, 2i+1 the latter.
+//   Q5_K: f16 d, f16 dmin, scales[12], qh[32], qs[128]. As Q4_K plus a fifth bit: element
+//         64i+l (l < 32) takes bit 2i of qh[l], element 64i+32+l bit 2i+1 of qh[l].
+//   Q6_K: ql[128], qh[64], int8 scales[16], f16 d. Sixteen sub-blocks of 16; x = (d * sc) * (q - 32)
+//         with q in [0, 63]. Per half h (128 elements; ql + 64h, qh + 32h), l < 32:
+//           element 128h+l    : low nibble of ql[l],    bits 0-1 of qh[l]
+//           element 128h+32+l : low nibble of ql[l+32], bits 2-3 of qh[l]
+//           element 128h+64+l : high nibble of ql[l],   bits 4-5 of qh[l]
+//           element 128h+96+l : high nibble of ql[l+32],bits 6-7 of qh[l]
+//         element e's scale is scales[e / 16].
+//   Q8_K: f32 d, int8 qs[256], int16 bsums[16] (sums of qs in groups of 16); x = d * q. Only an
+//         activation format (the K-quant dots' other operand), never stored in files.
 #pragma once
 
 #include <cstdint>
@@ -14,6 +34,11 @@ namespace aigc {
 
 constexpr int kQK8_0 = 32;
 constexpr int kQK4_0 = 32;
+constexpr int kQK4_1 = 32;
+constexpr int kQK5_0 = 32;
+constexpr int kQK5_1 = 32;
+constexpr int kQK_K = 256;        // K-quant super-block
+constexpr int kKScaleSize = 12;   // packed 6-bit scales and mins of Q4_K / Q5_K
 
 struct BlockQ8_0 {
   uint16_t d;          // f16 scale
@@ -27,6 +52,66 @@ struct BlockQ4_0 {
 };
 static_assert(sizeof(BlockQ4_0) == 18, "GGML block_q4_0 is 18 bytes");
 
+struct BlockQ4_1 {
+  uint16_t d;              // f16 scale
+  uint16_t m;              // f16 min
+  uint8_t qs[kQK4_1 / 2];  // nibbles
+};
+static_assert(sizeof(BlockQ4_1) == 20, "GGML block_q4_1 is 20 bytes");
+
+struct BlockQ5_0 {
+  uint16_t d;              // f16 scale
+  uint8_t qh[4];           // fifth bits, little-endian u32
+  uint8_t qs[kQK5_0 / 2];  // low nibbles
+};
+static_assert(sizeof(BlockQ5_0) == 22, "GGML block_q5_0 is 22 bytes");
+
+struct BlockQ5_1 {
+  uint16_t d;              // f16 scale
+  uint16_t m;              // f16 min
+  uint8_t qh[4];
+  uint8_t qs[kQK5_1 / 2];
+};
+static_assert(sizeof(BlockQ5_1) == 24, "GGML block_q5_1 is 24 bytes");
+
+struct BlockQ4_K {
+  uint16_t d;                    // f16 scale of the sub-block scales
+  uint16_t dmin;                 // f16 scale of the sub-block mins
+  uint8_t scales[kKScaleSize];   // 8 x (6-bit scale, 6-bit min), packed
+  uint8_t qs[kQK_K / 2];         // nibbles
+};
+static_assert(sizeof(BlockQ4_K) == 144, "GGML block_q4_K is 144 bytes");
+
+struct BlockQ5_K {
+  uint16_t d;
+  uint16_t dmin;
+  uint8_t scales[kKScaleSize];
+  uint8_t qh[kQK_K / 8];         // fifth bits
+  uint8_t qs[kQK_K / 2];         // low nibbles
+};
+static_assert(sizeof(BlockQ5_K) == 176, "GGML block_q5_K is 176 bytes");
+
+struct BlockQ6_K {
+  uint8_t ql[kQK_K / 2];         // low 4 bits
+  uint8_t qh[kQK_K / 4];         // high 2 bits
+  int8_t scales[kQK_K / 16];     // 8-bit sub-block scales
+  uint16_t d;                    // f16 super-block scale
+};
+static_assert(sizeof(BlockQ6_K) == 210, "GGML block_q6_K is 210 bytes");
+
+struct BlockQ8_K {
+  float d;
+  int8_t qs[kQK_K];
+  int16_t bsums[kQK_K / 16];     // sum of qs in each group of 16
+};
+static_assert(sizeof(BlockQ8_K) == 292, "GGML block_q8_K is 292 bytes");
+
+// Sub-block j (0..7) of a Q4_K / Q5_K `scales` array: its 6-bit scale and min. The first four
+// scales and mins are the low 6 bits of bytes 0-3 and 4-7; the last four take their low 4 bits
+// from the nibbles of bytes 8-11 (scale low, min high) and their top 2 bits from the top 2 bits
+// of bytes 0-3 (scales) and 4-7 (mins).
+void scale_min_k4_get(int j, const uint8_t* scales, uint8_t* sc, uint8_t* mn);
+
 // Reference conversions of one row of n elements (n a multiple of the block size).
 // GGML's reference rounding: Q8_0 d = amax/127, q = round(x/d); Q4_0 d = max/-8 (max = the
 // value of largest magnitude, sign kept), q = min(15, (int8)(x/d + 8.5)).
@@ -35,7 +120,32 @@ void dequantize_row_q8_0_ref(const BlockQ8_0* x, float* y, int64_t n);
 void quantize_row_q4_0_ref(const float* x, BlockQ4_0* y, int64_t n);
 void dequantize_row_q4_0_ref(const BlockQ4_0* x, float* y, int64_t n);
 
-// Any supported type (f32, f16, bf16, q8_0, q4_0 now; more with the text issue) to and from f32.
+// GGML's reference quantisers, same rules and the same f32 operation order (tested byte for byte
+// against the numpy twin for Q4_1, Q5_0, Q5_1):
+//   Q4_1 / Q5_1: d = (max - min) / 15 (31), m = min, q = trunc((x - min) / d + 0.5), Q4_1 capped at 15.
+//   Q5_0: d = max / -16 (max signed, as Q4_0), q = min(31, (int8)(x / d + 16.5)).
+// K-quants follow GGML's quantize_row_*_ref search (make_qkx2_quants for Q4_K / Q5_K's scale and
+// min per sub-block, make_qx_quants with the x^2 weighting for Q6_K); these are compiled here
+// without FMA contraction, so a GGML build that contracts may differ in rare last-bit ties.
+// The K-quant outputs are checked by their round-trip error, not byte for byte.
+// Q8_K: iscale = -127 / max (max signed), q = min(127, rint(iscale * x)), d = 1 / iscale.
+void quantize_row_q4_1_ref(const float* x, BlockQ4_1* y, int64_t n);
+void dequantize_row_q4_1_ref(const BlockQ4_1* x, float* y, int64_t n);
+void quantize_row_q5_0_ref(const float* x, BlockQ5_0* y, int64_t n);
+void dequantize_row_q5_0_ref(const BlockQ5_0* x, float* y, int64_t n);
+void quantize_row_q5_1_ref(const float* x, BlockQ5_1* y, int64_t n);
+void dequantize_row_q5_1_ref(const BlockQ5_1* x, float* y, int64_t n);
+void quantize_row_q4_K_ref(const float* x, BlockQ4_K* y, int64_t n);
+void dequantize_row_q4_K_ref(const BlockQ4_K* x, float* y, int64_t n);
+void quantize_row_q5_K_ref(const float* x, BlockQ5_K* y, int64_t n);
+void dequantize_row_q5_K_ref(const BlockQ5_K* x, float* y, int64_t n);
+void quantize_row_q6_K_ref(const float* x, BlockQ6_K* y, int64_t n);
+void dequantize_row_q6_K_ref(const BlockQ6_K* x, float* y, int64_t n);
+void quantize_row_q8_K_ref(const float* x, BlockQ8_K* y, int64_t n);
+void dequantize_row_q8_K_ref(const BlockQ8_K* x, float* y, int64_t n);
+
+// Any supported type (f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K) to and
+// from f32. Q8_K is an activation format only and not listed.
 bool dtype_can_convert(DType type);
 void row_to_f32(DType type, const void* src, float* dst, int64_t n);
 void row_from_f32(DType type, const float* src, void* dst, int64_t n);

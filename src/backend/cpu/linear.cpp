@@ -1,7 +1,8 @@
 // linear: y[..., N] = x[..., K] · w[N, K]^T (+ bias[N]).
 //
 // Paths of the fast kernel, by weight type and M (rows of x):
-//   q8_0 / q4_0        ops::linear_quantized (integer SIMD dot products), bias added here.
+//   quantised          ops::linear_quantized (integer SIMD dot products), bias added here:
+//                      q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K.
 //   M <= 4 (decode)    GEMV over N on the thread pool (gemv.h), AVX-512, AVX2 or scalar by CPU;
 //                      weights widened to f32 in registers, activations stay f32.
 //   M > 4 (prefill)    oneDNN matmul (onednn.h):
@@ -33,8 +34,9 @@ void linear_check(const Tensor& x, const Tensor& w, const Tensor* bias, const Te
   AIGC_CHECK(x.type() == DType::F32 && x.ndim() >= 1, "linear: x must be f32 with at least 1 dim, got {}",
              x.shape_str());
   const DType wt = w.type();
-  AIGC_CHECK(wt == DType::F32 || wt == DType::F16 || wt == DType::BF16 || wt == DType::Q8_0 || wt == DType::Q4_0,
-             "linear: weight type {} is not supported (f32, f16, bf16, q8_0, q4_0)", dtype_name(wt));
+  AIGC_CHECK(wt == DType::F32 || wt == DType::F16 || wt == DType::BF16 || linear_quantized_supports(wt),
+             "linear: weight type {} is not supported (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K)",
+             dtype_name(wt));
   AIGC_CHECK(w.ndim() == 2 && w.is_contiguous(), "linear: weight must be a contiguous [N, K] tensor, got {}",
              w.shape_str());
   const int64_t K = w.size(1), N = w.size(0);

@@ -1,6 +1,7 @@
-// linear_quantized: y[M, N] = x[M, K] · dequant(w[N, K])^T for Q8_0 / Q4_0 weights, GGML style:
-// each activation row is quantised to Q8_0 once, then each output is one integer-SIMD dot product
-// of a weight row with an activation row (kernels in quant_dot.h).
+// linear_quantized: y[M, N] = x[M, K] · dequant(w[N, K])^T for quantised weights, GGML style:
+// each activation row is quantised once (Q8_0 for the 32-element types, Q8_K for the K-quants),
+// then each output is one integer-SIMD dot product of a weight row with an activation row
+// (kernels in quant_dot.h).
 #include "backend/cpu/linear_quantized.h"
 
 #include <algorithm>
@@ -13,9 +14,30 @@ namespace aigc::ops {
 
 namespace {
 
+// The activation format each weight type is dotted with.
+DType activation_type(DType w) {
+  return w == DType::Q4_K || w == DType::Q5_K || w == DType::Q6_K ? DType::Q8_K : DType::Q8_0;
+}
+
+// Quantises the M rows of x (contiguous [M, K]) into a thread_local buffer of activation blocks.
+// The buffer only grows: after the first call of a given size, decode steps allocate nothing
+// (each calling thread keeps one buffer).
+template <typename BlockA>
+const BlockA* activations_quantize(void (*quantize)(const float*, BlockA*, int64_t), const float* xd, int64_t M,
+                                   int64_t K, int64_t nb) {
+  thread_local std::vector<BlockA> buf;
+  if (buf.size() < static_cast<size_t>(M * nb)) buf.resize(M * nb);
+  BlockA* xq = buf.data();
+  parallel_for(M, [&](int64_t m0, int64_t m1) {
+    for (int64_t m = m0; m < m1; ++m) quantize(xd + m * K, xq + m * nb, K);
+  }, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, K)));
+  return xq;
+}
+
 void linear_quantized_check(const Tensor& x, const Tensor& w, const Tensor& y) {
-  AIGC_CHECK(w.type() == DType::Q8_0 || w.type() == DType::Q4_0,
-             "linear_quantized: weight type {} (expected q8_0 or q4_0)", dtype_name(w.type()));
+  AIGC_CHECK(linear_quantized_supports(w.type()),
+             "linear_quantized: weight type {} (expected q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K or q6_K)",
+             dtype_name(w.type()));
   AIGC_CHECK(w.ndim() == 2 && w.is_contiguous(), "linear_quantized: weight {} must be a contiguous [N, K]",
              w.shape_str());
   AIGC_CHECK(x.type() == DType::F32 && x.ndim() >= 1 && x.is_contiguous(),
@@ -25,15 +47,16 @@ void linear_quantized_check(const Tensor& x, const Tensor& w, const Tensor& y) {
   AIGC_CHECK(x.size(-1) == w.size(1) && y.size(-1) == w.size(0) && x.rows() == y.rows(),
              "linear_quantized: shapes x {}, w {}, y {} do not match (y[M, N] = x[M, K] · w[N, K]^T)",
              x.shape_str(), w.shape_str(), y.shape_str());
-  AIGC_CHECK(w.size(1) % kQK8_0 == 0, "linear_quantized: K = {} is not a multiple of {}", w.size(1), kQK8_0);
+  const int64_t bs = dtype_traits(w.type()).block_size;
+  AIGC_CHECK(w.size(1) % bs == 0, "linear_quantized: K = {} is not a multiple of {}", w.size(1), bs);
 }
 
 // Outputs [n0, n1) of every row: a tile of weight rows is dotted with all M activation rows
 // while it is in cache, so for M > 1 each weight row is read from memory once.
-template <typename BlockW>
-void linear_rows(float (*vec_dot)(int64_t, const BlockW*, const BlockQ8_0*), const Tensor& w,
-                 const BlockQ8_0* xq, int64_t M, float* y, int64_t n0, int64_t n1) {
-  const int64_t N = w.size(0), K = w.size(1), nb = K / kQK8_0;
+template <typename BlockW, typename BlockA>
+void linear_rows(float (*vec_dot)(int64_t, const BlockW*, const BlockA*), const Tensor& w,
+                 const BlockA* xq, int64_t M, float* y, int64_t n0, int64_t n1) {
+  const int64_t N = w.size(0), K = w.size(1), nb = K / dtype_traits(activation_type(w.type())).block_size;
   const int64_t row_bytes = w.stride_bytes(0);
   const char* wd = static_cast<const char*>(w.data());
   constexpr int64_t kTileBytes = 32 * 1024;  // stays in L1/L2 while the M activation rows pass by
@@ -53,28 +76,43 @@ void linear_rows(float (*vec_dot)(int64_t, const BlockW*, const BlockQ8_0*), con
 
 void linear_quantized_with(const QuantKernels& k, const Tensor& x, const Tensor& w, Tensor& y) {
   linear_quantized_check(x, w, y);
-  const int64_t M = x.rows(), K = w.size(1), N = w.size(0), nb = K / kQK8_0;
+  const DType at = activation_type(w.type());
+  const int64_t M = x.rows(), K = w.size(1), N = w.size(0), nb = K / dtype_traits(at).block_size;
   if (M == 0 || N == 0) return;
-
-  // x as Q8_0 rows [M, nb]. The buffer is thread_local and only grows: after the first call of a
-  // given size, decode steps allocate nothing (each calling thread keeps one buffer).
-  thread_local std::vector<BlockQ8_0> xq_buf;
-  if (xq_buf.size() < static_cast<size_t>(M * nb)) xq_buf.resize(M * nb);
-  BlockQ8_0* xq = xq_buf.data();
   const float* xd = x.ptr<float>();
-  parallel_for(M, [&](int64_t m0, int64_t m1) {
-    for (int64_t m = m0; m < m1; ++m) k.quantize_row_q8_0(xd + m * K, xq + m * nb, K);
-  }, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, K)));
-
-  // Threads split N; each gets at least ~64K multiply-adds so small layers stay on one thread.
   float* yd = y.ptr<float>();
+  // Threads split N; each gets at least ~64K multiply-adds so small layers stay on one thread.
   const int64_t min_rows = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, M * K));
-  parallel_for(N, [&](int64_t n0, int64_t n1) {
-    if (w.type() == DType::Q8_0)
-      linear_rows(k.vec_dot_q8_0_q8_0, w, xq, M, yd, n0, n1);
-    else
-      linear_rows(k.vec_dot_q4_0_q8_0, w, xq, M, yd, n0, n1);
-  }, min_rows);
+  auto run = [&](auto vec_dot, const auto* xq) {
+    parallel_for(N, [&](int64_t n0, int64_t n1) { linear_rows(vec_dot, w, xq, M, yd, n0, n1); }, min_rows);
+  };
+  if (at == DType::Q8_K) {
+    const BlockQ8_K* xq = activations_quantize(k.quantize_row_q8_K, xd, M, K, nb);
+    switch (w.type()) {
+      case DType::Q4_K: run(k.vec_dot_q4_K_q8_K, xq); break;
+      case DType::Q5_K: run(k.vec_dot_q5_K_q8_K, xq); break;
+      default: run(k.vec_dot_q6_K_q8_K, xq); break;
+    }
+    return;
+  }
+  const BlockQ8_0* xq = activations_quantize(k.quantize_row_q8_0, xd, M, K, nb);
+  switch (w.type()) {
+    case DType::Q8_0: run(k.vec_dot_q8_0_q8_0, xq); break;
+    case DType::Q4_0: run(k.vec_dot_q4_0_q8_0, xq); break;
+    case DType::Q4_1: run(k.vec_dot_q4_1_q8_0, xq); break;
+    case DType::Q5_0: run(k.vec_dot_q5_0_q8_0, xq); break;
+    default: run(k.vec_dot_q5_1_q8_0, xq); break;
+  }
+}
+
+bool linear_quantized_supports(DType w) {
+  switch (w) {
+    case DType::Q8_0: case DType::Q4_0: case DType::Q4_1: case DType::Q5_0: case DType::Q5_1:
+    case DType::Q4_K: case DType::Q5_K: case DType::Q6_K:
+      return true;
+    default:
+      return false;
+  }
 }
 
 void linear_quantized(const Tensor& x, const Tensor& w, Tensor& y) {

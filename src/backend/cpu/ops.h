@@ -30,7 +30,8 @@ struct RopeParams {
 };
 
 #define AIGC_OPS_DECLARE                                                                              \
-  /* y[..., N] = x[..., K] · w[N, K]^T (+ bias[N]). x f32; w f32/f16/bf16/q8_0/q4_0; y f32. */      \
+  /* y[..., N] = x[..., K] · w[N, K]^T (+ bias[N]). x f32; w f32/f16/bf16/q4_0/q4_1/q5_0/q5_1/q8_0/  \
+     q4_K/q5_K/q6_K; y f32. */                                                                         \
   void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y);                       \
   /* out[b] = a[b] · bt[b] for 2-d or 3-d f32 a [B, M, K], b [B, K, N] (any strides), out [B, M, N] */ \
   void matmul(const Tensor& a, const Tensor& b, Tensor& out);                                         \

@@ -35,6 +35,148 @@ float vec_dot_q4_0_q8_0_ref(int64_t n, const BlockQ4_0* x, const BlockQ8_0* y) {
 
 namespace {
 
+uint32_t qh_u32(const uint8_t* qh) {
+  return static_cast<uint32_t>(qh[0]) | static_cast<uint32_t>(qh[1]) << 8 | static_cast<uint32_t>(qh[2]) << 16 |
+         static_cast<uint32_t>(qh[3]) << 24;
+}
+
+// The 32 values of a Q4_1 / Q5_0 / Q5_1 block (without offset or min): nibble j / j+16 of qs,
+// plus bit e of qh as bit 4 of element e when qh is given.
+void legacy_values(const uint8_t* qs, const uint8_t* qh, int* q) {
+  const uint32_t h = qh ? qh_u32(qh) : 0;
+  for (int j = 0; j < 16; ++j) {
+    q[j] = (qs[j] & 0x0f) | static_cast<int>(((h >> j) & 1) << 4);
+    q[j + 16] = (qs[j] >> 4) | static_cast<int>(((h >> (j + 16)) & 1) << 4);
+  }
+}
+
+int32_t block_sum(const int8_t* qs) {
+  int32_t s = 0;
+  for (int j = 0; j < 32; ++j) s += qs[j];
+  return s;
+}
+
+}  // namespace
+
+float vec_dot_q4_1_q8_0_ref(int64_t n, const BlockQ4_1* x, const BlockQ8_0* y) {
+  const int64_t nb = n / kQK4_1;
+  float sumf = 0.0f;
+  int q[32];
+  for (int64_t ib = 0; ib < nb; ++ib) {
+    legacy_values(x[ib].qs, nullptr, q);
+    int32_t sumi = 0;
+    for (int j = 0; j < 32; ++j) sumi += q[j] * y[ib].qs[j];
+    const float dy = f16_to_f32(y[ib].d);
+    sumf += f16_to_f32(x[ib].d) * dy * static_cast<float>(sumi) +
+            f16_to_f32(x[ib].m) * dy * static_cast<float>(block_sum(y[ib].qs));
+  }
+  return sumf;
+}
+
+float vec_dot_q5_0_q8_0_ref(int64_t n, const BlockQ5_0* x, const BlockQ8_0* y) {
+  const int64_t nb = n / kQK5_0;
+  float sumf = 0.0f;
+  int q[32];
+  for (int64_t ib = 0; ib < nb; ++ib) {
+    legacy_values(x[ib].qs, x[ib].qh, q);
+    int32_t sumi = 0;
+    for (int j = 0; j < 32; ++j) sumi += (q[j] - 16) * y[ib].qs[j];
+    sumf += f16_to_f32(x[ib].d) * f16_to_f32(y[ib].d) * static_cast<float>(sumi);
+  }
+  return sumf;
+}
+
+float vec_dot_q5_1_q8_0_ref(int64_t n, const BlockQ5_1* x, const BlockQ8_0* y) {
+  const int64_t nb = n / kQK5_1;
+  float sumf = 0.0f;
+  int q[32];
+  for (int64_t ib = 0; ib < nb; ++ib) {
+    legacy_values(x[ib].qs, x[ib].qh, q);
+    int32_t sumi = 0;
+    for (int j = 0; j < 32; ++j) sumi += q[j] * y[ib].qs[j];
+    const float dy = f16_to_f32(y[ib].d);
+    sumf += f16_to_f32(x[ib].d) * dy * static_cast<float>(sumi) +
+            f16_to_f32(x[ib].m) * dy * static_cast<float>(block_sum(y[ib].qs));
+  }
+  return sumf;
+}
+
+namespace {
+
+// Q4_K / Q5_K: the 256 values q (0..15 or 0..31) in element order.
+void k45_values(const uint8_t* qs, const uint8_t* qh, int* q) {
+  for (int c = 0; c < 4; ++c)
+    for (int l = 0; l < 32; ++l) {
+      q[64 * c + l] = (qs[32 * c + l] & 0x0f) | (qh ? ((qh[l] >> (2 * c)) & 1) << 4 : 0);
+      q[64 * c + 32 + l] = (qs[32 * c + l] >> 4) | (qh ? ((qh[l] >> (2 * c + 1)) & 1) << 4 : 0);
+    }
+}
+
+float k45_dot(const uint16_t d16, uint16_t dmin16, const uint8_t* scales, const int* q, const BlockQ8_K& y) {
+  int32_t sumi = 0, summ = 0;
+  for (int s = 0; s < 8; ++s) {
+    uint8_t sc, mn;
+    scale_min_k4_get(s, scales, &sc, &mn);
+    int32_t isum = 0;
+    for (int j = 32 * s; j < 32 * s + 32; ++j) isum += q[j] * y.qs[j];
+    sumi += sc * isum;
+    summ += mn * (y.bsums[2 * s] + y.bsums[2 * s + 1]);
+  }
+  return y.d * f16_to_f32(d16) * static_cast<float>(sumi) - y.d * f16_to_f32(dmin16) * static_cast<float>(summ);
+}
+
+}  // namespace
+
+float vec_dot_q4_K_q8_K_ref(int64_t n, const BlockQ4_K* x, const BlockQ8_K* y) {
+  const int64_t nb = n / kQK_K;
+  float sumf = 0.0f;
+  int q[kQK_K];
+  for (int64_t ib = 0; ib < nb; ++ib) {
+    k45_values(x[ib].qs, nullptr, q);
+    sumf += k45_dot(x[ib].d, x[ib].dmin, x[ib].scales, q, y[ib]);
+  }
+  return sumf;
+}
+
+float vec_dot_q5_K_q8_K_ref(int64_t n, const BlockQ5_K* x, const BlockQ8_K* y) {
+  const int64_t nb = n / kQK_K;
+  float sumf = 0.0f;
+  int q[kQK_K];
+  for (int64_t ib = 0; ib < nb; ++ib) {
+    k45_values(x[ib].qs, x[ib].qh, q);
+    sumf += k45_dot(x[ib].d, x[ib].dmin, x[ib].scales, q, y[ib]);
+  }
+  return sumf;
+}
+
+float vec_dot_q6_K_q8_K_ref(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y) {
+  const int64_t nb = n / kQK_K;
+  float sumf = 0.0f;
+  for (int64_t ib = 0; ib < nb; ++ib) {
+    int32_t sumi = 0;
+    for (int h = 0; h < 2; ++h) {
+      const uint8_t* ql = x[ib].ql + 64 * h;
+      const uint8_t* qh = x[ib].qh + 32 * h;
+      int q[128];
+      for (int l = 0; l < 32; ++l) {
+        q[l] = (ql[l] & 0x0f) | ((qh[l] & 3) << 4);
+        q[l + 32] = (ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4);
+        q[l + 64] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
+        q[l + 96] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
+      }
+      for (int g = 0; g < 8; ++g) {
+        int32_t isum = 0;
+        for (int j = 16 * g; j < 16 * g + 16; ++j) isum += (q[j] - 32) * y[ib].qs[128 * h + j];
+        sumi += x[ib].scales[8 * h + g] * isum;
+      }
+    }
+    sumf += y[ib].d * f16_to_f32(x[ib].d) * static_cast<float>(sumi);
+  }
+  return sumf;
+}
+
+namespace {
+
 const QuantKernels kQuantKernelsRef = {
     "ref",
     quantize_row_q8_0_ref,
@@ -42,6 +184,13 @@ const QuantKernels kQuantKernelsRef = {
     dequantize_row_q4_0_ref,
     vec_dot_q8_0_q8_0_ref,
     vec_dot_q4_0_q8_0_ref,
+    quantize_row_q8_K_ref,
+    vec_dot_q4_1_q8_0_ref,
+    vec_dot_q5_0_q8_0_ref,
+    vec_dot_q5_1_q8_0_ref,
+    vec_dot_q4_K_q8_K_ref,
+    vec_dot_q5_K_q8_K_ref,
+    vec_dot_q6_K_q8_K_ref,
 };
 
 

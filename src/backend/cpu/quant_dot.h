@@ -1,16 +1,25 @@
 // Quantised dot products and row conversions for the CPU, as GGML does them for decode speed:
-// each activation row is quantised to Q8_0 once, then every weight row (Q8_0 or Q4_0) is dotted
-// with it in integer SIMD. Each kernel exists as a plain scalar reference (`*_ref`) and in SIMD
+// each activation row is quantised once (to Q8_0 for the 32-element types Q8_0, Q4_0, Q4_1, Q5_0,
+// Q5_1; to Q8_K for the K-quants Q4_K, Q5_K, Q6_K), then every weight row is dotted with it in
+// integer SIMD. Each kernel exists as a plain scalar reference (`*_ref`) and in SIMD
 // versions (AVX2; AVX-512 with VNNI); the best one for this CPU is chosen once, at run time.
 //
 //   const QuantKernels& k = quant_kernels();          // best for this CPU
 //   k.quantize_row_q8_0(x, xq, K);                    // x: f32 [K] -> xq: K/32 Q8_0 blocks
 //   float s = k.vec_dot_q4_0_q8_0(K, w_row, xq);      // sum_j dequant(w_row)_j * dequant(xq)_j
 //
-// Contract of every vec_dot: n is a multiple of 32 (nb = n/32 blocks, nb may be 0); `x` is the
-// weight row, any bytes; `y` is the activation row as quantize_row_q8_0 writes it, so its qs lie
-// in [-127, 127] (-128 never occurs: |x/d| <= 127). The AVX2 q8_0 x q8_0 kernel relies on that;
-// the others are exact for any int8. Results agree with the reference up to f32 summation order.
+// Contract of every vec_dot: n is a multiple of the weight's block size (32, or 256 for K-quants;
+// nb blocks, nb may be 0); `x` is the weight row, any bytes; `y` is the activation row as
+// quantize_row_q8_0 / quantize_row_q8_K writes it, so its qs lie in [-127, 127] (-128 never
+// occurs: |x/d| <= 127) and a Q8_K's bsums are the sums of its qs. The AVX2 q8_0 x q8_0 kernel
+// relies on the range; the K-quant kernels take their min / offset terms from the bsums; the rest
+// are exact for any int8. Results agree with the reference up to f32 rounding order (each
+// block's integer sums are exact in every kernel).
+//
+// Q4_1 / Q5_1 against Q8_0, not GGML's Q8_1: sum_j (d q_j + m) dy y_j = d dy sum(q y) + m dy sum(y),
+// and sum(y) is one more integer dot per block (with a vector of ones). GGML's Q8_1 instead
+// stores dy * sum(y) rounded to f16 (relative error 2^-11 on the min term), so ours is the more
+// exact of the two and lets every 32-element type share one activation format.
 #pragma once
 
 #include <cstdint>
@@ -24,6 +33,15 @@ class Tensor;
 // Scalar references: sum over blocks of d_x * d_y * sum_j(qx_j * qy_j), in block order.
 float vec_dot_q8_0_q8_0_ref(int64_t n, const BlockQ8_0* x, const BlockQ8_0* y);
 float vec_dot_q4_0_q8_0_ref(int64_t n, const BlockQ4_0* x, const BlockQ8_0* y);
+// + m_x * d_y * sum_j(qy_j) per block for the types with a min.
+float vec_dot_q4_1_q8_0_ref(int64_t n, const BlockQ4_1* x, const BlockQ8_0* y);
+float vec_dot_q5_0_q8_0_ref(int64_t n, const BlockQ5_0* x, const BlockQ8_0* y);
+float vec_dot_q5_1_q8_0_ref(int64_t n, const BlockQ5_1* x, const BlockQ8_0* y);
+// K-quants, per 256 block: d_y * (d * sum_s sc_s * sum_{j in s} q_j qy_j - dmin * sum_s mn_s * sum_{j in s} qy_j)
+// with exact int32 sums (Q6_K: d_y * d * sum_s sc_s * sum_{j in s} (q_j - 32) qy_j).
+float vec_dot_q4_K_q8_K_ref(int64_t n, const BlockQ4_K* x, const BlockQ8_K* y);
+float vec_dot_q5_K_q8_K_ref(int64_t n, const BlockQ5_K* x, const BlockQ8_K* y);
+float vec_dot_q6_K_q8_K_ref(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y);
 
 // One instruction set's kernels. The quantiser and dequantisers of every set are bit-exact with
 // quantize_row_q8_0_ref / dequantize_row_*_ref (tests check it).
@@ -34,6 +52,13 @@ struct QuantKernels {
   void (*dequantize_row_q4_0)(const BlockQ4_0* x, float* y, int64_t n);
   float (*vec_dot_q8_0_q8_0)(int64_t n, const BlockQ8_0* x, const BlockQ8_0* y);
   float (*vec_dot_q4_0_q8_0)(int64_t n, const BlockQ4_0* x, const BlockQ8_0* y);
+  void (*quantize_row_q8_K)(const float* x, BlockQ8_K* y, int64_t n);
+  float (*vec_dot_q4_1_q8_0)(int64_t n, const BlockQ4_1* x, const BlockQ8_0* y);
+  float (*vec_dot_q5_0_q8_0)(int64_t n, const BlockQ5_0* x, const BlockQ8_0* y);
+  float (*vec_dot_q5_1_q8_0)(int64_t n, const BlockQ5_1* x, const BlockQ8_0* y);
+  float (*vec_dot_q4_K_q8_K)(int64_t n, const BlockQ4_K* x, const BlockQ8_K* y);
+  float (*vec_dot_q5_K_q8_K)(int64_t n, const BlockQ5_K* x, const BlockQ8_K* y);
+  float (*vec_dot_q6_K_q8_K)(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y);
 };
 
 enum class QuantIsa { Ref, Avx2, Avx512Vnni };

@@ -1,6 +1,7 @@
 // AVX-512 (F/BW/VL/DQ + VNNI) quantised kernels: Q8_0 activation quantiser, Q8_0/Q4_0 row
-// dequantisers (the float GEMM path uses them for prefill), and q8_0·q8_0, q4_0·q8_0 dot
-// products with vpdpbusd (contract in quant_dot.h). The dots take two 32-element blocks per
+// dequantisers (the float GEMM path uses them for prefill), and the dot products q8_0, q4_0, q4_1,
+// q5_0, q5_1 · q8_0 (vpdpbusd) and q4_K, q5_K, q6_K · q8_K (vpmaddubsw + vpdpwssd) (contract in
+// quant_dot.h). The dots take two 32-element blocks per
 // 512-bit register (block ib in the low 256 bits, ib+1 in the high), an odd last block in 256 bits.
 //
 // This file is compiled with AVX-512 flags: it calls no inline function of our shared headers (such
@@ -155,6 +156,177 @@ float vec_dot_q4_0_q8_0_avx512(int64_t n, const BlockQ4_0* x, const BlockQ8_0* y
   return sumf;
 }
 
+// ---- Q4_1, Q5_0, Q5_1 against Q8_0 -----------------------------------------------------------
+
+// Bit 4 of element e = bit e of the block's qh (little-endian u32), as a byte 0x10 or 0.
+inline __m256i q5_high(const uint8_t* qh) {
+  uint32_t h;
+  __builtin_memcpy(&h, qh, 4);
+  return _mm256_maskz_set1_epi8(h, 0x10);
+}
+
+inline __m512i pair256(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
+
+inline uint16_t block_min(const BlockQ4_1& b) { return b.m; }
+inline uint16_t block_min(const BlockQ5_1& b) { return b.m; }
+inline uint16_t block_min(const BlockQ5_0&) { return 0; }
+
+// Shared driver of the three: u(ib) gives a block's 32 unsigned values (0..15 or 0..31) in element
+// order; `offset` is subtracted from each (Q5_0: 16); with_min adds m * dy * sum(qy).
+template <typename Block, typename Unpack>
+float legacy_dot(int64_t n, const Block* x, const BlockQ8_0* y, Unpack u, int offset, bool with_min) {
+  const int64_t nb = n / 32;
+  const __m512i ones = _mm512_set1_epi8(1);
+  const __m512i off = _mm512_set1_epi8(static_cast<char>(offset));
+  __m512 acc = _mm512_setzero_ps();
+  int64_t ib = 0;
+  for (; ib + 1 < nb; ib += 2) {
+    const float dy0 = f16_load(y[ib].d), dy1 = f16_load(y[ib + 1].d);
+    const __m512 d = scale_pair(f16_load(x[ib].d) * dy0, f16_load(x[ib + 1].d) * dy1);
+    const __m512i qx = pair256(u(x[ib]), u(x[ib + 1]));
+    const __m512i qy = load_pair(y[ib].qs, y[ib + 1].qs);
+    __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qx, qy);  // 16 x int32
+    if (offset) p = _mm512_sub_epi32(p, _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, qy));
+    acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(p), acc);
+    if (with_min) {
+      const __m512 m = scale_pair(f16_load(block_min(x[ib])) * dy0, f16_load(block_min(x[ib + 1])) * dy1);
+      acc = _mm512_fmadd_ps(m, _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, qy)), acc);
+    }
+  }
+  float sumf = _mm512_reduce_add_ps(acc);
+  if (ib < nb) {  // odd last block in 256 bits
+    const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[ib].qs));
+    __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u(x[ib]), qy);
+    if (offset) p = _mm256_sub_epi32(p, _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm512_castsi512_si256(off), qy));
+    const float dy = f16_load(y[ib].d);
+    sumf += f16_load(x[ib].d) * dy * hsum(_mm256_cvtepi32_ps(p));
+    if (with_min) {
+      const __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm512_castsi512_si256(ones), qy);
+      sumf += f16_load(block_min(x[ib])) * dy * hsum(_mm256_cvtepi32_ps(s));
+    }
+  }
+  return sumf;
+}
+
+float vec_dot_q4_1_q8_0_avx512(int64_t n, const BlockQ4_1* x, const BlockQ8_0* y) {
+  return legacy_dot(n, x, y, [](const BlockQ4_1& b) { return q4_0_unpack(b.qs); }, 0, true);
+}
+
+float vec_dot_q5_0_q8_0_avx512(int64_t n, const BlockQ5_0* x, const BlockQ8_0* y) {
+  return legacy_dot(n, x, y, [](const BlockQ5_0& b) { return _mm256_or_si256(q4_0_unpack(b.qs), q5_high(b.qh)); }, 16, false);
+}
+
+float vec_dot_q5_1_q8_0_avx512(int64_t n, const BlockQ5_1* x, const BlockQ8_0* y) {
+  return legacy_dot(n, x, y, [](const BlockQ5_1& b) { return _mm256_or_si256(q4_0_unpack(b.qs), q5_high(b.qh)); }, 0, true);
+}
+
+// ---- K-quants against Q8_K ----------------------------------------------------------------
+// maddubs (unsigned weight values x signed activations, pairs summed to int16: at most
+// 2 * 63 * 128 < 2^15, no saturation), then vpdpwssd multiplies those pairs by the sub-block
+// scale (int16) and accumulates in int32: each block's integer sum is exact.
+
+// The eight 6-bit scales and mins of a Q4_K / Q5_K block (layout in quant.h).
+inline void k4_scales_unpack(const uint8_t* s, int16_t* sc, int32_t* mn) {
+  for (int j = 0; j < 4; ++j) {
+    sc[j] = s[j] & 63;
+    mn[j] = s[j + 4] & 63;
+    sc[j + 4] = static_cast<int16_t>((s[j + 8] & 0x0f) | ((s[j] >> 6) << 4));
+    mn[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4);
+  }
+}
+
+// sc0 for the first 32 bytes (16 int16 lanes), sc1 for the last 32.
+inline __m512i scale16_pair(int16_t sc0, int16_t sc1) {
+  return _mm512_mask_blend_epi16(0xffff0000u, _mm512_set1_epi16(sc0), _mm512_set1_epi16(sc1));
+}
+
+template <bool kHigh>
+float k45_dot(int64_t n, const uint8_t* xb, size_t stride, const BlockQ8_K* y) {
+  const int64_t nb = n / kQK_K;
+  const __m256i m4 = _mm256_set1_epi8(0x0f);
+  const __m256i one = _mm256_set1_epi8(1);
+  __m512 accf = _mm512_setzero_ps();
+  float minf = 0.0f;
+  for (int64_t ib = 0; ib < nb; ++ib, xb += stride) {
+    // both layouts start with d, dmin, scales[12]; Q5_K then has qh[32] before qs
+    uint16_t d16, dmin16;
+    __builtin_memcpy(&d16, xb, 2);
+    __builtin_memcpy(&dmin16, xb + 2, 2);
+    const uint8_t* qh = xb + 4 + kKScaleSize;
+    const uint8_t* qs = kHigh ? qh + kQK_K / 8 : qh;
+    int16_t sc[8];
+    int32_t mn[8];
+    k4_scales_unpack(xb + 4, sc, mn);
+    __m256i hb = kHigh ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh)) : _mm256_setzero_si256();
+    __m512i acc = _mm512_setzero_si512();
+    for (int c = 0; c < 4; ++c) {
+      const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * c));
+      __m256i lo = _mm256_and_si256(b, m4), hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), m4);
+      if (kHigh) {  // bits 2c and 2c+1 of qh[l]; hb is shifted right by 2 per chunk
+        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
+        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), one), 4));
+        hb = _mm256_srli_epi16(hb, 2);
+      }
+      const __m512i qy = _mm512_loadu_si512(y[ib].qs + 64 * c);
+      const __m512i p16 = _mm512_maddubs_epi16(pair256(lo, hi), qy);
+      acc = _mm512_dpwssd_epi32(acc, p16, scale16_pair(sc[2 * c], sc[2 * c + 1]));
+    }
+    // lanes stay apart until the end: no horizontal sum per block
+    accf = _mm512_fmadd_ps(_mm512_set1_ps(y[ib].d * f16_load(d16)), _mm512_cvtepi32_ps(acc), accf);
+    int32_t summ = 0;
+    for (int j = 0; j < 8; ++j) summ += mn[j] * (y[ib].bsums[2 * j] + y[ib].bsums[2 * j + 1]);
+    minf += y[ib].d * f16_load(dmin16) * static_cast<float>(summ);
+  }
+  return _mm512_reduce_add_ps(accf) - minf;
+}
+
+float vec_dot_q4_K_q8_K_avx512(int64_t n, const BlockQ4_K* x, const BlockQ8_K* y) {
+  return k45_dot<false>(n, reinterpret_cast<const uint8_t*>(x), sizeof(BlockQ4_K), y);
+}
+
+float vec_dot_q5_K_q8_K_avx512(int64_t n, const BlockQ5_K* x, const BlockQ8_K* y) {
+  return k45_dot<true>(n, reinterpret_cast<const uint8_t*>(x), sizeof(BlockQ5_K), y);
+}
+
+// Four int8 scales, each repeated over the 8 int16 lanes of its 16-element group.
+inline __m512i scale16_quad(const int8_t* sc) {
+  int32_t s4;
+  __builtin_memcpy(&s4, sc, 4);
+  const __m128i v = _mm_cvtsi32_si128(s4);
+  const __m128i a = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
+  const __m128i b = _mm_shuffle_epi8(v, _mm_setr_epi8(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+  return _mm512_cvtepi8_epi16(_mm256_set_m128i(b, a));
+}
+
+float vec_dot_q6_K_q8_K_avx512(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y) {
+  const int64_t nb = n / kQK_K;
+  const __m512i m4 = _mm512_set1_epi8(0x0f);
+  const __m256i m2 = _mm256_set1_epi8(3);
+  float sumf = 0.0f;
+  for (int64_t ib = 0; ib < nb; ++ib) {
+    __m512i acc = _mm512_setzero_si512();
+    for (int h = 0; h < 2; ++h) {
+      const __m512i l = _mm512_loadu_si512(x[ib].ql + 64 * h);  // low nibbles: elements 0..63, high: 64..127
+      const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[ib].qh + 32 * h));
+      const __m512i h01 = pair256(_mm256_and_si256(hb, m2), _mm256_and_si256(_mm256_srli_epi16(hb, 2), m2));
+      const __m512i h23 = pair256(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), _mm256_and_si256(_mm256_srli_epi16(hb, 6), m2));
+      const __m512i u0 = _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_slli_epi16(h01, 4));
+      const __m512i u1 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4), _mm512_slli_epi16(h23, 4));
+      const __m512i qy0 = _mm512_loadu_si512(y[ib].qs + 128 * h);
+      const __m512i qy1 = _mm512_loadu_si512(y[ib].qs + 128 * h + 64);
+      acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(u0, qy0), scale16_quad(x[ib].scales + 8 * h));
+      acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(u1, qy1), scale16_quad(x[ib].scales + 8 * h + 4));
+    }
+    // the values are q - 32: take 32 * sum_g sc_g * sum(qy in g) off, from the bsums
+    int32_t off = 0;
+    for (int g = 0; g < 16; ++g) off += x[ib].scales[g] * y[ib].bsums[g];
+    // the integer sum first: the offset term nearly cancels the products when q is near 32
+    const int32_t sumi = _mm512_reduce_add_epi32(acc) - 32 * off;
+    sumf += y[ib].d * f16_load(x[ib].d) * static_cast<float>(sumi);
+  }
+  return sumf;
+}
+
 const QuantKernels kQuantKernelsAvx512Vnni = {
     "avx512vnni",
     quantize_row_q8_0_avx512,
@@ -162,6 +334,13 @@ const QuantKernels kQuantKernelsAvx512Vnni = {
     dequantize_row_q4_0_avx512,
     vec_dot_q8_0_q8_0_avx512,
     vec_dot_q4_0_q8_0_avx512,
+    quantize_row_q8_K_ref,  // once per activation row: not worth a SIMD copy
+    vec_dot_q4_1_q8_0_avx512,
+    vec_dot_q5_0_q8_0_avx512,
+    vec_dot_q5_1_q8_0_avx512,
+    vec_dot_q4_K_q8_K_avx512,
+    vec_dot_q5_K_q8_K_avx512,
+    vec_dot_q6_K_q8_K_avx512,
 };
 
 }  // namespace
