@@ -91,7 +91,11 @@ class Tensor {
   // Row r (over all dims but the last, row-major) of a tensor whose last dim is contiguous.
   const void* row_ptr(int64_t r) const;
   void* row_ptr(int64_t r) { return const_cast<void*>(std::as_const(*this).row_ptr(r)); }
-  int64_t rows() const { return ndim_ == 0 ? 1 : numel() / shape_[ndim_ - 1]; }
+  int64_t rows() const {  // a product, not numel / last dim: the last dim may be 0
+    int64_t r = 1;
+    for (int d = 0; d + 1 < ndim_; ++d) r *= shape_[d];
+    return r;
+  }
 
   std::string name;  // optional, for messages
 
