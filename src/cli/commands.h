@@ -7,5 +7,6 @@
 namespace aigc::cli {
 
 void command_info_register(CLI::App& app);
+void command_convert_register(CLI::App& app);
 
 }  // namespace aigc::cli
