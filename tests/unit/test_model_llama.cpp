@@ -164,8 +164,10 @@ TEST(LlamaContext, ContextLimitAndBadTokens) {
 }
 
 TEST(LlamaContext, DecodeAllocatesNothing) {
-  const LlamaModel model = LlamaModel::load(twin_path("theta500k_q8_0"));
+  // Every weight path: quantised (q8_0, q4_0), f16 GEMV, f32 GEMV with qwen2 biases; 1 and 2 threads.
+  for (const char* name : {"theta500k_q8_0", "q4_0_scaled", "tied_f16", "qwen2_f32"})
   for (int threads : {1, 2}) {
+    const LlamaModel model = LlamaModel::load(twin_path(name));
     const int saved = thread_count();
     thread_count_set(threads);
     LlamaContext ctx(model, {.n_ctx = 32});
@@ -178,7 +180,7 @@ TEST(LlamaContext, DecodeAllocatesNothing) {
       const Tensor& l = ctx.eval({&tok, 1});
       tok = static_cast<int32_t>(argmax_row(l, 0));
     }
-    EXPECT_EQ(g_new_calls.load() - before, 0) << "operator new calls in 10 decode steps, " << threads << " threads";
+    EXPECT_EQ(g_new_calls.load() - before, 0) << "operator new calls in 10 decode steps, " << name << ", " << threads << " threads";
     thread_count_set(saved);
   }
 }
