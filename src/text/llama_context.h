@@ -31,9 +31,10 @@
 namespace aigc {
 
 struct LlamaContextParams {
-  int64_t n_ctx = 0;         // positions the cache holds; 0: the model's context_length
+  int64_t n_ctx = 0;         // positions the cache holds; 0: the model's context_length (which
+                             // can be 128K: pass n_ctx for large models, the f32 cache grows with it)
   int64_t n_batch = 512;     // most tokens per forward pass (longer inputs run in chunks)
-  int n_threads = 0;         // > 0: sets the engine's thread count (thread_count_set) on creation
+  int n_threads = 0;         // > 0: sets the engine's (process-wide) thread count on creation
   bool logits_all = false;   // eval returns logits of every input token, not just the last
 };
 
@@ -41,6 +42,10 @@ class LlamaContext {
  public:
   // The model must outlive the context.
   LlamaContext(const LlamaModel& model, LlamaContextParams params = {});
+  // Not copyable: a copy would share the cache and activation buffers with the original.
+  LlamaContext(const LlamaContext&) = delete;
+  LlamaContext& operator=(const LlamaContext&) = delete;
+  LlamaContext(LlamaContext&&) = default;
 
   // Appends `tokens` at positions n_past() .. n_past() + T - 1 and returns their logits:
   // [T, n_vocab] with logits_all (then T <= n_batch), else [1, n_vocab] for the last token. The

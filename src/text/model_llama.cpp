@@ -112,9 +112,8 @@ LlamaModel LlamaModel::from_gguf(std::shared_ptr<const GgufFile> file) {
                 f.path());
   hp.rope_freq_base = ld.get_float_or("rope.freq_base", 10000.0f);
   float scale_factor = ld.get_float_or("rope.scale_linear", 1.0f);
-  if (const GgufValue* st = f.find(ld.key("rope.scaling.type"))) {
+  if (f.find(ld.key("rope.scaling.type"))) {
     const std::string& type = f.get_string(ld.key("rope.scaling.type"));
-    (void)st;
     if (type == "linear")
       scale_factor = ld.get_float_or("rope.scaling.factor", 1.0f);
     else if (type != "none")
