@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "core/log.h"
 #include "core/quant.h"
 #include "formats/gguf.h"
 
@@ -120,6 +121,10 @@ LlamaModel LlamaModel::from_gguf(std::shared_ptr<const GgufFile> file) {
       error_throw(fmt::format("rope scaling '{}' is not supported", type), f.path(), "supported: none, linear");
   }
   hp.rope_freq_scale = 1.0f / scale_factor;
+  // Llama 3.1+ files carry per-frequency rope factors; ops::rope cannot apply them yet.
+  if (f.tensor_info_find("rope_freqs.weight"))
+    log_warn("{}: rope_freqs.weight (Llama 3.1 rope scaling) is not applied yet; logits will differ from "
+             "llama.cpp's", f.path());
   hp.rope_neox = hp.arch == "qwen2";
   hp.qkv_bias = hp.arch == "qwen2";
 
