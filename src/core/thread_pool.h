@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>  // kept for files that relied on it through this header
 #include <memory>
 #include <type_traits>
 #include <utility>

@@ -4,32 +4,15 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
-#include <cstdlib>
 #include <filesystem>
-#include <new>
+#include <functional>
 
+#include "common/alloc_counter.h"
 #include "common/compare.h"
 #include "common/refdump.h"
 #include "core/thread_pool.h"
 #include "formats/gguf.h"
 #include "text/llama_context.h"
-
-// ---- allocation counter ----------------------------------------------------------------------
-// Replaces the global operator new for this test binary (a pass-through to malloc that counts), so
-// a test can assert that the decode loop never allocates. Every other operator new / delete form
-// forwards to these two by the standard library's default definitions.
-namespace {
-std::atomic<int64_t> g_new_calls{0};
-}  // namespace
-
-void* operator new(std::size_t n) {
-  g_new_calls.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 namespace aigc {
 namespace {
@@ -175,12 +158,12 @@ TEST(LlamaContext, DecodeAllocatesNothing) {
     ctx.eval(prompt);
     int32_t tok = 7;
     ctx.eval({&tok, 1});  // first decode step: kernels' per-thread scratch may grow here
-    const int64_t before = g_new_calls.load();
+    test::AllocCounter allocs;  // operator new calls on any thread (tests/common/alloc_counter.h)
     for (int i = 0; i < 10; ++i) {
       const Tensor& l = ctx.eval({&tok, 1});
       tok = static_cast<int32_t>(argmax_row(l, 0));
     }
-    EXPECT_EQ(g_new_calls.load() - before, 0) << "operator new calls in 10 decode steps, " << name << ", " << threads << " threads";
+    EXPECT_EQ(allocs.count(), 0) << "operator new calls in 10 decode steps, " << name << ", " << threads << " threads";
     thread_count_set(saved);
   }
 }
