@@ -42,6 +42,8 @@ struct TwinCase {
   float atol;
 };
 
+void PrintTo(const TwinCase& c, std::ostream* os) { *os << c.name << " (atol " << c.atol << ")"; }
+
 class LlamaTwin : public ::testing::TestWithParam<TwinCase> {};
 
 TEST_P(LlamaTwin, PrefillAndDecodeMatchTwin) {
