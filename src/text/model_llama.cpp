@@ -95,6 +95,11 @@ LlamaModel LlamaModel::from_gguf(std::shared_ptr<const GgufFile> file) {
 
   hp.n_embd = ld.get_count("embedding_length");
   hp.n_layer = ld.get_count("block_count");
+  // Each block has at least 9 tensors: a hostile count must not size the layer table first.
+  if (hp.n_layer > static_cast<int64_t>(f.tensor_infos().size()) / 9)
+    error_throw(fmt::format("{}.block_count {} needs more tensors than the file's {}", hp.arch, hp.n_layer,
+                            f.tensor_infos().size()),
+                f.path(), "the model file is damaged or truncated");
   hp.n_ff = ld.get_count("feed_forward_length");
   hp.n_head = ld.get_count("attention.head_count");
   hp.n_head_kv = ld.get_count_or("attention.head_count_kv", hp.n_head);

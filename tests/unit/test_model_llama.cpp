@@ -242,6 +242,14 @@ TEST_F(LlamaBadFile, MissingHyperParameter) {
   EXPECT_NE(msg.find("llama.block_count"), std::string::npos) << msg;
 }
 
+TEST_F(LlamaBadFile, HugeBlockCount) {
+  const std::string msg = load_error(rewrite("blocks", [](auto& kvs, auto&) {
+    for (GgufKV& kv : kvs)
+      if (kv.key == "llama.block_count") kv.value = GgufValue(uint32_t{2000000000});
+  }));
+  EXPECT_NE(msg.find("block_count"), std::string::npos) << msg;
+}
+
 TEST_F(LlamaBadFile, UnsupportedWeightType) {
   const std::string msg = load_error(rewrite("type", [](auto&, auto& ts) {
     for (auto& [name, t] : ts)
