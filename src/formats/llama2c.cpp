@@ -1,5 +1,6 @@
 #include "formats/llama2c.h"
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -69,8 +70,12 @@ Llama2cConfig llama2c_config_parse(std::span<const uint8_t> bytes, const std::st
 
 Llama2cVocab llama2c_vocab_read(const std::string& path, int64_t vocab_size) {
   const auto file = MappedFile::open(path);
-  const uint8_t* p = file->data();
-  const size_t n = file->size();
+  return llama2c_vocab_parse({file->data(), file->size()}, vocab_size, path);
+}
+
+Llama2cVocab llama2c_vocab_parse(std::span<const uint8_t> bytes, int64_t vocab_size, const std::string& path) {
+  const uint8_t* p = bytes.data();
+  const size_t n = bytes.size();
   size_t off = 0;
   auto need = [&](size_t bytes, const std::string& what) {
     if (bytes > n - off)
@@ -84,8 +89,9 @@ Llama2cVocab llama2c_vocab_read(const std::string& path, int64_t vocab_size) {
   if (v.max_token_length <= 0 || v.max_token_length > 1 << 16)
     error_throw(fmt::format("max_token_length {} is out of range", v.max_token_length), path,
                 "is this a llama2.c tokenizer (.bin)?");
-  v.pieces.reserve(static_cast<size_t>(vocab_size));
-  v.scores.reserve(static_cast<size_t>(vocab_size));
+  const size_t entries_max = std::min<size_t>(static_cast<size_t>(vocab_size), n / 8);  // 8 bytes per entry at least
+  v.pieces.reserve(entries_max);
+  v.scores.reserve(entries_max);
   for (int64_t id = 0; id < vocab_size; ++id) {
     need(8, fmt::format("the score and length of token {}", id));
     float score;

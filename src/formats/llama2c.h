@@ -41,6 +41,7 @@ struct Llama2cVocab {
 Llama2cConfig llama2c_config_parse(std::span<const uint8_t> bytes, const std::string& name);
 // Reads a tokenizer file holding `vocab_size` entries; throws aigc::Error when truncated or malformed.
 Llama2cVocab llama2c_vocab_read(const std::string& path, int64_t vocab_size);
+Llama2cVocab llama2c_vocab_parse(std::span<const uint8_t> bytes, int64_t vocab_size, const std::string& name);
 // The GGUF the converter writes (tensors view the mapped checkpoint, kept alive by the writer).
 GgufWriter llama2c_to_gguf(const std::string& model_path, const std::string& tokenizer_path);
 
