@@ -9,5 +9,6 @@ namespace aigc::cli {
 void command_info_register(CLI::App& app);
 void command_tokenize_register(CLI::App& app);
 void command_quantize_register(CLI::App& app);
+void command_convert_register(CLI::App& app);
 
 }  // namespace aigc::cli

@@ -43,7 +43,7 @@ int thread_count() {
   return n;
 }
 
-void thread_pool_run(const std::function<void(int, int)>& fn) {
+void thread_pool_run(FunctionRef<void(int, int)> fn) {
   const int nth = thread_count();
   if (nth == 1) {
     fn(0, 1);
@@ -53,7 +53,7 @@ void thread_pool_run(const std::function<void(int, int)>& fn) {
   fn(omp_get_thread_num(), omp_get_num_threads());
 }
 
-void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t min_per_thread) {
+void parallel_for(int64_t n, FunctionRef<void(int64_t, int64_t)> fn, int64_t min_per_thread) {
   if (n <= 0) return;
   const int nth = thread_count();
   if (nth == 1 || n < 2 * std::max<int64_t>(1, min_per_thread)) {

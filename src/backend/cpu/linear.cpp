@@ -219,8 +219,9 @@ void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
   }
   if (dtype_traits(w.type()).quantized) {
     // linear_quantized wants contiguous [M, K] and [M, N].
-    Tensor x2 = Tensor::view_of(DType::F32, std::vector<int64_t>{M, K}, const_cast<float*>(xp));
-    Tensor y2 = Tensor::view_of(DType::F32, std::vector<int64_t>{M, N}, yp);
+    const int64_t x2_shape[] = {M, K}, y2_shape[] = {M, N};  // arrays, not vectors: no allocation per call
+    Tensor x2 = Tensor::view_of(DType::F32, x2_shape, const_cast<float*>(xp));
+    Tensor y2 = Tensor::view_of(DType::F32, y2_shape, yp);
     Tensor xc, yc;
     if (ldx != K) {
       xc = Tensor::empty(DType::F32, {M, K});

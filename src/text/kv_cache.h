@@ -1,0 +1,41 @@
+// KvCache: keys and values of every layer for positions 0..n_ctx-1, f32, allocated once.
+//
+// Layout per layer: [n_head_kv, n_ctx, head_dim] (one contiguous block for K, one for V), so the
+// first `n` positions of a layer are the strided view [1, n_head_kv, n, head_dim] that
+// ops::attention reads directly (rows dense, head stride n_ctx * head_dim).
+//
+//   KvCache cache(n_layer, n_head_kv, head_dim, n_ctx);
+//   Tensor k_new = cache.k_rows(layer, pos, T);   // [T, n_head_kv, head_dim] view to write into
+//   Tensor k_all = cache.k_view(layer, pos + T);  // [1, n_head_kv, pos + T, head_dim] for attention
+#pragma once
+
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace aigc {
+
+class KvCache {
+ public:
+  KvCache() = default;
+  KvCache(int64_t n_layer, int64_t n_head_kv, int64_t head_dim, int64_t n_ctx);
+
+  int64_t n_ctx() const { return n_ctx_; }
+  size_t nbytes() const { return k_.nbytes() + v_.nbytes(); }
+
+  // Positions [pos, pos + T) of one layer as [T, n_head_kv, head_dim] (strided; rows dense).
+  Tensor k_rows(int64_t layer, int64_t pos, int64_t T) const { return rows(k_, layer, pos, T); }
+  Tensor v_rows(int64_t layer, int64_t pos, int64_t T) const { return rows(v_, layer, pos, T); }
+  // Positions [0, n) of one layer as [1, n_head_kv, n, head_dim].
+  Tensor k_view(int64_t layer, int64_t n) const { return view(k_, layer, n); }
+  Tensor v_view(int64_t layer, int64_t n) const { return view(v_, layer, n); }
+
+ private:
+  Tensor rows(const Tensor& t, int64_t layer, int64_t pos, int64_t T) const;
+  Tensor view(const Tensor& t, int64_t layer, int64_t n) const;
+
+  int64_t n_ctx_ = 0;
+  Tensor k_, v_;  // [n_layer, n_head_kv, n_ctx, head_dim]
+};
+
+}  // namespace aigc
