@@ -112,7 +112,9 @@ std::vector<int> timesteps_spaced(int steps, TimestepSpacing spacing, int train_
         out[i] = steps == 1 ? 0 : static_cast<int>(std::nearbyint(static_cast<double>(train_steps - 1) * j / (steps - 1)));
         break;
     }
-    AIGC_ASSERT(out[i] >= 0 && out[i] < train_steps, "timestep {}", out[i]);
+    if (out[i] < 0 || out[i] >= train_steps)  // leading + offset 1 with steps == train_steps
+      error_throw(fmt::format("{} steps with leading spacing would reach timestep {}", steps, out[i]),
+                  "--steps", fmt::format("use at most {} steps", train_steps - 1));
   }
   return out;
 }

@@ -24,6 +24,17 @@
 //    Timesteps: Ddim and Ddpm use TimestepSpacing `spacing` (default Leading with offset 1, as the
 //    SD 1.x / 2.x scheduler configs; Trailing for SD-Turbo); Lcm uses timesteps_lcm (50-step grid).
 //
+// Defaults the CLI will use (SampleParams' defaults; SD 1.x / 2.x unless noted):
+//   sampler  euler_a (A1111's default);  steps 20;  cfg 7;  prediction epsilon (v for SD 2.x 768-v)
+//   euler, euler_a, heun, dpm++2m   -> normal sigmas (A1111 "normal": t = linspace(999, 0, steps))
+//   dpm++2m_karras                  -> karras sigmas (rho 7, sigma 14.6146 .. 0.0292)
+//   ddim, ddpm                      -> leading timesteps + offset 1 (the SD scheduler configs)
+//   lcm                             -> timesteps_lcm (50-step grid); use cfg 1 (LCM models embed
+//                                      guidance; an LCM-LoRA may take 1..2)
+//   SD-Turbo                        -> euler with SigmaSchedule::Trailing (diffusers'
+//                                      EulerDiscreteScheduler, timestep_spacing "trailing") or
+//                                      ddim with TimestepSpacing::Trailing; 1-4 steps, cfg 1
+//
 // img2img (init_latent given, strength in (0, 1]):
 //   all but Lcm: the schedule for `steps`, started at index steps - int(steps * strength), so
 //     int(steps * strength) steps run (diffusers' img2img convention; A1111 runs one step more).

@@ -217,6 +217,34 @@ TEST(Sampler, EveryStepMatchesTwin) {
   }
 }
 
+// Edge step counts: one step (every sampler's last-step branch at once) and many steps.
+TEST(Sampler, OneStepAndManyStepsStayFinite) {
+  const NoiseSchedule s = NoiseSchedule::sd();
+  for (int k = 0; k < 8; ++k)
+    for (int steps : {1, 2, 49}) {
+      SampleParams p;
+      p.sampler = static_cast<SamplerKind>(k);
+      p.steps = steps;
+      p.eta = 0.7;
+      SCOPED_TRACE(fmt::format("{} {} steps", sampler_kind_name(p.sampler), steps));
+      FakeModel fake{Prediction::Epsilon};
+      SeededNoise rng(9, 1);
+      Tensor noise = Tensor::empty(DType::F32, latent_shape(1, 8, 16));
+      rng.noise_fill(noise);
+      int seen = 0;
+      const Tensor out = sampler_run(std::ref(fake), s, p, noise, nullptr, rng, [&](int, const Tensor&) { ++seen; });
+      EXPECT_EQ(seen, steps);
+      for (int64_t i = 0; i < out.numel(); ++i) ASSERT_TRUE(std::isfinite(out.ptr<float>()[i])) << i;
+    }
+  // 1000 leading steps would reach timestep 1000 (diffusers indexes out of range there).
+  SampleParams p;
+  p.sampler = SamplerKind::Ddim;
+  p.steps = 1000;
+  EXPECT_THROW(sampler_plan(s, p, false), Error);
+  p.spacing = TimestepSpacing::Trailing;
+  EXPECT_EQ(sampler_plan(s, p, false).timesteps.back(), 0);
+}
+
 TEST(Sampler, PlanStartsImg2ImgAtStrength) {
   const NoiseSchedule s = NoiseSchedule::sd();
   SampleParams p;
