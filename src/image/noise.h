@@ -12,7 +12,10 @@
 //   between platforms; after rounding to f32 that can flip at most a rare last bit.)
 //
 // Batches: image b of a batch draws from its own generator seeded with seed + b (A1111's
-// convention), so an image does not depend on the batch it was made in.
+// convention), so an image does not depend on the batch it was made in. A run of several batches
+// (batch count N, batch size B) gives batch k SeededNoise(seed + k * B, B): image i of the run
+// always has seed + i. Each image's stream gives its initial latent noise first, then the
+// ancestral samplers' step noise in step order.
 //
 // Samplers take noise through the NoiseSource interface, so a test can inject known noise:
 //   SeededNoise noise(42, batch);                   // batch streams: seeds 42, 43, ...

@@ -91,7 +91,11 @@ std::vector<double> sigmas_karras(const NoiseSchedule& s, int steps, double rho)
 std::vector<double> sigmas_from_timesteps(const NoiseSchedule& s, std::span<const int> timesteps) {
   std::vector<double> out;
   out.reserve(timesteps.size() + 1);
-  for (int t : timesteps) out.push_back(s.sigma(t));
+  for (int t : timesteps) {
+    if (t < 0 || t >= s.train_steps())
+      error_throw(fmt::format("timestep {} is outside [0, {}]", t, s.train_steps() - 1), "timesteps");
+    out.push_back(s.sigma(t));
+  }
   out.push_back(0.0);
   return out;
 }

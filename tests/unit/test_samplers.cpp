@@ -161,6 +161,9 @@ TEST(NoiseSchedule, TimestepSpacingsMatchTwin) {
   EXPECT_EQ(timesteps_lcm(4), (std::vector<int>{999, 759, 499, 259}));
   EXPECT_THROW(timesteps_lcm(51), Error);
   EXPECT_THROW(timesteps_spaced(0, TimestepSpacing::Leading), Error);
+  const NoiseSchedule s = NoiseSchedule::sd();
+  const std::vector<int> bad_ts{999, 1000};
+  EXPECT_THROW(sigmas_from_timesteps(s, bad_ts), Error);
 }
 
 // ---- samplers, step by step ---------------------------------------------------------------------
