@@ -10,5 +10,7 @@ void command_info_register(CLI::App& app);
 void command_tokenize_register(CLI::App& app);
 void command_quantize_register(CLI::App& app);
 void command_convert_register(CLI::App& app);
+void command_text_register(CLI::App& app);
+void command_chat_register(CLI::App& app);
 
 }  // namespace aigc::cli

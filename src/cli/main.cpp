@@ -24,6 +24,8 @@ int main(int argc, char** argv) {
   });
   app.fallthrough();  // -t and -v work before or after the subcommand
 
+  aigc::cli::command_text_register(app);
+  aigc::cli::command_chat_register(app);
   aigc::cli::command_info_register(app);
   aigc::cli::command_tokenize_register(app);
   aigc::cli::command_quantize_register(app);

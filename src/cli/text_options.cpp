@@ -1,0 +1,52 @@
+#include "cli/text_options.h"
+
+#include <algorithm>
+
+#include "core/log.h"
+
+namespace aigc::cli {
+
+void text_model_options_add(CLI::App* cmd, TextModelArgs& a) {
+  cmd->add_option("-m,--model", a.model, "GGUF model file (llama, mistral, qwen2 architectures)")
+      ->required()
+      ->type_name("FILE");
+  cmd->add_option("-c,--ctx-size", a.n_ctx, "Context size in tokens (0: the model's, at most 4096)")
+      ->default_val(0)
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("-b,--batch-size", a.n_batch, "Most prompt tokens per forward pass")
+      ->default_val(512)
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  cmd->add_flag("--no-mmap", a.no_mmap, "Read the model into memory instead of mapping it");
+  cmd->add_flag("--mlock", a.mlock, "Pin the model in RAM (no paging out)");
+}
+
+void sampling_options_add(CLI::App* cmd, SamplingParams& p) {
+  cmd->add_option("--temp", p.temp, "Temperature; 0 = greedy")->default_val(p.temp);
+  cmd->add_option("--top-k", p.top_k, "Top-k sampling; 0 = off")->default_val(p.top_k);
+  cmd->add_option("--top-p", p.top_p, "Top-p (nucleus) sampling; 1 = off")->default_val(p.top_p);
+  cmd->add_option("--min-p", p.min_p, "Min-p sampling; 0 = off")->default_val(p.min_p);
+  cmd->add_option("--repeat-penalty", p.repeat_penalty, "Penalty for repeated tokens; 1 = off")
+      ->default_val(p.repeat_penalty);
+  cmd->add_option("--repeat-last-n", p.repeat_last_n, "Tokens the penalties look back over")
+      ->default_val(p.repeat_last_n);
+  cmd->add_option("--frequency-penalty", p.frequency_penalty, "OpenAI-style frequency penalty; 0 = off")
+      ->default_val(p.frequency_penalty);
+  cmd->add_option("--presence-penalty", p.presence_penalty, "OpenAI-style presence penalty; 0 = off")
+      ->default_val(p.presence_penalty);
+  cmd->add_option("-s,--seed", p.seed, "Random seed; -1 = random (printed with -v)")->default_val(p.seed);
+}
+
+LoadedText text_model_load(const TextModelArgs& a) {
+  LoadedText t;
+  t.model = std::make_unique<LlamaModel>(LlamaModel::load(a.model, {.use_mmap = !a.no_mmap, .mlock = a.mlock}));
+  const LlamaHparams& hp = t.model->hp;
+  int64_t n_ctx = a.n_ctx > 0 ? a.n_ctx : std::min<int64_t>(hp.n_ctx_train > 0 ? hp.n_ctx_train : 4096, 4096);
+  if (hp.n_ctx_train > 0 && n_ctx > hp.n_ctx_train)
+    log_warn("context {} is longer than the model was trained for ({}); quality may drop", n_ctx, hp.n_ctx_train);
+  t.gen = std::make_unique<TextGenerator>(*t.model, LlamaContextParams{.n_ctx = n_ctx, .n_batch = a.n_batch});
+  log_info("model {}: {} layers, n_embd {}, vocab {}, context {}", a.model, hp.n_layer, hp.n_embd, hp.n_vocab,
+           n_ctx);
+  return t;
+}
+
+}  // namespace aigc::cli
