@@ -1,6 +1,7 @@
 // aigc text and aigc chat as a user runs them, on the real stories260K model (converted by the
 // test with aigc convert). Expected text comes from llama2.c's run.c (its test_all.py), not from us.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -31,7 +32,8 @@ class CliText : public ::testing::Test {
   static void SetUpTestSuite() {
     const std::string shared = aigc::test::shared_dir();
     if (shared.empty()) return;
-    model_ = ::testing::TempDir() + "/cli_text_stories260K.gguf";
+    // One file per process: ctest runs these tests in parallel processes.
+    model_ = ::testing::TempDir() + "/cli_text_stories260K." + std::to_string(getpid()) + ".gguf";
     const auto r = cli_run({"convert", "--llama2c", shared + "/models/stories260K/stories260K.bin", "--vocab",
                             shared + "/models/stories260K/tok512.bin", "-o", model_});
     ASSERT_EQ(r.exit_code, 0) << r.err;
