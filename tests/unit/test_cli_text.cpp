@@ -38,6 +38,9 @@ class CliText : public ::testing::Test {
                             shared + "/models/stories260K/tok512.bin", "-o", model_});
     ASSERT_EQ(r.exit_code, 0) << r.err;
   }
+  static void TearDownTestSuite() {
+    if (!model_.empty()) std::filesystem::remove(model_);
+  }
   void SetUp() override {
     if (model_.empty()) GTEST_SKIP() << "../shared not found (set AIGC_SHARED): stories260K is needed";
   }
