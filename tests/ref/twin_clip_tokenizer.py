@@ -22,7 +22,8 @@ Also written (same directory):
     algorithm, on prompts that avoid BREAK inside brackets (where aigc differs on purpose).
 
 Usage: twin_clip_tokenizer.py OUT_DIR. Writes OUT_DIR/clip_tokenizer_twin.json and OUT_DIR/clip_hf/.
-Without ../shared (or $AIGC_SHARED) or the regex module it writes nothing (the C++ test skips).
+Without ../shared (or $AIGC_SHARED) only the prompt-weight and html.unescape cases are written;
+without the regex module nothing (the C++ tests then skip, saying why).
 """
 import gzip
 import html
@@ -283,39 +284,41 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     shared = os.environ.get("AIGC_SHARED") or os.path.join(here, "..", "..", "..", "shared")
     path = os.path.join(shared, "tokenizers", "clip", "bpe_simple_vocab_16e6.txt.gz")
-    if not os.path.exists(path):
-        print(f"twin_clip_tokenizer: {path} not found; skipped")
-        return
-    lines = gzip.open(path).read().decode("utf-8").split("\n")
-    merges = [tuple(m.split()) for m in lines[1:MERGES_MAX + 1]]
-    clip = Clip(clip_vocab(merges), merges)
-    anchors = {"<|startoftext|>": clip.encoder["<|startoftext|>"], "<|endoftext|>": clip.encoder["<|endoftext|>"],
-               "vocab_size": len(clip.encoder)}
-
-    # HF layout from the first 4000 merges.
-    small_merges = merges[:4000]
-    small_vocab = clip_vocab(small_merges)
-    hf_dir = os.path.join(out_dir, "clip_hf")
-    os.makedirs(hf_dir, exist_ok=True)
-    with open(os.path.join(hf_dir, "vocab.json"), "w", encoding="utf-8") as f:
-        json.dump({t: i for i, t in enumerate(small_vocab)}, f, ensure_ascii=False)
-    with open(os.path.join(hf_dir, "merges.txt"), "w", encoding="utf-8") as f:
-        f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in small_merges))
-    small = Clip(small_vocab, small_merges)
-
+    # Prompt weights and html.unescape need no vocabulary: always written.
     out = {
-        "anchors": anchors,
-        "texts": TEXTS,
-        "cleaned": [clean(t) for t in TEXTS],
-        "ids": [clip.encode(t) for t in TEXTS],
-        "hf_ids": [small.encode(t) for t in TEXTS],
         "unescape": [[s, html.unescape(s)] for s in unescape_cases()],
         "parse": [[p, parse_prompt_attention(p)] for p in PARSE_CASES],
-        "sd": [{"prompt": p, "pad": pad, "comma_backtrack": bt,
-                "chunks": [{"ids": ids, "weights": ws} for ids, ws in
-                           tokenize_for_sd(clip, p, clip.encoder["<|endoftext|>"] if pad < 0 else pad, bt)]}
-               for p, pad, bt in SD_CASES],
     }
+    if os.path.exists(path):
+        lines = gzip.open(path).read().decode("utf-8").split("\n")
+        merges = [tuple(m.split()) for m in lines[1:MERGES_MAX + 1]]
+        clip = Clip(clip_vocab(merges), merges)
+
+        # HF layout from the first 4000 merges.
+        small_merges = merges[:4000]
+        small_vocab = clip_vocab(small_merges)
+        hf_dir = os.path.join(out_dir, "clip_hf")
+        os.makedirs(hf_dir, exist_ok=True)
+        with open(os.path.join(hf_dir, "vocab.json"), "w", encoding="utf-8") as f:
+            json.dump({t: i for i, t in enumerate(small_vocab)}, f, ensure_ascii=False)
+        with open(os.path.join(hf_dir, "merges.txt"), "w", encoding="utf-8") as f:
+            f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in small_merges))
+        small = Clip(small_vocab, small_merges)
+
+        out.update({
+            "anchors": {"<|startoftext|>": clip.encoder["<|startoftext|>"],
+                        "<|endoftext|>": clip.encoder["<|endoftext|>"], "vocab_size": len(clip.encoder)},
+            "texts": TEXTS,
+            "cleaned": [clean(t) for t in TEXTS],
+            "ids": [clip.encode(t) for t in TEXTS],
+            "hf_ids": [small.encode(t) for t in TEXTS],
+            "sd": [{"prompt": p, "pad": pad, "comma_backtrack": bt,
+                    "chunks": [{"ids": ids, "weights": ws} for ids, ws in
+                               tokenize_for_sd(clip, p, clip.encoder["<|endoftext|>"] if pad < 0 else pad, bt)]}
+                   for p, pad, bt in SD_CASES],
+        })
+    else:
+        print(f"twin_clip_tokenizer: {path} not found; CLIP token ids skipped")
     with open(os.path.join(out_dir, "clip_tokenizer_twin.json"), "w", encoding="utf-8") as f:
         json.dump(out, f, ensure_ascii=False)
 
