@@ -32,7 +32,7 @@ int py_digit(uint32_t cp) {
 bool weight_parse(std::string_view sign, const std::vector<int>& digits_and_dots, double* out) {
   std::string ascii;
   int dots = 0, digits = 0;
-  bool nonzero = false, nonzero_int_part = false;
+  bool nonzero_int_part = false;
   for (int d : digits_and_dots) {
     if (d < 0) {
       ++dots;
@@ -40,10 +40,7 @@ bool weight_parse(std::string_view sign, const std::vector<int>& digits_and_dots
     } else {
       ++digits;
       ascii += static_cast<char>('0' + d);
-      if (d) {
-        nonzero = true;
-        if (dots == 0) nonzero_int_part = true;
-      }
+      if (d && dots == 0) nonzero_int_part = true;
     }
   }
   if (dots > 1 || digits == 0) return false;
@@ -51,7 +48,6 @@ bool weight_parse(std::string_view sign, const std::vector<int>& digits_and_dots
   const auto r = std::from_chars(ascii.data(), ascii.data() + ascii.size(), v, std::chars_format::fixed);
   if (r.ec == std::errc::result_out_of_range) {
     v = nonzero_int_part ? HUGE_VAL : 0.0;
-    (void)nonzero;
   } else if (r.ec != std::errc() || r.ptr != ascii.data() + ascii.size()) {
     return false;
   }
