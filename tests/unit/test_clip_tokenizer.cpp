@@ -347,6 +347,18 @@ TEST(ClipTokenizer, PublishedAnchors) {
             (std::vector<ClipTokenId>{49406, 320, 1125, 539, 320, 2368, 49407, 49407}));
 }
 
+TEST(ClipTokenizer, FolderAndTruncatedGzip) {
+  CLIP_REQUIRE();
+  // A folder holding the merges file loads the same vocabulary.
+  const std::string dir = std::filesystem::path(clip_merges_path()).parent_path().string();
+  EXPECT_EQ(ClipTokenizer::load(dir).encode("a photo of a cat"), clip_full().encode("a photo of a cat"));
+  // The gzip file cut short: a clear error, not a partial vocabulary.
+  const std::string cut = tmp_path("cut.txt.gz");
+  file_spit(cut, file_slurp(clip_merges_path()).substr(0, 4096));
+  EXPECT_THROW(ClipTokenizer::load(cut), aigc::Error);
+  std::remove(cut.c_str());
+}
+
 TEST(ClipTokenizer, MatchesTwin) {
   CLIP_REQUIRE();
   TWIN_REQUIRE(j, "ids");
