@@ -373,6 +373,10 @@ ClipTokenizer::ClipTokenizer(std::vector<std::string> tokens,
   }
   bos_ = token_find("<|startoftext|>");
   eos_ = token_find("<|endoftext|>");
+  if (bos_ < 0 && eos_ < 0) {  // OpenCLIP's own vocabulary names them so (same ids, 49406/49407)
+    bos_ = token_find("<start_of_text>");
+    eos_ = token_find("<end_of_text>");
+  }
   comma_ = token_find(",</w>");
   if (bos_ < 0 || eos_ < 0) {
     error_throw("vocabulary has no <|startoftext|> or <|endoftext|> token", where,

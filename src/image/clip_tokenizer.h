@@ -11,6 +11,7 @@
 //     order), the same with "</w>", the joined merges 1..48894, <|startoftext|>, <|endoftext|>;
 //   - or a Hugging Face / diffusers tokenizer folder: vocab.json (token -> id) and merges.txt.
 // Both read at most 48,894 merges after the header line, as both reference implementations do.
+// (OpenCLIP's vocab.json may name the special tokens <start_of_text>/<end_of_text>: accepted too.)
 //
 // Differences from the reference, by design:
 //  - ftfy.fix_text (mojibake repair, curly quotes, ...) is not done; the text is NFC-normalised

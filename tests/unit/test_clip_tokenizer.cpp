@@ -317,6 +317,8 @@ TEST(ClipTokenizer, LoadErrors) {
   EXPECT_THROW(ClipTokenizer::load(dir), aigc::Error);
   file_spit(dir + "/vocab.json", R"({"a": 0, "<|startoftext|>": 1, "<|endoftext|>": 7})");  // id out of range
   EXPECT_THROW(ClipTokenizer::load(dir), aigc::Error);
+  file_spit(dir + "/vocab.json", R"({"a</w>": 0, "<start_of_text>": 1, "<end_of_text>": 2})");  // OpenCLIP names
+  EXPECT_EQ(ClipTokenizer::load(dir).bos(), 1);
   file_spit(dir + "/vocab.json", R"({"a</w>": 0, "<|startoftext|>": 1, "<|endoftext|>": 2})");
   const ClipTokenizer t = ClipTokenizer::load(dir);
   // "b" is not in this vocab.json: HF maps it to its unk token, <|endoftext|>.
