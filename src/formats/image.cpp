@@ -131,7 +131,8 @@ Tensor image_decode(std::span<const uint8_t> bytes, const std::string& name) {
       wide ? static_cast<void*>(stbi_load_16_from_memory(bytes.data(), len, &w2, &h2, &comp, 3))
            : static_cast<void*>(stbi_load_from_memory(bytes.data(), len, &w2, &h2, &comp, 3)));
   if (!pixels) error_throw(fmt::format("cannot decode image: {}", stbi_failure_reason()), name, hint);
-  AIGC_ASSERT(w2 == w && h2 == h, "stb info {}x{} vs load {}x{}", w, h, w2, h2);
+  if (w2 != w || h2 != h)  // header read twice: a file whose two readings disagree is corrupt
+    error_throw(fmt::format("image header says {} x {}, decoder gave {} x {}", w, h, w2, h2), name, hint);
   Tensor out = Tensor::empty(DType::F32, {1, 3, h, w});  // [1, 3, H, W]
   float* o = out.ptr<float>();
   const int64_t plane = int64_t{w} * h;
