@@ -8,6 +8,8 @@ Usage: twin_taesd.py OUT_DIR. Writes:
   taesd_tiny_{encoder,decoder}.safetensors  random weights, width 8, 4 latent channels (SD layout, no
                                             pool), f32; written with json + struct from the spec
   taesd_tiny.bin     inputs and outputs of those (batch 2, odd sizes)
+  taesd_tinypool_{encoder,decoder}.safetensors, taesd_tinypool.bin
+                     the same with TAEF2's pool mid blocks and 16 latent channels
   taesd_taef2.bin    (only when shared/models/taesd exists) the real TAEF2 encoder and decoder
                      (.pth, f16 weights upcast to f32) on a fixed latent [1, 32, 8, 8] and image
                      [1, 3, 64, 64]
@@ -98,6 +100,21 @@ with torch.no_grad():
     latent = torch.randn(2, 4, 5, 7, generator=g) * 2.0
     image = torch.rand(2, 3, 37, 45, generator=g)
     refdump.write(os.path.join(out, "taesd_tiny.bin"), {
+        "latent": latent, "decoded": dec(latent), "image": image, "encoded": enc(image)})
+
+    # ---- tiny random model with TAEF2-style pool blocks and 16 latent channels -------------------
+    enc, dec = encoder(16, n=8, pool=True), decoder(16, n=8, pool=True)
+    for m in (enc, dec):
+        for name, p in m.named_parameters():
+            if ".pool.1." in name:  # GroupNorm affine: around (1, 0)
+                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.3 * torch.randn(p.shape))
+            else:
+                p.normal_(0.0, 0.1 if p.dim() == 1 else 0.7 / (p[0].numel() ** 0.5))
+    st_write(os.path.join(out, "taesd_tinypool_encoder.safetensors"), enc.state_dict())
+    st_write(os.path.join(out, "taesd_tinypool_decoder.safetensors"), dec.state_dict())
+    latent = torch.randn(1, 16, 6, 3, generator=g) * 2.0
+    image = torch.rand(1, 3, 24, 17, generator=g)
+    refdump.write(os.path.join(out, "taesd_tinypool.bin"), {
         "latent": latent, "decoded": dec(latent), "image": image, "encoded": enc(image)})
 
     # ---- real TAEF2 weights ----------------------------------------------------------------------
