@@ -225,6 +225,10 @@ Taesd Taesd::from_safetensors(const SafetensorsFile& file, const std::string& na
     } else {
       l.c_in = l.c_out = ch;
     }
+    if (scale > kSpatialScale)
+      error_throw(fmt::format("module {} makes the {} scale by more than {}x (a TAESANA-style 32x variant?)", i,
+                              enc ? "encoder" : "decoder", kSpatialScale),
+                  name, r.hint());
     t.layers_.push_back(std::move(l));
   }
   r.check_all_used();

@@ -174,6 +174,11 @@ TEST(Taesd, MalformedFilesThrow) {
       ts.erase(k);
     expect_load_error(ts, "");
   }
+  {
+    auto ts = tensors_of(tiny("encoder"));  // a fourth bias-free (stride-2) conv: 16x
+    ts.erase("14.bias");
+    expect_load_error(ts, "more than 8x");
+  }
   expect_load_error({{"model.embed.weight", Tensor::zeros(DType::F32, {4, 4})}}, "model.embed.weight");
   expect_load_error({{"0.weight", Tensor::zeros(DType::I32, {64, 3, 3, 3})}}, "");
 }
