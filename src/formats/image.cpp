@@ -1,6 +1,7 @@
 // Image files: stb_image for decoding, stb_image_write for the PNG pixels, our own text chunks.
 #include "formats/image.h"
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <climits>
@@ -98,6 +99,30 @@ std::vector<uint8_t> text_chunk_data(const std::string& key, const std::string& 
   return d;
 }
 
+// stb_image 2.27 (Debian 12's libstb-dev) writes past its Huffman size table when a JPEG DHT table
+// declares more than 256 codes (found by fuzz_image; fixed upstream in 2.28). Every "FF C4" in the
+// file is checked before stb sees it: stb only reads markers as FF (FF...) xx, so it cannot reach a
+// DHT this scan misses. Conservative: bytes inside other segments that happen to look like a bad DHT
+// also refuse the file (no valid encoder writes them).
+void jpeg_dht_check(std::span<const uint8_t> b, const std::string& name) {
+  for (size_t i = 0; i + 3 < b.size(); ++i) {
+    if (b[i] != 0xff || b[i + 1] != 0xc4) continue;
+    // As stb reads it: tables follow one another while the declared length has bytes left, even
+    // when a table runs past that length (then into the following bytes; past the end, zeros).
+    int64_t left = (int64_t{b[i + 2]} << 8 | b[i + 3]) - 2;
+    size_t p = i + 4;
+    while (left > 0 && p < b.size()) {
+      int64_t codes = 0;
+      for (size_t k = p + 1; k <= p + 16 && k < b.size(); ++k) codes += b[k];
+      if (codes > 256)
+        error_throw(fmt::format("corrupt JPEG: a Huffman table declares {} codes (at most 256)", codes), name,
+                    "the file is damaged or not a JPEG");
+      p += 17 + static_cast<size_t>(codes);
+      left -= 17 + codes;
+    }
+  }
+}
+
 }  // namespace
 
 uint32_t png_crc32(std::span<const uint8_t> bytes, uint32_t crc) {
@@ -120,6 +145,7 @@ Tensor image_decode(std::span<const uint8_t> bytes, const std::string& name) {
   if (bytes.empty()) error_throw("empty image file", name, hint);
   if (bytes.size() > static_cast<size_t>(INT_MAX)) error_throw("image file larger than 2 GiB", name);
   const int len = static_cast<int>(bytes.size());
+  if (bytes[0] == 0xff) jpeg_dht_check(bytes, name);  // stb takes FF (FF...) D8 as a JPEG start
   int w = 0, h = 0, comp = 0;
   if (!stbi_info_from_memory(bytes.data(), len, &w, &h, &comp))
     error_throw(fmt::format("cannot read image: {}", stbi_failure_reason()), name, hint);

@@ -140,6 +140,13 @@ TEST(Image, CorruptFilesThrow) {
   std::vector<uint8_t> jpg = file_bytes(ref_file("image_smooth.jpg"));
   EXPECT_THROW(image_decode(std::vector<uint8_t>(jpg.begin(), jpg.begin() + 30), "truncated.jpg"), Error);
   EXPECT_THROW(image_read(ref_file("no_such_image.png")), Error);
+  // A DHT table declaring 300 codes (16 lengths x ~19): stb_image 2.27 writes past its table on it.
+  std::vector<uint8_t> dht = {0xff, 0xd8, 0xff, 0xc4, 0x01, 0x42, 0x00};
+  for (int k = 0; k < 16; ++k) dht.push_back(k < 15 ? 19 : 15);
+  dht.resize(dht.size() + 300, 0x01);
+  EXPECT_THROW(image_decode(dht, "dht.jpg"), Error);
+  jpg.insert(jpg.begin(), 0xff);  // fill byte before SOI: still a JPEG to stb, still checked
+  EXPECT_NO_THROW(image_decode(jpg, "fill.jpg"));
   try {
     image_decode({reinterpret_cast<const uint8_t*>(text.data()), text.size()}, "text.txt");
   } catch (const Error& e) {
