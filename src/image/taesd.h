@@ -49,6 +49,11 @@ class Taesd {
   // encoder or decoder.
   static Taesd load(const std::string& path);
   static Taesd from_safetensors(const SafetensorsFile& file, const std::string& name);
+  // Move-only: a copy would share the activation buffers.
+  Taesd(Taesd&&) = default;
+  Taesd& operator=(Taesd&&) = default;
+  Taesd(const Taesd&) = delete;
+  Taesd& operator=(const Taesd&) = delete;
 
   TaesdKind kind() const { return kind_; }
   int64_t latent_channels() const { return latent_channels_; }
@@ -85,6 +90,7 @@ class Taesd {
   const std::vector<Layer>& layers() const { return layers_; }
 
  private:
+  Taesd() = default;
   void run(const Tensor& input, Tensor& output);
   void buffers_reserve(std::span<const int64_t> input_shape);
 
