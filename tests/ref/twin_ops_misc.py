@@ -123,6 +123,8 @@ d["act.x"] = x
 d["act.gelu"] = F.gelu(x)
 d["act.gelu_tanh"] = F.gelu(x, approximate="tanh")
 d["act.silu"] = F.silu(x)
+d["act.relu"] = F.relu(x)
+d["act.tanh"] = torch.tanh(x)
 refdump.write(os.path.join(out_dir, "ops_activation.bin"), d)
 
 

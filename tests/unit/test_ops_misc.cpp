@@ -271,7 +271,8 @@ TEST(OpsActivation, MatchesTorch) {
     void (*fast)(const Tensor&, Tensor&);
   };
   for (const Case& c : {Case{"gelu", ops::ref::gelu, ops::gelu}, Case{"gelu_tanh", ops::ref::gelu_tanh, ops::gelu_tanh},
-                        Case{"silu", ops::ref::silu, ops::silu}}) {
+                        Case{"silu", ops::ref::silu, ops::silu}, Case{"relu", ops::ref::relu, ops::relu},
+                        Case{"tanh", ops::ref::tanh, ops::tanh}}) {
     SCOPED_TRACE(c.name);
     const Tensor& want = d.get(std::string("act.") + c.name);
     Tensor yr = f32_like(x), yf = f32_like(x), ys = f32_like(x);
@@ -295,6 +296,8 @@ TEST(OpsActivation, BadShapesThrow) {
   EXPECT_THROW(ops::gelu(x, y), Error);
   Tensor h = Tensor::empty(DType::F16, {3, 4});
   EXPECT_THROW(ops::gelu_tanh(x, h), Error);
+  EXPECT_THROW(ops::relu(x, y), Error);
+  EXPECT_THROW(ops::tanh(x, h), Error);
 }
 
 // Every instruction-set build of the row kernels this CPU runs (not only the one dispatch picks),

@@ -1,4 +1,4 @@
-// gelu (exact, x * Phi(x)), gelu_tanh, silu. Reference kernels in double with libm; fast kernels
+// gelu (exact, x * Phi(x)), gelu_tanh, silu, relu, tanh. Reference kernels in double with libm; fast kernels
 // use the vectorised approximations of kernels_f32.h (error bounds there and measured in tests).
 #include <cmath>
 
@@ -52,6 +52,17 @@ double gelu_tanh_exact(double v) {
   return v / (1.0 + std::exp(-2.0 * std::sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v)));
 }
 double silu_exact(double v) { return v / (1.0 + std::exp(-v)); }
+double relu_exact(double v) { return v > 0.0 || std::isnan(v) ? v : 0.0; }
+double tanh_exact(double v) { return std::tanh(v); }
+
+// Row kernels for relu and tanh: plain loops the compiler vectorises (relu) or libm per element
+// (tanh: correctly rounded to within an ulp, so fast and reference agree to f32 rounding).
+void relu_row(const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f || x[i] != x[i] ? x[i] : 0.0f;
+}
+void tanh_row(const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = std::tanh(x[i]);
+}
 
 }  // namespace
 
@@ -68,6 +79,15 @@ void ref::silu(const Tensor& x, Tensor& y) {
   activation_ref(x, y, silu_exact);
 }
 
+void ref::relu(const Tensor& x, Tensor& y) {
+  activation_check(x, y, "relu");
+  activation_ref(x, y, relu_exact);
+}
+void ref::tanh(const Tensor& x, Tensor& y) {
+  activation_check(x, y, "tanh");
+  activation_ref(x, y, tanh_exact);
+}
+
 void gelu(const Tensor& x, Tensor& y) {
   activation_check(x, y, "gelu");
   if (!activation_dense(x, y)) return ref::gelu(x, y);
@@ -82,6 +102,17 @@ void silu(const Tensor& x, Tensor& y) {
   activation_check(x, y, "silu");
   if (!activation_dense(x, y)) return ref::silu(x, y);
   activation_fast(x, y, kernels_f32().silu);
+}
+
+void relu(const Tensor& x, Tensor& y) {
+  activation_check(x, y, "relu");
+  if (!activation_dense(x, y)) return ref::relu(x, y);
+  activation_fast(x, y, relu_row);
+}
+void tanh(const Tensor& x, Tensor& y) {
+  activation_check(x, y, "tanh");
+  if (!activation_dense(x, y)) return ref::tanh(x, y);
+  activation_fast(x, y, tanh_row);
 }
 
 }  // namespace aigc::ops

@@ -51,6 +51,8 @@ struct RopeParams {
   void gelu(const Tensor& x, Tensor& y);      /* exact: x * Phi(x) */                                  \
   void gelu_tanh(const Tensor& x, Tensor& y); /* tanh approximation */                                \
   void silu(const Tensor& x, Tensor& y);                                                              \
+  void relu(const Tensor& x, Tensor& y);      /* max(x, 0); NaN stays NaN as in PyTorch */             \
+  void tanh(const Tensor& x, Tensor& y);                                                              \
   /* x [T, H, D] (or [B, T, H, D]), positions [T] int32 */                                            \
   void rope(const Tensor& x, std::span<const int32_t> positions, const RopeParams& p, Tensor& y);     \
   /* x [N, C, H, W] -> y [N, C, H*scale, W*scale] */                                                  \

@@ -1,0 +1,242 @@
+// Image files: stb_image for decoding, stb_image_write for the PNG pixels, our own text chunks.
+#include "formats/image.h"
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "core/mapped_file.h"
+
+// stb compiled here, static (no symbols exported, no clash with another copy), decoders limited to
+// the formats we accept; its own asserts become our invariant checks.
+#if defined(__clang__)
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wunused-function"
+#pragma clang diagnostic ignored "-Wmissing-field-initializers"
+#pragma clang diagnostic ignored "-Wsign-compare"
+#pragma clang diagnostic ignored "-Wimplicit-fallthrough"
+// stb 2.27 calls memcpy(NULL, src, 0) for an empty PNG IDAT (harmless, but UBSan's nonnull check
+// stops the fuzzer there); only that check is off in stb's functions, bounds checks stay on.
+#pragma clang attribute push(__attribute__((no_sanitize("nonnull-attribute"))), apply_to = function)
+#elif defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
+#pragma GCC diagnostic ignored "-Wtype-limits"
+#pragma GCC diagnostic ignored "-Wunused-but-set-variable"
+#endif
+#define STB_IMAGE_STATIC
+#define STB_IMAGE_IMPLEMENTATION
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_BMP
+#define STBI_NO_STDIO
+#define STBI_NO_LINEAR
+#define STBI_NO_HDR
+#define STBI_MAX_DIMENSIONS (1 << 16)
+#define STBI_ASSERT(x) AIGC_ASSERT(x)
+#include <stb/stb_image.h>
+#define STB_IMAGE_WRITE_STATIC
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#define STBI_WRITE_NO_STDIO
+#define STBIW_ASSERT(x) AIGC_ASSERT(x)
+#include <stb/stb_image_write.h>
+#if defined(__clang__)
+#pragma clang attribute pop
+#pragma clang diagnostic pop
+#elif defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+
+namespace aigc {
+
+namespace {
+
+constexpr uint8_t kPngSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+
+struct StbFree {
+  void operator()(void* p) const { stbi_image_free(p); }
+};
+
+void put_u32_be(std::vector<uint8_t>& out, uint32_t v) {
+  for (int s = 24; s >= 0; s -= 8) out.push_back(static_cast<uint8_t>(v >> s));
+}
+
+// One PNG chunk: length, type, data, CRC over type + data.
+void chunk_append(std::vector<uint8_t>& out, const char type[4], std::span<const uint8_t> data) {
+  AIGC_ASSERT(data.size() <= 0x7fffffffu);
+  put_u32_be(out, static_cast<uint32_t>(data.size()));
+  const size_t start = out.size();
+  out.insert(out.end(), type, type + 4);
+  out.insert(out.end(), data.begin(), data.end());
+  put_u32_be(out, png_crc32({out.data() + start, out.size() - start}));
+}
+
+std::vector<uint8_t> text_chunk_data(const std::string& key, const std::string& text, bool& international) {
+  // PNG keywords: 1-79 Latin-1 printable characters, no leading/trailing/double spaces.
+  if (key.empty() || key.size() > 79)
+    error_throw(fmt::format("PNG text key '{}' must have 1 to 79 characters", key), "image_encode_png");
+  for (size_t i = 0; i < key.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(key[i]);
+    const bool ok = (c >= 32 && c <= 126) && !(c == ' ' && (i == 0 || i + 1 == key.size() || key[i - 1] == ' '));
+    if (!ok)
+      error_throw(fmt::format("PNG text key '{}' has a character PNG keywords forbid", key), "image_encode_png",
+                  "use printable ASCII without leading, trailing or double spaces");
+  }
+  international = false;
+  for (unsigned char c : text)
+    if (c >= 0x80 || c == 0) international = true;
+  if (international && text.find('\0') != std::string::npos)
+    error_throw(fmt::format("PNG text for key '{}' contains a NUL byte", key), "image_encode_png");
+  std::vector<uint8_t> d(key.begin(), key.end());
+  d.push_back(0);
+  if (international) {  // iTXt: compression flag 0, method 0, empty language tag, empty translated key
+    d.insert(d.end(), {0, 0, 0, 0});
+  }
+  d.insert(d.end(), text.begin(), text.end());
+  return d;
+}
+
+// stb_image 2.27 (Debian 12's libstb-dev) writes past its Huffman size table when a JPEG DHT table
+// declares more than 256 codes (found by fuzz_image; fixed upstream in 2.28). Every "FF C4" in the
+// file is checked before stb sees it: stb only reads markers as FF (FF...) xx, so it cannot reach a
+// DHT this scan misses. Conservative: bytes inside other segments that happen to look like a bad DHT
+// also refuse the file (no valid encoder writes them).
+void jpeg_dht_check(std::span<const uint8_t> b, const std::string& name) {
+  for (size_t i = 0; i + 3 < b.size(); ++i) {
+    if (b[i] != 0xff || b[i + 1] != 0xc4) continue;
+    // As stb reads it: tables follow one another while the declared length has bytes left, even
+    // when a table runs past that length (then into the following bytes; past the end, zeros).
+    int64_t left = (int64_t{b[i + 2]} << 8 | b[i + 3]) - 2;
+    size_t p = i + 4;
+    while (left > 0 && p < b.size()) {
+      int64_t codes = 0;
+      for (size_t k = p + 1; k <= p + 16 && k < b.size(); ++k) codes += b[k];
+      if (codes > 256)
+        error_throw(fmt::format("corrupt JPEG: a Huffman table declares {} codes (at most 256)", codes), name,
+                    "the file is damaged or not a JPEG");
+      p += 17 + static_cast<size_t>(codes);
+      left -= 17 + codes;
+    }
+  }
+}
+
+}  // namespace
+
+uint32_t png_crc32(std::span<const uint8_t> bytes, uint32_t crc) {
+  static const std::array<uint32_t, 256> table = [] {
+    std::array<uint32_t, 256> t{};
+    for (uint32_t n = 0; n < 256; ++n) {
+      uint32_t c = n;
+      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
+      t[n] = c;
+    }
+    return t;
+  }();
+  crc = ~crc;
+  for (uint8_t b : bytes) crc = table[(crc ^ b) & 0xff] ^ (crc >> 8);
+  return ~crc;
+}
+
+Tensor image_decode(std::span<const uint8_t> bytes, const std::string& name) {
+  const char* hint = "expected a PNG, JPEG or BMP image";
+  if (bytes.empty()) error_throw("empty image file", name, hint);
+  if (bytes.size() > static_cast<size_t>(INT_MAX)) error_throw("image file larger than 2 GiB", name);
+  const int len = static_cast<int>(bytes.size());
+  if (bytes[0] == 0xff) jpeg_dht_check(bytes, name);  // stb takes FF (FF...) D8 as a JPEG start
+  int w = 0, h = 0, comp = 0;
+  if (!stbi_info_from_memory(bytes.data(), len, &w, &h, &comp))
+    error_throw(fmt::format("cannot read image: {}", stbi_failure_reason()), name, hint);
+  if (w <= 0 || h <= 0 || int64_t{w} * h > kImagePixelsMax)
+    error_throw(fmt::format("image is {} x {} pixels; at most {} pixels are accepted", w, h, kImagePixelsMax), name);
+  const bool wide = stbi_is_16_bit_from_memory(bytes.data(), len) != 0;
+  int w2 = 0, h2 = 0;
+  std::unique_ptr<void, StbFree> pixels(
+      wide ? static_cast<void*>(stbi_load_16_from_memory(bytes.data(), len, &w2, &h2, &comp, 3))
+           : static_cast<void*>(stbi_load_from_memory(bytes.data(), len, &w2, &h2, &comp, 3)));
+  if (!pixels) error_throw(fmt::format("cannot decode image: {}", stbi_failure_reason()), name, hint);
+  if (w2 != w || h2 != h)  // header read twice: a file whose two readings disagree is corrupt
+    error_throw(fmt::format("image header says {} x {}, decoder gave {} x {}", w, h, w2, h2), name, hint);
+  Tensor out = Tensor::empty(DType::F32, {1, 3, h, w});  // [1, 3, H, W]
+  float* o = out.ptr<float>();
+  const int64_t plane = int64_t{w} * h;
+  if (wide) {
+    const auto* p = static_cast<const uint16_t*>(pixels.get());
+    for (int64_t i = 0; i < plane; ++i)
+      for (int c = 0; c < 3; ++c) o[c * plane + i] = p[i * 3 + c] / 65535.0f;
+  } else {
+    const auto* p = static_cast<const uint8_t*>(pixels.get());
+    for (int64_t i = 0; i < plane; ++i)
+      for (int c = 0; c < 3; ++c) o[c * plane + i] = p[i * 3 + c] / 255.0f;
+  }
+  return out;
+}
+
+Tensor image_read(const std::string& path) {
+  std::shared_ptr<MappedFile> f = MappedFile::open(path);
+  return image_decode({f->data(), f->size()}, path);
+}
+
+std::vector<uint8_t> image_encode_png(const Tensor& image, const ImageText& text) {
+  const bool batched = image.ndim() == 4;
+  if (!((batched && image.size(0) == 1 && image.size(1) == 3) || (image.ndim() == 3 && image.size(0) == 3)))
+    error_throw(fmt::format("image must be [1, 3, H, W] or [3, H, W], got {}", image.shape_str()), "image_encode_png");
+  if (image.type() != DType::F32) error_throw(fmt::format("image must be f32, got {}", image.shape_str()), "image_encode_png");
+  const int64_t h = image.size(-2), w = image.size(-1);
+  if (h < 1 || w < 1 || h * w > kImagePixelsMax)
+    error_throw(fmt::format("image {} is empty or over {} pixels", image.shape_str(), kImagePixelsMax),
+                "image_encode_png");
+  // Interleave to RGB8: clamp to [0, 1] (NaN -> 0), round to nearest.
+  std::vector<uint8_t> rgb(static_cast<size_t>(h * w * 3));
+  const Tensor img = batched ? image.select(0, 0) : image;
+  for (int c = 0; c < 3; ++c)
+    for (int64_t y = 0; y < h; ++y)
+      for (int64_t x = 0; x < w; ++x) {
+        float v = img.at<float>(c, y, x);
+        v = v > 0.0f ? (v < 1.0f ? v : 1.0f) : 0.0f;
+        rgb[static_cast<size_t>((y * w + x) * 3 + c)] = static_cast<uint8_t>(v * 255.0f + 0.5f);
+      }
+  int len = 0;
+  std::unique_ptr<unsigned char, decltype(&std::free)> png(
+      stbi_write_png_to_mem(rgb.data(), static_cast<int>(w * 3), static_cast<int>(w), static_cast<int>(h), 3, &len),
+      &std::free);
+  if (!png || len < 33) error_throw("PNG encoding failed (out of memory?)", "image_encode_png");
+  // stb writes signature, IHDR (8 + 25 bytes), IDAT..., IEND: text chunks go after IHDR.
+  AIGC_ASSERT(std::memcmp(png.get(), kPngSignature, 8) == 0 && std::memcmp(png.get() + 12, "IHDR", 4) == 0);
+  constexpr size_t kAfterIhdr = 8 + 4 + 4 + 13 + 4;
+  std::vector<uint8_t> out(png.get(), png.get() + kAfterIhdr);
+  for (const auto& [key, value] : text) {
+    bool international = false;
+    const std::vector<uint8_t> d = text_chunk_data(key, value, international);
+    chunk_append(out, international ? "iTXt" : "tEXt", d);
+  }
+  out.insert(out.end(), png.get() + kAfterIhdr, png.get() + len);
+  return out;
+}
+
+void image_write_png(const std::string& path, const Tensor& image, const ImageText& text) {
+  const std::vector<uint8_t> bytes = image_encode_png(image, text);
+  const std::string tmp = path + ".tmp";
+  FILE* fp = std::fopen(tmp.c_str(), "wb");
+  if (!fp) error_throw(fmt::format("cannot create file: {}", std::strerror(errno)), tmp,
+                       "check the folder exists and is writable");
+  const bool ok = std::fwrite(bytes.data(), 1, bytes.size(), fp) == bytes.size();
+  const int err = errno;
+  if (std::fclose(fp) != 0 || !ok) {
+    std::remove(tmp.c_str());
+    error_throw(fmt::format("write failed: {}", std::strerror(err)), tmp, "check free disk space");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int e = errno;
+    std::remove(tmp.c_str());
+    error_throw(fmt::format("cannot rename {} to the final name: {}", tmp, std::strerror(e)), path);
+  }
+}
+
+}  // namespace aigc

@@ -1,0 +1,159 @@
+// Image I/O against the twin (tests/ref/twin_image.py: files written and decoded by PIL, a 16-bit
+// PNG and the expected text chunks built with zlib/struct), PNG writing round trips, corrupt files.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+
+#include "common/compare.h"
+#include "common/refdump.h"
+#include "formats/image.h"
+
+using namespace aigc;
+using test::RefDump;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string ref_file(const char* name) { return test::ref_dir() + "/" + name; }
+
+std::vector<uint8_t> file_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+uint32_t be32(const uint8_t* p) {
+  return uint32_t{p[0]} << 24 | uint32_t{p[1]} << 16 | uint32_t{p[2]} << 8 | p[3];
+}
+
+struct Chunk {
+  std::string type;
+  size_t offset;  // of the length field
+  size_t size;    // whole chunk, 12 + data
+};
+
+// A small independent PNG chunk walker; checks each chunk's CRC with png_crc32.
+std::vector<Chunk> png_chunks(const std::vector<uint8_t>& png) {
+  std::vector<Chunk> out;
+  EXPECT_GE(png.size(), 8u);
+  size_t p = 8;
+  while (p + 12 <= png.size()) {
+    const uint32_t len = be32(&png[p]);
+    if (p + 12 + len > png.size()) break;
+    Chunk c{std::string(reinterpret_cast<const char*>(&png[p + 4]), 4), p, 12 + size_t{len}};
+    EXPECT_EQ(png_crc32({&png[p + 4], 4 + size_t{len}}), be32(&png[p + 8 + len])) << "chunk " << c.type;
+    out.push_back(c);
+    p += c.size;
+  }
+  EXPECT_EQ(p, png.size()) << "trailing bytes after the last chunk";
+  return out;
+}
+
+}  // namespace
+
+TEST(Image, ReadsWhatPilReads) {
+  RefDump d = RefDump::load("image_twin");
+  struct Case {
+    const char* file;
+    const char* want;
+    float atol;
+  };
+  // PNG and BMP are lossless: exact. 16-bit: v / 65535 in f32 (one rounding). JPEG: stb's integer
+  // IDCT differs from libjpeg's (PIL) by a few levels; measured max 2/255, tolerance 4/255.
+  for (const Case& c : {Case{"image_rgb.png", "rgb_png.want", 0.0f}, Case{"image_rgba.png", "rgba_png.want", 0.0f},
+                        Case{"image_grey.png", "grey_png.want", 0.0f}, Case{"image_rgb.bmp", "rgb_bmp.want", 0.0f},
+                        Case{"image_rgb16.png", "rgb16_png.want", 1e-7f},
+                        Case{"image_smooth.jpg", "smooth_jpg.want", 4.0f / 255}}) {
+    SCOPED_TRACE(c.file);
+    Tensor img = image_read(ref_file(c.file));
+    ASSERT_EQ(img.shape_vec(), d.get(c.want).shape_vec());
+    EXPECT_TENSORS_CLOSE(img, d.get(c.want), c.atol, 0.0f);
+  }
+}
+
+TEST(Image, PngRoundTrip) {
+  // Values off the 1/255 grid, out of range and NaN: written clamped and rounded to nearest.
+  Tensor img = test::random_f32({1, 3, 9, 17}, 11, -0.2f, 1.2f);
+  img.at<float>(0, 1, 2, 3) = std::numeric_limits<float>::quiet_NaN();
+  std::vector<uint8_t> png = image_encode_png(img);
+  Tensor back = image_decode(png, "roundtrip.png");
+  Tensor want = Tensor::empty(DType::F32, {1, 3, 9, 17});
+  for (int c = 0; c < 3; ++c)
+    for (int y = 0; y < 9; ++y)
+      for (int x = 0; x < 17; ++x) {
+        const float v = img.at<float>(0, c, y, x);
+        const float cl = std::isnan(v) ? 0.0f : std::min(1.0f, std::max(0.0f, v));
+        want.at<float>(0, c, y, x) = std::nearbyint(cl * 255.0f) / 255.0f;
+      }
+  EXPECT_TENSORS_CLOSE(back, want, 0.0f, 0.0f);
+  // [3, H, W] is accepted too, and a file write reads back the same.
+  const std::string path = (fs::path(::testing::TempDir()) / "aigc_image_rt.png").string();
+  image_write_png(path, img.select(0, 0));
+  EXPECT_TENSORS_CLOSE(image_read(path), want, 0.0f, 0.0f);
+  fs::remove(path);
+}
+
+TEST(Image, PngTextChunks) {
+  // Must match twin_image.py's `texts`.
+  const ImageText texts = {{"parameters", "a cat, Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: 42"},
+                           {"Comment", ""},
+                           {"prompt", "caf\u00e9 \u2615"}};
+  RefDump d = RefDump::load("image_twin");
+  std::vector<uint8_t> png = image_encode_png(test::random_f32({1, 3, 5, 6}, 3, 0.0f, 1.0f), texts);
+  std::vector<Chunk> chunks = png_chunks(png);
+  ASSERT_GE(chunks.size(), 6u);
+  EXPECT_EQ(chunks[0].type, "IHDR");
+  EXPECT_EQ(chunks.back().type, "IEND");
+  for (size_t i = 0; i < texts.size(); ++i) {
+    SCOPED_TRACE(texts[i].first);
+    const Tensor& want = d.get(fmt::format("text.{}.chunk", i));  // bytes with zlib's CRC
+    const Chunk& c = chunks[1 + i];
+    ASSERT_EQ(c.size, static_cast<size_t>(want.numel()));
+    EXPECT_EQ(std::memcmp(&png[c.offset], want.data(), c.size), 0);
+  }
+  // The text does not disturb the pixels.
+  EXPECT_EQ(image_decode(png).size(3), 6);
+  EXPECT_THROW(image_encode_png(test::random_f32({1, 3, 2, 2}, 1), {{"", "x"}}), Error);
+  EXPECT_THROW(image_encode_png(test::random_f32({1, 3, 2, 2}, 1), {{" lead", "x"}}), Error);
+  EXPECT_THROW(image_encode_png(test::random_f32({1, 3, 2, 2}, 1), {{std::string(80, 'k'), "x"}}), Error);
+}
+
+TEST(Image, Crc32KnownValue) {
+  // The CRC-32 check value of "123456789" (ITU-T V.42 / zlib): 0xCBF43926.
+  const char* s = "123456789";
+  EXPECT_EQ(png_crc32({reinterpret_cast<const uint8_t*>(s), 9}), 0xCBF43926u);
+}
+
+TEST(Image, CorruptFilesThrow) {
+  const std::vector<uint8_t> good = file_bytes(ref_file("image_rgb.png"));
+  ASSERT_GT(good.size(), 60u);
+  EXPECT_THROW(image_decode({}, "empty"), Error);
+  EXPECT_THROW(image_decode(std::vector<uint8_t>(good.begin(), good.begin() + 40), "truncated.png"), Error);
+  std::vector<uint8_t> bad = good;
+  for (size_t i = 41; i < bad.size() - 12; ++i) bad[i] ^= 0x5a;  // IDAT data scrambled
+  EXPECT_THROW(image_decode(bad, "scrambled.png"), Error);
+  const std::string text = "not an image at all";
+  EXPECT_THROW(image_decode({reinterpret_cast<const uint8_t*>(text.data()), text.size()}, "text.txt"), Error);
+  std::vector<uint8_t> jpg = file_bytes(ref_file("image_smooth.jpg"));
+  EXPECT_THROW(image_decode(std::vector<uint8_t>(jpg.begin(), jpg.begin() + 30), "truncated.jpg"), Error);
+  EXPECT_THROW(image_read(ref_file("no_such_image.png")), Error);
+  // A DHT table declaring 300 codes (16 lengths x ~19): stb_image 2.27 writes past its table on it.
+  std::vector<uint8_t> dht = {0xff, 0xd8, 0xff, 0xc4, 0x01, 0x42, 0x00};
+  for (int k = 0; k < 16; ++k) dht.push_back(k < 15 ? 19 : 15);
+  dht.resize(dht.size() + 300, 0x01);
+  EXPECT_THROW(image_decode(dht, "dht.jpg"), Error);
+  jpg.insert(jpg.begin(), 0xff);  // fill byte before SOI: still a JPEG to stb, still checked
+  EXPECT_NO_THROW(image_decode(jpg, "fill.jpg"));
+  try {
+    image_decode({reinterpret_cast<const uint8_t*>(text.data()), text.size()}, "text.txt");
+  } catch (const Error& e) {
+    EXPECT_EQ(e.where(), "text.txt");
+  }
+  // Wrong tensors for writing.
+  EXPECT_THROW(image_encode_png(Tensor::empty(DType::F32, {1, 4, 2, 2})), Error);
+  EXPECT_THROW(image_encode_png(Tensor::empty(DType::F16, {1, 3, 2, 2})), Error);
+  EXPECT_THROW(image_encode_png(Tensor::empty(DType::F32, {2, 3, 2, 2})), Error);
+}
