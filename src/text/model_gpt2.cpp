@@ -1,61 +1,12 @@
+// GPT-2 loader: hyper-parameters and tensors as documented in model_gpt2.h.
 #include "text/model_gpt2.h"
 
 #include <cmath>
 
-#include "core/quant.h"
 #include "formats/gguf.h"
+#include "text/model_loader.h"
 
 namespace aigc {
-
-namespace {
-
-bool linear_type_ok(DType t) {
-  return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8_0 || t == DType::Q4_0;
-}
-
-std::string shape_of(std::span<const int64_t> s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
-// Hyper-parameters and tensors of one file, with messages naming it.
-struct Loader {
-  const GgufFile& f;
-
-  int64_t get_count(const std::string& key) const {
-    const uint64_t v = f.get_uint(key);
-    if (v == 0 || v > (uint64_t{1} << 31))
-      error_throw(fmt::format("{} = {} is out of range", key, v), f.path(), "the model file is damaged");
-    return static_cast<int64_t>(v);
-  }
-
-  Tensor tensor(const std::string& name, std::initializer_list<int64_t> shape, bool linear) const {
-    const TensorInfo* ti = f.tensor_info_find(name);
-    if (!ti) error_throw(fmt::format("tensor '{}' is missing", name), f.path(), "is this a complete GPT-2 GGUF?");
-    const std::span<const int64_t> want(shape.begin(), shape.size());
-    if (ti->shape.size() != want.size() || !std::equal(want.begin(), want.end(), ti->shape.begin()))
-      error_throw(fmt::format("tensor '{}' has shape {}, expected {} from the hyper-parameters", name,
-                              shape_of(ti->shape), shape_of(want)),
-                  f.path(), "the file's metadata and tensors disagree");
-    if (!ti->type || (linear ? !linear_type_ok(*ti->type) : !dtype_can_convert(*ti->type)))
-      error_throw(fmt::format("tensor '{}' has type {}, which is not supported here", name, ti->type_name), f.path(),
-                  "supported: f32, f16, bf16, q8_0, q4_0");
-    return f.tensor(name);
-  }
-
-  // Norm weights and biases as owned f32, whatever the file stores.
-  Tensor vector_f32(const std::string& name, int64_t n) const {
-    Tensor t = tensor(name, {n}, false);
-    if (t.type() == DType::F32) return t;
-    Tensor out = Tensor::empty(DType::F32, {n});
-    row_to_f32(t.type(), t.data(), out.ptr<float>(), n);
-    out.name = name;
-    return out;
-  }
-};
-
-}  // namespace
 
 Gpt2Model Gpt2Model::load(const std::string& path, FileLoadOptions opt) {
   return from_gguf(std::make_shared<const GgufFile>(GgufFile::open(path, opt)));
@@ -69,35 +20,22 @@ Gpt2Model Gpt2Model::from_gguf(std::shared_ptr<const GgufFile> file) {
   Gpt2Hparams& hp = m.hp;
   const std::string& arch = f.get_string("general.architecture");
   if (arch != "gpt2") error_throw(fmt::format("architecture '{}' is not gpt2", arch), f.path());
-  const Loader ld{f};
-  hp.n_embd = ld.get_count("gpt2.embedding_length");
-  hp.n_layer = ld.get_count("gpt2.block_count");
+  const ModelLoader ld{f, "GPT-2"};
+  hp.n_embd = ld.count("gpt2.embedding_length");
+  hp.n_layer = ld.count("gpt2.block_count");
   // Each block has 12 tensors: a hostile count must not size the layer table first.
   if (hp.n_layer > static_cast<int64_t>(f.tensor_infos().size()) / 12)
     error_throw(fmt::format("gpt2.block_count {} needs more tensors than the file's {}", hp.n_layer,
                             f.tensor_infos().size()),
                 f.path(), "the model file is damaged or truncated");
-  hp.n_ff = ld.get_count("gpt2.feed_forward_length");
-  hp.n_head = ld.get_count("gpt2.attention.head_count");
-  hp.n_ctx_train = ld.get_count("gpt2.context_length");
-  if (f.find("gpt2.attention.layer_norm_epsilon")) {
-    hp.norm_eps = f.get_f32("gpt2.attention.layer_norm_epsilon");
-    if (!std::isfinite(hp.norm_eps) || hp.norm_eps <= 0.0f)
-      error_throw(fmt::format("gpt2.attention.layer_norm_epsilon = {} must be a positive number", hp.norm_eps),
-                  f.path());
-  }
+  hp.n_ff = ld.count("gpt2.feed_forward_length");
+  hp.n_head = ld.count("gpt2.attention.head_count");
+  hp.n_ctx_train = ld.count("gpt2.context_length");
+  hp.norm_eps = ld.positive_or("gpt2.attention.layer_norm_epsilon", 1e-5f);
   if (hp.n_embd % hp.n_head != 0)
     error_throw(fmt::format("embedding_length {} is not a multiple of head_count {}", hp.n_embd, hp.n_head), f.path());
   hp.head_dim = hp.n_embd / hp.n_head;
-
-  if (f.find("gpt2.vocab_size")) {
-    hp.n_vocab = ld.get_count("gpt2.vocab_size");
-  } else if (const GgufValue* toks = f.find("tokenizer.ggml.tokens"); toks && toks->is_array()) {
-    hp.n_vocab = static_cast<int64_t>(toks->size());
-  } else if (const TensorInfo* ti = f.tensor_info_find("token_embd.weight"); ti && ti->shape.size() == 2) {
-    hp.n_vocab = ti->shape[0];
-  }
-  if (hp.n_vocab <= 0) error_throw("the vocabulary size is unknown (no vocab_size, tokens or token_embd)", f.path());
+  hp.n_vocab = ld.vocab_size("gpt2.vocab_size");
 
   const int64_t C = hp.n_embd, F = hp.n_ff, V = hp.n_vocab;
   m.tok_embd = ld.tensor("token_embd.weight", {V, C}, false);
@@ -127,7 +65,7 @@ Gpt2Model Gpt2Model::from_gguf(std::shared_ptr<const GgufFile> file) {
     if (!linear_type_ok(m.tok_embd.type()))
       error_throw(fmt::format("output.weight is absent and token_embd.weight's type {} cannot serve as the classifier",
                               dtype_name(m.tok_embd.type())),
-                  f.path(), "supported weight types: f32, f16, bf16, q8_0, q4_0");
+                  f.path(), linear_types_hint());
     m.output = m.tok_embd;  // tied embeddings (GPT-2's own)
   }
   return m;
