@@ -32,7 +32,7 @@ void chat_run(ChatArgs& a) {
   LoadedText t = text_model_load(a.model);
   const text::Vocab& vocab = t.gen->vocab();
   std::string jinja;
-  if (const GgufValue* v = t.model->file->find("tokenizer.chat_template"); v && v->type() == GgufType::STRING)
+  if (const GgufValue* v = t.model->gguf().find("tokenizer.chat_template"); v && v->type() == GgufType::STRING)
     jinja = v->as_string();
   const ChatTemplate tmpl = chat_template_resolve(a.chat_template, jinja);
   const std::string bos = token_text_or(vocab, vocab.data().bos, "<s>");

@@ -7,7 +7,7 @@
 namespace aigc::cli {
 
 void text_model_options_add(CLI::App* cmd, TextModelArgs& a) {
-  cmd->add_option("-m,--model", a.model, "GGUF model file (llama, mistral, qwen2 architectures)")
+  cmd->add_option("-m,--model", a.model, std::string("GGUF model file (architectures: ") + text_model_arch_names() + ")")
       ->required()
       ->type_name("FILE");
   cmd->add_option("-c,--ctx-size", a.n_ctx, "Context size in tokens (0: the model's, at most 4096)")
@@ -38,14 +38,15 @@ void sampling_options_add(CLI::App* cmd, SamplingParams& p) {
 
 LoadedText text_model_load(const TextModelArgs& a) {
   LoadedText t;
-  t.model = std::make_unique<LlamaModel>(LlamaModel::load(a.model, {.use_mmap = !a.no_mmap, .mlock = a.mlock}));
-  const LlamaHparams& hp = t.model->hp;
-  int64_t n_ctx = a.n_ctx > 0 ? a.n_ctx : std::min<int64_t>(hp.n_ctx_train > 0 ? hp.n_ctx_train : 4096, 4096);
-  if (hp.n_ctx_train > 0 && n_ctx > hp.n_ctx_train)
-    log_warn("context {} is longer than the model was trained for ({}); quality may drop", n_ctx, hp.n_ctx_train);
-  t.gen = std::make_unique<TextGenerator>(*t.model, LlamaContextParams{.n_ctx = n_ctx, .n_batch = a.n_batch});
-  log_info("model {}: {} layers, n_embd {}, vocab {}, context {}", a.model, hp.n_layer, hp.n_embd, hp.n_vocab,
-           n_ctx);
+  t.model = aigc::text_model_load(a.model, {.use_mmap = !a.no_mmap, .mlock = a.mlock});
+  const TextModel& m = *t.model;
+  const int64_t n_ctx_train = m.n_ctx_train();
+  int64_t n_ctx = a.n_ctx > 0 ? a.n_ctx : std::min<int64_t>(n_ctx_train > 0 ? n_ctx_train : 4096, 4096);
+  if (n_ctx_train > 0 && n_ctx > n_ctx_train)
+    log_warn("context {} is longer than the model was trained for ({}); quality may drop", n_ctx, n_ctx_train);
+  t.gen = std::make_unique<TextGenerator>(m, TextContextParams{.n_ctx = n_ctx, .n_batch = a.n_batch});
+  log_info("model {} ({}): {} layers, n_embd {}, vocab {}, context {}", a.model, m.arch(), m.n_layer(), m.n_embd(),
+           m.n_vocab(), n_ctx);
   return t;
 }
 

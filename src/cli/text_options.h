@@ -24,7 +24,7 @@ void sampling_options_add(CLI::App* cmd, SamplingParams& p);
 
 // Loads the model (one line on stderr with what was loaded, when verbose) and makes a generator.
 struct LoadedText {
-  std::unique_ptr<LlamaModel> model;
+  std::unique_ptr<TextModel> model;
   std::unique_ptr<TextGenerator> gen;
 };
 LoadedText text_model_load(const TextModelArgs& a);

@@ -19,15 +19,15 @@ std::string_view generate_end_name(GenerateEnd e) {
   return "stop";
 }
 
-TextGenerator::TextGenerator(const LlamaModel& model, LlamaContextParams ctx_params)
-    : model_(model), vocab_(text::vocab_load_gguf(*model.file)), ctx_(model, ctx_params) {
-  AIGC_CHECK(static_cast<int64_t>(vocab_.size()) <= model.hp.n_vocab,
-             "tokenizer has {} tokens but the model's output has {}", vocab_.size(), model.hp.n_vocab);
+TextGenerator::TextGenerator(const TextModel& model, TextContextParams ctx_params)
+    : model_(model), vocab_(text::vocab_load_gguf(model.gguf())), ctx_(model.context_create(ctx_params)) {
+  AIGC_CHECK(static_cast<int64_t>(vocab_.size()) <= model.n_vocab(),
+             "tokenizer has {} tokens but the model's output has {}", vocab_.size(), model.n_vocab());
   // End of generation: EOS, the file's EOT token, and the end-of-turn control tokens of the
   // common chat formats (a chat model ends its answer with these rather than EOS).
   const auto& d = vocab_.data();
   if (d.eos != text::token_null) end_tokens_.push_back(d.eos);
-  if (const GgufValue* v = model.file->find("tokenizer.ggml.eot_token_id"))
+  if (const GgufValue* v = model.gguf().find("tokenizer.ggml.eot_token_id"))
     if (auto id = v->to_uint(); id && *id < vocab_.size()) end_tokens_.push_back(static_cast<text::TokenId>(*id));
   for (const char* s : {"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>"}) {
     const text::TokenId id = vocab_.token_find(s);
@@ -47,26 +47,26 @@ GenerateResult TextGenerator::generate(std::span<const text::TokenId> prompt, co
   if (prompt.empty())
     error_throw("the prompt is empty after tokenization", "prompt",
                 "give some text, or use a model whose tokenizer adds a BOS token");
-  if (r.n_prompt >= ctx_.n_ctx())
-    error_throw(fmt::format("the prompt is {} tokens but the context holds {}", r.n_prompt, ctx_.n_ctx()),
+  if (r.n_prompt >= ctx_->n_ctx())
+    error_throw(fmt::format("the prompt is {} tokens but the context holds {}", r.n_prompt, ctx_->n_ctx()),
                 "prompt", "shorten the prompt or raise -c/--ctx-size (up to the model's trained context)");
   for (text::TokenId id : prompt)
-    if (id < 0 || id >= model_.hp.n_vocab) error_throw(fmt::format("token id {} out of range", id), "prompt");
+    if (id < 0 || id >= model_.n_vocab()) error_throw(fmt::format("token id {} out of range", id), "prompt");
 
   // Reuse the longest common prefix already in the cache; at least the last prompt token is
   // evaluated again, since its logits are what the first sample needs.
   size_t keep = 0;
   while (keep < cached_.size() && keep < prompt.size() && cached_[keep] == prompt[keep]) ++keep;
   keep = std::min(keep, prompt.size() - 1);
-  ctx_.truncate(static_cast<int64_t>(keep));
+  ctx_->truncate(static_cast<int64_t>(keep));
   cached_.resize(keep);
 
-  Sampler sampler(params.sampling, static_cast<int32_t>(model_.hp.n_vocab));
+  Sampler sampler(params.sampling, static_cast<int32_t>(model_.n_vocab()));
   for (text::TokenId id : prompt) sampler.token_accept(id);
   TextStream stream(params.stop);  // n_predict is counted here, end tokens included
 
   const auto t0 = clock::now();
-  const Tensor* logits = &ctx_.eval(prompt.subspan(keep));
+  const Tensor* logits = &ctx_->eval(prompt.subspan(keep));
   cached_.insert(cached_.end(), prompt.begin() + static_cast<std::ptrdiff_t>(keep), prompt.end());
   r.n_prompt_eval = r.n_prompt - static_cast<int64_t>(keep);
   const auto t1 = clock::now();
@@ -87,7 +87,7 @@ GenerateResult TextGenerator::generate(std::span<const text::TokenId> prompt, co
       break;
     }
     const text::TokenId tok =
-        sampler.sample({logits->ptr<float>(), static_cast<size_t>(model_.hp.n_vocab)});
+        sampler.sample({logits->ptr<float>(), static_cast<size_t>(model_.n_vocab())});
     sampler.token_accept(tok);
     ++r.n_generated;
     if (!params.ignore_eos && is_end_token(tok)) {
@@ -114,12 +114,12 @@ GenerateResult TextGenerator::generate(std::span<const text::TokenId> prompt, co
       r.end = stream.stop_reason() == StopReason::StopReasonString ? GenerateEnd::StopString : GenerateEnd::MaxTokens;
       break;
     }
-    if (ctx_.n_past() >= ctx_.n_ctx()) {
+    if (ctx_->n_past() >= ctx_->n_ctx()) {
       r.end = GenerateEnd::ContextFull;
       stream.finish(out);
       break;
     }
-    logits = &ctx_.eval({&tok, 1});
+    logits = &ctx_->eval({&tok, 1});
     cached_.push_back(tok);
   }
   if (!out.empty()) {

@@ -2,8 +2,8 @@
 // It keeps the tokens already in the KV cache, so a new request that starts with the same tokens
 // (the next turn of a chat, a retried prompt) only evaluates what is new.
 //
-//   LlamaModel model = LlamaModel::load("model.gguf");
-//   TextGenerator gen(model, {.n_ctx = 2048});
+//   std::unique_ptr<TextModel> model = text_model_load("model.gguf");   // any architecture
+//   TextGenerator gen(*model, {.n_ctx = 2048});
 //   GenerateParams p;
 //   p.sampling.temp = 0.7f;
 //   p.n_predict = 128;
@@ -15,12 +15,13 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include "text/llama_context.h"
 #include "text/sampling.h"
+#include "text/text_model.h"
 #include "text/text_stream.h"
 #include "text/vocab.h"
 
@@ -48,7 +49,7 @@ struct GenerateResult {
 class TextGenerator {
  public:
   // The model must outlive the generator. Reads the tokenizer from the model's GGUF metadata.
-  TextGenerator(const LlamaModel& model, LlamaContextParams ctx_params);
+  TextGenerator(const TextModel& model, TextContextParams ctx_params);
 
   // Evaluates `prompt` (reusing the cached common prefix) and samples up to n_predict tokens,
   // passing each piece of safe-to-show text to `on_text` (return false to stop). Throws
@@ -57,14 +58,14 @@ class TextGenerator {
                           const std::function<bool(std::string_view)>& on_text);
 
   const text::Vocab& vocab() const { return vocab_; }
-  const LlamaModel& model() const { return model_; }
-  int64_t n_ctx() const { return ctx_.n_ctx(); }
+  const TextModel& model() const { return model_; }
+  int64_t n_ctx() const { return ctx_->n_ctx(); }
   bool is_end_token(text::TokenId id) const;
 
  private:
-  const LlamaModel& model_;
+  const TextModel& model_;
   text::Vocab vocab_;
-  LlamaContext ctx_;
+  std::unique_ptr<TextContext> ctx_;
   std::vector<text::TokenId> cached_;  // tokens whose keys/values are in the cache, in order
   std::vector<text::TokenId> end_tokens_;
 };

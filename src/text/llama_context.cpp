@@ -77,6 +77,10 @@ LlamaContext::LlamaContext(const LlamaModel& model, LlamaContextParams params)
   pos_ = static_cast<int32_t*>(arena_.alloc_bytes(static_cast<size_t>(B) * sizeof(int32_t)));
 }
 
+std::unique_ptr<TextContext> LlamaModel::context_create(TextContextParams params) const {
+  return std::make_unique<LlamaContext>(*this, params);
+}
+
 void LlamaContext::truncate(int64_t n) {
   if (n < 0 || n > n_past_)
     error_throw(fmt::format("cannot truncate to {} positions; the context holds {}", n, n_past_), "LlamaContext");

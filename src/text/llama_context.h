@@ -30,15 +30,9 @@
 
 namespace aigc {
 
-struct LlamaContextParams {
-  int64_t n_ctx = 0;         // positions the cache holds; 0: the model's context_length (which
-                             // can be 128K: pass n_ctx for large models, the f32 cache grows with it)
-  int64_t n_batch = 512;     // most tokens per forward pass (longer inputs run in chunks)
-  int n_threads = 0;         // > 0: sets the engine's (process-wide) thread count on creation
-  bool logits_all = false;   // eval returns logits of every input token, not just the last
-};
+using LlamaContextParams = TextContextParams;  // (text/text_model.h)
 
-class LlamaContext {
+class LlamaContext final : public TextContext {
  public:
   // The model must outlive the context.
   LlamaContext(const LlamaModel& model, LlamaContextParams params = {});
@@ -52,14 +46,14 @@ class LlamaContext {
   // tensor lives in the context's arena and is overwritten by the next eval.
   // Throws aigc::Error for an empty input, a token id outside [0, n_vocab), or a sequence that
   // would pass n_ctx (nothing is evaluated then).
-  const Tensor& eval(std::span<const int32_t> tokens);
+  const Tensor& eval(std::span<const int32_t> tokens) override;
 
-  int64_t n_past() const { return n_past_; }
-  int64_t n_ctx() const { return n_ctx_; }
+  int64_t n_past() const override { return n_past_; }
+  int64_t n_ctx() const override { return n_ctx_; }
   // Forgets the sequence (positions restart at 0); keeps all memory.
-  void reset() { n_past_ = 0; }
+  void reset() override { n_past_ = 0; }
   // Drops positions >= n (e.g. to rewind to a shared prompt prefix).
-  void truncate(int64_t n);
+  void truncate(int64_t n) override;
 
   size_t arena_bytes() const { return arena_.capacity(); }
   size_t cache_bytes() const { return cache_.nbytes(); }

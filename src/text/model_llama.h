@@ -34,6 +34,7 @@
 
 #include "core/mapped_file.h"
 #include "core/tensor.h"
+#include "text/text_model.h"
 
 namespace aigc {
 
@@ -65,7 +66,7 @@ struct LlamaLayer {
   Tensor w_gate, w_up, w_down;
 };
 
-class LlamaModel {
+class LlamaModel : public TextModel {
  public:
   // Opens a GGUF file and checks every hyper-parameter and tensor; throws aigc::Error naming the
   // file, key or tensor (expected vs found shape) on anything missing, inconsistent or unsupported.
@@ -78,6 +79,15 @@ class LlamaModel {
   Tensor output_norm;  // [n_embd] f32
   Tensor output;       // [n_vocab, n_embd]; tok_embd itself when tied
   std::shared_ptr<const GgufFile> file;  // metadata (tokenizer) and the mapped weights
+
+  // TextModel
+  const std::string& arch() const override { return hp.arch; }
+  int64_t n_vocab() const override { return hp.n_vocab; }
+  int64_t n_ctx_train() const override { return hp.n_ctx_train; }
+  int64_t n_layer() const override { return hp.n_layer; }
+  int64_t n_embd() const override { return hp.n_embd; }
+  const GgufFile& gguf() const override { return *file; }
+  std::unique_ptr<TextContext> context_create(TextContextParams params) const override;  // a LlamaContext
 };
 
 // Architecture names this loader accepts.

@@ -1,0 +1,74 @@
+// TextModel / TextContext: what the generator and the text commands need from a decoder-only
+// language model, whatever its architecture (Llama family, GPT-2, ...).
+//
+//   std::unique_ptr<TextModel> model = text_model_load("model.gguf");   // dispatches on
+//                                                                       // general.architecture
+//   std::unique_ptr<TextContext> ctx = model->context_create({.n_ctx = 256});
+//   const Tensor& logits = ctx->eval(prompt_tokens);                   // [1, n_vocab]
+//
+// Virtual functions rather than std::variant: callers (TextGenerator, the CLI, later the server)
+// stay unchanged when an architecture is added, and the cost is one indirect call per eval() --
+// nothing next to a forward pass. Each architecture keeps its own concrete model and context
+// types (LlamaModel/LlamaContext, Gpt2Model/Gpt2Context) for tests and tools that want their
+// hyper-parameters and weights directly.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "core/mapped_file.h"
+#include "core/tensor.h"
+
+namespace aigc {
+
+class GgufFile;
+
+struct TextContextParams {
+  int64_t n_ctx = 0;         // positions the cache holds; 0: the model's context_length (which
+                             // can be 128K: pass n_ctx for large models, the f32 cache grows with it)
+  int64_t n_batch = 512;     // most tokens per forward pass (longer inputs run in chunks)
+  int n_threads = 0;         // > 0: sets the engine's (process-wide) thread count on creation
+  bool logits_all = false;   // eval returns logits of every input token, not just the last
+};
+
+// A model's running state: the KV cache and activation buffers of one sequence.
+class TextContext {
+ public:
+  virtual ~TextContext() = default;
+  // Appends `tokens` at positions n_past() .. n_past() + T - 1 and returns their logits:
+  // [T, n_vocab] with logits_all (then T <= n_batch), else [1, n_vocab] for the last token. The
+  // tensor lives in the context and is overwritten by the next eval. Throws aigc::Error for an
+  // empty input, a token id outside [0, n_vocab), or a sequence that would pass n_ctx (nothing
+  // is evaluated then).
+  virtual const Tensor& eval(std::span<const int32_t> tokens) = 0;
+  virtual int64_t n_past() const = 0;
+  virtual int64_t n_ctx() const = 0;
+  // Forgets the sequence (positions restart at 0); keeps all memory.
+  virtual void reset() = 0;
+  // Drops positions >= n (e.g. to rewind to a shared prompt prefix).
+  virtual void truncate(int64_t n) = 0;
+};
+
+class TextModel {
+ public:
+  virtual ~TextModel() = default;
+  virtual const std::string& arch() const = 0;  // general.architecture
+  virtual int64_t n_vocab() const = 0;
+  virtual int64_t n_ctx_train() const = 0;      // context length the model was trained with
+  virtual int64_t n_layer() const = 0;
+  virtual int64_t n_embd() const = 0;
+  virtual const GgufFile& gguf() const = 0;     // metadata (tokenizer, chat template)
+  // The model must outlive the context.
+  virtual std::unique_ptr<TextContext> context_create(TextContextParams params) const = 0;
+};
+
+// Architectures text_model_load accepts, comma separated (for messages and --help).
+const char* text_model_arch_names();
+
+// Opens a GGUF model of any supported architecture; throws aigc::Error naming the file and the
+// supported architectures for another one, or the loader's error for a damaged file.
+std::unique_ptr<TextModel> text_model_load(const std::string& path, FileLoadOptions opt = {});
+
+}  // namespace aigc
