@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "backend/cpu/linear_quantized.h"
 #include "core/log.h"
 #include "core/quant.h"
 #include "formats/gguf.h"
@@ -10,9 +11,12 @@ namespace aigc {
 
 namespace {
 
+// What ops::linear computes with: the float types and every type with an integer dot kernel (so
+// llama.cpp's Q4_0 files load: their output.weight is q6_K).
 bool linear_type_ok(DType t) {
-  return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8_0 || t == DType::Q4_0;
+  return t == DType::F32 || t == DType::F16 || t == DType::BF16 || ops::linear_quantized_supports(t);
 }
+constexpr const char* kLinearTypes = "supported weight types: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K";
 
 std::string shape_of(std::span<const int64_t> s) {
   std::string out = "[";
@@ -56,7 +60,7 @@ struct Loader {
                   f.path(), "the file's metadata and tensors disagree");
     if (!ti->type || (linear ? !linear_type_ok(*ti->type) : !dtype_can_convert(*ti->type)))
       error_throw(fmt::format("tensor '{}' has type {}, which is not supported here", name, ti->type_name), f.path(),
-                  linear ? "supported weight types: f32, f16, bf16, q8_0, q4_0" : "supported: f32, f16, bf16, q8_0, q4_0");
+                  linear ? kLinearTypes : "supported: f32, f16, bf16, q8_0, q4_0");
     return f.tensor(name);
   }
 
@@ -172,7 +176,7 @@ LlamaModel LlamaModel::from_gguf(std::shared_ptr<const GgufFile> file) {
     if (!linear_type_ok(m.tok_embd.type()))
       error_throw(fmt::format("output.weight is absent and token_embd.weight's type {} cannot serve as the classifier",
                               dtype_name(m.tok_embd.type())),
-                  f.path(), "supported weight types: f32, f16, bf16, q8_0, q4_0");
+                  f.path(), kLinearTypes);
     m.output = m.tok_embd;  // tied embeddings
   }
   return m;
