@@ -86,7 +86,7 @@ struct ThreadResult {
 struct ModelSummary {
   uint64_t file_bytes = 0;
   uint64_t params = 0;
-  std::string type;       // dominant tensor type by bytes ("q4_0")
+  std::string type;       // dominant tensor type by bytes, as llama.cpp names types ("q4_0", "f16")
   std::string file_type;  // general.file_type as llama.cpp names it ("Q4_0"), or ""
   uint64_t bytes_per_token = 0;
 };
@@ -109,7 +109,7 @@ ModelSummary model_summary(const LlamaModel& m) {
     uint64_t n = 1;
     for (int64_t d : ti.shape) n *= static_cast<uint64_t>(d);
     s.params += n;
-    bytes_by_type[ti.type_name] += ti.nbytes;
+    bytes_by_type[ti.type ? std::string(dtype_name(*ti.type)) : ti.type_name] += ti.nbytes;
   }
   uint64_t best = 0;
   for (const auto& [t, b] : bytes_by_type)
