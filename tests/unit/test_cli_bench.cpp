@@ -30,40 +30,48 @@ constexpr int64_t kLayerMatrices = kEmbd * kEmbd * 2 + kKv * kEmbd * 2 + kFf * k
 constexpr int64_t kParams = kVocab * kEmbd * 2 + kEmbd + kLayers * (kLayerMatrices + 2 * kEmbd);
 constexpr int64_t kBytesPerToken = 4 * (kLayers * (kLayerMatrices + 2 * kEmbd) + kEmbd + kVocab * kEmbd + kEmbd);
 
+// A random f32 Llama GGUF of n_embd `embd` (head dim 16, half as many KV heads), the shapes above
+// otherwise.
+void tiny_llama_write(const std::string& path, int64_t embd) {
+  const int64_t heads = embd / 16, kv = embd / 2;
+  aigc::GgufWriter w;
+  w.metadata_add("general.architecture", "llama");
+  w.metadata_add("general.file_type", uint32_t{0});
+  w.metadata_add("llama.context_length", uint32_t{128});
+  w.metadata_add("llama.embedding_length", static_cast<uint32_t>(embd));
+  w.metadata_add("llama.block_count", uint32_t{kLayers});
+  w.metadata_add("llama.feed_forward_length", uint32_t{kFf});
+  w.metadata_add("llama.attention.head_count", static_cast<uint32_t>(heads));
+  w.metadata_add("llama.attention.head_count_kv", static_cast<uint32_t>(heads / 2));
+  w.metadata_add("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+  uint32_t seed = 1;
+  auto add = [&](const std::string& name, std::initializer_list<int64_t> shape) {
+    w.tensor_add(name, aigc::test::random_f32(shape, seed++, -0.1f, 0.1f));
+  };
+  add("token_embd.weight", {kVocab, embd});
+  for (int64_t i = 0; i < kLayers; ++i) {
+    const std::string p = "blk." + std::to_string(i) + ".";
+    add(p + "attn_norm.weight", {embd});
+    add(p + "attn_q.weight", {embd, embd});
+    add(p + "attn_k.weight", {kv, embd});
+    add(p + "attn_v.weight", {kv, embd});
+    add(p + "attn_output.weight", {embd, embd});
+    add(p + "ffn_norm.weight", {embd});
+    add(p + "ffn_gate.weight", {kFf, embd});
+    add(p + "ffn_up.weight", {kFf, embd});
+    add(p + "ffn_down.weight", {embd, kFf});
+  }
+  add("output_norm.weight", {embd});
+  add("output.weight", {kVocab, embd});
+  w.write(path);
+}
+
 class CliBench : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     model_ = ::testing::TempDir() + "/cli_bench_tiny." + std::to_string(getpid()) + ".gguf";
-    aigc::GgufWriter w;
-    w.metadata_add("general.architecture", "llama");
-    w.metadata_add("general.file_type", uint32_t{0});
-    w.metadata_add("llama.context_length", uint32_t{128});
-    w.metadata_add("llama.embedding_length", uint32_t{kEmbd});
-    w.metadata_add("llama.block_count", uint32_t{kLayers});
-    w.metadata_add("llama.feed_forward_length", uint32_t{kFf});
-    w.metadata_add("llama.attention.head_count", uint32_t{kHeads});
-    w.metadata_add("llama.attention.head_count_kv", uint32_t{kHeadsKv});
-    w.metadata_add("llama.attention.layer_norm_rms_epsilon", 1e-5f);
-    uint32_t seed = 1;
-    auto add = [&](const std::string& name, std::initializer_list<int64_t> shape) {
-      w.tensor_add(name, aigc::test::random_f32(shape, seed++, -0.1f, 0.1f));
-    };
-    add("token_embd.weight", {kVocab, kEmbd});
-    for (int64_t i = 0; i < kLayers; ++i) {
-      const std::string p = "blk." + std::to_string(i) + ".";
-      add(p + "attn_norm.weight", {kEmbd});
-      add(p + "attn_q.weight", {kEmbd, kEmbd});
-      add(p + "attn_k.weight", {kKv, kEmbd});
-      add(p + "attn_v.weight", {kKv, kEmbd});
-      add(p + "attn_output.weight", {kEmbd, kEmbd});
-      add(p + "ffn_norm.weight", {kEmbd});
-      add(p + "ffn_gate.weight", {kFf, kEmbd});
-      add(p + "ffn_up.weight", {kFf, kEmbd});
-      add(p + "ffn_down.weight", {kEmbd, kFf});
-    }
-    add("output_norm.weight", {kEmbd});
-    add("output.weight", {kVocab, kEmbd});
-    w.write(model_);
+    static_assert(kEmbd / 16 == kHeads && kEmbd / 2 == kKv);
+    tiny_llama_write(model_, kEmbd);
   }
   static void TearDownTestSuite() { std::filesystem::remove(model_); }
   static std::string model_;
@@ -145,6 +153,28 @@ TEST_F(CliBench, BadInputGivesOneLineErrors) {
   const auto no_sub = cli_run({"bench"});
   EXPECT_EQ(no_sub.exit_code, 2);
   EXPECT_EQ(line_count(no_sub.err), 1) << no_sub.err;
+}
+
+// llama.cpp's Q4_0 mix, from aigc quantize: q4_0 matrices and a q6_K output.weight (rows of 256).
+TEST(CliBenchQuantized, Q4_0WithQ6KOutputLoadsAndRuns) {
+  const std::string base = ::testing::TempDir() + "/cli_bench_256." + std::to_string(getpid());
+  constexpr int64_t C = 256, KV = C / 2;
+  tiny_llama_write(base + ".f32.gguf", C);
+  const auto q = cli_run({"quantize", base + ".f32.gguf", base + ".q4_0.gguf", "--type", "q4_0"});
+  ASSERT_EQ(q.exit_code, 0) << q.err;
+  const auto r = cli_run({"bench", "text", "-m", base + ".q4_0.gguf", "-p", "4", "-n", "2", "-r", "1", "--no-probe",
+                          "--threads-list", "1", "--json"});
+  std::filesystem::remove(base + ".f32.gguf");
+  std::filesystem::remove(base + ".q4_0.gguf");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j.at("type"), "q4_0");
+  EXPECT_EQ(j.at("file_type"), "Q4_0");
+  EXPECT_TRUE(j.at("results")[0].at("tg_bound_tps").is_null());  // --no-probe
+  // GGML block sizes: q4_0 18 bytes per 32 values, q6_K 210 bytes per 256; norms stay f32.
+  const int64_t matrices = C * C * 2 + KV * C * 2 + kFf * C * 3;
+  const int64_t expected = kLayers * (matrices / 32 * 18 + 2 * C * 4) + C * 4 + kVocab * C / 256 * 210 + C / 32 * 18;
+  EXPECT_EQ(j.at("weight_bytes_per_token").get<int64_t>(), expected);
 }
 
 }  // namespace
