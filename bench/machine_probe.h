@@ -1,53 +1,17 @@
-// Machine limits: what this CPU can do at best, measured, so that every benchmark can report its
-// result as a fraction of the limit (GFLOP/s / peak FMA, GB/s / memory bandwidth).
-//
-//   const MachineInfo& info = machine_info();           // CPU model, cores, caches, features
-//   const MachineLimits& lim = machine_probe(2);        // measured once per thread count, cached
-//   state.counters["%peak"] = 100 * gflops / lim.f32_gflops;
-//
-// Bandwidth: streams over a 1 GiB buffer (>> any L3), best of several passes, in STREAM's byte
-// convention (bytes the program reads + writes; write-allocate traffic is not counted).
-// Peak compute: independent FMA chains held in registers (no memory traffic), on the widest
-// instruction set the CPU has (AVX-512 / AVX2), chosen at run time. Flops count a multiply and an
-// add as 2, as oneDNN and PyTorch count a GEMM's 2*M*N*K; for VDPBF16PS (bf16 pairs into f32)
-// each instruction is 32 products and 32 adds = 64 flops.
+// The machine probe lives in the engine now (src/core/machine_probe.h, so that `aigc bench` can
+// use it); the benchmarks keep their names in aigc::bench through these aliases.
 #pragma once
 
-#include <cstddef>
-#include <cstdio>
-#include <string>
+#include "core/machine_probe.h"
 
 namespace aigc::bench {
 
-struct MachineInfo {
-  std::string cpu_model;     // /proc/cpuinfo "model name"
-  int logical_cpus = 0;
-  int physical_cores = 0;
-  size_t l1d_bytes = 0;      // one instance (as seen by cpu 0)
-  size_t l2_bytes = 0;
-  size_t l3_bytes = 0;
-  int l2_instances = 0;      // how many such caches the machine has (0: unknown)
-  int l3_instances = 0;
-  std::string features;      // "avx2 fma avx512f avx512bf16 ..." (those the kernels care about)
-};
-
-struct MachineLimits {
-  int threads = 0;
-  double read_gbs = 0;       // memory read bandwidth
-  double copy_gbs = 0;       // a[i] = b[i]: bytes read + bytes written
-  double triad_gbs = 0;      // a[i] = b[i] + s * c[i]: 3 streams
-  double f32_gflops = 0;     // peak f32 FMA
-  std::string f32_isa;       // "avx512", "avx2" or "generic"
-  double bf16_gflops = 0;    // peak VDPBF16PS; 0 when the CPU lacks avx512_bf16
-};
-
-const MachineInfo& machine_info();
-
-// Measures (first call for a thread count: about 2 s) or returns the cached limits.
-// threads <= 0: one per physical core.
-const MachineLimits& machine_probe(int threads);
-
-void machine_info_print(const MachineInfo& info, FILE* f = stdout);
-void machine_limits_print(const MachineLimits& lim, FILE* f = stdout);
+using aigc::machine_bandwidth_probe;
+using aigc::machine_info;
+using aigc::machine_info_print;
+using aigc::machine_limits_print;
+using aigc::machine_probe;
+using aigc::MachineInfo;
+using aigc::MachineLimits;
 
 }  // namespace aigc::bench

@@ -12,5 +12,6 @@ void command_quantize_register(CLI::App& app);
 void command_convert_register(CLI::App& app);
 void command_text_register(CLI::App& app);
 void command_chat_register(CLI::App& app);
+void command_bench_register(CLI::App& app);
 
 }  // namespace aigc::cli

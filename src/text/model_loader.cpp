@@ -1,5 +1,7 @@
 #include "text/model_loader.h"
 
+#include "backend/cpu/linear_quantized.h"
+
 #include <algorithm>
 #include <cmath>
 
@@ -19,7 +21,9 @@ std::string shape_of(std::span<const int64_t> s) {
 }  // namespace
 
 bool linear_type_ok(DType t) {
-  return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8_0 || t == DType::Q4_0;
+  // the float types and every type with an integer dot kernel (llama.cpp's Q4_0 files have a
+  // q6_K output.weight)
+  return t == DType::F32 || t == DType::F16 || t == DType::BF16 || ops::linear_quantized_supports(t);
 }
 
 int64_t ModelLoader::count(const std::string& key) const {

@@ -20,7 +20,7 @@ class GgufFile;
 
 // Weight types ops::linear computes with.
 bool linear_type_ok(DType t);
-inline const char* linear_types_hint() { return "supported weight types: f32, f16, bf16, q8_0, q4_0"; }
+inline const char* linear_types_hint() { return "supported weight types: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K"; }
 
 struct ModelLoader {
   const GgufFile& f;

@@ -1,7 +1,7 @@
 // Machine probe: memory bandwidth and peak FMA throughput, measured. This file is compiled without
 // ISA flags; each SIMD loop carries its own target attribute and runs only when
 // __builtin_cpu_supports says the CPU (and OS) has the instructions.
-#include "machine_probe.h"
+#include "core/machine_probe.h"
 
 #include <immintrin.h>
 #include <omp.h>
@@ -15,12 +15,13 @@
 #include <map>
 #include <mutex>
 #include <sstream>
-#include <stdexcept>
 #include <thread>
 
+#include "core/cpu_features.h"
+#include "core/error.h"
 #include "core/thread_pool.h"
 
-namespace aigc::bench {
+namespace aigc {
 
 namespace {
 
@@ -108,9 +109,6 @@ MachineInfo machine_info_read() {
   return info;
 }
 
-bool cpu_has_avx512() { return __builtin_cpu_supports("avx512f"); }
-bool cpu_has_avx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
-bool cpu_has_bf16() { return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16"); }
 
 // ---- memory bandwidth ------------------------------------------------------------------------
 
@@ -196,7 +194,7 @@ struct StreamBuffer {
   size_t bytes = 0;
   explicit StreamBuffer(size_t n_bytes) : bytes(n_bytes) {
     void* m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED) throw std::runtime_error("machine_probe: cannot map the 1 GiB stream buffer");
+    if (m == MAP_FAILED) error_throw("cannot map the 1 GiB buffer for the bandwidth probe", "machine_probe", "free some memory");
     madvise(m, bytes, MADV_HUGEPAGE);
     p = static_cast<float*>(m);
   }
@@ -358,7 +356,7 @@ void compute_measure(int threads, MachineLimits& lim) {
     const double g = peak_measure(threads, kFlopsPerIter512, fma_avx512);
     if (g > lim.f32_gflops) lim.f32_gflops = g, lim.f32_isa = "avx512";
   }
-  if (cpu_has_bf16()) lim.bf16_gflops = peak_measure(threads, kFlopsPerIterBf16, dpbf16_avx512);
+  if (cpu_has_avx512_bf16()) lim.bf16_gflops = peak_measure(threads, kFlopsPerIterBf16, dpbf16_avx512);
 }
 
 }  // namespace
@@ -368,18 +366,32 @@ const MachineInfo& machine_info() {
   return info;
 }
 
+namespace {
+std::mutex g_probe_mu;
+std::map<int, MachineLimits> g_probe_full, g_probe_bandwidth;  // node-based: references stay valid
+}  // namespace
+
 const MachineLimits& machine_probe(int threads) {
   if (threads <= 0) threads = physical_core_count();
-  static std::mutex mu;
-  static std::map<int, MachineLimits> cache;  // node-based: references stay valid
-  std::lock_guard<std::mutex> lock(mu);
-  auto it = cache.find(threads);
-  if (it != cache.end()) return it->second;
+  std::lock_guard<std::mutex> lock(g_probe_mu);
+  auto it = g_probe_full.find(threads);
+  if (it != g_probe_full.end()) return it->second;
   MachineLimits lim;
   lim.threads = threads;
   bandwidth_measure(threads, lim);
   compute_measure(threads, lim);
-  return cache.emplace(threads, lim).first->second;
+  return g_probe_full.emplace(threads, lim).first->second;
+}
+
+const MachineLimits& machine_bandwidth_probe(int threads) {
+  if (threads <= 0) threads = physical_core_count();
+  std::lock_guard<std::mutex> lock(g_probe_mu);
+  if (auto it = g_probe_full.find(threads); it != g_probe_full.end()) return it->second;
+  if (auto it = g_probe_bandwidth.find(threads); it != g_probe_bandwidth.end()) return it->second;
+  MachineLimits lim;
+  lim.threads = threads;
+  bandwidth_measure(threads, lim);
+  return g_probe_bandwidth.emplace(threads, lim).first->second;
 }
 
 void machine_info_print(const MachineInfo& info, FILE* f) {
@@ -397,4 +409,4 @@ void machine_limits_print(const MachineLimits& lim, FILE* f) {
   std::fprintf(f, "\n");
 }
 
-}  // namespace aigc::bench
+}  // namespace aigc

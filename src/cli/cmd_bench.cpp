@@ -1,0 +1,327 @@
+// aigc bench: benchmarks of whole models, as a fraction of what the machine can do. One subcommand
+// per workload: `aigc bench text` today (image and train join later).
+//
+// aigc bench text -m FILE: prompt processing and generation speed of a Llama-family GGUF, the way
+// llama-bench measures them:
+//   pp N: N random token ids (fixed seed; no tokenizer) in one batched eval from an empty cache.
+//   tg N: one untimed token at position 0, then N single-token evals (positions 1..N), timed.
+//   Each repetition restarts the sequence (LlamaContext::reset: the same as a fresh context, with
+//   its memory kept); one untimed pp + tg warm-up per thread count comes first. Reported: mean and
+//   sample stddev of tokens/s over the repetitions.
+// Generation reads every weight once per token, so its speed is bounded by memory bandwidth:
+//   bound t/s = read bandwidth (machine_bandwidth_probe, measured after the runs, per thread count)
+//               / weight bytes read per token (the 2-d weights of every layer + output.weight +
+//                 the norms + one row of token_embd; the KV cache, a few MB here, is left out).
+// Weights are read into memory by default (--no-mmap): machines that page out cold file-backed
+// memory (this project's VMs do, after about a minute) would otherwise measure disk reads.
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/machine_probe.h"
+#include "core/thread_pool.h"
+#include "formats/gguf.h"
+#include "text/llama_context.h"
+
+namespace aigc::cli {
+
+namespace {
+
+struct BenchTextArgs {
+  std::string model;
+  int64_t n_prompt = 512;
+  int64_t n_gen = 128;
+  int repetitions = 3;
+  std::vector<int> threads;  // empty: the global -t (or its default)
+  bool mmap = false;
+  bool no_mmap = false;      // the default; accepted as llama.cpp spells it
+  bool mlock = false;
+  bool json = false;
+  bool markdown = false;
+  bool no_probe = false;
+};
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+struct Stats {
+  double mean = 0, stddev = 0;
+  std::vector<double> samples;
+};
+
+Stats stats_of(std::vector<double> v) {
+  Stats s;
+  s.samples = std::move(v);
+  if (s.samples.empty()) return s;
+  for (double x : s.samples) s.mean += x;
+  s.mean /= static_cast<double>(s.samples.size());
+  if (s.samples.size() > 1) {
+    double ss = 0;
+    for (double x : s.samples) ss += (x - s.mean) * (x - s.mean);
+    s.stddev = std::sqrt(ss / static_cast<double>(s.samples.size() - 1));
+  }
+  return s;
+}
+
+struct ThreadResult {
+  int threads = 0;
+  Stats pp, tg;  // tokens/s
+  double read_gbs = 0;  // 0: not probed
+};
+
+// What the model file is: size, parameters, the type that dominates its weights.
+struct ModelSummary {
+  uint64_t file_bytes = 0;
+  uint64_t params = 0;
+  std::string type;       // dominant tensor type by bytes, as llama.cpp names types ("q4_0", "f16")
+  std::string file_type;  // general.file_type as llama.cpp names it ("Q4_0"), or ""
+  uint64_t bytes_per_token = 0;
+};
+
+// llama.cpp's enum llama_ftype, the values a file is likely to carry.
+std::string ftype_name(uint64_t v) {
+  static const std::map<uint64_t, const char*> names = {
+      {0, "F32"},     {1, "F16"},     {2, "Q4_0"},    {3, "Q4_1"},    {7, "Q8_0"},     {8, "Q5_0"},
+      {9, "Q5_1"},    {10, "Q2_K"},   {11, "Q3_K_S"}, {12, "Q3_K_M"}, {13, "Q3_K_L"},  {14, "Q4_K_S"},
+      {15, "Q4_K_M"}, {16, "Q5_K_S"}, {17, "Q5_K_M"}, {18, "Q6_K"},   {32, "BF16"}};
+  const auto it = names.find(v);
+  return it != names.end() ? it->second : "ftype " + std::to_string(v);
+}
+
+ModelSummary model_summary(const LlamaModel& m) {
+  ModelSummary s;
+  const GgufFile& f = *m.file;
+  std::map<std::string, uint64_t> bytes_by_type;
+  for (const TensorInfo& ti : f.tensor_infos()) {
+    uint64_t n = 1;
+    for (int64_t d : ti.shape) n *= static_cast<uint64_t>(d);
+    s.params += n;
+    bytes_by_type[ti.type ? std::string(dtype_name(*ti.type)) : ti.type_name] += ti.nbytes;
+  }
+  uint64_t best = 0;
+  for (const auto& [t, b] : bytes_by_type)
+    if (b > best) best = b, s.type = t;
+  if (const GgufValue* v = f.find("general.file_type"))
+    if (const std::optional<uint64_t> ft = v->to_uint()) s.file_type = ftype_name(*ft);
+  std::ifstream in(f.path(), std::ios::binary | std::ios::ate);
+  s.file_bytes = in ? static_cast<uint64_t>(in.tellg()) : 0;
+
+  // What one decode step reads: every linear weight once, the norms, one embedding row.
+  uint64_t b = m.output.nbytes() + m.output_norm.nbytes();
+  for (const LlamaLayer& l : m.layers) {
+    for (const Tensor* t : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down, &l.attn_norm, &l.ffn_norm,
+                            &l.bq, &l.bk, &l.bv})
+      if (t->defined() && t->numel() > 0) b += t->nbytes();
+  }
+  b += m.tok_embd.nbytes() / static_cast<uint64_t>(m.hp.n_vocab);
+  s.bytes_per_token = b;
+  return s;
+}
+
+// Peak resident set of this process so far, bytes.
+uint64_t peak_rss_bytes() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<uint64_t>(ru.ru_maxrss) * 1024;  // Linux: KiB
+}
+
+std::string bytes_human(uint64_t n) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(n);
+  int u = 0;
+  while (v >= 1024 && u < 4) v /= 1024, ++u;
+  return fmt::format("{:.2f} {}", v, units[u]);
+}
+
+std::string count_human(uint64_t n) {
+  if (n >= 1000000000ull) return fmt::format("{:.2f} B", n * 1e-9);
+  if (n >= 1000000ull) return fmt::format("{:.2f} M", n * 1e-6);
+  if (n >= 1000ull) return fmt::format("{:.2f} K", n * 1e-3);
+  return std::to_string(n);
+}
+
+std::vector<int32_t> tokens_random(int64_t n, int64_t n_vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int32_t> dist(0, static_cast<int32_t>(n_vocab - 1));
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (int32_t& x : t) x = dist(rng);
+  return t;
+}
+
+// Tokens/s of one pp run: the whole prompt in one eval, from an empty cache.
+double pp_run(LlamaContext& ctx, const std::vector<int32_t>& prompt) {
+  ctx.reset();
+  const auto t0 = Clock::now();
+  ctx.eval(prompt);
+  return static_cast<double>(prompt.size()) / seconds_since(t0);
+}
+
+// Tokens/s of one tg run: an untimed first token, then gen.size() single-token evals.
+double tg_run(LlamaContext& ctx, const std::vector<int32_t>& gen) {
+  ctx.reset();
+  ctx.eval({gen.data(), 1});
+  const auto t0 = Clock::now();
+  for (size_t i = 0; i < gen.size(); ++i) ctx.eval({&gen[i], 1});
+  return static_cast<double>(gen.size()) / seconds_since(t0);
+}
+
+nlohmann::json stats_json(const Stats& s) {
+  return {{"mean", s.mean}, {"stddev", s.stddev}, {"samples", s.samples}};
+}
+
+void bench_text_run(const BenchTextArgs& a) {
+  if (a.n_prompt < 1)
+    error_throw(fmt::format("-p/--n-prompt must be at least 1, got {}", a.n_prompt), "aigc bench text",
+                "llama-bench's default is 512");
+  if (a.n_gen < 1)
+    error_throw(fmt::format("-n/--n-gen must be at least 1, got {}", a.n_gen), "aigc bench text",
+                "llama-bench's default is 128");
+  if (a.repetitions < 1)
+    error_throw(fmt::format("-r/--repetitions must be at least 1, got {}", a.repetitions), "aigc bench text");
+  if (a.mmap && a.no_mmap) error_throw("--mmap and --no-mmap both given", "aigc bench text", "pass one");
+  std::vector<int> threads = a.threads;
+  if (threads.empty()) threads.push_back(thread_count());
+  for (int t : threads)
+    if (t < 1 || t > 4096)
+      error_throw(fmt::format("thread count {} is out of range", t), "aigc bench text --threads-list", "1 to 4096");
+
+  const int threads_before = thread_count();
+  const LlamaModel model = LlamaModel::load(a.model, {.use_mmap = a.mmap, .mlock = a.mlock});
+  const ModelSummary ms = model_summary(model);
+  const int64_t n_vocab = model.hp.n_vocab;
+  const std::vector<int32_t> prompt = tokens_random(a.n_prompt, n_vocab, 1234);
+  const std::vector<int32_t> gen = tokens_random(a.n_gen + 1, n_vocab, 5678);
+  // One context for every run: reset() restarts the sequence, as a fresh context would.
+  LlamaContext ctx(model, {.n_ctx = std::max<int64_t>(a.n_prompt, a.n_gen + 1), .n_batch = a.n_prompt});
+  log_info("bench text: {} ({}), context {}, arena {}, cache {}", a.model, ms.type, ctx.n_ctx(),
+           bytes_human(ctx.arena_bytes()), bytes_human(ctx.cache_bytes()));
+
+  std::vector<ThreadResult> results;
+  for (int t : threads) {
+    thread_count_set(t);
+    ThreadResult r;
+    r.threads = t;
+    pp_run(ctx, prompt);  // warm-up: faults in the weights, spins up the threads
+    tg_run(ctx, {gen.begin(), gen.begin() + std::min<int64_t>(2, a.n_gen + 1)});
+    std::vector<double> pp, tg;
+    for (int i = 0; i < a.repetitions; ++i) {
+      pp.push_back(pp_run(ctx, prompt));
+      log_info("threads {} pp{} repetition {}: {:.2f} t/s", t, a.n_prompt, i + 1, pp.back());
+    }
+    for (int i = 0; i < a.repetitions; ++i) {
+      tg.push_back(tg_run(ctx, gen));
+      log_info("threads {} tg{} repetition {}: {:.2f} t/s", t, a.n_gen, i + 1, tg.back());
+    }
+    r.pp = stats_of(pp);
+    r.tg = stats_of(tg);
+    results.push_back(r);
+  }
+  thread_count_set(threads_before);
+  // Read before the probe, whose 1 GiB buffer would otherwise be the peak.
+  const uint64_t rss = peak_rss_bytes();
+  if (!a.no_probe)
+    for (ThreadResult& r : results) r.read_gbs = machine_bandwidth_probe(r.threads).read_gbs;
+
+  auto bound_tps = [&](const ThreadResult& r) {
+    return r.read_gbs > 0 ? r.read_gbs * 1e9 / static_cast<double>(ms.bytes_per_token) : 0.0;
+  };
+
+  if (a.json) {
+    nlohmann::json j = {
+        {"model", a.model},
+        {"file_bytes", ms.file_bytes},
+        {"params", ms.params},
+        {"type", ms.type},
+        {"file_type", ms.file_type.empty() ? nlohmann::json() : nlohmann::json(ms.file_type)},
+        {"n_prompt", a.n_prompt},
+        {"n_gen", a.n_gen},
+        {"repetitions", a.repetitions},
+        {"mmap", a.mmap},
+        {"mlock", a.mlock},
+        {"weight_bytes_per_token", ms.bytes_per_token},
+        {"peak_rss_bytes", rss},
+    };
+    nlohmann::json rows = nlohmann::json::array();
+    for (const ThreadResult& r : results) {
+      const double bound = bound_tps(r);
+      rows.push_back({{"threads", r.threads},
+                      {"pp_tps", stats_json(r.pp)},
+                      {"tg_tps", stats_json(r.tg)},
+                      {"read_gbs", r.read_gbs > 0 ? nlohmann::json(r.read_gbs) : nlohmann::json()},
+                      {"tg_bound_tps", bound > 0 ? nlohmann::json(bound) : nlohmann::json()},
+                      {"tg_fraction_of_bound", bound > 0 ? nlohmann::json(r.tg.mean / bound) : nlohmann::json()}});
+    }
+    j["results"] = rows;
+    std::printf("%s\n", j.dump(2).c_str());
+    return;
+  }
+  // Markdown, as llama-bench prints it; one row per thread count and test.
+  const std::string type = ms.file_type.empty() ? ms.type : ms.file_type;
+  std::printf("| model | size | params | type | load | threads | test | t/s | GB/s read | bound t/s | of bound | peak RSS |\n");
+  std::printf("|---|---:|---:|---|---|---:|---|---:|---:|---:|---:|---:|\n");
+  const std::string name = a.model.substr(a.model.find_last_of('/') + 1);
+  const std::string load = std::string(a.mmap ? "mmap" : "read") + (a.mlock ? "+mlock" : "");
+  for (const ThreadResult& r : results) {
+    const double bound = bound_tps(r);
+    std::printf("| %s | %s | %s | %s | %s | %d | pp%lld | %.2f ± %.2f | | | | %s |\n", name.c_str(),
+                bytes_human(ms.file_bytes).c_str(), count_human(ms.params).c_str(), type.c_str(), load.c_str(),
+                r.threads, static_cast<long long>(a.n_prompt), r.pp.mean, r.pp.stddev, bytes_human(rss).c_str());
+    std::printf("| %s | %s | %s | %s | %s | %d | tg%lld | %.2f ± %.2f | %s | %s | %s | %s |\n", name.c_str(),
+                bytes_human(ms.file_bytes).c_str(), count_human(ms.params).c_str(), type.c_str(), load.c_str(),
+                r.threads, static_cast<long long>(a.n_gen), r.tg.mean, r.tg.stddev,
+                r.read_gbs > 0 ? fmt::format("{:.1f}", r.read_gbs).c_str() : "-",
+                bound > 0 ? fmt::format("{:.2f}", bound).c_str() : "-",
+                bound > 0 ? fmt::format("{:.0f}%", 100 * r.tg.mean / bound).c_str() : "-", bytes_human(rss).c_str());
+  }
+  std::printf("\nweights read per generated token: %s; bound = read bandwidth / that\n",
+              bytes_human(ms.bytes_per_token).c_str());
+}
+
+}  // namespace
+
+void command_bench_register(CLI::App& app) {
+  auto* bench = app.add_subcommand("bench", "Benchmarks of whole models (speed as a fraction of the machine's limit)");
+  bench->require_subcommand(1);
+  bench->fallthrough();  // the global -t/-v after `bench text`
+
+  auto* cmd = bench->add_subcommand(
+      "text",
+      "Prompt and generation speed of a text model, as llama-bench measures them: pp N (one batched eval of N "
+      "random tokens from an empty cache) and tg N (N single-token evals after an untimed first token); mean ± "
+      "stddev over the repetitions; generation also as a fraction of the memory-bandwidth bound (weight bytes "
+      "read per token / measured read bandwidth). Weights are read into memory by default (--no-mmap): memory "
+      "mapped from the file can be paged out when cold, and the benchmark would then time disk reads.");
+  cmd->fallthrough();
+  auto a = std::make_shared<BenchTextArgs>();
+  cmd->add_option("-m,--model", a->model, "GGUF model file (llama, mistral, qwen2 architectures)")
+      ->required()
+      ->type_name("FILE");
+  cmd->add_option("-p,--n-prompt", a->n_prompt, "Prompt tokens (pp test)")->default_val(512);
+  cmd->add_option("-n,--n-gen", a->n_gen, "Generated tokens (tg test)")->default_val(128);
+  cmd->add_option("-r,--repetitions", a->repetitions, "Timed runs of each test")->default_val(3);
+  cmd->add_option("--threads-list", a->threads, "Thread counts to run, e.g. 1,2 (default: the global -t)")
+      ->delimiter(',')
+      ->type_name("N,N,...");
+  cmd->add_flag("--no-mmap", a->no_mmap, "Read the weights into memory (the default here)");
+  cmd->add_flag("--mmap", a->mmap, "Map the file instead of reading it (pages may be evicted between runs)");
+  cmd->add_flag("--mlock", a->mlock, "Pin the weights in RAM");
+  cmd->add_flag("--no-probe", a->no_probe, "Skip the bandwidth probe (~1 s per thread count; no bound reported)");
+  auto* json = cmd->add_flag("--json", a->json, "Print JSON instead of a markdown table");
+  cmd->add_flag("--markdown", a->markdown, "Print a markdown table (the default)")->excludes(json);
+  cmd->callback([a]() { bench_text_run(*a); });
+}
+
+}  // namespace aigc::cli

@@ -1,0 +1,180 @@
+// aigc bench text as a user runs it, on a tiny random Llama GGUF written here (n_embd 64, 2 layers):
+// the JSON has every field, the figures are consistent with each other and with the file (params,
+// weight bytes per token counted here from the shapes we wrote), the markdown table has a pp and a
+// tg row per thread count, and bad input gives a one-line error. Speeds are not checked (busy VM).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "common/compare.h"
+#include "common/run_cli.h"
+#include "formats/gguf.h"
+
+namespace {
+
+using aigc::test::cli_run;
+
+int line_count(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
+
+// Shapes and byte counts of the tiny model (f32 weights: 4 bytes per value).
+constexpr int64_t kVocab = 50, kEmbd = 64, kLayers = 2, kHeads = 4, kHeadsKv = 2, kFf = 96;
+constexpr int64_t kKv = kEmbd / kHeads * kHeadsKv;
+// Weight values in the file, and those one decode step reads: every layer matrix, both norms per
+// layer, the output norm and matrix, and one embedding row.
+constexpr int64_t kLayerMatrices = kEmbd * kEmbd * 2 + kKv * kEmbd * 2 + kFf * kEmbd * 3;
+constexpr int64_t kParams = kVocab * kEmbd * 2 + kEmbd + kLayers * (kLayerMatrices + 2 * kEmbd);
+constexpr int64_t kBytesPerToken = 4 * (kLayers * (kLayerMatrices + 2 * kEmbd) + kEmbd + kVocab * kEmbd + kEmbd);
+
+// A random f32 Llama GGUF of n_embd `embd` (head dim 16, half as many KV heads), the shapes above
+// otherwise.
+void tiny_llama_write(const std::string& path, int64_t embd) {
+  const int64_t heads = embd / 16, kv = embd / 2;
+  aigc::GgufWriter w;
+  w.metadata_add("general.architecture", "llama");
+  w.metadata_add("general.file_type", uint32_t{0});
+  w.metadata_add("llama.context_length", uint32_t{128});
+  w.metadata_add("llama.embedding_length", static_cast<uint32_t>(embd));
+  w.metadata_add("llama.block_count", uint32_t{kLayers});
+  w.metadata_add("llama.feed_forward_length", uint32_t{kFf});
+  w.metadata_add("llama.attention.head_count", static_cast<uint32_t>(heads));
+  w.metadata_add("llama.attention.head_count_kv", static_cast<uint32_t>(heads / 2));
+  w.metadata_add("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+  uint32_t seed = 1;
+  auto add = [&](const std::string& name, std::initializer_list<int64_t> shape) {
+    w.tensor_add(name, aigc::test::random_f32(shape, seed++, -0.1f, 0.1f));
+  };
+  add("token_embd.weight", {kVocab, embd});
+  for (int64_t i = 0; i < kLayers; ++i) {
+    const std::string p = "blk." + std::to_string(i) + ".";
+    add(p + "attn_norm.weight", {embd});
+    add(p + "attn_q.weight", {embd, embd});
+    add(p + "attn_k.weight", {kv, embd});
+    add(p + "attn_v.weight", {kv, embd});
+    add(p + "attn_output.weight", {embd, embd});
+    add(p + "ffn_norm.weight", {embd});
+    add(p + "ffn_gate.weight", {kFf, embd});
+    add(p + "ffn_up.weight", {kFf, embd});
+    add(p + "ffn_down.weight", {embd, kFf});
+  }
+  add("output_norm.weight", {embd});
+  add("output.weight", {kVocab, embd});
+  w.write(path);
+}
+
+class CliBench : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model_ = ::testing::TempDir() + "/cli_bench_tiny." + std::to_string(getpid()) + ".gguf";
+    static_assert(kEmbd / 16 == kHeads && kEmbd / 2 == kKv);
+    tiny_llama_write(model_, kEmbd);
+  }
+  static void TearDownTestSuite() { std::filesystem::remove(model_); }
+  static std::string model_;
+};
+std::string CliBench::model_;
+
+TEST_F(CliBench, JsonHasEveryFieldAndTheBoundIsConsistent) {
+  // One thread count with the bandwidth probe (about a second), one without it.
+  const auto r = cli_run({"bench", "text", "-m", model_, "-p", "8", "-n", "4", "-r", "2", "--threads-list", "1",
+                          "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j.at("model"), model_);
+  EXPECT_EQ(j.at("file_bytes").get<uint64_t>(), std::filesystem::file_size(model_));
+  EXPECT_EQ(j.at("params").get<int64_t>(), kParams);
+  EXPECT_EQ(j.at("type"), "f32");
+  EXPECT_EQ(j.at("file_type"), "F32");
+  EXPECT_EQ(j.at("n_prompt"), 8);
+  EXPECT_EQ(j.at("n_gen"), 4);
+  EXPECT_EQ(j.at("repetitions"), 2);
+  EXPECT_EQ(j.at("mmap"), false);  // weights read into memory by default
+  EXPECT_EQ(j.at("mlock"), false);
+  EXPECT_EQ(j.at("weight_bytes_per_token").get<int64_t>(), kBytesPerToken);
+  // At least the weights read into memory are resident.
+  EXPECT_GT(j.at("peak_rss_bytes").get<uint64_t>(), std::filesystem::file_size(model_));
+  ASSERT_EQ(j.at("results").size(), 1u);
+  const nlohmann::json& res = j.at("results")[0];
+  EXPECT_EQ(res.at("threads"), 1);
+  for (const char* test : {"pp_tps", "tg_tps"}) {
+    const nlohmann::json& s = res.at(test);
+    ASSERT_EQ(s.at("samples").size(), 2u) << test;
+    const double a = s.at("samples")[0], b = s.at("samples")[1];
+    EXPECT_GT(a, 0) << test;
+    EXPECT_GT(b, 0) << test;
+    EXPECT_NEAR(s.at("mean").get<double>(), (a + b) / 2, 1e-9 * (a + b)) << test;
+    EXPECT_NEAR(s.at("stddev").get<double>(), std::abs(a - b) / std::sqrt(2.0), 1e-9 * (a + b)) << test;
+  }
+  const double gbs = res.at("read_gbs"), bound = res.at("tg_bound_tps");
+  EXPECT_GT(gbs, 0.1);
+  EXPECT_NEAR(bound, gbs * 1e9 / kBytesPerToken, 1e-9 * bound);
+  EXPECT_NEAR(res.at("tg_fraction_of_bound").get<double>(), res.at("tg_tps").at("mean").get<double>() / bound, 1e-9);
+}
+
+TEST_F(CliBench, MarkdownRowsPerThreadCountWithoutProbe) {
+  const auto r = cli_run({"bench", "text", "-m", model_, "-p", "8", "-n", "4", "-r", "1", "--threads-list", "1,2",
+                          "--no-probe", "--mlock"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("| model | size | params | type |"), std::string::npos) << r.out;
+  for (const char* row : {"| read+mlock | 1 | pp8 |", "| read+mlock | 1 | tg4 |", "| read+mlock | 2 | pp8 |",
+                          "| read+mlock | 2 | tg4 |"})
+    EXPECT_NE(r.out.find(row), std::string::npos) << row << "\n" << r.out;
+  EXPECT_EQ(line_count(r.out), 2 + 4 + 2) << r.out;  // header, 4 rows, blank line, bytes-per-token note
+}
+
+TEST_F(CliBench, BadInputGivesOneLineErrors) {
+  const auto missing = cli_run({"bench", "text", "-m", "/nonexistent/model.gguf", "-p", "8", "-n", "4"});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_EQ(line_count(missing.err), 1) << missing.err;
+  EXPECT_NE(missing.err.find("/nonexistent/model.gguf"), std::string::npos) << missing.err;
+  EXPECT_TRUE(missing.out.empty());
+
+  const auto p0 = cli_run({"bench", "text", "-m", model_, "-p", "0"});
+  EXPECT_EQ(p0.exit_code, 1);
+  EXPECT_EQ(line_count(p0.err), 1) << p0.err;
+  EXPECT_NE(p0.err.find("-p/--n-prompt must be at least 1"), std::string::npos) << p0.err;
+
+  const auto n0 = cli_run({"bench", "text", "-m", model_, "-n", "0"});
+  EXPECT_EQ(n0.exit_code, 1);
+  EXPECT_EQ(line_count(n0.err), 1) << n0.err;
+
+  const auto threads0 = cli_run({"bench", "text", "-m", model_, "--threads-list", "1,0"});
+  EXPECT_EQ(threads0.exit_code, 1);
+  EXPECT_EQ(line_count(threads0.err), 1) << threads0.err;
+
+  const auto both = cli_run({"bench", "text", "-m", model_, "--json", "--markdown"});
+  EXPECT_EQ(both.exit_code, 2);
+  EXPECT_EQ(line_count(both.err), 1) << both.err;
+
+  const auto no_sub = cli_run({"bench"});
+  EXPECT_EQ(no_sub.exit_code, 2);
+  EXPECT_EQ(line_count(no_sub.err), 1) << no_sub.err;
+}
+
+// llama.cpp's Q4_0 mix, from aigc quantize: q4_0 matrices and a q6_K output.weight (rows of 256).
+TEST(CliBenchQuantized, Q4_0WithQ6KOutputLoadsAndRuns) {
+  const std::string base = ::testing::TempDir() + "/cli_bench_256." + std::to_string(getpid());
+  constexpr int64_t C = 256, KV = C / 2;
+  tiny_llama_write(base + ".f32.gguf", C);
+  const auto q = cli_run({"quantize", base + ".f32.gguf", base + ".q4_0.gguf", "--type", "q4_0"});
+  ASSERT_EQ(q.exit_code, 0) << q.err;
+  const auto r = cli_run({"bench", "text", "-m", base + ".q4_0.gguf", "-p", "4", "-n", "2", "-r", "1", "--no-probe",
+                          "--threads-list", "1", "--json"});
+  std::filesystem::remove(base + ".f32.gguf");
+  std::filesystem::remove(base + ".q4_0.gguf");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j.at("type"), "q4_0");
+  EXPECT_EQ(j.at("file_type"), "Q4_0");
+  EXPECT_TRUE(j.at("results")[0].at("tg_bound_tps").is_null());  // --no-probe
+  // GGML block sizes: q4_0 18 bytes per 32 values, q6_K 210 bytes per 256; norms stay f32.
+  const int64_t matrices = C * C * 2 + KV * C * 2 + kFf * C * 3;
+  const int64_t expected = kLayers * (matrices / 32 * 18 + 2 * C * 4) + C * 4 + kVocab * C / 256 * 210 + C / 32 * 18;
+  EXPECT_EQ(j.at("weight_bytes_per_token").get<int64_t>(), expected);
+}
+
+}  // namespace
