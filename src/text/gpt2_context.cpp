@@ -56,10 +56,8 @@ std::unique_ptr<TextContext> Gpt2Model::context_create(TextContextParams params)
 }
 
 Gpt2Context::Gpt2Context(const Gpt2Model& model, TextContextParams params)
-    : model_(model),
-      params_(params),
-      n_ctx_(context_size(model.hp, params)),
-      n_batch_(std::min(params.n_batch, n_ctx_)),
+    : TextContext(params, model.hp.n_vocab, context_size(model.hp, params)),
+      model_(model),
       cache_(model.hp.n_layer, model.hp.n_head, model.hp.head_dim, n_ctx_),
       arena_(context_arena_bytes(model.hp, n_batch_, params.logits_all)) {
   const Gpt2Hparams& hp = model.hp;
@@ -74,33 +72,6 @@ Gpt2Context::Gpt2Context(const Gpt2Model& model, TextContextParams params)
   up_ = arena_.alloc(DType::F32, {B, hp.n_ff});
   logits_ = arena_.alloc(DType::F32, {params.logits_all ? B : 1, hp.n_vocab});
   pos_ = static_cast<int32_t*>(arena_.alloc_bytes(static_cast<size_t>(B) * sizeof(int32_t)));
-}
-
-void Gpt2Context::truncate(int64_t n) {
-  if (n < 0 || n > n_past_)
-    error_throw(fmt::format("cannot truncate to {} positions; the context holds {}", n, n_past_), "Gpt2Context");
-  n_past_ = n;
-}
-
-const Tensor& Gpt2Context::eval(std::span<const int32_t> tokens) {
-  const int64_t T = static_cast<int64_t>(tokens.size());
-  if (T == 0) error_throw("eval of an empty token list", "Gpt2Context::eval");
-  if (n_past_ + T > n_ctx_)
-    error_throw(fmt::format("{} tokens after {} would exceed the context size {}", T, n_past_, n_ctx_),
-                "Gpt2Context::eval", "create the context with a larger n_ctx (GPT-2: at most context_length), or reset() it");
-  if (params_.logits_all && T > n_batch_)
-    error_throw(fmt::format("{} tokens with logits_all exceed n_batch {}", T, n_batch_), "Gpt2Context::eval",
-                "raise n_batch or evaluate in smaller pieces");
-  for (int64_t i = 0; i < T; ++i)
-    if (tokens[i] < 0 || tokens[i] >= model_.hp.n_vocab)
-      error_throw(fmt::format("token id {} at index {} is outside the vocabulary [0, {})", tokens[i], i,
-                              model_.hp.n_vocab),
-                  "Gpt2Context::eval");
-  for (int64_t i0 = 0; i0 < T; i0 += n_batch_) {
-    const int64_t n = std::min(n_batch_, T - i0);
-    forward(tokens.subspan(i0, n), i0 + n == T);
-  }
-  return out_;
 }
 
 void Gpt2Context::forward(std::span<const int32_t> tokens, bool want_logits) {

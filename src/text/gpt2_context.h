@@ -28,22 +28,14 @@ class Gpt2Context final : public TextContext {
   Gpt2Context(const Gpt2Context&) = delete;
   Gpt2Context& operator=(const Gpt2Context&) = delete;
 
-  const Tensor& eval(std::span<const int32_t> tokens) override;
-  int64_t n_past() const override { return n_past_; }
-  int64_t n_ctx() const override { return n_ctx_; }
-  void reset() override { n_past_ = 0; }
-  void truncate(int64_t n) override;
-
  private:
-  void forward(std::span<const int32_t> tokens, bool want_logits);
+  void forward(std::span<const int32_t> tokens, bool want_logits) override;
 
   const Gpt2Model& model_;
-  TextContextParams params_;
-  int64_t n_ctx_ = 0, n_batch_ = 0, n_past_ = 0;
   KvCache cache_;
   Arena arena_;
   // Activation buffers carved from arena_ once, [n_batch, ...]; forward() takes leading-row views.
-  Tensor x_, h_, qkv_, q_, attn_, o_, up_, logits_, out_;
+  Tensor x_, h_, qkv_, q_, attn_, o_, up_, logits_;
   int32_t* pos_ = nullptr;  // [n_batch] positions
 };
 

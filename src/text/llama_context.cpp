@@ -53,10 +53,8 @@ size_t context_arena_bytes(const LlamaHparams& hp, int64_t B, bool logits_all) {
 }  // namespace
 
 LlamaContext::LlamaContext(const LlamaModel& model, LlamaContextParams params)
-    : model_(model),
-      params_(params),
-      n_ctx_(context_size(model.hp, params)),
-      n_batch_(std::min(params.n_batch, n_ctx_)),
+    : TextContext(params, model.hp.n_vocab, context_size(model.hp, params)),
+      model_(model),
       cache_(model.hp.n_layer, model.hp.n_head_kv, model.hp.head_dim, n_ctx_),
       arena_(context_arena_bytes(model.hp, n_batch_, params.logits_all)) {
   const LlamaHparams& hp = model.hp;
@@ -79,33 +77,6 @@ LlamaContext::LlamaContext(const LlamaModel& model, LlamaContextParams params)
 
 std::unique_ptr<TextContext> LlamaModel::context_create(TextContextParams params) const {
   return std::make_unique<LlamaContext>(*this, params);
-}
-
-void LlamaContext::truncate(int64_t n) {
-  if (n < 0 || n > n_past_)
-    error_throw(fmt::format("cannot truncate to {} positions; the context holds {}", n, n_past_), "LlamaContext");
-  n_past_ = n;
-}
-
-const Tensor& LlamaContext::eval(std::span<const int32_t> tokens) {
-  const int64_t T = static_cast<int64_t>(tokens.size());
-  if (T == 0) error_throw("eval of an empty token list", "LlamaContext::eval");
-  if (n_past_ + T > n_ctx_)
-    error_throw(fmt::format("{} tokens after {} would exceed the context size {}", T, n_past_, n_ctx_),
-                "LlamaContext::eval", "create the context with a larger n_ctx, or reset() it");
-  if (params_.logits_all && T > n_batch_)
-    error_throw(fmt::format("{} tokens with logits_all exceed n_batch {}", T, n_batch_), "LlamaContext::eval",
-                "raise n_batch or evaluate in smaller pieces");
-  for (int64_t i = 0; i < T; ++i)
-    if (tokens[i] < 0 || tokens[i] >= model_.hp.n_vocab)
-      error_throw(fmt::format("token id {} at index {} is outside the vocabulary [0, {})", tokens[i], i,
-                              model_.hp.n_vocab),
-                  "LlamaContext::eval");
-  for (int64_t i0 = 0; i0 < T; i0 += n_batch_) {
-    const int64_t n = std::min(n_batch_, T - i0);
-    forward(tokens.subspan(i0, n), i0 + n == T);
-  }
-  return out_;
 }
 
 void LlamaContext::forward(std::span<const int32_t> tokens, bool want_logits) {

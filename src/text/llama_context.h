@@ -41,33 +41,17 @@ class LlamaContext final : public TextContext {
   LlamaContext& operator=(const LlamaContext&) = delete;
   LlamaContext(LlamaContext&&) = default;
 
-  // Appends `tokens` at positions n_past() .. n_past() + T - 1 and returns their logits:
-  // [T, n_vocab] with logits_all (then T <= n_batch), else [1, n_vocab] for the last token. The
-  // tensor lives in the context's arena and is overwritten by the next eval.
-  // Throws aigc::Error for an empty input, a token id outside [0, n_vocab), or a sequence that
-  // would pass n_ctx (nothing is evaluated then).
-  const Tensor& eval(std::span<const int32_t> tokens) override;
-
-  int64_t n_past() const override { return n_past_; }
-  int64_t n_ctx() const override { return n_ctx_; }
-  // Forgets the sequence (positions restart at 0); keeps all memory.
-  void reset() override { n_past_ = 0; }
-  // Drops positions >= n (e.g. to rewind to a shared prompt prefix).
-  void truncate(int64_t n) override;
-
   size_t arena_bytes() const { return arena_.capacity(); }
   size_t cache_bytes() const { return cache_.nbytes(); }
 
  private:
-  void forward(std::span<const int32_t> tokens, bool want_logits);
+  void forward(std::span<const int32_t> tokens, bool want_logits) override;
 
   const LlamaModel& model_;
-  LlamaContextParams params_;
-  int64_t n_ctx_ = 0, n_batch_ = 0, n_past_ = 0;
   KvCache cache_;
   Arena arena_;
   // Activation buffers carved from arena_ once, [n_batch, ...]; forward() takes leading-row views.
-  Tensor x_, h_, q_, k_, v_, attn_, o_, gate_, up_, logits_, out_;
+  Tensor x_, h_, q_, k_, v_, attn_, o_, gate_, up_, logits_;
   int32_t* pos_ = nullptr;  // [n_batch] positions
 };
 

@@ -7,6 +7,32 @@
 
 namespace aigc {
 
+void TextContext::truncate(int64_t n) {
+  if (n < 0 || n > n_past_)
+    error_throw(fmt::format("cannot truncate to {} positions; the context holds {}", n, n_past_), "TextContext");
+  n_past_ = n;
+}
+
+const Tensor& TextContext::eval(std::span<const int32_t> tokens) {
+  const int64_t T = static_cast<int64_t>(tokens.size());
+  if (T == 0) error_throw("eval of an empty token list", "TextContext::eval");
+  if (n_past_ + T > n_ctx_)
+    error_throw(fmt::format("{} tokens after {} would exceed the context size {}", T, n_past_, n_ctx_),
+                "TextContext::eval", "create the context with a larger n_ctx, or reset() it");
+  if (params_.logits_all && T > n_batch_)
+    error_throw(fmt::format("{} tokens with logits_all exceed n_batch {}", T, n_batch_), "TextContext::eval",
+                "raise n_batch or evaluate in smaller pieces");
+  for (int64_t i = 0; i < T; ++i)
+    if (tokens[i] < 0 || tokens[i] >= n_vocab_)
+      error_throw(fmt::format("token id {} at index {} is outside the vocabulary [0, {})", tokens[i], i, n_vocab_),
+                  "TextContext::eval");
+  for (int64_t i0 = 0; i0 < T; i0 += n_batch_) {
+    const int64_t n = std::min(n_batch_, T - i0);
+    forward(tokens.subspan(i0, n), i0 + n == T);
+  }
+  return out_;
+}
+
 const char* text_model_arch_names() { return "llama, mistral, qwen2, gpt2"; }
 
 std::unique_ptr<TextModel> text_model_load(const std::string& path, FileLoadOptions opt) {

@@ -33,7 +33,8 @@ struct TextContextParams {
   bool logits_all = false;   // eval returns logits of every input token, not just the last
 };
 
-// A model's running state: the KV cache and activation buffers of one sequence.
+// A model's running state: the KV cache and activation buffers of one sequence. The checks and the
+// chunking of eval() are shared; an architecture supplies forward() for one chunk.
 class TextContext {
  public:
   virtual ~TextContext() = default;
@@ -42,13 +43,25 @@ class TextContext {
   // tensor lives in the context and is overwritten by the next eval. Throws aigc::Error for an
   // empty input, a token id outside [0, n_vocab), or a sequence that would pass n_ctx (nothing
   // is evaluated then).
-  virtual const Tensor& eval(std::span<const int32_t> tokens) = 0;
-  virtual int64_t n_past() const = 0;
-  virtual int64_t n_ctx() const = 0;
+  const Tensor& eval(std::span<const int32_t> tokens);
+  int64_t n_past() const { return n_past_; }
+  int64_t n_ctx() const { return n_ctx_; }
   // Forgets the sequence (positions restart at 0); keeps all memory.
-  virtual void reset() = 0;
+  void reset() { n_past_ = 0; }
   // Drops positions >= n (e.g. to rewind to a shared prompt prefix).
-  virtual void truncate(int64_t n) = 0;
+  void truncate(int64_t n);
+
+ protected:
+  TextContext(TextContextParams params, int64_t n_vocab, int64_t n_ctx)
+      : params_(params), n_vocab_(n_vocab), n_ctx_(n_ctx), n_batch_(params.n_batch < n_ctx ? params.n_batch : n_ctx) {}
+
+  // Runs tokens (at most n_batch_) at positions n_past_.., advances n_past_, and when
+  // want_logits sets out_ to the logits eval() returns.
+  virtual void forward(std::span<const int32_t> tokens, bool want_logits) = 0;
+
+  TextContextParams params_;
+  int64_t n_vocab_ = 0, n_ctx_ = 0, n_batch_ = 0, n_past_ = 0;
+  Tensor out_;
 };
 
 class TextModel {
