@@ -5,6 +5,9 @@
 #include <cstring>
 #include <limits>
 
+#include <immintrin.h>
+
+#include "core/cpu_features.h"
 #include "core/error.h"
 #include "core/half.h"
 
@@ -586,10 +589,31 @@ bool dtype_can_convert(DType type) {
   }
 }
 
+namespace {
+
+// f16 -> f32 with F16C, 8 at a time: exact, like the scalar f16_to_f32 (every f16 is an f32).
+// Used to widen f16 weight panels before GEMM, which otherwise spends a quarter of its time here.
+__attribute__((target("avx2,f16c"))) void row_f16_to_f32_f16c(const uint16_t* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+  for (; i < n; ++i) dst[i] = f16_to_f32(src[i]);
+}
+
+}  // namespace
+
+void row_f16_to_f32(const uint16_t* src, float* dst, int64_t n) {
+  if (cpu_has_avx2()) {
+    row_f16_to_f32_f16c(src, dst, n);
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) dst[i] = f16_to_f32(src[i]);
+}
+
 void row_to_f32(DType type, const void* src, float* dst, int64_t n) {
   switch (type) {
     case DType::F32: std::copy_n(static_cast<const float*>(src), n, dst); return;
-    case DType::F16: for (int64_t i = 0; i < n; ++i) dst[i] = f16_to_f32(static_cast<const uint16_t*>(src)[i]); return;
+    case DType::F16: row_f16_to_f32(static_cast<const uint16_t*>(src), dst, n); return;
     case DType::BF16: for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(static_cast<const uint16_t*>(src)[i]); return;
     case DType::Q8_0: dequantize_row_q8_0_ref(static_cast<const BlockQ8_0*>(src), dst, n); return;
     case DType::Q4_0: dequantize_row_q4_0_ref(static_cast<const BlockQ4_0*>(src), dst, n); return;

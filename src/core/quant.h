@@ -148,6 +148,8 @@ void dequantize_row_q8_K_ref(const BlockQ8_K* x, float* y, int64_t n);
 // from f32. Q8_K is an activation format only and not listed.
 bool dtype_can_convert(DType type);
 void row_to_f32(DType type, const void* src, float* dst, int64_t n);
+// f16 -> f32 (F16C where the CPU has it; exact either way).
+void row_f16_to_f32(const uint16_t* src, float* dst, int64_t n);
 void row_from_f32(DType type, const float* src, void* dst, int64_t n);
 
 }  // namespace aigc

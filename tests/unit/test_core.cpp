@@ -123,3 +123,19 @@ TEST(AllocCounter, SeesOperatorNew) {
   auto v = std::make_unique<std::vector<int>>(100);
   EXPECT_GE(allocs.count(), 2);  // the vector object and its buffer
 }
+
+TEST(Half, RowF16ToF32MatchesScalarOnEveryValue) {
+  // every f16 bit pattern, at an odd length so the SIMD tail runs too
+  std::vector<uint16_t> h(65536 + 3);
+  for (size_t i = 0; i < h.size(); ++i) h[i] = static_cast<uint16_t>(i * 40503u);  // a permutation mod 2^16
+  std::vector<float> got(h.size());
+  row_f16_to_f32(h.data(), got.data(), static_cast<int64_t>(h.size()));
+  for (size_t i = 0; i < h.size(); ++i) {
+    const float want = f16_to_f32(h[i]);
+    if (std::isnan(want)) {
+      ASSERT_TRUE(std::isnan(got[i])) << i;
+    } else {
+      ASSERT_EQ(f32_bits(got[i]), f32_bits(want)) << "f16 bits " << h[i];
+    }
+  }
+}
