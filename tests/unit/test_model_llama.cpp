@@ -9,6 +9,7 @@
 
 #include "common/alloc_counter.h"
 #include "common/compare.h"
+#include "common/model_twin.h"
 #include "common/refdump.h"
 #include "core/thread_pool.h"
 #include "formats/gguf.h"
@@ -20,8 +21,6 @@ namespace {
 namespace fs = std::filesystem;
 
 std::string twin_path(const std::string& name) { return test::ref_dir() + "/llama_" + name + ".gguf"; }
-
-Tensor row_of(const Tensor& t, int64_t r) { return t.slice(0, r, 1); }
 
 int64_t argmax_row(const Tensor& logits, int64_t r) {
   const float* p = static_cast<const float*>(logits.row_ptr(r));
@@ -53,48 +52,9 @@ TEST_P(LlamaTwin, PrefillAndDecodeMatchTwin) {
   EXPECT_EQ(model.hp.n_vocab, 96);
   EXPECT_EQ(model.hp.n_layer, 2);
   EXPECT_EQ(model.hp.n_head_kv, 2);
-  const Tensor& prompt_t = ref.get("prompt");
-  const std::span<const int32_t> prompt(prompt_t.ptr<int32_t>(), prompt_t.numel());
-  const Tensor& gen = ref.get("gen");
-  const Tensor& dec = ref.get("decode_logits");
-  const Tensor& margin = ref.get("margin");
-  const float rtol = 1e-4f;
-  int argmax_checked = 0;
-  auto check_argmax = [&](const Tensor& logits, int64_t row, int64_t step) {
-    if (margin.ptr<float>()[step] <= 2 * c.atol) return;  // a near tie: either token is right
-    EXPECT_EQ(argmax_row(logits, row), gen.ptr<int32_t>()[step]) << "greedy step " << step;
-    ++argmax_checked;
-  };
-
-  // All positions' logits, one batched pass for the prompt.
-  LlamaContext ctx(model, {.n_ctx = 64, .logits_all = true});
-  const Tensor& pre = ctx.eval(prompt);
-  ASSERT_EQ(pre.size(0), static_cast<int64_t>(prompt.size()));
-  EXPECT_TENSORS_CLOSE(pre, ref.get("prefill_logits"), c.atol, rtol);
-  check_argmax(pre, pre.size(0) - 1, 0);
-  for (int64_t s = 0; s < dec.size(0); ++s) {
-    const int32_t tok = gen.ptr<int32_t>()[s];
-    const Tensor& l = ctx.eval({&tok, 1});
-    ASSERT_EQ(l.size(0), 1);
-    EXPECT_TENSORS_CLOSE(l, row_of(dec, s), c.atol, rtol) << "decode step " << s;
-    check_argmax(l, 0, s + 1);
-  }
-  EXPECT_EQ(ctx.n_past(), static_cast<int64_t>(prompt.size()) + dec.size(0));
-  EXPECT_GE(argmax_checked, 4) << "too few greedy steps with a clear winner to check";
-
-  // The prompt in chunks of 3 (cache filled across passes), last-token logits only.
+  LlamaContext all(model, {.n_ctx = 64, .logits_all = true});
   LlamaContext chunked(model, {.n_ctx = 16, .n_batch = 3});
-  const Tensor& last = chunked.eval(prompt);
-  ASSERT_EQ(last.size(0), 1);
-  EXPECT_TENSORS_CLOSE(last, row_of(ref.get("prefill_logits"), prompt.size() - 1), c.atol, rtol);
-  for (int64_t s = 0; s < dec.size(0); ++s) {
-    const int32_t tok = gen.ptr<int32_t>()[s];
-    EXPECT_TENSORS_CLOSE(chunked.eval({&tok, 1}), row_of(dec, s), c.atol, rtol) << "chunked, decode step " << s;
-  }
-  // Rewinding and replaying gives the same logits.
-  chunked.truncate(static_cast<int64_t>(prompt.size()));
-  const int32_t tok0 = gen.ptr<int32_t>()[0];
-  EXPECT_TENSORS_CLOSE(chunked.eval({&tok0, 1}), row_of(dec, 0), c.atol, rtol) << "after truncate";
+  test::twin_logits_check(all, chunked, ref, c.atol);
 }
 
 INSTANTIATE_TEST_SUITE_P(Twin, LlamaTwin,
