@@ -6,7 +6,7 @@
 
 namespace aigc::ops {
 
-PackedLinear::PackedLinear(const Tensor& w, const Tensor* bias, int64_t max_m) : w_(w) {
+PackedLinear::PackedLinear(const Tensor& w, const Tensor* bias, int64_t max_m, Precision precision) : w_(w) {
   AIGC_CHECK(w.ndim() == 2 && w.is_contiguous(), "PackedLinear: weight must be a contiguous [N, K] tensor, got {}",
              w.shape_str());
   AIGC_CHECK(max_m > gemv::kMaxRows, "PackedLinear: max_m {} must exceed {}", max_m, gemv::kMaxRows);
@@ -18,6 +18,19 @@ PackedLinear::PackedLinear(const Tensor& w, const Tensor* bias, int64_t max_m) :
   }
   const int64_t N = w.size(0), K = w.size(1);
   if (N == 0 || K == 0) return;
+  const bool floating = w.type() == DType::F32 || w.type() == DType::F16 || w.type() == DType::BF16;
+  if (floating && precision == Precision::BF16 && w.type() != DType::BF16) {
+    Tensor wb = Tensor::empty(DType::BF16, {N, K});  // rounded to nearest even
+    copy(w, wb);
+    packed_ = std::make_unique<onednn::PackedWeight>(wb.data(), onednn::Type::BF16, N, K, K, max_m);
+    return;
+  }
+  if (w.type() == DType::BF16 && precision == Precision::F32) {
+    Tensor wf = Tensor::empty(DType::F32, {N, K});
+    copy(w, wf);
+    packed_ = std::make_unique<onednn::PackedWeight>(wf.data(), onednn::Type::F32, N, K, K, max_m);
+    return;
+  }
   switch (w.type()) {
     case DType::F32:
       packed_ = std::make_unique<onednn::PackedWeight>(w.data(), onednn::Type::F32, N, K, K, max_m);

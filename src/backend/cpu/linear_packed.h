@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "backend/cpu/precision.h"
 #include "core/tensor.h"
 
 namespace aigc::onednn {
@@ -25,7 +26,9 @@ namespace aigc::ops {
 
 class PackedLinear {
  public:
-  PackedLinear(const Tensor& w, const Tensor* bias, int64_t max_m = 512);
+  // precision: Auto as described above; F32 packs f32 (bf16 widened); BF16 packs bf16 (f32 and f16
+  // rounded) and rounds activations to bf16 (M > gemv::kMaxRows only; small M runs the GEMV on w).
+  PackedLinear(const Tensor& w, const Tensor* bias, int64_t max_m = 512, Precision precision = Precision::Auto);
   ~PackedLinear();
   PackedLinear(PackedLinear&&) noexcept;
   PackedLinear& operator=(PackedLinear&&) noexcept;

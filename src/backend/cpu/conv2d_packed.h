@@ -1,0 +1,49 @@
+// PackedConv2d: a 2-d convolution layer whose weight is prepared ONCE (converted to the compute
+// precision, reordered into the layout the fast kernel wants), for the UNet, the VAE and TAESD,
+// which run the same convolutions at the same sizes every step.
+//
+//   PackedConv2d conv(w, &b, /*stride*/ 1, /*pad*/ 1, Precision::BF16);   // w [O, C, kh, kw]
+//   conv.run(x, y);      // x [N, C, H, W] f32 -> y [N, O, Ho, Wo] f32, same as ops::conv2d
+//
+// Same contract and checks as ops::conv2d. The weight may be a view of a mapped file: by default
+// the layer keeps only its own prepared copy (keep_original = false), so the file can be unmapped.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "backend/cpu/precision.h"
+#include "core/tensor.h"
+
+namespace aigc::ops {
+
+class PackedConv2d {
+ public:
+  // w: [O, C, kh, kw] f32/f16/bf16; bias: [O] f32/f16/bf16 or null (copied).
+  PackedConv2d(const Tensor& w, const Tensor* bias, int stride, int pad, Precision precision = Precision::F32);
+  PackedConv2d();
+  ~PackedConv2d();
+  PackedConv2d(PackedConv2d&&) noexcept;
+  PackedConv2d& operator=(PackedConv2d&&) noexcept;
+
+  void run(const Tensor& x, Tensor& y) const;
+
+  int64_t in_channels() const { return c_; }
+  int64_t out_channels() const { return o_; }
+  int64_t kernel_size() const { return k_; }
+  int stride() const { return stride_; }
+  int pad() const { return pad_; }
+  Precision precision() const { return precision_; }
+  // Output shape for an input [N, C, H, W].
+  void output_size(int64_t h, int64_t w, int64_t& ho, int64_t& wo) const;
+  size_t weight_bytes() const;  // memory the layer holds for its weight
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  int64_t o_ = 0, c_ = 0, k_ = 0;
+  int stride_ = 1, pad_ = 0;
+  Precision precision_ = Precision::F32;
+};
+
+}  // namespace aigc::ops
