@@ -322,6 +322,7 @@ void command_bench_register(CLI::App& app) {
   auto* json = cmd->add_flag("--json", a->json, "Print JSON instead of a markdown table");
   cmd->add_flag("--markdown", a->markdown, "Print a markdown table (the default)")->excludes(json);
   cmd->callback([a]() { bench_text_run(*a); });
+  command_bench_image_register(bench);
 }
 
 }  // namespace aigc::cli

@@ -13,5 +13,8 @@ void command_convert_register(CLI::App& app);
 void command_text_register(CLI::App& app);
 void command_chat_register(CLI::App& app);
 void command_bench_register(CLI::App& app);
+void command_image_register(CLI::App& app);
+// `aigc bench image` (cmd_bench_image.cpp), added under `aigc bench`.
+void command_bench_image_register(CLI::App* bench);
 
 }  // namespace aigc::cli

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
 
   aigc::cli::command_text_register(app);
   aigc::cli::command_chat_register(app);
+  aigc::cli::command_image_register(app);
   aigc::cli::command_info_register(app);
   aigc::cli::command_tokenize_register(app);
   aigc::cli::command_quantize_register(app);

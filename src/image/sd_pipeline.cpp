@@ -1,0 +1,380 @@
+#include "image/sd_pipeline.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "image/image_resize.h"
+#include "image/image_size.h"
+#include "image/noise.h"
+#include "image/noise_schedule.h"
+#include "image/taesd.h"
+
+namespace aigc::image {
+
+namespace {
+
+constexpr float kLatentScale = 0.18215f;  // SD 1.x / 2.x VAE scaling factor
+
+// Prompt -> conditioning [1, 77 * chunks, width]: A1111 chunks, each encoded, token weights applied
+// as A1111's sd_hijack_clip does (z * w, then z * (mean before / mean after), per chunk).
+Tensor prompt_encode(ClipTextModel& te, const ClipTokenizer& tok, std::string_view prompt, SdFamily family,
+                     int clip_skip, size_t min_chunks) {
+  SdTokenizeOptions o;
+  o.pad_id = family == SdFamily::Sd2 ? 0 : -1;
+  std::vector<ClipChunk> chunks = tok.tokenize_for_sd(prompt, o);
+  if (chunks.size() < min_chunks) {
+    const ClipChunk empty = tok.tokenize_for_sd("", o).at(0);
+    while (chunks.size() < min_chunks) chunks.push_back(empty);
+  }
+  const int64_t n = static_cast<int64_t>(chunks.size()), T = static_cast<int64_t>(clip_context);
+  std::vector<int32_t> ids;
+  for (const ClipChunk& c : chunks) ids.insert(ids.end(), c.ids.begin(), c.ids.end());
+  const int64_t W = te.config().width;
+  Tensor hidden = Tensor::empty(DType::F32, {n, T, W});
+  te.encode(ids, n, clip_skip, hidden);
+  AIGC_ASSERT(hidden.ndim() == 3 && hidden.size(0) == n && hidden.size(1) == T && hidden.is_contiguous());
+  float* z = hidden.ptr<float>();
+  for (int64_t c = 0; c < n; ++c) {
+    float* zc = z + c * T * W;
+    double before = 0, after = 0;
+    for (int64_t i = 0; i < T * W; ++i) before += zc[i];
+    for (int64_t t = 0; t < T; ++t) {
+      const float w = chunks[static_cast<size_t>(c)].weights[static_cast<size_t>(t)];
+      for (int64_t i = 0; i < W; ++i) zc[t * W + i] *= w;
+    }
+    for (int64_t i = 0; i < T * W; ++i) after += zc[i];
+    if (after != 0.0 && before != after) {
+      const float f = static_cast<float>(before / after);
+      for (int64_t i = 0; i < T * W; ++i) zc[i] *= f;
+    }
+  }
+  return hidden.reshape({1, n * T, W});
+}
+
+// [1, ...] -> [B, ...] (B copies).
+Tensor batch_repeat(const Tensor& x, int64_t B) {
+  AIGC_ASSERT(x.size(0) == 1 && x.is_contiguous() && x.type() == DType::F32);
+  std::vector<int64_t> shape = x.shape_vec();
+  shape[0] = B;
+  Tensor out = Tensor::empty(DType::F32, shape);
+  const size_t n = static_cast<size_t>(x.numel());
+  for (int64_t b = 0; b < B; ++b) std::memcpy(out.ptr<float>() + b * n, x.ptr<float>(), n * sizeof(float));
+  return out;
+}
+
+// The UNet as the samplers' ModelFn: cond and uncond as one batch of 2B, extra input channels
+// (inpainting: mask and masked-image latent) appended to each.
+class UnetFn {
+ public:
+  UnetFn(UNet& unet, const Tensor& cond, const Tensor& uncond, int64_t B, const Tensor* extra)
+      : unet_(unet), B_(B), extra_(extra) {
+    ctx_c_ = batch_repeat(cond, B);
+    if (uncond.defined() && uncond.numel() > 0) {
+      AIGC_ASSERT(uncond.same_shape(cond));
+      const size_t n = static_cast<size_t>(cond.numel());
+      ctx_cu_ = Tensor::empty(DType::F32, {2 * B, cond.size(1), cond.size(2)});
+      for (int64_t b = 0; b < 2 * B; ++b)
+        std::memcpy(ctx_cu_.ptr<float>() + b * n, (b < B ? cond : uncond).ptr<float>(), n * sizeof(float));
+    }
+  }
+
+  void operator()(const Tensor& x_in, double t, Tensor& cond, Tensor* uncond) {
+    const int64_t B = B_, C = x_in.size(1), h = x_in.size(2), w = x_in.size(3);
+    AIGC_ASSERT(x_in.size(0) == B && x_in.is_contiguous());
+    const int64_t nb = uncond ? 2 * B : B;
+    const int64_t ce = extra_ ? extra_->size(1) : 0;
+    if (!in_.defined() || in_.size(0) != nb) {
+      in_ = Tensor::empty(DType::F32, {nb, C + ce, h, w});
+      out_ = Tensor::empty(DType::F32, {nb, unet_.config().out_channels, h, w});
+      AIGC_CHECK(unet_.config().in_channels == C + ce, "the UNet takes {} input channels, the pipeline gives {}",
+                 unet_.config().in_channels, C + ce);
+      AIGC_CHECK(unet_.config().out_channels == C, "the UNet gives {} output channels, the latent has {}",
+                 unet_.config().out_channels, C);
+    }
+    const int64_t plane = h * w;
+    for (int64_t b = 0; b < nb; ++b) {
+      float* dst = in_.ptr<float>() + b * (C + ce) * plane;
+      std::memcpy(dst, x_in.ptr<float>() + (b % B) * C * plane, static_cast<size_t>(C * plane) * sizeof(float));
+      if (ce)
+        std::memcpy(dst + C * plane, extra_->ptr<float>() + (b % B) * ce * plane,
+                    static_cast<size_t>(ce * plane) * sizeof(float));
+    }
+    ts_.assign(static_cast<size_t>(nb), static_cast<float>(t));
+    unet_.forward(in_, ts_, uncond ? ctx_cu_ : ctx_c_, out_);
+    const size_t n = static_cast<size_t>(B * C * plane);
+    std::memcpy(cond.ptr<float>(), out_.ptr<float>(), n * sizeof(float));
+    if (uncond) std::memcpy(uncond->ptr<float>(), out_.ptr<float>() + n, n * sizeof(float));
+  }
+
+ private:
+  UNet& unet_;
+  int64_t B_;
+  const Tensor* extra_;
+  Tensor ctx_c_, ctx_cu_, in_, out_;
+  std::vector<float> ts_;
+};
+
+void clamp01(Tensor& t) {
+  float* p = t.ptr<float>();
+  for (int64_t i = 0, n = t.numel(); i < n; ++i) p[i] = std::clamp(p[i], 0.0f, 1.0f);
+}
+
+Tensor image_slice(const Tensor& batch, int64_t b) {
+  const Tensor v = batch.slice(0, b, 1);
+  Tensor out = Tensor::empty(DType::F32, v.shape());
+  std::memcpy(out.ptr<float>(), v.data(), static_cast<size_t>(out.numel()) * sizeof(float));
+  return out;
+}
+
+void params_check(const SdModel& model, const SdGenerateParams& p) {
+  image_size_check(p.width, p.height);
+  if (p.batch_count < 1 || p.batch_count > 100000)
+    error_throw(fmt::format("batch count must be in [1, 100000], got {}", p.batch_count), "--batch-count");
+  if (p.batch_size < 1 || p.batch_size > 64)
+    error_throw(fmt::format("batch size must be in [1, 64], got {}", p.batch_size), "--batch-size");
+  if (p.mask.defined() && !p.init_image.defined())
+    error_throw("a mask needs an init image", "--mask", "pass the image to inpaint with --init-img");
+  if (p.init_image.defined()) {
+    const Tensor& t = p.init_image;
+    AIGC_CHECK(t.ndim() == 4 && t.size(0) == 1 && t.size(1) == 3 && t.type() == DType::F32 && t.is_contiguous(),
+               "init image must be f32 [1, 3, H, W], got {}", t.shape_str());
+    if (!(p.strength > 0.0 && p.strength <= 1.0))
+      error_throw(fmt::format("strength must be in (0, 1], got {}", p.strength), "--strength",
+                  "0.75 keeps the layout of the init image and repaints the details");
+  }
+  if (p.mask.defined()) {
+    const Tensor& t = p.mask;
+    AIGC_CHECK(t.ndim() == 4 && t.size(0) == 1 && (t.size(1) == 3 || t.size(1) == 1) && t.type() == DType::F32 &&
+                   t.is_contiguous(),
+               "mask must be f32 [1, 1 or 3, H, W], got {}", t.shape_str());
+  }
+  if (p.hires_scale < 1 || p.hires_scale > 4)
+    error_throw(fmt::format("hires scale must be 1 (off) to 4, got {}", p.hires_scale), "--hires-scale");
+  if (p.hires_scale > 1) {
+    image_size_check(p.width * p.hires_scale, p.height * p.hires_scale);
+    if (!(p.hires_strength > 0.0 && p.hires_strength <= 1.0))
+      error_throw(fmt::format("hires strength must be in (0, 1], got {}", p.hires_strength), "--hires-strength",
+                  "0.5 keeps the composition and adds detail");
+    if (p.hires_steps < 0) error_throw(fmt::format("hires steps must be >= 0, got {}", p.hires_steps), "--hires-steps");
+    if (p.mask.defined() || model.info().inpainting)
+      error_throw("hires fix is not supported with inpainting", "--hires-scale",
+                  "inpaint at the final size instead");
+  }
+  if (p.preview_every < 0) error_throw("preview interval must be >= 0", "--preview-every");
+}
+
+}  // namespace
+
+Tensor sd_latent_preview(const Tensor& latent) {
+  AIGC_ASSERT(latent.ndim() == 4 && latent.size(1) == 4 && latent.is_contiguous() && latent.type() == DType::F32);
+  // SD 1.x / 2.x latent channels -> RGB in [-1, 1], a least-squares fit (ComfyUI's latent_rgb_factors).
+  static const float k[4][3] = {{0.3512f, 0.2297f, 0.3227f},
+                                {0.3250f, 0.4974f, 0.2350f},
+                                {-0.2829f, 0.1762f, 0.2721f},
+                                {-0.2120f, -0.2616f, -0.7177f}};
+  const int64_t B = latent.size(0), n = latent.size(2) * latent.size(3);
+  Tensor out = Tensor::empty(DType::F32, {B, 3, latent.size(2), latent.size(3)});
+  const float* x = latent.ptr<float>();
+  float* o = out.ptr<float>();
+  for (int64_t b = 0; b < B; ++b)
+    for (int c = 0; c < 3; ++c)
+      for (int64_t i = 0; i < n; ++i) {
+        float v = 0;
+        for (int l = 0; l < 4; ++l) v += k[l][c] * x[(b * 4 + l) * n + i];
+        o[(b * 3 + c) * n + i] = std::clamp((v + 1.0f) * 0.5f, 0.0f, 1.0f);
+      }
+  return out;
+}
+
+std::vector<Tensor> sd_generate(SdModel& model, const SdGenerateParams& p, const SdProgressFn& progress,
+                                const SdPreviewFn& preview) {
+  params_check(model, p);
+  const SdModelInfo& info = model.info();
+  const int64_t B = p.batch_size;
+  auto report = [&](SdProgress::Stage stage, int batch = 0, int step = 0, int steps = 0) {
+    if (progress) progress(SdProgress{stage, batch, p.batch_count, step, steps});
+  };
+
+  SampleParams sp = p.sample;
+  sp.prediction = info.prediction;
+  if (!p.sample_spacing_set) sp.spacing = info.spacing;
+  const bool guided = sp.cfg_scale != 1.0f;
+  const NoiseSchedule sched = NoiseSchedule::sd();
+  // Checks steps / cfg / strength before any loading.
+  (void)sampler_plan(sched, sp, false);
+
+  // 1. Prompts -> conditioning.
+  report(SdProgress::Stage::TextEncode);
+  int clip_skip = p.clip_skip > 0 ? p.clip_skip : info.clip_skip_default;
+  if (p.clip_skip > 0 && info.layout == KeyLayout::Diffusers && info.family == SdFamily::Sd2)
+    clip_skip = std::max(1, clip_skip - 1);  // the diffusers SD 2.x encoder has its last layer dropped
+  Tensor cond, uncond;
+  {
+    const ClipTokenizer& tok = model.tokenizer();
+    ClipTextModel& te = model.text_encoder();
+    cond = prompt_encode(te, tok, p.prompt, info.family, clip_skip, 1);
+    if (guided) {
+      uncond = prompt_encode(te, tok, p.negative_prompt, info.family, clip_skip, 1);
+      const size_t nc = static_cast<size_t>(cond.size(1) / clip_context), nu = static_cast<size_t>(uncond.size(1) / clip_context);
+      if (nc < nu) cond = prompt_encode(te, tok, p.prompt, info.family, clip_skip, nu);
+      if (nu < nc) uncond = prompt_encode(te, tok, p.negative_prompt, info.family, clip_skip, nc);
+    }
+    if (p.release_components) model.text_encoder_release();
+  }
+
+  // 2. Init image, mask -> latents (VAE encoder).
+  const int W = p.width, H = p.height;
+  const int64_t h = H / kLatentFactor, w = W / kLatentFactor;
+  Tensor init_img, mask_px, mask_lat, init_lat, extra;  // extra: [B, 5, h, w] for 9-channel UNets
+  const bool img2img = p.init_image.defined();
+  if (img2img) init_img = image_resize_crop(p.init_image, W, H);  // [1, 3, H, W] in [0, 1]
+  if (p.mask.defined()) {
+    Tensor m = image_resize_crop(p.mask, W, H);
+    mask_px = m.size(1) == 3 ? image_to_gray(m) : m;  // [1, 1, H, W]
+    clamp01(mask_px);
+    mask_lat = mask_to_latent(mask_px);                // [1, 1, h, w]
+  }
+  if (img2img || info.inpainting) {
+    report(SdProgress::Stage::ImageEncode);
+    Vae& vae = model.vae(true);
+    auto encode = [&](const Tensor& img01) {  // [1, 3, H, W] in [0, 1] -> posterior mean * 0.18215
+      Tensor x = Tensor::empty(DType::F32, img01.shape());
+      for (int64_t i = 0; i < x.numel(); ++i) x.ptr<float>()[i] = img01.ptr<float>()[i] * 2.0f - 1.0f;
+      Tensor mean, logvar;
+      mean = Tensor::empty(DType::F32, {1, kLatentChannels, h, w});
+      logvar = Tensor::empty(DType::F32, {1, kLatentChannels, h, w});
+      vae.encode(x, mean, logvar);
+      for (int64_t i = 0; i < mean.numel(); ++i) mean.ptr<float>()[i] *= kLatentScale;
+      return mean;
+    };
+    if (img2img) init_lat = encode(init_img);
+    if (info.inpainting) {
+      // Masked image: the repaint area (mask >= 0.5) set to 0 in [-1, 1], i.e. 0.5 here.
+      Tensor masked = Tensor::empty(DType::F32, {1, 3, H, W});
+      const int64_t n = int64_t{H} * W;
+      for (int c = 0; c < 3; ++c)
+        for (int64_t i = 0; i < n; ++i) {
+          const bool repaint = !mask_px.defined() || mask_px.ptr<float>()[i] >= 0.5f;
+          masked.ptr<float>()[c * n + i] = repaint || !img2img ? 0.5f : init_img.ptr<float>()[c * n + i];
+        }
+      const Tensor masked_lat = encode(masked);
+      Tensor e = Tensor::empty(DType::F32, {1, 5, h, w});
+      for (int64_t i = 0; i < h * w; ++i) e.ptr<float>()[i] = mask_lat.defined() ? mask_lat.ptr<float>()[i] : 1.0f;
+      std::memcpy(e.ptr<float>() + h * w, masked_lat.ptr<float>(), static_cast<size_t>(4 * h * w) * sizeof(float));
+      extra = batch_repeat(e, B);
+    }
+    if (p.release_components) model.vae_release();
+  }
+  const bool blend = img2img && mask_lat.defined() && !info.inpainting;
+
+  // 3. Sampling, every batch (UNet loaded once).
+  report(SdProgress::Stage::Load);
+  UNet& unet = model.unet();
+  std::vector<Tensor> latents;
+  const Tensor init_b = init_lat.defined() ? batch_repeat(init_lat, B) : Tensor();
+  for (int k = 0; k < p.batch_count; ++k) {
+    SeededNoise rng(p.seed + static_cast<uint64_t>(k) * static_cast<uint64_t>(B), static_cast<int>(B));
+    Tensor noise = Tensor::empty(DType::F32, {B, kLatentChannels, h, w});
+    rng.noise_fill(noise);
+    SampleParams s1 = sp;
+    s1.strength = p.strength;
+    const SamplerPlan plan = sampler_plan(sched, s1, img2img);
+    UnetFn fn(unet, cond, uncond, B, extra.defined() ? &extra : nullptr);
+    ModelFn mf = [&fn](const Tensor& x, double t, Tensor& c, Tensor* u) { fn(x, t, c, u); };
+    auto on_step = [&](SdProgress::Stage stage, const SamplerPlan& pl) {
+      return [&, stage](int step, const Tensor& x) {
+        if (blend && stage == SdProgress::Stage::Sample) {
+          // Keep the init image where the mask is 0: the init latent at the level after this step.
+          const int i = pl.start + step + 1;
+          double a = 1.0, bcoef = 0.0;
+          if (pl.uses_sigmas()) bcoef = pl.sigmas[static_cast<size_t>(i)];
+          else if (i < static_cast<int>(pl.timesteps.size())) {
+            const double ab = sched.alphas_cumprod(pl.timesteps[static_cast<size_t>(i)]);
+            a = std::sqrt(ab), bcoef = std::sqrt(1.0 - ab);
+          }
+          Tensor xm = x;  // the sampler's own latent: blending writes into it
+          float* xp = xm.ptr<float>();
+          const float* m = mask_lat.ptr<float>();
+          const float* x0 = init_b.ptr<float>();
+          const float* z = noise.ptr<float>();
+          const int64_t plane = h * w;
+          for (int64_t bc = 0; bc < B * kLatentChannels; ++bc)
+            for (int64_t q = 0; q < plane; ++q) {
+              const int64_t idx = bc * plane + q;
+              const float keep = static_cast<float>(a * x0[idx] + bcoef * z[idx]);
+              xp[idx] = m[q] * xp[idx] + (1.0f - m[q]) * keep;
+            }
+        }
+        report(stage, k, step + 1, pl.steps());
+        if (preview && p.preview_every > 0 && (step + 1) % p.preview_every == 0 && step + 1 < pl.steps()) {
+          Tensor rgb;
+          if (p.taesd) {
+            rgb = p.taesd->decode(x);
+            clamp01(rgb);
+          } else {
+            rgb = sd_latent_preview(x);
+          }
+          preview(k, step + 1, rgb);
+        }
+      };
+    };
+    Tensor lat = sampler_run(mf, sched, s1, noise, img2img ? &init_b : nullptr, rng,
+                             on_step(SdProgress::Stage::Sample, plan));
+    if (p.hires_scale > 1) {
+      Tensor up = latent_upscale(lat, p.hires_scale, p.hires_nearest);
+      Tensor noise2 = Tensor::empty(DType::F32, up.shape());
+      rng.noise_fill(noise2);
+      SampleParams s2 = sp;
+      s2.steps = p.hires_steps > 0 ? p.hires_steps : sp.steps;
+      s2.strength = p.hires_strength;
+      const SamplerPlan plan2 = sampler_plan(sched, s2, true);
+      UnetFn fn2(unet, cond, uncond, B, nullptr);
+      ModelFn mf2 = [&fn2](const Tensor& x, double t, Tensor& c, Tensor* u) { fn2(x, t, c, u); };
+      lat = sampler_run(mf2, sched, s2, noise2, &up, rng, on_step(SdProgress::Stage::Hires, plan2));
+    }
+    latents.push_back(std::move(lat));
+  }
+  if (p.release_components) model.unet_release();
+
+  // 4. Decode.
+  std::vector<Tensor> images;
+  const bool use_taesd = p.taesd && p.taesd_final;
+  Vae* vae = use_taesd ? nullptr : &model.vae(false);
+  for (int k = 0; k < p.batch_count; ++k) {
+    report(SdProgress::Stage::Decode, k);
+    const Tensor& lat = latents[static_cast<size_t>(k)];
+    Tensor img;
+    if (use_taesd) {
+      img = p.taesd->decode(lat);
+    } else {
+      Tensor z = Tensor::empty(DType::F32, lat.shape());
+      for (int64_t i = 0; i < z.numel(); ++i) z.ptr<float>()[i] = lat.ptr<float>()[i] / kLatentScale;
+      img = Tensor::empty(DType::F32, {lat.size(0), 3, lat.size(2) * kLatentFactor, lat.size(3) * kLatentFactor});
+      vae->decode(z, img);
+      for (int64_t i = 0; i < img.numel(); ++i) img.ptr<float>()[i] = (img.ptr<float>()[i] + 1.0f) * 0.5f;
+    }
+    clamp01(img);
+    for (int64_t b = 0; b < lat.size(0); ++b) {
+      Tensor one = image_slice(img, b);
+      if (mask_px.defined()) {  // pixel composite: keep the init image outside the mask
+        const int64_t n = int64_t{H} * W;
+        for (int c = 0; c < 3; ++c)
+          for (int64_t i = 0; i < n; ++i) {
+            const float m = mask_px.ptr<float>()[i];
+            float& o = one.ptr<float>()[c * n + i];
+            o = m * o + (1.0f - m) * init_img.ptr<float>()[c * n + i];
+          }
+      }
+      images.push_back(std::move(one));
+    }
+  }
+  if (p.release_components && vae) model.vae_release();
+  return images;
+}
+
+}  // namespace aigc::image
