@@ -214,7 +214,6 @@ void image_run(const ImageArgs& a) {
     p.taesd = &*taesd;
     p.taesd_final = !a.taesd_preview_only;
   }
-  if (!a.quiet && a.seed < 0) std::fprintf(stderr, "aigc: seed %llu\n", static_cast<unsigned long long>(p.seed));
 
   SdModelOptions mo;
   mo.precision = ops::precision_parse(a.precision);
@@ -227,6 +226,7 @@ void image_run(const ImageArgs& a) {
   const auto t_start = Clock::now();
   SdModel model = SdModel::open(a.model, mo);
   if (!a.quiet) std::fprintf(stderr, "aigc: model %s: %s\n", a.model.c_str(), model.info().description.c_str());
+  if (!a.quiet && a.seed < 0) std::fprintf(stderr, "aigc: seed %llu\n", static_cast<unsigned long long>(p.seed));
 
   ProgressBar bar(a.quiet);
   const std::string preview_path = !a.preview_file.empty()
