@@ -86,14 +86,11 @@ class ProgressBar {
         std::fprintf(stderr, "aigc: %s\n", what);
       return;
     }
-    if (pr.step == 1 || pr.batch != batch_ || pr.stage != stage_) {
-      // The first step's time is measured from the previous report: include it.
-      batch_ = pr.batch;
-      stage_ = pr.stage;
-    }
     const auto now = Clock::now();
-    if (pr.step == 1) t0_ = last_;
-    last_ = now;
+    if (pr.step == 0) {  // a pass starts: rates count from here
+      t0_ = now;
+      return;
+    }
     const double el = std::chrono::duration<double>(now - t0_).count();
     const double rate = el > 0 ? pr.step / el : 0.0;
     const double eta = rate > 0 ? (pr.steps - pr.step) / rate : 0.0;
@@ -115,7 +112,6 @@ class ProgressBar {
     }
     std::fflush(stderr);
   }
-  void mark() { last_ = Clock::now(); }
   void end_line() {
     if (open_) std::fputc('\n', stderr);
     open_ = false;
@@ -124,9 +120,7 @@ class ProgressBar {
  private:
   bool quiet_, tty_;
   bool open_ = false;
-  int batch_ = -1;
-  SdProgress::Stage stage_ = SdProgress::Stage::TextEncode;
-  Clock::time_point t0_ = Clock::now(), last_ = Clock::now();
+  Clock::time_point t0_ = Clock::now();
 };
 
 std::string output_path(const std::string& out, size_t i, size_t n) {

@@ -323,6 +323,7 @@ std::vector<Tensor> sd_generate(SdModel& model, const SdGenerateParams& p, const
         }
       };
     };
+    report(SdProgress::Stage::Sample, k, 0, plan.steps());  // sampling starts (timing base)
     Tensor lat = sampler_run(mf, sched, s1, noise, img2img ? &init_b : nullptr, rng,
                              on_step(SdProgress::Stage::Sample, plan));
     if (p.hires_scale > 1) {
@@ -335,11 +336,13 @@ std::vector<Tensor> sd_generate(SdModel& model, const SdGenerateParams& p, const
       const SamplerPlan plan2 = sampler_plan(sched, s2, true);
       UnetFn fn2(unet, cond, uncond, B, nullptr);
       ModelFn mf2 = [&fn2](const Tensor& x, double t, Tensor& c, Tensor* u) { fn2(x, t, c, u); };
+      report(SdProgress::Stage::Hires, k, 0, plan2.steps());
       lat = sampler_run(mf2, sched, s2, noise2, &up, rng, on_step(SdProgress::Stage::Hires, plan2));
     }
     latents.push_back(std::move(lat));
   }
   if (p.release_components) model.unet_release();
+  if (p.latents_out) *p.latents_out = latents;
 
   // 4. Decode.
   std::vector<Tensor> images;

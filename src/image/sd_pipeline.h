@@ -64,13 +64,14 @@ struct SdGenerateParams {
   bool taesd_final = true;           // false: TAESD only for previews
   int preview_every = 0;             // steps between previews; 0: none
   bool release_components = true;
+  std::vector<Tensor>* latents_out = nullptr;  // if set: each batch's final latent [B, 4, h, w] (tests)
 };
 
 struct SdProgress {
   enum class Stage { TextEncode, ImageEncode, Load, Sample, Hires, Decode };
   Stage stage = Stage::Sample;
   int batch = 0, batch_count = 1;    // which batch
-  int step = 0, steps = 0;           // Sample / Hires: steps done (1-based after a step), of steps
+  int step = 0, steps = 0;           // Sample / Hires: steps done, of steps (0: the pass starts)
 };
 using SdProgressFn = std::function<void(const SdProgress&)>;
 // A preview of batch `batch` after `step` steps: f32 [B, 3, H, W] in [0, 1] (TAESD when given,

@@ -58,3 +58,169 @@ def resize():
 
 
 resize()
+
+
+# ---- whole pipeline -------------------------------------------------------------------------------
+# The tiny models of sd_tiny.md (component twins sd_twin_clip / sd_twin_unet / sd_twin_vae) saved as
+# ONE single-file checkpoint with CompVis keys, and the pipeline run on it in plain torch f32:
+#   conditioning  fixed ids: "a photo of a cat" is CLIP's [320, 1125, 539, 320, 2368] (OpenAI's
+#                 simple_tokenizer), negative prompt "" -> BOS EOS; SD 1.x pads with EOS (49407),
+#                 SD 2.x with 0; all weights 1 (A1111's rescale is then the identity).
+#   noise         NoiseRng(seed) normals (mt19937_64 + Box-Muller, src/image/noise.h), as f32.
+#   sampler       k-diffusion sample_euler on sigmas_normal(steps), CompVisDenoiser (eps) or
+#                 CompVisVDenoiser (v), CFG 7 on the model output, cond and uncond as separate
+#                 UNet calls (the C++ side batches them: the same math).
+#   img2img       init image [1, 3, 64, 64] in [0, 1] -> VAE posterior mean * 0.18215; steps 4,
+#                 strength 0.5: sigmas[2:] (int(4 * 0.5) = 2 steps), x = init + sigma_2 * noise.
+#   mask blend    (4-channel UNet) after each step x = m x + (1 - m)(init + sigma_next noise), m the
+#                 8x8 cell mean of the mask; then the pixel composite m img + (1 - m) init.
+#   inpainting    (9-channel UNet) input cat[x_in, m, masked-image latent], masked image = init in
+#                 [-1, 1] with the mask >= 0.5 area set to 0; pixel composite at the end.
+#   decode        vae.decode(x / 0.18215), (img + 1) / 2 clamped to [0, 1].
+try:
+    import sd_twin_clip
+    import sd_twin_unet
+    import sd_twin_vae
+    import st_write
+    HAVE_COMPONENTS = True
+except ImportError as e:  # the component twins are merged separately
+    print(f"twin_sd_pipeline: pipeline part skipped ({e})")
+    HAVE_COMPONENTS = False
+
+if HAVE_COMPONENTS:
+    from twin_samplers import rng_normals, sigma_to_t, sigmas_normal
+
+    SCALE = 0.18215
+    PROMPT_IDS = [320, 1125, 539, 320, 2368]
+
+    def chunk(ids, pad):
+        ids = [49406] + ids + [49407]
+        return torch.tensor([ids + [pad] * (77 - len(ids))])
+
+    def noise_of(seed, shape):
+        n = int(np.prod(shape))
+        return torch.from_numpy(rng_normals(seed, n).astype(np.float32)).reshape(shape)
+
+    def run(unet, ctx_c, ctx_u, x, sigmas, pred, cfg, extra=None, blend=None):
+        """k-diffusion Euler from x (already at sigmas[0]); returns the latents after each step."""
+        xs = []
+        for i in range(len(sigmas) - 1):
+            s, sn = float(sigmas[i]), float(sigmas[i + 1])
+            c_in = 1.0 / (s * s + 1) ** 0.5
+            x_in = (x.double() * c_in).float()
+            t = torch.tensor([sigma_to_t(s)], dtype=torch.float32)
+            inp = x_in if extra is None else torch.cat([x_in, extra], dim=1)
+            with torch.no_grad():
+                mc = unet(inp, t, ctx_c).double()
+                mu = unet(inp, t, ctx_u).double()
+            m = mu + cfg * (mc - mu)
+            xd = x.double()
+            if pred == "eps":
+                D = xd - s * m
+            else:
+                D = xd / (s * s + 1) - s / (s * s + 1) ** 0.5 * m
+            x = (xd + (xd - D) / s * (sn - s)).float()
+            if blend is not None:
+                mask_lat, init, noise = blend
+                x = mask_lat * x + (1 - mask_lat) * (init + sn * noise)
+            xs.append(x)
+        return xs
+
+    def decode(vae, x):
+        with torch.no_grad():
+            img = vae.decode(x / SCALE)
+        return ((img + 1) * 0.5).clamp(0, 1)
+
+    def encode(vae, img01):
+        with torch.no_grad():
+            mean, _ = vae.encode(img01 * 2 - 1)
+        return mean * SCALE
+
+    def checkpoint(text, unet, vae, path):
+        """F16, as most checkpoints are: every module's parameters are rounded to f16 first (f16_exact)
+        so the file holds exactly the model the twin runs."""
+        sd = {}
+        for prefix, m in (("cond_stage_model.", text), ("model.diffusion_model.", unet), ("first_stage_model.", vae)):
+            for k, v in m.state_dict().items():
+                sd[prefix + k] = v.half() if v.is_floating_point() else v
+        st_write.write(path, sd, metadata={"format": "pt"})
+        return sd
+
+    def make_sd15_check(sd, sd2):
+        """bench/make_sd15.py generates its key list from the architecture: at the tiny widths it must
+        give exactly the twins' keys and shapes (so the full-size bench file has SD's exact layout)."""
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench"))
+        import make_sd15
+        cfg = make_sd15.TINY21 if sd2 else make_sd15.TINY15
+        want = {n: list(s) for n, s, _ in make_sd15.checkpoint_keys(cfg, sd2)
+                if n.startswith(("model.", "first_stage_model.", "cond_stage_model."))}
+        got = {n: list(t.shape) for n, t in sd.items()}
+        if want != got:
+            diff = [n for n in set(want) | set(got) if want.get(n) != got.get(n)]
+            raise SystemExit(f"make_sd15.py keys differ from the twins' ({len(diff)}): {sorted(diff)[:6]}")
+
+    def pipeline(name, text, unet, vae, pad, clip_skip, pred, seed):
+        d = {}
+        with torch.no_grad():
+            ctx_c = text(chunk(PROMPT_IDS, pad), clip_skip)
+            ctx_u = text(chunk([], pad), clip_skip)
+        d["cond"], d["uncond"] = ctx_c, ctx_u
+        sd = checkpoint(text, unet, vae, os.path.join(out, f"sd_pipe_{name}.safetensors"))
+        make_sd15_check(sd, name == "sd21")
+        # txt2img: 2 Euler steps, CFG 7.
+        noise = noise_of(seed, (1, 4, 8, 8))
+        sig = sigmas_normal(2)
+        xs = run(unet, ctx_c, ctx_u, noise * float(sig[0]), sig, pred, 7.0)
+        d["noise"], d["x1"], d["x2"] = noise, xs[0], xs[1]
+        d["image"] = decode(vae, xs[1])
+        return d, ctx_c, ctx_u
+
+    def f16_exact(m):
+        with torch.no_grad():
+            for p in m.parameters():
+                p.copy_(p.half().float())
+        return m
+
+    def main_pipeline():
+        g = torch.Generator().manual_seed(11)
+        text15, unet15, vae = (f16_exact(sd_twin_clip.tiny_sd15_text()), f16_exact(sd_twin_unet.tiny_sd15_unet()),
+                               f16_exact(sd_twin_vae.tiny_vae()))
+        d, ctx_c, ctx_u = pipeline("sd15", text15, unet15, vae, 49407, 1, "eps", 42)
+        # img2img and mask blending on the same checkpoint: 4 steps, strength 0.5 -> the last 2 run.
+        init_img = torch.rand(1, 3, 64, 64, generator=g)
+        mask = torch.zeros(1, 1, 64, 64)
+        mask[:, :, 8:40, 16:64] = 1.0
+        mask[:, :, 40:44, :] = 0.5  # a soft band
+        d["init_image"], d["mask"] = init_img, mask
+        init = encode(vae, init_img)
+        d["init_latent"] = init
+        sig = sigmas_normal(4)[2:]
+        noise = noise_of(7, (1, 4, 8, 8))
+        xs = run(unet15, ctx_c, ctx_u, init + float(sig[0]) * noise, sig, "eps", 7.0)
+        d["img2img_image"] = decode(vae, xs[-1])
+        mask_lat = F.avg_pool2d(mask, 8)
+        xs = run(unet15, ctx_c, ctx_u, init + float(sig[0]) * noise, sig, "eps", 7.0, blend=(mask_lat, init, noise))
+        d["blend_image"] = mask * decode(vae, xs[-1]) + (1 - mask) * init_img
+        refdump.write(os.path.join(out, "sd_pipe_sd15.bin"), d)
+
+        # SD 2.1 (OpenCLIP names, pad 0, penultimate layer), run as a v-prediction model.
+        text21, unet21 = f16_exact(sd_twin_clip.tiny_sd21_text()), f16_exact(sd_twin_unet.tiny_sd21_unet())
+        d, _, _ = pipeline("sd21", text21, unet21, vae, 0, 2, "v", 43)
+        refdump.write(os.path.join(out, "sd_pipe_sd21.bin"), d)
+
+        # 9-channel inpainting UNet: img2img strength 1 with the mask.
+        unet9 = f16_exact(sd_twin_unet.tiny_sd15_inpaint_unet())
+        d = {}
+        checkpoint(text15, unet9, vae, os.path.join(out, "sd_pipe_inpaint.safetensors"))
+        masked = init_img * 2 - 1
+        masked = masked * (mask < 0.5)
+        with torch.no_grad():
+            masked_lat = vae.encode(masked)[0] * SCALE
+        extra = torch.cat([F.avg_pool2d(mask, 8), masked_lat], dim=1)
+        sig = sigmas_normal(2)
+        noise = noise_of(5, (1, 4, 8, 8))
+        xs = run(unet9, ctx_c, ctx_u, init + float(sig[0]) * noise, sig, "eps", 7.0, extra=extra)
+        d["image"] = mask * decode(vae, xs[-1]) + (1 - mask) * init_img
+        refdump.write(os.path.join(out, "sd_pipe_inpaint.bin"), d)
+
+    main_pipeline()

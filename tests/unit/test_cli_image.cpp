@@ -7,8 +7,12 @@
 #include <fstream>
 #include <string>
 
+#include "common/compare.h"
+#include "common/refdump.h"
 #include "common/run_cli.h"
+#include "formats/image.h"
 #include "formats/safetensors.h"
+#include "image/sd_parameters.h"
 
 namespace {
 
@@ -97,6 +101,47 @@ TEST(CliImage, BadOptionValues) {
   const auto r = cli_run({"image", "-m", "/nonexistent.safetensors", "-p", "x", "--sampler", "plms"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("unknown sampler 'plms'"), std::string::npos) << r.err;
+}
+
+// The whole command on the tiny SD 1.5 checkpoint of tests/ref/twin_sd_pipeline.py: the PNG holds
+// the twin's image (8-bit) and its parameters chunk reads back; progress lines on stderr (not a TTY).
+TEST(CliImage, TinySd15EndToEnd) {
+  const std::string shared = aigc::test::shared_dir();
+  if (shared.empty()) GTEST_SKIP() << "../shared not found (set AIGC_SHARED): CLIP's vocabulary is needed";
+  const aigc::test::RefDump d = aigc::test::RefDump::load("sd_pipe_sd15");
+  const std::string model = aigc::test::ref_dir() + "/sd_pipe_sd15.safetensors";
+  const std::string out = tmp("tiny.png");
+  const auto r = cli_run({"-t", "1", "image", "-m", model, "-p", "a photo of a cat", "-W", "64", "-H", "64", "--steps",
+                          "2", "--sampler", "euler", "--seed", "42", "--precision", "f32", "--clip-vocab",
+                          shared + "/tokenizers/clip/bpe_simple_vocab_16e6.txt.gz", "-o", out});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("step 1/2, "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("step 2/2, "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("ETA"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("wrote " + out), std::string::npos) << r.err;
+  // Pixels: the twin's image rounded to 8 bits (half a level of rounding + the pipeline's 1e-3).
+  const aigc::Tensor img = aigc::image_read(out);
+  EXPECT_TENSORS_CLOSE(img, d.get("image"), 0.5f / 255 + 1e-3f, 0.0f);
+  // The parameters chunk: PNG bytes -> tEXt "parameters" -> A1111 fields.
+  std::ifstream f(out, std::ios::binary);
+  const std::string png((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const std::string key = std::string("tEXtparameters") + '\0';
+  const size_t at = png.find(key);
+  ASSERT_NE(at, std::string::npos);
+  const uint8_t* lp = reinterpret_cast<const uint8_t*>(png.data() + at - 4);
+  const size_t len = size_t{lp[0]} << 24 | size_t{lp[1]} << 16 | size_t{lp[2]} << 8 | lp[3];
+  const std::string text = png.substr(at + key.size(), len - (key.size() - 4));
+  const aigc::image::SdParameters p = aigc::image::sd_parameters_parse(text);
+  EXPECT_EQ(p.prompt, "a photo of a cat");
+  EXPECT_EQ(p.negative_prompt, "");
+  ASSERT_NE(p.field("Steps"), nullptr) << text;
+  EXPECT_EQ(*p.field("Steps"), "2");
+  EXPECT_EQ(*p.field("Sampler"), "Euler");
+  EXPECT_EQ(*p.field("CFG scale"), "7");
+  EXPECT_EQ(*p.field("Seed"), "42");
+  EXPECT_EQ(*p.field("Size"), "64x64");
+  EXPECT_EQ(*p.field("Model"), "sd_pipe_sd15");
+  fs::remove(out);
 }
 
 }  // namespace
