@@ -181,6 +181,33 @@ if HAVE_COMPONENTS:
                 p.copy_(p.half().float())
         return m
 
+    def diffusers_folder(text, unet, vae, path):
+        """The same SD 1.5 model as a diffusers folder (f16 safetensors, configs as diffusers writes
+        the keys we read; the VAE attention with the older query/key/value names)."""
+        import json
+        for sub in ("unet", "vae", "text_encoder", "scheduler"):
+            os.makedirs(os.path.join(path, sub), exist_ok=True)
+        half = lambda sd: {k: (v.half() if v.is_floating_point() else v) for k, v in sd.items()}
+        st_write.write(os.path.join(path, "unet", "diffusion_pytorch_model.safetensors"),
+                       half(sd_twin_unet.unet_to_diffusers(unet.state_dict())))
+        st_write.write(os.path.join(path, "vae", "diffusion_pytorch_model.safetensors"),
+                       half(sd_twin_vae.vae_to_diffusers(vae.state_dict(), attention_names="old")))
+        st_write.write(os.path.join(path, "text_encoder", "model.safetensors"),
+                       half(sd_twin_clip.clip_to_diffusers(text.state_dict())))
+        cfgs = {
+            "model_index.json": {"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.21.0"},
+            "unet/config.json": {"_class_name": "UNet2DConditionModel", "attention_head_dim": 8,
+                                 "block_out_channels": [32, 64, 128, 128], "cross_attention_dim": 64,
+                                 "in_channels": 4, "use_linear_projection": False},
+            "text_encoder/config.json": {"hidden_act": "quick_gelu", "hidden_size": 64, "num_attention_heads": 1,
+                                         "num_hidden_layers": 2},
+            "scheduler/scheduler_config.json": {"_class_name": "PNDMScheduler", "prediction_type": "epsilon",
+                                                "timestep_spacing": "leading", "steps_offset": 1},
+        }
+        for name, c in cfgs.items():
+            with open(os.path.join(path, name), "w") as f:
+                json.dump(c, f)
+
     def main_pipeline():
         g = torch.Generator().manual_seed(11)
         text15, unet15, vae = (f16_exact(sd_twin_clip.tiny_sd15_text()), f16_exact(sd_twin_unet.tiny_sd15_unet()),
@@ -202,6 +229,7 @@ if HAVE_COMPONENTS:
         xs = run(unet15, ctx_c, ctx_u, init + float(sig[0]) * noise, sig, "eps", 7.0, blend=(mask_lat, init, noise))
         d["blend_image"] = mask * decode(vae, xs[-1]) + (1 - mask) * init_img
         refdump.write(os.path.join(out, "sd_pipe_sd15.bin"), d)
+        diffusers_folder(text15, unet15, vae, os.path.join(out, "sd_pipe_sd15_diffusers"))
 
         # SD 2.1 (OpenCLIP names, pad 0, penultimate layer), run as a v-prediction model.
         text21, unet21 = f16_exact(sd_twin_clip.tiny_sd21_text()), f16_exact(sd_twin_unet.tiny_sd21_unet())

@@ -138,6 +138,18 @@ TEST_F(SdPipelineTwin, Sd15Txt2ImgTwoEulerSteps) {
   EXPECT_EQ(seen.back().stage, SdProgress::Stage::Decode);
 }
 
+TEST_F(SdPipelineTwin, Sd15DiffusersFolderGivesTheSameImage) {
+  const RefDump d = RefDump::load("sd_pipe_sd15");
+  SdModelOptions o;
+  o.precision = ops::Precision::F32;
+  o.clip_vocab = vocab_path();
+  SdModel m = SdModel::open(aigc::test::ref_dir() + "/sd_pipe_sd15_diffusers", o);
+  EXPECT_EQ(m.info().layout, KeyLayout::Diffusers);
+  EXPECT_EQ(m.info().family, SdFamily::Sd1);
+  const std::vector<Tensor> img = sd_generate(m, params_base(42, 2));
+  EXPECT_TENSORS_CLOSE(img[0], d.get("image"), kImageAtol, 0.0f);
+}
+
 TEST_F(SdPipelineTwin, Sd21VPredictionPenultimateLayer) {
   const RefDump d = RefDump::load("sd_pipe_sd21");
   SdModel m = model_open("sd21", true);
