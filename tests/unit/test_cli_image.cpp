@@ -144,4 +144,43 @@ TEST(CliImage, TinySd15EndToEnd) {
   fs::remove(out);
 }
 
+TEST(CliImage, BatchCountNamesFilesPreviewsAndSeeds) {
+  const std::string shared = aigc::test::shared_dir();
+  if (shared.empty()) GTEST_SKIP() << "../shared not found (set AIGC_SHARED): CLIP's vocabulary is needed";
+  const std::string model = aigc::test::ref_dir() + "/sd_pipe_sd15.safetensors";
+  const std::string out = tmp("batch.png");
+  const auto r = cli_run({"-t", "1", "image", "-m", model, "-p", "a cat", "-W", "64", "-H", "64", "--steps", "2",
+                          "--seed", "42", "--batch-count", "2", "--preview-every", "1", "--precision", "f32",
+                          "--clip-vocab", shared + "/tokenizers/clip/bpe_simple_vocab_16e6.txt.gz", "-o", out});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string base = out.substr(0, out.size() - 4);
+  for (int i = 0; i < 2; ++i) {
+    const std::string path = base + "-" + std::to_string(i) + ".png";
+    ASSERT_TRUE(fs::exists(path)) << path << "\n" << r.err;
+    const std::string name = fs::path(path).filename().string();
+    EXPECT_NE(r.err.find(name + " (seed " + std::to_string(42 + i) + ")"), std::string::npos) << r.err;
+    EXPECT_EQ(aigc::image_read(path).shape_str(), "[1, 3, 64, 64] f32");
+    fs::remove(path);
+  }
+  EXPECT_NE(r.err.find("batch 2/2 step 2/2"), std::string::npos) << r.err;
+  // The preview after step 1 of 2 (none after the last): the latent-to-RGB approximation, 8 x 8.
+  const std::string preview = base + "-preview.png";
+  ASSERT_TRUE(fs::exists(preview));
+  EXPECT_EQ(aigc::image_read(preview).shape_str(), "[1, 3, 8, 8] f32");
+  fs::remove(preview);
+}
+
+TEST(CliImage, BenchImageOnTheTinyCheckpoint) {
+  const std::string model = aigc::test::ref_dir() + "/sd_pipe_sd15.safetensors";
+  const auto r = cli_run({"-t", "1", "bench", "image", "-m", model, "--sizes", "64", "-r", "1", "--no-probe",
+                          "--precision", "f32", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const char* k : {"\"UNet step (CFG, batch 2)\"", "\"VAE decode\"", "\"peak_rss_bytes\"", "\"gflops\"",
+                        "\"threads\": 1"})
+    EXPECT_NE(r.out.find(k), std::string::npos) << k << "\n" << r.out;
+  const auto bad = cli_run({"bench", "image", "-m", model, "--sizes", "100"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("multiple of 64"), std::string::npos) << bad.err;
+}
+
 }  // namespace
