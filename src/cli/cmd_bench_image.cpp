@@ -150,8 +150,9 @@ void bench_image_run(const BenchImageArgs& a) {
   std::printf("|---|---|---:|---|---:|---:|---:|---:|---:|---:|\n");
   const std::string name = info.name;
   for (const Row& r : rows)
-    std::printf("| %s | %s | %d | %s | %dx%d | %.3f | %.0f | %.1f | %s | %.2f GiB |\n", name.c_str(), a.precision.c_str(),
-                threads, r.test.c_str(), r.size, r.size, r.seconds, r.gflop, r.gflop / r.seconds,
+    std::printf("| %s | %s | %d | %s | %dx%d | %.3f | %s | %.1f | %s | %.2f GiB |\n", name.c_str(), a.precision.c_str(),
+                threads, r.test.c_str(), r.size, r.size, r.seconds, fmt::format("{:.4g}", r.gflop).c_str(),
+                r.gflop / r.seconds,
                 peak > 0 ? fmt::format("{:.0f}%", 100 * r.gflop / r.seconds / peak).c_str() : "-",
                 static_cast<double>(rss) / (1u << 30));
   if (peak > 0) std::printf("\npeak: %.0f GFLOP/s (%s FMA, measured, %d threads)\n", peak, peak_kind.c_str(), threads);

@@ -213,6 +213,16 @@ if HAVE_COMPONENTS:
         text15, unet15, vae = (f16_exact(sd_twin_clip.tiny_sd15_text()), f16_exact(sd_twin_unet.tiny_sd15_unet()),
                                f16_exact(sd_twin_vae.tiny_vae()))
         d, ctx_c, ctx_u = pipeline("sd15", text15, unet15, vae, 49407, 1, "eps", 42)
+        # A prompt of 100 tokens: two chunks (75 + 25); the negative prompt "" is padded to two chunks
+        # with the empty prompt's conditioning so cond and uncond run as one UNet batch.
+        with torch.no_grad():
+            ids = PROMPT_IDS * 20
+            long_c = torch.cat([text15(chunk(ids[:75], 49407), 1), text15(chunk(ids[75:], 49407), 1)], dim=1)
+            long_u = torch.cat([ctx_u, ctx_u], dim=1)
+        sig = sigmas_normal(2)
+        noise = noise_of(42, (1, 4, 8, 8))
+        xs = run(unet15, long_c, long_u, noise * float(sig[0]), sig, "eps", 7.0)
+        d["long_image"] = decode(vae, xs[-1])
         # img2img and mask blending on the same checkpoint: 4 steps, strength 0.5 -> the last 2 run.
         init_img = torch.rand(1, 3, 64, 64, generator=g)
         mask = torch.zeros(1, 1, 64, 64)

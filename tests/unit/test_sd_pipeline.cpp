@@ -138,6 +138,15 @@ TEST_F(SdPipelineTwin, Sd15Txt2ImgTwoEulerSteps) {
   EXPECT_EQ(seen.back().stage, SdProgress::Stage::Decode);
 }
 
+TEST_F(SdPipelineTwin, LongPromptTwoChunksNegativePadded) {
+  const RefDump d = RefDump::load("sd_pipe_sd15");
+  SdModel m = model_open("sd15");
+  SdGenerateParams p = params_base(42, 2);
+  p.prompt.clear();
+  for (int i = 0; i < 20; ++i) p.prompt += "a photo of a cat ";  // 100 tokens: chunks of 75 + 25
+  EXPECT_TENSORS_CLOSE(sd_generate(m, p)[0], d.get("long_image"), kImageAtol, 0.0f);
+}
+
 TEST_F(SdPipelineTwin, Sd15DiffusersFolderGivesTheSameImage) {
   const RefDump d = RefDump::load("sd_pipe_sd15");
   SdModelOptions o;
