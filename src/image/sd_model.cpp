@@ -50,7 +50,7 @@ void foreign_check(const std::vector<TensorInfo>& ts, const std::string& where) 
     if (contains(n, "joint_blocks.")) unsupported("Stable Diffusion 3", where, fmt::format("tensor '{}'", n));
     if (contains(n, "double_blocks.") || contains(n, "single_blocks."))
       unsupported("Flux", where, fmt::format("tensor '{}'", n));
-    if (starts_with(n, "conditioner.embedders.") || contains(n, "label_emb.") || starts_with(n, "add_embedding."))
+    if (starts_with(n, "conditioner.embedders.") || starts_with(n, "add_embedding."))
       unsupported("SDXL", where, fmt::format("tensor '{}'", n));
     if (starts_with(n, "lora_") || contains(n, ".lora_down.") || contains(n, ".lora_A."))
       error_throw("this is a LoRA, not a full checkpoint", where,
@@ -168,6 +168,10 @@ SdModelInfo sd_detect_single_file(const std::vector<TensorInfo>& ts, const std::
     error_throw("the UNet has no cross-attention (no '*.attn2.to_k.weight')", where,
                 "this is not a text-conditioned Stable Diffusion UNet");
   if (ctx == 2048 || ctx == 1280) unsupported("SDXL", where, fmt::format("a cross-attention context of {}", ctx));
+  // A class / image embedding: SDXL's size conditioning, or SD 2.x unCLIP's image embedding.
+  for (const TensorInfo& t : ts)
+    if (starts_with(t.name, kUnetPrefix) && contains(t.name, ".label_emb."))
+      unsupported(ctx == 1024 ? "SD 2.x unCLIP" : "SDXL", where, fmt::format("tensor '{}'", t.name));
   info.context_dim = ctx;
 
   const TensorInfo* hf = info_find(ts, std::string(kClipHfPrefix) + "text_model.embeddings.token_embedding.weight");

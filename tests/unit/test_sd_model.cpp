@@ -123,6 +123,11 @@ TEST(SdModel, RefusesSdxlSd3FluxByName) {
   e = open_error(write("xl2.safetensors", xl2));
   EXPECT_NE(e.find("SDXL"), std::string::npos) << e;
 
+  Tensors unclip = sd_single(true);  // SD 2.1 unCLIP: an image embedding through label_emb
+  unclip["model.diffusion_model.label_emb.0.0.weight"] = filled({8, 16});
+  e = open_error(write("unclip.safetensors", unclip));
+  EXPECT_NE(e.find("SD 2.x unCLIP is not supported"), std::string::npos) << e;
+
   const Tensors sd3 = {{"model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight", filled({6, 2})}};
   e = open_error(write("sd3.safetensors", sd3));
   EXPECT_NE(e.find("Stable Diffusion 3 is not supported"), std::string::npos) << e;
