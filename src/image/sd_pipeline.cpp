@@ -205,8 +205,15 @@ std::vector<Tensor> sd_generate(SdModel& model, const SdGenerateParams& p, const
   if (!p.sample_spacing_set) sp.spacing = info.spacing;
   const bool guided = sp.cfg_scale != 1.0f;
   const NoiseSchedule sched = NoiseSchedule::sd();
-  // Checks steps / cfg / strength before any loading.
-  (void)sampler_plan(sched, sp, false);
+  const bool img2img = p.init_image.defined();
+  // The plans (and their checks of steps, cfg, strength) before anything is loaded.
+  SampleParams s1 = sp;
+  s1.strength = p.strength;
+  const SamplerPlan plan = sampler_plan(sched, s1, img2img);
+  SampleParams s2 = sp;
+  s2.steps = p.hires_steps > 0 ? p.hires_steps : sp.steps;
+  s2.strength = p.hires_strength;
+  const SamplerPlan plan2 = p.hires_scale > 1 ? sampler_plan(sched, s2, true) : SamplerPlan{};
 
   // 1. Prompts -> conditioning.
   report(SdProgress::Stage::TextEncode);
@@ -231,7 +238,6 @@ std::vector<Tensor> sd_generate(SdModel& model, const SdGenerateParams& p, const
   const int W = p.width, H = p.height;
   const int64_t h = H / kLatentFactor, w = W / kLatentFactor;
   Tensor init_img, mask_px, mask_lat, init_lat, extra;  // extra: [B, 5, h, w] for 9-channel UNets
-  const bool img2img = p.init_image.defined();
   if (img2img) init_img = image_resize_crop(p.init_image, W, H);  // [1, 3, H, W] in [0, 1]
   if (p.mask.defined()) {
     Tensor m = image_resize_crop(p.mask, W, H);
@@ -281,9 +287,6 @@ std::vector<Tensor> sd_generate(SdModel& model, const SdGenerateParams& p, const
     SeededNoise rng(p.seed + static_cast<uint64_t>(k) * static_cast<uint64_t>(B), static_cast<int>(B));
     Tensor noise = Tensor::empty(DType::F32, {B, kLatentChannels, h, w});
     rng.noise_fill(noise);
-    SampleParams s1 = sp;
-    s1.strength = p.strength;
-    const SamplerPlan plan = sampler_plan(sched, s1, img2img);
     UnetFn fn(unet, cond, uncond, B, extra.defined() ? &extra : nullptr);
     ModelFn mf = [&fn](const Tensor& x, double t, Tensor& c, Tensor* u) { fn(x, t, c, u); };
     auto on_step = [&](SdProgress::Stage stage, const SamplerPlan& pl) {
@@ -330,10 +333,6 @@ std::vector<Tensor> sd_generate(SdModel& model, const SdGenerateParams& p, const
       Tensor up = latent_upscale(lat, p.hires_scale, p.hires_nearest);
       Tensor noise2 = Tensor::empty(DType::F32, up.shape());
       rng.noise_fill(noise2);
-      SampleParams s2 = sp;
-      s2.steps = p.hires_steps > 0 ? p.hires_steps : sp.steps;
-      s2.strength = p.hires_strength;
-      const SamplerPlan plan2 = sampler_plan(sched, s2, true);
       UnetFn fn2(unet, cond, uncond, B, nullptr);
       ModelFn mf2 = [&fn2](const Tensor& x, double t, Tensor& c, Tensor* u) { fn2(x, t, c, u); };
       report(SdProgress::Stage::Hires, k, 0, plan2.steps());
