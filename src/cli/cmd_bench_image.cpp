@@ -51,6 +51,18 @@ uint64_t peak_rss() {
   return static_cast<uint64_t>(ru.ru_maxrss) * 1024;
 }
 
+// Resident set now, bytes (/proc/self/statm; 0 when unavailable).
+uint64_t rss_now() {
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  if (!f) return 0;
+  unsigned long long size = 0, resident = 0;
+  const int n = std::fscanf(f, "%llu %llu", &size, &resident);
+  std::fclose(f);
+  return n == 2 ? resident * 4096ull : 0;
+}
+
+double gib(uint64_t b) { return static_cast<double>(b) / (1u << 30); }
+
 void fill_random(Tensor& t, uint32_t seed) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> d(0.0f, 1.0f);
@@ -80,7 +92,8 @@ void bench_image_run(const BenchImageArgs& a) {
   {
     const auto t0 = Clock::now();
     UNet& unet = model.unet();
-    log_info("bench image: UNet loaded in {:.1f} s", seconds(t0));
+    log_info("bench image: UNet loaded in {:.1f} s; {:.2f} GiB of weights, RSS now {:.2f} GiB (peak {:.2f})",
+             seconds(t0), gib(unet.weight_bytes()), gib(rss_now()), gib(peak_rss()));
     const UNetConfig& c = unet.config();
     for (int s : a.sizes) {
       const int64_t h = s / 8;
@@ -101,9 +114,12 @@ void bench_image_run(const BenchImageArgs& a) {
       rows.push_back({"UNet step (CFG, batch 2)", s, total / a.repetitions, 2 * unet_flops(c, h, h) * 1e-9});
     }
     model.unet_release();
+    log_info("bench image: UNet released, RSS now {:.2f} GiB", gib(rss_now()));
   }
   if (!a.no_vae) {
     Vae& vae = model.vae(false);
+    log_info("bench image: VAE decoder loaded; {:.2f} GiB of weights, RSS now {:.2f} GiB", gib(vae.weight_bytes()),
+             gib(rss_now()));
     const VaeConfig& c = vae.config();
     const int s = a.sizes.back();
     const int64_t h = s / 8;
