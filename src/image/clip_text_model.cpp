@@ -31,7 +31,7 @@ Tensor f32_copy(const Tensor& t) {
   return out;
 }
 
-// Rows of several [n_i, K] tensors stacked into one [sum n_i, K] tensor, of the parts' type when
+// Several [n_i] or [n_i, K] tensors stacked along dim 0, of the parts' type when
 // they share one (so PackedLinear's Auto precision still sees bf16 as bf16), else f32.
 Tensor rows_stack(std::initializer_list<const Tensor*> parts) {
   const Tensor& first = **parts.begin();
@@ -41,7 +41,9 @@ Tensor rows_stack(std::initializer_list<const Tensor*> parts) {
     rows += p->size(0);
     if (p->type() != type) type = DType::F32;
   }
-  Tensor out = Tensor::empty(type, {rows, first.size(1)});
+  std::vector<int64_t> shape = first.shape_vec();
+  shape[0] = rows;
+  Tensor out = Tensor::empty(type, shape);
   int64_t r = 0;
   for (const Tensor* p : parts) {
     Tensor dst = out.slice(0, r, p->size(0));
