@@ -104,12 +104,17 @@ ClipTextModel ClipTextModel::load(const WeightSource& w, ClipKeyNames names, ops
   const std::string where = w.file_name();
   const char* hint = "the checkpoint's text encoder does not fit together; it may be damaged or of another model type";
 
-  // Key names of the two layouts.
-  const std::string k_tok = hf ? "text_model.embeddings.token_embedding.weight" : "token_embedding.weight";
-  const std::string k_pos = hf ? "text_model.embeddings.position_embedding.weight" : "positional_embedding";
-  const std::string k_final = hf ? "text_model.final_layer_norm." : "ln_final.";
+  // Key names of the two layouts. Some old SD 1.x checkpoints (saved with an early transformers)
+  // lack the "text_model." level: "cond_stage_model.transformer.embeddings.*" (A1111 renames them).
+  const std::string root =
+      hf && !w.has("text_model.embeddings.token_embedding.weight") && w.has("embeddings.token_embedding.weight")
+          ? ""
+          : "text_model.";
+  const std::string k_tok = hf ? root + "embeddings.token_embedding.weight" : "token_embedding.weight";
+  const std::string k_pos = hf ? root + "embeddings.position_embedding.weight" : "positional_embedding";
+  const std::string k_final = hf ? root + "final_layer_norm." : "ln_final.";
   auto layer_prefix = [&](int64_t i) {
-    return hf ? fmt::format("text_model.encoder.layers.{}.", i) : fmt::format("transformer.resblocks.{}.", i);
+    return hf ? fmt::format("{}encoder.layers.{}.", root, i) : fmt::format("transformer.resblocks.{}.", i);
   };
   const std::string k_ln1 = hf ? "layer_norm1." : "ln_1.", k_ln2 = hf ? "layer_norm2." : "ln_2.";
   const std::string k_out = hf ? "self_attn.out_proj." : "attn.out_proj.";
@@ -196,8 +201,9 @@ ClipTextModel ClipTextModel::load(const WeightSource& w, ClipKeyNames names, ops
   }
   im.final_w = param(k_final + "weight", W);
   im.final_b = param(k_final + "bias", W);
+  const std::string position_ids = root + "embeddings.position_ids";
   if (hf)
-    w.unused_check({"text_model.embeddings.position_ids"});
+    w.unused_check({position_ids});
   else
     w.unused_check({"text_projection", "logit_scale"});
   return m;

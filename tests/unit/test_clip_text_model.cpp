@@ -116,6 +116,29 @@ TEST(ClipTextModel, Sd15DiffusersMatchesTorch) {
   EXPECT_TENSORS_CLOSE(m.encode(ids, 2, 2), d.get("sd15_skip2"), kAtol, kRtol);
 }
 
+TEST(ClipTextModel, OldKeysWithoutTextModelLevel) {
+  // Early SD 1.x checkpoints: "cond_stage_model.transformer.embeddings.*" (no "text_model.").
+  RefDump d = RefDump::load("sd_clip");
+  std::map<std::string, Tensor> ts;
+  for (auto& [k, t] : tensors_of(ref_path("sd_clip_tiny_sd15"))) {
+    std::string k2 = k;
+    const size_t at = k2.find("text_model.");
+    ASSERT_NE(at, std::string::npos) << k;
+    ts[k2.erase(at, 11)] = t;
+  }
+  const std::string path = (temp_dir() / "old_keys.safetensors").string();
+  safetensors_write(path, ts);
+  ClipTextModel m = ClipTextModel::load(source(path, kSd15Prefix), ClipKeyNames::HuggingFace, ops::Precision::F32);
+  EXPECT_TENSORS_CLOSE(m.encode(ids_of(d.get("ids")), 2, 1), d.get("sd15_skip1"), kAtol, kRtol);
+}
+
+TEST(ClipTextModel, WrongActivationIsDetected) {  // the comparison is sensitive to quick_gelu vs gelu
+  RefDump d = RefDump::load("sd_clip");
+  ClipTextModel m = ClipTextModel::load(source(ref_path("sd_clip_tiny_sd15"), kSd15Prefix), ClipKeyNames::HuggingFace,
+                                        ops::Precision::F32, 0, ClipActivation::Gelu);
+  EXPECT_FALSE(test::tensors_close(m.encode(ids_of(d.get("ids")), 2, 1), d.get("sd15_skip1"), kAtol, kRtol));
+}
+
 TEST(ClipTextModel, Sd21CompVisMatchesTorch) {
   RefDump d = RefDump::load("sd_clip");
   ClipTextModel m = sd21(ops::Precision::Auto);  // f16 file: computes in f32
