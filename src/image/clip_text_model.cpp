@@ -209,6 +209,15 @@ ClipTextModel ClipTextModel::load(const WeightSource& w, ClipKeyNames names, ops
   return m;
 }
 
+ClipKeyNames clip_key_names_detect(const WeightSource& w) {
+  if (w.has("text_model.embeddings.token_embedding.weight") || w.has("embeddings.token_embedding.weight"))
+    return ClipKeyNames::HuggingFace;
+  if (w.has("token_embedding.weight")) return ClipKeyNames::OpenClip;
+  error_throw(fmt::format("{}: no token embedding under '{}' (neither CLIPTextModel nor OpenCLIP names)", w.component(),
+                          w.prefix()),
+              w.file_name(), "the checkpoint has no CLIP text encoder there");
+}
+
 Tensor ClipTextModel::encode(std::span<const int32_t> ids, int64_t batch, int clip_skip) {
   Tensor hidden;
   encode(ids, batch, clip_skip, hidden);

@@ -77,4 +77,10 @@ class ClipTextModel {
   std::unique_ptr<Impl> impl_;
 };
 
+// The naming of the text encoder under w's prefix: HuggingFace when
+// "[text_model.]embeddings.token_embedding.weight" exists, OpenClip when "token_embedding.weight"
+// does (so "cond_stage_model." + "transformer." or "model." tells SD 1.x from 2.x in a single file).
+// Throws aigc::Error when neither is there.
+ClipKeyNames clip_key_names_detect(const WeightSource& w);
+
 }  // namespace aigc::image

@@ -171,6 +171,15 @@ TEST(ClipTextModel, Bf16PrecisionClose) {
   EXPECT_TENSORS_CLOSE(b.encode(ids, 2, 2), d.get("sd21_skip2"), kBf16Atol, kBf16Rtol);
 }
 
+TEST(ClipTextModel, KeyNamesDetected) {
+  EXPECT_EQ(clip_key_names_detect(source(ref_path("sd_clip_tiny_sd15"), kSd15Prefix)), ClipKeyNames::HuggingFace);
+  EXPECT_EQ(clip_key_names_detect(source(ref_path("sd_clip_tiny_sd15_diffusers"), "")), ClipKeyNames::HuggingFace);
+  EXPECT_EQ(clip_key_names_detect(source(ref_path("sd_clip_tiny_sd21"), kSd21Prefix)), ClipKeyNames::OpenClip);
+  EXPECT_EQ(clip_key_names_detect(source(ref_path("sd_clip_tiny_sd21_diffusers"), "")), ClipKeyNames::HuggingFace);
+  EXPECT_THROW(clip_key_names_detect(source(ref_path("sd_clip_tiny_sd15"), kSd21Prefix)), Error);
+  EXPECT_THROW(clip_key_names_detect(source(ref_path("sd_clip_tiny_sd21"), "")), Error);
+}
+
 TEST(ClipTextModel, BadInputsThrow) {
   RefDump d = RefDump::load("sd_clip");
   ClipTextModel m = sd15();
