@@ -7,9 +7,13 @@
 //      so emphasis shifts the balance between tokens without changing the overall level);
 //   4. the chunks are concatenated along the sequence: context [1, 77 * chunks, W], what the UNet's
 //      cross-attention reads.
-// Classifier-free guidance needs the prompt and the negative prompt with the same length: the one
-// with fewer chunks is padded with chunks of the EMPTY prompt's conditioning (A1111's pad_cond
-// with cond_stage_model_empty_prompt), then both are stacked [cond; uncond] along the batch.
+// Classifier-free guidance in one UNet batch needs the prompt and the negative prompt with the
+// same length: sd_conditioning_cfg pads the one with fewer chunks with chunks of the EMPTY prompt's
+// conditioning (A1111's pad_cond with cond_stage_model_empty_prompt), then stacks [cond; uncond].
+// Note: A1111 pads only with its option "Pad prompt/negative prompt" (pad_cond_uncond, off by
+// default; "changes seeds"): by default, when the lengths differ, it runs the UNet on cond and
+// uncond separately, each at its own length (cross-attention takes any T). To reproduce that, use
+// sd_conditioning_encode for each side (and sd_conditioning_repeat for a batch) and two UNet calls.
 //
 //   SdConditioningOptions opt;                     // SD 1.x: EOS padding, clip_skip 1
 //   opt.tokenize.pad_id = 0; opt.clip_skip = 2;    // SD 2.x single-file checkpoint
