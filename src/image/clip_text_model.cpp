@@ -157,12 +157,8 @@ ClipTextModel ClipTextModel::load(const WeightSource& w, ClipKeyNames names, ops
                   where, hint);
     c.mlp = fc1.size(0);
   }
-  if (heads_override > 0) {
-    c.heads = heads_override;
-  } else {
-    c.heads = W / kHeadDim;
-  }
-  if (c.heads < 1 || W % c.heads != 0)
+  c.heads = heads_override > 0 ? heads_override : W / kHeadDim;
+  if (c.heads < 1 || W % c.heads != 0 || (heads_override <= 0 && W % kHeadDim != 0))
     error_throw(fmt::format("{}: width {} does not split into {} attention heads", w.component(), W, c.heads), where,
                 heads_override > 0 ? "pass a head count that divides the width"
                                    : "CLIP text models have 64-wide heads; pass the head count explicitly");
