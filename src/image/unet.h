@@ -56,6 +56,8 @@ class UNet {
   // Reuses internal buffers across calls of the same size (not for concurrent use).
   void forward(const Tensor& x, std::span<const float> timesteps, const Tensor& context, Tensor& out);
   size_t weight_bytes() const;
+  // Bytes of the activation buffers forward() keeps for reuse (sized by the largest call so far).
+  size_t activation_bytes() const;
 
  private:
   UNet();
