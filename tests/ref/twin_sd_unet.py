@@ -7,7 +7,7 @@ Usage: twin_sd_unet.py OUT_DIR. Writes, for NAME in sd15, sd21, sd15_inpaint:
   sd_unet_NAME_diffusers.safetensors   the diffusers unet/ file (UNet2DConditionModel names)
   sd_unet_NAME.bin                     refdump: x [2, C, 8, 8], timesteps [2], context [2, 77, 64], out;
                                        x_wide [1, C, 8, 16], timesteps_wide [1], context_wide [1, 77, 64],
-                                       out_wide
+                                       out_wide; sd15 also x_big [2, 4, 32, 32] (+ timesteps_big, context_big, out_big)
 sd15 and sd15_inpaint are stored in f32; sd21 in f16 (as real checkpoints are), its torch model
 running on the f16-rounded weights in f32 so that the expected values are exact for the file.
   sd_unet_temb.bin                     timestep_embedding: timesteps [5], emb_320 [5, 320], emb_32 [5, 32]
@@ -62,6 +62,11 @@ def emit(name, model, dtype):
     x_wide = torch.randn(1, in_ch, 8, 16, generator=g)
     t_wide = torch.tensor([500.0])
     ctx_wide = torch.randn(1, 77, 64, generator=g)
+    big = {}
+    if name == "sd15":  # 32x32: 1024 tokens at level 0, attention over many key blocks
+        x_big = torch.randn(2, in_ch, 32, 32, generator=g)
+        with torch.no_grad():
+            big = {"x_big": x_big, "timesteps_big": t, "context_big": ctx, "out_big": model(x_big, t, ctx)}
     with torch.no_grad():
         y = model(x, t, ctx)
         y_wide = model(x_wide, t_wide, ctx_wide)
@@ -69,7 +74,7 @@ def emit(name, model, dtype):
     assert 0.05 < y.std().item() < 20 and torch.isfinite(y).all(), (name, y.std().item())
     refdump.write(os.path.join(out_dir, f"sd_unet_{name}.bin"),
                   {"x": x, "timesteps": t, "context": ctx, "out": y,
-                   "x_wide": x_wide, "timesteps_wide": t_wide, "context_wide": ctx_wide, "out_wide": y_wide})
+                   "x_wide": x_wide, "timesteps_wide": t_wide, "context_wide": ctx_wide, "out_wide": y_wide, **big})
 
 
 emit("sd15", tw.tiny_sd15_unet(), torch.float32)
