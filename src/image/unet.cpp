@@ -13,7 +13,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cinttypes>
 #include <cmath>
+#include <cstdio>
 #include <optional>
 #include <set>
 #include <string>
@@ -31,6 +33,7 @@ constexpr float kResNormEps = 1e-5f;    // ldm GroupNorm32 (normalization()) def
 constexpr float kAttnNormEps = 1e-6f;   // SpatialTransformer's GroupNorm
 constexpr float kLayerNormEps = 1e-5f;  // nn.LayerNorm default in BasicTransformerBlock
 constexpr int64_t kFfRows = 1024;       // rows per feed-forward chunk
+constexpr int64_t kMaxLevels = 8;       // resolutions (SD has 4); bounds the 2^(levels-1) size rule
 
 // ---- parameters ----------------------------------------------------------------------------
 
@@ -55,7 +58,7 @@ struct ResBlock {
   int64_t c_in = 0, c_out = 0;
   Norm norm1, norm2;
   ops::PackedConv2d conv1, conv2, skip;  // skip: 1x1, only when c_in != c_out
-  Linear emb_proj;                        // [c_out, emb_dim]
+  Linear emb_proj;                       // [c_out, emb_dim]
   bool has_skip = false;
 };
 
@@ -96,28 +99,37 @@ struct Names {
   int64_t levels = 4;
 
   bool compvis() const { return layout == KeyLayout::CompVis; }
-  std::string time_embed(int i) const { return compvis() ? fmt::format("time_embed.{}", i == 0 ? 0 : 2) : fmt::format("time_embedding.linear_{}", i + 1); }
+  std::string time_embed(int i) const {
+    return compvis() ? fmt::format("time_embed.{}", i == 0 ? 0 : 2) : fmt::format("time_embedding.linear_{}", i + 1);
+  }
   std::string conv_in() const { return compvis() ? "input_blocks.0.0" : "conv_in"; }
   std::string out_norm() const { return compvis() ? "out.0" : "conv_norm_out"; }
   std::string out_conv() const { return compvis() ? "out.2" : "conv_out"; }
   int64_t in_index(int64_t level, int64_t slot) const { return 1 + level * (n_res + 1) + slot; }
   std::string down_res(int64_t l, int64_t s) const {
-    return compvis() ? fmt::format("input_blocks.{}.0", in_index(l, s)) : fmt::format("down_blocks.{}.resnets.{}", l, s);
+    return compvis() ? fmt::format("input_blocks.{}.0", in_index(l, s))
+                     : fmt::format("down_blocks.{}.resnets.{}", l, s);
   }
   std::string down_attn(int64_t l, int64_t s) const {
-    return compvis() ? fmt::format("input_blocks.{}.1", in_index(l, s)) : fmt::format("down_blocks.{}.attentions.{}", l, s);
+    return compvis() ? fmt::format("input_blocks.{}.1", in_index(l, s))
+                     : fmt::format("down_blocks.{}.attentions.{}", l, s);
   }
   std::string down_sample(int64_t l) const {
-    return compvis() ? fmt::format("input_blocks.{}.0.op", in_index(l, n_res)) : fmt::format("down_blocks.{}.downsamplers.0.conv", l);
+    return compvis() ? fmt::format("input_blocks.{}.0.op", in_index(l, n_res))
+                     : fmt::format("down_blocks.{}.downsamplers.0.conv", l);
   }
-  std::string mid_res(int i) const { return compvis() ? fmt::format("middle_block.{}", i == 0 ? 0 : 2) : fmt::format("mid_block.resnets.{}", i); }
+  std::string mid_res(int i) const {
+    return compvis() ? fmt::format("middle_block.{}", i == 0 ? 0 : 2) : fmt::format("mid_block.resnets.{}", i);
+  }
   std::string mid_attn() const { return compvis() ? "middle_block.1" : "mid_block.attentions.0"; }
   // Output side: u counts levels from the bottom (u = levels - 1 - level), as both layouts do.
   std::string up_res(int64_t u, int64_t s) const {
-    return compvis() ? fmt::format("output_blocks.{}.0", u * (n_res + 1) + s) : fmt::format("up_blocks.{}.resnets.{}", u, s);
+    return compvis() ? fmt::format("output_blocks.{}.0", u * (n_res + 1) + s)
+                     : fmt::format("up_blocks.{}.resnets.{}", u, s);
   }
   std::string up_attn(int64_t u, int64_t s) const {
-    return compvis() ? fmt::format("output_blocks.{}.1", u * (n_res + 1) + s) : fmt::format("up_blocks.{}.attentions.{}", u, s);
+    return compvis() ? fmt::format("output_blocks.{}.1", u * (n_res + 1) + s)
+                     : fmt::format("up_blocks.{}.attentions.{}", u, s);
   }
   std::string up_sample(int64_t u, bool after_attn) const {
     return compvis() ? fmt::format("output_blocks.{}.{}.conv", u * (n_res + 1) + n_res, after_attn ? 2 : 1)
@@ -125,7 +137,8 @@ struct Names {
   }
   // ResBlock parts: 0 norm1, 1 conv1, 2 emb projection, 3 norm2, 4 conv2, 5 skip.
   std::string res_part(const std::string& prefix, int part) const {
-    static const char* const kCompVis[] = {"in_layers.0", "in_layers.2", "emb_layers.1", "out_layers.0", "out_layers.3", "skip_connection"};
+    static const char* const kCompVis[] = {"in_layers.0",  "in_layers.2",  "emb_layers.1",
+                                           "out_layers.0", "out_layers.3", "skip_connection"};
     static const char* const kDiffusers[] = {"norm1", "conv1", "time_emb_proj", "norm2", "conv2", "conv_shortcut"};
     return prefix + "." + (compvis() ? kCompVis : kDiffusers)[part];
   }
@@ -176,7 +189,8 @@ struct Loader {
     r.has_skip = c_in != c_out;
     if (r.has_skip) r.skip = conv(names.res_part(p, 5), c_out, c_in, 1, 1);
     if (c_in % cfg.norm_groups != 0 || c_out % cfg.norm_groups != 0)
-      fail(fmt::format("'{}' has {} -> {} channels, not multiples of the {} GroupNorm groups", p, c_in, c_out, cfg.norm_groups));
+      fail(fmt::format("'{}' has {} -> {} channels, not multiples of the {} GroupNorm groups", p, c_in, c_out,
+                       cfg.norm_groups));
     return r;
   }
 
@@ -198,14 +212,16 @@ struct Loader {
     // Heads are not in the weights: ldm's num_head_channels (SD 2.x) or num_heads (SD 1.x).
     if (cfg.num_head_channels > 0) {
       if (s.inner % cfg.num_head_channels != 0)
-        fail(fmt::format("'{}' has {} channels, not a multiple of num_head_channels {}", p, s.inner, cfg.num_head_channels));
+        fail(fmt::format("'{}' has {} channels, not a multiple of num_head_channels {}", p, s.inner,
+                         cfg.num_head_channels));
       s.heads = s.inner / cfg.num_head_channels;
     } else {
       if (cfg.num_heads < 1 || s.inner % cfg.num_heads != 0)
         fail(fmt::format("'{}' has {} channels, not divisible into {} heads", p, s.inner, cfg.num_heads));
       s.heads = cfg.num_heads;
     }
-    if (c % cfg.norm_groups != 0) fail(fmt::format("'{}' has {} channels, not a multiple of {} groups", p, c, cfg.norm_groups));
+    if (c % cfg.norm_groups != 0)
+      fail(fmt::format("'{}' has {} channels, not a multiple of {} groups", p, c, cfg.norm_groups));
     const int64_t d = s.inner;
     for (int64_t k = 0; k < depth; ++k) {
       const std::string b = fmt::format("{}.transformer_blocks.{}", p, k);
@@ -223,7 +239,8 @@ struct Loader {
       t.out2 = linear(b + ".attn2.to_out.0", d, d, true);
       const std::vector<int64_t> ff = shape_of(b + ".ff.net.0.proj.weight");
       if (ff.size() != 2 || ff[0] % 2 != 0 || ff[0] == 0)
-        fail(fmt::format("'{}.ff.net.0.proj.weight' has shape [{}], expected [2 * inner, {}] (GEGLU)", b, fmt::join(ff, ", "), d));
+        fail(fmt::format("'{}.ff.net.0.proj.weight' has shape [{}], expected [2 * inner, {}] (GEGLU)", b,
+                         fmt::join(ff, ", "), d));
       t.ff_inner = ff[0] / 2;
       t.ff_in = linear(b + ".ff.net.0.proj", 2 * t.ff_inner, d, true);
       t.ff_out = linear(b + ".ff.net.2", d, t.ff_inner, true);
@@ -249,7 +266,7 @@ struct UNet::Impl {
   UNetConfig cfg;
   int64_t emb_dim = 0;
   Linear time1, time2;
-  std::vector<Block> input_blocks;   // [0] = conv_in
+  std::vector<Block> input_blocks;  // [0] = conv_in
   Block mid_res0, mid_res1;
   SpatialTransformer mid_attn;
   std::vector<Block> output_blocks;
@@ -259,7 +276,27 @@ struct UNet::Impl {
   std::vector<int> input_block_level;         // level (resolution index) each input block writes at
 
   // Role buffers (see the file comment); skips are roles kSkip0 + i.
-  enum Role { kMain0, kMain1, kWork0, kWork1, kTok0, kTok1, kQ, kK, kV, kFf, kFfGate, kTemb, kEmb, kEmbAct, kEmbOut, kX, kCtx, kCat, kSkip0 };
+  enum Role {
+    kMain0,
+    kMain1,
+    kWork0,
+    kWork1,
+    kTok0,
+    kTok1,
+    kQ,
+    kK,
+    kV,
+    kFf,
+    kFfGate,
+    kTemb,
+    kEmb,
+    kEmbAct,
+    kEmbOut,
+    kX,
+    kCtx,
+    kCat,
+    kSkip0
+  };
   std::vector<Tensor> pool;
 
   Tensor buf(int role, std::initializer_list<int64_t> shape) {
@@ -298,7 +335,7 @@ UNet UNet::load(const WeightSource& w, KeyLayout layout, const UNetConfig& heads
     for (const std::string& k : w.keys()) {
       int64_t i = -1;
       char rest[64] = {0};
-      if (std::sscanf(k.c_str(), "input_blocks.%ld.%63s", &i, rest) != 2 || i < 1) continue;
+      if (std::sscanf(k.c_str(), "input_blocks.%" SCNd64 ".%63s", &i, rest) != 2 || i < 1) continue;
       const std::string r(rest);
       if (r == "0.op.weight") downs.insert(i);
       if (r == "0.in_layers.0.weight") res.insert(i);
@@ -318,21 +355,26 @@ UNet UNet::load(const WeightSource& w, KeyLayout layout, const UNetConfig& heads
   c = heads;
   const std::vector<int64_t> cin = L.shape_of(nm.conv_in() + ".weight");
   if (cin.size() != 4 || cin[2] != 3 || cin[3] != 3)
-    L.fail(fmt::format("'{}.weight' has shape [{}], expected [model_channels, in_channels, 3, 3]", nm.conv_in(), fmt::join(cin, ", ")));
+    L.fail(fmt::format("'{}.weight' has shape [{}], expected [model_channels, in_channels, 3, 3]", nm.conv_in(),
+                       fmt::join(cin, ", ")));
   c.model_channels = cin[0];
   c.in_channels = cin[1];
+  if (c.model_channels < 1 || c.in_channels < 1)
+    L.fail(fmt::format("'{}.weight' has shape [{}]: no channels", nm.conv_in(), fmt::join(cin, ", ")));
+  if (nm.levels > kMaxLevels) L.fail(fmt::format("{} levels (at most {} supported)", nm.levels, kMaxLevels));
   const std::vector<int64_t> te = L.shape_of(nm.time_embed(0) + ".weight");
   if (te.size() != 2) L.fail(fmt::format("'{}.weight' is not a linear weight", nm.time_embed(0)));
   m.emb_dim = L.emb_dim = te[0];
   const std::vector<int64_t> oc = L.shape_of(nm.out_conv() + ".weight");
   if (oc.size() != 4) L.fail(fmt::format("'{}.weight' is not a conv weight", nm.out_conv()));
   c.out_channels = oc[0];
+  if (m.emb_dim < 1 || c.out_channels < 1) L.fail("time embedding or output conv without channels");
   c.num_res_blocks = nm.n_res;
   c.channel_mult.clear();
   c.attention_levels.clear();
   for (int64_t l = 0; l < nm.levels; ++l) {
     const std::vector<int64_t> s = L.shape_of(nm.res_part(nm.down_res(l, 0), 1) + ".weight");
-    if (s.size() != 4 || s[0] % c.model_channels != 0)
+    if (s.size() != 4 || s[0] < c.model_channels || s[0] % c.model_channels != 0)
       L.fail(fmt::format("'{}.weight' has shape [{}], expected [mult * {}, ...]", nm.res_part(nm.down_res(l, 0), 1),
                          fmt::join(s, ", "), c.model_channels));
     c.channel_mult.push_back(s[0] / c.model_channels);
@@ -345,6 +387,7 @@ UNet UNet::load(const WeightSource& w, KeyLayout layout, const UNetConfig& heads
   const std::vector<int64_t> ck = L.shape_of(mid + ".transformer_blocks.0.attn2.to_k.weight");
   if (ck.size() != 2) L.fail(fmt::format("'{}.transformer_blocks.0.attn2.to_k.weight' is not a linear weight", mid));
   L.context_dim = ck[1];
+  if (L.context_dim < 1) L.fail("cross-attention with a 0-wide context");
   L.linear_proj = L.shape_of(mid + ".proj_in.weight").size() == 2;
   c.transformer_depth = L.depth;
   c.context_dim = L.context_dim;
@@ -404,7 +447,8 @@ UNet UNet::load(const WeightSource& w, KeyLayout layout, const UNetConfig& heads
   }
   m.out_norm = L.norm(nm.out_norm(), ch);
   m.out_conv = L.conv(nm.out_conv(), c.out_channels, ch, 3, 1);
-  if (ch % c.norm_groups != 0) L.fail(fmt::format("{} output channels are not a multiple of {} groups", ch, c.norm_groups));
+  if (ch % c.norm_groups != 0)
+    L.fail(fmt::format("{} output channels are not a multiple of {} groups", ch, c.norm_groups));
   w.unused_check();
   return u;
 }
@@ -447,7 +491,8 @@ void UNet::Impl::attention_run(const Linear& q, const Linear& k, const Linear& v
   v.run(xkv, vb);
   Tensor ab = buf(kTok1, {B, Tq, inner});  // xq (block_run's LayerNorm output, kTok1) is dead now
   Tensor ab4 = ab.reshape({B, Tq, heads, D}).permute({0, 2, 1, 3});  // [B, H, Tq, D] view
-  ops::attention(qb.reshape({B, Tq, heads, D}).permute({0, 2, 1, 3}), kb.reshape({B, Tk, heads, D}).permute({0, 2, 1, 3}),
+  ops::attention(qb.reshape({B, Tq, heads, D}).permute({0, 2, 1, 3}),
+                 kb.reshape({B, Tk, heads, D}).permute({0, 2, 1, 3}),
                  vb.reshape({B, Tk, heads, D}).permute({0, 2, 1, 3}), ab4);
   o.run(ab, out);
 }

@@ -116,7 +116,8 @@ void expect_matches(const std::string& name, KeyLayout layout, const UNetConfig&
     const Tensor& want = d.get("out" + suffix);
     EXPECT_TENSORS_CLOSE(out, want, kAtol, kRtol);
     float diff = 0.0f;
-    for (int64_t i = 0; i < out.numel(); ++i) diff = std::max(diff, std::fabs(out.ptr<float>()[i] - want.ptr<float>()[i]));
+    for (int64_t i = 0; i < out.numel(); ++i)
+      diff = std::max(diff, std::fabs(out.ptr<float>()[i] - want.ptr<float>()[i]));
     std::printf("  %s%s %s: max |diff| %.3g (max |out| %.3g)\n", name.c_str(), suffix.c_str(),
                 layout == KeyLayout::CompVis ? "compvis" : "diffusers", diff, max_abs(want));
   }
@@ -234,7 +235,8 @@ TEST(UNet, WrongShapeIsNamed) {
 
 TEST(UNet, ExtraKeyIsNamed) {
   auto ts = tensors_of(tiny_path("sd15", KeyLayout::CompVis));
-  ts["model.diffusion_model.label_emb.0.0.weight"] = Tensor::zeros(DType::F32, {128, 32});  // SDXL-style class embedding
+  ts["model.diffusion_model.label_emb.0.0.weight"] =
+      Tensor::zeros(DType::F32, {128, 32});  // SDXL-style class embedding
   expect_load_error(ts, {"unknown", "model.diffusion_model.label_emb.0.0.weight"});
 }
 
@@ -257,9 +259,9 @@ TEST(UNet, WrongInputShapesAreNamed) {
       EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
     }
   };
-  Tensor x9 = Tensor::zeros(DType::F32, {2, 9, 8, 8});         // inpainting input for a 4-channel model
+  Tensor x9 = Tensor::zeros(DType::F32, {2, 9, 8, 8});  // inpainting input for a 4-channel model
   expect_error(x9, ts, ctx, out, "x is [2, 9, 8, 8]");
-  Tensor x_odd = Tensor::zeros(DType::F32, {2, 4, 8, 12});     // 12 is not a multiple of 8
+  Tensor x_odd = Tensor::zeros(DType::F32, {2, 4, 8, 12});  // 12 is not a multiple of 8
   Tensor out_odd = Tensor::empty(DType::F32, {2, 4, 8, 12});
   expect_error(x_odd, ts, ctx, out_odd, "multiples of 8");
   expect_error(d.get("x"), std::span<const float>(ts.data(), 1), ctx, out, "1 timesteps");
