@@ -8,6 +8,7 @@ Usage: twin_sd_unet.py OUT_DIR. Writes, for NAME in sd15, sd21, sd15_inpaint:
   sd_unet_NAME.bin                     refdump: x [2, C, 8, 8], timesteps [2], context [2, 77, 64], out;
                                        x_wide [1, C, 8, 16], timesteps_wide [1], context_wide [1, 77, 64],
                                        out_wide; sd15 also x_big [2, 4, 32, 32] (+ timesteps_big, context_big, out_big)
+                                       and context_long [2, 154, 64] (+ x_long, timesteps_long, out_long)
 sd15 and sd15_inpaint are stored in f32; sd21 in f16 (as real checkpoints are), its torch model
 running on the f16-rounded weights in f32 so that the expected values are exact for the file.
   sd_unet_temb.bin                     timestep_embedding: timesteps [5], emb_320 [5, 320], emb_32 [5, 32]
@@ -67,6 +68,9 @@ def emit(name, model, dtype):
         x_big = torch.randn(2, in_ch, 32, 32, generator=g)
         with torch.no_grad():
             big = {"x_big": x_big, "timesteps_big": t, "context_big": ctx, "out_big": model(x_big, t, ctx)}
+        ctx_long = torch.randn(2, 154, 64, generator=g)  # a prompt of two 77-token chunks
+        with torch.no_grad():
+            big.update({"x_long": x, "timesteps_long": t, "context_long": ctx_long, "out_long": model(x, t, ctx_long)})
     with torch.no_grad():
         y = model(x, t, ctx)
         y_wide = model(x_wide, t_wide, ctx_wide)

@@ -12,6 +12,7 @@
 
 #include "common/compare.h"
 #include "common/refdump.h"
+#include "backend/cpu/ops.h"
 #include "formats/safetensors.h"
 #include "image/unet.h"
 
@@ -177,6 +178,33 @@ TEST(UNet, Sd15LargerLatentMatchesTorch) {
   Tensor out = unet_run(u, d, "_big");
   EXPECT_TENSORS_CLOSE(out, d.get("out_big"), kAtol, kRtol);
   std::printf("  32x32 batch 2: activation buffers %.1f MB (model_channels 32)\n", u.activation_bytes() / 1e6);
+}
+
+// A long prompt: the context is two 77-token chunks.
+TEST(UNet, Sd15LongContextMatchesTorch) {
+  RefDump d = RefDump::load("sd_unet_sd15");
+  UNet u = unet_open(tiny_path("sd15", KeyLayout::Diffusers), KeyLayout::Diffusers, heads_sd1());
+  EXPECT_TENSORS_CLOSE(unet_run(u, d, "_long"), d.get("out_long"), kAtol, kRtol);
+}
+
+// Strided inputs (a channels-last latent, a transposed context) give the same bits as contiguous ones.
+TEST(UNet, StridedInputsMatchContiguous) {
+  RefDump d = RefDump::load("sd_unet_sd15");
+  UNet u = unet_open(tiny_path("sd15", KeyLayout::CompVis), KeyLayout::CompVis, heads_sd1());
+  const Tensor& x = d.get("x");          // [2, 4, 8, 8]
+  const Tensor& ctx = d.get("context");  // [2, 77, 64]
+  Tensor x_nhwc = Tensor::empty(DType::F32, {2, 8, 8, 4});
+  Tensor x_view = x_nhwc.permute({0, 3, 1, 2});
+  ops::copy(x, x_view);
+  Tensor ctx_t = Tensor::empty(DType::F32, {2, 64, 77});
+  Tensor ctx_view = ctx_t.transpose(1, 2);
+  ops::copy(ctx, ctx_view);
+  const std::vector<float> ts = floats_of(d.get("timesteps"));
+  Tensor a = Tensor::empty(DType::F32, {2, 4, 8, 8}), b = Tensor::empty(DType::F32, {2, 4, 8, 8});
+  u.forward(x, ts, ctx, a);
+  u.forward(x_view, ts, ctx_view, b);
+  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.nbytes()), 0);
+  EXPECT_TENSORS_CLOSE(b, d.get("out"), kAtol, kRtol);
 }
 
 // The heads matter: SD 2.x's head width read as SD 1.x's 8 heads gives another output.
