@@ -25,6 +25,7 @@
 #include "backend/cpu/linear_packed.h"
 #include "backend/cpu/ops.h"
 #include "core/error.h"
+#include "core/thread_pool.h"
 
 namespace aigc::image {
 
@@ -90,6 +91,29 @@ struct Block {
   bool has_up = false;
   ops::PackedConv2d up_conv;
 };
+
+// dst [B, C, R] = src [B, R, C] transposed per batch (both contiguous f32), in cache-sized tiles:
+// the channels-first <-> token layout switch around each transformer, for which ops::copy's
+// strided row gather would touch one cache line per element.
+void transpose_batched(const float* src, float* dst, int64_t B, int64_t R, int64_t C) {
+  constexpr int64_t kTile = 32;
+  const int64_t tiles_r = (R + kTile - 1) / kTile;
+  parallel_for(
+      B * tiles_r,
+      [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t b = t / tiles_r, r0 = (t % tiles_r) * kTile, r1 = std::min(R, r0 + kTile);
+          const float* s = src + b * R * C;
+          float* d = dst + b * R * C;
+          for (int64_t c0 = 0; c0 < C; c0 += kTile) {
+            const int64_t c1 = std::min(C, c0 + kTile);
+            for (int64_t c = c0; c < c1; ++c)
+              for (int64_t r = r0; r < r1; ++r) d[c * R + r] = s[r * C + c];
+          }
+        }
+      },
+      4);
+}
 
 // ---- key names ------------------------------------------------------------------------------
 
@@ -534,23 +558,21 @@ void UNet::Impl::attn_run(const SpatialTransformer& s, const Tensor& x, const Te
   Tensor tok = buf(kTok0, {B, T, I});
   if (s.linear) {
     Tensor t1 = buf(kTok1, {B, T, C});
-    ops::copy(a.reshape({B, C, T}).permute({0, 2, 1}), t1);
+    transpose_batched(a.ptr<float>(), t1.ptr<float>(), B, C, T);
     s.proj_in_lin.run(t1, tok);
   } else {
     Tensor p = buf(kWork1, {B, I, H, W});
     s.proj_in_conv.run(a, p);
-    ops::copy(p.reshape({B, I, T}).permute({0, 2, 1}), tok);
+    transpose_batched(p.ptr<float>(), tok.ptr<float>(), B, I, T);
   }
   for (const TransformerBlock& t : s.blocks) block_run(t, s.heads, tok, ctx);
-  Tensor y3 = y.reshape({B, C, T});
   if (s.linear) {
     Tensor t1 = buf(kTok1, {B, T, C});
     s.proj_out_lin.run(tok, t1);
-    ops::copy(t1.permute({0, 2, 1}), y3);
+    transpose_batched(t1.ptr<float>(), y.ptr<float>(), B, T, C);
   } else {
     Tensor p = buf(kWork1, {B, I, H, W});
-    Tensor p3 = p.reshape({B, I, T});
-    ops::copy(tok.permute({0, 2, 1}), p3);
+    transpose_batched(tok.ptr<float>(), p.ptr<float>(), B, T, I);
     s.proj_out_conv.run(p, y);
   }
   ops::add(y, x, y);
