@@ -323,6 +323,7 @@ struct UNet::Impl {
     kSkip0
   };
   std::vector<Tensor> pool;
+  std::vector<Tensor> skips;  // views of the skip roles during forward()
 
   Tensor buf(int role, std::initializer_list<int64_t> shape) {
     int64_t n = 1;
@@ -621,7 +622,8 @@ void UNet::forward(const Tensor& x_in, std::span<const float> timesteps, const T
   ops::silu(emb_act, emb_act);
 
   // Input blocks: each writes its own skip buffer.
-  std::vector<Tensor> skips;
+  std::vector<Tensor>& skips = m.skips;  // a member, so that its storage is reused
+  skips.clear();
   Tensor h;
   for (size_t i = 0; i < m.input_blocks.size(); ++i) {
     const Block& b = m.input_blocks[i];
