@@ -55,11 +55,12 @@ double mean_abs_diff(const Tensor& a, const Tensor& b) {
 }
 
 // Tolerances (f32). The decoder runs ~35 convolutions (up to 1152 products per output at 3x3 x 128
-// channels), 30 GroupNorms, attention over 64-128 positions and residual sums; oneDNN and torch sum
-// in different orders, ~1e-7 relative per layer, and the random GroupNorm gains amplify it. Outputs
-// reach |2.4|. Measured max |diff| on the AVX-512 build machine: decoded_a 2.4e-6, decoded_b 2.4e-6,
-// mean 4.5e-7, logvar 6e-7, tiled 2.4e-6. 1e-4 absolute plus 1e-4 relative leaves a margin of ~40x
-// for other ISAs and thread counts, and is far below what a wrong layer does (> 1e-2).
+// channels), 30 GroupNorms (the tiny model's first level has one channel per group, so statistics
+// of few values), attention over 64-128 positions and residual sums; oneDNN and torch sum in
+// different orders, ~1e-7 relative per layer, amplified by the random GroupNorm gains. Measured max
+// |diff| (AVX-512 build machine): decode 1.6e-5 at outputs up to |2.4| (6e-6 of the range), tiled
+// decode 1.9e-5, mean 2.3e-6, logvar 1.9e-6. 1e-4 absolute plus 1e-4 relative leaves a margin of 5x
+// or more for other ISAs and thread counts, and is far below what a wrong layer does (> 1e-2).
 constexpr float kAtol = 1e-4f, kRtol = 1e-4f;
 
 // bf16: every conv rounds weights and inputs to bf16 (relative error 2^-9 each) and accumulates in
@@ -228,11 +229,10 @@ TEST(Vae, TiledDecode) {
   const Tensor& lt = d.get("latent_t");
   EXPECT_TENSORS_CLOSE(decode_tiled(vae, lt, 8, 4), d.get("tiled_t"), kAtol, kRtol);
   // Small tiles approximate the whole decode only loosely with random weights: each tile has its own
-  // GroupNorm statistics and attends only within itself. Measured mean |diff| to decode: 0.087 for
-  // 12-latent tiles (overlap 4), 0.19 for 8-latent tiles, at output std 0.33; a misplaced tile or a
-  // wrong blend gives > 0.3. Bounds 0.12 and 0.25.
+  // GroupNorm statistics and attends only within itself. 12-latent tiles overlapping by 4 (two tiles
+  // side by side): measured mean |diff| to decode() 0.087 at output std 0.33 (the twin agrees); the
+  // second tile misplaced by one latent gives 0.23. Bound 0.12.
   EXPECT_LT(mean_abs_diff(decode_tiled(vae, lt, 12, 4), d.get("decoded_t")), 0.12);
-  EXPECT_LT(mean_abs_diff(decode_tiled(vae, lt, 8, 4), d.get("decoded_t")), 0.25);
   Tensor img = Tensor::empty(DType::F32, {1, 3, 96, 160});
   EXPECT_THROW(vae.decode_tiled(lt, img, 8, 8), Error);   // overlap must be < tile
   EXPECT_THROW(vae.decode_tiled(lt, img, 0, 0), Error);
