@@ -370,7 +370,10 @@ struct Vae::Impl {
     const int64_t c = x.c(), h = x.h(), w = x.w(), H = 2 * h, W = 2 * w, o = conv.out_channels();
     Act y = slot_view(p, o, H, W);
     int64_t rows = band_rows;
-    if (rows <= 0) rows = std::max<int64_t>(1, kBandBytes / static_cast<int64_t>(sizeof(float) * std::max(c, o) * (W + 2)) - 2);
+    if (rows <= 0) {  // at most 16 MiB and an eighth of the image per band, at least 8 rows
+      const int64_t fit = kBandBytes / static_cast<int64_t>(sizeof(float) * std::max(c, o) * (W + 2)) - 2;
+      rows = std::max<int64_t>(8, std::min(fit, H / 8));
+    }
     rows = std::min(rows, H);
     const float* src = x.t.ptr<float>();
     for (int64_t r0 = 0; r0 < H; r0 += rows) {

@@ -29,7 +29,7 @@
 // live in three reused buffers; the decoder's x2 upsample + conv runs in bands of rows, so the
 // upsampled tensor never exists whole. Peak activation memory to decode an H x W image (f32):
 // (c1 + 2 c0) * H * W * 4 bytes, c0 / c1 the channels of the first two levels (128 / 256 for SD:
-// 512 MiB at 512 x 512, 2 GiB at 1024 x 1024), plus two bands of at most 16 MiB and four attention
+// 512 MiB at 512 x 512, 2 GiB at 1024 x 1024), plus two bands of at most 16 MiB each and four attention
 // buffers of c_mid * (H/8) * (W/8) floats (32 MiB at 512 x 512). Encoding: about 3 c0 * H * W * 4
 // bytes (384 MiB at 512 x 512). decode_tiled bounds this to that of one tile (512 MiB for the
 // default 64-latent tiles) whatever the image size. Buffers grow to the largest size seen and are
@@ -84,8 +84,8 @@ class Vae {
   size_t buffer_bytes() const;
   // Spatial factor between image and latent: 2^(levels - 1), 8 for SD.
   int64_t scale() const;
-  // Rows per band of the decoder's upsample + conv (0: automatic, bands of at most 16 MiB). Tests
-  // use small values so that the band seams are exercised on tiny images.
+  // Rows per band of the decoder's upsample + conv (0: automatic, bands of at most 16 MiB and an
+  // eighth of the image, at least 8 rows). Tests use small values to exercise the band seams.
   void upsample_band_rows_set(int64_t rows);
 
  private:

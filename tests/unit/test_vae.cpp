@@ -201,11 +201,12 @@ TEST(Vae, BuffersReusedAndBounded) {
   EXPECT_TENSORS_CLOSE(decode(vae, d.get("latent_a")), d.get("decoded_a"), kAtol, kRtol);
   EXPECT_EQ(vae.buffer_bytes(), bytes);
   // The bound stated in vae.h: (c1 + 2 c0) H W floats for the three activation buffers, plus two
-  // bands (at most 16 MiB; here the whole image), four attention buffers of c_mid h w, the latent.
-  const size_t H = 64, W = 128, c0 = 32, c1 = 64, c_mid = 128, band = (c1 * (H + 2) * (W + 2) + c1 * H * W);
+  // bands (here of 8 rows, the widest input band at a coarser level), four attention buffers of
+  // c_mid h w, the latent.
+  const size_t H = 64, W = 128, c0 = 32, c1 = 64, c_mid = 128, band = 2 * c1 * (8 + 2) * (W + 2);
   const size_t bound = 4 * ((c1 + 2 * c0) * H * W + band + 4 * c_mid * (H / 8) * (W / 8) + 4 * (H / 8) * (W / 8));
   EXPECT_LE(bytes, bound);
-  EXPECT_GT(bytes, bound / 2);
+  EXPECT_GT(bytes, bound * 9 / 10);
   // Strided (non-contiguous) output and latent.
   Tensor wide = Tensor::empty(DType::F32, {1, 3, 64, 256});
   Tensor out = wide.slice(3, 0, 128);
@@ -291,9 +292,9 @@ TEST(Vae, MalformedCheckpointsThrow) {
     EXPECT_NO_THROW(Vae::load(source(write_temp(ts), p), KeyLayout::CompVis, ops::Precision::F32, false));
   }
   {
-    auto ts = good;  // a channel count that GroupNorm(32) cannot split
+    auto ts = good;  // conv_out reading another channel count than the last level gives
     ts[p + "decoder.conv_out.weight"] = Tensor::zeros(DType::F32, {3, 48, 3, 3});
-    expect_load_error(ts, {"decoder.conv_out.weight"});
+    expect_load_error(ts, {"decoder.conv_out.weight", "[3, 32, 3, 3]"});
   }
   {
     auto ts = good;  // encoder with one block fewer per level than the decoder expects
