@@ -269,7 +269,7 @@ struct Vae::Impl {
   // A [1, c, h, w] view of buffer `buf`, grown (old contents dropped) when too small.
   static Tensor view(Tensor& buf, int64_t c, int64_t h, int64_t w) {
     const int64_t need = c * h * w;
-    if (buf.numel() < need) {
+    if (!buf.data() || buf.numel() < need) {
       buf = Tensor();  // free first: the peak is the new size, not old + new
       buf = Tensor::empty(DType::F32, {need});
     }

@@ -14,6 +14,7 @@ Usage: twin_sd_vae.py OUT_DIR. Writes:
     image [1, 3, 64, 64] in [-1, 1] -> mean, logvar [1, 4, 8, 8] (logvar clamped as ldm does)
     latent_t [1, 4, 12, 20] -> decoded_t (whole) and tiled_t: tiled decode with 8x8-latent tiles
       overlapping by 4 (the blending described in tiled_decode below)
+    latent_s [1, 4, 1, 3] -> decoded_s; image_s [1, 3, 8, 8] -> mean_s, logvar_s (the smallest sizes)
     decoded_a_bf16emu: decoded_a with every conv's weight and input rounded to bf16 (what a bf16
       convolution computes, up to summation order), to size the bf16 tolerance
 """
@@ -138,6 +139,9 @@ with torch.no_grad():
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, 64), torch.linspace(-1, 1, 64), indexing="ij")
     image = torch.stack([xx, yy, torch.cos(3 * xx * yy)]).unsqueeze(0)
     image = (0.8 * image + 0.2 * (2 * torch.rand(1, 3, 64, 64, generator=g) - 1)).clamp(-1, 1)
+    latent_s = torch.randn(1, 4, 1, 3, generator=g)  # smallest sizes: attention over 3 positions,
+    image_s = 2 * torch.rand(1, 3, 8, 8, generator=g) - 1  # and an 8 x 8 image (1 x 1 at the bottom)
+    mean_s, logvar_s = vae.encode(image_s)
     decoded_a = vae.decode(latent_a)
     mean, logvar = vae.encode(image)
     with Bf16Conv():
@@ -149,4 +153,6 @@ with torch.no_grad():
         "latent_a": latent_a, "decoded_a": decoded_a, "decoded_a_bf16emu": decoded_a_bf16emu,
         "latent_b": latent_b, "decoded_b": vae.decode(latent_b),
         "image": image, "mean": mean, "logvar": logvar,
+        "latent_s": latent_s, "decoded_s": vae.decode(latent_s), "image_s": image_s, "mean_s": mean_s,
+        "logvar_s": logvar_s,
         "latent_t": latent_t, "decoded_t": vae.decode(latent_t), "tiled_t": tiled_decode(vae, latent_t, 8, 4)})

@@ -217,6 +217,16 @@ TEST(Vae, BuffersReusedAndBounded) {
   EXPECT_TENSORS_CLOSE(out, first, 0.0f, 0.0f);
 }
 
+TEST(Vae, SmallestSizesMatchTorch) {  // a 1 x 3 latent (attention over 3 positions), an 8 x 8 image
+  RefDump d = RefDump::load("sd_vae_tiny");
+  Vae vae = load("sd_vae_tiny", KeyLayout::CompVis);
+  EXPECT_TENSORS_CLOSE(decode(vae, d.get("latent_s")), d.get("decoded_s"), kAtol, kRtol);
+  Tensor mean = Tensor::empty(DType::F32, {1, 4, 1, 1}), logvar = Tensor::empty(DType::F32, {1, 4, 1, 1});
+  vae.encode(d.get("image_s"), mean, logvar);
+  EXPECT_TENSORS_CLOSE(mean, d.get("mean_s"), kAtol, kRtol);
+  EXPECT_TENSORS_CLOSE(logvar, d.get("logvar_s"), kAtol, kRtol);
+}
+
 TEST(Vae, TiledDecode) {
   RefDump d = RefDump::load("sd_vae_tiny");
   Vae vae = load("sd_vae_tiny", KeyLayout::CompVis);
