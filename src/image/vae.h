@@ -32,8 +32,9 @@
 // 512 MiB at 512 x 512, 2 GiB at 1024 x 1024), plus two bands of at most 16 MiB each and four attention
 // buffers of c_mid * (H/8) * (W/8) floats (32 MiB at 512 x 512). Encoding: about 3 c0 * H * W * 4
 // bytes (384 MiB at 512 x 512). decode_tiled bounds this to that of one tile (512 MiB for the
-// default 64-latent tiles) whatever the image size. Buffers grow to the largest size seen and are
-// reused; a Vae is not for concurrent use from several threads.
+// default 64-latent tiles) whatever the image size. Not counted: what a convolution itself holds
+// while it runs (layout reorders of its input and output, if the kernel makes them). Buffers grow
+// to the largest size seen and are reused; a Vae is not for concurrent use from several threads.
 #pragma once
 
 #include <cstdint>
