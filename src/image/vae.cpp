@@ -103,6 +103,7 @@ class Loader {
   ops::PackedConv2d conv(const std::string& pre, int64_t o, int64_t c, int64_t k, int stride, int pad) {
     if (o < 0) o = conv_dim(pre + "weight", 0);
     if (c < 0) c = conv_dim(pre + "weight", 1);
+    if (o < 1 || c < 1) fail(fmt::format("'{}{}weight' has no channels", w_.prefix(), pre));
     const Tensor& wt = w_.get(pre + "weight", {o, c, k, k});
     const Tensor& b = w_.get(pre + "bias", {o});
     return ops::PackedConv2d(wt, &b, stride, pad, p_);
@@ -118,7 +119,7 @@ class Loader {
     return ops::PackedConv2d(w4, &b, 1, 0, p_);
   }
   Norm norm(const std::string& pre, int64_t c) {
-    if (c % kGroups != 0)
+    if (c < 1 || c % kGroups != 0)
       error_throw(fmt::format("{}: '{}{}' normalises {} channels, not a multiple of the {} groups", w_.component(),
                               w_.prefix(), pre, c, kGroups),
                   w_.file_name(), "not a Stable Diffusion KL autoencoder");

@@ -331,6 +331,12 @@ TEST(Vae, MalformedCheckpointsThrow) {
         ts.erase(fmt::format("{}encoder.down.{}.block.1.{}", p, l, k));
     expect_load_error(ts, {"does not match"});
   }
+  {
+    auto ts = good;  // zero channels
+    ts[p + "post_quant_conv.weight"] = Tensor::zeros(DType::F32, {0, 4, 1, 1});
+    ts[p + "post_quant_conv.bias"] = Tensor::zeros(DType::F32, {0});
+    expect_load_error(ts, {"post_quant_conv.weight", "no channels"});
+  }
   // The wrong layout, or the wrong prefix: nothing found.
   EXPECT_THROW(load("sd_vae_tiny", KeyLayout::Diffusers), Error);
   EXPECT_THROW(Vae::load(source(tiny("sd_vae_tiny_diffusers"), ""), KeyLayout::CompVis, ops::Precision::F32), Error);
