@@ -13,7 +13,8 @@ Usage: twin_sd_vae.py OUT_DIR. Writes:
     latent_a [2, 4, 8, 8] -> decoded_a [2, 3, 64, 64]; latent_b [1, 4, 8, 16] -> decoded_b [1, 3, 64, 128]
     image [1, 3, 64, 64] in [-1, 1] -> mean, logvar [1, 4, 8, 8] (logvar clamped as ldm does)
     latent_t [1, 4, 12, 20] -> decoded_t (whole) and tiled_t: tiled decode with 8x8-latent tiles
-      overlapping by 4 (the blending described in tiled_decode below)
+      overlapping by 4 (the blending described in tiled_decode below), and tiled_t_dense: overlap 6,
+      so up to four tiles cover a pixel along an axis (the normalisation by the weight sums matters)
     latent_s [1, 4, 1, 3] -> decoded_s; image_s [1, 3, 8, 8] -> mean_s, logvar_s (the smallest sizes)
     decoded_a_bf16emu: decoded_a with every conv's weight and input rounded to bf16 (what a bf16
       convolution computes, up to summation order), to size the bf16 tolerance
@@ -155,4 +156,5 @@ with torch.no_grad():
         "image": image, "mean": mean, "logvar": logvar,
         "latent_s": latent_s, "decoded_s": vae.decode(latent_s), "image_s": image_s, "mean_s": mean_s,
         "logvar_s": logvar_s,
-        "latent_t": latent_t, "decoded_t": vae.decode(latent_t), "tiled_t": tiled_decode(vae, latent_t, 8, 4)})
+        "latent_t": latent_t, "decoded_t": vae.decode(latent_t), "tiled_t": tiled_decode(vae, latent_t, 8, 4),
+        "tiled_t_dense": tiled_decode(vae, latent_t, 8, 6)})

@@ -256,6 +256,8 @@ TEST(Vae, TiledDecode) {
   // edge, so some overlaps are wider): the twin's tiled decode, same f32 tolerance as decode.
   const Tensor& lt = d.get("latent_t");
   EXPECT_TENSORS_CLOSE(decode_tiled(vae, lt, 8, 4), d.get("tiled_t"), kAtol, kRtol);
+  // Overlap 6 (3 x 7 tiles, up to four over a pixel along an axis): the weights no longer sum to 1.
+  EXPECT_TENSORS_CLOSE(decode_tiled(vae, lt, 8, 6), d.get("tiled_t_dense"), kAtol, kRtol);
   // Small tiles approximate the whole decode only loosely with random weights: each tile has its own
   // GroupNorm statistics and attends only within itself. 12-latent tiles overlapping by 4 (two tiles
   // side by side): measured mean |diff| to decode() 0.087 at output std 0.33 (the twin agrees); the
