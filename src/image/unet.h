@@ -10,6 +10,11 @@
 // SD 1.x: proj_in/proj_out are 1x1 convolutions, 8 heads everywhere, context 768.
 // SD 2.x: proj_in/proj_out are Linear, heads of 64 channels, context 1024.
 // Inpainting checkpoints take 9 input channels (latent, mask, masked-image latent).
+//
+//   WeightSource w(file, "model.diffusion_model.", "UNet");        // or (unet_file, "", "UNet")
+//   UNetConfig heads;  heads.num_head_channels = 64;                 // SD 2.x; SD 1.x: num_heads = 8
+//   UNet unet = UNet::load(w, KeyLayout::CompVis, heads, ops::Precision::BF16);
+//   unet.forward(latent, timesteps, context, eps);                    // [B, 4, h, w] -> [B, 4, h, w]
 #pragma once
 
 #include <cstdint>
@@ -56,6 +61,8 @@ class UNet {
   // Reuses internal buffers across calls of the same size (not for concurrent use).
   void forward(const Tensor& x, std::span<const float> timesteps, const Tensor& context, Tensor& out);
   size_t weight_bytes() const;
+  // Bytes of the activation buffers forward() keeps for reuse (sized by the largest call so far).
+  size_t activation_bytes() const;
 
  private:
   UNet();

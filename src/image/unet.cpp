@@ -1,0 +1,769 @@
+// UNet: loading (both key layouts mapped onto one structure, every dimension from the shapes) and
+// the forward pass on the CPU ops.
+//
+// Activation memory: the outputs of the input blocks are kept (the skip connections); everything
+// else lives in a few role buffers (two for the main path, one for the [h, skip] concatenation, two
+// for the ResBlock/GroupNorm work, the transformer's token, q/k/v and feed-forward buffers), each
+// grown to the largest size asked so far and reused by every later call, so a sampling loop at one
+// size allocates nothing after its first step. The GEGLU feed-forward runs in chunks of rows to
+// bound its 12x-wide buffers. Every buffer scales with the width: the width-32 tiny model keeps
+// 24 MB at 64x64 latents, batch 2, so SD 1.5 (width 320) keeps about 240 MB there (the largest
+// pieces: 53 MB of skips, the 960-channel concatenation and its GroupNorm output at 31 MB each).
+#include "image/unet.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+#include <optional>
+#include <set>
+#include <string>
+
+#include "backend/cpu/conv2d_packed.h"
+#include "backend/cpu/linear_packed.h"
+#include "backend/cpu/ops.h"
+#include "core/error.h"
+#include "core/thread_pool.h"
+
+namespace aigc::image {
+
+namespace {
+
+constexpr float kResNormEps = 1e-5f;    // ldm GroupNorm32 (normalization()) default
+constexpr float kAttnNormEps = 1e-6f;   // SpatialTransformer's GroupNorm
+constexpr float kLayerNormEps = 1e-5f;  // nn.LayerNorm default in BasicTransformerBlock
+constexpr int64_t kFfRows = 1024;       // rows per feed-forward chunk
+constexpr int64_t kMaxLevels = 8;       // resolutions (SD has 4); bounds the 2^(levels-1) size rule
+
+// ---- parameters ----------------------------------------------------------------------------
+
+Tensor f32_copy(const Tensor& t) {
+  Tensor c = Tensor::empty(DType::F32, t.shape());
+  ops::copy(t, c);
+  return c;
+}
+
+struct Norm {
+  Tensor gamma, beta;  // f32 [C]
+};
+
+struct Linear {
+  std::unique_ptr<ops::PackedLinear> fc;
+  Tensor bias;  // f32 [N] (the PackedLinear views it)
+  int64_t in = 0, out = 0;
+  void run(const Tensor& x, Tensor& y) const { fc->run(x, y); }
+};
+
+struct ResBlock {
+  int64_t c_in = 0, c_out = 0;
+  Norm norm1, norm2;
+  ops::PackedConv2d conv1, conv2, skip;  // skip: 1x1, only when c_in != c_out
+  Linear emb_proj;                       // [c_out, emb_dim]
+  bool has_skip = false;
+};
+
+struct TransformerBlock {
+  Norm norm1, norm2, norm3;
+  Linear q1, k1, v1, out1;  // self-attention
+  Linear q2, k2, v2, out2;  // cross-attention (k2, v2 take the context)
+  Linear ff_in, ff_out;     // GEGLU: ff_in [2 * ff_inner, inner], ff_out [inner, ff_inner]
+  int64_t ff_inner = 0;
+};
+
+struct SpatialTransformer {
+  int64_t channels = 0, inner = 0, heads = 0;
+  Norm norm;
+  bool linear = false;
+  ops::PackedConv2d proj_in_conv, proj_out_conv;  // SD 1.x
+  Linear proj_in_lin, proj_out_lin;               // SD 2.x
+  std::vector<TransformerBlock> blocks;
+};
+
+// One ldm TimestepEmbedSequential: a ResBlock with an optional transformer and an optional
+// upsampler (output blocks), or a lone conv (conv_in, a downsampler).
+struct Block {
+  enum class Kind { Conv, Res } kind = Kind::Res;
+  ops::PackedConv2d conv;  // Conv: conv_in or the stride-2 downsampler
+  ResBlock res;
+  std::optional<SpatialTransformer> attn;
+  bool has_up = false;
+  ops::PackedConv2d up_conv;
+};
+
+// dst [B, C, R] = src [B, R, C] transposed per batch (both contiguous f32), in cache-sized tiles:
+// the channels-first <-> token layout switch around each transformer, for which ops::copy's
+// strided row gather would touch one cache line per element.
+void transpose_batched(const float* src, float* dst, int64_t B, int64_t R, int64_t C) {
+  constexpr int64_t kTile = 32;
+  const int64_t tiles_r = (R + kTile - 1) / kTile;
+  parallel_for(
+      B * tiles_r,
+      [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t b = t / tiles_r, r0 = (t % tiles_r) * kTile, r1 = std::min(R, r0 + kTile);
+          const float* s = src + b * R * C;
+          float* d = dst + b * R * C;
+          for (int64_t c0 = 0; c0 < C; c0 += kTile) {
+            const int64_t c1 = std::min(C, c0 + kTile);
+            for (int64_t c = c0; c < c1; ++c)
+              for (int64_t r = r0; r < r1; ++r) d[c * R + r] = s[r * C + c];
+          }
+        }
+      },
+      4);
+}
+
+// ---- key names ------------------------------------------------------------------------------
+
+// The names of one checkpoint layout. Module prefixes end without a dot.
+struct Names {
+  KeyLayout layout;
+  int64_t n_res = 2;  // res blocks per level (input side; the output side has one more)
+  int64_t levels = 4;
+
+  bool compvis() const { return layout == KeyLayout::CompVis; }
+  std::string time_embed(int i) const {
+    return compvis() ? fmt::format("time_embed.{}", i == 0 ? 0 : 2) : fmt::format("time_embedding.linear_{}", i + 1);
+  }
+  std::string conv_in() const { return compvis() ? "input_blocks.0.0" : "conv_in"; }
+  std::string out_norm() const { return compvis() ? "out.0" : "conv_norm_out"; }
+  std::string out_conv() const { return compvis() ? "out.2" : "conv_out"; }
+  int64_t in_index(int64_t level, int64_t slot) const { return 1 + level * (n_res + 1) + slot; }
+  std::string down_res(int64_t l, int64_t s) const {
+    return compvis() ? fmt::format("input_blocks.{}.0", in_index(l, s))
+                     : fmt::format("down_blocks.{}.resnets.{}", l, s);
+  }
+  std::string down_attn(int64_t l, int64_t s) const {
+    return compvis() ? fmt::format("input_blocks.{}.1", in_index(l, s))
+                     : fmt::format("down_blocks.{}.attentions.{}", l, s);
+  }
+  std::string down_sample(int64_t l) const {
+    return compvis() ? fmt::format("input_blocks.{}.0.op", in_index(l, n_res))
+                     : fmt::format("down_blocks.{}.downsamplers.0.conv", l);
+  }
+  std::string mid_res(int i) const {
+    return compvis() ? fmt::format("middle_block.{}", i == 0 ? 0 : 2) : fmt::format("mid_block.resnets.{}", i);
+  }
+  std::string mid_attn() const { return compvis() ? "middle_block.1" : "mid_block.attentions.0"; }
+  // Output side: u counts levels from the bottom (u = levels - 1 - level), as both layouts do.
+  std::string up_res(int64_t u, int64_t s) const {
+    return compvis() ? fmt::format("output_blocks.{}.0", u * (n_res + 1) + s)
+                     : fmt::format("up_blocks.{}.resnets.{}", u, s);
+  }
+  std::string up_attn(int64_t u, int64_t s) const {
+    return compvis() ? fmt::format("output_blocks.{}.1", u * (n_res + 1) + s)
+                     : fmt::format("up_blocks.{}.attentions.{}", u, s);
+  }
+  std::string up_sample(int64_t u, bool after_attn) const {
+    return compvis() ? fmt::format("output_blocks.{}.{}.conv", u * (n_res + 1) + n_res, after_attn ? 2 : 1)
+                     : fmt::format("up_blocks.{}.upsamplers.0.conv", u);
+  }
+  // ResBlock parts: 0 norm1, 1 conv1, 2 emb projection, 3 norm2, 4 conv2, 5 skip.
+  std::string res_part(const std::string& prefix, int part) const {
+    static const char* const kCompVis[] = {"in_layers.0",  "in_layers.2",  "emb_layers.1",
+                                           "out_layers.0", "out_layers.3", "skip_connection"};
+    static const char* const kDiffusers[] = {"norm1", "conv1", "time_emb_proj", "norm2", "conv2", "conv_shortcut"};
+    return prefix + "." + (compvis() ? kCompVis : kDiffusers)[part];
+  }
+};
+
+struct Loader {
+  const WeightSource& w;
+  Names names;
+  ops::Precision precision;
+  const UNetConfig& cfg;
+  int64_t emb_dim = 0, context_dim = 0, depth = 0;
+  bool linear_proj = false;
+
+  [[noreturn]] void fail(const std::string& what) const {
+    error_throw(fmt::format("{}: {}", w.component(), what), w.file_name(),
+                "expected a Stable Diffusion 1.x/2.x UNet (ldm UNetModel or diffusers UNet2DConditionModel)");
+  }
+
+  std::vector<int64_t> shape_of(const std::string& key) const { return w.get(key).shape_vec(); }
+
+  Norm norm(const std::string& p, int64_t c) const {
+    return {f32_copy(w.get(p + ".weight", {c})), f32_copy(w.get(p + ".bias", {c}))};
+  }
+  ops::PackedConv2d conv(const std::string& p, int64_t c_out, int64_t c_in, int64_t k, int stride) const {
+    const Tensor& wt = w.get(p + ".weight", {c_out, c_in, k, k});
+    const Tensor& b = w.get(p + ".bias", {c_out});
+    return ops::PackedConv2d(wt, &b, stride, static_cast<int>(k / 2), precision);
+  }
+  Linear linear(const std::string& p, int64_t n_out, int64_t n_in, bool bias) const {
+    Linear l;
+    l.in = n_in;
+    l.out = n_out;
+    const Tensor& wt = w.get(p + ".weight", {n_out, n_in});
+    if (bias) l.bias = f32_copy(w.get(p + ".bias", {n_out}));
+    l.fc = std::make_unique<ops::PackedLinear>(wt, bias ? &l.bias : nullptr, 512, precision);
+    return l;
+  }
+
+  ResBlock res(const std::string& p, int64_t c_in, int64_t c_out) const {
+    ResBlock r;
+    r.c_in = c_in;
+    r.c_out = c_out;
+    r.norm1 = norm(names.res_part(p, 0), c_in);
+    r.conv1 = conv(names.res_part(p, 1), c_out, c_in, 3, 1);
+    r.emb_proj = linear(names.res_part(p, 2), c_out, emb_dim, true);
+    r.norm2 = norm(names.res_part(p, 3), c_out);
+    r.conv2 = conv(names.res_part(p, 4), c_out, c_out, 3, 1);
+    r.has_skip = c_in != c_out;
+    if (r.has_skip) r.skip = conv(names.res_part(p, 5), c_out, c_in, 1, 1);
+    if (c_in % cfg.norm_groups != 0 || c_out % cfg.norm_groups != 0)
+      fail(fmt::format("'{}' has {} -> {} channels, not multiples of the {} GroupNorm groups", p, c_in, c_out,
+                       cfg.norm_groups));
+    return r;
+  }
+
+  SpatialTransformer attn(const std::string& p, int64_t c) const {
+    SpatialTransformer s;
+    s.channels = c;
+    s.linear = linear_proj;
+    s.norm = norm(p + ".norm", c);
+    const std::vector<int64_t> pin = shape_of(p + ".proj_in.weight");
+    if (pin.empty()) fail(fmt::format("'{}.proj_in.weight' has no dims", p));
+    s.inner = pin[0];
+    if (s.linear) {
+      s.proj_in_lin = linear(p + ".proj_in", s.inner, c, true);
+      s.proj_out_lin = linear(p + ".proj_out", c, s.inner, true);
+    } else {
+      s.proj_in_conv = conv(p + ".proj_in", s.inner, c, 1, 1);
+      s.proj_out_conv = conv(p + ".proj_out", c, s.inner, 1, 1);
+    }
+    // Heads are not in the weights: ldm's num_head_channels (SD 2.x) or num_heads (SD 1.x).
+    if (cfg.num_head_channels > 0) {
+      if (s.inner % cfg.num_head_channels != 0)
+        fail(fmt::format("'{}' has {} channels, not a multiple of num_head_channels {}", p, s.inner,
+                         cfg.num_head_channels));
+      s.heads = s.inner / cfg.num_head_channels;
+    } else {
+      if (cfg.num_heads < 1 || s.inner % cfg.num_heads != 0)
+        fail(fmt::format("'{}' has {} channels, not divisible into {} heads", p, s.inner, cfg.num_heads));
+      s.heads = cfg.num_heads;
+    }
+    if (c % cfg.norm_groups != 0)
+      fail(fmt::format("'{}' has {} channels, not a multiple of {} groups", p, c, cfg.norm_groups));
+    const int64_t d = s.inner;
+    for (int64_t k = 0; k < depth; ++k) {
+      const std::string b = fmt::format("{}.transformer_blocks.{}", p, k);
+      TransformerBlock t;
+      t.norm1 = norm(b + ".norm1", d);
+      t.norm2 = norm(b + ".norm2", d);
+      t.norm3 = norm(b + ".norm3", d);
+      t.q1 = linear(b + ".attn1.to_q", d, d, false);
+      t.k1 = linear(b + ".attn1.to_k", d, d, false);
+      t.v1 = linear(b + ".attn1.to_v", d, d, false);
+      t.out1 = linear(b + ".attn1.to_out.0", d, d, true);
+      t.q2 = linear(b + ".attn2.to_q", d, d, false);
+      t.k2 = linear(b + ".attn2.to_k", d, context_dim, false);
+      t.v2 = linear(b + ".attn2.to_v", d, context_dim, false);
+      t.out2 = linear(b + ".attn2.to_out.0", d, d, true);
+      const std::vector<int64_t> ff = shape_of(b + ".ff.net.0.proj.weight");
+      if (ff.size() != 2 || ff[0] % 2 != 0 || ff[0] == 0)
+        fail(fmt::format("'{}.ff.net.0.proj.weight' has shape [{}], expected [2 * inner, {}] (GEGLU)", b,
+                         fmt::join(ff, ", "), d));
+      t.ff_inner = ff[0] / 2;
+      t.ff_in = linear(b + ".ff.net.0.proj", 2 * t.ff_inner, d, true);
+      t.ff_out = linear(b + ".ff.net.2", d, t.ff_inner, true);
+      s.blocks.push_back(std::move(t));
+    }
+    return s;
+  }
+};
+
+// The number of consecutive indices i = 0, 1, ... for which `key_of(i)` exists.
+template <typename F>
+int64_t count_while(const WeightSource& w, F key_of) {
+  int64_t n = 0;
+  while (n < 1000 && w.has(key_of(n))) ++n;
+  return n;
+}
+
+}  // namespace
+
+// ---- the model ------------------------------------------------------------------------------
+
+struct UNet::Impl {
+  UNetConfig cfg;
+  int64_t emb_dim = 0;
+  Linear time1, time2;
+  std::vector<Block> input_blocks;  // [0] = conv_in
+  Block mid_res0, mid_res1;
+  SpatialTransformer mid_attn;
+  std::vector<Block> output_blocks;
+  Norm out_norm;
+  ops::PackedConv2d out_conv;
+  std::vector<int64_t> input_block_channels;  // output channels of each input block (the skips)
+  std::vector<int> input_block_level;         // level (resolution index) each input block writes at
+
+  // Role buffers (see the file comment); skips are roles kSkip0 + i.
+  enum Role {
+    kMain0,
+    kMain1,
+    kWork0,
+    kWork1,
+    kTok0,
+    kTok1,
+    kQ,
+    kK,
+    kV,
+    kFf,
+    kFfGate,
+    kTemb,
+    kEmb,
+    kEmbAct,
+    kEmbOut,
+    kX,
+    kCtx,
+    kCat,
+    kSkip0
+  };
+  std::vector<Tensor> pool;
+  std::vector<Tensor> skips;  // views of the skip roles during forward()
+
+  Tensor buf(int role, std::initializer_list<int64_t> shape) {
+    int64_t n = 1;
+    for (int64_t s : shape) n *= s;
+    if (static_cast<size_t>(role) >= pool.size()) pool.resize(role + 1);
+    Tensor& p = pool[role];
+    if (p.numel() < n || p.ndim() == 0) p = Tensor::empty(DType::F32, {std::max<int64_t>(n, 1)});
+    return Tensor::view_of(DType::F32, std::span<const int64_t>(shape.begin(), shape.size()), p.data(), p.owner());
+  }
+
+  void res_run(const ResBlock& r, const Tensor& x, const Tensor& emb_act, Tensor& y);
+  void attn_run(const SpatialTransformer& s, const Tensor& x, const Tensor& ctx, Tensor& y);
+  void block_run(const TransformerBlock& t, int64_t heads, Tensor& tok, const Tensor& ctx);
+  void attention_run(const Linear& q, const Linear& k, const Linear& v, const Linear& o, int64_t heads,
+                     const Tensor& xq, const Tensor& xkv, Tensor& out);
+};
+
+UNet::UNet() : impl_(std::make_unique<Impl>()) {}
+UNet::UNet(UNet&&) noexcept = default;
+UNet& UNet::operator=(UNet&&) noexcept = default;
+UNet::~UNet() = default;
+
+const UNetConfig& UNet::config() const { return impl_->cfg; }
+
+UNet UNet::load(const WeightSource& w, KeyLayout layout, const UNetConfig& heads, ops::Precision precision) {
+  UNet u;
+  Impl& m = *u.impl_;
+  Loader L{w, Names{layout}, precision, heads};
+  Names& nm = L.names;
+  if (heads.norm_groups < 1) L.fail(fmt::format("norm_groups {} must be positive", heads.norm_groups));
+
+  // Levels and res blocks per level, from which keys exist.
+  if (nm.compvis()) {
+    std::set<int64_t> downs, res;
+    for (const std::string& k : w.keys()) {
+      int64_t i = -1;
+      char rest[64] = {0};
+      if (std::sscanf(k.c_str(), "input_blocks.%" SCNd64 ".%63s", &i, rest) != 2 || i < 1) continue;
+      const std::string r(rest);
+      if (r == "0.op.weight") downs.insert(i);
+      if (r == "0.in_layers.0.weight") res.insert(i);
+    }
+    if (res.empty()) L.fail("no res blocks found (no 'input_blocks.1.0.in_layers.0.weight')");
+    nm.n_res = downs.empty() ? static_cast<int64_t>(res.size()) : *downs.begin() - 1;
+    nm.levels = static_cast<int64_t>(downs.size()) + 1;
+  } else {
+    nm.levels = count_while(w, [](int64_t l) { return fmt::format("down_blocks.{}.resnets.0.conv1.weight", l); });
+    nm.n_res = count_while(w, [](int64_t s) { return fmt::format("down_blocks.0.resnets.{}.conv1.weight", s); });
+    if (nm.levels == 0) L.fail("no res blocks found (no 'down_blocks.0.resnets.0.conv1.weight')");
+  }
+  if (nm.n_res < 1) L.fail(fmt::format("{} res blocks per level", nm.n_res));
+
+  // Widths from the shapes.
+  UNetConfig& c = m.cfg;
+  c = heads;
+  const std::vector<int64_t> cin = L.shape_of(nm.conv_in() + ".weight");
+  if (cin.size() != 4 || cin[2] != 3 || cin[3] != 3)
+    L.fail(fmt::format("'{}.weight' has shape [{}], expected [model_channels, in_channels, 3, 3]", nm.conv_in(),
+                       fmt::join(cin, ", ")));
+  c.model_channels = cin[0];
+  c.in_channels = cin[1];
+  if (c.model_channels < 1 || c.in_channels < 1)
+    L.fail(fmt::format("'{}.weight' has shape [{}]: no channels", nm.conv_in(), fmt::join(cin, ", ")));
+  if (nm.levels > kMaxLevels) L.fail(fmt::format("{} levels (at most {} supported)", nm.levels, kMaxLevels));
+  const std::vector<int64_t> te = L.shape_of(nm.time_embed(0) + ".weight");
+  if (te.size() != 2) L.fail(fmt::format("'{}.weight' is not a linear weight", nm.time_embed(0)));
+  m.emb_dim = L.emb_dim = te[0];
+  const std::vector<int64_t> oc = L.shape_of(nm.out_conv() + ".weight");
+  if (oc.size() != 4) L.fail(fmt::format("'{}.weight' is not a conv weight", nm.out_conv()));
+  c.out_channels = oc[0];
+  if (m.emb_dim < 1 || c.out_channels < 1) L.fail("time embedding or output conv without channels");
+  c.num_res_blocks = nm.n_res;
+  c.channel_mult.clear();
+  c.attention_levels.clear();
+  for (int64_t l = 0; l < nm.levels; ++l) {
+    const std::vector<int64_t> s = L.shape_of(nm.res_part(nm.down_res(l, 0), 1) + ".weight");
+    if (s.size() != 4 || s[0] < c.model_channels || s[0] % c.model_channels != 0)
+      L.fail(fmt::format("'{}.weight' has shape [{}], expected [mult * {}, ...]", nm.res_part(nm.down_res(l, 0), 1),
+                         fmt::join(s, ", "), c.model_channels));
+    c.channel_mult.push_back(s[0] / c.model_channels);
+    c.attention_levels.push_back(w.has(nm.down_attn(l, 0) + ".norm.weight"));
+  }
+  // Transformer depth, context width and projection kind from the middle block's transformer.
+  const std::string mid = nm.mid_attn();
+  L.depth = count_while(w, [&](int64_t k) { return fmt::format("{}.transformer_blocks.{}.norm1.weight", mid, k); });
+  if (L.depth == 0) L.fail(fmt::format("no '{}.transformer_blocks.0' (a UNet without a middle transformer)", mid));
+  const std::vector<int64_t> ck = L.shape_of(mid + ".transformer_blocks.0.attn2.to_k.weight");
+  if (ck.size() != 2) L.fail(fmt::format("'{}.transformer_blocks.0.attn2.to_k.weight' is not a linear weight", mid));
+  L.context_dim = ck[1];
+  if (L.context_dim < 1) L.fail("cross-attention with a 0-wide context");
+  L.linear_proj = L.shape_of(mid + ".proj_in.weight").size() == 2;
+  c.transformer_depth = L.depth;
+  c.context_dim = L.context_dim;
+  c.linear_proj = L.linear_proj;
+
+  // Build, reading (and shape-checking) every tensor.
+  m.time1 = L.linear(nm.time_embed(0), m.emb_dim, c.model_channels, true);
+  m.time2 = L.linear(nm.time_embed(1), m.emb_dim, m.emb_dim, true);
+  {
+    Block b;
+    b.kind = Block::Kind::Conv;
+    b.conv = L.conv(nm.conv_in(), c.model_channels, c.in_channels, 3, 1);
+    m.input_blocks.push_back(std::move(b));
+    m.input_block_channels.push_back(c.model_channels);
+    m.input_block_level.push_back(0);
+  }
+  int64_t ch = c.model_channels;
+  for (int64_t l = 0; l < nm.levels; ++l) {
+    const int64_t width = c.channel_mult[l] * c.model_channels;
+    for (int64_t s = 0; s < nm.n_res; ++s) {
+      Block b;
+      b.res = L.res(nm.down_res(l, s), ch, width);
+      ch = width;
+      if (c.attention_levels[l]) b.attn = L.attn(nm.down_attn(l, s), ch);
+      m.input_blocks.push_back(std::move(b));
+      m.input_block_channels.push_back(ch);
+      m.input_block_level.push_back(static_cast<int>(l));
+    }
+    if (l + 1 < nm.levels) {
+      Block b;
+      b.kind = Block::Kind::Conv;
+      b.conv = L.conv(nm.down_sample(l), ch, ch, 3, 2);
+      m.input_blocks.push_back(std::move(b));
+      m.input_block_channels.push_back(ch);
+      m.input_block_level.push_back(static_cast<int>(l + 1));
+    }
+  }
+  m.mid_res0.res = L.res(nm.mid_res(0), ch, ch);
+  m.mid_attn = L.attn(mid, ch);
+  m.mid_res1.res = L.res(nm.mid_res(1), ch, ch);
+  std::vector<int64_t> skips = m.input_block_channels;
+  for (int64_t l = nm.levels - 1; l >= 0; --l) {
+    const int64_t u = nm.levels - 1 - l;
+    const int64_t width = c.channel_mult[l] * c.model_channels;
+    for (int64_t s = 0; s <= nm.n_res; ++s) {
+      Block b;
+      b.res = L.res(nm.up_res(u, s), ch + skips.back(), width);
+      skips.pop_back();
+      ch = width;
+      if (c.attention_levels[l]) b.attn = L.attn(nm.up_attn(u, s), ch);
+      if (l > 0 && s == nm.n_res) {
+        b.has_up = true;
+        b.up_conv = L.conv(nm.up_sample(u, c.attention_levels[l]), ch, ch, 3, 1);
+      }
+      m.output_blocks.push_back(std::move(b));
+    }
+  }
+  m.out_norm = L.norm(nm.out_norm(), ch);
+  m.out_conv = L.conv(nm.out_conv(), c.out_channels, ch, 3, 1);
+  if (ch % c.norm_groups != 0)
+    L.fail(fmt::format("{} output channels are not a multiple of {} groups", ch, c.norm_groups));
+  w.unused_check();
+  return u;
+}
+
+// ---- forward --------------------------------------------------------------------------------
+
+void UNet::Impl::res_run(const ResBlock& r, const Tensor& x, const Tensor& emb_act, Tensor& y) {
+  const int64_t B = x.size(0), H = x.size(2), W = x.size(3);
+  const int groups = static_cast<int>(cfg.norm_groups);
+  Tensor a = buf(kWork0, {B, r.c_in, H, W});
+  ops::group_norm(x, r.norm1.gamma, r.norm1.beta, groups, kResNormEps, a);
+  ops::silu(a, a);
+  Tensor h = buf(kWork1, {B, r.c_out, H, W});
+  r.conv1.run(a, h);
+  Tensor e = buf(kEmbOut, {B, r.c_out});
+  r.emb_proj.run(emb_act, e);
+  ops::add(h, e.reshape({B, r.c_out, 1, 1}), h);  // per-channel time conditioning
+  Tensor a2 = buf(kWork0, {B, r.c_out, H, W});
+  ops::group_norm(h, r.norm2.gamma, r.norm2.beta, groups, kResNormEps, a2);
+  ops::silu(a2, a2);
+  r.conv2.run(a2, y);
+  if (r.has_skip) {
+    Tensor s = buf(kWork1, {B, r.c_out, H, W});
+    r.skip.run(x, s);
+    ops::add(y, s, y);
+  } else {
+    ops::add(y, x, y);
+  }
+}
+
+// out [B, Tq, inner] = to_out(attention(to_q(xq), to_k(xkv), to_v(xkv))).
+void UNet::Impl::attention_run(const Linear& q, const Linear& k, const Linear& v, const Linear& o, int64_t heads,
+                               const Tensor& xq, const Tensor& xkv, Tensor& out) {
+  const int64_t B = xq.size(0), Tq = xq.size(1), Tk = xkv.size(1), inner = q.out, D = inner / heads;
+  Tensor qb = buf(kQ, {B, Tq, inner});
+  Tensor kb = buf(kK, {B, Tk, inner});
+  Tensor vb = buf(kV, {B, Tk, inner});
+  q.run(xq, qb);
+  k.run(xkv, kb);
+  v.run(xkv, vb);
+  Tensor ab = buf(kTok1, {B, Tq, inner});  // xq (block_run's LayerNorm output, kTok1) is dead now
+  Tensor ab4 = ab.reshape({B, Tq, heads, D}).permute({0, 2, 1, 3});  // [B, H, Tq, D] view
+  ops::attention(qb.reshape({B, Tq, heads, D}).permute({0, 2, 1, 3}),
+                 kb.reshape({B, Tk, heads, D}).permute({0, 2, 1, 3}),
+                 vb.reshape({B, Tk, heads, D}).permute({0, 2, 1, 3}), ab4);
+  o.run(ab, out);
+}
+
+void UNet::Impl::block_run(const TransformerBlock& t, int64_t heads, Tensor& tok, const Tensor& ctx) {
+  const int64_t B = tok.size(0), T = tok.size(1), C = tok.size(2);
+  Tensor n = buf(kTok1, {B, T, C});
+  // Self-attention.
+  ops::layer_norm(tok, &t.norm1.gamma, &t.norm1.beta, kLayerNormEps, n);
+  Tensor r = buf(kWork1, {B, T, C});
+  attention_run(t.q1, t.k1, t.v1, t.out1, heads, n, n, r);
+  ops::add(tok, r, tok);
+  // Cross-attention on the context.
+  ops::layer_norm(tok, &t.norm2.gamma, &t.norm2.beta, kLayerNormEps, n);
+  attention_run(t.q2, t.k2, t.v2, t.out2, heads, n, ctx, r);
+  ops::add(tok, r, tok);
+  // GEGLU feed-forward: [x, gate] = proj(n); ff_out(x * gelu(gate)), in chunks of rows.
+  ops::layer_norm(tok, &t.norm3.gamma, &t.norm3.beta, kLayerNormEps, n);
+  const int64_t rows = B * T, F = t.ff_inner;
+  Tensor n2 = n.reshape({rows, C}), tok2 = tok.reshape({rows, C}), r2 = r.reshape({rows, C});
+  for (int64_t r0 = 0; r0 < rows; r0 += kFfRows) {
+    const int64_t m = std::min(kFfRows, rows - r0);
+    Tensor f = buf(kFf, {m, 2 * F});
+    Tensor g = buf(kFfGate, {m, F});
+    t.ff_in.run(n2.slice(0, r0, m), f);
+    ops::gelu(f.slice(1, F, F), g);
+    ops::mul(f.slice(1, 0, F), g, g);
+    Tensor rr = r2.slice(0, r0, m);
+    t.ff_out.run(g, rr);
+  }
+  ops::add(tok2, r2, tok2);
+}
+
+void UNet::Impl::attn_run(const SpatialTransformer& s, const Tensor& x, const Tensor& ctx, Tensor& y) {
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), T = H * W, I = s.inner;
+  Tensor a = buf(kWork0, {B, C, H, W});
+  ops::group_norm(x, s.norm.gamma, s.norm.beta, static_cast<int>(cfg.norm_groups), kAttnNormEps, a);
+  Tensor tok = buf(kTok0, {B, T, I});
+  if (s.linear) {
+    Tensor t1 = buf(kTok1, {B, T, C});
+    transpose_batched(a.ptr<float>(), t1.ptr<float>(), B, C, T);
+    s.proj_in_lin.run(t1, tok);
+  } else {
+    Tensor p = buf(kWork1, {B, I, H, W});
+    s.proj_in_conv.run(a, p);
+    transpose_batched(p.ptr<float>(), tok.ptr<float>(), B, I, T);
+  }
+  for (const TransformerBlock& t : s.blocks) block_run(t, s.heads, tok, ctx);
+  if (s.linear) {
+    Tensor t1 = buf(kTok1, {B, T, C});
+    s.proj_out_lin.run(tok, t1);
+    transpose_batched(t1.ptr<float>(), y.ptr<float>(), B, T, C);
+  } else {
+    Tensor p = buf(kWork1, {B, I, H, W});
+    transpose_batched(tok.ptr<float>(), p.ptr<float>(), B, T, I);
+    s.proj_out_conv.run(p, y);
+  }
+  ops::add(y, x, y);
+}
+
+void UNet::forward(const Tensor& x_in, std::span<const float> timesteps, const Tensor& context, Tensor& out) {
+  Impl& m = *impl_;
+  const UNetConfig& c = m.cfg;
+  const int64_t levels = static_cast<int64_t>(c.channel_mult.size());
+  const int64_t mult = int64_t{1} << (levels - 1);
+  if (x_in.ndim() != 4 || x_in.type() != DType::F32 || x_in.size(0) < 1 || x_in.size(1) != c.in_channels ||
+      x_in.size(2) < 1 || x_in.size(3) < 1 || x_in.size(2) % mult != 0 || x_in.size(3) % mult != 0)
+    error_throw(fmt::format("UNet: x is {}, expected f32 [B, {}, H, W] with H and W positive multiples of {}",
+                            x_in.shape_str(), c.in_channels, mult),
+                "UNet::forward", "pass the latent (and, for inpainting models, mask and masked-image latent)");
+  const int64_t B = x_in.size(0), H = x_in.size(2), W = x_in.size(3);
+  if (static_cast<int64_t>(timesteps.size()) != B)
+    error_throw(fmt::format("UNet: {} timesteps for a batch of {}", timesteps.size(), B), "UNet::forward");
+  if (context.ndim() != 3 || context.type() != DType::F32 || context.size(0) != B || context.size(1) < 1 ||
+      context.size(2) != c.context_dim)
+    error_throw(fmt::format("UNet: context is {}, expected f32 [{}, T, {}]", context.shape_str(), B, c.context_dim),
+                "UNet::forward", "the text encoder's hidden states, one row of the batch per latent");
+  if (out.ndim() != 4 || out.type() != DType::F32 || out.size(0) != B || out.size(1) != c.out_channels ||
+      out.size(2) != H || out.size(3) != W)
+    error_throw(fmt::format("UNet: out is {}, expected f32 [{}, {}, {}, {}]", out.shape_str(), B, c.out_channels, H, W),
+                "UNet::forward");
+  Tensor x = x_in;
+  if (!x.is_contiguous()) {
+    x = m.buf(Impl::kX, {B, c.in_channels, H, W});
+    ops::copy(x_in, x);
+  }
+  Tensor ctx = context;
+  if (!ctx.is_contiguous()) {
+    ctx = m.buf(Impl::kCtx, {B, context.size(1), c.context_dim});
+    ops::copy(context, ctx);
+  }
+
+  // Time embedding; every ResBlock's emb_layers start with SiLU, so apply it once here.
+  Tensor temb = m.buf(Impl::kTemb, {B, c.model_channels});
+  timestep_embedding(timesteps, c.model_channels, temb);
+  Tensor e1 = m.buf(Impl::kEmb, {B, m.emb_dim});
+  m.time1.run(temb, e1);
+  ops::silu(e1, e1);
+  Tensor emb_act = m.buf(Impl::kEmbAct, {B, m.emb_dim});
+  m.time2.run(e1, emb_act);
+  ops::silu(emb_act, emb_act);
+
+  // Input blocks: each writes its own skip buffer.
+  std::vector<Tensor>& skips = m.skips;  // a member, so that its storage is reused
+  skips.clear();
+  Tensor h;
+  for (size_t i = 0; i < m.input_blocks.size(); ++i) {
+    const Block& b = m.input_blocks[i];
+    const int64_t hs = H >> m.input_block_level[i], ws = W >> m.input_block_level[i];
+    const int64_t ch = m.input_block_channels[i];
+    Tensor y = m.buf(Impl::kSkip0 + static_cast<int>(i), {B, ch, hs, ws});
+    if (b.kind == Block::Kind::Conv) {
+      b.conv.run(i == 0 ? x : h, y);
+    } else if (b.attn) {
+      Tensor t = m.buf(Impl::kMain0, {B, ch, hs, ws});
+      m.res_run(b.res, h, emb_act, t);
+      m.attn_run(*b.attn, t, ctx, y);
+    } else {
+      m.res_run(b.res, h, emb_act, y);
+    }
+    skips.push_back(y);
+    h = y;
+  }
+
+  // Middle block.
+  {
+    const int64_t ch = h.size(1), hs = h.size(2), ws = h.size(3);
+    Tensor a = m.buf(Impl::kMain0, {B, ch, hs, ws});
+    Tensor b = m.buf(Impl::kMain1, {B, ch, hs, ws});
+    m.res_run(m.mid_res0.res, h, emb_act, a);
+    m.attn_run(m.mid_attn, a, ctx, b);
+    m.res_run(m.mid_res1.res, b, emb_act, a);
+    h = a;
+  }
+  int cur = Impl::kMain0;  // the main buffer holding h
+  auto other = [&](int role) { return role == Impl::kMain0 ? Impl::kMain1 : Impl::kMain0; };
+
+  // Output blocks: concat [h, skip], ResBlock, optional transformer and upsampler.
+  for (const Block& b : m.output_blocks) {
+    const Tensor skip = skips.back();
+    skips.pop_back();
+    const int64_t hs = h.size(2), ws = h.size(3), cat_c = h.size(1) + skip.size(1);
+    Tensor cat = m.buf(Impl::kCat, {B, cat_c, hs, ws});
+    const Tensor parts[2] = {h, skip};
+    ops::concat(parts, 1, cat);
+    int role = other(cur);
+    Tensor r = m.buf(role, {B, b.res.c_out, hs, ws});
+    m.res_run(b.res, cat, emb_act, r);
+    cur = role;
+    h = r;
+    if (b.attn) {
+      role = other(cur);
+      Tensor t = m.buf(role, {B, b.res.c_out, hs, ws});
+      m.attn_run(*b.attn, h, ctx, t);
+      cur = role;
+      h = t;
+    }
+    if (b.has_up) {
+      Tensor u = m.buf(Impl::kWork0, {B, b.res.c_out, 2 * hs, 2 * ws});
+      ops::upsample_nearest(h, 2, u);
+      role = other(cur);
+      Tensor t = m.buf(role, {B, b.res.c_out, 2 * hs, 2 * ws});
+      b.up_conv.run(u, t);
+      cur = role;
+      h = t;
+    }
+  }
+
+  Tensor a = m.buf(Impl::kWork0, {B, h.size(1), H, W});
+  ops::group_norm(h, m.out_norm.gamma, m.out_norm.beta, static_cast<int>(c.norm_groups), kResNormEps, a);
+  ops::silu(a, a);
+  m.out_conv.run(a, out);
+}
+
+size_t UNet::weight_bytes() const {
+  const Impl& m = *impl_;
+  size_t n = 0;
+  auto lin = [&](const Linear& l) { n += l.fc->packed_bytes() + l.bias.nbytes(); };
+  auto norm = [&](const Norm& x) { n += x.gamma.nbytes() + x.beta.nbytes(); };
+  auto res = [&](const ResBlock& r) {
+    norm(r.norm1);
+    norm(r.norm2);
+    n += r.conv1.weight_bytes() + r.conv2.weight_bytes() + (r.has_skip ? r.skip.weight_bytes() : 0);
+    lin(r.emb_proj);
+  };
+  auto attn = [&](const SpatialTransformer& s) {
+    norm(s.norm);
+    if (s.linear) {
+      lin(s.proj_in_lin);
+      lin(s.proj_out_lin);
+    } else {
+      n += s.proj_in_conv.weight_bytes() + s.proj_out_conv.weight_bytes();
+    }
+    for (const TransformerBlock& t : s.blocks) {
+      norm(t.norm1);
+      norm(t.norm2);
+      norm(t.norm3);
+      for (const Linear* l : {&t.q1, &t.k1, &t.v1, &t.out1, &t.q2, &t.k2, &t.v2, &t.out2, &t.ff_in, &t.ff_out}) lin(*l);
+    }
+  };
+  auto block = [&](const Block& b) {
+    if (b.kind == Block::Kind::Conv) {
+      n += b.conv.weight_bytes();
+      return;
+    }
+    res(b.res);
+    if (b.attn) attn(*b.attn);
+    if (b.has_up) n += b.up_conv.weight_bytes();
+  };
+  lin(m.time1);
+  lin(m.time2);
+  for (const Block& b : m.input_blocks) block(b);
+  block(m.mid_res0);
+  attn(m.mid_attn);
+  block(m.mid_res1);
+  for (const Block& b : m.output_blocks) block(b);
+  norm(m.out_norm);
+  n += m.out_conv.weight_bytes();
+  return n;
+}
+
+size_t UNet::activation_bytes() const {
+  size_t n = 0;
+  for (const Tensor& t : impl_->pool) n += t.ndim() ? t.nbytes() : 0;
+  return n;
+}
+
+void timestep_embedding(std::span<const float> timesteps, int64_t dim, Tensor& out) {
+  const int64_t B = static_cast<int64_t>(timesteps.size());
+  AIGC_CHECK(dim >= 2, "timestep_embedding: dim {} must be at least 2", dim);
+  AIGC_CHECK(out.type() == DType::F32 && out.ndim() == 2 && out.size(0) == B && out.size(1) == dim,
+             "timestep_embedding: out is {}, expected f32 [{}, {}]", out.shape_str(), B, dim);
+  const int64_t half = dim / 2;
+  // In float32 step by step as ldm computes it (exp(-ln(10000) * i / half), t * f), so the
+  // arguments round as PyTorch's do; the cos/sin themselves in double, rounded once.
+  const float neg_log = static_cast<float>(-std::log(10000.0));
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t i = 0; i < half; ++i) {
+      const float f = std::exp(neg_log * static_cast<float>(i) / static_cast<float>(half));
+      const float arg = timesteps[static_cast<size_t>(b)] * f;
+      out.at<float>(b, i) = static_cast<float>(std::cos(static_cast<double>(arg)));
+      out.at<float>(b, half + i) = static_cast<float>(std::sin(static_cast<double>(arg)));
+    }
+    if (dim % 2) out.at<float>(b, dim - 1) = 0.0f;
+  }
+}
+
+}  // namespace aigc::image
