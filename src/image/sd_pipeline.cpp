@@ -12,6 +12,7 @@
 #include "image/image_size.h"
 #include "image/noise.h"
 #include "image/noise_schedule.h"
+#include "image/sd_conditioning.h"
 #include "image/taesd.h"
 
 namespace aigc::image {
@@ -19,42 +20,6 @@ namespace aigc::image {
 namespace {
 
 constexpr float kLatentScale = 0.18215f;  // SD 1.x / 2.x VAE scaling factor
-
-// Prompt -> conditioning [1, 77 * chunks, width]: A1111 chunks, each encoded, token weights applied
-// as A1111's sd_hijack_clip does (z * w, then z * (mean before / mean after), per chunk).
-Tensor prompt_encode(ClipTextModel& te, const ClipTokenizer& tok, std::string_view prompt, SdFamily family,
-                     int clip_skip, size_t min_chunks) {
-  SdTokenizeOptions o;
-  o.pad_id = family == SdFamily::Sd2 ? 0 : -1;
-  std::vector<ClipChunk> chunks = tok.tokenize_for_sd(prompt, o);
-  if (chunks.size() < min_chunks) {
-    const ClipChunk empty = tok.tokenize_for_sd("", o).at(0);
-    while (chunks.size() < min_chunks) chunks.push_back(empty);
-  }
-  const int64_t n = static_cast<int64_t>(chunks.size()), T = static_cast<int64_t>(clip_context);
-  std::vector<int32_t> ids;
-  for (const ClipChunk& c : chunks) ids.insert(ids.end(), c.ids.begin(), c.ids.end());
-  const int64_t W = te.config().width;
-  Tensor hidden = Tensor::empty(DType::F32, {n, T, W});
-  te.encode(ids, n, clip_skip, hidden);
-  AIGC_ASSERT(hidden.ndim() == 3 && hidden.size(0) == n && hidden.size(1) == T && hidden.is_contiguous());
-  float* z = hidden.ptr<float>();
-  for (int64_t c = 0; c < n; ++c) {
-    float* zc = z + c * T * W;
-    double before = 0, after = 0;
-    for (int64_t i = 0; i < T * W; ++i) before += zc[i];
-    for (int64_t t = 0; t < T; ++t) {
-      const float w = chunks[static_cast<size_t>(c)].weights[static_cast<size_t>(t)];
-      for (int64_t i = 0; i < W; ++i) zc[t * W + i] *= w;
-    }
-    for (int64_t i = 0; i < T * W; ++i) after += zc[i];
-    if (after != 0.0 && before != after) {
-      const float f = static_cast<float>(before / after);
-      for (int64_t i = 0; i < T * W; ++i) zc[i] *= f;
-    }
-  }
-  return hidden.reshape({1, n * T, W});
-}
 
 // [1, ...] -> [B, ...] (B copies).
 Tensor batch_repeat(const Tensor& x, int64_t B) {
@@ -220,16 +185,20 @@ std::vector<Tensor> sd_generate(SdModel& model, const SdGenerateParams& p, const
   int clip_skip = p.clip_skip > 0 ? p.clip_skip : info.clip_skip_default;
   if (p.clip_skip > 0 && info.layout == KeyLayout::Diffusers && info.family == SdFamily::Sd2)
     clip_skip = std::max(1, clip_skip - 1);  // the diffusers SD 2.x encoder has its last layer dropped
-  Tensor cond, uncond;
+  Tensor cond, uncond;  // [1, 77 * chunks, width] each, equal lengths
   {
     const ClipTokenizer& tok = model.tokenizer();
     ClipTextModel& te = model.text_encoder();
-    cond = prompt_encode(te, tok, p.prompt, info.family, clip_skip, 1);
+    SdConditioningOptions co;
+    co.tokenize.pad_id = info.family == SdFamily::Sd2 ? 0 : -1;  // OpenCLIP pads with 0, CLIP ViT-L with EOS
+    co.clip_skip = clip_skip;
     if (guided) {
-      uncond = prompt_encode(te, tok, p.negative_prompt, info.family, clip_skip, 1);
-      const size_t nc = static_cast<size_t>(cond.size(1) / clip_context), nu = static_cast<size_t>(uncond.size(1) / clip_context);
-      if (nc < nu) cond = prompt_encode(te, tok, p.prompt, info.family, clip_skip, nu);
-      if (nu < nc) uncond = prompt_encode(te, tok, p.negative_prompt, info.family, clip_skip, nc);
+      // Padded to the same chunk count with the empty prompt's chunks: [cond; uncond].
+      const Tensor both = sd_conditioning_cfg(te, tok, p.prompt, p.negative_prompt, co, 1);
+      cond = both.slice(0, 0, 1);
+      uncond = both.slice(0, 1, 1);
+    } else {
+      cond = sd_conditioning_encode(te, tok, p.prompt, co);
     }
     if (p.release_components) model.text_encoder_release();
   }
