@@ -250,6 +250,7 @@ struct SdModel::Impl {
   std::string unet_file, vae_file, text_file;
   UNetConfig heads;
   int64_t text_heads = 0;
+  ClipActivation text_activation = ClipActivation::Auto;  // diffusers: text_encoder/config.json hidden_act
   std::optional<ClipTokenizer> tokenizer;
   std::optional<ClipTextModel> text;
   std::optional<UNet> unet;
@@ -356,6 +357,10 @@ struct SdModel::Impl {
       const nlohmann::json c = json_read(tcfg.string());
       if (c.contains("num_attention_heads") && c["num_attention_heads"].is_number_integer())
         text_heads = c["num_attention_heads"].get<int64_t>();
+      const std::string act = c.contains("hidden_act") && c["hidden_act"].is_string() ? c["hidden_act"].get<std::string>()
+                                                                                       : std::string();
+      if (act == "quick_gelu") text_activation = ClipActivation::QuickGelu;
+      else if (act == "gelu") text_activation = ClipActivation::Gelu;
     }
     // The diffusers SD 2.x text encoder already ends at the penultimate layer: clip skip 1.
     info.clip_skip_default = 1;
@@ -446,7 +451,7 @@ ClipTextModel& SdModel::text_encoder() {
     const std::string prefix =
         m.folder ? std::string() : (m.info.text_names == ClipKeyNames::OpenClip ? kClipOpenPrefix : kClipHfPrefix);
     WeightSource w(f, prefix, "text encoder");
-    m.text.emplace(ClipTextModel::load(w, m.info.text_names, m.opt.precision, m.text_heads));
+    m.text.emplace(ClipTextModel::load(w, m.info.text_names, m.opt.precision, m.text_heads, m.text_activation));
   }
   return *m.text;
 }

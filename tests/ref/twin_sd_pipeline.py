@@ -181,7 +181,7 @@ if HAVE_COMPONENTS:
                 p.copy_(p.half().float())
         return m
 
-    def diffusers_folder(text, unet, vae, path):
+    def diffusers_folder(text, unet, vae, path, sd2=False):
         """The same SD 1.5 model as a diffusers folder (f16 safetensors, configs as diffusers writes
         the keys we read; the VAE attention with the older query/key/value names)."""
         import json
@@ -192,16 +192,20 @@ if HAVE_COMPONENTS:
                        half(sd_twin_unet.unet_to_diffusers(unet.state_dict())))
         st_write.write(os.path.join(path, "vae", "diffusion_pytorch_model.safetensors"),
                        half(sd_twin_vae.vae_to_diffusers(vae.state_dict(), attention_names="old")))
-        st_write.write(os.path.join(path, "text_encoder", "model.safetensors"),
-                       half(sd_twin_clip.clip_to_diffusers(text.state_dict())))
+        to_diffusers = sd_twin_clip.openclip_to_diffusers if sd2 else sd_twin_clip.clip_to_diffusers
+        st_write.write(os.path.join(path, "text_encoder", "model.safetensors"), half(to_diffusers(text.state_dict())))
         cfgs = {
             "model_index.json": {"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.21.0"},
-            "unet/config.json": {"_class_name": "UNet2DConditionModel", "attention_head_dim": 8,
+            # diffusers' "attention_head_dim" is the head COUNT: SD 1.x 8 everywhere; SD 2.x lists
+            # channels / 64 per level (here channels / 8, the tiny model's head width).
+            "unet/config.json": {"_class_name": "UNet2DConditionModel",
+                                 "attention_head_dim": [4, 8, 16, 16] if sd2 else 8,
                                  "block_out_channels": [32, 64, 128, 128], "cross_attention_dim": 64,
-                                 "in_channels": 4, "use_linear_projection": False},
-            "text_encoder/config.json": {"hidden_act": "quick_gelu", "hidden_size": 64, "num_attention_heads": 1,
-                                         "num_hidden_layers": 2},
-            "scheduler/scheduler_config.json": {"_class_name": "PNDMScheduler", "prediction_type": "epsilon",
+                                 "in_channels": 4, "use_linear_projection": sd2},
+            "text_encoder/config.json": {"hidden_act": "gelu" if sd2 else "quick_gelu", "hidden_size": 64,
+                                         "num_attention_heads": 1, "num_hidden_layers": 2},
+            "scheduler/scheduler_config.json": {"_class_name": "PNDMScheduler",
+                                                "prediction_type": "v_prediction" if sd2 else "epsilon",
                                                 "timestep_spacing": "leading", "steps_offset": 1},
         }
         for name, c in cfgs.items():
@@ -245,6 +249,7 @@ if HAVE_COMPONENTS:
         text21, unet21 = f16_exact(sd_twin_clip.tiny_sd21_text()), f16_exact(sd_twin_unet.tiny_sd21_unet())
         d, _, _ = pipeline("sd21", text21, unet21, vae, 0, 2, "v", 43)
         refdump.write(os.path.join(out, "sd_pipe_sd21.bin"), d)
+        diffusers_folder(text21, unet21, vae, os.path.join(out, "sd_pipe_sd21_diffusers"), sd2=True)
 
         # 9-channel inpainting UNet: img2img strength 1 with the mask.
         unet9 = f16_exact(sd_twin_unet.tiny_sd15_inpaint_unet())

@@ -172,6 +172,20 @@ TEST_F(SdPipelineTwin, Sd21VPredictionPenultimateLayer) {
   EXPECT_TENSORS_CLOSE(img[0], d.get("image"), kImageAtol, 0.0f);
 }
 
+TEST_F(SdPipelineTwin, Sd21DiffusersFolderGivesTheSameImage) {
+  // Heads from unet/config.json, v-prediction from scheduler_config.json, gelu from text_encoder's
+  // config, and the text encoder's last layer already dropped (clip skip 1 = the penultimate).
+  const RefDump d = RefDump::load("sd_pipe_sd21");
+  SdModelOptions o;
+  o.precision = ops::Precision::F32;
+  o.clip_vocab = vocab_path();
+  SdModel m = SdModel::open(aigc::test::ref_dir() + "/sd_pipe_sd21_diffusers", o);
+  EXPECT_EQ(m.info().family, SdFamily::Sd2);
+  EXPECT_EQ(m.info().prediction, Prediction::V);
+  const std::vector<Tensor> img = sd_generate(m, params_base(43, 2));
+  EXPECT_TENSORS_CLOSE(img[0], d.get("image"), kImageAtol, 0.0f);
+}
+
 TEST_F(SdPipelineTwin, Img2ImgAndMaskBlending) {
   const RefDump d = RefDump::load("sd_pipe_sd15");
   SdModel m = model_open("sd15");
