@@ -2,12 +2,15 @@
 // the analytic FLOP counts against the figures, and parameter checks.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "common/compare.h"
 #include "common/refdump.h"
 #include "core/error.h"
 #include "image/image_resize.h"
 #include "image/sd_flops.h"
 #include "image/sd_pipeline.h"
+#include "image/taesd.h"
 
 namespace {
 
@@ -236,6 +239,29 @@ TEST_F(SdPipelineTwin, SeedsBatchesAndHiresFix) {
   });
   ASSERT_EQ(big[0].shape_str(), "[1, 3, 128, 128] f32");
   EXPECT_EQ(hires_steps, 1);
+}
+
+TEST_F(SdPipelineTwin, TaesdAsDecoderAndForPreviews) {
+  // tests/ref/twin_taesd.py's tiny 4-channel TAESD decoder (checked against PyTorch in test_taesd):
+  // the final image must be its decoding of the sampled latent (the twin's x2), clamped.
+  const RefDump d = RefDump::load("sd_pipe_sd15");
+  Taesd taesd = Taesd::load(aigc::test::ref_dir() + "/taesd_tiny_decoder.safetensors");
+  Tensor want = taesd.decode(d.get("x2"));
+  for (int64_t i = 0; i < want.numel(); ++i) want.ptr<float>()[i] = std::clamp(want.ptr<float>()[i], 0.0f, 1.0f);
+  SdModel m = model_open("sd15");
+  SdGenerateParams p = params_base(42, 2);
+  p.taesd = &taesd;
+  p.preview_every = 1;
+  std::vector<std::pair<int, std::string>> previews;
+  const std::vector<Tensor> img = sd_generate(m, p, {}, [&](int batch, int step, const Tensor& rgb) {
+    previews.emplace_back(step, rgb.shape_str());
+    EXPECT_EQ(batch, 0);
+  });
+  // The latent differs from the twin's by <= 2e-3 (see above); TAESD's convolutions stay Lipschitz-small.
+  EXPECT_TENSORS_CLOSE(img[0], want, 2e-3f, 0.0f);
+  ASSERT_EQ(previews.size(), 1u);  // after step 1 of 2 (the final image is no preview)
+  EXPECT_EQ(previews[0].first, 1);
+  EXPECT_EQ(previews[0].second, "[1, 3, 64, 64] f32");
 }
 
 TEST_F(SdPipelineTwin, BadParameters) {
