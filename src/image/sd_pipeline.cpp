@@ -97,7 +97,7 @@ Tensor image_slice(const Tensor& batch, int64_t b) {
 }
 
 void params_check(const SdModel& model, const SdGenerateParams& p) {
-  image_size_check(p.width, p.height);
+  sd_size_check(p.width, p.height);
   if (p.batch_count < 1 || p.batch_count > 100000)
     error_throw(fmt::format("batch count must be in [1, 100000], got {}", p.batch_count), "--batch-count");
   if (p.batch_size < 1 || p.batch_size > 64)
@@ -121,7 +121,7 @@ void params_check(const SdModel& model, const SdGenerateParams& p) {
   if (p.hires_scale < 1 || p.hires_scale > 4)
     error_throw(fmt::format("hires scale must be 1 (off) to 4, got {}", p.hires_scale), "--hires-scale");
   if (p.hires_scale > 1) {
-    image_size_check(p.width * p.hires_scale, p.height * p.hires_scale);
+    sd_size_check(p.width * p.hires_scale, p.height * p.hires_scale);
     if (!(p.hires_strength > 0.0 && p.hires_strength <= 1.0))
       error_throw(fmt::format("hires strength must be in (0, 1], got {}", p.hires_strength), "--hires-strength",
                   "0.5 keeps the composition and adds detail");
@@ -134,6 +134,16 @@ void params_check(const SdModel& model, const SdGenerateParams& p) {
 }
 
 }  // namespace
+
+void sd_size_check(int width, int height) {
+  image_size_check(width, height);
+  for (const auto& [v, flag] : {std::pair{width, "--width"}, std::pair{height, "--height"}})
+    if (v % kSdSizeMultiple != 0) {
+      const int down = v / kSdSizeMultiple * kSdSizeMultiple, up = down + kSdSizeMultiple;
+      error_throw(fmt::format("image {} must be a multiple of {} for the SD UNet, got {}", flag + 2, kSdSizeMultiple, v),
+                  flag, down > 0 ? fmt::format("use {} or {}", down, up) : fmt::format("use {}", up));
+    }
+}
 
 Tensor sd_latent_preview(const Tensor& latent) {
   AIGC_ASSERT(latent.ndim() == 4 && latent.size(1) == 4 && latent.is_contiguous() && latent.type() == DType::F32);

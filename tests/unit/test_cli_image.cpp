@@ -49,6 +49,8 @@ TEST(CliImage, BadSizeIsOneClearError) {
   expect_one_error(cli_run({"image", "-m", "/nonexistent.safetensors", "-p", "a cat", "-W", "500"}),
                    "width must be a multiple of 8, got 500");
   expect_one_error(cli_run({"image", "-m", "/nonexistent.safetensors", "-p", "a cat", "-H", "0"}), "height");
+  expect_one_error(cli_run({"image", "-m", "/nonexistent.safetensors", "-p", "a cat", "-W", "520"}),
+                   "width must be a multiple of 64 for the SD UNet, got 520");
 }
 
 TEST(CliImage, MissingModel) {

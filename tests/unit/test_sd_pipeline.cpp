@@ -269,6 +269,8 @@ TEST_F(SdPipelineTwin, BadParameters) {
   SdGenerateParams p = params_base(1, 2);
   p.width = 60;
   EXPECT_THROW(sd_generate(m, p), Error);
+  p.width = 72;  // a multiple of 8, not of 64: the UNet's skips would not line up
+  EXPECT_THROW(sd_generate(m, p), Error);
   p = params_base(1, 2);
   p.mask = Tensor::zeros(DType::F32, {1, 1, 64, 64});
   EXPECT_THROW(sd_generate(m, p), Error);  // a mask without an init image
