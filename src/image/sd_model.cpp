@@ -1,6 +1,9 @@
 #include "image/sd_model.h"
 
 #include <fmt/format.h>
+#include <malloc.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -111,6 +114,23 @@ double tensor_std(const SafetensorsFile& f, const std::string& name) {
   double ss = 0;
   for (double x : v) ss += (x - mean) * (x - mean);
   return std::sqrt(ss / static_cast<double>(n - 1));  // torch.std: unbiased
+}
+
+// After a component is built from a mapped file, the file pages it read (to convert or pack the
+// weights) would stay in this process's resident set for as long as any view keeps the mapping
+// alive (packed layers keep one of their source weight). They are dropped from the page tables
+// here: the mapping is private and read-only, so a page touched again is refaulted unchanged from
+// the page cache. The resident set is then the component's own copies, not copies + file.
+void mapped_pages_release(const SafetensorsFile& f, std::string_view prefix) {
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  for (const TensorInfo& ti : f.tensor_infos()) {
+    if (!starts_with(ti.name, prefix)) continue;
+    const std::span<const uint8_t> bytes = f.tensor_bytes(ti);
+    if (bytes.empty()) continue;
+    const uintptr_t a = reinterpret_cast<uintptr_t>(bytes.data()) & ~(page - 1);
+    const uintptr_t b = (reinterpret_cast<uintptr_t>(bytes.data()) + bytes.size() + page - 1) & ~(page - 1);
+    ::madvise(reinterpret_cast<void*>(a), b - a, MADV_DONTNEED);  // advisory: failure only costs memory
+  }
 }
 
 }  // namespace
@@ -452,6 +472,7 @@ ClipTextModel& SdModel::text_encoder() {
         m.folder ? std::string() : (m.info.text_names == ClipKeyNames::OpenClip ? kClipOpenPrefix : kClipHfPrefix);
     WeightSource w(f, prefix, "text encoder");
     m.text.emplace(ClipTextModel::load(w, m.info.text_names, m.opt.precision, m.text_heads, m.text_activation));
+    if (m.opt.file.use_mmap) mapped_pages_release(*f, prefix);
   }
   return *m.text;
 }
@@ -462,6 +483,7 @@ UNet& SdModel::unet() {
     const auto f = m.file_open(m.folder ? m.unet_file : m.path);
     WeightSource w(f, m.prefix_of(kUnetPrefix), "UNet");
     m.unet.emplace(UNet::load(w, m.info.layout, m.heads, m.opt.precision));
+    if (m.opt.file.use_mmap) mapped_pages_release(*f, m.prefix_of(kUnetPrefix));
   }
   return *m.unet;
 }
@@ -473,13 +495,25 @@ Vae& SdModel::vae(bool with_encoder) {
     const auto f = m.file_open(m.folder ? m.vae_file : m.path);
     WeightSource w(f, m.prefix_of(kVaePrefix), "VAE");
     m.vae.emplace(Vae::load(w, m.info.layout, m.opt.precision, with_encoder));
+    if (m.opt.file.use_mmap) mapped_pages_release(*f, m.prefix_of(kVaePrefix));
     m.vae_has_encoder = with_encoder;
   }
   return *m.vae;
 }
 
-void SdModel::text_encoder_release() { impl_->text.reset(); }
-void SdModel::unet_release() { impl_->unet.reset(); }
-void SdModel::vae_release() { impl_->vae.reset(); }
+// malloc_trim: glibc keeps freed blocks below its (growing) mmap threshold in the heap; a released
+// component's hundreds of MB would otherwise stay in the resident set.
+void SdModel::text_encoder_release() {
+  impl_->text.reset();
+  ::malloc_trim(0);
+}
+void SdModel::unet_release() {
+  impl_->unet.reset();
+  ::malloc_trim(0);
+}
+void SdModel::vae_release() {
+  impl_->vae.reset();
+  ::malloc_trim(0);
+}
 
 }  // namespace aigc::image
