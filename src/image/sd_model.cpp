@@ -406,7 +406,14 @@ struct SdModel::Impl {
   }
 
   void open() {
-    if (fs::is_directory(path)) open_folder();
+    if (fs::is_directory(path)) {
+      try {
+        open_folder();
+      } catch (const nlohmann::json::exception& e) {  // a config value of the wrong JSON type
+        error_throw(fmt::format("unexpected value in a config file: {}", e.what()), path,
+                    "the diffusers folder's config.json files are damaged");
+      }
+    }
     else if (!fs::exists(path))
       error_throw("the model does not exist", path, "pass a .safetensors checkpoint or a diffusers folder with -m");
     else open_single();

@@ -224,6 +224,10 @@ TEST(SdModel, DiffusersFolder) {
   const std::string bad = diffusers_folder("badsched", "StableDiffusionPipeline", "{\"prediction_type\": \"sample\"}");
   EXPECT_NE(open_error(bad).find("prediction_type 'sample'"), std::string::npos);
 
+  const std::string badcfg = diffusers_folder("badcfg", "StableDiffusionPipeline", "{}");
+  std::ofstream(fs::path(badcfg) / "unet" / "config.json") << "{\"use_linear_projection\": \"yes\"}";
+  EXPECT_NE(open_error(badcfg).find("unexpected value in a config file"), std::string::npos) << open_error(badcfg);
+
   const fs::path empty = tmp_path("empty_folder");
   fs::create_directories(empty);
   EXPECT_NE(open_error(empty.string()).find("model_index.json"), std::string::npos);
