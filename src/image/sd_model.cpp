@@ -5,7 +5,12 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <climits>
 #include <cmath>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -116,22 +121,64 @@ double tensor_std(const SafetensorsFile& f, const std::string& name) {
   return std::sqrt(ss / static_cast<double>(n - 1));  // torch.std: unbiased
 }
 
-// After a component is built from a mapped file, the file pages it read (to convert or pack the
-// weights) would stay in this process's resident set for as long as any view keeps the mapping
-// alive (packed layers keep one of their source weight). They are dropped from the page tables
-// here: the mapping is private and read-only, so a page touched again is refaulted unchanged from
-// the page cache. The resident set is then the component's own copies, not copies + file.
-void mapped_pages_release(const SafetensorsFile& f, std::string_view prefix) {
+// Mapped file pages and the resident set: a component built from a mapped file reads (to convert
+// or pack) every page of its weights, and those pages would stay in this process's resident set
+// for as long as any view keeps the mapping alive (packed layers keep one of their source weight),
+// i.e. the component's copies + the file part. MADV_DONTNEED drops them from the page tables: the
+// mapping is private and read-only, so a page touched again (even one being read at that moment)
+// is refaulted unchanged from the page cache. Safe at any time, so it also runs during the load.
+
+// The page-aligned address span of the component's tensors in the mapping (pages of other
+// components inside it are harmless to drop too).
+std::pair<uintptr_t, uintptr_t> mapped_span(const SafetensorsFile& f, std::string_view prefix) {
   const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  uintptr_t lo = UINTPTR_MAX, hi = 0;
   for (const TensorInfo& ti : f.tensor_infos()) {
     if (!starts_with(ti.name, prefix)) continue;
     const std::span<const uint8_t> bytes = f.tensor_bytes(ti);
     if (bytes.empty()) continue;
-    const uintptr_t a = reinterpret_cast<uintptr_t>(bytes.data()) & ~(page - 1);
-    const uintptr_t b = (reinterpret_cast<uintptr_t>(bytes.data()) + bytes.size() + page - 1) & ~(page - 1);
-    ::madvise(reinterpret_cast<void*>(a), b - a, MADV_DONTNEED);  // advisory: failure only costs memory
+    lo = std::min(lo, reinterpret_cast<uintptr_t>(bytes.data()) & ~(page - 1));
+    hi = std::max(hi, (reinterpret_cast<uintptr_t>(bytes.data()) + bytes.size() + page - 1) & ~(page - 1));
   }
+  return lo < hi ? std::pair{lo, hi} : std::pair<uintptr_t, uintptr_t>{0, 0};
 }
+
+// While a component loads (the object's lifetime), the pages it has read are dropped every 20 ms,
+// and once more at the end: the transient peak is the component's copies plus the pages read in the
+// last 20 ms, not plus the whole file part it came from. Off for --no-mmap (heap memory would be
+// zeroed by MADV_DONTNEED).
+class MappedPagesTrimmer {
+ public:
+  MappedPagesTrimmer(const SafetensorsFile& f, std::string_view prefix, bool enabled) {
+    if (!enabled) return;
+    span_ = mapped_span(f, prefix);
+    if (span_.second <= span_.first) return;
+    thread_ = std::thread([this] {
+      std::unique_lock<std::mutex> lock(mu_);
+      while (!cv_.wait_for(lock, std::chrono::milliseconds(20), [this] { return stop_; }))
+        ::madvise(reinterpret_cast<void*>(span_.first), span_.second - span_.first, MADV_DONTNEED);
+    });
+  }
+  ~MappedPagesTrimmer() {
+    if (!thread_.joinable()) return;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+    ::madvise(reinterpret_cast<void*>(span_.first), span_.second - span_.first, MADV_DONTNEED);
+  }
+  MappedPagesTrimmer(const MappedPagesTrimmer&) = delete;
+  MappedPagesTrimmer& operator=(const MappedPagesTrimmer&) = delete;
+
+ private:
+  std::pair<uintptr_t, uintptr_t> span_{0, 0};
+  std::thread thread_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+};
 
 }  // namespace
 
@@ -478,8 +525,8 @@ ClipTextModel& SdModel::text_encoder() {
     const std::string prefix =
         m.folder ? std::string() : (m.info.text_names == ClipKeyNames::OpenClip ? kClipOpenPrefix : kClipHfPrefix);
     WeightSource w(f, prefix, "text encoder");
+    MappedPagesTrimmer trim(*f, prefix, m.opt.file.use_mmap);
     m.text.emplace(ClipTextModel::load(w, m.info.text_names, m.opt.precision, m.text_heads, m.text_activation));
-    if (m.opt.file.use_mmap) mapped_pages_release(*f, prefix);
   }
   return *m.text;
 }
@@ -489,8 +536,8 @@ UNet& SdModel::unet() {
   if (!m.unet) {
     const auto f = m.file_open(m.folder ? m.unet_file : m.path);
     WeightSource w(f, m.prefix_of(kUnetPrefix), "UNet");
+    MappedPagesTrimmer trim(*f, m.prefix_of(kUnetPrefix), m.opt.file.use_mmap);
     m.unet.emplace(UNet::load(w, m.info.layout, m.heads, m.opt.precision));
-    if (m.opt.file.use_mmap) mapped_pages_release(*f, m.prefix_of(kUnetPrefix));
   }
   return *m.unet;
 }
@@ -501,8 +548,8 @@ Vae& SdModel::vae(bool with_encoder) {
   if (!m.vae) {
     const auto f = m.file_open(m.folder ? m.vae_file : m.path);
     WeightSource w(f, m.prefix_of(kVaePrefix), "VAE");
+    MappedPagesTrimmer trim(*f, m.prefix_of(kVaePrefix), m.opt.file.use_mmap);
     m.vae.emplace(Vae::load(w, m.info.layout, m.opt.precision, with_encoder));
-    if (m.opt.file.use_mmap) mapped_pages_release(*f, m.prefix_of(kVaePrefix));
     m.vae_has_encoder = with_encoder;
   }
   return *m.vae;
