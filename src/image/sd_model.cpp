@@ -332,7 +332,8 @@ struct SdModel::Impl {
   }
 
   void open_single() {
-    sd_file_kind_check(path);
+    const bool index = path.size() > 11 && path.substr(path.size() - 11) == ".index.json";  // sharded
+    if (!index) sd_file_kind_check(path);
     const auto f = file_open(path);
     info = sd_detect_single_file(f->tensor_infos(), path);
     if (info.family == SdFamily::Sd2) {
