@@ -1,0 +1,69 @@
+// Backward kernels of the ops a Llama-style GPT uses, plus the two forward kernels the engine's
+// ops do not provide in the form training needs (attention that keeps its probabilities, and the
+// cross-entropy loss). Every kernel exists twice, as for the forward ops (backend/cpu/ops.h):
+//   aigc::train::grad::ref::NAME  plain loops, one thread, double accumulation: the reference;
+//   aigc::train::grad::NAME       the fast kernel (rows split over threads; linear via oneDNN
+//                                 through ops::matmul).
+// Conventions: every gradient output is ACCUMULATED (+=) so that a value used twice (the residual
+// stream) sums its contributions; the caller zeroes gradients before a backward pass. Shapes are
+// PyTorch order, all tensors f32 and contiguous unless stated. Letters: N rows (tokens, B*T),
+// C features, K in-features, O out-features, V vocabulary, H query heads, G kv heads, D head dim.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "backend/cpu/ops.h"
+#include "core/tensor.h"
+
+namespace aigc::train::grad {
+
+// Causal self-attention over B sequences of T tokens, scores materialised (fine at the small T of
+// training here: probs costs B*H*T*T floats).
+struct AttentionShape {
+  int64_t B = 1, T = 1, H = 1, G = 1, D = 1;  // H % G == 0; query head h reads kv head h / (H / G)
+  float scale = 0.0f;                          // 0: 1/sqrt(D)
+};
+
+#define AIGC_GRAD_DECLARE                                                                            \
+  /* y = x w^T: dx [N, K] += dy [N, O] w [O, K]; dw [O, K] += dy^T x. dx or dw may be null.          \
+     scratch: f32, at least max(N*K, O*K) elements (the fast kernel computes there, then adds). */     \
+  void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,    \
+                       Tensor& scratch);                                                              \
+  /* y = x * rstd * g, rstd = 1/sqrt(mean(x^2) + eps) per row: x, dy, dx [N, C]; g, dg [C] */          \
+  void rms_norm_backward(const Tensor& x, const Tensor& g, float eps, const Tensor& dy, Tensor& dx,   \
+                         Tensor& dg);                                                                 \
+  /* rope is a rotation per pair: dx += R(-theta) dy. x, dy, dx [B, T, H, D], positions [T]. */      \
+  void rope_backward(const Tensor& dy, std::span<const int32_t> positions, const ops::RopeParams& p, \
+                     Tensor& dx);                                                                     \
+  /* q [N, H*D], k/v [N, G*D] (N = B*T, token-major, as linear writes them); out [N, H*D];           \
+     probs [B, H, T, T] (written; row i holds softmax over keys 0..i, zeros after). */               \
+  void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& s,  \
+                         Tensor& out, Tensor& probs);                                                 \
+  void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& probs,     \
+                          const AttentionShape& s, const Tensor& dout, Tensor& dq, Tensor& dk,        \
+                          Tensor& dv);                                                                \
+  /* dx += dy * silu'(x) */                                                                           \
+  void silu_backward(const Tensor& x, const Tensor& dy, Tensor& dx);                                  \
+  /* y = a * b (same shape): da += dy * b, db += dy * a. da or db may be null. */                     \
+  void mul_backward(const Tensor& a, const Tensor& b, const Tensor& dy, Tensor* da, Tensor* db);      \
+  /* dx += dy (same shape) */                                                                         \
+  void add_backward(const Tensor& dy, Tensor& dx);                                                    \
+  /* dtable[ids[i]] += dy[i]: dtable [V, C], dy [N, C] */                                            \
+  void embedding_backward(std::span<const int32_t> ids, const Tensor& dy, Tensor& dtable);            \
+  /* mean over rows of -log softmax(logits)[target]: logits [N, V]; row_loss [N] written. Returns    \
+     the mean. A target outside [0, V) throws aigc::Error. */                                         \
+  float cross_entropy_forward(const Tensor& logits, std::span<const int32_t> targets, Tensor& row_loss); \
+  /* dlogits [N, V] += dloss * (softmax(logits) - onehot(target)) / N */                             \
+  void cross_entropy_backward(const Tensor& logits, std::span<const int32_t> targets, float dloss,    \
+                              Tensor& dlogits);
+
+AIGC_GRAD_DECLARE
+
+namespace ref {
+AIGC_GRAD_DECLARE
+}  // namespace ref
+
+#undef AIGC_GRAD_DECLARE
+
+}  // namespace aigc::train::grad
