@@ -108,7 +108,8 @@ Var Graph::attention(Var q, Var k, Var v, const grad::AttentionShape& s) {
   n.in[1] = k;
   n.in[2] = v;
   n.attn = s;
-  n.aux_shape = {s.B, s.H, s.T, s.T};
+  n.aux_shape = {s.H, s.B, s.T, s.T};
+  n_scratch_ = std::max(n_scratch_, grad::attention_scratch_floats(s));
   n.out = var_new(shape(q), false);
   nodes_.push_back(std::move(n));
   return nodes_.back().out;
@@ -234,8 +235,8 @@ void Graph::node_forward(Node& n) {
       reference_ ? ops::ref::rope(n.x4, n.positions, n.rope, n.y4) : ops::rope(n.x4, n.positions, n.rope, n.y4);
       break;
     case OpKind::Attention:
-      reference_ ? grad::ref::attention_forward(value(n.in[0]), value(n.in[1]), value(n.in[2]), n.attn, y, n.aux)
-                 : grad::attention_forward(value(n.in[0]), value(n.in[1]), value(n.in[2]), n.attn, y, n.aux);
+      reference_ ? grad::ref::attention_forward(value(n.in[0]), value(n.in[1]), value(n.in[2]), n.attn, y, n.aux, scratch_)
+                 : grad::attention_forward(value(n.in[0]), value(n.in[1]), value(n.in[2]), n.attn, y, n.aux, scratch_);
       break;
     case OpKind::Silu:
       reference_ ? ops::ref::silu(value(n.in[0]), y) : ops::silu(value(n.in[0]), y);
@@ -274,9 +275,9 @@ void Graph::node_backward(Node& n) {
       break;
     case OpKind::Attention:
       reference_ ? grad::ref::attention_backward(value(n.in[0]), value(n.in[1]), value(n.in[2]), n.aux, n.attn, dy,
-                                                 grad(n.in[0]), grad(n.in[1]), grad(n.in[2]))
+                                                 grad(n.in[0]), grad(n.in[1]), grad(n.in[2]), scratch_)
                  : grad::attention_backward(value(n.in[0]), value(n.in[1]), value(n.in[2]), n.aux, n.attn, dy,
-                                            grad(n.in[0]), grad(n.in[1]), grad(n.in[2]));
+                                            grad(n.in[0]), grad(n.in[1]), grad(n.in[2]), scratch_);
       break;
     case OpKind::Silu:
       reference_ ? grad::ref::silu_backward(value(n.in[0]), dy, grad(n.in[0]))

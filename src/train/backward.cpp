@@ -77,7 +77,7 @@ void attention_forward_group(const float* q, const float* k, const float* v, con
   for (int64_t h = g * per; h < (g + 1) * per; ++h)
     for (int64_t i = 0; i < T; ++i) {
       const float* qi = q + (b * T + i) * HD + h * D;
-      float* p = probs + ((b * s.H + h) * T + i) * T;
+      float* p = probs + ((h * s.B + b) * T + i) * T;
       Acc mx = -std::numeric_limits<Acc>::infinity();
       for (int64_t j = 0; j <= i; ++j) {
         const float* kj = k + (b * T + j) * GD + g * D;
@@ -111,7 +111,7 @@ void attention_backward_group(const float* q, const float* k, const float* v, co
   const int64_t T = s.T, D = s.D, HD = s.H * D, GD = s.G * D, per = s.H / s.G;
   for (int64_t h = g * per; h < (g + 1) * per; ++h)
     for (int64_t i = 0; i < T; ++i) {
-      const float* p = probs + ((b * s.H + h) * T + i) * T;
+      const float* p = probs + ((h * s.B + b) * T + i) * T;
       const float* doi = dout + (b * T + i) * HD + h * D;
       const float* qi = q + (b * T + i) * HD + h * D;
       float* dqi = dq + (b * T + i) * HD + h * D;
@@ -260,7 +260,7 @@ void ref::rope_backward(const Tensor& dy, std::span<const int32_t> positions, co
 }
 
 void ref::attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& s, Tensor& out,
-                            Tensor& probs) {
+                            Tensor& probs, Tensor& /*scratch*/) {
   attention_check(q, k, v, probs, s, out);
   for (int64_t b = 0; b < s.B; ++b)
     for (int64_t g = 0; g < s.G; ++g)
@@ -269,7 +269,8 @@ void ref::attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, c
 }
 
 void ref::attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& probs,
-                             const AttentionShape& s, const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv) {
+                             const AttentionShape& s, const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv,
+                             Tensor& /*scratch*/) {
   attention_check(q, k, v, probs, s, dout);
   check_same(q, dq, "attention_backward");
   check_same(k, dk, "attention_backward");
@@ -417,31 +418,117 @@ void rope_backward(const Tensor& dy, std::span<const int32_t> positions, const o
   }, 16);
 }
 
+// Per-head [B, T, D] views of a token-major [B*T, heads*D] tensor (no allocation: view_of, select).
+Tensor head_view(const Tensor& t, int64_t B, int64_t T, int64_t heads, int64_t D, int64_t h) {
+  const std::array<int64_t, 4> s4{B, T, heads, D};
+  return Tensor::view_of(DType::F32, s4, const_cast<void*>(t.data())).select(2, h);
+}
+
+// dst (strided [B, T, D] view) += src (contiguous [B, T, D]); or = when assign.
+void head_store(Tensor dst, const float* src, bool assign) {
+  const int64_t B = dst.size(0), T = dst.size(1), D = dst.size(2);
+  const int64_t sb = dst.stride_bytes(0) / 4, st = dst.stride_bytes(1) / 4;
+  float* d = dst.ptr<float>();
+  parallel_for(B * T, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      float* o = d + (r / T) * sb + (r % T) * st;
+      const float* i = src + r * D;
+      if (assign)
+        for (int64_t x = 0; x < D; ++x) o[x] = i[x];
+      else
+        for (int64_t x = 0; x < D; ++x) o[x] += i[x];
+    }
+  }, 16);
+}
+
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& s, Tensor& out,
-                       Tensor& probs) {
+                       Tensor& probs, Tensor& scratch) {
   attention_check(q, k, v, probs, s, out);
+  AIGC_CHECK(scratch.numel() >= attention_scratch_floats(s), "attention: scratch {} too small", scratch.shape_str());
   const float scale = attention_scale(s);
-  parallel_for(s.B * s.G, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i)
-      attention_forward_group<float>(q.ptr<float>(), k.ptr<float>(), v.ptr<float>(), s, scale, i / s.G, i % s.G,
-                                     out.ptr<float>(), probs.ptr<float>());
-  });
+  if (s.T <= kAttentionLoopMaxT) {  // tiny blocks: loops over (sequence, kv head) pairs
+    parallel_for(s.B * s.G, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i)
+        attention_forward_group<float>(q.ptr<float>(), k.ptr<float>(), v.ptr<float>(), s, scale, i / s.G, i % s.G,
+                                       out.ptr<float>(), probs.ptr<float>());
+    });
+    return;
+  }
+  const int64_t B = s.B, T = s.T, D = s.D, per = s.H / s.G;
+  float* o_buf = scratch.ptr<float>();  // [B, T, D]
+  for (int64_t h = 0; h < s.H; ++h) {
+    const int64_t g = h / per;
+    const Tensor qh = head_view(q, B, T, s.H, D, h), kg = head_view(k, B, T, s.G, D, g), vg = head_view(v, B, T, s.G, D, g);
+    Tensor p = probs.select(0, h);  // [B, T, T] contiguous
+    ops::matmul(qh, kg.transpose(1, 2), p);
+    float* pp = p.ptr<float>();
+    parallel_for(B * T, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        float* row = pp + r * T;
+        const int64_t n = r % T + 1;  // causal: keys 0..i
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int64_t j = 0; j < n; ++j) mx = std::max(mx, row[j] * scale);
+        float sum = 0.0f;
+        for (int64_t j = 0; j < n; ++j) sum += row[j] = std::exp(row[j] * scale - mx);
+        const float inv = 1.0f / sum;
+        for (int64_t j = 0; j < n; ++j) row[j] *= inv;
+        for (int64_t j = n; j < T; ++j) row[j] = 0.0f;
+      }
+    }, 8);
+    Tensor ob = Tensor::view_of(DType::F32, std::array<int64_t, 3>{B, T, D}, o_buf);
+    ops::matmul(p, vg, ob);
+    head_store(head_view(out, B, T, s.H, D, h), o_buf, true);
+  }
 }
 
 void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& probs,
-                        const AttentionShape& s, const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv) {
+                        const AttentionShape& s, const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv,
+                        Tensor& scratch) {
   attention_check(q, k, v, probs, s, dout);
   check_same(q, dq, "attention_backward");
   check_same(k, dk, "attention_backward");
   check_same(v, dv, "attention_backward");
+  AIGC_CHECK(scratch.numel() >= attention_scratch_floats(s), "attention: scratch {} too small", scratch.shape_str());
   const float scale = attention_scale(s);
-  // (sequence, kv head) pairs write disjoint rows of dq, dk, dv: no races.
-  parallel_for(s.B * s.G, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i)
-      attention_backward_group<float>(q.ptr<float>(), k.ptr<float>(), v.ptr<float>(), probs.ptr<float>(), s, scale,
-                                      dout.ptr<float>(), i / s.G, i % s.G, dq.ptr<float>(), dk.ptr<float>(),
-                                      dv.ptr<float>());
-  });
+  if (s.T <= kAttentionLoopMaxT) {  // (sequence, kv head) pairs write disjoint rows: no races
+    parallel_for(s.B * s.G, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i)
+        attention_backward_group<float>(q.ptr<float>(), k.ptr<float>(), v.ptr<float>(), probs.ptr<float>(), s, scale,
+                                        dout.ptr<float>(), i / s.G, i % s.G, dq.ptr<float>(), dk.ptr<float>(),
+                                        dv.ptr<float>());
+    });
+    return;
+  }
+  const int64_t B = s.B, T = s.T, D = s.D, per = s.H / s.G;
+  float* ds_buf = scratch.ptr<float>();           // [B, T, T]: dP, then dS
+  float* x_buf = scratch.ptr<float>() + B * T * T;  // [B, T, D]
+  Tensor ds = Tensor::view_of(DType::F32, std::array<int64_t, 3>{B, T, T}, ds_buf);
+  Tensor xb = Tensor::view_of(DType::F32, std::array<int64_t, 3>{B, T, D}, x_buf);
+  for (int64_t h = 0; h < s.H; ++h) {
+    const int64_t g = h / per;
+    const Tensor qh = head_view(q, B, T, s.H, D, h), kg = head_view(k, B, T, s.G, D, g), vg = head_view(v, B, T, s.G, D, g);
+    const Tensor doh = head_view(dout, B, T, s.H, D, h);
+    const Tensor p = probs.select(0, h);
+    ops::matmul(doh, vg.transpose(1, 2), ds);  // dP = dO V^T
+    const float* pp = p.ptr<float>();
+    parallel_for(B * T, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        float* d = ds_buf + r * T;
+        const float* pr = pp + r * T;
+        const int64_t n = r % T + 1;
+        float dot = 0.0f;
+        for (int64_t j = 0; j < n; ++j) dot += d[j] * pr[j];
+        for (int64_t j = 0; j < n; ++j) d[j] = pr[j] * (d[j] - dot) * scale;
+        for (int64_t j = n; j < T; ++j) d[j] = 0.0f;
+      }
+    }, 8);
+    ops::matmul(ds, kg, xb);  // dQ = dS K
+    head_store(head_view(dq, B, T, s.H, D, h), x_buf, false);
+    ops::matmul(ds.transpose(1, 2), qh, xb);  // dK = dS^T Q
+    head_store(head_view(dk, B, T, s.G, D, g), x_buf, false);
+    ops::matmul(p.transpose(1, 2), doh, xb);  // dV = P^T dO
+    head_store(head_view(dv, B, T, s.G, D, g), x_buf, false);
+  }
 }
 
 void silu_backward(const Tensor& x, const Tensor& dy, Tensor& dx) {

@@ -18,12 +18,20 @@
 
 namespace aigc::train::grad {
 
-// Causal self-attention over B sequences of T tokens, scores materialised (fine at the small T of
-// training here: probs costs B*H*T*T floats).
+// Causal self-attention over B sequences of T tokens with the scores materialised (not flash-style:
+// fine at the small T of training here; probs costs H*B*T*T floats). The fast kernels run, per head,
+// batched oneDNN matmuls over the B sequences (the masked upper triangle is computed and discarded:
+// cheaper than small per-row products); the reference kernels are plain loops.
 struct AttentionShape {
   int64_t B = 1, T = 1, H = 1, G = 1, D = 1;  // H % G == 0; query head h reads kv head h / (H / G)
   float scale = 0.0f;                          // 0: 1/sqrt(D)
 };
+
+// Up to this T the fast attention kernels loop over (sequence, kv head) pairs; above it they run
+// oneDNN matmuls per head (whose call overhead the loops beat on tiny blocks).
+constexpr int64_t kAttentionLoopMaxT = 16;
+// Floats of scratch the attention kernels need: one [B, T, T] block and one [B, T, D] block.
+inline int64_t attention_scratch_floats(const AttentionShape& s) { return s.B * s.T * (s.T + s.D); }
 
 #define AIGC_GRAD_DECLARE                                                                            \
   /* y = x w^T: dx [N, K] += dy [N, O] w [O, K]; dw [O, K] += dy^T x. dx or dw may be null.          \
@@ -37,12 +45,13 @@ struct AttentionShape {
   void rope_backward(const Tensor& dy, std::span<const int32_t> positions, const ops::RopeParams& p, \
                      Tensor& dx);                                                                     \
   /* q [N, H*D], k/v [N, G*D] (N = B*T, token-major, as linear writes them); out [N, H*D];           \
-     probs [B, H, T, T] (written; row i holds softmax over keys 0..i, zeros after). */               \
+     probs [H, B, T, T] (written; row i holds softmax over keys 0..i, zeros after). scratch: at      \
+     least attention_scratch_floats(s) floats (the fast kernels' matmul outputs; ref ignores it). */ \
   void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& s,  \
-                         Tensor& out, Tensor& probs);                                                 \
+                         Tensor& out, Tensor& probs, Tensor& scratch);                                \
   void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& probs,     \
                           const AttentionShape& s, const Tensor& dout, Tensor& dq, Tensor& dk,        \
-                          Tensor& dv);                                                                \
+                          Tensor& dv, Tensor& scratch);                                               \
   /* dx += dy * silu'(x) */                                                                           \
   void silu_backward(const Tensor& x, const Tensor& dy, Tensor& dx);                                  \
   /* y = a * b (same shape): da += dy * b, db += dy * a. da or db may be null. */                     \

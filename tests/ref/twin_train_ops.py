@@ -8,7 +8,7 @@ purpose (rows 7, features 5/13/19, vocabulary 11) so no kernel can rely on a SIM
   rms_norm: x [7, 19], g [19], eps 1e-5; y = x / sqrt(mean(x^2) + eps) * g
   rope:     x [B=2, T=5, H=3, D=6], normal (pairs 2i, 2i+1) and neox (pairs i, i+3), base 10000,
             positions 0..T-1; theta_i = t * base^(-2i/D)
-  attention: B=2, T=5, H=4, G=2, D=3; q [B*T, H*D], k/v [B*T, G*D], causal, scale 1/sqrt(D),
+  attention: B=2, T=5, H=4, G=2, D=3 (attention_long: T=21, D=5); q [B*T, H*D], k/v [B*T, G*D], causal, scale 1/sqrt(D),
             query head h reads kv head h // 2
   silu, mul, add: [7, 13]
   embedding: table [11, 6], ids [9] with repeats
@@ -70,18 +70,19 @@ def main(out_dir):
         y.backward(dy)
         d.update({name + ".x": x, name + ".dy": dy, name + ".y": y, name + ".dx": x.grad})
 
-    B, T, H, G, D = 2, 5, 4, 2, 3
-    q, k, v = leaf(rnd(B * T, H * D)), leaf(rnd(B * T, G * D)), leaf(rnd(B * T, G * D))
-    dy = rnd(B * T, H * D)
-    qh = q.view(B, T, H, D).transpose(1, 2)
-    kh = k.view(B, T, G, D).transpose(1, 2).repeat_interleave(H // G, dim=1)
-    vh = v.view(B, T, G, D).transpose(1, 2).repeat_interleave(H // G, dim=1)
-    s = qh @ kh.transpose(-1, -2) / math.sqrt(D) + torch.full((T, T), float("-inf"), dtype=torch.float64).triu(1)
-    p = torch.softmax(s, -1)
-    y = (p @ vh).transpose(1, 2).reshape(B * T, H * D)
-    y.backward(dy)
-    d.update({"attention.q": q, "attention.k": k, "attention.v": v, "attention.dy": dy, "attention.y": y,
-              "attention.probs": p, "attention.dq": q.grad, "attention.dk": k.grad, "attention.dv": v.grad})
+    # T = 5: the fast kernels' loop path; T = 21 (> kAttentionLoopMaxT): their matmul path.
+    for name, (B, T, H, G, D) in (("attention", (2, 5, 4, 2, 3)), ("attention_long", (2, 21, 4, 2, 5))):
+        q, k, v = leaf(rnd(B * T, H * D)), leaf(rnd(B * T, G * D)), leaf(rnd(B * T, G * D))
+        dy = rnd(B * T, H * D)
+        qh = q.view(B, T, H, D).transpose(1, 2)
+        kh = k.view(B, T, G, D).transpose(1, 2).repeat_interleave(H // G, dim=1)
+        vh = v.view(B, T, G, D).transpose(1, 2).repeat_interleave(H // G, dim=1)
+        s = qh @ kh.transpose(-1, -2) / math.sqrt(D) + torch.full((T, T), float("-inf"), dtype=torch.float64).triu(1)
+        p = torch.softmax(s, -1)
+        y = (p @ vh).transpose(1, 2).reshape(B * T, H * D)
+        y.backward(dy)
+        d.update({name + ".q": q, name + ".k": k, name + ".v": v, name + ".dy": dy, name + ".y": y,
+                  name + ".probs": p, name + ".dq": q.grad, name + ".dk": k.grad, name + ".dv": v.grad})
 
     x, dy = leaf(rnd(7, 13, scale=3.0)), rnd(7, 13)
     y = torch.nn.functional.silu(x)

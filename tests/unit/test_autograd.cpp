@@ -76,17 +76,20 @@ TEST_P(BackwardTwin, Rope) {
 }
 
 TEST_P(BackwardTwin, Attention) {
-  const grad::AttentionShape s{2, 5, 4, 2, 3, 0.0f};
-  Tensor y = zeros_like(r("attention.y")), probs = Tensor::empty(DType::F32, {2, 4, 5, 5});
-  KERNEL(attention_forward)(r("attention.q"), r("attention.k"), r("attention.v"), s, y, probs);
-  EXPECT_TENSORS_CLOSE(y, r("attention.y"), kAtol, kRtol);
-  EXPECT_TENSORS_CLOSE(probs, r("attention.probs"), kAtol, kRtol);
-  Tensor dq = zeros_like(r("attention.q")), dk = zeros_like(r("attention.k")), dv = zeros_like(r("attention.v"));
-  KERNEL(attention_backward)(r("attention.q"), r("attention.k"), r("attention.v"), probs, s, r("attention.dy"), dq, dk,
-                             dv);
-  EXPECT_TENSORS_CLOSE(dq, r("attention.dq"), kAtol, kRtol);
-  EXPECT_TENSORS_CLOSE(dk, r("attention.dk"), kAtol, kRtol);
-  EXPECT_TENSORS_CLOSE(dv, r("attention.dv"), kAtol, kRtol);
+  // T = 5: the fast kernels' loop path; T = 21: their per-head oneDNN matmul path.
+  for (const auto& [n, s] : {std::pair<std::string, grad::AttentionShape>{"attention", {2, 5, 4, 2, 3, 0.0f}},
+                             std::pair<std::string, grad::AttentionShape>{"attention_long", {2, 21, 4, 2, 5, 0.0f}}}) {
+    Tensor y = zeros_like(r(n + ".y")), probs = Tensor::empty(DType::F32, {s.H, s.B, s.T, s.T});
+    Tensor scratch = Tensor::empty(DType::F32, {grad::attention_scratch_floats(s)});
+    KERNEL(attention_forward)(r(n + ".q"), r(n + ".k"), r(n + ".v"), s, y, probs, scratch);
+    EXPECT_TENSORS_CLOSE(y, r(n + ".y"), kAtol, kRtol) << n;
+    EXPECT_TENSORS_CLOSE(probs.permute({1, 0, 2, 3}), r(n + ".probs"), kAtol, kRtol) << n;  // ours [H, B, T, T]
+    Tensor dq = zeros_like(r(n + ".q")), dk = zeros_like(r(n + ".k")), dv = zeros_like(r(n + ".v"));
+    KERNEL(attention_backward)(r(n + ".q"), r(n + ".k"), r(n + ".v"), probs, s, r(n + ".dy"), dq, dk, dv, scratch);
+    EXPECT_TENSORS_CLOSE(dq, r(n + ".dq"), kAtol, kRtol) << n;
+    EXPECT_TENSORS_CLOSE(dk, r(n + ".dk"), kAtol, kRtol) << n;
+    EXPECT_TENSORS_CLOSE(dv, r(n + ".dv"), kAtol, kRtol) << n;
+  }
 }
 
 TEST_P(BackwardTwin, SiluMulEmbedding) {
