@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "core/thread_pool.h"
 
@@ -392,7 +393,7 @@ void rms_norm_backward(const Tensor& x, const Tensor& g, float eps, const Tensor
 }
 
 void rope_backward(const Tensor& dy, std::span<const int32_t> positions, const ops::RopeParams& p, Tensor& dx) {
-  // The reference kernel is already a single pass of a few flops per element; threads over rows.
+  // Threads over rows; the rotation of each (position, pair) is computed once per call.
   check_f32_dense(dy, "rope_backward", "dy");
   check_f32_dense(dx, "rope_backward", "dx");
   check_same(dy, dx, "rope_backward");
@@ -400,19 +401,28 @@ void rope_backward(const Tensor& dy, std::span<const int32_t> positions, const o
   const int64_t n_dims = p.n_dims == 0 ? D : p.n_dims, half = n_dims / 2;
   AIGC_CHECK(static_cast<int64_t>(positions.size()) == T, "rope_backward: {} positions for {}", positions.size(),
              dy.shape_str());
+  // cos/sin per (t, i) once per call (as ops::rope does), shared by every head and sequence; the
+  // calling thread's buffer grows to the largest call and is then reused (no allocation per step).
+  thread_local std::vector<float> table;
+  if (table.size() < static_cast<size_t>(T * half * 2)) table.resize(static_cast<size_t>(T * half * 2));
+  float* cs = table.data();
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < half; ++i) {
+      const double th = static_cast<double>(positions[t]) * p.freq_scale *
+                        std::pow(static_cast<double>(p.freq_base), -2.0 * i / n_dims);
+      cs[(t * half + i) * 2] = static_cast<float>(std::cos(th));
+      cs[(t * half + i) * 2 + 1] = static_cast<float>(std::sin(th));
+    }
   parallel_for(dy.rows(), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
-      const int64_t t = (r / H) % T;
+      const float* c = cs + ((r / H) % T) * half * 2;
       const float* g = dy.ptr<float>() + r * D;
       float* o = dx.ptr<float>() + r * D;
       for (int64_t d = n_dims; d < D; ++d) o[d] += g[d];
       for (int64_t i = 0; i < half; ++i) {
-        const double th = static_cast<double>(positions[t]) * p.freq_scale *
-                          std::pow(static_cast<double>(p.freq_base), -2.0 * i / n_dims);
-        const float c = static_cast<float>(std::cos(th)), s = static_cast<float>(std::sin(th));
         const int64_t a = p.neox ? i : 2 * i, b = p.neox ? i + half : 2 * i + 1;
-        o[a] += g[a] * c + g[b] * s;
-        o[b] += -g[a] * s + g[b] * c;
+        o[a] += g[a] * c[2 * i] + g[b] * c[2 * i + 1];
+        o[b] += -g[a] * c[2 * i + 1] + g[b] * c[2 * i];
       }
     }
   }, 16);

@@ -1,9 +1,11 @@
-// Loss curve drawing (see loss_curve.h): lines by Bresenham, one pixel wide, thickened by one.
+// Loss curve drawing (see loss_curve.h): lines by Bresenham, one pixel wide, thickened by one;
+// axis numbers in a built-in 3x5 digit font.
 #include "train/loss_curve.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <string>
 
 namespace aigc::train {
 
@@ -18,6 +20,20 @@ struct Canvas {
     p[(0 * h + y) * w + x] = r;
     p[(1 * h + y) * w + x] = g;
     p[(2 * h + y) * w + x] = b;
+  }
+  // Digits in a 3x5 pixel font (rows top to bottom, 3 bits each, MSB left), drawn at 2x.
+  void text(int x, int y, const std::string& str) {
+    static const uint8_t font[10][5] = {{7, 5, 5, 5, 7}, {2, 6, 2, 2, 7}, {7, 1, 7, 4, 7}, {7, 1, 7, 1, 7},
+                                        {5, 5, 7, 1, 1}, {7, 4, 7, 1, 7}, {7, 4, 7, 5, 7}, {7, 1, 1, 1, 1},
+                                        {7, 5, 7, 5, 7}, {7, 5, 7, 1, 7}};
+    for (char ch : str) {
+      if (ch >= '0' && ch <= '9')
+        for (int r = 0; r < 5; ++r)
+          for (int col = 0; col < 3; ++col)
+            if (font[ch - '0'][r] & (4 >> col))
+              for (int k = 0; k < 4; ++k) set(x + col * 2 + (k & 1), y + r * 2 + (k >> 1), 0.2f, 0.2f, 0.2f);
+      x += 8;
+    }
   }
   void line(int x0, int y0, int x1, int y1, float r, float g, float b) {
     const int dx = std::abs(x1 - x0), sx = x0 < x1 ? 1 : -1, dy = -std::abs(y1 - y0), sy = y0 < y1 ? 1 : -1;
@@ -47,13 +63,22 @@ Tensor loss_curve_draw(const std::vector<LossPoint>& train, const std::vector<Lo
       if (std::isfinite(p.loss)) max_loss = std::max(max_loss, p.loss);
     }
   max_loss = std::ceil(max_loss);
-  const int left = 40, right = 20, top = 20, bottom = 30;
+  const int left = 40, right = 24, top = 20, bottom = 30;
   const int pw = width - left - right, ph = height - top - bottom;
   auto px = [&](int64_t step) { return left + static_cast<int>(static_cast<double>(step) / max_step * pw); };
   auto py = [&](float loss) {
     return top + ph - static_cast<int>(std::clamp(loss / max_loss, 0.0f, 1.0f) * static_cast<float>(ph));
   };
   for (int l = 0; l <= static_cast<int>(max_loss); ++l) c.line(left, py(static_cast<float>(l)), left + pw, py(static_cast<float>(l)), 0.85f, 0.85f, 0.85f);
+  for (int l = 0; l <= static_cast<int>(max_loss); ++l) {  // y labels: the loss at each gridline
+    const std::string t = std::to_string(l);
+    c.text(left - 6 - 8 * static_cast<int>(t.size()), py(static_cast<float>(l)) - 5, t);
+  }
+  for (int i = 0; i <= 4; ++i) {  // x labels: steps at 0, 1/4, ..., the end
+    const int64_t st = max_step * i / 4;
+    const std::string t = std::to_string(st);
+    c.text(std::min(px(st) - 4 * static_cast<int>(t.size()), width - 8 * static_cast<int>(t.size())), top + ph + 8, t);
+  }
   c.line(left, top, left, top + ph, 0, 0, 0);            // y axis
   c.line(left, top + ph, left + pw, top + ph, 0, 0, 0);  // x axis
   smooth = std::max(1, smooth);

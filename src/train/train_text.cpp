@@ -149,6 +149,9 @@ TrainTextResult train_text_run(const TrainTextOptions& o) {
     const auto vl = st.get("train.val_loss").array_values<float>();
     for (size_t i = 0; i < std::min(ts.size(), tl.size()); ++i) train_curve.push_back({ts[i], tl[i]});
     for (size_t i = 0; i < std::min(vs.size(), vl.size()); ++i) val_curve.push_back({vs[i], vl[i]});
+    if (step0 >= o.steps)
+      error_throw(fmt::format("the checkpoint is already at step {} of --steps {}", step0, o.steps), o.out,
+                  "raise --steps to train further");
     std::fprintf(stderr, "resuming %s at step %lld\n", o.out.c_str(), static_cast<long long>(step0));
   } else {
     gpt.init_random(o.seed);

@@ -163,5 +163,15 @@ TEST(TrainText, CliTrainsAndTextRuns) {
   EXPECT_NE(r.err.find("aigc: error:"), std::string::npos) << r.err;
 }
 
+TEST(TrainText, BenchTrainPrintsATable) {
+  const test::CliResult r =
+      test::cli_run({"bench", "train", "--vocab", "64", "--embd", "16", "--layers", "1", "--heads", "2", "--ff", "24",
+                     "--batch", "2", "--ctx", "8", "--steps", "1", "--threads-list", "1,2"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("| tokens/s |"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("| 2 x 8 | 1 |"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("| 2 x 8 | 2 |"), std::string::npos) << r.out;
+}
+
 }  // namespace
 }  // namespace aigc::train
