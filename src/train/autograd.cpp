@@ -154,7 +154,7 @@ Var Graph::cross_entropy(Var logits, Ids targets) {
   Node n(OpKind::CrossEntropy);
   n.in[0] = logits;
   n.ids = targets;
-  n.aux_shape = {ls[0]};
+  n.aux_shape = {ls[0], ls[1]};  // softmax probabilities, for the backward
   n.out = var_new({1}, false);
   nodes_.push_back(std::move(n));
   return nodes_.back().out;
@@ -294,8 +294,8 @@ void Graph::node_backward(Node& n) {
         reference_ ? grad::ref::add_backward(dy, grad(n.in[i])) : grad::add_backward(dy, grad(n.in[i]));
       break;
     case OpKind::CrossEntropy:
-      reference_ ? grad::ref::cross_entropy_backward(value(n.in[0]), ids_data(n.ids), dy.ptr<float>()[0], grad(n.in[0]))
-                 : grad::cross_entropy_backward(value(n.in[0]), ids_data(n.ids), dy.ptr<float>()[0], grad(n.in[0]));
+      reference_ ? grad::ref::cross_entropy_backward(value(n.in[0]), n.aux, ids_data(n.ids), dy.ptr<float>()[0], grad(n.in[0]))
+                 : grad::cross_entropy_backward(value(n.in[0]), n.aux, ids_data(n.ids), dy.ptr<float>()[0], grad(n.in[0]));
       break;
   }
 }

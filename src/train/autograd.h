@@ -105,7 +105,7 @@ class Graph {
     int64_t B = 0, T = 0, H = 0;
     ops::RopeParams rope;
     grad::AttentionShape attn;
-    Tensor aux;  // attention probs [B, H, T, T] / cross-entropy row losses [N]
+    Tensor aux;  // attention probs [H, B, T, T] / cross-entropy softmax [N, V]
     std::vector<int64_t> aux_shape;
     std::vector<int32_t> positions;  // rope: 0..T-1
     Tensor x4, y4, dx4, dy4;         // rope: [B, T, H, D] views, made once (reshape allocates)

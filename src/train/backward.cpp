@@ -316,20 +316,24 @@ void ref::embedding_backward(std::span<const int32_t> ids, const Tensor& dy, Ten
   }
 }
 
-float ref::cross_entropy_forward(const Tensor& logits, std::span<const int32_t> targets, Tensor& row_loss) {
+float ref::cross_entropy_forward(const Tensor& logits, std::span<const int32_t> targets, Tensor& probs) {
   ce_check(logits, targets);
+  check_same(logits, probs, "cross_entropy_forward");
   const int64_t N = logits.size(0), V = logits.size(1);
   double total = 0;
   for (int64_t r = 0; r < N; ++r) {
-    const double l = ce_row<double>(logits.ptr<float>() + r * V, V, targets[r]);
-    row_loss.ptr<float>()[r] = static_cast<float>(l);
-    total += l;
+    const float* l = logits.ptr<float>() + r * V;
+    total += ce_row<double>(l, V, targets[r]);
+    double mx = -std::numeric_limits<double>::infinity(), sum = 0;
+    for (int64_t j = 0; j < V; ++j) mx = std::max<double>(mx, l[j]);
+    for (int64_t j = 0; j < V; ++j) sum += std::exp(l[j] - mx);
+    for (int64_t j = 0; j < V; ++j) probs.ptr<float>()[r * V + j] = static_cast<float>(std::exp(l[j] - mx) / sum);
   }
   return static_cast<float>(total / N);
 }
 
-void ref::cross_entropy_backward(const Tensor& logits, std::span<const int32_t> targets, float dloss,
-                                 Tensor& dlogits) {
+void ref::cross_entropy_backward(const Tensor& logits, const Tensor& /*probs*/, std::span<const int32_t> targets,
+                                 float dloss, Tensor& dlogits) {
   ce_check(logits, targets);
   check_same(logits, dlogits, "cross_entropy_backward");
   const int64_t N = logits.size(0), V = logits.size(1);
@@ -580,26 +584,31 @@ void embedding_backward(std::span<const int32_t> ids, const Tensor& dy, Tensor& 
   }, 16);
 }
 
-float cross_entropy_forward(const Tensor& logits, std::span<const int32_t> targets, Tensor& row_loss) {
+float cross_entropy_forward(const Tensor& logits, std::span<const int32_t> targets, Tensor& probs) {
   ce_check(logits, targets);
+  check_same(logits, probs, "cross_entropy_forward");
   const int64_t N = logits.size(0), V = logits.size(1);
-  parallel_for(N, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r)
-      row_loss.ptr<float>()[r] = static_cast<float>(ce_row<float>(logits.ptr<float>() + r * V, V, targets[r]));
-  });
+  ops::softmax(logits, probs);  // the engine's vectorised softmax (rows over threads)
   double total = 0;
-  for (int64_t r = 0; r < N; ++r) total += row_loss.ptr<float>()[r];
+  for (int64_t r = 0; r < N; ++r)
+    total -= std::log(std::max(probs.ptr<float>()[r * V + targets[r]], std::numeric_limits<float>::min()));
   return static_cast<float>(total / N);
 }
 
-void cross_entropy_backward(const Tensor& logits, std::span<const int32_t> targets, float dloss, Tensor& dlogits) {
+void cross_entropy_backward(const Tensor& logits, const Tensor& probs, std::span<const int32_t> targets, float dloss,
+                            Tensor& dlogits) {
   ce_check(logits, targets);
   check_same(logits, dlogits, "cross_entropy_backward");
+  check_same(logits, probs, "cross_entropy_backward");
   const int64_t N = logits.size(0), V = logits.size(1);
+  const float scale = dloss / static_cast<float>(N);
   parallel_for(N, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r)
-      ce_backward_row<float>(logits.ptr<float>() + r * V, V, targets[r], dloss / static_cast<float>(N),
-                             dlogits.ptr<float>() + r * V);
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* p = probs.ptr<float>() + r * V;
+      float* d = dlogits.ptr<float>() + r * V;
+      for (int64_t j = 0; j < V; ++j) d[j] += scale * p[j];
+      d[targets[r]] -= scale;
+    }
   });
 }
 

@@ -60,12 +60,15 @@ inline int64_t attention_scratch_floats(const AttentionShape& s) { return s.B * 
   void add_backward(const Tensor& dy, Tensor& dx);                                                    \
   /* dtable[ids[i]] += dy[i]: dtable [V, C], dy [N, C] */                                            \
   void embedding_backward(std::span<const int32_t> ids, const Tensor& dy, Tensor& dtable);            \
-  /* mean over rows of -log softmax(logits)[target]: logits [N, V]; row_loss [N] written. Returns    \
-     the mean. A target outside [0, V) throws aigc::Error. */                                         \
-  float cross_entropy_forward(const Tensor& logits, std::span<const int32_t> targets, Tensor& row_loss); \
-  /* dlogits [N, V] += dloss * (softmax(logits) - onehot(target)) / N */                             \
-  void cross_entropy_backward(const Tensor& logits, std::span<const int32_t> targets, float dloss,    \
-                              Tensor& dlogits);
+  /* mean over rows of -log softmax(logits)[target]: logits [N, V]; probs [N, V] written with        \
+     softmax(logits) (the fast backward reads it; loss -log p[target], p clamped at FLT_MIN: exact     \
+     to f32 rounding unless a target's logit trails the row's best by more than ~87). The reference  \
+     computes log-sum-exp in double. A target outside [0, V) throws aigc::Error. */                   \
+  float cross_entropy_forward(const Tensor& logits, std::span<const int32_t> targets, Tensor& probs);  \
+  /* dlogits [N, V] += dloss * (softmax(logits) - onehot(target)) / N; the fast kernel takes the     \
+     softmax from probs (the forward's), the reference recomputes it from logits */                  \
+  void cross_entropy_backward(const Tensor& logits, const Tensor& probs, std::span<const int32_t> targets, \
+                              float dloss, Tensor& dlogits);
 
 AIGC_GRAD_DECLARE
 
