@@ -12,6 +12,7 @@
 
 #include "common/compare.h"
 #include "common/refdump.h"
+#include "core/thread_pool.h"
 #include "formats/gguf.h"
 #include "text/llama_context.h"
 #include "train/adamw.h"
@@ -65,13 +66,17 @@ void grads_check(GptTrainer& gpt, const test::RefDump& ref) {
 
 TEST(TrainGpt, LossAndEveryGradientMatchTwin) {
   TwinSetup s = twin_load();
-  GptTrainer gpt(s.cfg, s.B, s.T);
-  params_copy(gpt, s.ref);
-  gpt.batch_set(tokens_of(s.ref));
-  const float loss = gpt.forward_backward();
-  // Loss O(4): f32 forward vs float64 twin, 1e-5 relative.
-  EXPECT_NEAR(loss, s.ref.get("loss").ptr<float>()[0], 5e-5f);
-  grads_check(gpt, s.ref);
+  for (int threads : {1, 2, 3}) {  // the threaded kernels split rows, columns and heads: no races
+    thread_count_set(threads);
+    GptTrainer gpt(s.cfg, s.B, s.T);
+    params_copy(gpt, s.ref);
+    gpt.batch_set(tokens_of(s.ref));
+    const float loss = gpt.forward_backward();
+    // Loss O(4): f32 forward vs float64 twin, 1e-5 relative.
+    EXPECT_NEAR(loss, s.ref.get("loss").ptr<float>()[0], 5e-5f) << threads << " threads";
+    grads_check(gpt, s.ref);
+  }
+  thread_count_set(0);
 }
 
 TEST(TrainGpt, ReferenceKernelsMatchTwinAndFastKernels) {

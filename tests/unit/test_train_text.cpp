@@ -16,6 +16,7 @@
 #include "text/text_model.h"
 #include "text/vocab.h"
 #include "train/bpe_trainer.h"
+#include "train/loss_curve.h"
 #include "train/train_text.h"
 
 namespace aigc::train {
@@ -161,6 +162,21 @@ TEST(TrainText, CliTrainsAndTextRuns) {
                      dir / "x.gguf"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("aigc: error:"), std::string::npos) << r.err;
+}
+
+TEST(TrainText, LossCurvePlacesPoints) {
+  std::vector<LossPoint> train;
+  for (int64_t s = 1; s <= 100; ++s) train.push_back({s, 4.0f - 2.0f * static_cast<float>(s) / 100.0f});
+  const Tensor img = loss_curve_draw(train, {{50, 3.0f}}, 800, 500, 1);
+  ASSERT_EQ(img.size(1), 3);
+  auto px = [&](int c, int y, int x) { return img.ptr<float>()[(c * 500 + y) * 800 + x]; };
+  // Plot area: x 40..776 (steps 0..100), y 470..20 (loss 0..4). Validation (50, 3.0) at (408, 132.5).
+  EXPECT_FLOAT_EQ(px(0, 133, 408), 0.9f);
+  EXPECT_FLOAT_EQ(px(1, 133, 408), 0.1f);
+  // The train line at step 100 (loss 2.0): x 776, y 245; blue.
+  EXPECT_FLOAT_EQ(px(2, 245, 776), 0.9f);
+  EXPECT_FLOAT_EQ(px(0, 245, 776), 0.1f);
+  EXPECT_FLOAT_EQ(px(0, 400, 600), 1.0f);  // background elsewhere
 }
 
 TEST(TrainText, BenchTrainPrintsATable) {
