@@ -47,6 +47,13 @@ enum class OpKind : uint8_t { Embedding, RmsNorm, Linear, Rope, Attention, Silu,
 
 class Graph {
  public:
+  Graph() = default;
+  // Values are views into the graph's buffers: a copy would alias them, so graphs only move.
+  Graph(const Graph&) = delete;
+  Graph& operator=(const Graph&) = delete;
+  Graph(Graph&&) = default;
+  Graph& operator=(Graph&&) = default;
+
   // ---- planning (before allocate) ----
   Var param(std::string name, std::initializer_list<int64_t> shape);
   Ids ids(int64_t n);
