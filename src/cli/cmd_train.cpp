@@ -1,0 +1,163 @@
+// aigc train tokenizer | text, and aigc bench train.
+//   aigc train tokenizer --corpus FILE --vocab-size N -o tokenizer.gguf
+//   aigc train text --corpus FILE --tokenizer tokenizer.gguf -o model.gguf [sizes, steps, lr...]
+//   aigc bench train [--threads-list 1,2]: training tokens/s of the GPT (forward, backward, AdamW)
+// The work is in src/train (bpe_trainer, train_text, gpt); this file maps flags to options.
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "core/thread_pool.h"
+#include "train/bpe_trainer.h"
+#include "train/train_text.h"
+
+namespace aigc::cli {
+
+namespace {
+
+struct TrainTokenizerArgs {
+  std::string corpus, out = "tokenizer.gguf", pre = "gpt-2";
+  int64_t vocab_size = 4096;
+};
+
+void train_tokenizer_run(const TrainTokenizerArgs& a) {
+  std::ifstream f(a.corpus, std::ios::binary);
+  if (!f) error_throw("cannot open the corpus", a.corpus, "check the path");
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  const auto t0 = std::chrono::steady_clock::now();
+  const train::BpeTokenizer tok = train::bpe_train(ss.str(), {.vocab_size = a.vocab_size, .pre = a.pre});
+  train::bpe_gguf_write(tok, a.out);
+  std::fprintf(stderr, "wrote %s: %zu tokens (%zu merges, <|endoftext|> = %d) in %.1f s\n", a.out.c_str(),
+               tok.tokens.size(), tok.merges.size(), tok.eos,
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+}
+
+struct BenchTrainArgs {
+  train::GptConfig model{.n_vocab = 2048, .n_ctx = 128, .n_embd = 192, .n_layer = 4, .n_head = 6, .n_ff = 512};
+  int64_t batch = 8, seq_len = 128, steps = 5;
+  std::vector<int> threads;
+};
+
+void bench_train_run(const BenchTrainArgs& a) {
+  std::vector<int> threads = a.threads;
+  if (threads.empty()) threads.push_back(thread_count());
+  train::GptConfig cfg = a.model;
+  cfg.n_ctx = std::max(cfg.n_ctx, a.seq_len);
+  std::printf("| model | params | B x T | threads | ms/step | tokens/s |\n|---|---|---|---|---|---|\n");
+  for (int t : threads) {
+    AIGC_CHECK(t >= 1 && t <= 4096, "bench train: thread count {} is out of range", t);
+    thread_count_set(t);
+    train::GptTrainer gpt(cfg, a.batch, a.seq_len);
+    gpt.init_random(1);
+    train::AdamW opt(gpt.graph().params_flat().size());
+    std::mt19937 rng(7);
+    std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(cfg.n_vocab - 1));
+    std::vector<int32_t> tokens(static_cast<size_t>(a.batch * (a.seq_len + 1)));
+    for (int32_t& x : tokens) x = pick(rng);
+    gpt.batch_set(tokens);
+    gpt.forward_backward();  // warm-up: oneDNN primitives, pages
+    opt.step(gpt.graph().params_flat(), gpt.graph().grads_flat(), 1e-4f);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t s = 0; s < a.steps; ++s) {
+      gpt.batch_set(tokens);
+      gpt.forward_backward();
+      opt.step(gpt.graph().params_flat(), gpt.graph().grads_flat(), 1e-4f);
+    }
+    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / a.steps;
+    std::printf("| llama V%lld C%lld L%lld H%lld F%lld | %.2fM | %lld x %lld | %d | %.1f | %.0f |\n",
+                static_cast<long long>(cfg.n_vocab), static_cast<long long>(cfg.n_embd),
+                static_cast<long long>(cfg.n_layer), static_cast<long long>(cfg.n_head),
+                static_cast<long long>(cfg.n_ff), gpt.param_count() / 1e6, static_cast<long long>(a.batch),
+                static_cast<long long>(a.seq_len), t, sec * 1e3, static_cast<double>(a.batch * a.seq_len) / sec);
+    std::fflush(stdout);
+  }
+}
+
+void model_options_add(CLI::App* cmd, train::GptConfig& m, int64_t& batch, int64_t& seq_len) {
+  cmd->add_option("--embd", m.n_embd, "Embedding width")->capture_default_str();
+  cmd->add_option("--layers", m.n_layer, "Transformer blocks")->capture_default_str();
+  cmd->add_option("--heads", m.n_head, "Attention heads (head size = embd / heads, even)")->capture_default_str();
+  cmd->add_option("--kv-heads", m.n_head_kv, "Key/value heads (0: = heads)")->capture_default_str();
+  cmd->add_option("--ff", m.n_ff, "Feed-forward width")->capture_default_str();
+  cmd->add_option("--batch", batch, "Sequences per step (B)")->capture_default_str();
+  cmd->add_option("--ctx", seq_len, "Tokens per sequence (T; also the model's context length)")->capture_default_str();
+}
+
+}  // namespace
+
+void command_train_register(CLI::App& app) {
+  auto* train_cmd = app.add_subcommand("train", "Train models from scratch: a BPE tokenizer, a text model");
+  train_cmd->require_subcommand(1);
+  train_cmd->fallthrough();
+
+  auto* tk = train_cmd->add_subcommand("tokenizer", "Learn a byte-level BPE tokenizer from a text corpus (GGUF out)");
+  tk->fallthrough();
+  auto ta = std::make_shared<TrainTokenizerArgs>();
+  tk->add_option("--corpus", ta->corpus, "UTF-8 text file")->required()->type_name("FILE");
+  tk->add_option("-o,--output", ta->out, "Tokenizer GGUF to write")->capture_default_str()->type_name("FILE");
+  tk->add_option("--vocab-size", ta->vocab_size, "Tokens in all (256 bytes + merges + <|endoftext|>)")
+      ->capture_default_str();
+  tk->add_option("--pre", ta->pre, "Pre-tokenizer (tokenizer.ggml.pre): gpt-2, llama-bpe, ...")->capture_default_str();
+  tk->callback([ta]() { train_tokenizer_run(*ta); });
+
+  auto* tx = train_cmd->add_subcommand(
+      "text", "Train a Llama-style GPT from scratch on a text corpus; writes a GGUF that `aigc text` runs");
+  tx->fallthrough();
+  auto o = std::make_shared<train::TrainTextOptions>();
+  o->model = train::GptConfig{.n_vocab = 0, .n_ctx = 128, .n_embd = 192, .n_layer = 4, .n_head = 6, .n_ff = 512};
+  tx->add_option("--corpus", o->corpus, "UTF-8 text file")->required()->type_name("FILE");
+  tx->add_option("--tokenizer", o->tokenizer, "Tokenizer GGUF (from `aigc train tokenizer`)")->required()->type_name("FILE");
+  tx->add_option("-o,--output", o->out, "Model GGUF to write (and OUT.optim: optimiser state)")
+      ->capture_default_str()->type_name("FILE");
+  model_options_add(tx, o->model, o->batch, o->seq_len);
+  tx->add_option("--steps", o->steps, "Optimiser steps in all")->capture_default_str();
+  tx->add_option("--lr", o->lr.lr_max, "Peak learning rate")->capture_default_str();
+  tx->add_option("--min-lr", o->lr.lr_min, "Final learning rate of the cosine decay")->capture_default_str();
+  tx->add_option("--warmup", o->lr.warmup, "Linear warm-up steps")->capture_default_str();
+  tx->add_option("--weight-decay", o->adamw.weight_decay, "AdamW decoupled weight decay (matrices only)")
+      ->capture_default_str();
+  tx->add_option("--clip", o->adamw.grad_clip, "Clip gradients to this global norm (0: off)")->capture_default_str();
+  tx->add_option("--seed", o->seed, "Seed of initialisation and batches")->capture_default_str();
+  tx->add_option("--val-fraction", o->val_fraction, "Held-out tail of the corpus for validation")->capture_default_str();
+  tx->add_option("--eval-every", o->eval_every, "Validation every N steps")->capture_default_str();
+  tx->add_option("--eval-batches", o->eval_batches, "Batches per validation")->capture_default_str();
+  tx->add_option("--save-every", o->save_every, "Checkpoint every N steps")->capture_default_str();
+  tx->add_option("--curve", o->curve, "Loss-curve PNG (default: OUT.png)")->type_name("FILE");
+  tx->add_option("--max-seconds", o->max_seconds, "Stop and save after this much training time (0: no limit)")
+      ->capture_default_str();
+  tx->add_flag("--resume", o->resume, "Continue from OUT and OUT.optim");
+  tx->callback([o]() {
+    train::TrainTextOptions opt = *o;
+    opt.lr.total = opt.steps;
+    AIGC_CHECK(opt.eval_every > 0 && opt.save_every > 0 && opt.eval_batches > 0,
+               "--eval-every, --save-every and --eval-batches must be positive");
+    train::train_text_run(opt);
+  });
+
+  // `aigc bench train` joins the bench command (registered before this one in main.cpp).
+  CLI::App* bench = nullptr;
+  for (CLI::App* sub : app.get_subcommands([](CLI::App* s) { return s->get_name() == "bench"; })) bench = sub;
+  if (bench) {
+    auto* bt = bench->add_subcommand(
+        "train", "Training speed of the GPT: tokens/s of a full step (forward, backward, AdamW), per thread count");
+    bt->fallthrough();
+    auto ba = std::make_shared<BenchTrainArgs>();
+    model_options_add(bt, ba->model, ba->batch, ba->seq_len);
+    bt->add_option("--vocab", ba->model.n_vocab, "Vocabulary size")->capture_default_str();
+    bt->add_option("--steps", ba->steps, "Timed steps per thread count")->capture_default_str();
+    bt->add_option("--threads-list", ba->threads, "Thread counts, e.g. 1,2 (default: the global -t)")
+        ->delimiter(',')
+        ->type_name("N,N,...");
+    bt->callback([ba]() { bench_train_run(*ba); });
+  }
+}
+
+}  // namespace aigc::cli
