@@ -51,6 +51,12 @@ MODELS = {
     "qwen2_f32": dict(arch="qwen2", wtype="f32", tied=False, base=1000000.0, scale=1.0, vocab_key=True),
     "theta500k_q8_0": dict(arch="llama", wtype="q8_0", tied=False, base=500000.0, scale=1.0, vocab_key=False),
     "q4_0_scaled": dict(arch="llama", wtype="q4_0", tied=True, base=10000.0, scale=2.0, vocab_key=True),
+    # Llama 3.1 rope scaling: a rope_freqs.weight tensor [D/2]; HF's "llama3" rope_type divides
+    # inv_freq[i] by a per-frequency factor (1 for short wavelengths .. `factor` for long ones),
+    # llama.cpp's converter writes those factors and ggml_rope_ext divides theta_i by element i.
+    # Random factors in [1, 8] here, so every index is checked.
+    "llama31_f32": dict(arch="llama", wtype="f32", tied=False, base=500000.0, scale=1.0, vocab_key=True,
+                        rope_freqs=True),
 }
 HP = dict(n_embd=64, n_layer=2, n_head=4, n_head_kv=2, n_ff=160, n_vocab=96, n_ctx=64, eps=1e-5)
 
@@ -120,10 +126,13 @@ def rmsnorm(x, g, eps):
     return x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps) * g
 
 
-def rope_rotate_half(x, pos, base, scale):
-    """x [T, H, D]; HF Llama's rotate_half form: pairs (i, i + D/2)."""
+def rope_rotate_half(x, pos, base, scale, freq_factors=None):
+    """x [T, H, D]; HF Llama's rotate_half form: pairs (i, i + D/2); freq_factors [D/2] divide
+    inv_freq (HF's llama3 rope_type)."""
     d = x.shape[-1]
     inv = 1.0 / (base ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+    if freq_factors is not None:
+        inv = inv / freq_factors
     ang = (pos.to(torch.float64) / scale)[:, None] * inv[None, :]  # [T, D/2]
     cos = torch.cat([ang.cos(), ang.cos()], -1)[:, None, :]
     sin = torch.cat([ang.sin(), ang.sin()], -1)[:, None, :]
@@ -162,8 +171,9 @@ def forward(w, hp, cfg, tokens):
         v = lin(h, w[p + "attn_v"])
         if cfg["arch"] == "qwen2":
             q, k, v = q + w[p + "attn_q.bias"], k + w[p + "attn_k.bias"], v + w[p + "attn_v.bias"]
-        q = rope_rotate_half(q.view(T, H, D), pos, cfg["base"], cfg["scale"])
-        k = rope_rotate_half(k.view(T, Hkv, D), pos, cfg["base"], cfg["scale"])
+        ff = w.get("rope_freqs")
+        q = rope_rotate_half(q.view(T, H, D), pos, cfg["base"], cfg["scale"], ff)
+        k = rope_rotate_half(k.view(T, Hkv, D), pos, cfg["base"], cfg["scale"], ff)
         v = v.view(T, Hkv, D)
         k = k.repeat_interleave(H // Hkv, dim=1)  # query head h reads kv head h // (H / Hkv)
         v = v.repeat_interleave(H // Hkv, dim=1)
@@ -215,6 +225,8 @@ def build(name, cfg, seed, out_dir):
             vecs[f"blk.{l}.attn_k.bias"] = rand(Hkv * D, scale=0.5)
             vecs[f"blk.{l}.attn_v.bias"] = rand(Hkv * D, scale=0.5)
     vecs["output_norm"] = (1 + 0.1 * rng.standard_normal(C)).astype(np.float32)
+    if cfg.get("rope_freqs"):
+        vecs["rope_freqs"] = rng.uniform(1.0, 8.0, D // 2).astype(np.float32)
 
     w, tensors = {}, []
     gguf_name = {k: k + ".weight" for k in mats}

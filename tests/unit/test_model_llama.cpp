@@ -60,7 +60,7 @@ TEST_P(LlamaTwin, PrefillAndDecodeMatchTwin) {
 INSTANTIATE_TEST_SUITE_P(Twin, LlamaTwin,
                          ::testing::Values(TwinCase{"f32", 1e-4f}, TwinCase{"tied_f16", 1e-4f},
                                            TwinCase{"qwen2_f32", 1e-4f}, TwinCase{"theta500k_q8_0", 0.03f},
-                                           TwinCase{"q4_0_scaled", 0.03f}),
+                                           TwinCase{"q4_0_scaled", 0.03f}, TwinCase{"llama31_f32", 1e-4f}),
                          [](const auto& info) { return std::string(info.param.name); });
 
 TEST(LlamaModel, HyperParametersFromMetadata) {
@@ -79,6 +79,11 @@ TEST(LlamaModel, HyperParametersFromMetadata) {
   EXPECT_TRUE(q.hp.rope_neox);
   EXPECT_TRUE(q.hp.qkv_bias);
   EXPECT_FLOAT_EQ(q.hp.rope_freq_base, 1e6f);
+  EXPECT_FALSE(q.rope_freqs.defined() && q.rope_freqs.numel() > 0);
+  // Llama 3.1 rope factors (applied by the llama31_f32 twin case).
+  const LlamaModel l31 = LlamaModel::load(twin_path("llama31_f32"));
+  ASSERT_EQ(l31.rope_freqs.numel(), l31.hp.n_rot / 2);
+  EXPECT_EQ(l31.rope_freqs.type(), DType::F32);
   // Weights are views of the mapped file, not copies.
   const auto* base = static_cast<const uint8_t*>(q.file->tensor("blk.0.attn_q.weight").data());
   EXPECT_EQ(q.layers[0].wq.data(), base);
