@@ -23,6 +23,10 @@ d = amax/127 in f32, q = round-half-away(x/d), value f32(f16(d)) * q), so the tw
 Each expected value is computed by re-running the whole sequence (no cache): prefill logits for all
 prompt positions, then 5 greedy decode steps (token = argmax of the previous logits).
 
+The panel models (PANEL_MODELS) have a 24-token prompt, so the engine runs their prompt's linears
+as bf16 GEMMs (ops::linear_panel); for them the twin evaluates prompt and decode steps on a KV cache
+and rounds the operands of every linear over >= 16 rows to bf16 (forward_cached).
+
 Writes, per model NAME: OUT_DIR/llama_NAME.gguf and OUT_DIR/llama_NAME.bin (refdump) with
   prompt i32 [P], prefill_logits f32 [P, V], gen i32 [S+1] (gen[0] = argmax of the last prefill
   row, gen[s+1] = argmax of decode_logits[s]), decode_logits f32 [S, V] (logits after feeding
@@ -57,6 +61,13 @@ MODELS = {
     # Random factors in [1, 8] here, so every index is checked.
     "llama31_f32": dict(arch="llama", wtype="f32", tied=False, base=500000.0, scale=1.0, vocab_key=True,
                         rope_freqs=True),
+}
+PANEL_MIN_ROWS = 16  # ops::kPanelMinRows (src/backend/cpu/linear_panel.h)
+# Panel cases (prompt of 24 tokens: its linears take the bf16 panel path): logits of the whole
+# prompt in one pass, then decode steps on the cache, as forward_cached computes them.
+PANEL_MODELS = {
+    "panel_f16": dict(arch="llama", wtype="f16", tied=False, base=10000.0, scale=1.0, vocab_key=True),
+    "panel_q4_0": dict(arch="llama", wtype="q4_0", tied=True, base=10000.0, scale=1.0, vocab_key=True),
 }
 HP = dict(n_embd=64, n_layer=2, n_head=4, n_head_kv=2, n_ff=160, n_vocab=96, n_ctx=64, eps=1e-5)
 
@@ -186,6 +197,50 @@ def forward(w, hp, cfg, tokens):
     return lin(rmsnorm(x, w["output_norm"], hp["eps"]), out)
 
 
+def bf16(t):
+    return t.to(torch.bfloat16).to(torch.float64)
+
+
+def forward_cached(w, hp, cfg, tokens, past):
+    """The engine's order of work for the panel cases: `tokens` are evaluated in one pass on top of
+    the cached keys/values `past` (per layer (k, v) [Tpast, Hkv, D], extended in place), and a
+    linear over >= PANEL_MIN_ROWS rows computes as ops::linear's bf16 panel GEMM does (x and w
+    rounded to bf16, exact products: PyTorch's bf16 linear); fewer rows keep the exact path
+    (q8_act for quantised weights). Returns logits [T, V]."""
+    H, Hkv, D = hp["n_head"], hp["n_head_kv"], hp["n_embd"] // hp["n_head"]
+    T, P = len(tokens), (past[0][0].shape[0] if past else 0)
+    pos = torch.arange(P, P + T)
+    quant = cfg["wtype"] in ("q8_0", "q4_0")
+
+    def lin(x, wt):
+        if x.shape[0] >= PANEL_MIN_ROWS:
+            return bf16(x) @ bf16(wt).T
+        return (q8_act(x) if quant else x) @ wt.T
+
+    x = w["token_embd"][torch.tensor(tokens)]
+    mask = torch.full((T, P + T), float("-inf"), dtype=torch.float64).triu(P + 1)
+    for l in range(hp["n_layer"]):
+        p = f"blk.{l}."
+        h = rmsnorm(x, w[p + "attn_norm"], hp["eps"])
+        q = rope_rotate_half(lin(h, w[p + "attn_q"]).view(T, H, D), pos, cfg["base"], cfg["scale"])
+        k = rope_rotate_half(lin(h, w[p + "attn_k"]).view(T, Hkv, D), pos, cfg["base"], cfg["scale"])
+        v = lin(h, w[p + "attn_v"]).view(T, Hkv, D)
+        if len(past) <= l:
+            past.append((k, v))
+        else:
+            past[l] = (torch.cat([past[l][0], k]), torch.cat([past[l][1], v]))
+        k, v = past[l]
+        k = k.repeat_interleave(H // Hkv, dim=1)
+        v = v.repeat_interleave(H // Hkv, dim=1)
+        s = torch.einsum("thd,shd->hts", q, k) / np.sqrt(D) + mask
+        a = torch.einsum("hts,shd->thd", torch.softmax(s, -1), v).reshape(T, H * D)
+        x = x + lin(a, w[p + "attn_output"])
+        h = rmsnorm(x, w[p + "ffn_norm"], hp["eps"])
+        x = x + lin(torch.nn.functional.silu(lin(h, w[p + "ffn_gate"])) * lin(h, w[p + "ffn_up"]), w[p + "ffn_down"])
+    out = w["token_embd"] if cfg["tied"] else w["output"]
+    return lin(rmsnorm(x, w["output_norm"], hp["eps"]), out)
+
+
 def top2_margin(row):
     s = torch.sort(row, descending=True).values
     return float(s[0] - s[1])
@@ -254,6 +309,22 @@ def build(name, cfg, seed, out_dir):
     kvs += [("tokenizer.ggml.model", "str", "llama"), ("tokenizer.ggml.tokens", "str[]", [f"t{i}" for i in range(V)])]
     gguf_write(os.path.join(out_dir, f"llama_{name}.gguf"), kvs, tensors)
 
+    if cfg.get("panel"):
+        prompt = [int(t) for t in rng.integers(0, V, 24)]
+        with torch.no_grad():
+            past = []
+            pre = forward_cached(w, hp, cfg, prompt, past)
+            gen, margins, dec = [int(pre[-1].argmax())], [top2_margin(pre[-1])], []
+            for _ in range(DECODE_STEPS):
+                logits = forward_cached(w, hp, cfg, [gen[-1]], past)[-1]
+                dec.append(logits)
+                gen.append(int(logits.argmax()))
+                margins.append(top2_margin(logits))
+        refdump.write(os.path.join(out_dir, f"llama_{name}.bin"), {
+            "prompt": np.array(prompt, dtype=np.int32), "prefill_logits": pre.to(torch.float32),
+            "gen": np.array(gen, dtype=np.int32), "decode_logits": torch.stack(dec).to(torch.float32),
+            "margin": np.array(margins, dtype=np.float32)})
+        return
     prompt = [int(t) for t in rng.integers(0, V, 7)]
     with torch.no_grad():
         pre = forward(w, hp, cfg, prompt)
@@ -277,6 +348,8 @@ def build(name, cfg, seed, out_dir):
 def main(out_dir):
     for i, (name, cfg) in enumerate(MODELS.items()):
         build(name, cfg, 1234 + i, out_dir)
+    for i, (name, cfg) in enumerate(PANEL_MODELS.items()):
+        build(name, dict(cfg, panel=True), 4321 + i, out_dir)
 
 
 if __name__ == "__main__":
