@@ -2,7 +2,7 @@
 //  - its row conversions (AVX512-BF16 kernels) equal the plain ones bit for bit;
 //  - ops::linear at M >= kPanelMinRows for every panel weight type against PyTorch
 //    (tests/ref/twin_linear_panel.py) and against ops::ref::linear;
-//  - several panels with a partial last one, strided rows, small M called directly, threads.
+//  - several panels with a partial last one, odd K, strided rows, small M called directly, threads.
 //
 // Tolerances. Outputs are O(1) (weights ~ 1/sqrt(K), x ~ N(0, 1)).
 //  - Against PyTorch's bf16 linear (both operands rounded to bf16, float64 sum): what remains is f32
@@ -209,6 +209,16 @@ TEST(LinearPanel, SeveralPanelsStridesAndThreads) {
     EXPECT_TENSORS_CLOSE(y1, want, kTol, kTol);
     EXPECT_TENSORS_CLOSE(y2, want, kTol, kTol);
   }
+  // Odd K (f16 / bf16 rows need no blocks): SIMD tails in the row conversions, odd GEMM shapes.
+  for (int64_t k : {1, 7, 37, 100})
+    for (DType t : {DType::F16, DType::BF16}) {
+      SCOPED_TRACE("K " + std::to_string(k) + " " + std::string(dtype_name(t)));
+      const Tensor xo = test::random_f32({17, k}, 11 + k);
+      const Tensor w = quantised_random(t, 19, k, 12 + k);
+      Tensor y = Tensor::empty(DType::F32, {17, 19});
+      ops::linear(xo, w, nullptr, y);
+      EXPECT_TENSORS_CLOSE(y, linear_bf16_expected(xo, w, nullptr), kTol, kTol);
+    }
   // Called directly: M below kPanelMinRows (1, 5), rows of x and y with padding (ldx > K, ldy > N).
   for (int64_t m : {1, 5, 17}) {
     SCOPED_TRACE("M " + std::to_string(m));
