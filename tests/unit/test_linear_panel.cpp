@@ -121,12 +121,15 @@ TEST(LinearPanel, RowKernelsEqualPlainConversion) {
     std::vector<uint16_t> got(n + 1, 0xdead);
     ops::panel::row_f32_to_bf16_avx512(x.data(), got.data(), n);
     for (int64_t i = 0; i < n; ++i)
-      if (!std::isnan(x[i])) ASSERT_EQ(got[i], bf16_from_f32(x[i])) << i;
+      if (!std::isnan(x[i])) {
+        ASSERT_EQ(got[i], bf16_from_f32(x[i])) << i;
+      }
     EXPECT_EQ(got[n], 0xdead);
   }
   // Quantised rows: each SIMD kernel against row_to_f32 + bf16_from_f32.
   struct Q { DType t; void (*k)(const void*, uint16_t*, int64_t); };
   for (const Q q : {Q{DType::Q8_0, ops::panel::row_q8_0_to_bf16_avx512}, Q{DType::Q4_0, ops::panel::row_q4_0_to_bf16_avx512},
+                    Q{DType::Q4_K, ops::panel::row_q4_K_to_bf16_avx512}, Q{DType::Q5_K, ops::panel::row_q5_K_to_bf16_avx512},
                     Q{DType::Q6_K, ops::panel::row_q6_K_to_bf16_avx512}}) {
     SCOPED_TRACE(dtype_name(q.t));
     const int64_t K = 1280;  // 5 K-quant super-blocks, 40 blocks of 32
@@ -161,8 +164,11 @@ TEST(LinearPanel, EveryWeightTypeMatchesTorch) {
       {"f16", DType::F16},   {"bf16", DType::BF16}, {"q8_0", DType::Q8_0}, {"q4_0", DType::Q4_0}, {"q4_1", DType::Q4_1},
       {"q5_0", DType::Q5_0}, {"q5_1", DType::Q5_1}, {"q4_K", DType::Q4_K}, {"q5_K", DType::Q5_K}, {"q6_K", DType::Q6_K}};
   int cases = 0;
-  for (int c = 0; d.has("c" + std::to_string(c) + "_x"); ++c) {
-    const std::string p = "c" + std::to_string(c) + "_";
+  // (appended, not "c" + std::to_string(c): GCC 12 warns falsely about that form)
+  for (int c = 0;; ++c) {
+    std::string p = "c";
+    p.append(std::to_string(c)).append("_");
+    if (!d.has(p + "x")) break;
     const Tensor& x = d.get(p + "x");  // [M, K]
     const int64_t M = x.size(0), K = x.size(1);
     ASSERT_GE(M, ops::kPanelMinRows);

@@ -89,8 +89,9 @@ TEST(LlamaTwinPanel, LongPromptMatchesBf16Twin) {
       const int32_t tok = gen.ptr<int32_t>()[s];
       const Tensor& l = ctx.eval({&tok, 1});
       EXPECT_TENSORS_CLOSE(l, dec.slice(0, s, 1), atol, rtol) << "decode step " << s;
-      if (ref.get("margin").ptr<float>()[s + 1] > 2 * atol)
+      if (ref.get("margin").ptr<float>()[s + 1] > 2 * atol) {
         EXPECT_EQ(argmax_row(l, 0), gen.ptr<int32_t>()[s + 1]) << "greedy step " << s + 1;
+      }
     }
   }
 }

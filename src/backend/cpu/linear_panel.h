@@ -48,6 +48,8 @@ void row_f32_to_bf16_avx512(const float* src, uint16_t* dst, int64_t n);
 void row_f16_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n);
 void row_q8_0_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n);
 void row_q4_0_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n);
+void row_q4_K_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n);
+void row_q5_K_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n);
 void row_q6_K_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n);
 
 }  // namespace panel

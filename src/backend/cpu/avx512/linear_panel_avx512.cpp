@@ -3,6 +3,8 @@
 // reference dequantisation forms it (same operations, same order), so the bf16 results are equal.
 // GCC 12 reports its own _mm512_undefined_* inside the widening intrinsics as uninitialised.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// The K-quants compute d1 * q - m1 as two roundings, as the reference does: no fused multiply-add.
+#pragma GCC optimize("fp-contract=off")
 #include <immintrin.h>
 
 #include <cstring>
@@ -75,6 +77,51 @@ void row_q4_0_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n) {
     const __m128i lo = _mm_and_si128(q, low4), hi = _mm_and_si128(_mm_srli_epi16(q, 4), low4);
     store_bf16x32(dst, _mm512_mul_ps(d, bytes_to_f32(lo, 8)), _mm512_mul_ps(d, bytes_to_f32(hi, 8)));
   }
+}
+
+namespace {
+
+// 32 bytes of 4- or 5-bit values q -> dst[0..31] = d1 * q - m1, in f32 then bf16.
+inline void k_sub_block(uint16_t* dst, __m256i q, float d1, float m1) {
+  const __m512 d = _mm512_set1_ps(d1), m = _mm512_set1_ps(m1);
+  store_bf16x32(dst, _mm512_sub_ps(_mm512_mul_ps(d, bytes_to_f32(_mm256_castsi256_si128(q), 0)), m),
+                _mm512_sub_ps(_mm512_mul_ps(d, bytes_to_f32(_mm256_extracti128_si256(q, 1), 0)), m));
+}
+
+// Q4_K (qh == nullptr) and Q5_K: chunk j of 64 elements, sub-blocks 2j (low nibbles) and 2j + 1.
+template <typename Block>
+void k4_row(const Block* x, uint16_t* dst, int64_t n) {
+  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  for (int64_t b = 0; b < n / kQK_K; ++b) {
+    const float d = f16_scale(x[b].d), dmin = f16_scale(x[b].dmin);
+    for (int j = 0; j < kQK_K / 64; ++j, dst += 64) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qs + 32 * j));
+      __m256i lo = _mm256_and_si256(q, low4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+      if constexpr (sizeof(Block) == sizeof(BlockQ5_K)) {
+        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qh));
+        const __m256i sixteen = _mm256_set1_epi8(16);
+        lo = _mm256_mask_add_epi8(lo, _mm256_test_epi8_mask(qh, _mm256_set1_epi8(static_cast<char>(1 << (2 * j)))),
+                                  lo, sixteen);
+        hi = _mm256_mask_add_epi8(hi, _mm256_test_epi8_mask(qh, _mm256_set1_epi8(static_cast<char>(2 << (2 * j)))),
+                                  hi, sixteen);
+      }
+      uint8_t sc, m;
+      scale_min_k4_get(2 * j, x[b].scales, &sc, &m);
+      k_sub_block(dst, lo, d * static_cast<float>(sc), dmin * static_cast<float>(m));
+      scale_min_k4_get(2 * j + 1, x[b].scales, &sc, &m);
+      k_sub_block(dst + 32, hi, d * static_cast<float>(sc), dmin * static_cast<float>(m));
+    }
+  }
+}
+
+}  // namespace
+
+void row_q4_K_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n) {
+  k4_row(static_cast<const BlockQ4_K*>(src), dst, n);
+}
+
+void row_q5_K_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n) {
+  k4_row(static_cast<const BlockQ5_K*>(src), dst, n);
 }
 
 void row_q6_K_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n) {
