@@ -129,7 +129,8 @@ TEST(LinearPanel, RowKernelsEqualPlainConversion) {
   // Quantised rows: each SIMD kernel against row_to_f32 + bf16_from_f32.
   struct Q { DType t; void (*k)(const void*, uint16_t*, int64_t); };
   for (const Q q : {Q{DType::Q8_0, ops::panel::row_q8_0_to_bf16_avx512}, Q{DType::Q4_0, ops::panel::row_q4_0_to_bf16_avx512},
-                    Q{DType::Q4_K, ops::panel::row_q4_K_to_bf16_avx512}, Q{DType::Q5_K, ops::panel::row_q5_K_to_bf16_avx512},
+                    Q{DType::Q4_1, ops::panel::row_q4_1_to_bf16_avx512}, Q{DType::Q5_0, ops::panel::row_q5_0_to_bf16_avx512},
+                    Q{DType::Q5_1, ops::panel::row_q5_1_to_bf16_avx512}, Q{DType::Q4_K, ops::panel::row_q4_K_to_bf16_avx512}, Q{DType::Q5_K, ops::panel::row_q5_K_to_bf16_avx512},
                     Q{DType::Q6_K, ops::panel::row_q6_K_to_bf16_avx512}}) {
     SCOPED_TRACE(dtype_name(q.t));
     const int64_t K = 1280;  // 5 K-quant super-blocks, 40 blocks of 32

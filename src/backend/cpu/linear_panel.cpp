@@ -49,6 +49,9 @@ RowKernel row_kernel_find(DType type) {
     case DType::F16: return panel::row_f16_to_bf16_avx512;
     case DType::Q8_0: return panel::row_q8_0_to_bf16_avx512;
     case DType::Q4_0: return panel::row_q4_0_to_bf16_avx512;
+    case DType::Q4_1: return panel::row_q4_1_to_bf16_avx512;
+    case DType::Q5_0: return panel::row_q5_0_to_bf16_avx512;
+    case DType::Q5_1: return panel::row_q5_1_to_bf16_avx512;
     case DType::Q4_K: return panel::row_q4_K_to_bf16_avx512;
     case DType::Q5_K: return panel::row_q5_K_to_bf16_avx512;
     case DType::Q6_K: return panel::row_q6_K_to_bf16_avx512;

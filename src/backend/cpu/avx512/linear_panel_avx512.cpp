@@ -81,6 +81,32 @@ void row_q4_0_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n) {
 
 namespace {
 
+// Q4_1, Q5_0, Q5_1 (32-element blocks): low nibbles are elements 0..15, high nibbles 16..31; the
+// Q5 types take bit e of the little-endian u32 qh as bit 4 of element e. Q5_0: (q - 16) * d;
+// Q4_1 / Q5_1: q * d + m (two roundings, as the reference).
+template <typename Block, bool kFifthBit, bool kMin>
+void q32_row(const Block* x, uint16_t* dst, int64_t n) {
+  const __m128i low4 = _mm_set1_epi8(0x0f), sixteen = _mm_set1_epi8(16);
+  for (int64_t b = 0; b < n / 32; ++b, dst += 32) {
+    const __m512 d = _mm512_set1_ps(f16_scale(x[b].d));
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[b].qs));
+    __m128i lo = _mm_and_si128(q, low4), hi = _mm_and_si128(_mm_srli_epi16(q, 4), low4);
+    if constexpr (kFifthBit) {
+      uint32_t qh;
+      std::memcpy(&qh, x[b].qh, 4);
+      lo = _mm_mask_add_epi8(lo, static_cast<__mmask16>(qh & 0xffff), lo, sixteen);
+      hi = _mm_mask_add_epi8(hi, static_cast<__mmask16>(qh >> 16), hi, sixteen);
+    }
+    if constexpr (kMin) {
+      const __m512 m = _mm512_set1_ps(f16_scale(x[b].m));
+      store_bf16x32(dst, _mm512_add_ps(_mm512_mul_ps(bytes_to_f32(lo, 0), d), m),
+                    _mm512_add_ps(_mm512_mul_ps(bytes_to_f32(hi, 0), d), m));
+    } else {
+      store_bf16x32(dst, _mm512_mul_ps(bytes_to_f32(lo, 16), d), _mm512_mul_ps(bytes_to_f32(hi, 16), d));
+    }
+  }
+}
+
 // 32 bytes of 4- or 5-bit values q -> dst[0..31] = d1 * q - m1, in f32 then bf16.
 inline void k_sub_block(uint16_t* dst, __m256i q, float d1, float m1) {
   const __m512 d = _mm512_set1_ps(d1), m = _mm512_set1_ps(m1);
@@ -115,6 +141,18 @@ void k4_row(const Block* x, uint16_t* dst, int64_t n) {
 }
 
 }  // namespace
+
+void row_q4_1_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n) {
+  q32_row<BlockQ4_1, false, true>(static_cast<const BlockQ4_1*>(src), dst, n);
+}
+
+void row_q5_0_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n) {
+  q32_row<BlockQ5_0, true, false>(static_cast<const BlockQ5_0*>(src), dst, n);
+}
+
+void row_q5_1_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n) {
+  q32_row<BlockQ5_1, true, true>(static_cast<const BlockQ5_1*>(src), dst, n);
+}
 
 void row_q4_K_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n) {
   k4_row(static_cast<const BlockQ4_K*>(src), dst, n);
