@@ -3,8 +3,10 @@
 // Per call: x -> bf16 [M, K] once (scratch), then for each panel of P weight rows: the threads
 // dequantise the rows into the bf16 panel buffer (P x K, ~4 MiB), and oneDNN's bf16
 // matmul multiplies all M rows by it into y[:, n0 : n0 + P]. bf16 weights need no panel: oneDNN reads
-// the weight where it lies. Both scratch buffers belong to the calling thread and only grow, so a
-// model's prefill allocates nothing after its first batch.
+// the weight where it lies. Both scratch buffers belong to the calling thread and only grow (the
+// oneDNN glue still builds a small argument map per matmul call).
+// Measured (1 thread, M = 512, K = N = 2048, CPU time): q4_0 202 GFLOP/s, q8_0/f16/q4_K/q6_K
+// 194-200, bf16 (no panel) 214; oneDNN's own peak with pre-packed bf16 weights is ~220.
 #include "backend/cpu/linear_panel.h"
 
 #include <algorithm>
