@@ -2,7 +2,6 @@
 
 #include <cmath>
 
-#include "core/log.h"
 #include "formats/gguf.h"
 #include "text/model_loader.h"
 
