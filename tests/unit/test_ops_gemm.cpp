@@ -12,6 +12,8 @@
 //    PyTorch's bf16-activation output with kTol, and to the f32-activation reference with a bound
 //    computed per element: each rounded x_i has relative error <= 2^-9, so the output moves by at
 //    most 2^-9 * sum_i |x_i w_i|; we allow twice that plus kTol.
+//  - f16 weights at M >= ops::kPanelMinRows (linear_panel, AVX512-BF16 CPUs): x and w rounded to
+//    bf16, bound 2 * 2^-8 * sum_i |x_i w_i| plus kTol.
 //  - q8_0/q4_0 weights through ops::linear, whose kernel may also quantise activations to Q8_0
 //    blocks (error <= amax(block)/254 per element): bound sum_i |w_i| * amax(block of x_i) / 127
 //    plus kTol, again with a 2x margin.
@@ -24,6 +26,7 @@
 
 #include "backend/cpu/gemv.h"
 #include "backend/cpu/linear_packed.h"
+#include "backend/cpu/linear_panel.h"
 #include "backend/cpu/ops.h"
 #include "common/compare.h"
 #include "common/refdump.h"
@@ -127,8 +130,14 @@ TEST(OpsGemm, LinearF16MatchesTorch) {
     const Tensor* b = c.has_b ? &c.b : nullptr;
     Tensor yr = like(c.y), yf = like(c.y);
     ops::ref::linear(c.x, c.w16, b, yr);
-    ops::linear(c.x, c.w16, b, yf);  // M > 4: f32 GEMM on widened weight panels
+    ops::linear(c.x, c.w16, b, yf);  // M > 4: f32 GEMM on widened weight panels, or linear_panel
     EXPECT_TENSORS_CLOSE(yr, c.y16, kTol, kTol);
+    if (c.m() >= ops::kPanelMinRows && ops::linear_panel_supports(DType::F16)) {
+      // bf16 GEMM: x and the f16 weight each rounded to bf16 (2^-9 relative each), so a product
+      // moves by at most ~2^-8 |x w|; twice that as the bound (test_linear_panel.cpp has the rest).
+      EXPECT_TRUE(within_bound(yf, yr, abs_product_bound(c.x, c.w16, 4.0 / 512)));
+      continue;
+    }
     EXPECT_TENSORS_CLOSE(yf, c.y16, kTol, kTol);
     EXPECT_TENSORS_CLOSE(yf, yr, kTol, kTol);
   }
