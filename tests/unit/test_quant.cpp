@@ -467,7 +467,7 @@ TEST(LinearQuantized, SameResultForAnyThreadCountAndBatchShape) {
 }
 
 // The decode path (M <= gemv::kMaxRows; the AVX-512 VNNI set has GEMV kernels with their own
-// activation layout, 4 weight rows per pass, groups of 8 blocks plus a natural-order tail) on odd
+// activation layout, groups of 8 blocks plus a natural-order tail) on odd
 // shapes: K with 0..7 tail blocks, N not a multiple of 4, M = 1..4.
 TEST(LinearQuantized, DecodeKernelsMatchReferenceOnOddShapes) {
   const int threads_before = thread_count();

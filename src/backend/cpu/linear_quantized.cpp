@@ -84,7 +84,7 @@ void linear_decode(const QuantKernels& k, DecodeGemv gemv, const float* xd, cons
   thread_local std::vector<int32_t> bias_buf;
   if (xq_buf.size() < static_cast<size_t>(nb)) xq_buf.resize(nb);
   if (qs_buf.size() < static_cast<size_t>(M * K)) qs_buf.resize(M * K);
-  const int64_t ns = decode_row_scales(w.type(), K);
+  const int64_t ns = nb;  // scales per row
   if (d_buf.size() < static_cast<size_t>(M * ns)) d_buf.resize(M * ns), bias_buf.resize(M * ns);
   DecodeRow rows[gemv::kMaxRows];
   for (int64_t m = 0; m < M; ++m) {

@@ -1,8 +1,6 @@
 // Scalar reference dot kernels and the run-time choice of the SIMD kernel set (quant_dot.h).
 #include "backend/cpu/quant_dot.h"
 
-#include <algorithm>
-
 #include "core/cpu_features.h"
 #include "core/error.h"
 
@@ -178,37 +176,27 @@ float vec_dot_q6_K_q8_K_ref(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y) {
   return sumf;
 }
 
-int64_t decode_row_scales(DType w, int64_t K) {
-  const int64_t nb = K / kQK8_0, ng = nb / kDecodeGroup;
-  return w == DType::Q4_0 ? ng * 2 * kDecodeGroup + (nb - ng * kDecodeGroup) : nb;
-}
-
 void decode_row_prepare(DType w, const BlockQ8_0* xq, int64_t K, int8_t* qs, float* d, int32_t* bias) {
   AIGC_ASSERT(w == DType::Q4_0 || w == DType::Q8_0, "decode_row_prepare: {}", dtype_name(w));
   const int64_t nb = K / kQK8_0, ng = nb / kDecodeGroup;
-  const bool q4 = w == DType::Q4_0;
-  const int32_t offset = q4 ? 8 : 128;
-  std::fill(d, d + decode_row_scales(w, K), 0.0f);
-  std::fill(bias, bias + decode_row_scales(w, K), 0);
+  const int32_t offset = w == DType::Q4_0 ? 8 : 128;
   for (int64_t ib = 0; ib < nb; ++ib) {
-    const int64_t g = ib / kDecodeGroup, j = ib % kDecodeGroup;
-    int64_t slot;  // where block ib's scale and bias go
-    if (g == ng) {
-      slot = (q4 ? ng * 2 * kDecodeGroup : ng * kDecodeGroup) + j;  // the tail: natural order
-    } else if (q4) {
-      slot = g * 2 * kDecodeGroup + 4 * (j % 4) + j / 4;
-    } else {
-      slot = g * kDecodeGroup;
+    const int64_t g = ib / kDecodeGroup;
+    int64_t slot = ib;  // where block ib's scale and bias go
+    if (g < ng) {
+      const int64_t j = ib % kDecodeGroup;
       for (int p = 0; p < kDecodeGroup; ++p)
-        if (kDecodeOrder[p] == j) slot += p;
+        if (kDecodeOrder[p] == j) slot = g * kDecodeGroup + p;
     }
     d[slot] = f16_to_f32(xq[ib].d);
     bias[slot] = offset * block_sum(xq[ib].qs);
-    if (q4 && g < ng) {  // quad layout
-      int8_t* dst = qs + g * 256 + (j / 4) * 128 + (j % 4) * 16;
-      for (int e = 0; e < 16; ++e) dst[e] = xq[ib].qs[e], dst[64 + e] = xq[ib].qs[16 + e];
+    int8_t* dst = qs + ib * kQK8_0;
+    if (w == DType::Q4_0 && g < ng) {  // pair layout: [b0 lo, b1 lo, b0 hi, b1 hi]
+      const int64_t pair = ib / 2, second = ib % 2;
+      dst = qs + pair * 64 + second * 16;
+      for (int j = 0; j < 16; ++j) dst[j] = xq[ib].qs[j], dst[32 + j] = xq[ib].qs[16 + j];
     } else {
-      std::copy_n(xq[ib].qs, kQK8_0, qs + ib * kQK8_0);
+      for (int j = 0; j < kQK8_0; ++j) dst[j] = xq[ib].qs[j];
     }
   }
 }

@@ -47,34 +47,28 @@ float vec_dot_q6_K_q8_K_ref(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y);
 // ---- decode (GEMV) kernels ------------------------------------------------------------------
 // For one activation row (decode: M = 1) the per-block work of vec_dot (two f16 scale conversions
 // and a multiply per block, the -8 / +128 offset dot, a horizontal sum per output) makes the
-// kernel compute-bound. The decode kernels instead take the activation row prepared once per
-// linear (DecodeRow), in the order the kernel consumes it:
-//   - blocks are taken in groups of kDecodeGroup (8); per group the 8 blocks' int32 dots are
-//     reduced to one vector of block sums, the offset term (8 * sum(qy) for Q4_0, 128 * sum(qy)
-//     for Q8_0, precomputed as `bias`) is subtracted in int32, then one multiply-add with the
-//     weight scales x the activation scales;
+// kernel compute-bound. The decode kernels instead take the row prepared once per linear, in the
+// order the kernel consumes it:
+//   - blocks are taken in groups of kDecodeGroup (8); per group and weight row the 8 blocks'
+//     int32 dots are reduced to one vector of 8 block sums (order kDecodeOrder), the offset term
+//     (8 * sum(qy) for Q4_0, 128 * sum(qy) for Q8_0, precomputed here as `bias`) is subtracted in
+//     int32, then one multiply-add with the 8 weight scales x the 8 activation scales;
 //   - the blocks after the last full group (nb % 8) are done one at a time, in natural order.
 // Results are the reference's up to f32 summation order (every block's integer sum is exact).
 constexpr int kDecodeGroup = 8;
-// Q8_0: position p of a group's 8 scales holds block kDecodeOrder[p] of the group.
+// Position p of a group's reduced vector holds block kDecodeOrder[p] of the group.
 constexpr int kDecodeOrder[kDecodeGroup] = {0, 2, 4, 6, 1, 3, 5, 7};
 
 // One activation row in decode layout (views of the caller's buffers).
-//   Q8_0 weights: qs in natural order; d and bias: 8 per full group in kDecodeOrder, then the tail.
-//   Q4_0 weights: each group's 256 qs as two quads (blocks 4q..4q+3) of 128 bytes,
-//     [b0..b3 elements 0..15, b0..b3 elements 16..31]; d and bias: 16 per full group, position
-//     4k + h holding block k + 4h (k < 4, h < 2), positions 4k + 2, 4k + 3 zero; then the tail.
 struct DecodeRow {
-  const int8_t* qs;      // [K] Q8_0 values
-  const float* d;        // [decode_row_scales] f32 block scales
-  const int32_t* bias;   // [decode_row_scales] offset * sum of the block's qs
+  const int8_t* qs;      // [K] Q8_0 values; within full groups in the weight type's order (below)
+  const float* d;        // [nb] f32 block scales; within full groups in kDecodeOrder
+  const int32_t* bias;   // [nb] offset * sum of the block's qs, same order as d
 };
 
-// Entries of DecodeRow::d and ::bias for weights of type w and K columns (at most 2 K / 32).
-int64_t decode_row_scales(DType w, int64_t K);
-
-// Fills qs[K], d and bias [decode_row_scales] from the Q8_0 blocks of one row, for weights of type
-// w (Q4_0 or Q8_0).
+// Fills qs[K], d[nb], bias[nb] from the Q8_0 blocks of one row, for weights of type w (Q4_0 or
+// Q8_0). Q8_0: qs in natural order. Q4_0: each pair of blocks (2j, 2j+1) of a full group as the
+// 64 bytes [b0 0..15, b1 0..15, b0 16..31, b1 16..31] (a Q4_0 pair's low nibbles, then its high).
 void decode_row_prepare(DType w, const BlockQ8_0* xq, int64_t K, int8_t* qs, float* d, int32_t* bias);
 
 // y[n - n0] = sum_k dequant(w row n)_k * dequant(a)_k for n in [n0, n1); w rows are row_bytes
