@@ -84,14 +84,13 @@ void linear_decode(const QuantKernels& k, DecodeGemv gemv, const float* xd, cons
   thread_local std::vector<int32_t> bias_buf;
   if (xq_buf.size() < static_cast<size_t>(nb)) xq_buf.resize(nb);
   if (qs_buf.size() < static_cast<size_t>(M * K)) qs_buf.resize(M * K);
-  const int64_t ns = nb;  // scales per row
-  if (d_buf.size() < static_cast<size_t>(M * ns)) d_buf.resize(M * ns), bias_buf.resize(M * ns);
+  if (d_buf.size() < static_cast<size_t>(M * nb)) d_buf.resize(M * nb), bias_buf.resize(M * nb);
   DecodeRow rows[gemv::kMaxRows];
   for (int64_t m = 0; m < M; ++m) {
     k.quantize_row_q8_0(xd + m * K, xq_buf.data(), K);
-    decode_row_prepare(w.type(), xq_buf.data(), K, qs_buf.data() + m * K, d_buf.data() + m * ns,
-                       bias_buf.data() + m * ns);
-    rows[m] = {qs_buf.data() + m * K, d_buf.data() + m * ns, bias_buf.data() + m * ns};
+    decode_row_prepare(w.type(), xq_buf.data(), K, qs_buf.data() + m * K, d_buf.data() + m * nb,
+                       bias_buf.data() + m * nb);
+    rows[m] = {qs_buf.data() + m * K, d_buf.data() + m * nb, bias_buf.data() + m * nb};
   }
   const int64_t row_bytes = w.stride_bytes(0);
   const void* wd = w.data();
