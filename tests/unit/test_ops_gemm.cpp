@@ -348,6 +348,38 @@ TEST(OpsGemm, PackedLinearMatchesTorch) {
   EXPECT_THROW(fc.run(x, y), Error);
 }
 
+TEST(OpsGemm, PackedLinearWithoutTheOriginalMatchesTorchAndReleasesIt) {
+  // keep_original = false: the view of w (a mapped file in the image models) is dropped, so every
+  // M, small ones too, runs on the packed copy; results as the f32 torch reference (f32 packing)
+  // or within the bf16 bound (Precision::BF16).
+  for (const LinearCase& c : linear_cases()) {
+    const Tensor* b = c.has_b ? &c.b : nullptr;
+    SCOPED_TRACE(c.name);
+    Tensor w = Tensor::empty(DType::F32, c.w.shape());
+    ops::copy(c.w, w);
+    const std::weak_ptr<void> owner = w.owner();
+    ops::PackedLinear fc(w, b, 512, ops::Precision::F32, /*keep_original=*/false);
+    ops::PackedLinear fcb(w, b, 512, ops::Precision::BF16, /*keep_original=*/false);
+    w = Tensor();
+    EXPECT_TRUE(owner.expired());
+    EXPECT_EQ(fc.in_features(), c.w.size(1));
+    EXPECT_EQ(fc.out_features(), c.w.size(0));
+    Tensor y = like(c.y), yb = like(c.y), yr = like(c.y);
+    fc.run(c.x, y);
+    EXPECT_TENSORS_CLOSE(y, c.y, kTol, kTol);
+    fcb.run(c.x, yb);
+    ops::ref::linear(c.x, c.w, b, yr);
+    EXPECT_TRUE(within_bound(yb, yr, abs_product_bound(c.x, c.w, 2.0 / 512)));
+    // A strided x goes through a contiguous copy.
+    Tensor x2 = Tensor::empty(DType::F32, {c.x.rows(), 2 * c.x.size(-1)});
+    Tensor xv = x2.slice(1, 0, c.x.size(-1));
+    ops::copy(c.x.reshape({c.x.rows(), c.x.size(-1)}), xv);
+    Tensor y2 = Tensor::empty(DType::F32, {c.x.rows(), c.w.size(0)});
+    fc.run(xv, y2);
+    EXPECT_TENSORS_CLOSE(y2, c.y.reshape({c.x.rows(), c.w.size(0)}), kTol, kTol);
+  }
+}
+
 // ---- matmul -------------------------------------------------------------------------------------
 
 struct MatmulCase {
