@@ -2,6 +2,7 @@
 //   build/bench_probe                 # human-readable
 //   build/bench_probe --markdown      # a markdown table (bench/run_all.sh uses this)
 //   build/bench_probe --threads=1,2,4
+//   build/bench_probe --variants      # also every read variant's GB/s
 #include <cstdio>
 #include <cstring>
 #include <set>
@@ -12,11 +13,13 @@
 
 int main(int argc, char** argv) {
   using namespace aigc::bench;
-  bool markdown = false;
+  bool markdown = false, variants = false;
   std::set<int> threads;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--markdown") == 0) {
       markdown = true;
+    } else if (std::strcmp(argv[i], "--variants") == 0) {
+      variants = true;
     } else if (std::strncmp(argv[i], "--threads=", 10) == 0) {
       for (const char* p = argv[i] + 10; *p;) {
         char* end = nullptr;
@@ -26,7 +29,7 @@ int main(int argc, char** argv) {
         p = *end == ',' ? end + 1 : end;
       }
     } else {
-      std::fprintf(stderr, "usage: %s [--markdown] [--threads=1,2,...]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--markdown] [--variants] [--threads=1,2,...]\n", argv[0]);
       return 2;
     }
   }
@@ -35,7 +38,12 @@ int main(int argc, char** argv) {
   const MachineInfo& info = machine_info();
   if (!markdown) {
     machine_info_print(info);
-    for (int t : threads) machine_limits_print(machine_probe(t));
+    for (int t : threads) {
+      const MachineLimits& l = machine_probe(t);
+      machine_limits_print(l);
+      if (variants)
+        for (const auto& [name, gbs] : l.read_variants) std::printf("  read %-20s %.1f GB/s\n", name.c_str(), gbs);
+    }
     return 0;
   }
   std::printf("Machine: %s; %d physical cores (%d logical); L2 %zu KiB x %d; L3 %zu MiB x %d; %s\n\n",

@@ -169,13 +169,14 @@ double pp_run(LlamaContext& ctx, const std::vector<int32_t>& prompt) {
   return static_cast<double>(prompt.size()) / seconds_since(t0);
 }
 
-// Tokens/s of one tg run: an untimed first token, then gen.size() single-token evals.
+// Tokens/s of one tg run: an untimed first token gen[0], then gen.size() - 1 timed single-token
+// evals (gen.size() tokens in the cache in all).
 double tg_run(LlamaContext& ctx, const std::vector<int32_t>& gen) {
   ctx.reset();
   ctx.eval({gen.data(), 1});
   const auto t0 = Clock::now();
-  for (size_t i = 0; i < gen.size(); ++i) ctx.eval({&gen[i], 1});
-  return static_cast<double>(gen.size()) / seconds_since(t0);
+  for (size_t i = 1; i < gen.size(); ++i) ctx.eval({&gen[i], 1});
+  return static_cast<double>(gen.size() - 1) / seconds_since(t0);
 }
 
 nlohmann::json stats_json(const Stats& s) {

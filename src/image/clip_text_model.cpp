@@ -173,7 +173,7 @@ ClipTextModel ClipTextModel::load(const WeightSource& w, ClipKeyNames names, ops
   auto linear = [&](const std::string& prefix, int64_t n, int64_t k) {
     const Tensor& weight = w.get(prefix + "weight", {n, k});
     const Tensor bias = param(prefix + "bias", n);
-    return ops::PackedLinear(weight, &bias, max_m, precision);
+    return ops::PackedLinear(weight, &bias, max_m, precision, /*keep_original=*/false);
   };
   im.layers.reserve(static_cast<size_t>(c.layers));
   for (int64_t i = 0; i < c.layers; ++i) {
@@ -192,7 +192,7 @@ ClipTextModel ClipTextModel::load(const WeightSource& w, ClipKeyNames names, ops
     im.layers.push_back(Impl::Layer{
         param(p + k_ln1 + "weight", W), param(p + k_ln1 + "bias", W),
         param(p + k_ln2 + "weight", W), param(p + k_ln2 + "bias", W),
-        ops::PackedLinear(qkv_w, &qkv_b, max_m, precision), linear(p + k_out, W, W),
+        ops::PackedLinear(qkv_w, &qkv_b, max_m, precision, /*keep_original=*/false), linear(p + k_out, W, W),
         linear(p + k_fc1, c.mlp, W), linear(p + k_fc2, W, c.mlp)});
   }
   im.final_w = param(k_final + "weight", W);

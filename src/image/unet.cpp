@@ -51,7 +51,7 @@ struct Norm {
 
 struct Linear {
   std::unique_ptr<ops::PackedLinear> fc;
-  Tensor bias;  // f32 [N] (the PackedLinear views it)
+  Tensor bias;  // f32 [N] (the PackedLinear copies it)
   int64_t in = 0, out = 0;
   void run(const Tensor& x, Tensor& y) const { fc->run(x, y); }
 };
@@ -198,7 +198,7 @@ struct Loader {
     l.out = n_out;
     const Tensor& wt = w.get(p + ".weight", {n_out, n_in});
     if (bias) l.bias = f32_copy(w.get(p + ".bias", {n_out}));
-    l.fc = std::make_unique<ops::PackedLinear>(wt, bias ? &l.bias : nullptr, 512, precision);
+    l.fc = std::make_unique<ops::PackedLinear>(wt, bias ? &l.bias : nullptr, 512, precision, /*keep_original=*/false);
     return l;
   }
 

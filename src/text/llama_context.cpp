@@ -106,6 +106,7 @@ void LlamaContext::forward(std::span<const int32_t> tokens, bool want_logits) {
   rp.freq_base = hp.rope_freq_base;
   rp.freq_scale = hp.rope_freq_scale;
   rp.neox = hp.rope_neox;
+  rp.freq_factors = model_.rope_freqs.defined() && model_.rope_freqs.numel() > 0 ? model_.rope_freqs.ptr<float>() : nullptr;
   ops::AttentionParams ap;
   ap.causal = true;
   ap.q_offset = p0;

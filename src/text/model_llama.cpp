@@ -2,7 +2,6 @@
 
 #include <cmath>
 
-#include "core/log.h"
 #include "formats/gguf.h"
 #include "text/model_loader.h"
 
@@ -62,10 +61,6 @@ LlamaModel LlamaModel::from_gguf(std::shared_ptr<const GgufFile> file) {
       error_throw(fmt::format("rope scaling '{}' is not supported", type), f.path(), "supported: none, linear");
   }
   hp.rope_freq_scale = 1.0f / scale_factor;
-  // Llama 3.1+ files carry per-frequency rope factors; ops::rope cannot apply them yet.
-  if (f.tensor_info_find("rope_freqs.weight"))
-    log_warn("{}: rope_freqs.weight (Llama 3.1 rope scaling) is not applied yet; logits will differ from "
-             "llama.cpp's", f.path());
   hp.rope_neox = hp.arch == "qwen2";
   hp.qkv_bias = hp.arch == "qwen2";
 
@@ -94,6 +89,16 @@ LlamaModel LlamaModel::from_gguf(std::shared_ptr<const GgufFile> file) {
     l.w_down = ld.tensor(p + "ffn_down.weight", {C, F}, true);
   }
   m.output_norm = ld.vector_f32("output_norm.weight", C);
+  // Llama 3.1+ files carry per-frequency rope factors (llama.cpp divides frequency i by element i).
+  if (f.tensor_info_find("rope_freqs.weight")) {
+    m.rope_freqs = ld.vector_f32("rope_freqs.weight", hp.n_rot / 2);
+    for (int64_t i = 0; i < hp.n_rot / 2; ++i) {
+      const float v = m.rope_freqs.ptr<float>()[i];
+      if (!(v > 0.0f) || std::isinf(v))
+        error_throw(fmt::format("rope_freqs.weight[{}] = {} must be positive and finite", i, v), f.path(),
+                    "the model file is damaged");
+    }
+  }
   if (f.tensor_info_find("output.weight")) {
     m.output = ld.tensor("output.weight", {V, C}, true);
   } else {

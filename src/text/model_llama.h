@@ -23,6 +23,7 @@
 //   blk.{i}.ffn_norm.weight [n_embd]
 //   blk.{i}.ffn_gate.weight [n_ff, n_embd], ffn_up [n_ff, n_embd], ffn_down [n_embd, n_ff]
 //   output_norm.weight [n_embd], output.weight [n_vocab, n_embd] (absent: tied to token_embd)
+//   rope_freqs.weight [n_rot / 2] (optional; Llama 3.1+: RoPE frequency i is divided by element i)
 // RoPE: "llama" files use the interleaved-pair ("normal") rotation: llama.cpp's HF converter
 // permutes the rows of Q and K so that the pairs of HF's rotate_half become adjacent. "qwen2" keeps
 // HF's layout and uses NeoX rotation.
@@ -78,6 +79,7 @@ class LlamaModel : public TextModel {
   std::vector<LlamaLayer> layers;
   Tensor output_norm;  // [n_embd] f32
   Tensor output;       // [n_vocab, n_embd]; tok_embd itself when tied
+  Tensor rope_freqs;   // [n_rot / 2] f32 frequency divisors (Llama 3.1 rope scaling) or undefined
   std::shared_ptr<const GgufFile> file;  // metadata (tokenizer) and the mapped weights
 
   // TextModel

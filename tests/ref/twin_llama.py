@@ -23,6 +23,10 @@ d = amax/127 in f32, q = round-half-away(x/d), value f32(f16(d)) * q), so the tw
 Each expected value is computed by re-running the whole sequence (no cache): prefill logits for all
 prompt positions, then 5 greedy decode steps (token = argmax of the previous logits).
 
+The panel models (PANEL_MODELS) have a 24-token prompt, so the engine runs their prompt's linears
+as bf16 GEMMs (ops::linear_panel); for them the twin evaluates prompt and decode steps on a KV cache
+and rounds the operands of every linear over >= 16 rows to bf16 (forward_cached).
+
 Writes, per model NAME: OUT_DIR/llama_NAME.gguf and OUT_DIR/llama_NAME.bin (refdump) with
   prompt i32 [P], prefill_logits f32 [P, V], gen i32 [S+1] (gen[0] = argmax of the last prefill
   row, gen[s+1] = argmax of decode_logits[s]), decode_logits f32 [S, V] (logits after feeding
@@ -51,6 +55,19 @@ MODELS = {
     "qwen2_f32": dict(arch="qwen2", wtype="f32", tied=False, base=1000000.0, scale=1.0, vocab_key=True),
     "theta500k_q8_0": dict(arch="llama", wtype="q8_0", tied=False, base=500000.0, scale=1.0, vocab_key=False),
     "q4_0_scaled": dict(arch="llama", wtype="q4_0", tied=True, base=10000.0, scale=2.0, vocab_key=True),
+    # Llama 3.1 rope scaling: a rope_freqs.weight tensor [D/2]; HF's "llama3" rope_type divides
+    # inv_freq[i] by a per-frequency factor (1 for short wavelengths .. `factor` for long ones),
+    # llama.cpp's converter writes those factors and ggml_rope_ext divides theta_i by element i.
+    # Random factors in [1, 8] here, so every index is checked.
+    "llama31_f32": dict(arch="llama", wtype="f32", tied=False, base=500000.0, scale=1.0, vocab_key=True,
+                        rope_freqs=True),
+}
+PANEL_MIN_ROWS = 16  # ops::kPanelMinRows (src/backend/cpu/linear_panel.h)
+# Panel cases (prompt of 24 tokens: its linears take the bf16 panel path): logits of the whole
+# prompt in one pass, then decode steps on the cache, as forward_cached computes them.
+PANEL_MODELS = {
+    "panel_f16": dict(arch="llama", wtype="f16", tied=False, base=10000.0, scale=1.0, vocab_key=True),
+    "panel_q4_0": dict(arch="llama", wtype="q4_0", tied=True, base=10000.0, scale=1.0, vocab_key=True),
 }
 HP = dict(n_embd=64, n_layer=2, n_head=4, n_head_kv=2, n_ff=160, n_vocab=96, n_ctx=64, eps=1e-5)
 
@@ -120,10 +137,13 @@ def rmsnorm(x, g, eps):
     return x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps) * g
 
 
-def rope_rotate_half(x, pos, base, scale):
-    """x [T, H, D]; HF Llama's rotate_half form: pairs (i, i + D/2)."""
+def rope_rotate_half(x, pos, base, scale, freq_factors=None):
+    """x [T, H, D]; HF Llama's rotate_half form: pairs (i, i + D/2); freq_factors [D/2] divide
+    inv_freq (HF's llama3 rope_type)."""
     d = x.shape[-1]
     inv = 1.0 / (base ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+    if freq_factors is not None:
+        inv = inv / freq_factors
     ang = (pos.to(torch.float64) / scale)[:, None] * inv[None, :]  # [T, D/2]
     cos = torch.cat([ang.cos(), ang.cos()], -1)[:, None, :]
     sin = torch.cat([ang.sin(), ang.sin()], -1)[:, None, :]
@@ -162,10 +182,55 @@ def forward(w, hp, cfg, tokens):
         v = lin(h, w[p + "attn_v"])
         if cfg["arch"] == "qwen2":
             q, k, v = q + w[p + "attn_q.bias"], k + w[p + "attn_k.bias"], v + w[p + "attn_v.bias"]
-        q = rope_rotate_half(q.view(T, H, D), pos, cfg["base"], cfg["scale"])
-        k = rope_rotate_half(k.view(T, Hkv, D), pos, cfg["base"], cfg["scale"])
+        ff = w.get("rope_freqs")
+        q = rope_rotate_half(q.view(T, H, D), pos, cfg["base"], cfg["scale"], ff)
+        k = rope_rotate_half(k.view(T, Hkv, D), pos, cfg["base"], cfg["scale"], ff)
         v = v.view(T, Hkv, D)
         k = k.repeat_interleave(H // Hkv, dim=1)  # query head h reads kv head h // (H / Hkv)
+        v = v.repeat_interleave(H // Hkv, dim=1)
+        s = torch.einsum("thd,shd->hts", q, k) / np.sqrt(D) + mask
+        a = torch.einsum("hts,shd->thd", torch.softmax(s, -1), v).reshape(T, H * D)
+        x = x + lin(a, w[p + "attn_output"])
+        h = rmsnorm(x, w[p + "ffn_norm"], hp["eps"])
+        x = x + lin(torch.nn.functional.silu(lin(h, w[p + "ffn_gate"])) * lin(h, w[p + "ffn_up"]), w[p + "ffn_down"])
+    out = w["token_embd"] if cfg["tied"] else w["output"]
+    return lin(rmsnorm(x, w["output_norm"], hp["eps"]), out)
+
+
+def bf16(t):
+    return t.to(torch.bfloat16).to(torch.float64)
+
+
+def forward_cached(w, hp, cfg, tokens, past):
+    """The engine's order of work for the panel cases: `tokens` are evaluated in one pass on top of
+    the cached keys/values `past` (per layer (k, v) [Tpast, Hkv, D], extended in place), and a
+    linear over >= PANEL_MIN_ROWS rows computes as ops::linear's bf16 panel GEMM does (x and w
+    rounded to bf16, exact products: PyTorch's bf16 linear); fewer rows keep the exact path
+    (q8_act for quantised weights). Returns logits [T, V]."""
+    H, Hkv, D = hp["n_head"], hp["n_head_kv"], hp["n_embd"] // hp["n_head"]
+    T, P = len(tokens), (past[0][0].shape[0] if past else 0)
+    pos = torch.arange(P, P + T)
+    quant = cfg["wtype"] in ("q8_0", "q4_0")
+
+    def lin(x, wt):
+        if x.shape[0] >= PANEL_MIN_ROWS:
+            return bf16(x) @ bf16(wt).T
+        return (q8_act(x) if quant else x) @ wt.T
+
+    x = w["token_embd"][torch.tensor(tokens)]
+    mask = torch.full((T, P + T), float("-inf"), dtype=torch.float64).triu(P + 1)
+    for l in range(hp["n_layer"]):
+        p = f"blk.{l}."
+        h = rmsnorm(x, w[p + "attn_norm"], hp["eps"])
+        q = rope_rotate_half(lin(h, w[p + "attn_q"]).view(T, H, D), pos, cfg["base"], cfg["scale"])
+        k = rope_rotate_half(lin(h, w[p + "attn_k"]).view(T, Hkv, D), pos, cfg["base"], cfg["scale"])
+        v = lin(h, w[p + "attn_v"]).view(T, Hkv, D)
+        if len(past) <= l:
+            past.append((k, v))
+        else:
+            past[l] = (torch.cat([past[l][0], k]), torch.cat([past[l][1], v]))
+        k, v = past[l]
+        k = k.repeat_interleave(H // Hkv, dim=1)
         v = v.repeat_interleave(H // Hkv, dim=1)
         s = torch.einsum("thd,shd->hts", q, k) / np.sqrt(D) + mask
         a = torch.einsum("hts,shd->thd", torch.softmax(s, -1), v).reshape(T, H * D)
@@ -215,6 +280,8 @@ def build(name, cfg, seed, out_dir):
             vecs[f"blk.{l}.attn_k.bias"] = rand(Hkv * D, scale=0.5)
             vecs[f"blk.{l}.attn_v.bias"] = rand(Hkv * D, scale=0.5)
     vecs["output_norm"] = (1 + 0.1 * rng.standard_normal(C)).astype(np.float32)
+    if cfg.get("rope_freqs"):
+        vecs["rope_freqs"] = rng.uniform(1.0, 8.0, D // 2).astype(np.float32)
 
     w, tensors = {}, []
     gguf_name = {k: k + ".weight" for k in mats}
@@ -242,6 +309,22 @@ def build(name, cfg, seed, out_dir):
     kvs += [("tokenizer.ggml.model", "str", "llama"), ("tokenizer.ggml.tokens", "str[]", [f"t{i}" for i in range(V)])]
     gguf_write(os.path.join(out_dir, f"llama_{name}.gguf"), kvs, tensors)
 
+    if cfg.get("panel"):
+        prompt = [int(t) for t in rng.integers(0, V, 24)]
+        with torch.no_grad():
+            past = []
+            pre = forward_cached(w, hp, cfg, prompt, past)
+            gen, margins, dec = [int(pre[-1].argmax())], [top2_margin(pre[-1])], []
+            for _ in range(DECODE_STEPS):
+                logits = forward_cached(w, hp, cfg, [gen[-1]], past)[-1]
+                dec.append(logits)
+                gen.append(int(logits.argmax()))
+                margins.append(top2_margin(logits))
+        refdump.write(os.path.join(out_dir, f"llama_{name}.bin"), {
+            "prompt": np.array(prompt, dtype=np.int32), "prefill_logits": pre.to(torch.float32),
+            "gen": np.array(gen, dtype=np.int32), "decode_logits": torch.stack(dec).to(torch.float32),
+            "margin": np.array(margins, dtype=np.float32)})
+        return
     prompt = [int(t) for t in rng.integers(0, V, 7)]
     with torch.no_grad():
         pre = forward(w, hp, cfg, prompt)
@@ -265,6 +348,8 @@ def build(name, cfg, seed, out_dir):
 def main(out_dir):
     for i, (name, cfg) in enumerate(MODELS.items()):
         build(name, cfg, 1234 + i, out_dir)
+    for i, (name, cfg) in enumerate(PANEL_MODELS.items()):
+        build(name, dict(cfg, panel=True), 4321 + i, out_dir)
 
 
 if __name__ == "__main__":

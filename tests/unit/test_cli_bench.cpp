@@ -78,6 +78,15 @@ class CliBench : public ::testing::Test {
 };
 std::string CliBench::model_;
 
+TEST_F(CliBench, MoreGenerationThanPromptTokensFitsTheContext) {
+  // tg evaluates n_gen + 1 tokens (an untimed first one); the context must hold them even when the
+  // prompt is shorter (this once failed with "would exceed the context size").
+  const auto r = cli_run({"bench", "text", "-m", model_, "-p", "4", "-n", "8", "-r", "1", "--threads-list", "1",
+                          "--no-probe", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out).at("n_gen"), 8);
+}
+
 TEST_F(CliBench, JsonHasEveryFieldAndTheBoundIsConsistent) {
   // One thread count with the bandwidth probe (about a second), one without it.
   const auto r = cli_run({"bench", "text", "-m", model_, "-p", "8", "-n", "4", "-r", "2", "--threads-list", "1",

@@ -14,6 +14,7 @@
 #include "core/thread_pool.h"
 #include "formats/gguf.h"
 #include "text/llama_context.h"
+#include "backend/cpu/linear_panel.h"
 
 namespace aigc {
 namespace {
@@ -60,8 +61,40 @@ TEST_P(LlamaTwin, PrefillAndDecodeMatchTwin) {
 INSTANTIATE_TEST_SUITE_P(Twin, LlamaTwin,
                          ::testing::Values(TwinCase{"f32", 1e-4f}, TwinCase{"tied_f16", 1e-4f},
                                            TwinCase{"qwen2_f32", 1e-4f}, TwinCase{"theta500k_q8_0", 0.03f},
-                                           TwinCase{"q4_0_scaled", 0.03f}),
+                                           TwinCase{"q4_0_scaled", 0.03f}, TwinCase{"llama31_f32", 1e-4f}),
                          [](const auto& info) { return std::string(info.param.name); });
+
+// A 24-token prompt: every prefill linear takes the bf16 panel path (ops::kPanelMinRows = 16 rows),
+// decode steps the exact one. The twin (forward_cached) computes in that very order: bf16-rounded
+// operands for the prompt's linears, exact for single tokens, on the cache. Seen: |diff| <= 4e-6.
+// atol 0.01: where an activation lies within f32-vs-float64 rounding of a bf16 rounding boundary
+// it can round the other way in one of the two (one bf16 step, <= 2^-8 relative, ~0.005 on these
+// logits; another CPU's GEMM may sum in another order). The linears run unrounded would miss it by
+// 0.053 (f16) and 0.38 (q4_0).
+TEST(LlamaTwinPanel, LongPromptMatchesBf16Twin) {
+  if (!ops::linear_panel_supports(DType::F16)) GTEST_SKIP() << "no AVX512-BF16: no panel path on this CPU";
+  for (const char* name : {"panel_f16", "panel_q4_0"}) {
+    SCOPED_TRACE(name);
+    const test::RefDump ref = test::RefDump::load(std::string("llama_") + name);
+    const LlamaModel model = LlamaModel::load(twin_path(name));
+    LlamaContext ctx(model, {.n_ctx = 64, .logits_all = true});
+    const Tensor& prompt_t = ref.get("prompt");
+    ASSERT_GE(prompt_t.numel(), ops::kPanelMinRows);
+    const float atol = 0.01f, rtol = 1e-4f;
+    const Tensor& pre = ctx.eval({prompt_t.ptr<int32_t>(), static_cast<size_t>(prompt_t.numel())});
+    EXPECT_TENSORS_CLOSE(pre, ref.get("prefill_logits"), atol, rtol);
+    const Tensor& gen = ref.get("gen");
+    const Tensor& dec = ref.get("decode_logits");
+    for (int64_t s = 0; s < dec.size(0); ++s) {
+      const int32_t tok = gen.ptr<int32_t>()[s];
+      const Tensor& l = ctx.eval({&tok, 1});
+      EXPECT_TENSORS_CLOSE(l, dec.slice(0, s, 1), atol, rtol) << "decode step " << s;
+      if (ref.get("margin").ptr<float>()[s + 1] > 2 * atol) {
+        EXPECT_EQ(argmax_row(l, 0), gen.ptr<int32_t>()[s + 1]) << "greedy step " << s + 1;
+      }
+    }
+  }
+}
 
 TEST(LlamaModel, HyperParametersFromMetadata) {
   const LlamaModel m = LlamaModel::load(twin_path("q4_0_scaled"));
@@ -79,6 +112,11 @@ TEST(LlamaModel, HyperParametersFromMetadata) {
   EXPECT_TRUE(q.hp.rope_neox);
   EXPECT_TRUE(q.hp.qkv_bias);
   EXPECT_FLOAT_EQ(q.hp.rope_freq_base, 1e6f);
+  EXPECT_FALSE(q.rope_freqs.defined() && q.rope_freqs.numel() > 0);
+  // Llama 3.1 rope factors (applied by the llama31_f32 twin case).
+  const LlamaModel l31 = LlamaModel::load(twin_path("llama31_f32"));
+  ASSERT_EQ(l31.rope_freqs.numel(), l31.hp.n_rot / 2);
+  EXPECT_EQ(l31.rope_freqs.type(), DType::F32);
   // Weights are views of the mapped file, not copies.
   const auto* base = static_cast<const uint8_t*>(q.file->tensor("blk.0.attn_q.weight").data());
   EXPECT_EQ(q.layers[0].wq.data(), base);

@@ -12,6 +12,8 @@
 //    PyTorch's bf16-activation output with kTol, and to the f32-activation reference with a bound
 //    computed per element: each rounded x_i has relative error <= 2^-9, so the output moves by at
 //    most 2^-9 * sum_i |x_i w_i|; we allow twice that plus kTol.
+//  - f16 weights at M >= ops::kPanelMinRows (linear_panel, AVX512-BF16 CPUs): x and w rounded to
+//    bf16, bound 2 * 2^-8 * sum_i |x_i w_i| plus kTol.
 //  - q8_0/q4_0 weights through ops::linear, whose kernel may also quantise activations to Q8_0
 //    blocks (error <= amax(block)/254 per element): bound sum_i |w_i| * amax(block of x_i) / 127
 //    plus kTol, again with a 2x margin.
@@ -24,6 +26,7 @@
 
 #include "backend/cpu/gemv.h"
 #include "backend/cpu/linear_packed.h"
+#include "backend/cpu/linear_panel.h"
 #include "backend/cpu/ops.h"
 #include "common/compare.h"
 #include "common/refdump.h"
@@ -127,8 +130,14 @@ TEST(OpsGemm, LinearF16MatchesTorch) {
     const Tensor* b = c.has_b ? &c.b : nullptr;
     Tensor yr = like(c.y), yf = like(c.y);
     ops::ref::linear(c.x, c.w16, b, yr);
-    ops::linear(c.x, c.w16, b, yf);  // M > 4: f32 GEMM on widened weight panels
+    ops::linear(c.x, c.w16, b, yf);  // M > 4: f32 GEMM on widened weight panels, or linear_panel
     EXPECT_TENSORS_CLOSE(yr, c.y16, kTol, kTol);
+    if (c.m() >= ops::kPanelMinRows && ops::linear_panel_supports(DType::F16)) {
+      // bf16 GEMM: x and the f16 weight each rounded to bf16 (2^-9 relative each), so a product
+      // moves by at most ~2^-8 |x w|; twice that as the bound (test_linear_panel.cpp has the rest).
+      EXPECT_TRUE(within_bound(yf, yr, abs_product_bound(c.x, c.w16, 4.0 / 512)));
+      continue;
+    }
     EXPECT_TENSORS_CLOSE(yf, c.y16, kTol, kTol);
     EXPECT_TENSORS_CLOSE(yf, yr, kTol, kTol);
   }
@@ -337,6 +346,38 @@ TEST(OpsGemm, PackedLinearMatchesTorch) {
   ops::PackedLinear fc(w, nullptr);
   Tensor x = test::random_f32({9, 31}, 2), y = Tensor::empty(DType::F32, {9, 8});
   EXPECT_THROW(fc.run(x, y), Error);
+}
+
+TEST(OpsGemm, PackedLinearWithoutTheOriginalMatchesTorchAndReleasesIt) {
+  // keep_original = false: the view of w (a mapped file in the image models) is dropped, so every
+  // M, small ones too, runs on the packed copy; results as the f32 torch reference (f32 packing)
+  // or within the bf16 bound (Precision::BF16).
+  for (const LinearCase& c : linear_cases()) {
+    const Tensor* b = c.has_b ? &c.b : nullptr;
+    SCOPED_TRACE(c.name);
+    Tensor w = Tensor::empty(DType::F32, c.w.shape());
+    ops::copy(c.w, w);
+    const std::weak_ptr<void> owner = w.owner();
+    ops::PackedLinear fc(w, b, 512, ops::Precision::F32, /*keep_original=*/false);
+    ops::PackedLinear fcb(w, b, 512, ops::Precision::BF16, /*keep_original=*/false);
+    w = Tensor();
+    EXPECT_TRUE(owner.expired());
+    EXPECT_EQ(fc.in_features(), c.w.size(1));
+    EXPECT_EQ(fc.out_features(), c.w.size(0));
+    Tensor y = like(c.y), yb = like(c.y), yr = like(c.y);
+    fc.run(c.x, y);
+    EXPECT_TENSORS_CLOSE(y, c.y, kTol, kTol);
+    fcb.run(c.x, yb);
+    ops::ref::linear(c.x, c.w, b, yr);
+    EXPECT_TRUE(within_bound(yb, yr, abs_product_bound(c.x, c.w, 2.0 / 512)));
+    // A strided x goes through a contiguous copy.
+    Tensor x2 = Tensor::empty(DType::F32, {c.x.rows(), 2 * c.x.size(-1)});
+    Tensor xv = x2.slice(1, 0, c.x.size(-1));
+    ops::copy(c.x.reshape({c.x.rows(), c.x.size(-1)}), xv);
+    Tensor y2 = Tensor::empty(DType::F32, {c.x.rows(), c.w.size(0)});
+    fc.run(xv, y2);
+    EXPECT_TENSORS_CLOSE(y2, c.y.reshape({c.x.rows(), c.w.size(0)}), kTol, kTol);
+  }
 }
 
 // ---- matmul -------------------------------------------------------------------------------------

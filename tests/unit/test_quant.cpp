@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "backend/cpu/linear_quantized.h"
+#include "backend/cpu/ops.h"
 #include "backend/cpu/quant_dot.h"
 #include "common/compare.h"
 #include "common/refdump.h"
@@ -461,6 +462,53 @@ TEST(LinearQuantized, SameResultForAnyThreadCountAndBatchShape) {
     Tensor y2 = Tensor::empty(DType::F32, {6, N});
     ops::linear_quantized(x.reshape({6, K}), w, y2);
     EXPECT_EQ(std::memcmp(y2.data(), y1.data(), y2.nbytes()), 0);
+  }
+  thread_count_set(threads_before);
+}
+
+// The decode path (M <= gemv::kMaxRows; the AVX-512 VNNI set has GEMV kernels with their own
+// activation layout, groups of 8 blocks plus a natural-order tail) on odd
+// shapes: K with 0..7 tail blocks, N not a multiple of 4, M = 1..4.
+TEST(LinearQuantized, DecodeKernelsMatchReferenceOnOddShapes) {
+  const int threads_before = thread_count();
+  struct Shape { int64_t M, K, N; };
+  const Shape shapes[] = {{1, 32, 1}, {1, 96, 3}, {2, 256, 5}, {1, 288, 17}, {3, 736, 33}, {4, 512, 7},
+                          {1, 2048, 65}, {1, 4096 + 7 * 32, 13}};
+  uint32_t seed = 100;
+  for (const Shape& sh : shapes) {
+    Tensor x = test::random_f32({sh.M, sh.K}, seed++);
+    Tensor wf = test::random_f32({sh.N, sh.K}, seed++);
+    for (DType type : {DType::Q8_0, DType::Q4_0}) {
+      SCOPED_TRACE(fmt::format("M {} K {} N {} {}", sh.M, sh.K, sh.N, dtype_name(type)));
+      Tensor w = Tensor::empty(type, {sh.N, sh.K});
+      for (int64_t n = 0; n < sh.N; ++n) row_from_f32(type, wf.ptr<float>() + n * sh.K, w.row_ptr(n), sh.K);
+      std::vector<float> y_ref;
+      std::vector<double> tol_ref;
+      linear_reference(x, w, y_ref, tol_ref);
+      const std::vector<double> bound = linear_error_bound(x, w);
+      Tensor y_f32 = Tensor::empty(DType::F32, {sh.M, sh.N});
+      ops::ref::linear(x, w, nullptr, y_f32);  // f32 x dequant(w), no activation quantisation
+      for (const QuantKernels* k : kernel_sets()) {
+        SCOPED_TRACE(k->name);
+        thread_count_set(1);
+        Tensor y1 = Tensor::empty(DType::F32, {sh.M, sh.N});
+        ops::linear_quantized_with(*k, x, w, y1);
+        for (int64_t i = 0; i < sh.M * sh.N; ++i) {
+          // the scalar composition (quantize_row_q8_0_ref + vec_dot_*_ref) up to f32 summation order
+          ASSERT_NEAR(y1.ptr<float>()[i], y_ref[i], tol_ref[i]) << "output " << i;
+          // ops::ref::linear: within the activation-quantisation bound; its own f32 rounding
+          // (<= K u sum|w x|, below 2^-11 max|x| sum|w| for K <= 8192) is under a quarter of the
+          // bound's 0.56 max|x| sum|w| / 127 term, hence the 1.25
+          ASSERT_LE(std::fabs(y1.ptr<float>()[i] - y_f32.ptr<float>()[i]), 1.25 * bound[i]) << "output " << i;
+        }
+        for (int nth : {2, 3}) {  // another split of the rows: the same bits (per-row arithmetic is fixed)
+          thread_count_set(nth);
+          Tensor y = Tensor::empty(DType::F32, {sh.M, sh.N});
+          ops::linear_quantized_with(*k, x, w, y);
+          EXPECT_EQ(std::memcmp(y.data(), y1.data(), y.nbytes()), 0) << nth << " threads";
+        }
+      }
+    }
   }
   thread_count_set(threads_before);
 }

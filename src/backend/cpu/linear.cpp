@@ -1,6 +1,8 @@
 // linear: y[..., N] = x[..., K] · w[N, K]^T (+ bias[N]).
 //
 // Paths of the fast kernel, by weight type and M (rows of x):
+//   M >= 16, f16/bf16/quantised weights, AVX512-BF16 CPU: linear_panel (bf16 GEMM on weight panels
+//                      dequantised on the fly; activations rounded to bf16). Otherwise:
 //   quantised          ops::linear_quantized (integer SIMD dot products), bias added here:
 //                      q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K.
 //   M <= 4 (decode)    GEMV over N on the thread pool (gemv.h), AVX-512, AVX2 or scalar by CPU;
@@ -18,6 +20,7 @@
 #include <vector>
 
 #include "backend/cpu/gemv.h"
+#include "backend/cpu/linear_panel.h"
 #include "backend/cpu/linear_quantized.h"
 #include "backend/cpu/onednn.h"
 #include "backend/cpu/ops.h"
@@ -215,6 +218,10 @@ void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
   if (K == 0) {
     for (int64_t m = 0; m < M; ++m)
       for (int64_t n = 0; n < N; ++n) yp[m * ldy + n] = bp ? bp[n] : 0.0f;
+    return;
+  }
+  if (M >= kPanelMinRows && linear_panel_supports(w.type())) {  // prefill, 16-bit or quantised w: bf16 GEMM
+    linear_panel(xp, ldx, M, w, bp, yp, ldy);
     return;
   }
   if (dtype_traits(w.type()).quantized) {

@@ -28,7 +28,10 @@ class PackedLinear {
  public:
   // precision: Auto as described above; F32 packs f32 (bf16 widened); BF16 packs bf16 (f32 and f16
   // rounded) and rounds activations to bf16 (M > gemv::kMaxRows only; small M runs the GEMV on w).
-  PackedLinear(const Tensor& w, const Tensor* bias, int64_t max_m = 512, Precision precision = Precision::Auto);
+  // keep_original false (f32/f16/bf16 weights only): the layer drops its view of w (and copies the
+  // bias) once packed, so a mapped file can be released; every M then runs on the packed copy.
+  PackedLinear(const Tensor& w, const Tensor* bias, int64_t max_m = 512, Precision precision = Precision::Auto,
+               bool keep_original = true);
   ~PackedLinear();
   PackedLinear(PackedLinear&&) noexcept;
   PackedLinear& operator=(PackedLinear&&) noexcept;
@@ -36,12 +39,16 @@ class PackedLinear {
   // Same contract and checks as ops::linear(x, w, bias, y).
   void run(const Tensor& x, Tensor& y) const;
 
-  int64_t in_features() const { return w_.size(1); }
-  int64_t out_features() const { return w_.size(0); }
+  int64_t in_features() const { return k_; }
+  int64_t out_features() const { return n_; }
   size_t packed_bytes() const;  // 0 when not packed (quantised weights)
 
  private:
-  Tensor w_, bias_;
+  void pack(const Tensor& w, const Tensor* bias, int64_t max_m, Precision precision);
+  void packed_run(const Tensor& x, Tensor& y) const;
+
+  Tensor w_, bias_;  // w_ undefined when the original was dropped
+  int64_t n_ = 0, k_ = 0;
   bool has_bias_ = false;
   std::unique_ptr<onednn::PackedWeight> packed_;
 };

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "backend/cpu/gemv.h"
 #include "backend/cpu/quant_dot.h"
 #include "core/thread_pool.h"
 
@@ -72,6 +73,37 @@ void linear_rows(float (*vec_dot)(int64_t, const BlockW*, const BlockA*), const 
   }
 }
 
+// Decode (M <= gemv::kMaxRows) with the set's GEMV kernels: the rows of x quantised and laid out
+// once (DecodeRow), then threads split the weight rows; for M > 1 a tile of weight rows is dotted
+// with every activation row while it is in cache.
+void linear_decode(const QuantKernels& k, DecodeGemv gemv, const float* xd, const Tensor& w, int64_t M, float* y) {
+  const int64_t N = w.size(0), K = w.size(1), nb = K / kQK8_0;
+  thread_local std::vector<BlockQ8_0> xq_buf;
+  thread_local std::vector<int8_t> qs_buf;
+  thread_local std::vector<float> d_buf;
+  thread_local std::vector<int32_t> bias_buf;
+  if (xq_buf.size() < static_cast<size_t>(nb)) xq_buf.resize(nb);
+  if (qs_buf.size() < static_cast<size_t>(M * K)) qs_buf.resize(M * K);
+  if (d_buf.size() < static_cast<size_t>(M * nb)) d_buf.resize(M * nb), bias_buf.resize(M * nb);
+  DecodeRow rows[gemv::kMaxRows];
+  for (int64_t m = 0; m < M; ++m) {
+    k.quantize_row_q8_0(xd + m * K, xq_buf.data(), K);
+    decode_row_prepare(w.type(), xq_buf.data(), K, qs_buf.data() + m * K, d_buf.data() + m * nb,
+                       bias_buf.data() + m * nb);
+    rows[m] = {qs_buf.data() + m * K, d_buf.data() + m * nb, bias_buf.data() + m * nb};
+  }
+  const int64_t row_bytes = w.stride_bytes(0);
+  const void* wd = w.data();
+  const int64_t min_rows = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, M * K));
+  parallel_for(N, [&](int64_t n0, int64_t n1) {
+    constexpr int64_t kTile = 64;
+    for (int64_t t0 = n0; t0 < n1; t0 += kTile) {
+      const int64_t t1 = std::min(n1, t0 + kTile);
+      for (int64_t m = 0; m < M; ++m) gemv(wd, row_bytes, K, rows[m], t0, t1, y + m * N + t0);
+    }
+  }, min_rows);
+}
+
 }  // namespace
 
 void linear_quantized_with(const QuantKernels& k, const Tensor& x, const Tensor& w, Tensor& y) {
@@ -94,6 +126,10 @@ void linear_quantized_with(const QuantKernels& k, const Tensor& x, const Tensor&
       default: run(k.vec_dot_q6_K_q8_K, xq); break;
     }
     return;
+  }
+  if (M <= gemv::kMaxRows) {
+    const DecodeGemv gemv = w.type() == DType::Q4_0 ? k.gemv_q4_0 : w.type() == DType::Q8_0 ? k.gemv_q8_0 : nullptr;
+    if (gemv) return linear_decode(k, gemv, xd, w, M, yd);
   }
   const BlockQ8_0* xq = activations_quantize(k.quantize_row_q8_0, xd, M, K, nb);
   switch (w.type()) {

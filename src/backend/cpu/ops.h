@@ -27,6 +27,8 @@ struct RopeParams {
   float freq_scale = 1.0f;   // linear position scaling (positions multiplied by this)
   bool neox = false;         // false: pairs (2i, 2i+1) (GPT-J / llama.cpp "normal");
                              // true: pairs (i, i + n_dims/2) (GPT-NeoX, HF Llama "rotate_half")
+  const float* freq_factors = nullptr;  // null, or [n_dims/2]: theta_i is divided by freq_factors[i]
+                                        // (Llama 3.1 rope scaling: GGUF tensor rope_freqs.weight)
 };
 
 #define AIGC_OPS_DECLARE                                                                              \

@@ -2,6 +2,7 @@
 #include "backend/cpu/quant_dot.h"
 
 #include "core/cpu_features.h"
+#include "core/error.h"
 
 #include "core/half.h"
 
@@ -175,6 +176,31 @@ float vec_dot_q6_K_q8_K_ref(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y) {
   return sumf;
 }
 
+void decode_row_prepare(DType w, const BlockQ8_0* xq, int64_t K, int8_t* qs, float* d, int32_t* bias) {
+  AIGC_ASSERT(w == DType::Q4_0 || w == DType::Q8_0, "decode_row_prepare: {}", dtype_name(w));
+  const int64_t nb = K / kQK8_0, ng = nb / kDecodeGroup;
+  const int32_t offset = w == DType::Q4_0 ? 8 : 128;
+  for (int64_t ib = 0; ib < nb; ++ib) {
+    const int64_t g = ib / kDecodeGroup;
+    int64_t slot = ib;  // where block ib's scale and bias go
+    if (g < ng) {
+      const int64_t j = ib % kDecodeGroup;
+      for (int p = 0; p < kDecodeGroup; ++p)
+        if (kDecodeOrder[p] == j) slot = g * kDecodeGroup + p;
+    }
+    d[slot] = f16_to_f32(xq[ib].d);
+    bias[slot] = offset * block_sum(xq[ib].qs);
+    int8_t* dst = qs + ib * kQK8_0;
+    if (w == DType::Q4_0 && g < ng) {  // pair layout: [b0 lo, b1 lo, b0 hi, b1 hi]
+      const int64_t pair = ib / 2, second = ib % 2;
+      dst = qs + pair * 64 + second * 16;
+      for (int j = 0; j < 16; ++j) dst[j] = xq[ib].qs[j], dst[32 + j] = xq[ib].qs[16 + j];
+    } else {
+      for (int j = 0; j < kQK8_0; ++j) dst[j] = xq[ib].qs[j];
+    }
+  }
+}
+
 namespace {
 
 const QuantKernels kQuantKernelsRef = {
@@ -191,6 +217,8 @@ const QuantKernels kQuantKernelsRef = {
     vec_dot_q4_K_q8_K_ref,
     vec_dot_q5_K_q8_K_ref,
     vec_dot_q6_K_q8_K_ref,
+    nullptr,
+    nullptr,
 };
 
 

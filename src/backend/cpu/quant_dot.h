@@ -24,6 +24,7 @@
 
 #include <cstdint>
 
+#include "core/dtype.h"
 #include "core/quant.h"
 
 namespace aigc {
@@ -43,6 +44,38 @@ float vec_dot_q4_K_q8_K_ref(int64_t n, const BlockQ4_K* x, const BlockQ8_K* y);
 float vec_dot_q5_K_q8_K_ref(int64_t n, const BlockQ5_K* x, const BlockQ8_K* y);
 float vec_dot_q6_K_q8_K_ref(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y);
 
+// ---- decode (GEMV) kernels ------------------------------------------------------------------
+// For one activation row (decode: M = 1) the per-block work of vec_dot (two f16 scale conversions
+// and a multiply per block, the -8 / +128 offset dot, a horizontal sum per output) makes the
+// kernel compute-bound. The decode kernels instead take the row prepared once per linear, in the
+// order the kernel consumes it:
+//   - blocks are taken in groups of kDecodeGroup (8); per group and weight row the 8 blocks'
+//     int32 dots are reduced to one vector of 8 block sums (order kDecodeOrder), the offset term
+//     (8 * sum(qy) for Q4_0, 128 * sum(qy) for Q8_0, precomputed here as `bias`) is subtracted in
+//     int32, then one multiply-add with the 8 weight scales x the 8 activation scales;
+//   - the blocks after the last full group (nb % 8) are done one at a time, in natural order.
+// Results are the reference's up to f32 summation order (every block's integer sum is exact).
+constexpr int kDecodeGroup = 8;
+// Position p of a group's reduced vector holds block kDecodeOrder[p] of the group.
+constexpr int kDecodeOrder[kDecodeGroup] = {0, 2, 4, 6, 1, 3, 5, 7};
+
+// One activation row in decode layout (views of the caller's buffers).
+struct DecodeRow {
+  const int8_t* qs;      // [K] Q8_0 values; within full groups in the weight type's order (below)
+  const float* d;        // [nb] f32 block scales; within full groups in kDecodeOrder
+  const int32_t* bias;   // [nb] offset * sum of the block's qs, same order as d
+};
+
+// Fills qs[K], d[nb], bias[nb] from the Q8_0 blocks of one row, for weights of type w (Q4_0 or
+// Q8_0). Q8_0: qs in natural order. Q4_0: each pair of blocks (2j, 2j+1) of a full group as the
+// 64 bytes [b0 0..15, b1 0..15, b0 16..31, b1 16..31] (a Q4_0 pair's low nibbles, then its high).
+void decode_row_prepare(DType w, const BlockQ8_0* xq, int64_t K, int8_t* qs, float* d, int32_t* bias);
+
+// y[n - n0] = sum_k dequant(w row n)_k * dequant(a)_k for n in [n0, n1); w rows are row_bytes
+// apart, K a multiple of 32.
+using DecodeGemv = void (*)(const void* w, int64_t row_bytes, int64_t K, const DecodeRow& a, int64_t n0,
+                            int64_t n1, float* y);
+
 // One instruction set's kernels. The quantiser and dequantisers of every set are bit-exact with
 // quantize_row_q8_0_ref / dequantize_row_*_ref (tests check it).
 struct QuantKernels {
@@ -59,6 +92,10 @@ struct QuantKernels {
   float (*vec_dot_q4_K_q8_K)(int64_t n, const BlockQ4_K* x, const BlockQ8_K* y);
   float (*vec_dot_q5_K_q8_K)(int64_t n, const BlockQ5_K* x, const BlockQ8_K* y);
   float (*vec_dot_q6_K_q8_K)(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y);
+  // Decode kernels (DecodeRow layout); nullptr where the set has none (linear_quantized then
+  // uses the vec_dot kernels for every M).
+  DecodeGemv gemv_q4_0;
+  DecodeGemv gemv_q8_0;
 };
 
 enum class QuantIsa { Ref, Avx2, Avx512Vnni };

@@ -1,8 +1,8 @@
 // Rotary position embedding. x [T, H, D] or [B, T, H, D], positions [T]. For i < n_dims/2 the
-// angle is theta_i = pos * freq_scale * freq_base^(-2i / n_dims) and a pair (x_a, x_b) becomes
-// (x_a cos - x_b sin, x_a sin + x_b cos), where the pair is (2i, 2i+1) (GPT-J / llama.cpp
-// "normal", Meta's complex-number form) or (i, i + n_dims/2) (NeoX, HF rotate_half). Dims from
-// n_dims on pass through unchanged.
+// angle is theta_i = pos * freq_scale * freq_base^(-2i / n_dims) (divided by freq_factors[i] when
+// given: Llama 3.1's rope_freqs) and a pair (x_a, x_b) becomes (x_a cos - x_b sin, x_a sin + x_b cos),
+// where the pair is (2i, 2i+1) (GPT-J / llama.cpp "normal", Meta's complex-number form) or
+// (i, i + n_dims/2) (NeoX, HF rotate_half). Dims from n_dims on pass through unchanged.
 #include <cmath>
 #include <vector>
 
@@ -27,7 +27,18 @@ int64_t rope_check(const Tensor& x, std::span<const int32_t> positions, const Ro
   if (n_dims < 0 || n_dims > d || n_dims % 2 != 0)
     error_throw(fmt::format("rope: n_dims {} must be even and at most the head dim {}", n_dims, d), "rope");
   if (!(p.freq_base > 0.0f)) error_throw(fmt::format("rope: freq_base {} must be positive", p.freq_base), "rope");
+  if (p.freq_factors)
+    for (int64_t i = 0; i < n_dims / 2; ++i)
+      if (!(p.freq_factors[i] > 0.0f) || std::isinf(p.freq_factors[i]))
+        error_throw(fmt::format("rope: freq_factors[{}] = {} must be positive and finite", i, p.freq_factors[i]),
+                    "rope", "the model's rope_freqs tensor is damaged");
   return n_dims;
+}
+
+// theta_i of pair i at position pos, in double (the fast kernel's table).
+inline double rope_theta(int32_t pos, int64_t i, int64_t n_dims, const RopeParams& p) {
+  const double theta = static_cast<double>(pos) * p.freq_scale * std::pow(static_cast<double>(p.freq_base), -2.0 * i / n_dims);
+  return p.freq_factors ? theta / p.freq_factors[i] : theta;
 }
 
 // Element indices of pair i: (2i, 2i+1) or (i, i + n_dims/2).
@@ -45,8 +56,9 @@ void ref::rope(const Tensor& x, std::span<const int32_t> positions, const RopePa
     const int64_t t = (r / H) % T;
     for (int64_t d = n_dims; d < D; ++d) f32_at_flat(y, r * D + d) = f32_at_flat(x, r * D + d);
     for (int64_t i = 0; i < half; ++i) {
-      const double theta = static_cast<double>(positions[t]) * p.freq_scale *
-                           std::pow(static_cast<double>(p.freq_base), -2.0 * i / n_dims);
+      double theta = static_cast<double>(positions[t]) * p.freq_scale *
+                     std::pow(static_cast<double>(p.freq_base), -2.0 * i / n_dims);
+      if (p.freq_factors) theta /= p.freq_factors[i];
       int64_t ia, ib;
       rope_pair(p.neox, i, half, &ia, &ib);
       const double xa = f32_at_flat(x, r * D + ia), xb = f32_at_flat(x, r * D + ib);
@@ -68,8 +80,7 @@ void rope(const Tensor& x, std::span<const int32_t> positions, const RopeParams&
   parallel_for(T, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t)
       for (int64_t i = 0; i < half; ++i) {
-        const double theta = static_cast<double>(positions[t]) * p.freq_scale *
-                             std::pow(static_cast<double>(p.freq_base), -2.0 * i / n_dims);
+        const double theta = rope_theta(positions[t], i, n_dims, p);
         cs[(t * half + i) * 2] = static_cast<float>(std::cos(theta));
         cs[(t * half + i) * 2 + 1] = static_cast<float>(std::sin(theta));
       }

@@ -316,6 +316,8 @@ const QuantKernels kQuantKernelsAvx2 = {
     vec_dot_q4_K_q8_K_avx2,
     vec_dot_q5_K_q8_K_avx2,
     vec_dot_q6_K_q8_K_avx2,
+    nullptr,  // decode kernels: AVX-512 VNNI only; linear_quantized uses the dots above
+    nullptr,
 };
 
 }  // namespace
