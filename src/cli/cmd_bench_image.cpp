@@ -81,8 +81,8 @@ struct Row {
 void bench_image_run(const BenchImageArgs& a) {
   if (a.repetitions < 1) error_throw("repetitions must be at least 1", "-r");
   for (int s : a.sizes)
-    if (s < 64 || s > 2048 || s % 64 != 0)
-      error_throw(fmt::format("size {} is not a multiple of 64 in [64, 2048]", s), "--sizes", "e.g. 256,512");
+    if (s < 64 || s > 2048 || s % 8 != 0)
+      error_throw(fmt::format("size {} is not a multiple of 8 in [64, 2048]", s), "--sizes", "e.g. 256,512");
   SdModelOptions mo;
   mo.precision = ops::precision_parse(a.precision);
   mo.file.use_mmap = !a.no_mmap;
@@ -186,7 +186,7 @@ void command_bench_image_register(CLI::App* bench) {
   cmd->add_option("-m,--model", a->model, "SD 1.x / 2.x checkpoint (bench/make_sd15.py writes a random one)")
       ->required()
       ->type_name("PATH");
-  cmd->add_option("--sizes", a->sizes, "Image sizes (square, multiples of 64)")->delimiter(',')->default_str("256,512");
+  cmd->add_option("--sizes", a->sizes, "Image sizes (square, multiples of 8, 64 to 2048)")->delimiter(',')->default_str("256,512");
   cmd->add_option("-r,--repetitions", a->repetitions, "Timed runs of each test")->default_val(2);
   cmd->add_option("--precision", a->precision, "f32 or bf16")->default_val("bf16");
   cmd->add_flag("--no-vae", a->no_vae, "Skip the VAE decode");

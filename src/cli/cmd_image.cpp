@@ -277,8 +277,8 @@ void command_image_register(CLI::App& app) {
       ->default_val(7.0f);
   cmd->add_option("--eta", a->eta, "DDIM eta (0 = deterministic)")->default_val(0.0);
   cmd->add_option("-s,--seed", a->seed, "Seed; -1 = random (printed)")->default_val(-1);
-  cmd->add_option("-W,--width", a->width, "Width in pixels, a multiple of 64 (the SD UNet downsamples the latent 3 times)")->default_val(512);
-  cmd->add_option("-H,--height", a->height, "Height in pixels, a multiple of 64")->default_val(512);
+  cmd->add_option("-W,--width", a->width, "Width in pixels, a multiple of 8")->default_val(512);
+  cmd->add_option("-H,--height", a->height, "Height in pixels, a multiple of 8")->default_val(512);
   cmd->add_option("--batch-count", a->batch_count, "Batches to generate one after another")->default_val(1);
   cmd->add_option("--batch-size", a->batch_size, "Images per batch (one UNet call)")->default_val(1);
   cmd->add_option("--init-img", a->init_img,

@@ -83,11 +83,10 @@ using SdPreviewFn = std::function<void(int batch, int step, const Tensor& rgb)>;
 std::vector<Tensor> sd_generate(SdModel& model, const SdGenerateParams& p, const SdProgressFn& progress = {},
                                 const SdPreviewFn& preview = {});
 
-// The UNet halves the latent three times (2^(levels-1) = 8) and concatenates skips of the same size,
-// so SD images must be multiples of 64 pixels (diffusers pads the upsampling to the skip size to
-// allow multiples of 8; our UNet does not yet). Checks width and height (image_size_check first),
-// aigc::Error with the nearest sizes as the hint.
-constexpr int kSdSizeMultiple = 64;
+// SD images are multiples of 8 pixels (the VAE's scale); the UNet handles latents of any size (odd
+// sizes halve rounding up and upsample back to the skip's size). Checks width and height
+// (image_size_check), aigc::Error with the nearest sizes as the hint.
+constexpr int kSdSizeMultiple = 8;
 void sd_size_check(int width, int height);
 
 // A cheap latent -> RGB preview for SD 1.x/2.x latents (fixed 4 x 3 linear map), [B, 3, h, w] in [0, 1].

@@ -579,15 +579,33 @@ void UNet::Impl::attn_run(const SpatialTransformer& s, const Tensor& x, const Te
   ops::add(y, x, y);
 }
 
+// Spatial size at a level: each stride-2 conv (kernel 3, padding 1) halves rounding up.
+static int64_t level_size(int64_t size, int64_t level) {
+  for (int64_t l = 0; l < level; ++l) size = (size + 1) / 2;
+  return size;
+}
+
+// PyTorch's F.interpolate(mode="nearest") to y's size: source index floor(dst * in / out).
+static void nearest_resize(const Tensor& x, Tensor& y) {
+  const int64_t planes = x.size(0) * x.size(1), h = x.size(2), w = x.size(3), oh = y.size(2), ow = y.size(3);
+  const float* src = x.ptr<float>();
+  float* dst = y.ptr<float>();
+  std::vector<int64_t> sx(static_cast<size_t>(ow));
+  for (int64_t j = 0; j < ow; ++j) sx[static_cast<size_t>(j)] = std::min(w - 1, j * w / ow);
+  for (int64_t p = 0; p < planes; ++p)
+    for (int64_t i = 0; i < oh; ++i) {
+      const float* row = src + (p * h + std::min(h - 1, i * h / oh)) * w;
+      float* out = dst + (p * oh + i) * ow;
+      for (int64_t j = 0; j < ow; ++j) out[j] = row[sx[static_cast<size_t>(j)]];
+    }
+}
+
 void UNet::forward(const Tensor& x_in, std::span<const float> timesteps, const Tensor& context, Tensor& out) {
   Impl& m = *impl_;
   const UNetConfig& c = m.cfg;
-  const int64_t levels = static_cast<int64_t>(c.channel_mult.size());
-  const int64_t mult = int64_t{1} << (levels - 1);
   if (x_in.ndim() != 4 || x_in.type() != DType::F32 || x_in.size(0) < 1 || x_in.size(1) != c.in_channels ||
-      x_in.size(2) < 1 || x_in.size(3) < 1 || x_in.size(2) % mult != 0 || x_in.size(3) % mult != 0)
-    error_throw(fmt::format("UNet: x is {}, expected f32 [B, {}, H, W] with H and W positive multiples of {}",
-                            x_in.shape_str(), c.in_channels, mult),
+      x_in.size(2) < 1 || x_in.size(3) < 1)
+    error_throw(fmt::format("UNet: x is {}, expected f32 [B, {}, H, W]", x_in.shape_str(), c.in_channels),
                 "UNet::forward", "pass the latent (and, for inpainting models, mask and masked-image latent)");
   const int64_t B = x_in.size(0), H = x_in.size(2), W = x_in.size(3);
   if (static_cast<int64_t>(timesteps.size()) != B)
@@ -627,7 +645,7 @@ void UNet::forward(const Tensor& x_in, std::span<const float> timesteps, const T
   Tensor h;
   for (size_t i = 0; i < m.input_blocks.size(); ++i) {
     const Block& b = m.input_blocks[i];
-    const int64_t hs = H >> m.input_block_level[i], ws = W >> m.input_block_level[i];
+    const int64_t hs = level_size(H, m.input_block_level[i]), ws = level_size(W, m.input_block_level[i]);
     const int64_t ch = m.input_block_channels[i];
     Tensor y = m.buf(Impl::kSkip0 + static_cast<int>(i), {B, ch, hs, ws});
     if (b.kind == Block::Kind::Conv) {
@@ -677,10 +695,15 @@ void UNet::forward(const Tensor& x_in, std::span<const float> timesteps, const T
       h = t;
     }
     if (b.has_up) {
-      Tensor u = m.buf(Impl::kWork0, {B, b.res.c_out, 2 * hs, 2 * ws});
-      ops::upsample_nearest(h, 2, u);
+      // Up to the next skip's size: 2x, or one less where the way down rounded an odd size up.
+      const int64_t th = skips.empty() ? 2 * hs : skips.back().size(2), tw = skips.empty() ? 2 * ws : skips.back().size(3);
+      Tensor u = m.buf(Impl::kWork0, {B, b.res.c_out, th, tw});
+      if (th == 2 * hs && tw == 2 * ws)
+        ops::upsample_nearest(h, 2, u);
+      else
+        nearest_resize(h, u);
       role = other(cur);
-      Tensor t = m.buf(role, {B, b.res.c_out, 2 * hs, 2 * ws});
+      Tensor t = m.buf(role, {B, b.res.c_out, th, tw});
       b.up_conv.run(u, t);
       cur = role;
       h = t;

@@ -38,12 +38,14 @@ def norm32(channels, eps=1e-5):
 
 
 class TimestepEmbedSequential(nn.Sequential):
-    def forward(self, x, emb, context):
+    def forward(self, x, emb, context, out_size=None):
         for layer in self:
             if isinstance(layer, ResBlock):
                 x = layer(x, emb)
             elif isinstance(layer, SpatialTransformer):
                 x = layer(x, context)
+            elif isinstance(layer, Upsample):
+                x = layer(x, out_size)
             else:
                 x = layer(x)
         return x
@@ -79,8 +81,12 @@ class Upsample(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
-    def forward(self, x):
-        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+    def forward(self, x, out_size=None):
+        # out_size: the next skip's size, for latents that are not multiples of 8 (odd sizes halve
+        # rounding up on the way down); as ComfyUI's and diffusers' UNets do. None: exactly 2x.
+        if out_size is None:
+            return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+        return self.conv(F.interpolate(x, size=out_size, mode="nearest"))
 
 
 class CrossAttention(nn.Module):
@@ -225,7 +231,8 @@ class UNetModel(nn.Module):
             hs.append(h)
         h = self.middle_block(h, emb, context)
         for block in self.output_blocks:
-            h = block(torch.cat([h, hs.pop()], dim=1), emb, context)
+            h = torch.cat([h, hs.pop()], dim=1)
+            h = block(h, emb, context, tuple(hs[-1].shape[-2:]) if hs else None)
         return self.out(h)
 
 

@@ -68,6 +68,10 @@ def emit(name, model, dtype):
         x_big = torch.randn(2, in_ch, 32, 32, generator=g)
         with torch.no_grad():
             big = {"x_big": x_big, "timesteps_big": t, "context_big": ctx, "out_big": model(x_big, t, ctx)}
+        x_odd = torch.randn(1, in_ch, 9, 10, generator=g)  # a 72x80 image: levels 9x10, 5x5, 3x3, 2x2
+        with torch.no_grad():
+            big.update({"x_odd": x_odd, "timesteps_odd": t_wide, "context_odd": ctx_wide,
+                        "out_odd": model(x_odd, t_wide, ctx_wide)})
         ctx_long = torch.randn(2, 154, 64, generator=g)  # a prompt of two 77-token chunks
         with torch.no_grad():
             big.update({"x_long": x, "timesteps_long": t, "context_long": ctx_long, "out_long": model(x, t, ctx_long)})
