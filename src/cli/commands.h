@@ -13,5 +13,6 @@ void command_convert_register(CLI::App& app);
 void command_text_register(CLI::App& app);
 void command_chat_register(CLI::App& app);
 void command_bench_register(CLI::App& app);
+void command_serve_register(CLI::App& app);
 
 }  // namespace aigc::cli
