@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "server/http_server.h"
+#include "server/test_pattern_backend.h"
 
 namespace aigc::cli {
 
@@ -19,6 +20,7 @@ namespace {
 struct ServeArgs {
   server::ServeOptions opt;
   std::string memory_budget = "0";
+  std::string test_image_model;
   double max_body_mib = 32;
 };
 
@@ -57,6 +59,11 @@ void serve_run(ServeArgs& a) {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
   server::HttpServer srv(o);
+  if (!a.test_image_model.empty()) {
+    if (!server::model_name_valid(a.test_image_model))
+      error_throw("invalid model name", "--test-image-model", "letters, digits, '.', '_' and '-' only");
+    srv.registry().image_backend_add(a.test_image_model, std::make_shared<server::TestPatternBackend>());
+  }
   const int port = srv.bind();
   if (o.host != "127.0.0.1" && o.host != "localhost" && o.host != "::1" && o.api_key.empty())
     log_warn("listening on {} without --api-key: anyone who can reach this address can use it", o.host);
@@ -113,6 +120,11 @@ void command_serve_register(CLI::App& app) {
   cmd->add_flag("--no-mmap", o.registry.no_mmap, "Read model files into memory instead of mapping them");
   cmd->add_flag("--mlock", o.registry.mlock, "Lock model weights in memory (no paging out)");
   cmd->add_option("--http-threads", o.http_threads, "Connection threads (0: 2 x queue size + 8)")->default_val(0);
+  cmd->add_option("--test-image-model", a->test_image_model,
+                  "Testing: serve an image model NAME that draws test patterns (no diffusion), to exercise the "
+                  "image API and the studio UI")
+      ->type_name("NAME")
+      ->group("Testing");
   cmd->callback([a]() { serve_run(*a); });
 }
 
