@@ -161,6 +161,7 @@ async function chatSend(text) {
   } finally {
     send.disabled = false; stop.disabled = true; chat.controller = null;
     document.getElementById('chat-input').focus();
+    modelsLoad();  // "(not loaded)" marks change after first use
   }
 }
 
