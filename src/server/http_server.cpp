@@ -68,6 +68,9 @@ std::string sse(const json& j) {
 }
 
 // What a route's handler and the model's worker share for one request.
+// The end of a job (its last events, its result or its error) is held back until release(),
+// which the worker calls after it let go of the model: a client that sends its next request as
+// soon as it has the answer then finds the model idle (the memory budget may unload it).
 struct Exchange {
   std::mutex mu;
   std::condition_variable cv;
@@ -76,6 +79,8 @@ struct Exchange {
   std::optional<ApiError> error;   // before started: the HTTP answer
   json result;                     // non-streaming answer
   std::atomic<bool> cancel{false}; // client gone, timed out, or server stopping
+  std::vector<std::string> tail;   // the last events, held until release()
+  bool ended = false;              // fail() or finish() was called
 
   void push(std::string s) {
     {
@@ -83,6 +88,10 @@ struct Exchange {
       chunks.push_back(std::move(s));
     }
     cv.notify_all();
+  }
+  void push_last(std::string s) {
+    std::lock_guard lk(mu);
+    tail.push_back(std::move(s));
   }
   void start() {
     {
@@ -92,17 +101,28 @@ struct Exchange {
     cv.notify_all();
   }
   void fail(ApiError e) {
-    {
-      std::lock_guard lk(mu);
-      if (!started) error = std::move(e);
-      else chunks.push_back(sse(e.body()) + "data: [DONE]\n\n");
-      done = true;
-    }
-    cv.notify_all();
+    std::lock_guard lk(mu);
+    if (ended) return;
+    if (!started) error = std::move(e);
+    else tail.push_back(sse(e.body()) + "data: [DONE]\n\n");
+    ended = true;
   }
   void finish() {
+    std::lock_guard lk(mu);
+    ended = true;
+  }
+  // Publishes the end (call once the model is free). A job that ended without fail()/finish()
+  // is reported as an internal error.
+  void release() {
     {
       std::lock_guard lk(mu);
+      if (!ended) {
+        const ApiError e = ApiError::internal("The job ended without an answer");
+        if (!started) error = e;
+        else tail.push_back(sse(e.body()) + "data: [DONE]\n\n");
+      }
+      for (std::string& t : tail) chunks.push_back(std::move(t));
+      tail.clear();
       started = done = true;
     }
     cv.notify_all();
@@ -292,9 +312,9 @@ void text_job_run(const JobEnv& env, ModelSlot& slot, const TextSpec& spec, Exch
                       {"total_tokens", prompt_tokens + completion_tokens}};
   if (stream) {
     if (spec.sampling.include_usage)
-      ex.push(sse({{"id", spec.id}, {"object", object}, {"created", spec.created}, {"model", spec.model},
+      ex.push_last(sse({{"id", spec.id}, {"object", object}, {"created", spec.created}, {"model", spec.model},
                    {"system_fingerprint", kFingerprint}, {"choices", json::array()}, {"usage", usage}}));
-    ex.push("data: [DONE]\n\n");
+    ex.push_last("data: [DONE]\n\n");
   } else {
     std::lock_guard lk(ex.mu);
     ex.result = {{"id", spec.id}, {"object", object}, {"created", spec.created}, {"model", spec.model},
@@ -376,8 +396,8 @@ void image_job_run(const JobEnv& env, ModelSlot& slot, const ImageGenerationRequ
                    {"strength", r.strength}}}};
   if (spec.stream) {
     result["type"] = "result";
-    ex.push(sse(result));
-    ex.push("data: [DONE]\n\n");
+    ex.push_last(sse(result));
+    ex.push_last("data: [DONE]\n\n");
   } else {
     std::lock_guard lk(ex.mu);
     ex.result = std::move(result);
@@ -445,7 +465,11 @@ void HttpServer::routes_add() {
     return httplib::Server::HandlerResponse::Unhandled;
   });
   s.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
-    const double secs = std::chrono::duration<double>(Clock::now() - t_request_start).count();
+    // Requests refused before routing (e.g. 413 while reading the body) have no start time: 0 s.
+    const double secs = t_request_start == Clock::time_point{}
+                            ? 0.0
+                            : std::chrono::duration<double>(Clock::now() - t_request_start).count();
+    t_request_start = {};
     metrics_.request_observe(route_label(req.path), res.status, secs);
   });
   s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
@@ -528,8 +552,20 @@ void HttpServer::routes_add() {
       spec->model = slot.config.name;
       auto ex = std::make_shared<Exchange>();
       const bool pushed = registry_->queue(slot).push(
-          {.run = [this, &slot, spec, ex] { text_job_run(JobEnv{*registry_, metrics_, stopping_, opt_.token_delay_us}, slot, *spec, *ex); },
-           .drop = [ex] { ex->fail(ApiError::unavailable("The server is shutting down", "shutting_down")); }});
+          {.run =
+               [this, &slot, spec, ex] {
+                 try {
+                   text_job_run(JobEnv{*registry_, metrics_, stopping_, opt_.token_delay_us}, slot, *spec, *ex);
+                 } catch (const std::exception& e) {
+                   ex->fail(ApiError::internal(e.what()));
+                 }
+                 ex->release();
+               },
+           .drop =
+               [ex] {
+                 ex->fail(ApiError::unavailable("The server is shutting down", "shutting_down"));
+                 ex->release();
+               }});
       if (!pushed)
         throw ApiError::unavailable(stopping_ ? "The server is shutting down"
                                               : "The model's queue is full; retry after a moment",
@@ -583,8 +619,21 @@ void HttpServer::routes_add() {
       auto ex = std::make_shared<Exchange>();
       auto spec = std::make_shared<ImageGenerationRequest>(std::move(r));
       const bool pushed = registry_->queue(slot).push(
-          {.run = [this, &slot, spec, ex, deadline] { image_job_run(JobEnv{*registry_, metrics_, stopping_, opt_.token_delay_us}, slot, *spec, *ex, deadline); },
-           .drop = [ex] { ex->fail(ApiError::unavailable("The server is shutting down", "shutting_down")); }});
+          {.run =
+               [this, &slot, spec, ex, deadline] {
+                 try {
+                   image_job_run(JobEnv{*registry_, metrics_, stopping_, opt_.token_delay_us}, slot, *spec, *ex,
+                                 deadline);
+                 } catch (const std::exception& e) {
+                   ex->fail(ApiError::internal(e.what()));
+                 }
+                 ex->release();
+               },
+           .drop =
+               [ex] {
+                 ex->fail(ApiError::unavailable("The server is shutting down", "shutting_down"));
+                 ex->release();
+               }});
       if (!pushed) throw ApiError::unavailable("The model's queue is full; retry after a moment", "queue_full");
       if (!ex->wait_started(deadline)) {
         ex->cancel = true;

@@ -541,7 +541,13 @@ TEST_F(ServerTest, MetricsCountRequestsTokensAndMemory) {
   start();
   ASSERT_EQ(post("/v1/chat/completions", chat_body(5))->status, 200);
   post("/v1/chat/completions", chat_body(5, {{"model", "nope"}}));
-  const std::string m = metrics();
+  // Requests are counted once their answer is written: the client may ask before that.
+  std::string m;
+  for (int i = 0; i < 100; ++i) {
+    m = metrics();
+    if (m.find("aigc_request_duration_seconds_count{route=\"/v1/chat/completions\"} 2") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   EXPECT_NE(m.find("aigc_requests_total{route=\"/v1/chat/completions\",status=\"200\"} 1"), std::string::npos) << m;
   EXPECT_NE(m.find("aigc_requests_total{route=\"/v1/chat/completions\",status=\"404\"} 1"), std::string::npos) << m;
   EXPECT_NE(m.find("aigc_generated_tokens_total 5"), std::string::npos) << m;
