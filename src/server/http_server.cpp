@@ -2,6 +2,7 @@
 
 #include <httplib.h>
 #include <signal.h>
+#include <sys/socket.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -414,6 +415,12 @@ HttpServer::HttpServer(ServeOptions opt) : opt_(std::move(opt)) {
   const size_t threads = opt_.http_threads > 0 ? static_cast<size_t>(opt_.http_threads)
                                                : std::max<size_t>(8, opt_.registry.queue_size * 2 + 8);
   http_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  // SO_REUSEADDR only: httplib's default also sets SO_REUSEPORT, which would let a second server
+  // (or another program) bind the same port and take a share of the connections.
+  http_->set_socket_options([](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
   http_->set_payload_max_length(opt_.max_body_bytes);
   http_->set_keep_alive_timeout(2);
   http_->set_read_timeout(30);
