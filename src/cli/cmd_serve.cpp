@@ -119,7 +119,7 @@ void command_serve_register(CLI::App& app) {
       ->default_val(0);
   cmd->add_flag("--no-mmap", o.registry.no_mmap, "Read model files into memory instead of mapping them");
   cmd->add_flag("--mlock", o.registry.mlock, "Lock model weights in memory (no paging out)");
-  cmd->add_option("--http-threads", o.http_threads, "Connection threads (0: 2 x queue size + 8)")->default_val(0);
+  cmd->add_option("--http-threads", o.http_threads, "Connection threads (0: queue size x (models + 1) + 8, at least 2 x queue size + 8)")->default_val(0);
   cmd->add_option("--test-image-model", a->test_image_model,
                   "Testing: serve an image model NAME that draws test patterns (no diffusion), to exercise the "
                   "image API and the studio UI")

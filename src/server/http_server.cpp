@@ -412,8 +412,12 @@ HttpServer::HttpServer(ServeOptions opt) : opt_(std::move(opt)) {
   ::signal(SIGPIPE, SIG_IGN);  // a client that went away must not kill the server
   registry_ = std::make_unique<ModelRegistry>(opt_.registry);
   http_ = std::make_unique<httplib::Server>();
-  const size_t threads = opt_.http_threads > 0 ? static_cast<size_t>(opt_.http_threads)
-                                               : std::max<size_t>(8, opt_.registry.queue_size * 2 + 8);
+  // A waiting or streaming request holds a connection thread: enough for every queue to be full,
+  // plus some for the cheap routes (models, metrics, the UI), capped.
+  const size_t models = registry_->list().size();
+  const size_t threads = opt_.http_threads > 0
+                             ? static_cast<size_t>(opt_.http_threads)
+                             : std::min<size_t>(1024, opt_.registry.queue_size * std::max<size_t>(2, models + 1) + 8);
   http_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   // SO_REUSEADDR only: httplib's default also sets SO_REUSEPORT, which would let a second server
   // (or another program) bind the same port and take a share of the connections.

@@ -42,7 +42,7 @@ struct ServeOptions {
   std::string api_key;                  // non-empty: "Authorization: Bearer KEY" on every route but /health and the UI files
   size_t max_body_bytes = 32u << 20;    // larger requests get 413
   double timeout_s = 600;               // per request, from arrival to the last token
-  int http_threads = 0;                 // connection threads; 0: enough for every queue slot plus a few
+  int http_threads = 0;                 // connection threads; 0: enough for every queue to be full, plus a few
   RegistryOptions registry;
   int64_t token_delay_us = 0;           // tests only: a pause after each token (to hold a queue busy)
   // TODO(lead): image models. Set registry.image_backend_open to a function that opens a Stable
