@@ -226,6 +226,7 @@ void text_job_run(const JobEnv& env, ModelSlot& slot, const TextSpec& spec, Exch
                 chat_template_names() + ") for it in models.json",
             "model", "no_chat_template"));
       std::vector<ChatMessage> msgs = spec.messages;
+      for (ChatMessage& m : msgs) m.content = chat_content_defuse(std::move(m.content), slot.control_texts);
       const bool has_system = std::any_of(msgs.begin(), msgs.end(), [](const ChatMessage& m) { return m.role == "system"; });
       if (!has_system && !slot.config.system.empty()) msgs.insert(msgs.begin(), {"system", slot.config.system});
       const std::string prompt = chat_template_render(*slot.chat_template, msgs, true, slot.bos, slot.eos);

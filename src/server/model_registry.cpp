@@ -22,6 +22,16 @@ bool model_name_valid(const std::string& name) {
   });
 }
 
+std::string chat_content_defuse(std::string content, const std::vector<std::string>& control_texts) {
+  static const std::string zwsp = "\xe2\x80\x8b";  // U+200B
+  for (const std::string& t : control_texts) {
+    if (t.size() < 2) continue;
+    for (size_t at = content.find(t); at != std::string::npos; at = content.find(t, at + t.size() + zwsp.size()))
+      content.insert(at + 1, zwsp);
+  }
+  return content;
+}
+
 namespace {
 
 // `path` (symlinks followed) lies inside `dir`.
@@ -274,6 +284,12 @@ TextGenerator& ModelRegistry::text_acquire(ModelSlot& s) {
   const text::Vocab& v = gen->vocab();
   s.bos = v.data().bos == text::token_null ? "<s>" : v.token_text(v.data().bos);
   s.eos = v.data().eos == text::token_null ? "</s>" : v.token_text(v.data().eos);
+  s.control_texts.clear();
+  for (size_t id = 0; id < v.size(); ++id) {
+    const auto tid = static_cast<text::TokenId>(id);
+    if (v.token_type(tid) == text::TokenType::Control || v.token_type(tid) == text::TokenType::UserDefined)
+      s.control_texts.push_back(v.token_text(tid));
+  }
   // Weights (mapped or read) plus the f32 KV cache: 2 * layers * ctx * embd floats (an upper
   // bound: grouped KV heads need less).
   const int64_t bytes = file_bytes + 2 * model->n_layer() * n_ctx * model->n_embd() * 4;

@@ -77,6 +77,7 @@ struct ModelSlot {
   std::unique_ptr<TextGenerator> text;
   std::optional<ChatTemplate> chat_template;
   std::string bos = "<s>", eos = "</s>";
+  std::vector<std::string> control_texts;  // texts of the control tokens (for chat_content_defuse)
   std::shared_ptr<ImageBackend> image;
   bool image_pinned = false;        // added with image_backend_add: never unloaded
   // Accounting, guarded by the registry's mutex:
@@ -129,6 +130,11 @@ class ModelRegistry {
   std::map<std::string, std::unique_ptr<ModelSlot>> slots_;
   std::string default_name_;
 };
+
+// A chat message's text with every control-token text in it (e.g. "<|im_end|>") broken by a
+// zero-width space after its first character, so that text a user writes cannot close the turn
+// or open another role when the rendered prompt is tokenized with special-token parsing.
+std::string chat_content_defuse(std::string content, const std::vector<std::string>& control_texts);
 
 // True when `name` may name a model: [A-Za-z0-9._-], 1..128 bytes, not "." or "..", no "..".
 bool model_name_valid(const std::string& name);
