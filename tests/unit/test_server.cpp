@@ -583,3 +583,24 @@ TEST_F(ServerTest, ForgedTurnInAMessageIsNotParsedAsSpecialTokens) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST_F(ServerTest, BrokenModelFileIsAnErrorNotACrash) {
+  const fs::path models = temp_dir("broken");
+  std::ofstream(models / "broken.gguf") << "GGUF this is not a model";
+  fs::copy_file(dir_ / "tiny.gguf", models / "tiny.gguf");
+  ServeOptions o;
+  o.registry.models_dir = models.string();
+  start(o);
+  auto r = post("/v1/completions", {{"model", "broken"}, {"prompt", "x"}, {"max_tokens", 2}});
+  expect_error(r, 503, "", "model_load_failed");
+  EXPECT_NE(json::parse(r->body)["error"]["message"].get<std::string>().find("broken.gguf"), std::string::npos) << r->body;
+  // The server goes on serving the other model.
+  auto ok = post("/v1/completions", {{"model", "tiny"}, {"prompt", "x"}, {"max_tokens", 2}});
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200);
+  fs::remove_all(models);
+}
+
+}  // namespace
