@@ -99,3 +99,15 @@ test('keyboard: tabs switch with the arrow keys', async () => {
   assert.equal(await page.getAttribute('#tab-chat', 'aria-selected'), 'true');
   assert.equal(await page.isHidden('#page-studio'), true);
 });
+
+test('responsive: a phone-sized viewport has no horizontal scrolling', async () => {
+  const phone = await browser.newPage({ viewport: { width: 390, height: 844 } });
+  await phone.goto(srv.url + '/');
+  for (const tab of ['#tab-chat', '#tab-studio']) {
+    await phone.click(tab);
+    const [scroll, width] = await phone.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+    assert.ok(scroll <= width, `${tab}: page is ${scroll}px wide in a ${width}px viewport`);
+  }
+  await phone.screenshot({ path: join(outDir, 'ui-studio-phone.png'), fullPage: true });
+  await phone.close();
+});
