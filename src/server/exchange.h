@@ -96,5 +96,4 @@ struct Exchange {
   }
 };
 
-
 }  // namespace aigc::server

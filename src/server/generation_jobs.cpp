@@ -45,10 +45,7 @@ std::string base64_encode(std::string_view in) {
   return out;
 }
 
-
 // ---- the jobs (on the model's worker thread) ----------------------------------------------------
-
-
 
 void text_job_run(const JobEnv& env, ModelSlot& slot, const TextSpec& spec, Exchange& ex) {
   std::lock_guard use(slot.use);
@@ -250,6 +247,5 @@ void image_job_run(const JobEnv& env, ModelSlot& slot, const ImageGenerationRequ
   }
   ex.finish();
 }
-
 
 }  // namespace aigc::server
