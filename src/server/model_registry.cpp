@@ -132,7 +132,11 @@ void ModelRegistry::scan_locked() {
       if (m.contains("system")) c.system = m.at("system").get<std::string>();
       if (m.contains("defaults")) defaults_read(m.at("defaults"), c.defaults, where);
       if (existing) {
-        if (!existing->loaded) existing->config = c;  // a loaded model keeps what it was loaded with
+        // A loaded or busy model keeps what it was loaded with (its worker reads the config).
+        if (!existing->loaded && existing->use.try_lock()) {
+          existing->config = c;
+          existing->use.unlock();
+        }
       } else {
         slots_.emplace(name, std::make_unique<ModelSlot>(c));
       }

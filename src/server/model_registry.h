@@ -97,6 +97,7 @@ class ModelRegistry {
   explicit ModelRegistry(RegistryOptions opt);  // reads DIR and models.json; throws aigc::Error
   ~ModelRegistry();                             // shuts the queues down and joins the workers
 
+  // Before serving (it may replace a slot of the same name).
   void image_backend_add(const std::string& name, std::shared_ptr<ImageBackend> backend);
 
   // The model `name` ("" = the default model). Throws ApiError: 400 for an invalid name,
