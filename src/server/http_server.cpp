@@ -159,12 +159,9 @@ void HttpServer::routes_add() {
                       : res.status == 413 ? "The request body is larger than the server accepts (--max-body)"
                       : res.status == 405 ? "Method not allowed"
                                           : "Request failed";
-    json_send(res, res.status, api_error_body(res.status, msg));
-    if (res.status == 413) {
-      json b = api_error_body(413, msg);
-      b["error"]["code"] = "request_too_large";
-      json_send(res, 413, b);
-    }
+    json b = api_error_body(res.status, msg);
+    if (res.status == 413) b["error"]["code"] = "request_too_large";
+    json_send(res, res.status, b);
   });
   s.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
     try {
