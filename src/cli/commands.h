@@ -17,5 +17,6 @@ void command_image_register(CLI::App& app);
 // `aigc bench image` (cmd_bench_image.cpp), added under `aigc bench`.
 void command_bench_image_register(CLI::App* bench);
 void command_train_register(CLI::App& app);  // also adds `bench train`: register after bench
+void command_serve_register(CLI::App& app);
 
 }  // namespace aigc::cli
