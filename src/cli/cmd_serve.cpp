@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "server/http_server.h"
+#include "server/sd_image_backend.h"
 #include "server/test_pattern_backend.h"
 
 namespace aigc::cli {
@@ -46,9 +47,10 @@ void serve_run(ServeArgs& a) {
     if (const char* k = std::getenv("AIGC_API_KEY")) o.api_key = k;
   o.registry.memory_budget = bytes_parse(a.memory_budget);
   o.max_body_bytes = static_cast<size_t>(a.max_body_mib * 1024 * 1024);
-  // TODO(lead): image models. When src/image/sd_pipeline.h lands, set
-  //   o.registry.image_backend_open = [](const std::string& path) { return std::make_shared<SdImageBackend>(path); };
-  // with SdImageBackend adapting the pipeline to server::ImageBackend (progress per step, cancel flag).
+  // Image models: Stable Diffusion checkpoints (*.safetensors in DIR).
+  o.registry.image_backend_open = [](const std::string& path) -> std::shared_ptr<server::ImageBackend> {
+    return std::make_shared<server::SdImageBackend>(path);
+  };
 
   // Signals go to one thread that waits for them (blocked everywhere else, including the threads
   // the server starts, which inherit this mask).

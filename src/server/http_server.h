@@ -45,9 +45,8 @@ struct ServeOptions {
   int http_threads = 0;                 // connection threads; 0: enough for every queue to be full, plus a few
   RegistryOptions registry;
   int64_t token_delay_us = 0;           // tests only: a pause after each token (to hold a queue busy)
-  // TODO(lead): image models. Set registry.image_backend_open to a function that opens a Stable
-  // Diffusion model file (src/image/sd_pipeline.h) as an ImageBackend; until then image files in
-  // --models DIR are not listed and the image routes answer 404 for every model name.
+  // Image models: registry.image_backend_open opens a model file as an ImageBackend (`aigc serve`
+  // sets it to SdImageBackend, server/sd_image_backend.h); null: image files in DIR are not listed.
 };
 
 class HttpServer {

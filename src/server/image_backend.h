@@ -1,8 +1,9 @@
 // ImageBackend: what the server needs from an image model, so the HTTP routes, the queue and the
 // UI do not depend on how images are made.
 //
-// The real backend (Stable Diffusion: src/image/sd_pipeline.h) is not wired yet: the seam is
-// ServeOptions::image_backend_open in http_server.h (TODO there). Tests use a fake backend.
+// The real backend is SdImageBackend (server/sd_image_backend.h: Stable Diffusion through
+// src/image/sd_pipeline.h), set by `aigc serve` as RegistryOptions::image_backend_open. Tests also
+// use a fake backend.
 //
 //   class MyBackend : public ImageBackend {
 //     std::vector<std::string> generate(const ImageRequest& r, const ImageProgressFn& progress,
