@@ -24,6 +24,13 @@ void same(const Tensor& a, const Tensor& b, const char* op) {
   AIGC_CHECK(a.numel() == b.numel(), "{}: sizes differ: {} and {}", op, a.shape_str(), b.shape_str());
 }
 
+void bias_check(const Tensor& dy, const Tensor& db) {
+  dense(dy, "bias_backward");
+  dense(db, "bias_backward");
+  AIGC_CHECK(db.ndim() == 1 && dy.ndim() >= 1 && dy.size(-1) == db.numel(), "bias_backward: db {} does not match dy {}",
+             db.shape_str(), dy.shape_str());
+}
+
 struct ConvDims {
   int64_t N, C, H, W, O, kh, kw, Ho, Wo;
 };
@@ -130,6 +137,16 @@ int64_t conv2d_scratch_floats(const Tensor& x, const Tensor& w, int stride, int 
 // ---- reference kernels ---------------------------------------------------------------------------
 
 namespace ref {
+
+void bias_backward(const Tensor& dy, Tensor& db) {
+  bias_check(dy, db);
+  const int64_t O = db.numel(), N = dy.numel() / O;
+  for (int64_t o = 0; o < O; ++o) {
+    double s = 0;
+    for (int64_t n = 0; n < N; ++n) s += dy.ptr<float>()[n * O + o];
+    db.ptr<float>()[o] += static_cast<float>(s);
+  }
+}
 
 void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, int stride, int pad, Tensor* dx, Tensor* dw,
                      Tensor* db, Tensor& /*scratch*/) {
@@ -281,6 +298,15 @@ void concat_channels_backward(const Tensor& dy, Tensor& da, Tensor& db) {
   }
 }
 
+void add_channel_forward(const Tensor& x, const Tensor& e, Tensor& y) {
+  addc_check(x, e);
+  dense(y, "add_channel_forward");
+  same(y, x, "add_channel_forward");
+  const int64_t NC = e.numel(), S = x.numel() / NC;
+  for (int64_t p = 0; p < NC; ++p)
+    for (int64_t i = 0; i < S; ++i) y.ptr<float>()[p * S + i] = x.ptr<float>()[p * S + i] + e.ptr<float>()[p];
+}
+
 void add_channel_backward(const Tensor& dy, Tensor& de) {
   addc_check(dy, de);
   const int64_t NC = de.numel(), S = dy.numel() / NC;
@@ -395,6 +421,15 @@ void mse_backward(const Tensor& pred, const Tensor& target, float dloss, Tensor&
 }  // namespace ref
 
 // ---- fast kernels --------------------------------------------------------------------------------
+
+void bias_backward(const Tensor& dy, Tensor& db) {
+  bias_check(dy, db);
+  const int64_t O = db.numel(), N = dy.numel() / O;
+  parallel_for(O, [&](int64_t o0, int64_t o1) {  // columns over threads; rows read in order
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t o = o0; o < o1; ++o) db.ptr<float>()[o] += dy.ptr<float>()[n * O + o];
+  }, 16);
+}
 
 void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, int stride, int pad, Tensor* dx, Tensor* dw,
                      Tensor* db, Tensor& scratch) {
@@ -579,6 +614,19 @@ void concat_channels_backward(const Tensor& dy, Tensor& da, Tensor& db) {
       float *a = da.ptr<float>() + n * Ca * S, *b = db.ptr<float>() + n * Cb * S;
       for (int64_t i = 0; i < Ca * S; ++i) a[i] += g[i];
       for (int64_t i = 0; i < Cb * S; ++i) b[i] += g[Ca * S + i];
+    }
+  });
+}
+
+void add_channel_forward(const Tensor& x, const Tensor& e, Tensor& y) {
+  addc_check(x, e);
+  dense(y, "add_channel_forward");
+  same(y, x, "add_channel_forward");
+  const int64_t NC = e.numel(), S = x.numel() / NC;
+  parallel_for(NC, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const float b = e.ptr<float>()[p];
+      for (int64_t i = 0; i < S; ++i) y.ptr<float>()[p * S + i] = x.ptr<float>()[p * S + i] + b;
     }
   });
 }

@@ -25,6 +25,8 @@ struct MhaShape {
 };
 
 #define AIGC_GRAD_IMAGE_DECLARE                                                                      \
+  /* y = x w^T + b: db [O] += sum over rows of dy [N, O] */                                           \
+  void bias_backward(const Tensor& dy, Tensor& db);                                                   \
   /* y = conv2d(x, w, b, stride, pad): x [N, C, H, W], w [O, C, kh, kw], dy [N, O, Ho, Wo];          \
      dx, dw, db ([O]) each may be null. scratch: conv2d_scratch_floats() floats. */                  \
   void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, int stride, int pad,       \
@@ -41,6 +43,7 @@ struct MhaShape {
   void concat_channels_backward(const Tensor& dy, Tensor& da, Tensor& db);                           \
   /* y = x + e[:, :, None, None]: x [N, C, H, W], e [N, C]; de [N, C] += sum over H, W of dy          \
      (dx += dy is add_backward) */                                                                    \
+  void add_channel_forward(const Tensor& x, const Tensor& e, Tensor& y);                             \
   void add_channel_backward(const Tensor& dy, Tensor& de);                                           \
   /* y [N, B, A] = x [N, A, B] transposed (NCHW [N, C, S] <-> tokens [N, S, C]); forward writes y,     \
      backward accumulates dx [N, A, B] from dy [N, B, A] */                                           \

@@ -14,6 +14,7 @@ torch.autograd in float64 (y = op(inputs); y.backward(dy)). Odd sizes throughout
   transpose12: x [2, 3, 7] -> [2, 7, 3]
   mha:        self-attention B=2, T=5, H=3, D=4 (q/k/v [B, T, H*D]), scale 1/sqrt(D), no mask
   mha_cross:  B=2, Tq=7, Tk=4, H=2, D=3
+  bias:       y = linear(x [2, 5, 7], w [3, 7], b [3]); db only (dy [2, 5, 3])
   mse:        pred/target [3, 5, 7], mean; dloss 1.3
 Writes OUT_DIR/train_image_ops.bin with entries OP.NAME.
 """
@@ -100,6 +101,12 @@ def main(out_dir):
         y.backward(dy)
         d.update({name + ".q": q, name + ".k": k, name + ".v": v, name + ".dy": dy, name + ".y": y,
                   name + ".probs": p, name + ".dq": q.grad, name + ".dk": k.grad, name + ".dv": v.grad})
+
+    x, w, b = leaf(rnd(2, 5, 7)), leaf(rnd(3, 7)), leaf(rnd(3))
+    y = F.linear(x, w, b)
+    dy = rnd(*y.shape)
+    y.backward(dy)
+    d.update({"bias.dy": dy, "bias.db": b.grad})
 
     pred, tgt = leaf(rnd(3, 5, 7)), rnd(3, 5, 7)
     loss = F.mse_loss(pred, tgt)

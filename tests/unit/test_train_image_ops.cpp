@@ -14,6 +14,7 @@
 #include "common/alloc_counter.h"
 #include "common/compare.h"
 #include "common/refdump.h"
+#include "train/autograd.h"
 #include "train/backward_image.h"
 
 namespace aigc::train {
@@ -105,8 +106,12 @@ TEST_P(ImageBackwardTwin, UpsampleConcatAddChannelTranspose) {
   KERNEL(add_channel_backward)(r("add_channel.dy"), de);
   EXPECT_TENSORS_CLOSE(de, r("add_channel.de"), kAtol, kRtol);
   Tensor y = zeros_like(r("add_channel.y"));
-  ops::add(r("add_channel.x"), r("add_channel.e").reshape({2, 3, 1, 1}), y);  // the forward: engine broadcast
+  KERNEL(add_channel_forward)(r("add_channel.x"), r("add_channel.e"), y);
   EXPECT_TENSORS_CLOSE(y, r("add_channel.y"), kAtol, kRtol);
+
+  Tensor dbias = Tensor::zeros(DType::F32, {3});
+  KERNEL(bias_backward)(r("bias.dy"), dbias);
+  EXPECT_TENSORS_CLOSE(dbias, r("bias.db"), kAtol, kRtol);
 
   Tensor ty = zeros_like(r("transpose12.y")), tdx = zeros_like(r("transpose12.x"));
   KERNEL(transpose12_forward)(r("transpose12.x"), ty);
@@ -241,6 +246,50 @@ TEST_P(ImageFiniteDiff, CrossAttention) {
 
 INSTANTIATE_TEST_SUITE_P(Kernels, ImageFiniteDiff, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "reference" : "fast"; });
+
+// ---- through the Graph: a miniature text-conditioned UNet -------------------------------------------
+
+// conv -> group_norm -> silu -> + time embedding (linear) -> strided conv -> upsample -> concat (skip)
+// -> tokens -> layer_norm -> cross-attention on a "text" context -> back to NCHW -> 1x1 conv -> MSE.
+// Every parameter and the image input are checked against central differences of the loss.
+TEST_P(ImageFiniteDiff, MiniUnetGraph) {
+  Graph g;
+  Var x = g.input({2, 2, 4, 4}), temb = g.input({2, 3}), ctx = g.input({2, 3, 5}), target = g.input({2, 2, 4, 4});
+  Var w1 = g.param("w1", {4, 2, 3, 3}), b1 = g.param("b1", {4}), g1 = g.param("g1", {4}), be1 = g.param("be1", {4});
+  Var we = g.param("we", {4, 3}), bee = g.param("bee", {4});
+  Var w2 = g.param("w2", {4, 4, 3, 3}), b2 = g.param("b2", {4});
+  Var lg = g.param("lg", {8}), lb = g.param("lb", {8});
+  Var wq = g.param("wq", {8, 8}), wk = g.param("wk", {8, 5}), wv = g.param("wv", {8, 5});
+  Var w3 = g.param("w3", {2, 8, 1, 1}), b3 = g.param("b3", {2});
+  Var h = g.silu(g.group_norm(g.conv2d(x, w1, b1, 1, 1), g1, be1, 2, 1e-5f));
+  h = g.add_channel(h, g.linear(temb, we, bee));
+  Var c = g.concat_channels(g.upsample2(g.conv2d(h, w2, b2, 2, 1)), h);             // [2, 8, 4, 4]
+  Var tok = g.layer_norm(g.transpose12(g.view(c, {2, 8, 16})), lg, lb, 1e-5f);       // [2, 16, 8]
+  Var q = g.view(g.linear(g.view(tok, {32, 8}), wq), {2, 16, 8});
+  Var k = g.view(g.linear(g.view(ctx, {6, 5}), wk), {2, 3, 8});
+  Var v = g.view(g.linear(g.view(ctx, {6, 5}), wv), {2, 3, 8});
+  Var a = g.mha(q, k, v, grad::MhaShape{2, 16, 3, 2, 4, 0.0f});
+  Var out = g.conv2d(g.view(g.transpose12(a), {2, 8, 4, 4}), w3, b3, 1, 0);
+  Var loss = g.mse(out, target);
+  g.allocate();
+  g.kernels_reference_set(GetParam());
+  std::mt19937 rng(11);
+  for (Var in : {x, temb, ctx, target}) fill_random(g.value(in), rng, 1.0f);
+  for (const auto& p : g.params()) fill_random(g.value(p.var), rng, 0.4f, p.name[0] == 'g' || p.name == "lg" ? 1.0f : 0.0f);
+  g.forward(loss);
+  g.backward(loss);
+  std::vector<Tensor*> ins;
+  std::vector<Tensor> grads;
+  for (const auto& p : g.params()) grads.push_back(clone(g.grad(p.var)));
+  grads.push_back(clone(g.grad(x)));
+  for (const auto& p : g.params()) ins.push_back(&g.value(p.var));
+  ins.push_back(&g.value(x));
+  std::vector<const Tensor*> gp;
+  for (const Tensor& t : grads) gp.push_back(&t);
+  Tensor one = Tensor::empty(DType::F32, {1});
+  one.ptr<float>()[0] = 1.0f;
+  fd_check([&] { g.forward(loss); }, g.value(loss), one, ins, gp, "mini unet");
+}
 
 // ---- shape checks and allocation -------------------------------------------------------------------
 
