@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "core/error.h"
+#include "train/glyph_font.h"
 
 namespace aigc::train {
 
@@ -19,6 +20,20 @@ constexpr uint8_t kPalette[kShapesColourCount][3] = {{220, 40, 40},  {40, 170, 6
                                                      {245, 245, 245}, {20, 20, 20},   {128, 128, 128}};
 constexpr std::array<const char*, 3> kShapeNames = {"circle", "square", "triangle"};
 constexpr std::array<const char*, 3> kCountWords = {"a", "two", "three"};
+constexpr std::string_view kGlyphs = "0123456789ABCDEFGHJKLMNPQRSTUVWXYZ";
+constexpr int kTemplatePixels = 48;  // height the checker's glyph templates are rendered at
+
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+// Templates of every glyph, rendered once.
+const std::vector<GlyphBitmap>& glyph_templates() {
+  static const std::vector<GlyphBitmap> t = [] {
+    std::vector<GlyphBitmap> v;
+    for (char c : kGlyphs) v.push_back(glyph_render(c, kTemplatePixels));
+    return v;
+  }();
+  return t;
+}
 
 // SplitMix64: a fixed, portable generator (std:: distributions differ between libraries).
 struct Rng {
@@ -66,7 +81,17 @@ void shapes_colour_rgb(int colour, uint8_t rgb[3]) {
   for (int i = 0; i < 3; ++i) rgb[i] = kPalette[colour][i];
 }
 
+const char* shapes_glyph_set() { return kGlyphs.data(); }
+
 std::string shapes_caption_text(const ShapesCaption& c) {
+  if (c.glyph) {
+    AIGC_CHECK(kGlyphs.find(c.glyph) != std::string_view::npos && c.colour >= 0 && c.colour < kShapesForegroundColours &&
+                   c.background >= -1 && c.background < kShapesColourCount,
+               "shapes: glyph caption spec out of range");
+    std::string t = std::string("a ") + kColourNames[static_cast<size_t>(c.colour)] + (is_digit(c.glyph) ? " digit " : " letter ") + c.glyph;
+    if (c.background >= 0) t += std::string(" on a ") + kColourNames[static_cast<size_t>(c.background)] + " background";
+    return t;
+  }
   AIGC_CHECK(c.count >= 1 && c.count <= 3 && c.colour >= 0 && c.colour < kShapesForegroundColours &&
                  c.background >= -1 && c.background < kShapesColourCount,
              "shapes: caption spec out of range");
@@ -83,8 +108,16 @@ std::optional<ShapesCaption> shapes_caption_parse(std::string_view text) {
     w.push_back(text.substr(i, j - i));
     i = j + 1;
   }
-  if (w.size() != 3 && w.size() != 7) return std::nullopt;
   ShapesCaption c;
+  if ((w.size() == 4 || w.size() == 8) && (w[2] == "digit" || w[2] == "letter")) {  // "a red digit 7"
+    if (w[0] != "a" || w[3].size() != 1 || kGlyphs.find(w[3][0]) == std::string_view::npos ||
+        is_digit(w[3][0]) != (w[2] == "digit"))
+      return std::nullopt;
+    c.glyph = w[3][0];
+    w.erase(w.begin() + 2, w.begin() + 4);
+    w.insert(w.begin() + 2, "circle");  // parsed below as a shape word; the shape is unused
+  }
+  if (w.size() != 3 && w.size() != 7) return std::nullopt;
   auto find = [](const auto& table, std::string_view s) {
     for (size_t i = 0; i < table.size(); ++i)
       if (s == table[i]) return static_cast<int>(i);
@@ -102,7 +135,7 @@ std::optional<ShapesCaption> shapes_caption_parse(std::string_view text) {
   }
   const int shape = find(kShapeNames, sh);
   if (shape < 0) return std::nullopt;
-  c.shape = static_cast<ShapeKind>(shape);
+  if (!c.glyph) c.shape = static_cast<ShapeKind>(shape);
   if (w.size() == 7) {
     if (w[3] != "on" || w[4] != "a" || w[6] != "background") return std::nullopt;
     c.background = find(kColourNames, w[5]);
@@ -111,7 +144,7 @@ std::optional<ShapesCaption> shapes_caption_parse(std::string_view text) {
   return c;
 }
 
-ShapesSample shapes_sample(uint64_t seed, int64_t index, int size) {
+ShapesSample shapes_sample(uint64_t seed, int64_t index, int size, bool glyphs) {
   AIGC_CHECK(size >= 16 && size <= 1024, "shapes_sample: size {} must be in [16, 1024]", size);
   Rng rng{seed * 0x2545F4914F6CDD1Dull ^ static_cast<uint64_t>(index) * 0x9E3779B97F4A7C15ull};
   rng.next();
@@ -123,6 +156,24 @@ ShapesSample shapes_sample(uint64_t seed, int64_t index, int size) {
   s.background = rng.below(kShapesColourCount - 1);
   if (s.background >= s.spec.colour) ++s.background;  // any colour but the shapes'
   s.spec.background = rng.below(2) ? s.background : -1;
+  if (glyphs && rng.below(4) == 0) {
+    s.spec.count = 1;
+    s.spec.shape = ShapeKind::Circle;
+    s.spec.glyph = kGlyphs[static_cast<size_t>(rng.below(static_cast<int>(kGlyphs.size())))];
+    s.caption = shapes_caption_text(s.spec);
+    const GlyphBitmap gb = glyph_render(s.spec.glyph, size * (70 + rng.below(21)) / 100);  // 70-90 % of the side
+    AIGC_ASSERT(gb.w > 0 && gb.w <= size - 2 && gb.h <= size - 2, "glyph {} does not fit", s.spec.glyph);
+    const int x0 = 1 + rng.below(size - gb.w - 1), y0 = 1 + rng.below(size - gb.h - 1);
+    s.rgb.resize(static_cast<size_t>(size) * size * 3);
+    for (int y = 0; y < size; ++y)
+      for (int x = 0; x < size; ++x) {
+        const bool on = x >= x0 && x < x0 + gb.w && y >= y0 && y < y0 + gb.h &&
+                        gb.on[static_cast<size_t>((y - y0) * gb.w + (x - x0))];
+        const int c = on ? s.spec.colour : s.background;
+        for (int i = 0; i < 3; ++i) s.rgb[(static_cast<size_t>(y) * size + x) * 3 + i] = kPalette[c][i];
+      }
+    return s;
+  }
   s.caption = shapes_caption_text(s.spec);
 
   // Sizes: one shape 35-55 % of the side, several 22-33 %; boxes kept >= 2 px apart so the
@@ -176,6 +227,7 @@ ShapesCheck shapes_check(std::span<const uint8_t> rgb, int size, const ShapesCap
   const int min_area = std::max(4, np / 200);  // specks of noise are not shapes
   std::vector<int> comp(static_cast<size_t>(np), -1), stack;
   int n_shape[3] = {0, 0, 0};
+  int bx0 = size, by0 = size, bx1 = -1, by1 = -1;  // union of the kept components' boxes
   for (int start = 0; start < np && r.found_colour >= 0; ++start) {
     if (label[static_cast<size_t>(start)] != r.found_colour || comp[static_cast<size_t>(start)] >= 0) continue;
     int area = 0, x0 = size, y0 = size, x1 = -1, y1 = -1;
@@ -199,14 +251,43 @@ ShapesCheck shapes_check(std::span<const uint8_t> rgb, int size, const ShapesCap
     }
     if (area < min_area) continue;
     ++r.found_count;
+    bx0 = std::min(bx0, x0), by0 = std::min(by0, y0), bx1 = std::max(bx1, x1), by1 = std::max(by1, y1);
     const double fill = static_cast<double>(area) / ((x1 - x0 + 1) * (y1 - y0 + 1));
     // square ~1, circle ~0.785 (pi/4), triangle ~0.5 (+ edge pixels at small sizes)
     ++n_shape[fill >= 0.9 ? 1 : fill >= 0.68 ? 0 : 2];
   }
   r.colour = r.found_colour == want.colour;
+  r.background = want.background < 0 || want.background == r.found_background;
+  if (want.glyph) {
+    // Template matching in the union box: overlap (IoU) of the pixels with each glyph stretched
+    // to the box, minus a penalty for the glyph's own aspect ratio differing from the box's.
+    r.count = r.found_count >= 1;
+    r.shape = false;
+    if (r.found_count == 0) return r;
+    const int bw = bx1 - bx0 + 1, bh = by1 - by0 + 1;
+    const auto& tpl = glyph_templates();
+    double best = -1e9;
+    char best_c = 0;
+    for (size_t k = 0; k < tpl.size(); ++k) {
+      const GlyphBitmap& t = tpl[k];
+      if (t.w == 0) continue;
+      int inter = 0, uni = 0;
+      for (int y = 0; y < bh; ++y)
+        for (int x = 0; x < bw; ++x) {
+          const bool a = label[static_cast<size_t>((by0 + y) * size + bx0 + x)] == r.found_colour;
+          const bool b = t.on[static_cast<size_t>((y * t.h / bh) * t.w + x * t.w / bw)] != 0;
+          inter += a && b;
+          uni += a || b;
+        }
+      const double aspect = std::log((static_cast<double>(bw) / bh) / (static_cast<double>(t.w) / t.h));
+      const double score = static_cast<double>(inter) / std::max(uni, 1) - 0.5 * std::abs(aspect);
+      if (score > best) best = score, best_c = kGlyphs[k];
+    }
+    r.shape = best_c == want.glyph;
+    return r;
+  }
   r.count = r.found_count == want.count;
   r.shape = r.found_count > 0 && n_shape[static_cast<int>(want.shape)] == r.found_count;
-  r.background = want.background < 0 || want.background == r.found_background;
   return r;
 }
 

@@ -10,7 +10,9 @@
 // model generates: every pixel snaps to the nearest palette colour; the most frequent colour is the
 // background; the shapes are the 4-connected components of the most frequent other colour (specks
 // below a few pixels are noise); each component's shape comes from its fill ratio (area over
-// bounding box: square ~1, circle ~pi/4, triangle ~1/2).
+// bounding box: square ~1, circle ~pi/4, triangle ~1/2). A glyph caption is checked by template
+// matching: the shape-coloured pixels' bounding box against every glyph of the font stretched to
+// it (best overlap, with a penalty for a different aspect ratio) must pick the caption's glyph.
 #pragma once
 
 #include <cstdint>
@@ -32,7 +34,13 @@ struct ShapesCaption {
   int colour = 0;            // palette index < kShapesForegroundColours
   ShapeKind shape = ShapeKind::Circle;
   int background = -1;       // palette index, or -1 when the caption does not name one
+  char glyph = 0;            // a digit/letter sample ("a red digit 7", "a blue letter K"): one of
+                             // shapes_glyph_set(); count is 1 and shape unused. 0: a shapes sample.
 };
+
+// Digits and capital letters that glyph samples use ('I' and 'O' left out: at 32 px they are a bar
+// and a ring, indistinguishable from '1' and '0' without the font's fine detail).
+const char* shapes_glyph_set();
 
 struct ShapesSample {
   int size = 32;
@@ -45,7 +53,10 @@ struct ShapesSample {
 const char* shapes_colour_name(int colour);
 void shapes_colour_rgb(int colour, uint8_t rgb[3]);
 
-ShapesSample shapes_sample(uint64_t seed, int64_t index, int size = 32);
+// glyphs: a quarter of the samples are a digit or letter rendered from the system's DejaVu font
+// (glyph_font.h; throws when it is missing). Without, the stream is shapes only (and does not
+// depend on the font).
+ShapesSample shapes_sample(uint64_t seed, int64_t index, int size = 32, bool glyphs = false);
 
 std::string shapes_caption_text(const ShapesCaption& c);
 // Parses the grammar above (case-sensitive, single spaces); nullopt for anything else.

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "train/glyph_font.h"
 #include "train/shapes_dataset.h"
 
 namespace aigc::train {
@@ -106,6 +107,51 @@ TEST(ShapesDataset, CheckerToleratesNoise) {
     ok += shapes_check(s.rgb, 32, s.spec).match();
   }
   EXPECT_GE(ok, 190);
+}
+
+// ---- digits and letters (DejaVu Sans Bold through stb_truetype) ----------------------------------
+
+TEST(ShapesDatasetGlyphs, CaptionsParse) {
+  EXPECT_EQ(shapes_caption_text({1, 0, ShapeKind::Circle, 6, '7'}), "a red digit 7 on a white background");
+  EXPECT_EQ(shapes_caption_text({1, 2, ShapeKind::Circle, -1, 'K'}), "a blue letter K");
+  for (const char* good : {"a red digit 7 on a white background", "a blue letter K", "a green digit 0"}) {
+    const auto p = shapes_caption_parse(good);
+    ASSERT_TRUE(p.has_value()) << good;
+    EXPECT_EQ(shapes_caption_text(*p), good);
+  }
+  for (const char* bad : {"a red digit K", "a red letter 7", "two red digits 7", "a red letter O", "a red digit 77",
+                          "a red letter k"})
+    EXPECT_FALSE(shapes_caption_parse(bad).has_value()) << bad;
+}
+
+TEST(ShapesDatasetGlyphs, CheckerAcceptsCleanAndRejectsOtherGlyphs) {
+  if (!glyph_font_available()) GTEST_SKIP() << "no DejaVu font in /usr/share/fonts/truetype/dejavu (fonts-dejavu-core)";
+  int n_glyph = 0, ok = 0, wrong_ok = 0, recolour_ok = 0;
+  std::string first_miss;
+  const std::string set = shapes_glyph_set();
+  for (int64_t i = 0; i < 800; ++i) {
+    const ShapesSample s = shapes_sample(21, i, 32, true);
+    EXPECT_TRUE(shapes_caption_parse(s.caption).has_value()) << s.caption;
+    if (!s.spec.glyph) {
+      EXPECT_TRUE(shapes_check(s.rgb, 32, s.spec).match()) << s.caption;
+      continue;
+    }
+    ++n_glyph;
+    const bool m = shapes_check(s.rgb, 32, s.spec).match();
+    ok += m;
+    if (!m && first_miss.empty()) first_miss = s.caption;
+    ShapesCaption w = s.spec;
+    w.glyph = set[(set.find(s.spec.glyph) + 1 + static_cast<size_t>(i) % (set.size() - 1)) % set.size()];
+    wrong_ok += shapes_check(s.rgb, 32, w).match();
+    w = s.spec;
+    w.colour = (w.colour + 1) % kShapesForegroundColours;
+    recolour_ok += shapes_check(s.rgb, 32, w).match();
+  }
+  EXPECT_GT(n_glyph, 150);
+  EXPECT_LT(n_glyph, 250);
+  EXPECT_GE(ok, n_glyph * 95 / 100) << "of " << n_glyph << "; first miss: " << first_miss;
+  EXPECT_LE(wrong_ok, n_glyph / 50) << "of " << n_glyph;
+  EXPECT_EQ(recolour_ok, 0);
 }
 
 TEST(ShapesDataset, BadInput) {
