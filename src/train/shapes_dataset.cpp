@@ -83,6 +83,49 @@ void shapes_colour_rgb(int colour, uint8_t rgb[3]) {
 
 const char* shapes_glyph_set() { return kGlyphs.data(); }
 
+namespace {
+
+const std::vector<std::string>& vocab() {
+  static const std::vector<std::string> v = [] {
+    std::vector<std::string> w{"<pad>", "<empty>"};
+    for (const char* c : kCountWords) w.emplace_back(c);
+    for (const char* c : kColourNames) w.emplace_back(c);
+    for (const char* c : kShapeNames) w.emplace_back(c), w.emplace_back(std::string(c) + "s");
+    w.emplace_back("digit");
+    w.emplace_back("letter");
+    for (char c : kGlyphs) w.emplace_back(1, c);
+    w.emplace_back("on");
+    w.emplace_back("background");
+    return w;
+  }();
+  return v;
+}
+
+}  // namespace
+
+int shapes_vocab_size() { return static_cast<int>(vocab().size()); }
+
+void shapes_caption_tokenize(std::string_view caption, std::span<int32_t> ids) {
+  AIGC_CHECK(ids.size() == static_cast<size_t>(kShapesCaptionTokens), "shapes_caption_tokenize: {} ids, want {}",
+             ids.size(), kShapesCaptionTokens);
+  std::fill(ids.begin(), ids.end(), 0);
+  if (caption.empty()) {
+    ids[0] = 1;
+    return;
+  }
+  size_t n = 0;
+  for (size_t i = 0; i <= caption.size();) {
+    const size_t j = std::min(caption.find(' ', i), caption.size());
+    const std::string_view word = caption.substr(i, j - i);
+    const auto& v = vocab();
+    const auto it = std::find(v.begin() + 2, v.end(), word);
+    AIGC_CHECK(it != v.end(), "shapes_caption_tokenize: unknown word '{}' in '{}'", word, caption);
+    AIGC_CHECK(n < ids.size(), "shapes_caption_tokenize: '{}' has more than {} words", caption, kShapesCaptionTokens);
+    ids[n++] = static_cast<int32_t>(it - v.begin());
+    i = j + 1;
+  }
+}
+
 std::string shapes_caption_text(const ShapesCaption& c) {
   if (c.glyph) {
     AIGC_CHECK(kGlyphs.find(c.glyph) != std::string_view::npos && c.colour >= 0 && c.colour < kShapesForegroundColours &&

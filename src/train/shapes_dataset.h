@@ -62,6 +62,16 @@ std::string shapes_caption_text(const ShapesCaption& c);
 // Parses the grammar above (case-sensitive, single spaces); nullopt for anything else.
 std::optional<ShapesCaption> shapes_caption_parse(std::string_view text);
 
+// Word-level tokens of the caption grammar, for the image model's text encoder: id 0 pads, id 1 is
+// the empty caption (classifier-free guidance's unconditional input), then every word the grammar
+// uses (count words, colours, shape words and plurals, "digit", "letter", the glyphs, "on",
+// "background"). kShapesCaptionTokens covers the longest caption (8 words).
+constexpr int kShapesCaptionTokens = 8;
+int shapes_vocab_size();
+// Writes kShapesCaptionTokens ids (padded with 0); "" gives {1, 0, ...}. Throws on an unknown word
+// or a caption longer than kShapesCaptionTokens words.
+void shapes_caption_tokenize(std::string_view caption, std::span<int32_t> ids);
+
 struct ShapesCheck {
   bool colour = false, shape = false, count = false, background = false;  // background: true if unnamed
   int found_colour = -1, found_background = -1, found_count = 0;

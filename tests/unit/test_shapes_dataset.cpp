@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <string>
 
@@ -152,6 +153,30 @@ TEST(ShapesDatasetGlyphs, CheckerAcceptsCleanAndRejectsOtherGlyphs) {
   EXPECT_GE(ok, n_glyph * 95 / 100) << "of " << n_glyph << "; first miss: " << first_miss;
   EXPECT_LE(wrong_ok, n_glyph / 50) << "of " << n_glyph;
   EXPECT_EQ(recolour_ok, 0);
+}
+
+TEST(ShapesDataset, CaptionTokens) {
+  std::array<int32_t, kShapesCaptionTokens> a{}, b{};
+  shapes_caption_tokenize("", a);
+  EXPECT_EQ(a[0], 1);
+  EXPECT_EQ(a[1], 0);
+  shapes_caption_tokenize("a red digit 7 on a white background", a);  // the longest form: 8 words
+  for (int32_t id : a) EXPECT_GE(id, 2);
+  EXPECT_EQ(a[0], a[5]);  // "a" twice
+  shapes_caption_tokenize("two red circles", b);
+  EXPECT_NE(a[0], b[0]);
+  EXPECT_EQ(a[1], b[1]);  // "red"
+  EXPECT_EQ(b[3], 0);
+  // Every caption of the data set tokenizes within the vocabulary, and different captions differ.
+  for (int64_t i = 0; i < 200; ++i) {
+    const ShapesSample s = shapes_sample(4, i);
+    shapes_caption_tokenize(s.caption, a);
+    for (int32_t id : a) EXPECT_LT(id, shapes_vocab_size());
+  }
+  EXPECT_THROW(shapes_caption_tokenize("a pink circle", a), Error);
+  EXPECT_THROW(shapes_caption_tokenize("a red circle on a blue background a red", a), Error);
+  std::array<int32_t, 3> small{};
+  EXPECT_THROW(shapes_caption_tokenize("a red circle", small), Error);
 }
 
 TEST(ShapesDataset, BadInput) {
