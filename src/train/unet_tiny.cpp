@@ -1,6 +1,8 @@
 // The tiny UNet's graph (see unet_tiny.h).
 #include "train/unet_tiny.h"
 
+#include <cmath>
+#include <random>
 #include <string>
 
 namespace aigc::train {
@@ -79,6 +81,22 @@ UnetTrainer::UnetTrainer(const UnetConfig& cfg, int64_t batch) : cfg_(cfg), B_(b
   g_.allocate();
   std::span<int32_t> p = g_.ids_data(pos_);
   for (int64_t i = 0; i < B * Tc; ++i) p[static_cast<size_t>(i)] = static_cast<int32_t>(i % Tc);
+}
+
+void UnetTrainer::params_init(uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  for (const Graph::ParamInfo& p : g_.params()) {
+    Tensor& v = g_.value(p.var);
+    float* d = v.ptr<float>();
+    if (v.ndim() == 1) {
+      const bool gain = p.name.size() >= 2 && p.name.compare(p.name.size() - 2, 2, ".g") == 0;
+      std::fill(d, d + p.numel, gain ? 1.0f : 0.0f);
+      continue;
+    }
+    const float std = p.name.rfind("text.", 0) == 0 ? 1.0f : 1.0f / std::sqrt(static_cast<float>(p.numel / v.size(0)));
+    std::normal_distribution<float> n(0.0f, std);
+    for (int64_t i = 0; i < p.numel; ++i) d[i] = n(rng);
+  }
 }
 
 float UnetTrainer::forward_backward() {

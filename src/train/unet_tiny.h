@@ -41,6 +41,10 @@ class UnetTrainer {
   std::span<int32_t> text_ids() { return g_.ids_data(ids_); }  // [B * Tc]
   Tensor& prediction() { return g_.value(out_); }  // [B, 3, S, S] after forward()
 
+  // Fresh parameters: weights normal with std 1/sqrt(fan_in) (text embeddings std 1), norm gains
+  // (names ending ".g") 1, biases 0. Deterministic in seed.
+  void params_init(uint64_t seed);
+
   float forward() { return g_.forward(loss_); }
   float forward_backward();
   // 1 for weight matrices and convolution kernels (decayed), 0 for biases and norm gains.

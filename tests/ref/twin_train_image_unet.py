@@ -15,7 +15,8 @@ Model (c channels, G groups, eps 1e-5 everywhere; gn = group_norm, ln = layer_no
   loss = mean((out - noise)^2)
 Writes OUT_DIR/train_image_unet.bin: config i32 [B, S, c, G, Td, Vt, Tc, Cc, H], hparams f32 [lr_max,
 lr_min, warmup, total, weight_decay, clip, beta1, beta2, eps], x [B, 3, S, S], temb [B, Td], ids i32
-[B, Tc], noise [B, 3, S, S], p.NAME, loss [1], g.NAME, losses [10], norms [10].
+[B, Tc], noise [B, 3, S, S], p.NAME, loss [1], g.NAME, losses [10], norms [10]; tsteps [B] (the
+timesteps temb embeds), alphas_cumprod [1000] (linear betas 1e-4..0.02, torch.cumprod).
 """
 import math
 import os
@@ -150,6 +151,10 @@ def main(out_dir):
         losses.append(float(loss))
     dump["losses"] = np.array(losses, dtype=np.float32)
     dump["norms"] = np.array(norms, dtype=np.float32)
+    # DDPM linear schedule (as diffusers' DDPMScheduler "linear"): alphas_cumprod over 1000 steps
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    dump["alphas_cumprod"] = torch.cumprod(1.0 - betas, 0)
+    dump["tsteps"] = tsteps
     refdump.write(os.path.join(out_dir, "train_image_unet.bin"),
                   {k: (v.detach().to(torch.float32) if torch.is_tensor(v) and v.is_floating_point() else v)
                    for k, v in dump.items()})

@@ -4,12 +4,16 @@
 // gradient norms of 10 AdamW steps (clipping and the cosine schedule included).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "common/compare.h"
 #include "common/refdump.h"
 #include "core/thread_pool.h"
 #include "train/adamw.h"
+#include "train/ddpm.h"
+#include "train/shapes_dataset.h"
 #include "train/unet_tiny.h"
 
 namespace aigc::train {
@@ -94,6 +98,46 @@ TEST(TrainImageUnet, TenAdamWStepsMatchTwin) {
     EXPECT_NEAR(norm, want_norm[step], 1e-4f + 1e-3f * want_norm[step]) << "step " << step;
   }
   EXPECT_LT(want_loss[9], want_loss[0] * 0.5f);  // the twin's run does learn (the test can fail)
+}
+
+TEST(TrainImageUnet, DdpmScheduleAndTimestepEmbeddingMatchTwin) {
+  Twin t = twin_load();
+  const std::vector<float> ab = ddpm_alphas_cumprod({});
+  const Tensor& want = t.ref.get("alphas_cumprod");
+  ASSERT_EQ(static_cast<int64_t>(ab.size()), want.numel());
+  // a product of 1000 factors accumulated in double, stored in f32: 1e-6 relative
+  for (size_t i = 0; i < ab.size(); ++i) EXPECT_NEAR(ab[i], want.ptr<float>()[i], 1e-6f * want.ptr<float>()[i] + 1e-9f) << i;
+  const Tensor& ts = t.ref.get("tsteps");
+  const Tensor& temb = t.ref.get("temb");
+  for (int64_t b = 0; b < t.B; ++b) {
+    std::vector<float> e(static_cast<size_t>(t.cfg.t_dim));
+    timestep_embedding(ts.ptr<float>()[b], e);
+    for (int64_t i = 0; i < t.cfg.t_dim; ++i)  // sin/cos in double, rounded to f32: 1e-6
+      EXPECT_NEAR(e[static_cast<size_t>(i)], temb.ptr<float>()[b * t.cfg.t_dim + i], 1e-6f) << b << "," << i;
+  }
+}
+
+// A few dozen steps on real batches of the shapes data set (16x16): the noise-prediction loss falls.
+TEST(TrainImageUnet, LearnsOnShapesBatches) {
+  const UnetConfig cfg{.image = 16, .ch = 8, .groups = 2, .t_dim = 8, .text_vocab = shapes_vocab_size(),
+                       .text_len = kShapesCaptionTokens, .text_dim = 8, .heads = 2};
+  const int64_t B = 4;
+  UnetTrainer u(cfg, B);
+  u.params_init(3);
+  AdamW opt(u.graph().params_flat().size(), {.weight_decay = 0.0f});
+  const std::vector<float> ab = ddpm_alphas_cumprod({});
+  double first = 0, last = 0;
+  const int steps = 60;
+  for (int step = 0; step < steps; ++step) {
+    image_batch_fill(u, B, step % 10, {.seed = 5}, ab);  // 10 batches, seen 6 times each
+    const float loss = u.forward_backward();
+    ASSERT_TRUE(std::isfinite(loss)) << step;
+    opt.step(u.graph().params_flat(), u.graph().grads_flat(), 1e-2f);
+    if (step < 10) first += loss / 10.0;
+    if (step >= steps - 10) last += loss / 10.0;
+  }
+  // Same 10 batches at the start and the end: an untrained net predicts noise with loss ~1.
+  EXPECT_LT(last, 0.8 * first) << "first " << first << " last " << last;
 }
 
 TEST(TrainImageUnet, BadConfigThrows) {
