@@ -32,6 +32,7 @@
 #include "backend/cpu/ops.h"
 #include "core/tensor.h"
 #include "train/backward.h"
+#include "train/backward_image.h"
 
 namespace aigc::train {
 
@@ -43,7 +44,11 @@ struct Ids {  // an int32 input (token ids, targets) filled by the caller before
   int32_t id = -1;
 };
 
-enum class OpKind : uint8_t { Embedding, RmsNorm, Linear, Rope, Attention, Silu, Mul, Add, CrossEntropy };
+enum class OpKind : uint8_t {
+  Embedding, RmsNorm, Linear, Rope, Attention, Silu, Mul, Add, CrossEntropy,
+  // image ops (train/backward_image.h)
+  Conv2d, GroupNorm, LayerNorm, Upsample2, ConcatChannels, AddChannel, Transpose12, Mha, Mse
+};
 
 class Graph {
  public:
@@ -68,6 +73,25 @@ class Graph {
   Var mul(Var a, Var b);
   Var add(Var a, Var b);
   Var cross_entropy(Var logits, Ids targets);         // logits [N, V] -> [1] (mean)
+
+  // ---- image ops (a small text-conditioned UNet) ----
+  // A float input the caller fills before forward() (images, noise targets, text states); it gets
+  // a gradient like any value (ignored unless wanted).
+  Var input(std::initializer_list<int64_t> shape);
+  // The same storage (value and gradient) under another shape of equal numel: no copy, no node.
+  Var view(Var x, std::initializer_list<int64_t> shape);
+  Var linear(Var x, Var w, Var b);                    // x [N, K], w [O, K], b [O] -> [N, O]
+  // x [N, C, H, W], w [O, C, kh, kw], b [O] or an invalid Var (no bias) -> [N, O, Ho, Wo]
+  Var conv2d(Var x, Var w, Var b, int stride, int pad);
+  Var group_norm(Var x, Var gamma, Var beta, int groups, float eps);  // x [N, C, ...]
+  Var layer_norm(Var x, Var gamma, Var beta, float eps);              // over the last dim
+  Var upsample2(Var x);                               // nearest x2: [N, C, H, W] -> [N, C, 2H, 2W]
+  Var concat_channels(Var a, Var b);                  // [N, Ca, ...], [N, Cb, ...] -> [N, Ca+Cb, ...]
+  Var add_channel(Var x, Var e);                      // x [N, C, ...] + e [N, C] per (sample, channel)
+  Var transpose12(Var x);                             // [N, A, B] -> [N, B, A] (NCHW <-> tokens)
+  // non-causal attention: q [B, Tq, H*D], k, v [B, Tk, H*D] -> [B, Tq, H*D]
+  Var mha(Var q, Var k, Var v, const grad::MhaShape& s);
+  Var mse(Var pred, Var target);                      // mean squared error -> [1]
 
   // Carves all storage; after this, no more planning. Parameter values are left uninitialised.
   void allocate();
@@ -100,6 +124,7 @@ class Graph {
   struct VarInfo {
     std::vector<int64_t> shape;
     bool is_param = false;
+    int32_t alias = -1;  // view(): shares the storage of this var
     Tensor value, grad;
   };
   struct Node {
@@ -112,6 +137,8 @@ class Graph {
     int64_t B = 0, T = 0, H = 0;
     ops::RopeParams rope;
     grad::AttentionShape attn;
+    grad::MhaShape mha;
+    int stride = 1, pad = 0, groups = 1;
     Tensor aux;  // attention probs [H, B, T, T] / cross-entropy softmax [N, V]
     std::vector<int64_t> aux_shape;
     std::vector<int32_t> positions;  // rope: 0..T-1
@@ -119,6 +146,7 @@ class Graph {
   };
 
   Var var_new(std::vector<int64_t> shape, bool is_param);
+  Var node_push(Node n, std::vector<int64_t> out_shape);
   const std::vector<int64_t>& shape(Var v) const { return vars_.at(static_cast<size_t>(v.id)).shape; }
   void check_planning(const char* op) const;
   void node_forward(Node& n);

@@ -1,0 +1,339 @@
+// Image backward kernels (src/train/backward_image.h):
+//  - every kernel, fast and reference, against PyTorch autograd (tests/ref/twin_train_image_ops.py);
+//  - conv2d (stride 1 and 2), group_norm, layer_norm and attention against central finite
+//    differences of the forward ops (f32 values, double sums);
+//  - gradients accumulate; bad shapes throw; the non-matmul kernels allocate nothing.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include "backend/cpu/ops.h"
+#include "common/alloc_counter.h"
+#include "common/compare.h"
+#include "common/refdump.h"
+#include "train/autograd.h"
+#include "train/backward_image.h"
+
+namespace aigc::train {
+namespace {
+
+Tensor zeros_like(const Tensor& t) {
+  Tensor z = Tensor::empty(DType::F32, t.shape());
+  std::memset(z.data(), 0, z.nbytes());
+  return z;
+}
+
+Tensor clone(const Tensor& t) {
+  Tensor z = Tensor::empty(DType::F32, t.shape());
+  std::memcpy(z.data(), t.data(), z.nbytes());
+  return z;
+}
+
+// Tolerances vs the float64 twin: inputs are exact f32 and the sums are short (<= 189 terms for
+// conv2d's dw, values O(1)), so f32 accumulation error stays below ~1e-5 absolute; 3e-5 + 1e-4
+// relative leaves margin and still fails any wrong term, sign or missing factor (errors O(|grad|)).
+constexpr float kAtol = 3e-5f, kRtol = 1e-4f;
+
+class ImageBackwardTwin : public ::testing::TestWithParam<bool> {  // param: reference kernels
+ public:
+  test::RefDump ref = test::RefDump::load("train_image_ops");
+  const Tensor& r(const std::string& n) { return ref.get(n); }
+};
+
+#define KERNEL(name) (GetParam() ? grad::ref::name : grad::name)
+
+void conv_case(ImageBackwardTwin& t, bool reference, const std::string& name, int stride, int pad) {
+  const Tensor &x = t.ref.get(name + ".x"), &w = t.ref.get(name + ".w"), &dy = t.ref.get(name + ".dy");
+  // The forward is the engine's ops::conv2d: check it produces what the twin differentiated.
+  Tensor y = zeros_like(dy);
+  ops::conv2d(x, w, &t.ref.get(name + ".b"), y, stride, pad);
+  EXPECT_TENSORS_CLOSE(y, t.ref.get(name + ".y"), kAtol, kRtol);
+  Tensor dx = zeros_like(x), dw = zeros_like(w), db = zeros_like(t.ref.get(name + ".b"));
+  Tensor scratch = Tensor::empty(DType::F32, {grad::conv2d_scratch_floats(x, w, stride, pad)});
+  auto fn = reference ? grad::ref::conv2d_backward : grad::conv2d_backward;
+  fn(x, w, dy, stride, pad, &dx, &dw, &db, scratch);
+  EXPECT_TENSORS_CLOSE(dx, t.ref.get(name + ".dx"), kAtol, kRtol) << name;
+  EXPECT_TENSORS_CLOSE(dw, t.ref.get(name + ".dw"), kAtol, kRtol) << name;
+  EXPECT_TENSORS_CLOSE(db, t.ref.get(name + ".db"), kAtol, kRtol) << name;
+  // Accumulates: a second call (dx only) doubles dx.
+  fn(x, w, dy, stride, pad, &dx, nullptr, nullptr, scratch);
+  for (int64_t i = 0; i < dx.numel(); ++i) dx.ptr<float>()[i] *= 0.5f;
+  EXPECT_TENSORS_CLOSE(dx, t.ref.get(name + ".dx"), kAtol, kRtol) << name;
+}
+
+TEST_P(ImageBackwardTwin, Conv2d) {
+  conv_case(*this, GetParam(), "conv2d", 1, 1);
+  conv_case(*this, GetParam(), "conv2d_s2", 2, 1);
+  conv_case(*this, GetParam(), "conv2d_1x1", 1, 0);
+}
+
+TEST_P(ImageBackwardTwin, GroupNorm) {
+  Tensor y = zeros_like(r("group_norm.x"));
+  ops::group_norm(r("group_norm.x"), r("group_norm.gamma"), r("group_norm.beta"), 3, 1e-5f, y);
+  EXPECT_TENSORS_CLOSE(y, r("group_norm.y"), kAtol, kRtol);
+  Tensor dx = zeros_like(y), dg = zeros_like(r("group_norm.gamma")), db = zeros_like(dg);
+  KERNEL(group_norm_backward)(r("group_norm.x"), r("group_norm.gamma"), 3, 1e-5f, r("group_norm.dy"), dx, dg, db);
+  EXPECT_TENSORS_CLOSE(dx, r("group_norm.dx"), kAtol, kRtol);
+  EXPECT_TENSORS_CLOSE(dg, r("group_norm.dgamma"), kAtol, kRtol);
+  EXPECT_TENSORS_CLOSE(db, r("group_norm.dbeta"), kAtol, kRtol);
+}
+
+TEST_P(ImageBackwardTwin, LayerNorm) {
+  Tensor y = zeros_like(r("layer_norm.x"));
+  ops::layer_norm(r("layer_norm.x"), &r("layer_norm.gamma"), &r("layer_norm.beta"), 1e-5f, y);
+  EXPECT_TENSORS_CLOSE(y, r("layer_norm.y"), kAtol, kRtol);
+  Tensor dx = zeros_like(y), dg = zeros_like(r("layer_norm.gamma")), db = zeros_like(dg);
+  KERNEL(layer_norm_backward)(r("layer_norm.x"), r("layer_norm.gamma"), 1e-5f, r("layer_norm.dy"), dx, dg, db);
+  EXPECT_TENSORS_CLOSE(dx, r("layer_norm.dx"), kAtol, kRtol);
+  EXPECT_TENSORS_CLOSE(dg, r("layer_norm.dgamma"), kAtol, kRtol);
+  EXPECT_TENSORS_CLOSE(db, r("layer_norm.dbeta"), kAtol, kRtol);
+}
+
+TEST_P(ImageBackwardTwin, UpsampleConcatAddChannelTranspose) {
+  Tensor dx = zeros_like(r("upsample.x"));
+  KERNEL(upsample_nearest2_backward)(r("upsample.dy"), dx);
+  EXPECT_TENSORS_CLOSE(dx, r("upsample.dx"), kAtol, kRtol);
+
+  Tensor da = zeros_like(r("concat.a")), db = zeros_like(r("concat.b"));
+  KERNEL(concat_channels_backward)(r("concat.dy"), da, db);
+  EXPECT_TENSORS_CLOSE(da, r("concat.da"), kAtol, kRtol);
+  EXPECT_TENSORS_CLOSE(db, r("concat.db"), kAtol, kRtol);
+
+  Tensor de = zeros_like(r("add_channel.e"));
+  KERNEL(add_channel_backward)(r("add_channel.dy"), de);
+  EXPECT_TENSORS_CLOSE(de, r("add_channel.de"), kAtol, kRtol);
+  Tensor y = zeros_like(r("add_channel.y"));
+  KERNEL(add_channel_forward)(r("add_channel.x"), r("add_channel.e"), y);
+  EXPECT_TENSORS_CLOSE(y, r("add_channel.y"), kAtol, kRtol);
+
+  Tensor dbias = Tensor::zeros(DType::F32, {3});
+  KERNEL(bias_backward)(r("bias.dy"), dbias);
+  EXPECT_TENSORS_CLOSE(dbias, r("bias.db"), kAtol, kRtol);
+
+  Tensor ty = zeros_like(r("transpose12.y")), tdx = zeros_like(r("transpose12.x"));
+  KERNEL(transpose12_forward)(r("transpose12.x"), ty);
+  EXPECT_TENSORS_CLOSE(ty, r("transpose12.y"), 0.0f, 0.0f);  // a copy: exact
+  KERNEL(transpose12_backward)(r("transpose12.dy"), tdx);
+  EXPECT_TENSORS_CLOSE(tdx, r("transpose12.dx"), 0.0f, 0.0f);
+}
+
+TEST_P(ImageBackwardTwin, Attention) {
+  for (const auto& [name, s] : {std::pair<std::string, grad::MhaShape>{"mha", {2, 5, 5, 3, 4, 0.0f}},
+                                std::pair<std::string, grad::MhaShape>{"mha_cross", {2, 7, 4, 2, 3, 0.0f}}}) {
+    const Tensor &q = r(name + ".q"), &k = r(name + ".k"), &v = r(name + ".v");
+    Tensor out = zeros_like(q), probs = zeros_like(r(name + ".probs"));
+    KERNEL(mha_forward)(q, k, v, s, out, probs);
+    EXPECT_TENSORS_CLOSE(out, r(name + ".y"), kAtol, kRtol) << name;
+    EXPECT_TENSORS_CLOSE(probs, r(name + ".probs"), kAtol, kRtol) << name;
+    Tensor dq = zeros_like(q), dk = zeros_like(k), dv = zeros_like(v);
+    KERNEL(mha_backward)(q, k, v, probs, s, r(name + ".dy"), dq, dk, dv);
+    EXPECT_TENSORS_CLOSE(dq, r(name + ".dq"), kAtol, kRtol) << name;
+    EXPECT_TENSORS_CLOSE(dk, r(name + ".dk"), kAtol, kRtol) << name;
+    EXPECT_TENSORS_CLOSE(dv, r(name + ".dv"), kAtol, kRtol) << name;
+  }
+}
+
+TEST_P(ImageBackwardTwin, Mse) {
+  const float loss = KERNEL(mse_forward)(r("mse.pred"), r("mse.target"));
+  EXPECT_NEAR(loss, r("mse.loss").ptr<float>()[0], 1e-5f * (1.0f + std::fabs(loss)));
+  Tensor dp = zeros_like(r("mse.pred"));
+  KERNEL(mse_backward)(r("mse.pred"), r("mse.target"), 1.3f, dp);
+  EXPECT_TENSORS_CLOSE(dp, r("mse.dpred"), 1e-6f, kRtol);
+}
+
+INSTANTIATE_TEST_SUITE_P(Kernels, ImageBackwardTwin, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "reference" : "fast"; });
+
+// ---- finite differences ---------------------------------------------------------------------------
+
+void fill_random(Tensor& t, std::mt19937& rng, float scale, float offset = 0.0f) {
+  std::normal_distribution<float> n(0.0f, scale);
+  for (int64_t i = 0; i < t.numel(); ++i) t.ptr<float>()[i] = offset + n(rng);
+}
+
+// L = sum(y * R) in double, R fixed random; every element of each input moved by +-h, central
+// difference against the analytic gradient. f32 forwards with h = 1e-2: rounding of L (~1e-6 / 2h
+// = 5e-5) plus h^2 truncation (~1e-4 |f'''|): |fd - grad| <= 2e-3 + 1e-2 |grad|, while a wrong
+// backward is off by O(|grad|) (~0.1..1 here).
+void fd_check(const std::function<void()>& forward, const Tensor& y, const Tensor& R, std::vector<Tensor*> inputs,
+              std::vector<const Tensor*> grads, const char* what) {
+  auto loss = [&] {
+    forward();
+    double l = 0;
+    for (int64_t i = 0; i < y.numel(); ++i) l += static_cast<double>(y.ptr<float>()[i]) * R.ptr<float>()[i];
+    return l;
+  };
+  for (size_t k = 0; k < inputs.size(); ++k) {
+    Tensor fd = zeros_like(*inputs[k]);
+    float* x = inputs[k]->ptr<float>();
+    const float h = 1e-2f;
+    for (int64_t i = 0; i < fd.numel(); ++i) {
+      const float keep = x[i];
+      x[i] = keep + h;
+      const double lp = loss();
+      x[i] = keep - h;
+      const double lm = loss();
+      x[i] = keep;
+      fd.ptr<float>()[i] = static_cast<float>((lp - lm) / (2.0 * h));
+    }
+    EXPECT_TENSORS_CLOSE(*grads[k], fd, 2e-3f, 1e-2f) << what << " input " << k;
+  }
+}
+
+class ImageFiniteDiff : public ::testing::TestWithParam<bool> {};
+
+TEST_P(ImageFiniteDiff, Conv2d) {
+  std::mt19937 rng(5);
+  for (int stride : {1, 2}) {
+    Tensor x = Tensor::empty(DType::F32, {2, 3, 5, 6}), w = Tensor::empty(DType::F32, {4, 3, 3, 3});
+    Tensor b = Tensor::empty(DType::F32, {4});
+    fill_random(x, rng, 1.0f);
+    fill_random(w, rng, 0.3f);
+    fill_random(b, rng, 1.0f);
+    const int64_t Ho = (5 + 2 - 3) / stride + 1, Wo = (6 + 2 - 3) / stride + 1;
+    Tensor y = Tensor::empty(DType::F32, {2, 4, Ho, Wo}), R = Tensor::empty(DType::F32, {2, 4, Ho, Wo});
+    fill_random(R, rng, 1.0f);
+    Tensor dx = zeros_like(x), dw = zeros_like(w), db = zeros_like(b);
+    Tensor scratch = Tensor::empty(DType::F32, {grad::conv2d_scratch_floats(x, w, stride, 1)});
+    (GetParam() ? grad::ref::conv2d_backward : grad::conv2d_backward)(x, w, R, stride, 1, &dx, &dw, &db, scratch);
+    fd_check([&] { ops::ref::conv2d(x, w, &b, y, stride, 1); }, y, R, {&x, &w, &b}, {&dx, &dw, &db}, "conv2d");
+  }
+}
+
+TEST_P(ImageFiniteDiff, GroupNormLayerNorm) {
+  std::mt19937 rng(6);
+  Tensor x = Tensor::empty(DType::F32, {2, 4, 3, 3}), gm = Tensor::empty(DType::F32, {4}), bt = Tensor::empty(DType::F32, {4});
+  fill_random(x, rng, 1.0f, 0.3f);
+  fill_random(gm, rng, 0.3f, 1.0f);
+  fill_random(bt, rng, 1.0f);
+  Tensor y = zeros_like(x), R = zeros_like(x);
+  fill_random(R, rng, 1.0f);
+  Tensor dx = zeros_like(x), dg = zeros_like(gm), db = zeros_like(bt);
+  (GetParam() ? grad::ref::group_norm_backward : grad::group_norm_backward)(x, gm, 2, 1e-5f, R, dx, dg, db);
+  fd_check([&] { ops::ref::group_norm(x, gm, bt, 2, 1e-5f, y); }, y, R, {&x, &gm, &bt}, {&dx, &dg, &db}, "group_norm");
+
+  Tensor lx = Tensor::empty(DType::F32, {5, 7}), lg = Tensor::empty(DType::F32, {7}), lb = Tensor::empty(DType::F32, {7});
+  fill_random(lx, rng, 1.0f);
+  fill_random(lg, rng, 0.3f, 1.0f);
+  fill_random(lb, rng, 1.0f);
+  Tensor ly = zeros_like(lx), lR = zeros_like(lx);
+  fill_random(lR, rng, 1.0f);
+  Tensor ldx = zeros_like(lx), ldg = zeros_like(lg), ldb = zeros_like(lb);
+  (GetParam() ? grad::ref::layer_norm_backward : grad::layer_norm_backward)(lx, lg, 1e-5f, lR, ldx, ldg, ldb);
+  fd_check([&] { ops::ref::layer_norm(lx, &lg, &lb, 1e-5f, ly); }, ly, lR, {&lx, &lg, &lb}, {&ldx, &ldg, &ldb},
+           "layer_norm");
+}
+
+TEST_P(ImageFiniteDiff, CrossAttention) {
+  std::mt19937 rng(7);
+  const grad::MhaShape s{2, 3, 5, 2, 3, 0.0f};
+  Tensor q = Tensor::empty(DType::F32, {2, 3, 6}), k = Tensor::empty(DType::F32, {2, 5, 6}), v = zeros_like(k);
+  fill_random(q, rng, 1.0f);
+  fill_random(k, rng, 1.0f);
+  fill_random(v, rng, 1.0f);
+  Tensor y = zeros_like(q), R = zeros_like(q), probs = Tensor::empty(DType::F32, {2, 2, 3, 5});
+  fill_random(R, rng, 1.0f);
+  const bool refk = GetParam();
+  (refk ? grad::ref::mha_forward : grad::mha_forward)(q, k, v, s, y, probs);
+  Tensor dq = zeros_like(q), dk = zeros_like(k), dv = zeros_like(v);
+  (refk ? grad::ref::mha_backward : grad::mha_backward)(q, k, v, probs, s, R, dq, dk, dv);
+  Tensor p2 = clone(probs);
+  fd_check([&] { grad::ref::mha_forward(q, k, v, s, y, p2); }, y, R, {&q, &k, &v}, {&dq, &dk, &dv}, "attention");
+}
+
+INSTANTIATE_TEST_SUITE_P(Kernels, ImageFiniteDiff, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "reference" : "fast"; });
+
+// ---- through the Graph: a miniature text-conditioned UNet -------------------------------------------
+
+// conv -> group_norm -> silu -> + time embedding (linear) -> strided conv -> upsample -> concat (skip)
+// -> tokens -> layer_norm -> cross-attention on a "text" context -> back to NCHW -> 1x1 conv -> MSE.
+// Every parameter and the image input are checked against central differences of the loss.
+TEST_P(ImageFiniteDiff, MiniUnetGraph) {
+  Graph g;
+  Var x = g.input({2, 2, 4, 4}), temb = g.input({2, 3}), ctx = g.input({2, 3, 5}), target = g.input({2, 2, 4, 4});
+  Var w1 = g.param("w1", {4, 2, 3, 3}), b1 = g.param("b1", {4}), g1 = g.param("g1", {4}), be1 = g.param("be1", {4});
+  Var we = g.param("we", {4, 3}), bee = g.param("bee", {4});
+  Var w2 = g.param("w2", {4, 4, 3, 3}), b2 = g.param("b2", {4});
+  Var lg = g.param("lg", {8}), lb = g.param("lb", {8});
+  Var wq = g.param("wq", {8, 8}), wk = g.param("wk", {8, 5}), wv = g.param("wv", {8, 5});
+  Var w3 = g.param("w3", {2, 8, 1, 1}), b3 = g.param("b3", {2});
+  Var h = g.silu(g.group_norm(g.conv2d(x, w1, b1, 1, 1), g1, be1, 2, 1e-5f));
+  h = g.add_channel(h, g.linear(temb, we, bee));
+  Var c = g.concat_channels(g.upsample2(g.conv2d(h, w2, b2, 2, 1)), h);             // [2, 8, 4, 4]
+  Var tok = g.layer_norm(g.transpose12(g.view(c, {2, 8, 16})), lg, lb, 1e-5f);       // [2, 16, 8]
+  Var q = g.view(g.linear(g.view(tok, {32, 8}), wq), {2, 16, 8});
+  Var k = g.view(g.linear(g.view(ctx, {6, 5}), wk), {2, 3, 8});
+  Var v = g.view(g.linear(g.view(ctx, {6, 5}), wv), {2, 3, 8});
+  Var a = g.mha(q, k, v, grad::MhaShape{2, 16, 3, 2, 4, 0.0f});
+  Var out = g.conv2d(g.view(g.transpose12(a), {2, 8, 4, 4}), w3, b3, 1, 0);
+  Var loss = g.mse(out, target);
+  g.allocate();
+  g.kernels_reference_set(GetParam());
+  std::mt19937 rng(11);
+  for (Var in : {x, temb, ctx, target}) fill_random(g.value(in), rng, 1.0f);
+  for (const auto& p : g.params()) fill_random(g.value(p.var), rng, 0.4f, p.name[0] == 'g' || p.name == "lg" ? 1.0f : 0.0f);
+  g.forward(loss);
+  g.backward(loss);
+  std::vector<Tensor*> ins;
+  std::vector<Tensor> grads;
+  for (const auto& p : g.params()) grads.push_back(clone(g.grad(p.var)));
+  grads.push_back(clone(g.grad(x)));
+  for (const auto& p : g.params()) ins.push_back(&g.value(p.var));
+  ins.push_back(&g.value(x));
+  std::vector<const Tensor*> gp;
+  for (const Tensor& t : grads) gp.push_back(&t);
+  Tensor one = Tensor::empty(DType::F32, {1});
+  one.ptr<float>()[0] = 1.0f;
+  fd_check([&] { g.forward(loss); }, g.value(loss), one, ins, gp, "mini unet");
+}
+
+// ---- shape checks and allocation -------------------------------------------------------------------
+
+TEST(ImageBackward, BadShapesThrow) {
+  Tensor x = Tensor::zeros(DType::F32, {1, 3, 4, 4}), w = Tensor::zeros(DType::F32, {2, 3, 3, 3});
+  Tensor dy_bad = Tensor::zeros(DType::F32, {1, 2, 3, 4}), s = Tensor::zeros(DType::F32, {1000});
+  Tensor dx = zeros_like(x);
+  EXPECT_THROW(grad::conv2d_backward(x, w, dy_bad, 1, 1, &dx, nullptr, nullptr, s), Error);
+  EXPECT_THROW(grad::ref::conv2d_backward(x, w, dy_bad, 1, 1, &dx, nullptr, nullptr, s), Error);
+  Tensor dy = Tensor::zeros(DType::F32, {1, 2, 4, 4}), tiny = Tensor::zeros(DType::F32, {3});
+  EXPECT_THROW(grad::conv2d_backward(x, w, dy, 1, 1, &dx, nullptr, nullptr, tiny), Error);  // scratch too small
+  Tensor g5 = Tensor::zeros(DType::F32, {5});
+  EXPECT_THROW(grad::group_norm_backward(x, g5, 3, 1e-5f, x, dx, g5, g5), Error);
+  Tensor up_bad = Tensor::zeros(DType::F32, {1, 3, 7, 8});
+  EXPECT_THROW(grad::upsample_nearest2_backward(up_bad, dx), Error);
+  Tensor de_bad = Tensor::zeros(DType::F32, {1, 4});
+  EXPECT_THROW(grad::add_channel_backward(x, de_bad), Error);
+  Tensor q = Tensor::zeros(DType::F32, {1, 2, 6}), probs = Tensor::zeros(DType::F32, {1, 2, 2, 3});
+  EXPECT_THROW(grad::mha_forward(q, q, q, grad::MhaShape{1, 2, 3, 2, 3, 0.0f}, q, probs), Error);  // k has Tk=2
+  Tensor p3 = Tensor::zeros(DType::F32, {4});
+  EXPECT_THROW(grad::mse_forward(q, p3), Error);
+}
+
+TEST(ImageBackward, NoAllocationOutsideMatmul) {
+  Tensor x = Tensor::zeros(DType::F32, {2, 4, 6, 6}), gm = Tensor::zeros(DType::F32, {4});
+  Tensor dx = zeros_like(x), dg = zeros_like(gm), db = zeros_like(gm), up = Tensor::zeros(DType::F32, {2, 4, 12, 12});
+  Tensor de = Tensor::zeros(DType::F32, {2, 4}), t = Tensor::zeros(DType::F32, {2, 36, 4});
+  Tensor q = Tensor::zeros(DType::F32, {2, 5, 6}), probs = Tensor::zeros(DType::F32, {2, 2, 5, 5}), o = zeros_like(q);
+  Tensor dq = zeros_like(q), dk = zeros_like(q), dv = zeros_like(q);
+  const grad::MhaShape s{2, 5, 5, 2, 3, 0.0f};
+  const Tensor x3 = x.reshape({2, 4, 36});
+  Tensor dx3 = dx.reshape({2, 4, 36});
+  grad::mha_forward(q, q, q, s, o, probs);  // warm the thread pool
+  test::AllocCounter allocs;
+  grad::group_norm_backward(x, gm, 2, 1e-5f, x, dx, dg, db);
+  grad::upsample_nearest2_backward(up, dx);
+  grad::add_channel_backward(x, de);
+  grad::transpose12_forward(x3, t);
+  grad::transpose12_backward(t, dx3);
+  grad::mha_forward(q, q, q, s, o, probs);
+  grad::mha_backward(q, q, q, probs, s, o, dq, dk, dv);
+  grad::mse_backward(q, o, 1.0f, dq);
+  EXPECT_EQ(allocs.count(), 0);
+}
+
+}  // namespace
+}  // namespace aigc::train
