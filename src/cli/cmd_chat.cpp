@@ -40,7 +40,7 @@ void chat_run(ChatArgs& a) {
   const bool interactive = isatty(STDIN_FILENO);
   if (interactive)
     std::fprintf(stderr, "aigc chat: %s, template %s. Type a message; /reset forgets, /exit ends.\n",
-                 a.model.model.c_str(), std::string(chat_template_name(tmpl)).c_str());
+                 a.model.model.empty() ? "(built-in)" : a.model.model.c_str(), std::string(chat_template_name(tmpl)).c_str());
 
   std::vector<ChatMessage> history;
   if (!a.system.empty()) history.push_back({"system", a.system});

@@ -2,13 +2,15 @@
 
 #include <algorithm>
 
+#include "cli/builtin_models.h"
 #include "core/log.h"
 
 namespace aigc::cli {
 
 void text_model_options_add(CLI::App* cmd, TextModelArgs& a) {
-  cmd->add_option("-m,--model", a.model, std::string("GGUF model file (architectures: ") + text_model_arch_names() + ")")
-      ->required()
+  cmd->add_option("-m,--model", a.model,
+                  std::string("GGUF model file (architectures: ") + text_model_arch_names() +
+                      "); default: the built-in model, a small GPT aigc trained on the King James Bible")
       ->type_name("FILE");
   cmd->add_option("-c,--ctx-size", a.n_ctx, "Context size in tokens (0: the model's, at most 4096)")
       ->default_val(0)
@@ -36,7 +38,12 @@ void sampling_options_add(CLI::App* cmd, SamplingParams& p) {
   cmd->add_option("-s,--seed", p.seed, "Random seed; -1 = random (printed with -v)")->default_val(p.seed);
 }
 
-LoadedText text_model_load(const TextModelArgs& a) {
+LoadedText text_model_load(const TextModelArgs& args) {
+  TextModelArgs a = args;
+  if (a.model.empty()) {
+    a.model = builtin_model_path(kBuiltinTextModel);
+    log_info("no -m given: the built-in model {}", a.model);
+  }
   LoadedText t;
   t.model = aigc::text_model_load(a.model, {.use_mmap = !a.no_mmap, .mlock = a.mlock});
   const TextModel& m = *t.model;

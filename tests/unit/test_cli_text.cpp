@@ -1,7 +1,10 @@
 // aigc text and aigc chat as a user runs them, on the real stories260K model (converted by the
 // test with aigc convert). Expected text comes from llama2.c's run.c (its test_all.py), not from us.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <cstdlib>
 
 #include <algorithm>
 #include <filesystem>
@@ -132,6 +135,34 @@ TEST(CliTextErrors, VocabOnlyFileIsNotAModel) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << r.err;
   EXPECT_EQ(r.err.rfind("aigc: error: ", 0), 0u) << r.err;
+}
+
+}  // namespace
+
+namespace {
+
+// The built-in model (models/kjv.gguf, trained by scripts/train_text_default.sh) is used when no
+// -m is given: found next to the binary (build/../models), so a fresh clone runs with no download.
+TEST(CliTextBuiltin, NoModelFlagUsesTheBuiltinModel) {
+  const auto r = cli_run({"-t", "1", "text", "-p", "And God said", "-n", "12", "--temp", "0", "-q"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("And God said", 0), 0u) << r.out;
+  EXPECT_GT(r.out.size(), std::string("And God said").size() + 10) << r.out;
+}
+
+TEST(CliTextBuiltin, MissingBuiltinModelIsOneClearError) {
+  // A copy of the binary in a folder with no models/ beside it, and AIGC_MODELS_DIR pointing nowhere.
+  const std::string dir = "/tmp/aigc-builtin-test-" + std::to_string(getpid());
+  std::filesystem::create_directories(dir + "/bin");
+  std::filesystem::copy_file(AIGC_AIGC_BIN, dir + "/bin/aigc");
+  const std::string cmd = "AIGC_MODELS_DIR=" + dir + "/none " + dir + "/bin/aigc text -p x -n 1 2> " + dir + "/err";
+  const int status = std::system(cmd.c_str());
+  std::ifstream f(dir + "/err");
+  const std::string err((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  EXPECT_NE(err.find("built-in model kjv.gguf was not found"), std::string::npos) << err;
+  EXPECT_NE(err.find("-m FILE"), std::string::npos) << err;
 }
 
 }  // namespace
