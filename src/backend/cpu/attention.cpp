@@ -10,7 +10,10 @@
 // blk x Tk (f32 + bf16) plus one head's k and v in bf16, whatever Tq.
 #include <immintrin.h>
 
+#include <atomic>
 #include <cmath>
+#include <exception>
+#include <mutex>
 #include <vector>
 
 #include "backend/cpu/kernels_f32.h"
@@ -119,16 +122,12 @@ AIGC_AVX512_BF16 float softmax_row_bf16(const float* s, uint16_t* p, int64_t n, 
   return _mm512_reduce_add_ps(vsum);
 }
 
-// Per-thread scratch, grown on demand and kept (the hot loop allocates nothing once warm).
-struct Bf16Scratch {
-  std::vector<uint16_t> k, v, q, p;
-  std::vector<float> s, sum;
-  template <typename T>
-  static T* get(std::vector<T>& b, int64_t n) {
-    if (static_cast<int64_t>(b.size()) < n) b.resize(n);
-    return b.data();
-  }
-};
+// Grows v to at least n elements (kept: the hot loop allocates nothing once warm).
+template <typename T>
+T* scratch_get(std::vector<T>& v, int64_t n) {
+  if (static_cast<int64_t>(v.size()) < n) v.resize(n);
+  return v.data();
+}
 
 void attention_bf16(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, const AttentionParams& p,
                     float scale) {
@@ -136,45 +135,61 @@ void attention_bf16(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o
   const int64_t Hkv = k.size(1), Tk = k.size(2), Dv = v.size(3);
   const int64_t group = Hq / Hkv;
   const int64_t blk_max = std::min(kBf16QueryBlock, Tq);
-  thread_local Bf16Scratch sc;
-  uint16_t* kb = Bf16Scratch::get(sc.k, Tk * D);      // [Tk, D] one kv head
-  uint16_t* vb = Bf16Scratch::get(sc.v, Tk * Dv);     // [Tk, Dv]
-  uint16_t* qb = Bf16Scratch::get(sc.q, blk_max * D); // [blk, D]
-  uint16_t* pb = Bf16Scratch::get(sc.p, blk_max * Tk);// [blk, Tk]
-  float* sb = Bf16Scratch::get(sc.s, blk_max * Tk);   // [blk, Tk]
-  float* sums = Bf16Scratch::get(sc.sum, blk_max);
+  const int64_t q_blocks = (Tq + blk_max - 1) / blk_max;
   auto row_stride = [](const Tensor& t) { return t.stride_bytes(2) / static_cast<int64_t>(sizeof(float)); };
   const int64_t out_ld = row_stride(out);
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t hk = 0; hk < Hkv; ++hk) {
-      parallel_for(Tk, [&](int64_t j0, int64_t j1) {
-        for (int64_t j = j0; j < j1; ++j) {
-          row_to_bf16(&k.at<float>(b, hk, j, 0), kb + j * D, D);
-          row_to_bf16(&v.at<float>(b, hk, j, 0), vb + j * Dv, Dv);
-        }
-      }, 64);
-      // k^T as a [D, Tk] column-major matrix; v as [Tk, Dv] row-major.
-      const onednn::Matrix kt{kb, onednn::Type::BF16, 1, D, Tk, 0, 1, D};
-      const onednn::Matrix vm{vb, onednn::Type::BF16, 1, Tk, Dv, 0, Dv, 1};
-      for (int64_t h = hk * group; h < (hk + 1) * group; ++h)
-        for (int64_t i0 = 0; i0 < Tq; i0 += blk_max) {
-          const int64_t blk = std::min(blk_max, Tq - i0);
-          for (int64_t r = 0; r < blk; ++r) row_to_bf16(&q.at<float>(b, h, i0 + r, 0), qb + r * D, D);
-          onednn::matmul({qb, onednn::Type::BF16, 1, blk, D, 0, D, 1}, kt, nullptr, sb, 0, Tk);
-          parallel_for(blk, [&](int64_t r0, int64_t r1) {
-            for (int64_t r = r0; r < r1; ++r) {
-              const int64_t valid = p.causal ? std::min(Tk, p.q_offset + i0 + r + 1) : Tk;
-              sums[r] = softmax_row_bf16(sb + r * Tk, pb + r * Tk, Tk, valid, scale);
-            }
-          }, 4);
-          float* o = &out.at<float>(b, h, i0, 0);
-          onednn::matmul({pb, onednn::Type::BF16, 1, blk, Tk, 0, Tk, 1}, vm, nullptr, o, 0, out_ld);
-          for (int64_t r = 0; r < blk; ++r) {
-            const float inv = 1.0f / sums[r];
-            for (int64_t c = 0; c < Dv; ++c) o[r * out_ld + c] *= inv;
-          }
-        }
+  // k and v of every head in bf16, once: [B, Hkv, Tk, D] and [B, Hkv, Tk, Dv].
+  thread_local std::vector<uint16_t> k_all, v_all;
+  uint16_t* kb = scratch_get(k_all, B * Hkv * Tk * D);
+  uint16_t* vb = scratch_get(v_all, B * Hkv * Tk * Dv);
+  parallel_for(B * Hkv * Tk, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t j = r % Tk, hk = (r / Tk) % Hkv, b = r / (Tk * Hkv);
+      row_to_bf16(&k.at<float>(b, hk, j, 0), kb + r * D, D);
+      row_to_bf16(&v.at<float>(b, hk, j, 0), vb + r * Dv, Dv);
     }
+  }, 64);
+  // One parallel region for the whole op: each task (b, h, block of queries) runs its two
+  // products on its own thread (many small threaded calls would pay a barrier each).
+  std::atomic<bool> failed{false};
+  std::exception_ptr error;
+  std::mutex error_mu;
+  parallel_for(B * Hq * q_blocks, [&](int64_t t0, int64_t t1) {
+    thread_local std::vector<uint16_t> q_s, p_s;
+    thread_local std::vector<float> s_s, sum_s;
+    uint16_t* qb = scratch_get(q_s, blk_max * D);   // [blk, D]
+    uint16_t* pb = scratch_get(p_s, blk_max * Tk);  // [blk, Tk] exp(scores - max), bf16
+    float* sb = scratch_get(s_s, blk_max * Tk);     // [blk, Tk] scores
+    float* sums = scratch_get(sum_s, blk_max);
+    try {
+      for (int64_t t = t0; t < t1 && !failed.load(std::memory_order_relaxed); ++t) {
+        const int64_t qblk = t % q_blocks, h = (t / q_blocks) % Hq, b = t / (q_blocks * Hq);
+        const int64_t hk = h / group, i0 = qblk * blk_max, blk = std::min(blk_max, Tq - i0);
+        const uint16_t* kh = kb + (b * Hkv + hk) * Tk * D;
+        const uint16_t* vh = vb + (b * Hkv + hk) * Tk * Dv;
+        for (int64_t r = 0; r < blk; ++r) row_to_bf16(&q.at<float>(b, h, i0 + r, 0), qb + r * D, D);
+        // scores = q_blk · k^T, k^T being k [Tk, D] read as a [D, Tk] column-major matrix
+        onednn::matmul_serial({qb, onednn::Type::BF16, 1, blk, D, 0, D, 1},
+                              {kh, onednn::Type::BF16, 1, D, Tk, 0, 1, D}, nullptr, sb, 0, Tk);
+        for (int64_t r = 0; r < blk; ++r) {
+          const int64_t valid = p.causal ? std::min(Tk, p.q_offset + i0 + r + 1) : Tk;
+          sums[r] = softmax_row_bf16(sb + r * Tk, pb + r * Tk, Tk, valid, scale);
+        }
+        float* o = &out.at<float>(b, h, i0, 0);
+        onednn::matmul_serial({pb, onednn::Type::BF16, 1, blk, Tk, 0, Tk, 1},
+                              {vh, onednn::Type::BF16, 1, Tk, Dv, 0, Dv, 1}, nullptr, o, 0, out_ld);
+        for (int64_t r = 0; r < blk; ++r) {
+          const float inv = 1.0f / sums[r];
+          for (int64_t c = 0; c < Dv; ++c) o[r * out_ld + c] *= inv;
+        }
+      }
+    } catch (...) {  // exceptions must not leave an OpenMP region: rethrown below
+      std::lock_guard<std::mutex> lock(error_mu);
+      if (!error) error = std::current_exception();
+      failed = true;
+    }
+  });
+  if (error) std::rethrow_exception(error);
 }
 
 }  // namespace

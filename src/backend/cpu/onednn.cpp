@@ -153,8 +153,10 @@ Cache<MatmulEntry>& matmul_cache() {
 
 }  // namespace
 
-void matmul(const Matrix& a_in, const Matrix& w_in, const float* bias, float* c, int64_t ldc_batch,
-            int64_t ldc_row) {
+namespace {
+
+void matmul_run(const Matrix& a_in, const Matrix& w_in, const float* bias, float* c, int64_t ldc_batch,
+                int64_t ldc_row, bool serial) {
   Matrix a = a_in, w = w_in;
   AIGC_ASSERT(a.type == w.type, "matmul operands of different types");
   AIGC_ASSERT(a.cols == w.rows && (w.batch == 1 || w.batch == a.batch), "matmul shapes");
@@ -171,12 +173,21 @@ void matmul(const Matrix& a_in, const Matrix& w_in, const float* bias, float* c,
     matrix_normalise(w);
   }
   if (B == 1) ldc_batch = M * ldc_row;
-  const int nthr = threads_sync();
+  const int nthr = serial ? 1 : threads_sync();
   const std::string key =
-      fmt::format("matmul t{} n{} B{} M{} K{} N{} a{},{},{} w{},{},{},{} c{},{} bias{}", static_cast<int>(a.type), nthr, B, M,
+      fmt::format("matmul{} t{} n{} B{} M{} K{} N{} a{},{},{} w{},{},{},{} c{},{} bias{}", static_cast<int>(a.type), nthr, B, M,
                   K, N, a.stride_batch, a.stride_row, a.stride_col, w.batch, w.stride_batch, w.stride_row,
-                  w.stride_col, ldc_batch, ldc_row, bias != nullptr);
+                  w.stride_col, ldc_batch, ldc_row, bias != nullptr, serial ? " serial" : "");
   auto e = matmul_cache().get(key, [&] {
+    // oneDNN sizes its work split by omp_get_max_threads() of the creating thread: 1 for serial
+    // (the setting is per thread, restored below; outside this call nothing reads it).
+    const int saved = omp_get_max_threads();
+    if (serial) omp_set_num_threads(1);
+    struct Restore {
+      bool on;
+      int n;
+      ~Restore() { if (on) omp_set_num_threads(n); }
+    } restore{serial, saved};
     auto en = std::make_shared<MatmulEntry>();
     en->a_md = dnnl::memory::desc({B, M, K}, dt_of(a.type), dims{a.stride_batch, a.stride_row, a.stride_col});
     en->w_md = dnnl::memory::desc({w.batch, K, N}, dt_of(w.type), dims{w.stride_batch, w.stride_row, w.stride_col});
@@ -197,7 +208,26 @@ void matmul(const Matrix& a_in, const Matrix& w_in, const float* bias, float* c,
       {DNNL_ARG_WEIGHTS, dnnl::memory(e->w_md, eng, const_cast<void*>(w.data))},
       {DNNL_ARG_DST, dnnl::memory(e->c_md, eng, c)}};
   if (bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(e->bias_md, eng, const_cast<float*>(bias)));
-  execute(e->prim, args, "matmul");
+  if (!serial) return execute(e->prim, args, "matmul");
+  // oneDNN streams are not to be shared between threads: one per calling thread.
+  thread_local dnnl::stream strm(ctx().eng);
+  try {
+    e->prim.execute(strm, args);
+    strm.wait();
+  } catch (const dnnl::error& err) {
+    error_throw(fmt::format("oneDNN matmul failed: {}", err.what()), "onednn");
+  }
+}
+
+}  // namespace
+
+void matmul(const Matrix& a, const Matrix& w, const float* bias, float* c, int64_t ldc_batch, int64_t ldc_row) {
+  matmul_run(a, w, bias, c, ldc_batch, ldc_row, false);
+}
+
+void matmul_serial(const Matrix& a, const Matrix& w, const float* bias, float* c, int64_t ldc_batch,
+                   int64_t ldc_row) {
+  matmul_run(a, w, bias, c, ldc_batch, ldc_row, true);
 }
 
 // ---- conv2d -----------------------------------------------------------------------------------

@@ -39,6 +39,12 @@ struct Matrix {
 void matmul(const Matrix& a, const Matrix& w, const float* bias, float* c, int64_t ldc_batch,
             int64_t ldc_row);
 
+// The same product on the calling thread alone, for use inside a parallel region (a worker of
+// parallel_for running many small products, as attention does per query block): the primitive is
+// created for one thread and runs on a stream of the calling thread.
+void matmul_serial(const Matrix& a, const Matrix& w, const float* bias, float* c, int64_t ldc_batch,
+                   int64_t ldc_row);
+
 struct Conv2dShape {
   int64_t n, c, h, w;      // input [N, C, H, W]
   int64_t o, kh, kw;       // weight [O, C, kh, kw]
