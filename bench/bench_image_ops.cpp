@@ -4,7 +4,7 @@
 //
 //   build/bench_image_ops                            # Google Benchmark, every case
 //   build/bench_image_ops --benchmark_filter=conv    # a subset
-//   build/bench_image_ops --table [--rounds=3] [--only=vae]   # A/B table (below)
+//   build/bench_image_ops --table [--rounds=3] [--only=vae] [--threads=1]   # A/B table (below)
 //
 // The machine this was written on is shared, so absolute figures drift; --table runs the variants
 // of each case interleaved, round after round, keeps each variant's best time and prints ratios
@@ -163,13 +163,19 @@ std::vector<Case> norm_cases() {
   for (const S& s : shapes) {
     const std::vector<int64_t> shape{s.n, s.c, s.h, s.h};
     const double elems = static_cast<double>(s.n * s.c * s.h * s.h);
-    auto make = [shape](int which) {
-      return [shape, which] {
+    auto make = [shape](int which, bool cl) {
+      return [shape, which, cl] {
         struct B { Tensor x, y, z, g, bt; };
         auto b = std::make_shared<B>();
         b->x = random_tensor(shape, 7);
         b->z = random_tensor(shape, 8);
         b->y = Tensor::empty(DType::F32, shape);
+        if (cl) {  // channels-last views of NHWC buffers (values do not matter here)
+          const std::vector<int64_t> nhwc{shape[0], shape[2], shape[3], shape[1]};
+          b->x = random_tensor(nhwc, 7).permute({0, 3, 1, 2});
+          b->z = random_tensor(nhwc, 8).permute({0, 3, 1, 2});
+          b->y = Tensor::empty(DType::F32, nhwc).permute({0, 3, 1, 2});
+        }
         b->g = random_tensor(std::vector<int64_t>{shape[1]}, 9);
         b->bt = random_tensor(std::vector<int64_t>{shape[1]}, 10);
         Prepared p;
@@ -180,9 +186,12 @@ std::vector<Case> norm_cases() {
         return p;
       };
     };
-    cases.push_back({"norm", std::string("group_norm_") + s.name, 0, elems * 4 * 3, {{"f32", make(0)}}});
-    cases.push_back({"norm", std::string("silu_") + s.name, 0, elems * 4 * 2, {{"f32", make(1)}}});
-    cases.push_back({"norm", std::string("add_") + s.name, 0, elems * 4 * 3, {{"f32", make(2)}}});
+    cases.push_back({"norm", std::string("group_norm_") + s.name, 0, elems * 4 * 3,
+                     {{"nchw", make(0, false)}, {"channels_last", make(0, true)}}});
+    cases.push_back({"norm", std::string("silu_") + s.name, 0, elems * 4 * 2,
+                     {{"nchw", make(1, false)}, {"channels_last", make(1, true)}}});
+    cases.push_back({"norm", std::string("add_") + s.name, 0, elems * 4 * 3,
+                     {{"nchw", make(2, false)}, {"channels_last", make(2, true)}}});
   }
   return cases;
 }
@@ -292,6 +301,7 @@ int main(int argc, char** argv) {
     if (a == "--table") table = true;
     else if (a.rfind("--rounds=", 0) == 0) rounds = std::max(1, std::atoi(a.c_str() + 9));
     else if (a.rfind("--only=", 0) == 0) only = a.substr(7);
+    else if (a.rfind("--threads=", 0) == 0) aigc::thread_count_set(std::atoi(a.c_str() + 10));
     else rest.push_back(argv[i]);
   }
   if (table) return table_run(rounds, only);

@@ -246,3 +246,69 @@ TEST(PackedConv2d, Errors) {
   PackedConv2d empty;
   EXPECT_THROW(empty.run(x, y), Error);
 }
+
+// ---- the ops around a convolution, on channels-last views -------------------------------------
+// group_norm, silu, gelu and add have fast paths for channels-last [N, C, H, W] views (NHWC
+// memory), so a model can keep activations in the layout PackedConv2d runs on. Each is checked
+// against its reference kernel (which reads any strides, and is itself checked against PyTorch in
+// test_ops_misc.cpp) on odd sizes at 1 and 2 threads. Tolerances: group_norm 1e-5 (statistics in
+// double either way, f32 summation order differs); silu/gelu as the contiguous fast kernels (their
+// polynomial error, kernels_f32.h: < 1.2e-6 relative near the origin, we allow 1e-5); add exact.
+
+namespace {
+
+// A channels-last view [n, c, h, w] holding the values of `src` (NCHW contiguous).
+Tensor channels_last_copy(const Tensor& src) {
+  Tensor store = Tensor::empty(DType::F32, {src.size(0), src.size(2), src.size(3), src.size(1)});
+  Tensor v = store.permute({0, 3, 1, 2});
+  ops::ref::copy(src, v);
+  return v;
+}
+
+Tensor channels_last_empty(int64_t n, int64_t c, int64_t h, int64_t w) {
+  return Tensor::empty(DType::F32, {n, h, w, c}).permute({0, 3, 1, 2});
+}
+
+}  // namespace
+
+TEST(ChannelsLastOps, MatchReference) {
+  ThreadGuard guard;
+  struct S { int64_t n, c, h, w; int groups; };
+  for (const S& s : {S{2, 64, 9, 7, 32}, S{1, 96, 17, 33, 32}, S{2, 6, 3, 5, 3}, S{1, 128, 32, 32, 32}})
+    for (int threads : {1, 2}) {
+      thread_count_set(threads);
+      SCOPED_TRACE(fmt::format("[{}, {}, {}, {}] groups {} threads {}", s.n, s.c, s.h, s.w, s.groups, threads));
+      const Tensor x = test::random_f32({s.n, s.c, s.h, s.w}, 31, -3.0f, 5.0f);  // mean far from 0
+      const Tensor z = test::random_f32({s.n, s.c, s.h, s.w}, 32);
+      const Tensor gamma = test::random_f32({s.c}, 33), beta = test::random_f32({s.c}, 34);
+      const Tensor bias = test::random_f32({s.n, s.c, 1, 1}, 35);  // time-embedding add
+      const Tensor xc = channels_last_copy(x), zc = channels_last_copy(z);
+      Tensor want = Tensor::empty(DType::F32, {s.n, s.c, s.h, s.w});
+      Tensor got = channels_last_empty(s.n, s.c, s.h, s.w);
+
+      ops::ref::group_norm(x, gamma, beta, s.groups, 1e-6f, want);
+      ops::group_norm(xc, gamma, beta, s.groups, 1e-6f, got);
+      EXPECT_TENSORS_CLOSE(got, want, 1e-5f, 1e-5f);
+
+      ops::ref::silu(x, want);
+      ops::silu(xc, got);
+      EXPECT_TENSORS_CLOSE(got, want, 1e-5f, 1e-5f);
+
+      ops::ref::gelu(x, want);
+      ops::gelu(xc, got);
+      EXPECT_TENSORS_CLOSE(got, want, 1e-5f, 1e-5f);
+
+      ops::ref::add(x, z, want);
+      ops::add(xc, zc, got);
+      EXPECT_TENSORS_CLOSE(got, want, 0.0f, 0.0f);
+
+      ops::ref::add(x, bias, want);
+      ops::add(xc, bias, got);
+      EXPECT_TENSORS_CLOSE(got, want, 0.0f, 0.0f);
+
+      Tensor inplace = channels_last_copy(x);  // y aliasing a
+      ops::add(inplace, zc, inplace);
+      ops::ref::add(x, z, want);
+      EXPECT_TENSORS_CLOSE(inplace, want, 0.0f, 0.0f);
+    }
+}

@@ -142,7 +142,7 @@ void matrix_to_row_major(Matrix& m, void* dst) {
 }
 
 struct MatmulEntry {
-  dnnl::memory::desc a_md, w_md, bias_md, c_md;
+  dnnl::memory::desc a_md, w_md, bias_md, c_md, scratch_md;
   dnnl::matmul prim;
 };
 
@@ -175,7 +175,7 @@ void matmul_run(const Matrix& a_in, const Matrix& w_in, const float* bias, float
   if (B == 1) ldc_batch = M * ldc_row;
   const int nthr = serial ? 1 : threads_sync();
   const std::string key =
-      fmt::format("matmul{} t{} n{} B{} M{} K{} N{} a{},{},{} w{},{},{},{} c{},{} bias{}", static_cast<int>(a.type), nthr, B, M,
+      fmt::format("matmul t{} n{} B{} M{} K{} N{} a{},{},{} w{},{},{},{} c{},{} bias{}{}", static_cast<int>(a.type), nthr, B, M,
                   K, N, a.stride_batch, a.stride_row, a.stride_col, w.batch, w.stride_batch, w.stride_row,
                   w.stride_col, ldc_batch, ldc_row, bias != nullptr, serial ? " serial" : "");
   auto e = matmul_cache().get(key, [&] {
@@ -192,14 +192,16 @@ void matmul_run(const Matrix& a_in, const Matrix& w_in, const float* bias, float
     en->a_md = dnnl::memory::desc({B, M, K}, dt_of(a.type), dims{a.stride_batch, a.stride_row, a.stride_col});
     en->w_md = dnnl::memory::desc({w.batch, K, N}, dt_of(w.type), dims{w.stride_batch, w.stride_row, w.stride_col});
     en->c_md = dnnl::memory::desc({B, M, N}, dt::f32, dims{ldc_batch, ldc_row, 1});
-    if (bias) {
-      en->bias_md = dnnl::memory::desc({1, 1, N}, dt::f32, tag::abc);
-      en->prim = dnnl::matmul(dnnl::matmul::primitive_desc(
-          dnnl::matmul::desc(en->a_md, en->w_md, en->bias_md, en->c_md), ctx().eng));
-    } else {
-      en->prim = dnnl::matmul(
-          dnnl::matmul::primitive_desc(dnnl::matmul::desc(en->a_md, en->w_md, en->c_md), ctx().eng));
-    }
+    // Serial primitives run concurrently on several threads: each brings its own scratchpad (the
+    // library's default one is shared between executions).
+    dnnl::primitive_attr attr;
+    if (serial) attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    if (bias) en->bias_md = dnnl::memory::desc({1, 1, N}, dt::f32, tag::abc);
+    const auto desc = bias ? dnnl::matmul::desc(en->a_md, en->w_md, en->bias_md, en->c_md)
+                           : dnnl::matmul::desc(en->a_md, en->w_md, en->c_md);
+    const dnnl::matmul::primitive_desc pd(desc, attr, ctx().eng);
+    en->prim = dnnl::matmul(pd);
+    if (serial) en->scratch_md = pd.scratchpad_desc();
     return en;
   });
   auto& eng = ctx().eng;
@@ -209,8 +211,11 @@ void matmul_run(const Matrix& a_in, const Matrix& w_in, const float* bias, float
       {DNNL_ARG_DST, dnnl::memory(e->c_md, eng, c)}};
   if (bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(e->bias_md, eng, const_cast<float*>(bias)));
   if (!serial) return execute(e->prim, args, "matmul");
-  // oneDNN streams are not to be shared between threads: one per calling thread.
+  // oneDNN streams are not to be shared between threads: one per calling thread, and a scratchpad.
   thread_local dnnl::stream strm(ctx().eng);
+  thread_local Scratch scratch_pad;
+  if (e->scratch_md.get_size() > 0)
+    args.emplace(DNNL_ARG_SCRATCHPAD, dnnl::memory(e->scratch_md, eng, scratch_pad.get(e->scratch_md.get_size())));
   try {
     e->prim.execute(strm, args);
     strm.wait();
