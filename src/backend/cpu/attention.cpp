@@ -58,7 +58,9 @@ float attention_scale(const Tensor& q, const AttentionParams& p) {
 // ---- bf16 path ----------------------------------------------------------------------------------
 
 // Queries per block: the [blk, Tk] f32 score block (512 KiB at Tk = 4096) stays in L2 between the
-// matmul that writes it and the softmax pass that reads it.
+// matmul that writes it and the softmax pass that reads it. (Measured at 4096 x 40, one thread,
+// CPU time: 16 -> 52%, 32 -> 59%, 64 -> 57%, 128 -> 61% of the bf16 GEMM; the two matmuls, not the
+// softmax (~14% of the time), are what is left.)
 constexpr int64_t kBf16QueryBlock = 32;
 
 // GCC 12's AVX-512 headers start some intrinsics from _mm512_undefined_ps(), which -Wuninitialized
