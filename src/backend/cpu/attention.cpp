@@ -6,8 +6,9 @@
 // running max and sum (kernels_f32_impl.h attention_rows).
 // The bf16 kernel (p.precision == BF16, long sequences) works on blocks of kBf16QueryBlock queries:
 // scores [blk, Tk] f32 = q_blk · k^T (oneDNN bf16 matmul), exp(scores - max) rounded to bf16 in
-// one AVX-512 pass, out rows = P · v (oneDNN) scaled by 1 / row sum. Scratch is bounded by
-// blk x Tk (f32 + bf16) plus one head's k and v in bf16, whatever Tq.
+// one AVX-512 pass, out rows = P · v (oneDNN) scaled by 1 / row sum. Tasks (batch, head, query
+// block) run side by side, each on one thread with 1-thread oneDNN primitives. Scratch: blk x Tk
+// (f32 + bf16) per thread plus k and v of every head in bf16, whatever Tq (no [Tq, Tk] matrix).
 #include <immintrin.h>
 
 #include <atomic>
