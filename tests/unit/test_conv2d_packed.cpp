@@ -4,13 +4,14 @@
 // Tolerances:
 //  - F32: the same f32 products as the reference, summed in another order over fan-in K <= 2880:
 //    1e-4 absolute and relative (as ops::conv2d in test_ops_gemm.cpp).
-//  - BF16: x and w are each rounded to bf16 (relative error <= 2^-9 each), so each product is off
-//    by at most ~2^-8 of |x w| and the sum by at most 2^-8 * sum|x w|, plus f32 accumulation. We
-//    check that elementwise bound, got vs the f32 reference: |got - ref| <= 2^-7 * (|x| (*) |w|) +
-//    1e-4 (twice the bound, so it cannot fail on rounding alone, yet a wrong tap, a lost channel
-//    or an f16-for-bf16 mix-up all exceed it by orders of magnitude). And tightly, 1e-4, against
-//    the reference run on the bf16-rounded x and w, which is what the kernel computes exactly up to
-//    f32 summation order. For unit-scale random data the bound is ~1e-2 of |y|.
+//  - BF16: x and w are each rounded to bf16 (8 significant bits: relative error <= 2^-8 each), so
+//    each product is off by at most (2^-7 + 2^-16) |x w| and the sum by at most that times
+//    sum|x w|. We check that worst-case bound, got vs the f32 reference: |got - ref| <= 2^-7 *
+//    (|x| (*) |w|) + 1e-4 (the 1e-4 covers the 2^-16 term and f32 summation). Random data lands
+//    far inside it (errors of random sign grow like sqrt(K), not K), yet a wrong tap, a lost
+//    channel or an unrounded operand in the wrong place exceed it. And tightly, 1e-4, against the
+//    reference run on the bf16-rounded x and w, which is what the kernel computes up to f32
+//    summation order. For unit-scale random data the bound is ~1e-2 of |y|.
 #include "backend/cpu/conv2d_packed.h"
 
 #include <gtest/gtest.h>
