@@ -436,6 +436,22 @@ void PackedConv::run(const float* x, const int64_t xs[4], float* y, const int64_
   if (!e->y_same) execute(e->y_reorder, {{DNNL_ARG_FROM, ym}, {DNNL_ARG_TO, yu}}, "conv output reorder");
 }
 
+void PackedConv::run_nhwc(const void* x, float* y, int64_t n, int64_t h, int64_t w) const {
+  const Impl& m = *impl_;
+  const int64_t ho = (h + 2 * m.pad - m.kh) / m.stride + 1, wo = (w + 2 * m.pad - m.kw) / m.stride + 1;
+  const int64_t xs[4] = {h * w * m.c, 1, w * m.c, m.c}, ys[4] = {ho * wo * m.o, 1, wo * m.o, m.o};
+  const int nthr = threads_sync();
+  auto e = impl_->entry_get(xs, ys, n, h, w, nthr);
+  auto& eng = ctx().eng;
+  void* wp = e->w_alt ? e->w_alt.get() : impl_->w_buf.get();
+  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, dnnl::memory(e->x_md, eng, const_cast<void*>(x))},
+                                             {DNNL_ARG_WEIGHTS, dnnl::memory(e->w_md, eng, wp)},
+                                             {DNNL_ARG_DST, dnnl::memory(e->y_md, eng, y)}};
+  if (!impl_->bias.empty())
+    args.emplace(DNNL_ARG_BIAS, dnnl::memory(e->bias_md, eng, const_cast<float*>(impl_->bias.data())));
+  execute(e->prim, args, "packed conv");
+}
+
 // ---- packed weights ---------------------------------------------------------------------------
 
 struct PackedWeight::Impl {

@@ -75,6 +75,8 @@ class PackedConv {
   // x/y strides in elements, in NCHW dim order; ho/wo follow from the constructor's stride/pad.
   void run(const float* x, const int64_t xs[4], float* y, const int64_t ys[4], int64_t n, int64_t h,
            int64_t w) const;
+  // The primitive alone: x dense NHWC already in the packed type (f32 or bf16), y dense NHWC f32.
+  void run_nhwc(const void* x, float* y, int64_t n, int64_t h, int64_t w) const;
   Type type() const;
   size_t bytes() const;  // packed weight + bias
 
