@@ -1,5 +1,6 @@
 // gelu (exact, x * Phi(x)), gelu_tanh, silu, relu, tanh. Reference kernels in double with libm; fast kernels
 // use the vectorised approximations of kernels_f32.h (error bounds there and measured in tests).
+#include <algorithm>
 #include <cmath>
 
 #include "backend/cpu/kernels_f32.h"
@@ -24,9 +25,30 @@ void activation_ref(const Tensor& x, Tensor& y, F f) {
 
 using RowFn = void (*)(const float*, float*, int64_t);
 
+// x and y fill their memory densely in the same dim order (contiguous, or both channels-last
+// views of NHWC buffers, ...): the op can run over the memory as one flat array.
+bool dense_same_layout(const Tensor& x, const Tensor& y) {
+  if (x.ndim() == 0) return false;
+  int order[kMaxDims];
+  int n = 0;
+  for (int d = 0; d < x.ndim(); ++d) {
+    if (x.size(d) == 1) continue;
+    if (x.stride_bytes(d) != y.stride_bytes(d)) return false;
+    order[n++] = d;
+  }
+  for (int i = 1; i < n; ++i)  // insertion sort by stride, ascending (n <= 4)
+    for (int j = i; j > 0 && x.stride_bytes(order[j]) < x.stride_bytes(order[j - 1]); --j) std::swap(order[j], order[j - 1]);
+  int64_t expect = static_cast<int64_t>(sizeof(float));
+  for (int i = 0; i < n; ++i) {
+    if (x.stride_bytes(order[i]) != expect) return false;
+    expect *= x.size(order[i]);
+  }
+  return true;
+}
+
 void activation_fast(const Tensor& x, Tensor& y, RowFn row) {
   constexpr int64_t kChunk = 4096;  // elements per task when both are contiguous
-  if (x.is_contiguous() && y.is_contiguous()) {
+  if ((x.is_contiguous() && y.is_contiguous()) || dense_same_layout(x, y)) {
     const int64_t n = x.numel();
     parallel_for((n + kChunk - 1) / kChunk, [&](int64_t c0, int64_t c1) {
       const int64_t i0 = c0 * kChunk, i1 = std::min(n, c1 * kChunk);
@@ -42,7 +64,7 @@ void activation_fast(const Tensor& x, Tensor& y, RowFn row) {
 }
 
 bool activation_dense(const Tensor& x, const Tensor& y) {
-  return x.ndim() > 0 && rows_dense_f32(x) && rows_dense_f32(y);
+  return x.ndim() > 0 && ((rows_dense_f32(x) && rows_dense_f32(y)) || dense_same_layout(x, y));
 }
 
 // Written without cancellation in the negative tail, where 1 + erf and 1 + tanh lose every digit

@@ -5,8 +5,13 @@
 //   PackedConv2d conv(w, &b, /*stride*/ 1, /*pad*/ 1, Precision::BF16);   // w [O, C, kh, kw]
 //   conv.run(x, y);      // x [N, C, H, W] f32 -> y [N, O, Ho, Wo] f32, same as ops::conv2d
 //
-// Same contract and checks as ops::conv2d. The weight may be a view of a mapped file: by default
-// the layer keeps only its own prepared copy (keep_original = false), so the file can be unmapped.
+// Same contract and checks as ops::conv2d. The weight may be a view of a mapped file: the layer
+// keeps only its own prepared copy, so the file can be unmapped.
+// Precision: F32 (exact f32 products), BF16 (weights and activations rounded to bf16, f32
+// accumulation: about twice as fast), Auto (BF16 for bf16 weights, else F32); precision() reports
+// the resolved one. Fast layout: x and y NCHW contiguous work; channels-last views (an NHWC buffer
+// seen as [N, C, H, W] through strides, e.g. t.permute({0, 3, 1, 2}) of a [N, H, W, C] tensor) are
+// oneDNN's own layout and skip the per-call reorders (see bench/bench_image_ops.cpp for the cost).
 #pragma once
 
 #include <cstdint>
@@ -33,7 +38,7 @@ class PackedConv2d {
   int64_t kernel_size() const { return k_; }
   int stride() const { return stride_; }
   int pad() const { return pad_; }
-  Precision precision() const { return precision_; }
+  Precision precision() const { return precision_; }  // F32 or BF16 (Auto resolved)
   // Output shape for an input [N, C, H, W].
   void output_size(int64_t h, int64_t w, int64_t& ho, int64_t& wo) const;
   size_t weight_bytes() const;  // memory the layer holds for its weight

@@ -1,5 +1,7 @@
 // add, mul with PyTorch broadcasting: a and b are broadcast to y's shape (dims aligned from the
 // right; each is equal to y's or 1; missing leading dims count as 1). y may alias a or b.
+#include <algorithm>
+
 #include "backend/cpu/op_check.h"
 #include "backend/cpu/ops.h"
 #include "core/thread_pool.h"
@@ -82,11 +84,32 @@ void binary_row(const float* pa, int64_t sa, const float* pb, int64_t sb, float*
   }
 }
 
+// Reorders the four axes (of y, a and b alike) so y's strides descend: the inner loop then runs
+// along y's densest dim, which is what vectorises (for a channels-last y, along C instead of W).
+// Size-1 axes go first. Contiguous tensors keep their order.
+void axes_to_memory_order(Shape4& s, Broadcast4& a, Broadcast4& b) {
+  int perm[kMaxDims] = {0, 1, 2, 3};
+  auto before = [&](int i, int j) {  // axis i goes before axis j
+    const bool i1 = s.n[i] == 1, j1 = s.n[j] == 1;
+    if (i1 != j1) return i1;
+    return !i1 && s.st[i] > s.st[j];
+  };
+  for (int i = 1; i < kMaxDims; ++i)  // stable insertion sort
+    for (int j = i; j > 0 && before(perm[j], perm[j - 1]); --j) std::swap(perm[j], perm[j - 1]);
+  const Shape4 s0 = s;
+  const Broadcast4 a0 = a, b0 = b;
+  for (int k = 0; k < kMaxDims; ++k) {
+    s.n[k] = s0.n[perm[k]], s.st[k] = s0.st[perm[k]];
+    a.st[k] = a0.st[perm[k]], b.st[k] = b0.st[perm[k]];
+  }
+}
+
 template <typename Op>
 void binary_fast(const Tensor& a, const Tensor& b, Tensor& y, const char* op) {
   check_f32(y, op, "y");
-  const Broadcast4 va = broadcast_view(a, y, op, "a"), vb = broadcast_view(b, y, op, "b");
-  const Shape4 s = shape4_of(y);
+  Broadcast4 va = broadcast_view(a, y, op, "a"), vb = broadcast_view(b, y, op, "b");
+  Shape4 s = shape4_of(y);
+  axes_to_memory_order(s, va, vb);
   const int64_t rows = s.n[0] * s.n[1] * s.n[2];
   parallel_for(rows, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {

@@ -1,5 +1,6 @@
 // group_norm, layer_norm, rms_norm. Statistics in double (reference and fast kernels alike); the
 // fast kernels split rows (or (n, group) pairs) over threads and use the vectorised row kernels.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -113,8 +114,89 @@ void ref::rms_norm(const Tensor& x, const Tensor* gamma, float eps, Tensor& y) {
 
 // ---- fast ---------------------------------------------------------------------------------
 
+namespace {
+
+// x is a channels-last [N, C, H, W] view of an NHWC buffer (what PackedConv2d reads and writes
+// without reorders).
+bool channels_last(const Tensor& x) {
+  if (x.ndim() != 4) return false;
+  const int64_t es = static_cast<int64_t>(sizeof(float)), c = x.size(1), h = x.size(2), w = x.size(3);
+  return x.stride_bytes(1) == es && x.stride_bytes(3) == c * es && x.stride_bytes(2) == w * c * es &&
+         x.stride_bytes(0) == h * w * c * es;
+}
+
+// group_norm on channels-last x and y: a pixel's channels are contiguous, so statistics are
+// accumulated per channel over pixels (vectorised across channels, pixels split over threads,
+// partial sums in double per thread) and reduced per group; then y = x * a[c] + b[c] per pixel.
+void group_norm_channels_last(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups, float eps,
+                              Tensor& y) {
+  const int64_t n = x.size(0), c = x.size(1), pixels = x.size(2) * x.size(3), cg = c / groups;
+  const int nth = thread_count();
+  std::vector<double> part(static_cast<size_t>(nth) * c), mean(groups), rstd(groups);
+  std::vector<float> a(c), b(c);
+  const double count = static_cast<double>(cg * pixels);
+  for (int64_t bi = 0; bi < n; ++bi) {
+    const float* xb = x.ptr<float>() + bi * pixels * c;
+    float* yb = y.ptr<float>() + bi * pixels * c;
+    // pass 1: per-channel sums; pass 2: per-channel sums of squared deviations from the group mean
+    for (int pass = 0; pass < 2; ++pass) {
+      std::fill(part.begin(), part.end(), 0.0);
+      std::vector<float> center(c);
+      for (int64_t ch = 0; ch < c; ++ch) center[ch] = pass == 0 ? 0.0f : static_cast<float>(mean[ch / cg]);
+      thread_pool_run([&](int ith, int nt) {
+        const int64_t p0 = pixels * ith / nt, p1 = pixels * (ith + 1) / nt;
+        double* acc = part.data() + static_cast<size_t>(ith) * c;
+        std::vector<float> chunk(c);
+        constexpr int64_t kChunk = 64;  // pixels summed in float before joining the double sum
+        for (int64_t q0 = p0; q0 < p1; q0 += kChunk) {
+          std::fill(chunk.begin(), chunk.end(), 0.0f);
+          const int64_t q1 = std::min(p1, q0 + kChunk);
+          for (int64_t q = q0; q < q1; ++q) {
+            const float* xp = xb + q * c;
+            if (pass == 0) {
+#pragma omp simd
+              for (int64_t ch = 0; ch < c; ++ch) chunk[ch] += xp[ch];
+            } else {
+#pragma omp simd
+              for (int64_t ch = 0; ch < c; ++ch) {
+                const float d = xp[ch] - center[ch];
+                chunk[ch] += d * d;
+              }
+            }
+          }
+          for (int64_t ch = 0; ch < c; ++ch) acc[ch] += chunk[ch];
+        }
+      });
+      for (int g = 0; g < groups; ++g) {
+        double sum = 0.0;
+        for (int t = 0; t < nth; ++t)
+          for (int64_t ch = g * cg; ch < (g + 1) * cg; ++ch) sum += part[static_cast<size_t>(t) * c + ch];
+        if (pass == 0) mean[g] = sum / count;
+        else rstd[g] = 1.0 / std::sqrt(sum / count + eps);
+      }
+    }
+    for (int64_t ch = 0; ch < c; ++ch) {  // y = (x - mean) * rstd * gamma + beta == x * a + b
+      const double ad = rstd[ch / cg] * gamma.ptr<float>()[ch];
+      a[ch] = static_cast<float>(ad);
+      b[ch] = static_cast<float>(beta.ptr<float>()[ch] - mean[ch / cg] * ad);
+    }
+    parallel_for(pixels, [&](int64_t q0, int64_t q1) {
+      for (int64_t q = q0; q < q1; ++q) {
+        const float* xp = xb + q * c;
+        float* yp = yb + q * c;
+#pragma omp simd
+        for (int64_t ch = 0; ch < c; ++ch) yp[ch] = xp[ch] * a[ch] + b[ch];
+      }
+    }, 16);
+  }
+}
+
+}  // namespace
+
 void group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups, float eps, Tensor& y) {
   group_norm_check(x, gamma, beta, groups, y);
+  if (channels_last(x) && channels_last(y) && !x.is_contiguous())
+    return group_norm_channels_last(x, gamma, beta, groups, eps, y);
   if (!x.is_contiguous() || !y.is_contiguous()) return ref::group_norm(x, gamma, beta, groups, eps, y);
   const KernelsF32& k = kernels_f32();
   const int64_t n = x.size(0), c = x.size(1), cg = c / groups;

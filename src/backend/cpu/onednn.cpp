@@ -5,6 +5,7 @@
 
 #include <cstring>
 #include <dnnl.hpp>
+#include <algorithm>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -141,7 +142,7 @@ void matrix_to_row_major(Matrix& m, void* dst) {
 }
 
 struct MatmulEntry {
-  dnnl::memory::desc a_md, w_md, bias_md, c_md;
+  dnnl::memory::desc a_md, w_md, bias_md, c_md, scratch_md;
   dnnl::matmul prim;
 };
 
@@ -152,8 +153,10 @@ Cache<MatmulEntry>& matmul_cache() {
 
 }  // namespace
 
-void matmul(const Matrix& a_in, const Matrix& w_in, const float* bias, float* c, int64_t ldc_batch,
-            int64_t ldc_row) {
+namespace {
+
+void matmul_run(const Matrix& a_in, const Matrix& w_in, const float* bias, float* c, int64_t ldc_batch,
+                int64_t ldc_row, bool serial) {
   Matrix a = a_in, w = w_in;
   AIGC_ASSERT(a.type == w.type, "matmul operands of different types");
   AIGC_ASSERT(a.cols == w.rows && (w.batch == 1 || w.batch == a.batch), "matmul shapes");
@@ -170,24 +173,35 @@ void matmul(const Matrix& a_in, const Matrix& w_in, const float* bias, float* c,
     matrix_normalise(w);
   }
   if (B == 1) ldc_batch = M * ldc_row;
-  const int nthr = threads_sync();
+  const int nthr = serial ? 1 : threads_sync();
   const std::string key =
-      fmt::format("matmul t{} n{} B{} M{} K{} N{} a{},{},{} w{},{},{},{} c{},{} bias{}", static_cast<int>(a.type), nthr, B, M,
+      fmt::format("matmul t{} n{} B{} M{} K{} N{} a{},{},{} w{},{},{},{} c{},{} bias{}{}", static_cast<int>(a.type), nthr, B, M,
                   K, N, a.stride_batch, a.stride_row, a.stride_col, w.batch, w.stride_batch, w.stride_row,
-                  w.stride_col, ldc_batch, ldc_row, bias != nullptr);
+                  w.stride_col, ldc_batch, ldc_row, bias != nullptr, serial ? " serial" : "");
   auto e = matmul_cache().get(key, [&] {
+    // oneDNN sizes its work split by omp_get_max_threads() of the creating thread: 1 for serial
+    // (the setting is per thread, restored below; outside this call nothing reads it).
+    const int saved = omp_get_max_threads();
+    if (serial) omp_set_num_threads(1);
+    struct Restore {
+      bool on;
+      int n;
+      ~Restore() { if (on) omp_set_num_threads(n); }
+    } restore{serial, saved};
     auto en = std::make_shared<MatmulEntry>();
     en->a_md = dnnl::memory::desc({B, M, K}, dt_of(a.type), dims{a.stride_batch, a.stride_row, a.stride_col});
     en->w_md = dnnl::memory::desc({w.batch, K, N}, dt_of(w.type), dims{w.stride_batch, w.stride_row, w.stride_col});
     en->c_md = dnnl::memory::desc({B, M, N}, dt::f32, dims{ldc_batch, ldc_row, 1});
-    if (bias) {
-      en->bias_md = dnnl::memory::desc({1, 1, N}, dt::f32, tag::abc);
-      en->prim = dnnl::matmul(dnnl::matmul::primitive_desc(
-          dnnl::matmul::desc(en->a_md, en->w_md, en->bias_md, en->c_md), ctx().eng));
-    } else {
-      en->prim = dnnl::matmul(
-          dnnl::matmul::primitive_desc(dnnl::matmul::desc(en->a_md, en->w_md, en->c_md), ctx().eng));
-    }
+    // Serial primitives run concurrently on several threads: each brings its own scratchpad (the
+    // library's default one is shared between executions).
+    dnnl::primitive_attr attr;
+    if (serial) attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    if (bias) en->bias_md = dnnl::memory::desc({1, 1, N}, dt::f32, tag::abc);
+    const auto desc = bias ? dnnl::matmul::desc(en->a_md, en->w_md, en->bias_md, en->c_md)
+                           : dnnl::matmul::desc(en->a_md, en->w_md, en->c_md);
+    const dnnl::matmul::primitive_desc pd(desc, attr, ctx().eng);
+    en->prim = dnnl::matmul(pd);
+    if (serial) en->scratch_md = pd.scratchpad_desc();
     return en;
   });
   auto& eng = ctx().eng;
@@ -196,7 +210,29 @@ void matmul(const Matrix& a_in, const Matrix& w_in, const float* bias, float* c,
       {DNNL_ARG_WEIGHTS, dnnl::memory(e->w_md, eng, const_cast<void*>(w.data))},
       {DNNL_ARG_DST, dnnl::memory(e->c_md, eng, c)}};
   if (bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(e->bias_md, eng, const_cast<float*>(bias)));
-  execute(e->prim, args, "matmul");
+  if (!serial) return execute(e->prim, args, "matmul");
+  // oneDNN streams are not to be shared between threads: one per calling thread, and a scratchpad.
+  thread_local dnnl::stream strm(ctx().eng);
+  thread_local Scratch scratch_pad;
+  if (e->scratch_md.get_size() > 0)
+    args.emplace(DNNL_ARG_SCRATCHPAD, dnnl::memory(e->scratch_md, eng, scratch_pad.get(e->scratch_md.get_size())));
+  try {
+    e->prim.execute(strm, args);
+    strm.wait();
+  } catch (const dnnl::error& err) {
+    error_throw(fmt::format("oneDNN matmul failed: {}", err.what()), "onednn");
+  }
+}
+
+}  // namespace
+
+void matmul(const Matrix& a, const Matrix& w, const float* bias, float* c, int64_t ldc_batch, int64_t ldc_row) {
+  matmul_run(a, w, bias, c, ldc_batch, ldc_row, false);
+}
+
+void matmul_serial(const Matrix& a, const Matrix& w, const float* bias, float* c, int64_t ldc_batch,
+                   int64_t ldc_row) {
+  matmul_run(a, w, bias, c, ldc_batch, ldc_row, true);
 }
 
 // ---- conv2d -----------------------------------------------------------------------------------
@@ -270,6 +306,150 @@ void conv2d(const Conv2dShape& s, const float* x, const float* w, const float* b
   if (bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(e->bias_md, eng, const_cast<float*>(bias)));
   execute(e->prim, args, "conv2d");
   if (!e->y_same) execute(e->y_reorder, {{DNNL_ARG_FROM, ym}, {DNNL_ARG_TO, yu}}, "conv2d output reorder");
+}
+
+// ---- packed convolution -----------------------------------------------------------------------
+
+namespace {
+
+struct PackedConvEntry {
+  dnnl::memory::desc x_user, y_user, x_md, y_md, w_md, bias_md;
+  dnnl::convolution_forward prim;
+  dnnl::reorder x_reorder, y_reorder;  // empty when the user's layout is the primitive's
+  bool x_same = true, y_same = true;
+  std::shared_ptr<void> w_alt;         // weights in this primitive's layout when it differs
+};
+
+dnnl::convolution_forward::primitive_desc conv_pd_make(Type type, int64_t n, int64_t c, int64_t h, int64_t w,
+                                                       int64_t o, int64_t kh, int64_t kw, int64_t stride,
+                                                       int64_t pad, bool bias) {
+  const int64_t ho = (h + 2 * pad - kh) / stride + 1, wo = (w + 2 * pad - kw) / stride + 1;
+  const dnnl::memory::desc xa({n, c, h, w}, dt_of(type), tag::nhwc), wa({o, c, kh, kw}, dt_of(type), tag::any),
+      ya({n, o, ho, wo}, dt::f32, tag::nhwc), ba({o}, dt::f32, tag::a);
+  const dims strides{stride, stride}, pads{pad, pad};
+  const auto prop = dnnl::prop_kind::forward_inference;
+  const auto alg = dnnl::algorithm::convolution_direct;
+  auto desc = bias ? dnnl::convolution_forward::desc(prop, alg, xa, wa, ba, ya, strides, pads, pads)
+                   : dnnl::convolution_forward::desc(prop, alg, xa, wa, ya, strides, pads, pads);
+  return dnnl::convolution_forward::primitive_desc(desc, ctx().eng);
+}
+
+}  // namespace
+
+struct PackedConv::Impl {
+  Type type;
+  int64_t o, c, kh, kw, stride, pad;
+  dnnl::memory::desc w_md;     // the packed layout
+  std::shared_ptr<void> w_buf;
+  std::vector<float> bias;     // empty: no bias
+  std::mutex mu;               // guards prims
+  std::unordered_map<std::string, std::shared_ptr<PackedConvEntry>> prims;
+
+  std::shared_ptr<PackedConvEntry> entry_get(const int64_t xs[4], const int64_t ys[4], int64_t n, int64_t h,
+                                             int64_t w, int nthr) {
+    const std::string key = fmt::format("{} {} {} t{} x{},{},{},{} y{},{},{},{}", n, h, w, nthr, xs[0], xs[1], xs[2],
+                                        xs[3], ys[0], ys[1], ys[2], ys[3]);
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = prims.find(key);
+    if (it != prims.end()) return it->second;
+    auto en = std::make_shared<PackedConvEntry>();
+    auto& eng = ctx().eng;
+    try {
+      const auto pd = conv_pd_make(type, n, c, h, w, o, kh, kw, stride, pad, !bias.empty());
+      en->prim = dnnl::convolution_forward(pd);
+      en->x_md = pd.src_desc();
+      en->y_md = pd.dst_desc();
+      en->w_md = pd.weights_desc();
+      en->bias_md = dnnl::memory::desc({o}, dt::f32, tag::a);
+      const int64_t ho = (h + 2 * pad - kh) / stride + 1, wo = (w + 2 * pad - kw) / stride + 1;
+      en->x_user = dnnl::memory::desc({n, c, h, w}, dt::f32, dims{xs[0], xs[1], xs[2], xs[3]});
+      en->y_user = dnnl::memory::desc({n, o, ho, wo}, dt::f32, dims{ys[0], ys[1], ys[2], ys[3]});
+      en->x_same = en->x_user == en->x_md;
+      en->y_same = en->y_user == en->y_md;
+      if (!en->x_same) en->x_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(eng, en->x_user, eng, en->x_md));
+      if (!en->y_same) en->y_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(eng, en->y_md, eng, en->y_user));
+      if (en->w_md != w_md) {  // another blocking for this shape: a copy of the weights for it
+        en->w_alt = buffer_alloc(en->w_md.get_size());
+        dnnl::memory src(w_md, eng, w_buf.get()), dst(en->w_md, eng, en->w_alt.get());
+        execute(dnnl::reorder(src, dst), {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}}, "conv weight re-layout");
+      }
+    } catch (const dnnl::error& err) {
+      error_throw(fmt::format("oneDNN has no convolution for x [{}, {}, {}, {}], weight [{}, {}, {}, {}]: {}", n, c,
+                              h, w, o, c, kh, kw, err.what()),
+                  "PackedConv2d", "use ops::conv2d for this shape");
+    }
+    if (prims.size() >= 64) prims.clear();
+    prims.emplace(key, en);
+    return en;
+  }
+};
+
+PackedConv::PackedConv(const float* w, const float* bias, Type type, int64_t o, int64_t c, int64_t kh, int64_t kw,
+                       int64_t stride, int64_t pad)
+    : impl_(new Impl) {
+  Impl& m = *impl_;
+  m.type = type;
+  m.o = o, m.c = c, m.kh = kh, m.kw = kw, m.stride = stride, m.pad = pad;
+  if (bias) m.bias.assign(bias, bias + o);
+  try {
+    // The weight layout oneDNN picks depends on the channels, not (so far) on the image size: pack
+    // for a mid-size image; a shape that wants another layout gets its own copy (entry_get).
+    const int64_t hw = std::max<int64_t>(32, std::max(kh, kw));
+    const auto pd = conv_pd_make(type, 1, c, hw, hw, o, kh, kw, stride, pad, bias != nullptr);
+    m.w_md = pd.weights_desc();
+    m.w_buf = buffer_alloc(m.w_md.get_size());
+    const dnnl::memory::desc w_user({o, c, kh, kw}, dt::f32, tag::oihw);
+    dnnl::memory src(w_user, ctx().eng, const_cast<float*>(w)), dst(m.w_md, ctx().eng, m.w_buf.get());
+    threads_sync();
+    execute(dnnl::reorder(src, dst), {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}}, "conv weight packing");
+  } catch (const dnnl::error& err) {
+    error_throw(fmt::format("oneDNN could not pack a [{}, {}, {}, {}] convolution weight: {}", o, c, kh, kw,
+                            err.what()),
+                "PackedConv2d");
+  }
+}
+
+PackedConv::~PackedConv() = default;
+
+Type PackedConv::type() const { return impl_->type; }
+size_t PackedConv::bytes() const { return impl_->w_md.get_size() + impl_->bias.size() * sizeof(float); }
+
+void PackedConv::run(const float* x, const int64_t xs[4], float* y, const int64_t ys[4], int64_t n, int64_t h,
+                     int64_t w) const {
+  const int nthr = threads_sync();
+  auto e = impl_->entry_get(xs, ys, n, h, w, nthr);
+  auto& eng = ctx().eng;
+  thread_local Scratch sx, sy;
+  dnnl::memory xu(e->x_user, eng, const_cast<float*>(x)), yu(e->y_user, eng, y);
+  dnnl::memory xm = xu, ym = yu;
+  if (!e->x_same) {
+    xm = dnnl::memory(e->x_md, eng, sx.get(e->x_md.get_size()));
+    execute(e->x_reorder, {{DNNL_ARG_FROM, xu}, {DNNL_ARG_TO, xm}}, "conv input reorder");
+  }
+  if (!e->y_same) ym = dnnl::memory(e->y_md, eng, sy.get(e->y_md.get_size()));
+  void* wp = e->w_alt ? e->w_alt.get() : impl_->w_buf.get();
+  std::unordered_map<int, dnnl::memory> args{
+      {DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, dnnl::memory(e->w_md, eng, wp)}, {DNNL_ARG_DST, ym}};
+  if (!impl_->bias.empty())
+    args.emplace(DNNL_ARG_BIAS, dnnl::memory(e->bias_md, eng, const_cast<float*>(impl_->bias.data())));
+  execute(e->prim, args, "packed conv");
+  if (!e->y_same) execute(e->y_reorder, {{DNNL_ARG_FROM, ym}, {DNNL_ARG_TO, yu}}, "conv output reorder");
+}
+
+void PackedConv::run_nhwc(const void* x, float* y, int64_t n, int64_t h, int64_t w) const {
+  const Impl& m = *impl_;
+  const int64_t ho = (h + 2 * m.pad - m.kh) / m.stride + 1, wo = (w + 2 * m.pad - m.kw) / m.stride + 1;
+  const int64_t xs[4] = {h * w * m.c, 1, w * m.c, m.c}, ys[4] = {ho * wo * m.o, 1, wo * m.o, m.o};
+  const int nthr = threads_sync();
+  auto e = impl_->entry_get(xs, ys, n, h, w, nthr);
+  auto& eng = ctx().eng;
+  void* wp = e->w_alt ? e->w_alt.get() : impl_->w_buf.get();
+  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, dnnl::memory(e->x_md, eng, const_cast<void*>(x))},
+                                             {DNNL_ARG_WEIGHTS, dnnl::memory(e->w_md, eng, wp)},
+                                             {DNNL_ARG_DST, dnnl::memory(e->y_md, eng, y)}};
+  if (!impl_->bias.empty())
+    args.emplace(DNNL_ARG_BIAS, dnnl::memory(e->bias_md, eng, const_cast<float*>(impl_->bias.data())));
+  execute(e->prim, args, "packed conv");
 }
 
 // ---- packed weights ---------------------------------------------------------------------------

@@ -39,6 +39,12 @@ struct Matrix {
 void matmul(const Matrix& a, const Matrix& w, const float* bias, float* c, int64_t ldc_batch,
             int64_t ldc_row);
 
+// The same product on the calling thread alone, for use inside a parallel region (a worker of
+// parallel_for running many small products, as attention does per query block): the primitive is
+// created for one thread and runs on a stream of the calling thread.
+void matmul_serial(const Matrix& a, const Matrix& w, const float* bias, float* c, int64_t ldc_batch,
+                   int64_t ldc_row);
+
 struct Conv2dShape {
   int64_t n, c, h, w;      // input [N, C, H, W]
   int64_t o, kh, kw;       // weight [O, C, kh, kw]
@@ -49,6 +55,35 @@ struct Conv2dShape {
 // y = conv2d(x, w) + bias; all f32 and contiguous (NCHW / OIHW). oneDNN picks its preferred
 // layouts (format "any"); x, w and y are reordered to and from them on every call.
 void conv2d(const Conv2dShape& s, const float* x, const float* w, const float* bias, float* y);
+
+// Convolution weights prepared once for PackedConv2d: w [O, C, kh, kw] reordered into the layout
+// oneDNN's convolution prefers, in f32 or bf16 (rounded once), bias kept in f32 and fused into the
+// primitive. Activations: x [N, C, H, W] and y [N, O, Ho, Wo] f32 with element strides xs / ys,
+// either NCHW contiguous or channels-last (NHWC memory seen as NCHW; zero-copy where the type
+// allows). The primitive runs on NHWC (oneDNN's brgemm convolution, the fastest layout here);
+// NCHW activations are reordered to and from it per call, bf16 activations converted on the way.
+// Primitives are cached per (N, H, W, layouts, threads).
+class PackedConv {
+ public:
+  // w: f32 contiguous OIHW; bias: f32 [o] or null. Throws aigc::Error when oneDNN has no kernel.
+  PackedConv(const float* w, const float* bias, Type type, int64_t o, int64_t c, int64_t kh, int64_t kw,
+             int64_t stride, int64_t pad);
+  ~PackedConv();
+  PackedConv(const PackedConv&) = delete;
+  PackedConv& operator=(const PackedConv&) = delete;
+
+  // x/y strides in elements, in NCHW dim order; ho/wo follow from the constructor's stride/pad.
+  void run(const float* x, const int64_t xs[4], float* y, const int64_t ys[4], int64_t n, int64_t h,
+           int64_t w) const;
+  // The primitive alone: x dense NHWC already in the packed type (f32 or bf16), y dense NHWC f32.
+  void run_nhwc(const void* x, float* y, int64_t n, int64_t h, int64_t w) const;
+  Type type() const;
+  size_t bytes() const;  // packed weight + bias
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 // Packed weights for PackedLinear: an opaque handle holding w[N, K] reordered once into the layout
 // oneDNN's matmul prefers for up to max_m rows, and the primitives that use it.

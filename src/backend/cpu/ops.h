@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <span>
 
+#include "backend/cpu/precision.h"
 #include "core/tensor.h"
 
 namespace aigc::ops {
@@ -19,6 +20,10 @@ struct AttentionParams {
   float scale = 0.0f;      // 0: 1/sqrt(head_dim)
   bool causal = false;     // query i (at absolute position q_offset + i) sees keys 0..q_offset+i
   int64_t q_offset = 0;    // absolute position of query 0 (decode with a KV cache: cache length)
+  // BF16: q, k, v and the softmax weights rounded to bf16, products in oneDNN's bf16 matmul with
+  // f32 accumulation (long sequences: the UNet and VAE). Needs AVX512-BF16, else runs as F32.
+  // F32 and Auto: the f32 kernel.
+  Precision precision = Precision::F32;
 };
 
 struct RopeParams {
