@@ -289,6 +289,7 @@ int64_t count_while(const WeightSource& w, F key_of) {
 
 struct UNet::Impl {
   UNetConfig cfg;
+  ops::AttentionParams attn;  // bf16 matmuls when the model runs in bf16
   int64_t emb_dim = 0;
   Linear time1, time2;
   std::vector<Block> input_blocks;  // [0] = conv_in
@@ -352,6 +353,7 @@ UNet UNet::load(const WeightSource& w, KeyLayout layout, const UNetConfig& heads
   UNet u;
   Impl& m = *u.impl_;
   Loader L{w, Names{layout}, precision, heads};
+  if (precision == ops::Precision::BF16) m.attn.precision = ops::Precision::BF16;
   Names& nm = L.names;
   if (heads.norm_groups < 1) L.fail(fmt::format("norm_groups {} must be positive", heads.norm_groups));
 
@@ -519,7 +521,7 @@ void UNet::Impl::attention_run(const Linear& q, const Linear& k, const Linear& v
   Tensor ab4 = ab.reshape({B, Tq, heads, D}).permute({0, 2, 1, 3});  // [B, H, Tq, D] view
   ops::attention(qb.reshape({B, Tq, heads, D}).permute({0, 2, 1, 3}),
                  kb.reshape({B, Tk, heads, D}).permute({0, 2, 1, 3}),
-                 vb.reshape({B, Tk, heads, D}).permute({0, 2, 1, 3}), ab4);
+                 vb.reshape({B, Tk, heads, D}).permute({0, 2, 1, 3}), ab4, attn);
   o.run(ab, out);
 }
 

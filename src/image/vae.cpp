@@ -255,6 +255,7 @@ struct Vae::Impl {
   Decoder dec;
   ops::PackedConv2d quant_conv, post_quant_conv;
   int64_t band_rows = 0;
+  ops::AttentionParams attn_params;  // bf16 matmuls when the model runs in bf16
 
   // An activation: a [1, c, h, w] view of slot `slot`.
   struct Act {
@@ -328,7 +329,7 @@ struct Vae::Impl {
       convs[i]->run(n.t, u.t);                                           // [c, T]
       transpose_2d(u.t.ptr<float>(), tok[i].ptr<float>(), c, T);         // -> [T, c]
     }
-    ops::attention(tok[0], tok[1], tok[2], tok[3]);                      // scale 1/sqrt(c)
+    ops::attention(tok[0], tok[1], tok[2], tok[3], attn_params);                // scale 1/sqrt(c)
     transpose_2d(tok[3].ptr<float>(), n.t.ptr<float>(), T, c);           // -> [c, T]
     a.proj.run(n.t, u.t);
     add_inplace(x.t, u.t);
@@ -451,6 +452,7 @@ Vae Vae::load(const WeightSource& w, KeyLayout layout, ops::Precision precision,
   Impl& m = *vae.impl_;
   Loader ld(w, precision);
   Keys keys{layout, 0};
+  if (precision == ops::Precision::BF16) m.attn_params.precision = ops::Precision::BF16;
   // ---- decoder (always) -------------------------------------------------------------------------
   const int64_t n_levels = ld.count([&](int64_t l) {
     return layout == KeyLayout::CompVis ? fmt::format("decoder.up.{}.block.0.conv1.weight", l)
