@@ -16,7 +16,7 @@ json body_parse(const std::string& body) {
   json j;
   try {
     j = json::parse(body);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for numbers past double
     throw ApiError::bad_request(std::string("The request body is not valid JSON: ") + e.what(), {}, "invalid_json");
   }
   if (!j.is_object()) throw ApiError::bad_request("The request body must be a JSON object", {}, "invalid_json");

@@ -3,6 +3,7 @@
 // text encoders, in the single-file CompVis layout and the diffusers text_encoder/ layout, at
 // clip_skip 1 and 2, in f32 and bf16; and bad checkpoints / inputs (aigc::Error, never a crash).
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
@@ -52,7 +53,7 @@ std::vector<int32_t> ids_of(const Tensor& t) {
 }
 
 fs::path temp_dir() {
-  fs::path p = fs::path(::testing::TempDir()) / "aigc_clip_text";
+  fs::path p = fs::path(::testing::TempDir()) / ("aigc_clip_text_" + std::to_string(getpid()));  // ctest runs tests in parallel processes
   fs::create_directories(p);
   return p;
 }

@@ -4,6 +4,7 @@
 // from diffusers names; batch 2 at 8x8 and batch 1 at 8x16; f32 and bf16 arithmetic; the load and
 // input errors; buffer reuse across calls.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstring>
@@ -71,7 +72,7 @@ float max_abs(const Tensor& t) {
 }
 
 fs::path temp_dir() {
-  fs::path p = fs::path(::testing::TempDir()) / "aigc_unet";
+  fs::path p = fs::path(::testing::TempDir()) / ("aigc_unet_" + std::to_string(getpid()));  // ctest runs tests in parallel processes
   fs::create_directories(p);
   return p;
 }

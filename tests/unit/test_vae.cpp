@@ -3,6 +3,7 @@
 // CompVis single-file layout and in the diffusers layout with new and old attention names, f32 and
 // bf16 precision, tiled decoding, buffer reuse and memory, and malformed checkpoints / wrong use.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstring>
@@ -79,7 +80,7 @@ void expect_matches_twin(Vae& vae, const RefDump& d) {
 }
 
 fs::path temp_dir() {
-  fs::path p = fs::path(::testing::TempDir()) / "aigc_vae";
+  fs::path p = fs::path(::testing::TempDir()) / ("aigc_vae_" + std::to_string(getpid()));
   fs::create_directories(p);
   return p;
 }
