@@ -12,6 +12,7 @@
 
 #include "common/compare.h"
 #include "common/refdump.h"
+#include "common/safetensors_copy.h"
 #include "formats/safetensors.h"
 #include "image/clip_text_model.h"
 
@@ -52,28 +53,9 @@ std::vector<int32_t> ids_of(const Tensor& t) {
   return std::vector<int32_t>(t.ptr<int32_t>(), t.ptr<int32_t>() + t.numel());
 }
 
-fs::path temp_dir() {
-  fs::path p = fs::path(::testing::TempDir()) / ("aigc_clip_text_" + std::to_string(getpid()));  // ctest runs tests in parallel processes
-  fs::create_directories(p);
-  return p;
-}
-
-// Owned copies of a file's tensors, for writing altered versions.
-std::map<std::string, Tensor> tensors_of(const std::string& path) {
-  SafetensorsFile f = SafetensorsFile::open(path);
-  std::map<std::string, Tensor> m;
-  for (const TensorInfo& ti : f.tensor_infos()) {
-    Tensor t = f.tensor(ti.name);
-    Tensor c = Tensor::empty(t.type(), t.shape());
-    std::memcpy(c.data(), t.data(), t.nbytes());
-    m[ti.name] = c;
-  }
-  return m;
-}
-
 void expect_load_error(const std::map<std::string, Tensor>& ts, const std::string& prefix, ClipKeyNames names,
                        const std::string& fragment) {
-  const std::string path = (temp_dir() / "bad.safetensors").string();
+  const std::string path = (test::temp_dir_make("aigc_clip_text") / "bad.safetensors").string();
   safetensors_write(path, ts);
   try {
     ClipTextModel::load(source(path, prefix), names, ops::Precision::F32);
@@ -121,13 +103,13 @@ TEST(ClipTextModel, OldKeysWithoutTextModelLevel) {
   // Early SD 1.x checkpoints: "cond_stage_model.transformer.embeddings.*" (no "text_model.").
   RefDump d = RefDump::load("sd_clip");
   std::map<std::string, Tensor> ts;
-  for (auto& [k, t] : tensors_of(ref_path("sd_clip_tiny_sd15"))) {
+  for (auto& [k, t] : test::safetensors_tensors_copy(ref_path("sd_clip_tiny_sd15"))) {
     std::string k2 = k;
     const size_t at = k2.find("text_model.");
     ASSERT_NE(at, std::string::npos) << k;
     ts[k2.erase(at, 11)] = t;
   }
-  const std::string path = (temp_dir() / "old_keys.safetensors").string();
+  const std::string path = (test::temp_dir_make("aigc_clip_text") / "old_keys.safetensors").string();
   safetensors_write(path, ts);
   ClipTextModel m = ClipTextModel::load(source(path, kSd15Prefix), ClipKeyNames::HuggingFace, ops::Precision::F32);
   EXPECT_TENSORS_CLOSE(m.encode(ids_of(d.get("ids")), 2, 1), d.get("sd15_skip1"), kAtol, kRtol);
@@ -207,7 +189,7 @@ TEST(ClipTextModel, BadInputsThrow) {
 
 TEST(ClipTextModel, BadCheckpointsThrow) {
   const std::string pre = kSd15Prefix, q = pre + "text_model.encoder.layers.1.self_attn.q_proj.weight";
-  const auto good = tensors_of(ref_path("sd_clip_tiny_sd15"));
+  const auto good = test::safetensors_tensors_copy(ref_path("sd_clip_tiny_sd15"));
   {
     auto ts = good;
     ts.erase(q);
@@ -260,7 +242,7 @@ TEST(ClipTextModel, BadCheckpointsThrow) {
   }
   // OpenCLIP: text_projection and logit_scale are ignored, anything else unknown is not.
   const std::string p21 = kSd21Prefix;
-  const auto good21 = tensors_of(ref_path("sd_clip_tiny_sd21"));
+  const auto good21 = test::safetensors_tensors_copy(ref_path("sd_clip_tiny_sd21"));
   ASSERT_TRUE(good21.count(p21 + "text_projection"));
   ASSERT_TRUE(good21.count(p21 + "logit_scale"));
   {

@@ -9,6 +9,7 @@
 
 #include "common/compare.h"
 #include "common/refdump.h"
+#include "common/safetensors_copy.h"
 #include "formats/image.h"
 #include "formats/safetensors.h"
 #include "image/taesd.h"
@@ -28,27 +29,8 @@ std::string taef2_dir() {
 
 std::string tiny(const char* part) { return test::ref_dir() + "/taesd_tiny_" + part + ".safetensors"; }
 
-fs::path temp_dir() {
-  fs::path p = fs::path(::testing::TempDir()) / "aigc_taesd";
-  fs::create_directories(p);
-  return p;
-}
-
-// Copies of a file's tensors, for writing altered versions.
-std::map<std::string, Tensor> tensors_of(const std::string& path) {
-  SafetensorsFile f = SafetensorsFile::open(path);
-  std::map<std::string, Tensor> m;
-  for (const TensorInfo& ti : f.tensor_infos()) {
-    Tensor t = f.tensor(ti.name);
-    Tensor c = Tensor::empty(t.type(), t.shape());
-    std::memcpy(c.data(), t.data(), t.nbytes());
-    m[ti.name] = c;
-  }
-  return m;
-}
-
 void expect_load_error(const std::map<std::string, Tensor>& ts, const std::string& fragment) {
-  const std::string path = (temp_dir() / "bad.safetensors").string();
+  const std::string path = (test::temp_dir_make("aigc_taesd") / "bad.safetensors").string();
   safetensors_write(path, ts);
   try {
     Taesd::load(path);
@@ -145,7 +127,7 @@ TEST(Taesd, WrongUseThrows) {
 }
 
 TEST(Taesd, MalformedFilesThrow) {
-  const std::map<std::string, Tensor> good = tensors_of(tiny("decoder"));
+  const std::map<std::string, Tensor> good = test::safetensors_tensors_copy(tiny("decoder"));
   {
     auto ts = good;
     ts.erase("3.conv.2.bias");
@@ -175,7 +157,7 @@ TEST(Taesd, MalformedFilesThrow) {
     expect_load_error(ts, "");
   }
   {
-    auto ts = tensors_of(tiny("encoder"));  // a fourth bias-free (stride-2) conv: 16x
+    auto ts = test::safetensors_tensors_copy(tiny("encoder"));  // a fourth bias-free (stride-2) conv: 16x
     ts.erase("14.bias");
     expect_load_error(ts, "more than 8x");
   }
@@ -209,7 +191,7 @@ TEST(Taesd, Taef2RoundTripColourBars) {
         se += v * v;
       }
   const double psnr = 10.0 * std::log10(1.0 / (se / (3.0 * S * S)));
-  const fs::path png = temp_dir() / "taef2_roundtrip.png";
+  const fs::path png = test::temp_dir_make("aigc_taesd") / "taef2_roundtrip.png";
   Tensor both = Tensor::empty(DType::F32, {1, 3, S, 2 * S});  // input | round trip, side by side
   for (int c = 0; c < 3; ++c)
     for (int64_t y = 0; y < S; ++y)

@@ -15,6 +15,7 @@
 #include "common/alloc_counter.h"
 #include "common/compare.h"
 #include "common/refdump.h"
+#include "common/safetensors_copy.h"
 #include "formats/safetensors.h"
 #include "image/unet.h"
 
@@ -71,26 +72,8 @@ float max_abs(const Tensor& t) {
   return m;
 }
 
-fs::path temp_dir() {
-  fs::path p = fs::path(::testing::TempDir()) / ("aigc_unet_" + std::to_string(getpid()));  // ctest runs tests in parallel processes
-  fs::create_directories(p);
-  return p;
-}
-
-std::map<std::string, Tensor> tensors_of(const std::string& path) {
-  SafetensorsFile f = SafetensorsFile::open(path);
-  std::map<std::string, Tensor> m;
-  for (const TensorInfo& ti : f.tensor_infos()) {
-    Tensor t = f.tensor(ti.name);
-    Tensor c = Tensor::empty(t.type(), t.shape());
-    std::memcpy(c.data(), t.data(), t.nbytes());
-    m[ti.name] = c;
-  }
-  return m;
-}
-
 void expect_load_error(const std::map<std::string, Tensor>& ts, const std::vector<std::string>& fragments) {
-  const std::string path = (temp_dir() / "bad_unet.safetensors").string();
+  const std::string path = (test::temp_dir_make("aigc_unet") / "bad_unet.safetensors").string();
   safetensors_write(path, ts);
   try {
     unet_open(path, KeyLayout::CompVis, heads_sd1());
@@ -269,19 +252,19 @@ TEST(UNet, Bf16CloseToTorch) {
 }
 
 TEST(UNet, MissingKeyIsNamed) {
-  auto ts = tensors_of(tiny_path("sd15", KeyLayout::CompVis));
+  auto ts = test::safetensors_tensors_copy(tiny_path("sd15", KeyLayout::CompVis));
   ts.erase("model.diffusion_model.output_blocks.5.1.transformer_blocks.0.attn2.to_k.weight");
   expect_load_error(ts, {"UNet", "output_blocks.5.1.transformer_blocks.0.attn2.to_k.weight", "missing"});
 }
 
 TEST(UNet, WrongShapeIsNamed) {
-  auto ts = tensors_of(tiny_path("sd15", KeyLayout::CompVis));
+  auto ts = test::safetensors_tensors_copy(tiny_path("sd15", KeyLayout::CompVis));
   ts["model.diffusion_model.input_blocks.4.0.emb_layers.1.weight"] = Tensor::zeros(DType::F32, {64, 100});
   expect_load_error(ts, {"input_blocks.4.0.emb_layers.1.weight", "[64, 100]", "expected [64, 128]"});
 }
 
 TEST(UNet, ExtraKeyIsNamed) {
-  auto ts = tensors_of(tiny_path("sd15", KeyLayout::CompVis));
+  auto ts = test::safetensors_tensors_copy(tiny_path("sd15", KeyLayout::CompVis));
   ts["model.diffusion_model.label_emb.0.0.weight"] =
       Tensor::zeros(DType::F32, {128, 32});  // SDXL-style class embedding
   expect_load_error(ts, {"unknown", "model.diffusion_model.label_emb.0.0.weight"});

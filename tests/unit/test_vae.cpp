@@ -13,6 +13,7 @@
 #include "common/compare.h"
 #include "backend/cpu/ops.h"
 #include "common/refdump.h"
+#include "common/safetensors_copy.h"
 #include "formats/safetensors.h"
 #include "image/vae.h"
 
@@ -79,27 +80,8 @@ void expect_matches_twin(Vae& vae, const RefDump& d) {
   EXPECT_TENSORS_CLOSE(logvar, d.get("logvar"), kAtol, kRtol);
 }
 
-fs::path temp_dir() {
-  fs::path p = fs::path(::testing::TempDir()) / ("aigc_vae_" + std::to_string(getpid()));
-  fs::create_directories(p);
-  return p;
-}
-
-// Copies of a file's tensors, for writing altered versions.
-std::map<std::string, Tensor> tensors_of(const std::string& path) {
-  SafetensorsFile f = SafetensorsFile::open(path);
-  std::map<std::string, Tensor> m;
-  for (const TensorInfo& ti : f.tensor_infos()) {
-    Tensor t = f.tensor(ti.name);
-    Tensor c = Tensor::empty(t.type(), t.shape());
-    std::memcpy(c.data(), t.data(), t.nbytes());
-    m[ti.name] = c;
-  }
-  return m;
-}
-
 std::string write_temp(const std::map<std::string, Tensor>& ts, const char* name = "vae.safetensors") {
-  const std::string path = (temp_dir() / name).string();
+  const std::string path = (test::temp_dir_make("aigc_vae") / name).string();
   safetensors_write(path, ts);
   return path;
 }
@@ -150,7 +132,7 @@ TEST(Vae, DiffusersOldNamesF16MatchTorch) {  // query/key/value/proj_attn as [C,
 
 TEST(Vae, CompVisLinearShapedAttention) {  // a CompVis file whose attention weights are [C, C]
   RefDump d = RefDump::load("sd_vae_tiny");
-  auto ts = tensors_of(tiny("sd_vae_tiny"));
+  auto ts = test::safetensors_tensors_copy(tiny("sd_vae_tiny"));
   for (auto& [k, t] : ts)
     if (k.find(".attn_1.") != std::string::npos && t.ndim() == 4) t = t.reshape({t.size(0), t.size(1)});
   Vae vae = Vae::load(source(write_temp(ts), "first_stage_model."), KeyLayout::CompVis, ops::Precision::F32);
@@ -173,7 +155,7 @@ TEST(Vae, Bf16Close) {
 // bf16-stored weights (norms included), Precision::Auto: measured mean |diff| 0.0047, as emulated.
 TEST(Vae, Bf16CheckpointClose) {
   RefDump d = RefDump::load("sd_vae_tiny");
-  auto ts = tensors_of(tiny("sd_vae_tiny"));
+  auto ts = test::safetensors_tensors_copy(tiny("sd_vae_tiny"));
   for (auto& [k, t] : ts) {
     Tensor b = Tensor::empty(DType::BF16, t.shape());
     ops::copy(t, b);
@@ -198,7 +180,7 @@ TEST(Vae, DecoderOnly) {
   Tensor mean = Tensor::empty(DType::F32, {1, 4, 8, 8}), logvar = Tensor::empty(DType::F32, {1, 4, 8, 8});
   EXPECT_THROW(dec.encode(d.get("image"), mean, logvar), Error);
   // A decoder-only diffusers file (what a txt2img-only export may contain) loads too.
-  auto ts = tensors_of(tiny("sd_vae_tiny_diffusers"));
+  auto ts = test::safetensors_tensors_copy(tiny("sd_vae_tiny_diffusers"));
   for (auto it = ts.begin(); it != ts.end();)
     it = it->first.rfind("encoder.", 0) == 0 || it->first.rfind("quant_conv.", 0) == 0 ? ts.erase(it) : std::next(it);
   Vae dd = Vae::load(source(write_temp(ts), ""), KeyLayout::Diffusers, ops::Precision::F32, false);
@@ -287,7 +269,7 @@ TEST(Vae, WrongUseThrows) {
 }
 
 TEST(Vae, MalformedCheckpointsThrow) {
-  const auto good = tensors_of(tiny("sd_vae_tiny"));
+  const auto good = test::safetensors_tensors_copy(tiny("sd_vae_tiny"));
   const std::string p = "first_stage_model.";
   {
     auto ts = good;  // missing
