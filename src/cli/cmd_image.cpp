@@ -130,41 +130,6 @@ std::string output_path(const std::string& out, size_t i, size_t n) {
   return (p.parent_path() / (p.stem().string() + fmt::format("-{}", i) + ext)).string();
 }
 
-std::string number(double v) { return fmt::format("{:g}", v); }
-
-SdParameters parameters_of(const ImageArgs& a, const SdGenerateParams& p, const SdModelInfo& info, uint64_t seed,
-                           int batch_pos) {
-  SdParameters s;
-  s.prompt = p.prompt;
-  s.negative_prompt = p.negative_prompt;
-  auto add = [&](const char* k, std::string v) { s.fields.emplace_back(k, std::move(v)); };
-  add("Steps", std::to_string(p.sample.steps));
-  add("Sampler", std::string(sd_sampler_a1111_name(p.sample.sampler)));
-  if (a.schedule != "default") add("Schedule type", a.schedule == "karras" ? "Karras" : a.schedule == "normal" ? "Normal" : "SGM Uniform");
-  add("CFG scale", number(p.sample.cfg_scale));
-  add("Seed", std::to_string(seed));
-  add("Size", fmt::format("{}x{}", p.width, p.height));
-  add("Model", info.name);
-  if (p.init_image.defined()) add("Denoising strength", number(p.strength));
-  if (p.mask.defined()) add("Mask", "yes");
-  if (p.sample.sampler == SamplerKind::Ddim && p.sample.eta > 0) add("Eta", number(p.sample.eta));
-  const int clip_skip = p.clip_skip > 0 ? p.clip_skip : info.clip_skip_default;
-  if (clip_skip != 1) add("Clip skip", std::to_string(clip_skip));
-  if (p.hires_scale > 1) {
-    if (!p.init_image.defined()) add("Denoising strength", number(p.hires_strength));
-    add("Hires upscale", std::to_string(p.hires_scale));
-    add("Hires steps", std::to_string(p.hires_steps > 0 ? p.hires_steps : p.sample.steps));
-    add("Hires upscaler", p.hires_nearest ? "Latent (nearest)" : "Latent");
-  }
-  if (p.batch_size > 1) {
-    add("Batch size", std::to_string(p.batch_size));
-    add("Batch pos", std::to_string(batch_pos));
-  }
-  if (info.prediction == Prediction::V) add("Prediction", "v");
-  if (p.taesd && p.taesd_final) add("VAE", "TAESD");
-  add("Version", "aigc " AIGC_VERSION);
-  return s;
-}
 
 void image_run(const ImageArgs& a) {
   // Cheap checks first: a bad size or an unreadable image fails before the model loads.
@@ -235,7 +200,7 @@ void image_run(const ImageArgs& a) {
   bar.end_line();
   for (size_t i = 0; i < images.size(); ++i) {
     const uint64_t seed = p.seed + i;
-    const SdParameters params = parameters_of(a, p, model.info(), seed, static_cast<int>(i % p.batch_size));
+    const SdParameters params = sd_parameters_of(p, model.info(), seed, static_cast<int>(i % p.batch_size));
     const std::string path = output_path(a.output, i, images.size());
     image_write_png(path, images[i], {{"parameters", sd_parameters_format(params)}});
     if (!a.quiet) std::fprintf(stderr, "aigc: wrote %s (seed %llu)\n", path.c_str(), static_cast<unsigned long long>(seed));

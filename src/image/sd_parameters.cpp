@@ -1,5 +1,8 @@
 #include "image/sd_parameters.h"
 
+#include "image/sd_model.h"
+#include "image/sd_pipeline.h"
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -141,6 +144,48 @@ std::string_view sd_sampler_a1111_name(SamplerKind kind) {
     case SamplerKind::Lcm: return "LCM";
   }
   return "Euler a";
+}
+
+namespace {
+std::string param_number(double v) { return fmt::format("{:g}", v); }
+}  // namespace
+
+SdParameters sd_parameters_of(const SdGenerateParams& p, const SdModelInfo& info, uint64_t seed, int batch_pos) {
+  SdParameters s;
+  s.prompt = p.prompt;
+  s.negative_prompt = p.negative_prompt;
+  auto add = [&](const char* k, std::string v) { s.fields.emplace_back(k, std::move(v)); };
+  add("Steps", std::to_string(p.sample.steps));
+  add("Sampler", std::string(sd_sampler_a1111_name(p.sample.sampler)));
+  switch (p.sample.schedule) {
+    case SigmaSchedule::Default: break;
+    case SigmaSchedule::Normal: add("Schedule type", "Normal"); break;
+    case SigmaSchedule::Karras: add("Schedule type", "Karras"); break;
+    case SigmaSchedule::Trailing: add("Schedule type", "SGM Uniform"); break;
+  }
+  add("CFG scale", param_number(p.sample.cfg_scale));
+  add("Seed", std::to_string(seed));
+  add("Size", fmt::format("{}x{}", p.width, p.height));
+  add("Model", info.name);
+  if (p.init_image.defined()) add("Denoising strength", param_number(p.strength));
+  if (p.mask.defined()) add("Mask", "yes");
+  if (p.sample.sampler == SamplerKind::Ddim && p.sample.eta > 0) add("Eta", param_number(p.sample.eta));
+  const int clip_skip = p.clip_skip > 0 ? p.clip_skip : info.clip_skip_default;
+  if (clip_skip != 1) add("Clip skip", std::to_string(clip_skip));
+  if (p.hires_scale > 1) {
+    if (!p.init_image.defined()) add("Denoising strength", param_number(p.hires_strength));
+    add("Hires upscale", std::to_string(p.hires_scale));
+    add("Hires steps", std::to_string(p.hires_steps > 0 ? p.hires_steps : p.sample.steps));
+    add("Hires upscaler", p.hires_nearest ? "Latent (nearest)" : "Latent");
+  }
+  if (p.batch_size > 1) {
+    add("Batch size", std::to_string(p.batch_size));
+    add("Batch pos", std::to_string(batch_pos));
+  }
+  if (info.prediction == Prediction::V) add("Prediction", "v");
+  if (p.taesd && p.taesd_final) add("VAE", "TAESD");
+  add("Version", "aigc " AIGC_VERSION);
+  return s;
 }
 
 }  // namespace aigc::image

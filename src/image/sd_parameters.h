@@ -10,6 +10,7 @@
 // with JSON escapes, as webui's quote() does).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -18,6 +19,9 @@
 #include "image/sampler.h"
 
 namespace aigc::image {
+
+struct SdGenerateParams;
+struct SdModelInfo;
 
 struct SdParameters {
   std::string prompt, negative_prompt;
@@ -29,6 +33,10 @@ struct SdParameters {
 std::string sd_parameters_format(const SdParameters& p);
 // Reads the text back (webui's parse_generation_parameters, for what it writes).
 SdParameters sd_parameters_parse(std::string_view text);
+
+// What `aigc image` and the server write into each PNG: the parameters of image `batch_pos` (of
+// its batch) generated with `seed` by a run with `p` on model `info`.
+SdParameters sd_parameters_of(const SdGenerateParams& p, const SdModelInfo& info, uint64_t seed, int batch_pos);
 
 // webui's sampler names: "Euler", "Euler a", "Heun", "DPM++ 2M", "DPM++ 2M Karras", "DDIM", "DDPM", "LCM".
 std::string_view sd_sampler_a1111_name(SamplerKind kind);

@@ -13,7 +13,7 @@
 namespace aigc::server {
 
 SdImageBackend::SdImageBackend(const std::string& path, const image::SdModelOptions& options)
-    : path_(path), name_(std::filesystem::path(path).stem().string()) {
+    : path_(path) {
   model_ = std::make_unique<image::SdModel>(image::SdModel::open(path, options));
 }
 
@@ -76,16 +76,7 @@ std::vector<std::string> SdImageBackend::generate(const ImageRequest& r, const I
   check_cancel();
   std::vector<std::string> out;
   for (size_t i = 0; i < images.size(); ++i) {
-    image::SdParameters params;
-    params.prompt = r.prompt;
-    params.negative_prompt = r.negative_prompt;
-    params.fields = {{"Steps", std::to_string(r.steps)},
-                     {"Sampler", std::string(image::sd_sampler_a1111_name(p.sample.sampler))},
-                     {"CFG scale", fmt::format("{:g}", r.cfg_scale)},
-                     {"Seed", std::to_string(p.seed + i)},
-                     {"Size", fmt::format("{}x{}", r.width, r.height)},
-                     {"Model", name_}};
-    if (r.mode != ImageMode::Txt2Img) params.fields.emplace_back("Denoising strength", fmt::format("{:g}", r.strength));
+    const image::SdParameters params = image::sd_parameters_of(p, model_->info(), p.seed + i, 0);
     const std::vector<uint8_t> png = image_encode_png(images[i], {{"parameters", image::sd_parameters_format(params)}});
     out.emplace_back(png.begin(), png.end());
   }

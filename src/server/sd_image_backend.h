@@ -27,7 +27,7 @@ class SdImageBackend : public ImageBackend {
   int64_t memory_bytes() const override;
 
  private:
-  std::string path_, name_;
+  std::string path_;
   std::unique_ptr<image::SdModel> model_;
   std::mutex mutex_;
 };
