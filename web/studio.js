@@ -199,6 +199,7 @@ async function studioGenerate() {
     el('img-status').textContent = e.name === 'AbortError' ? 'Cancelled' : 'Error: ' + e.message;
   } finally {
     el('img-go').disabled = false; el('img-cancel').disabled = true; studio.controller = null;
+    modelsLoad();  // "(not loaded)" marks change after first use (app.js)
   }
 }
 
