@@ -135,7 +135,7 @@ test('img2img from a sketch drawn on the canvas, on the SD model', async () => {
   await page.mouse.move(box.x + box.width * 0.8, box.y + box.height * 0.5, { steps: 6 }); await page.mouse.up();
   await page.check('input[name=img-mode][value=img2img]');
   await page.fill('#img-strength', '0.75');
-  await page.fill('#img-prompt', 'a cottage with a red roof');
+  await page.fill('#img-prompt', 'a cottage with a red roof, ein Häuschen');  // not ASCII: an iTXt chunk
   await page.focus('#img-prompt');
   const seen = await generateWatched(2, () => page.keyboard.press('Control+Enter'));
   // int(4 * 0.75) = 3 sampler steps run from the noised sketch (diffusers' img2img convention);
@@ -144,8 +144,8 @@ test('img2img from a sketch drawn on the canvas, on the SD model', async () => {
   assert.ok(seen.status.includes('Image 1: step 3 of 3') && totals.every((t) => t === '3'), seen.status.join(' | '));
   assert.ok(seen.previews.includes('8x8'), `previews: ${seen.previews.join(', ')}`);
   const g = await galleryNewest();
-  assert.match(g.caption, /a cottage with a red roof .* 64x64, 4 steps, euler, cfg 7, seed 11, img2img/);
-  assert.match(g.parameters, /Seed: 11, Size: 64x64, .*Denoising strength: 0\.75/);
+  assert.match(g.caption, /a cottage with a red roof, ein Häuschen .* 64x64, 4 steps, euler, cfg 7, seed 11, img2img/);
+  assert.match(g.parameters, /^a cottage with a red roof, ein Häuschen\n.*Seed: 11, Size: 64x64, .*Denoising strength: 0\.75/s);
   assert.doesNotMatch(g.parameters, /Mask/);
   await page.screenshot({ path: join(outDir, 'ui-sd-sketch.png'), fullPage: true });
 });
