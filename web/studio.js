@@ -99,6 +99,31 @@ function maskBlob() {
   return canvasBlob(out);
 }
 
+// The text chunks of a PNG (tEXt, and uncompressed iTXt): { keyword: text }. The server writes the
+// generation parameters as A1111 does, in a 'parameters' chunk, which the gallery shows as it is.
+function pngText(b64) {
+  const bin = atob(b64);
+  const u32 = (i) => ((bin.charCodeAt(i) << 24) | (bin.charCodeAt(i + 1) << 16) | (bin.charCodeAt(i + 2) << 8) | bin.charCodeAt(i + 3)) >>> 0;
+  const out = {};
+  for (let i = 8; i + 12 <= bin.length;) {
+    const len = u32(i), type = bin.slice(i + 4, i + 8), data = bin.slice(i + 8, i + 8 + len);
+    i += 12 + len;
+    const nul = data.indexOf('\0');
+    if (nul < 0) continue;
+    const key = data.slice(0, nul);
+    if (type === 'tEXt') {
+      out[key] = data.slice(nul + 1);  // Latin-1: one char per byte
+    } else if (type === 'iTXt' && data.charCodeAt(nul + 1) === 0) {
+      // keyword \0 compression-flag method language \0 translated-keyword \0 UTF-8 text
+      const lang = data.indexOf('\0', nul + 3), tkey = lang < 0 ? -1 : data.indexOf('\0', lang + 1);
+      if (tkey < 0) continue;
+      const bytes = Uint8Array.from(data.slice(tkey + 1), (c) => c.charCodeAt(0));
+      out[key] = new TextDecoder().decode(bytes);
+    }
+  }
+  return out;
+}
+
 function galleryAdd(item, params) {
   const fig = document.createElement('figure');
   const img = document.createElement('img');
@@ -110,7 +135,19 @@ function galleryAdd(item, params) {
     `${params.sampler}, cfg ${params.cfg_scale}, seed ${item.seed}, ${params.mode}`;
   const a = document.createElement('a');
   a.href = url; a.download = `aigc-${item.seed}.png`; a.textContent = 'Download';
-  fig.append(img, cap, a);
+  fig.append(img, cap);
+  const text = pngText(item.b64_json).parameters;
+  if (text) {
+    const details = document.createElement('details');
+    const summary = document.createElement('summary');
+    summary.textContent = 'Parameters';
+    const pre = document.createElement('pre');
+    pre.className = 'png-parameters';
+    pre.textContent = text;
+    details.append(summary, pre);
+    fig.append(details);
+  }
+  fig.append(a);
   el('gallery').prepend(fig);
 }
 
@@ -153,6 +190,7 @@ async function studioGenerate() {
         if (ev.preview_b64) { el('img-preview').src = 'data:image/png;base64,' + ev.preview_b64; el('img-preview').hidden = false; }
       } else if (ev.type === 'result') {
         for (const item of ev.data) galleryAdd(item, ev.parameters);
+        if (ev.data.length) { el('img-preview').src = 'data:image/png;base64,' + ev.data[0].b64_json; el('img-preview').hidden = false; }
         el('img-status').textContent = `Done: ${ev.data.length} image(s)`;
         el('img-progress').value = 1;
       }
@@ -161,6 +199,7 @@ async function studioGenerate() {
     el('img-status').textContent = e.name === 'AbortError' ? 'Cancelled' : 'Error: ' + e.message;
   } finally {
     el('img-go').disabled = false; el('img-cancel').disabled = true; studio.controller = null;
+    modelsLoad();  // "(not loaded)" marks change after first use (app.js)
   }
 }
 
@@ -168,7 +207,12 @@ document.addEventListener('DOMContentLoaded', () => {
   canvasInit();
   el('img-form').addEventListener('submit', (e) => { e.preventDefault(); if (!studio.controller) studioGenerate(); });
   el('img-cancel').addEventListener('click', () => { if (studio.controller) studio.controller.abort(); });
-  el('img-prompt').addEventListener('keydown', (e) => {
+  // Ctrl+Enter generates from anywhere in the form (Enter alone already submits from a one-line field).
+  el('img-form').addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) { e.preventDefault(); el('img-form').requestSubmit(); }
+  });
+  // Escape cancels a running generation (the chat page's Escape stops its reply the same way).
+  document.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape' && studio.controller && !el('page-studio').hidden) studio.controller.abort();
   });
 });

@@ -22,6 +22,7 @@ struct ServeArgs {
   server::ServeOptions opt;
   std::string memory_budget = "0";
   std::string test_image_model;
+  std::string clip_vocab;
   double max_body_mib = 32;
 };
 
@@ -42,14 +43,18 @@ int64_t bytes_parse(const std::string& s) {
 void serve_run(ServeArgs& a) {
   server::ServeOptions& o = a.opt;
   if (o.registry.models_dir.empty() && o.registry.model_file.empty())
-    error_throw("no models to serve", "aigc serve", "give --models DIR (a folder of *.gguf) or -m FILE");
+    error_throw("no models to serve", "aigc serve",
+                "give --models DIR (a folder of *.gguf and *.safetensors) or -m FILE");
   if (o.api_key.empty())
     if (const char* k = std::getenv("AIGC_API_KEY")) o.api_key = k;
   o.registry.memory_budget = bytes_parse(a.memory_budget);
   o.max_body_bytes = static_cast<size_t>(a.max_body_mib * 1024 * 1024);
-  // Image models: Stable Diffusion checkpoints (*.safetensors in DIR).
-  o.registry.image_backend_open = [](const std::string& path) -> std::shared_ptr<server::ImageBackend> {
-    return std::make_shared<server::SdImageBackend>(path);
+  // Image models: Stable Diffusion checkpoints (*.safetensors in DIR), with the same file options.
+  image::SdModelOptions sd;
+  sd.file = {.use_mmap = !o.registry.no_mmap, .mlock = o.registry.mlock};
+  sd.clip_vocab = a.clip_vocab;
+  o.registry.image_backend_open = [sd](const std::string& path) -> std::shared_ptr<server::ImageBackend> {
+    return std::make_shared<server::SdImageBackend>(path, sd);
   };
 
   // Signals go to one thread that waits for them (blocked everywhere else, including the threads
@@ -95,8 +100,9 @@ void command_serve_register(CLI::App& app) {
   cmd->add_option("-m,--model", o.registry.model_file, "One GGUF text model to serve (named by its file stem)")
       ->type_name("FILE");
   cmd->add_option("--models", o.registry.models_dir,
-                  "Folder of models: each *.gguf is a text model named by its stem; models.json adds aliases "
-                  "and defaults (see README)")
+                  "Folder of models, each named by its file stem and loaded on first use: *.gguf text models, "
+                  "*.safetensors Stable Diffusion 1.x/2.x checkpoints; DIR/models.json adds aliases and defaults "
+                  "(see README)")
       ->type_name("DIR");
   cmd->add_option("--host", o.host, "Address to listen on (anything but loopback exposes the server)")
       ->default_val("127.0.0.1");
@@ -119,6 +125,10 @@ void command_serve_register(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("-c,--ctx-size", o.registry.ctx_size, "Context size per text model (0: the model's, at most 4096)")
       ->default_val(0);
+  cmd->add_option("--clip-vocab", a->clip_vocab,
+                  "CLIP tokenizer of the image models: bpe_simple_vocab_16e6.txt.gz or a folder with vocab.json + "
+                  "merges.txt (default: $AIGC_CLIP_VOCAB, next to the model, or ../shared/tokenizers/clip)")
+      ->type_name("FILE");
   cmd->add_flag("--no-mmap", o.registry.no_mmap, "Read model files into memory instead of mapping them");
   cmd->add_flag("--mlock", o.registry.mlock, "Lock model weights in memory (no paging out)");
   cmd->add_option("--http-threads", o.http_threads, "Connection threads (0: queue size x (models + 1) + 8, at least 2 x queue size + 8)")->default_val(0);
@@ -127,6 +137,11 @@ void command_serve_register(CLI::App& app) {
                   "image API and the studio UI")
       ->type_name("NAME")
       ->group("Testing");
+  cmd->footer(
+      "Routes: GET /v1/models, POST /v1/chat/completions, POST /v1/completions, POST /v1/images/generations,\n"
+      "POST /v1/images/edits (multipart: image, mask), GET /health, GET /metrics (Prometheus); web UI at /.\n"
+      "Compute threads: -t N (default: one per physical core). Ctrl+C or SIGTERM stops it gracefully.\n"
+      "Example: aigc serve --models ~/models --port 8080, then open http://127.0.0.1:8080/");
   cmd->callback([a]() { serve_run(*a); });
 }
 

@@ -35,6 +35,7 @@ struct Exchange {
   std::deque<std::string> chunks;  // server-sent events not yet written
   bool started = false, done = false;
   std::optional<ApiError> error;   // before started: the HTTP answer
+  std::optional<ApiError> failure; // after started: the error, for a non-streaming answer
   nlohmann::json result;                     // non-streaming answer
   std::atomic<bool> cancel{false}; // client gone, timed out, or server stopping
   std::vector<std::string> tail;   // the last events, held until release()
@@ -62,7 +63,10 @@ struct Exchange {
     std::lock_guard lk(mu);
     if (ended) return;
     if (!started) error = std::move(e);
-    else tail.push_back(sse(e.body()) + "data: [DONE]\n\n");
+    else {
+      tail.push_back(sse(e.body()) + "data: [DONE]\n\n");
+      failure = std::move(e);
+    }
     ended = true;
   }
   void finish() {

@@ -327,7 +327,7 @@ void HttpServer::routes_add() {
         throw ApiError::unavailable("The request timed out", "timeout");
       }
       std::lock_guard lk(ex->mu);
-      if (ex->result.is_null()) throw ApiError::internal("Image generation failed");
+      if (ex->result.is_null()) throw ex->failure ? *ex->failure : ApiError::internal("Image generation failed");
       json_send(res, 200, ex->result);
     };
   };

@@ -32,7 +32,7 @@ struct ImageRequest {
   int n = 1;            // images (each with seed + i)
   int width = 512, height = 512;
   int steps = 20;
-  std::string sampler;  // "euler_a", "euler", "dpmpp_2m", ... ("" = the backend's default)
+  std::string sampler;  // "euler_a", "euler", "dpm++2m", ... ("" = the backend's default)
   float cfg_scale = 7.0f;
   int64_t seed = -1;    // < 0: random
   float strength = 0.75f;     // img2img / inpaint: how much of the init image is replaced

@@ -57,21 +57,27 @@ std::vector<std::string> SdImageBackend::generate(const ImageRequest& r, const I
     if (r.mask.empty()) error_throw("a mask is required for inpainting", "mask");
     p.mask = image_decode({reinterpret_cast<const uint8_t*>(r.mask.data()), r.mask.size()}, "mask");
   }
+  // A preview about five times per image (every step for short runs): the latent -> RGB
+  // approximation, W/8 x H/8 pixels, a few hundred bytes.
   p.preview_every = std::max(1, r.steps / 5);
   const auto check_cancel = [&] {
     if (cancel.load()) throw ImageCancelled();
   };
+  // Steps the sampler really runs (img2img and inpainting run int(steps * strength)): the preview
+  // callback gives only the step, so it takes the total from the last progress report.
+  int steps_run = r.steps;
   const std::vector<Tensor> images = image::sd_generate(
       *model_, p,
       [&](const image::SdProgress& pr) {
         check_cancel();
-        if ((pr.stage == image::SdProgress::Stage::Sample || pr.stage == image::SdProgress::Stage::Hires) && pr.step > 0)
-          progress({pr.step, pr.steps, pr.batch, {}});
+        if (pr.stage != image::SdProgress::Stage::Sample && pr.stage != image::SdProgress::Stage::Hires) return;
+        steps_run = pr.steps;
+        if (pr.step > 0) progress({pr.step, pr.steps, pr.batch, {}});
       },
       [&](int batch, int step, const Tensor& rgb) {
         check_cancel();
         const std::vector<uint8_t> png = image_encode_png(rgb.slice(0, 0, 1));
-        progress({step, p.sample.steps, batch, std::string(png.begin(), png.end())});
+        progress({step, steps_run, batch, std::string(png.begin(), png.end())});
       });
   check_cancel();
   std::vector<std::string> out;

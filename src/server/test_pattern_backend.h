@@ -14,7 +14,8 @@ namespace aigc::server {
 class TestPatternBackend : public ImageBackend {
  public:
   explicit TestPatternBackend(int64_t step_delay_ms = 5) : step_delay_ms_(step_delay_ms) {}
-  std::vector<std::string> samplers() const override { return {"euler_a", "euler", "dpmpp_2m"}; }
+  // Named as SdImageBackend's, so the studio's sampler list fits both.
+  std::vector<std::string> samplers() const override { return {"euler_a", "euler", "dpm++2m"}; }
   void validate(const ImageRequest& r) const override;
   std::vector<std::string> generate(const ImageRequest& r, const ImageProgressFn& progress,
                                     const std::atomic<bool>& cancel) override;

@@ -95,6 +95,11 @@ test('images: generations (b64_json) and edits (multipart)', async () => {
   });
   assert.equal(e.data.length, 1);
   await assert.rejects(client.images.generate({ model: 'testpattern', prompt: 'x', size: '100x9' }), (err) => err.status === 400);
+  // An image the backend cannot decode fails after the job started: still a 400 naming the cause.
+  await assert.rejects(client.images.edit({
+    model: 'testpattern', prompt: 'x', image: await toFile(Buffer.from('not an image'), 'init.png', { type: 'image/png' }),
+    size: '256x256', response_format: 'b64_json',
+  }), (err) => err.status === 400 && /cannot read image/.test(err.message));
 });
 
 test('errors: unknown model 404, bad field 400, path escape 400, malformed JSON 400, oversized 413', async () => {

@@ -1,32 +1,23 @@
 // The web UI in Debian's Chromium, driven by playwright-core (headless, no sandbox, no background
 // networking): chat through the page (streaming into a bubble), check that model text cannot
-// inject HTML, generate images in the studio (txt2img, then inpaint from a sketch with a mask),
-// and keep screenshots in $AIGC_TEST_OUT (build/server-tests).
+// inject HTML, generate images in the studio (txt2img, then inpaint from a sketch with a mask)
+// against the test-pattern backend, drive the page from the keyboard, and keep screenshots in
+// $AIGC_TEST_OUT (build/server-tests). browser_sd.test.mjs runs the studio on a real SD model.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { outDir, requireModule, serverStart, skip } from './harness.mjs';
+import { browserLaunch, outDir, serverStart } from './harness.mjs';
 
-const chromiumPath = [process.env.AIGC_CHROMIUM, '/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => p && existsSync(p));
-if (!chromiumPath) skip('chromium not found (apt-get install chromium, or set AIGC_CHROMIUM)');
-const pw = await requireModule('playwright-core');
-const chromium = pw.chromium || pw.default.chromium;
-
-let srv, browser, page;
+const browser = await browserLaunch();
+let srv, page;
 before(async () => {
   srv = await serverStart();
-  browser = await chromium.launch({
-    executablePath: chromiumPath, headless: true,
-    args: ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--no-first-run',
-           '--disable-dev-shm-usage'],
-  });
   page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
   page.on('pageerror', (e) => { throw e; });
   await page.goto(srv.url + '/');
 });
 after(async () => {
-  if (browser) await browser.close();
+  await browser.close();
   assert.equal((await srv.stop()).code, 0);
 });
 
@@ -93,11 +84,54 @@ test('image studio: txt2img with progress, then inpaint from a sketch, into the 
   await page.screenshot({ path: join(outDir, 'ui-studio.png'), fullPage: true });
 });
 
-test('keyboard: tabs switch with the arrow keys', async () => {
+// Tab from the focused element `count` times; the ids focused, each checked for a visible focus
+// ring (the :focus-visible outline, which keyboard focus shows).
+async function tabWalk(count) {
+  const ids = [];
+  for (let i = 0; i < count; ++i) {
+    await page.keyboard.press('Tab');
+    const [id, outline] = await page.evaluate(() => {
+      const a = document.activeElement, st = getComputedStyle(a);
+      return [a.id || a.name || a.tagName, st.outlineStyle !== 'none' && parseFloat(st.outlineWidth) >= 2];
+    });
+    assert.ok(outline, `${id} shows no focus outline`);
+    ids.push(id);
+  }
+  return ids;
+}
+
+test('keyboard: tab order with visible focus, arrow keys on the tabs, Enter generates, Escape cancels', async () => {
+  await page.click('#tab-studio');
   await page.focus('#tab-studio');
   await page.keyboard.press('ArrowLeft');
   assert.equal(await page.getAttribute('#tab-chat', 'aria-selected'), 'true');
   assert.equal(await page.isHidden('#page-studio'), true);
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'tab-chat');
+  // Chat: the page's controls in reading order (the inactive tab and the disabled Stop are skipped).
+  assert.deepEqual(await tabWalk(8), ['key-button', 'chat-model', 'chat-temp', 'chat-max', 'chat-system', 'chat-clear',
+    'chat-input', 'chat-send']);
+  // Studio: parameters, Generate, the canvas tools, then the gallery (the newest image's parameters).
+  await page.focus('#tab-chat');
+  await page.keyboard.press('ArrowRight');
+  assert.equal(await page.isHidden('#page-studio'), false);
+  assert.deepEqual(await tabWalk(21), ['key-button', 'img-model', 'img-prompt', 'img-negative', 'img-steps', 'img-cfg',
+    'img-sampler', 'img-seed', 'img-size', 'img-n', 'img-mode', 'img-strength', 'img-go', 'img-upload', 'tool-sketch',
+    'tool-mask', 'tool-color', 'tool-size', 'tool-clear-mask', 'tool-clear', 'SUMMARY']);
+  // Enter in a one-line field generates; Escape cancels a running generation (150 steps of the
+  // test pattern's 5 ms take long enough to catch).
+  await page.check('input[name=img-mode][value=txt2img]');
+  await page.fill('#img-steps', '150');
+  await page.focus('#img-steps');
+  await page.keyboard.press('Enter');
+  await page.waitForFunction(() => /step \d+ of 150/.test(document.querySelector('#img-status').textContent));
+  await page.keyboard.press('Escape');
+  await page.waitForFunction(() => document.querySelector('#img-status').textContent === 'Cancelled');
+  const before = await page.$$eval('#gallery figure', (f) => f.length);
+  await page.fill('#img-steps', '3');
+  await page.focus('#img-seed');
+  await page.keyboard.press('Enter');
+  await page.waitForFunction((n) => document.querySelectorAll('#gallery figure').length === n + 1, before);
+  assert.match(await page.textContent('#gallery figcaption'), /3 steps/);
 });
 
 test('responsive: a phone-sized viewport has no horizontal scrolling', async () => {

@@ -1,7 +1,7 @@
 // Shared by the Node tests: prerequisites (skip with exit code 77, which ctest reports as
 // skipped), a tiny model folder, and a live `aigc serve` on a free loopback port.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -38,6 +38,35 @@ export function modelsDir() {
   const dir = mkdtempSync(join(tmpdir(), 'aigc-node-'));
   tinyModelWrite(join(dir, 'tiny.gguf'));
   return dir;
+}
+
+// A models folder holding the tiny random-weight SD 1.5 single-file checkpoint the pipeline twin
+// writes (build/ref/sd_pipe_sd15.safetensors, from tests/ref/gen_all.py) as 'tiny-sd15', and
+// $AIGC_CLIP_VOCAB set to the shared CLIP vocabulary; a visible skip when either is missing.
+export function sdModelsDir() {
+  const refDir = process.env.AIGC_REF_DIR || join(root, 'build', 'ref');
+  const ckpt = join(refDir, 'sd_pipe_sd15.safetensors');
+  const vocab = resolve(process.env.AIGC_SHARED || join(root, '..', 'shared'), 'tokenizers/clip/bpe_simple_vocab_16e6.txt.gz');
+  if (!existsSync(ckpt)) skip(`${ckpt} not found (the PyTorch twins write it: tests/ref/gen_all.py)`);
+  if (!existsSync(vocab)) skip(`CLIP vocabulary not found at ${vocab} (set AIGC_SHARED)`);
+  const dir = mkdtempSync(join(tmpdir(), 'aigc-node-sd-'));
+  copyFileSync(ckpt, join(dir, 'tiny-sd15.safetensors'));
+  process.env.AIGC_CLIP_VOCAB = vocab;
+  return dir;
+}
+
+// Debian's Chromium through playwright-core: headless, no sandbox, no background networking.
+// Resolves to the Browser; a visible skip when chromium or playwright-core is missing.
+export async function browserLaunch() {
+  const chromiumPath = [process.env.AIGC_CHROMIUM, '/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => p && existsSync(p));
+  if (!chromiumPath) skip('chromium not found (apt-get install chromium, or set AIGC_CHROMIUM)');
+  const pw = await requireModule('playwright-core');
+  const chromium = pw.chromium || pw.default.chromium;
+  return chromium.launch({
+    executablePath: chromiumPath, headless: true,
+    args: ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--no-first-run',
+           '--disable-dev-shm-usage'],
+  });
 }
 
 function freePort() {

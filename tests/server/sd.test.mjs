@@ -5,23 +5,14 @@
 // the same image, and a 400 for a size that is not a multiple of 8.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { requireModule, root, serverStart, skip } from './harness.mjs';
+import { rmSync } from 'node:fs';
+import { requireModule, sdModelsDir, serverStart } from './harness.mjs';
 
 const { default: OpenAI } = await requireModule('openai');
-const refDir = process.env.AIGC_REF_DIR || join(root, 'build', 'ref');
-const ckpt = join(refDir, 'sd_pipe_sd15.safetensors');
-const vocab = resolve(process.env.AIGC_SHARED || join(root, '..', 'shared'), 'tokenizers/clip/bpe_simple_vocab_16e6.txt.gz');
-if (!existsSync(ckpt)) skip(`${ckpt} not found (the PyTorch twins write it: tests/ref/gen_all.py)`);
-if (!existsSync(vocab)) skip(`CLIP vocabulary not found at ${vocab} (set AIGC_SHARED)`);
+const dir = sdModelsDir();
 
-let srv, client, dir;
+let srv, client;
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'aigc-node-sd-'));
-  copyFileSync(ckpt, join(dir, 'tiny-sd15.safetensors'));
-  process.env.AIGC_CLIP_VOCAB = vocab;
   srv = await serverStart([], { models: dir });
   client = new OpenAI({ baseURL: srv.url + '/v1', apiKey: 'unused', maxRetries: 0 });
 });
