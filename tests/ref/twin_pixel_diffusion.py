@@ -16,7 +16,8 @@ in torch float64 from the published algorithms:
   img2img   int(steps * strength) steps from index steps - int(steps * strength), x = init + sigma z.
   mask      after each step x = m x + (1 - m) (init + sigma_next z) (pixel space).
   image     clamp((x + 1) / 2, 0, 1).
-Writes OUT_DIR/pixel_diffusion_tiny.safetensors and OUT_DIR/pixel_diffusion.bin:
+Writes OUT_DIR/pixel_diffusion_tiny.safetensors, OUT_DIR/pixel_diffusion_shapes16.safetensors (the
+shapes vocabulary at 16 px, for `aigc eval image`) and OUT_DIR/pixel_diffusion.bin:
   case{c}_xstart [B, 3, S, S] the sampler's start, case{c}_x{i} after step i, case{c}_image [B, 3, S, S]; init [1, 3, 8, 8] in [0, 1],
   mask [1, 1, 8, 8]; the cases are listed in CASES (the C++ test runs the same ones).
 """
@@ -60,8 +61,15 @@ class _Head:
         return out
 
 
-def configure_twins():
-    tu.Cn, tu.G, tu.TD, tu.VT, tu.TC, tu.CC, tu.H = CN, G, TD, len(VOCAB), TC, CC, H
+# The shapes data set's caption words (train/shapes_dataset.cpp's grammar), for a 16 px checkpoint
+# that `aigc eval image` can run (its adherence is ~0: the weights are random).
+SHAPES_VOCAB = (["<pad>", "<empty>", "a", "two", "three", "red", "green", "blue", "yellow", "purple", "orange",
+                 "white", "black", "gray", "circle", "circles", "square", "squares", "triangle", "triangles",
+                 "digit", "letter"] + list("0123456789ABCDEFGHJKLMNPQRSTUVWXYZ") + ["on", "background"])
+
+
+def configure_twins(vocab=VOCAB, tc=TC):
+    tu.Cn, tu.G, tu.TD, tu.VT, tu.TC, tu.CC, tu.H = CN, G, TD, len(vocab), tc, CC, H
     tu.F = _Head()
     betas = torch.linspace(BETA0, BETA1, T, dtype=D)
     ks.ac = torch.cumprod(1.0 - betas, 0)
@@ -136,14 +144,20 @@ def main(out_dir):
     configure_twins()
     gen = torch.Generator().manual_seed(777)
     p = params_random(gen)
-    config = {"image": S, "ch": CN, "groups": G, "t_dim": TD, "text_vocab": len(VOCAB), "text_len": TC,
-              "text_dim": CC, "heads": H, "eps": 1e-5,
-              "schedule": {"kind": "linear", "beta_start": BETA0, "beta_end": BETA1, "steps": T},
-              "prediction": "epsilon"}
-    st_write.write(os.path.join(out_dir, "pixel_diffusion_tiny.safetensors"),
-                   {k: v.to(torch.float32) for k, v in p.items()},
-                   metadata={"aigc.model": "pixel-diffusion", "aigc.config": json.dumps(config),
-                             "aigc.vocab": json.dumps(VOCAB), "aigc.training": json.dumps({"glyphs": True})})
+    def checkpoint(name, params, image, vocab, tc, training):
+        config = {"image": image, "ch": CN, "groups": G, "t_dim": TD, "text_vocab": len(vocab), "text_len": tc,
+                  "text_dim": CC, "heads": H, "eps": 1e-5,
+                  "schedule": {"kind": "linear", "beta_start": BETA0, "beta_end": BETA1, "steps": T},
+                  "prediction": "epsilon"}
+        st_write.write(os.path.join(out_dir, name), {k: v.to(torch.float32) for k, v in params.items()},
+                       metadata={"aigc.model": "pixel-diffusion", "aigc.config": json.dumps(config),
+                                 "aigc.vocab": json.dumps(vocab), "aigc.training": json.dumps(training)})
+
+    checkpoint("pixel_diffusion_tiny.safetensors", p, S, VOCAB, TC, {"glyphs": True})
+    configure_twins(SHAPES_VOCAB, 8)
+    checkpoint("pixel_diffusion_shapes16.safetensors", params_random(torch.Generator().manual_seed(778)), 16,
+               SHAPES_VOCAB, 8, {"glyphs": False})
+    configure_twins()
     init = torch.rand(1, 3, S, S, generator=gen, dtype=D).to(torch.float32).to(D)
     mask = torch.zeros(1, 1, S, S, dtype=D)
     mask[..., 2:6, 1:5] = 1.0

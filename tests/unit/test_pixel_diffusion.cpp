@@ -26,6 +26,8 @@
 #include "image/sampler.h"
 #include "image/sd_parameters.h"
 
+#include <nlohmann/json.hpp>
+
 namespace {
 
 using namespace aigc;
@@ -383,6 +385,55 @@ TEST(PixelDiffusionCli, MissingBuiltinImageModelSaysHowToMakeIt) {
   EXPECT_EQ(WEXITSTATUS(status), 1);
   EXPECT_NE(err.find("built-in model shapes.safetensors was not found"), std::string::npos) << err;
   EXPECT_NE(err.find("scripts/train_image_default.sh"), std::string::npos) << err;
+}
+
+}  // namespace
+
+// ---- aigc eval image ----
+
+namespace {
+
+using nlohmann::json;
+
+TEST(PixelDiffusionEval, RandomModelRunsAndReportsEveryAttribute) {
+  const fs::path dir = test::temp_dir_make("pixel_eval");
+  const std::string grid = (dir / "grid.png").string();
+  const auto r = test::cli_run({"-t", "1", "eval", "image", "-m", test::ref_dir() + "/pixel_diffusion_shapes16.safetensors",
+                                "-n", "6", "--steps", "2", "--batch-size", "4", "--json", "--grid", grid, "-q"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["captions"], 6);
+  EXPECT_EQ(j["glyphs"], false);  // the checkpoint's aigc.training says so
+  EXPECT_EQ(j["size"], 16);
+  for (const char* k : {"match", "colour", "background", "shape", "count", "glyph", "images_per_s"})
+    EXPECT_TRUE(j.contains(k) && j[k].is_number()) << k;
+  EXPECT_EQ(j["shape_captions"], 6);
+  EXPECT_GE(j["match"].get<double>(), 0.0);
+  EXPECT_LE(j["match"].get<double>(), 1.0);
+  // 6 images of 16 px, each x4 = 64, in a 3 x 2 grid with 2 px gaps.
+  EXPECT_EQ(image_read(grid).shape_str(), "[1, 3, 134, 200] f32");
+  fs::remove_all(dir);
+}
+
+TEST(PixelDiffusionEval, RealImagesGiveTheCheckersCeiling) {
+  // The data set's own images: the checker recognises every shape caption (the grammar is drawn
+  // exactly), and nearly every glyph (a few letters are near-identical at 32 px).
+  const auto r = test::cli_run({"eval", "image", "--real", "-n", "100", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["match"].get<double>(), 1.0);
+  const auto g = test::cli_run({"eval", "image", "--real", "-n", "200", "--glyphs", "--json"});
+  ASSERT_EQ(g.exit_code, 0) << g.err;
+  const json k = json::parse(g.out);
+  EXPECT_GT(k["glyph_captions"].get<int>(), 20);
+  EXPECT_GE(k["glyph"].get<double>(), 0.9);
+  EXPECT_EQ(k["shape"].get<double>(), 1.0);
+}
+
+TEST(PixelDiffusionEval, ModelsTheDataSetCannotFitAreOneError) {
+  const auto r = test::cli_run({"eval", "image", "-m", tiny_path(), "-n", "2"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("16 px or more"), std::string::npos) << r.err;
 }
 
 }  // namespace
