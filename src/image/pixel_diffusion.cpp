@@ -301,7 +301,7 @@ void pixel_diffusion_tokenize(const PixelDiffusionConfig& config, std::string_vi
     return;
   }
   if (static_cast<int64_t>(words.size()) > Tc)
-    error_throw(fmt::format("the prompt has {} words; this model reads at most {}", words.size(), Tc), "--prompt",
+    error_throw(fmt::format("the prompt has {} words; this model reads at most {}", words.size(), Tc), "prompt",
                 drawing_hint(vocab));
   for (size_t n = 0; n < words.size(); ++n) {
     const bool after_letter = n > 0 && lower(words[n - 1]) == "letter";
@@ -310,7 +310,7 @@ void pixel_diffusion_tokenize(const PixelDiffusionConfig& config, std::string_vi
     if (id < 0) id = find(upper(words[n]));  // a digit or letter on its own
     if (id < 0) {
       std::vector<std::string> known(vocab.begin() + std::min<size_t>(2, vocab.size()), vocab.end());
-      error_throw(fmt::format("unknown word '{}' in the prompt '{}'", words[n], prompt), "--prompt",
+      error_throw(fmt::format("unknown word '{}' in the prompt '{}'", words[n], prompt), "prompt",
                   fmt::format("this model knows only these words: {}; {}", fmt::join(known, " "), drawing_hint(vocab)));
     }
     ids[n] = id;

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -25,6 +26,8 @@
 #include "image/pixel_diffusion.h"
 #include "image/sampler.h"
 #include "image/sd_parameters.h"
+#include "server/pixel_image_backend.h"
+#include "train/glyph_font.h"
 
 #include <nlohmann/json.hpp>
 
@@ -422,6 +425,7 @@ TEST(PixelDiffusionEval, RealImagesGiveTheCheckersCeiling) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const json j = json::parse(r.out);
   EXPECT_EQ(j["match"].get<double>(), 1.0);
+  if (!train::glyph_font_available()) GTEST_SKIP() << "no DejaVu font (fonts-dejavu-core): glyph captions need it";
   const auto g = test::cli_run({"eval", "image", "--real", "-n", "200", "--glyphs", "--json"});
   ASSERT_EQ(g.exit_code, 0) << g.err;
   const json k = json::parse(g.out);
@@ -434,6 +438,71 @@ TEST(PixelDiffusionEval, ModelsTheDataSetCannotFitAreOneError) {
   const auto r = test::cli_run({"eval", "image", "-m", tiny_path(), "-n", "2"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("16 px or more"), std::string::npos) << r.err;
+}
+
+}  // namespace
+
+// ---- the server's backend ----
+
+namespace {
+
+server::ImageRequest backend_request() {
+  server::ImageRequest r;
+  r.prompt = "two red circles";
+  r.width = r.height = 64;
+  r.steps = 3;
+  r.sampler = "euler";
+  r.cfg_scale = 4.0f;
+  r.seed = 7;
+  r.n = 2;
+  return r;
+}
+
+TEST(PixelDiffusionBackend, GeneratesTheTwinsImagesScaledToTheRequest) {
+  const test::RefDump d = test::RefDump::load("pixel_diffusion");
+  server::PixelImageBackend b(tiny_path());
+  EXPECT_GT(b.memory_bytes(), 0);
+  std::atomic<bool> cancel{false};
+  int steps_seen = 0, previews = 0;
+  const std::vector<std::string> pngs = b.generate(backend_request(), [&](const server::ImageProgress& p) {
+    EXPECT_EQ(p.total, 3);
+    if (p.preview_png.empty()) ++steps_seen; else ++previews;
+  }, cancel);
+  ASSERT_EQ(pngs.size(), 2u);
+  EXPECT_EQ(steps_seen, 6);  // 3 steps x 2 images
+  EXPECT_GT(previews, 0);
+  // Image i has seed 7 + i; twin case 0 drew seeds 7 and 8 (each image its own noise stream).
+  const Tensor& want = d.get("case0_image");
+  for (int i = 0; i < 2; ++i) {
+    const std::string& png = pngs[static_cast<size_t>(i)];
+    const Tensor img = image_decode({reinterpret_cast<const uint8_t*>(png.data()), png.size()}, "png");
+    ASSERT_EQ(img.shape_str(), "[1, 3, 64, 64] f32");
+    Tensor small = Tensor::empty(DType::F32, {1, 3, 8, 8});  // every 8th pixel: the nearest upscale's source
+    for (int c = 0; c < 3; ++c)
+      for (int y = 0; y < 8; ++y)
+        for (int x = 0; x < 8; ++x) small.ptr<float>()[(c * 8 + y) * 8 + x] = img.ptr<float>()[(c * 64 + y * 8) * 64 + x * 8];
+    EXPECT_TENSORS_CLOSE(small, want.slice(0, i, 1), 0.5f / 255 + kAtol, 0.0f);
+    const std::string key = std::string("tEXtparameters") + '\0';
+    ASSERT_NE(png.find(key), std::string::npos);
+  }
+  EXPECT_GT(b.memory_bytes(), 0);
+}
+
+TEST(PixelDiffusionBackend, CancelAndBadRequests) {
+  server::PixelImageBackend b(tiny_path());
+  std::atomic<bool> cancel{false};
+  EXPECT_THROW(b.generate(backend_request(), [&](const server::ImageProgress&) { cancel = true; }, cancel),
+               server::ImageCancelled);
+  server::ImageRequest r = backend_request();
+  r.prompt = "a photo of a cat";
+  EXPECT_THROW(b.validate(r), Error);
+  r = backend_request();
+  r.steps = 0;
+  EXPECT_THROW(b.validate(r), Error);
+  r = backend_request();
+  r.sampler = "lcm";
+  EXPECT_THROW(b.validate(r), Error);
+  EXPECT_THROW(server::PixelImageBackend("/nonexistent.safetensors"), Error);
 }
 
 }  // namespace
