@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "formats/safetensors.h"
+#include "image/generate_shared.h"
 #include "image/image_resize.h"
 #include "image/noise.h"
 #include "image/sampler.h"
@@ -21,17 +22,13 @@ namespace aigc::image {
 
 namespace {
 
-std::string lower(std::string_view s) {
+std::string case_set(std::string_view s, bool up) {
   std::string o(s);
-  for (char& c : o) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (char& c : o) c = static_cast<char>(up ? std::toupper(static_cast<unsigned char>(c)) : std::tolower(static_cast<unsigned char>(c)));
   return o;
 }
-
-std::string upper(std::string_view s) {
-  std::string o(s);
-  for (char& c : o) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  return o;
-}
+std::string lower(std::string_view s) { return case_set(s, false); }
+std::string upper(std::string_view s) { return case_set(s, true); }
 
 // What a model that knows these words draws, for the unknown-word message.
 std::string drawing_hint(const std::vector<std::string>& vocab) {
@@ -42,17 +39,6 @@ std::string drawing_hint(const std::vector<std::string>& vocab) {
                        "e.g. \"two red circles on a blue background\"",
                        glyphs ? " (or a digit or letter: \"a green letter K\")" : "");
   return "it draws only what its training captions describe";
-}
-
-// [1, ...] -> [B, ...] (B copies).
-Tensor batch_repeat(const Tensor& x, int64_t B) {
-  AIGC_ASSERT(x.size(0) == 1 && x.is_contiguous() && x.type() == DType::F32);
-  std::vector<int64_t> shape = x.shape_vec();
-  shape[0] = B;
-  Tensor out = Tensor::empty(DType::F32, shape);
-  const size_t n = static_cast<size_t>(x.numel());
-  for (int64_t b = 0; b < B; ++b) std::memcpy(out.ptr<float>() + b * n, x.ptr<float>(), n * sizeof(float));
-  return out;
 }
 
 // [B, 3, S, S] in [-1, 1] -> image b as f32 [1, 3, S, S] in [0, 1].
@@ -75,40 +61,13 @@ Tensor images_of(const Tensor& x) {
 
 void params_check(const SdGenerateParams& p) {
   pixel_size_check(p.width, p.height);
-  if (p.batch_count < 1 || p.batch_count > 100000)
-    error_throw(fmt::format("batch count must be in [1, 100000], got {}", p.batch_count), "--batch-count");
-  if (p.batch_size < 1 || p.batch_size > 64)
-    error_throw(fmt::format("batch size must be in [1, 64], got {}", p.batch_size), "--batch-size");
-  if (p.mask.defined() && !p.init_image.defined())
-    error_throw("a mask needs an init image", "--mask", "pass the image to inpaint with --init-img");
-  if (p.init_image.defined()) {
-    const Tensor& t = p.init_image;
-    AIGC_CHECK(t.ndim() == 4 && t.size(0) == 1 && t.size(1) == 3 && t.type() == DType::F32 && t.is_contiguous(),
-               "init image must be f32 [1, 3, H, W], got {}", t.shape_str());
-    if (!(p.strength > 0.0 && p.strength <= 1.0))
-      error_throw(fmt::format("strength must be in (0, 1], got {}", p.strength), "--strength",
-                  "0.75 keeps the layout of the init image and repaints the details");
-  }
-  if (p.mask.defined()) {
-    const Tensor& t = p.mask;
-    AIGC_CHECK(t.ndim() == 4 && t.size(0) == 1 && (t.size(1) == 3 || t.size(1) == 1) && t.type() == DType::F32 &&
-                   t.is_contiguous(),
-               "mask must be f32 [1, 1 or 3, H, W], got {}", t.shape_str());
-  }
-  if (p.hires_scale < 1 || p.hires_scale > 4)
-    error_throw(fmt::format("hires scale must be 1 (off) to 4, got {}", p.hires_scale), "--hires-scale");
-  if (p.hires_scale > 1) {
-    if (p.width * p.hires_scale > kPixelSizeMax)
-      error_throw(fmt::format("hires fix to {} px is beyond this model's {} px limit", p.width * p.hires_scale,
-                              kPixelSizeMax),
-                  "--hires-scale", "use a smaller scale");
-    if (!(p.hires_strength > 0.0 && p.hires_strength <= 1.0))
-      error_throw(fmt::format("hires strength must be in (0, 1], got {}", p.hires_strength), "--hires-strength");
-    if (p.hires_steps < 0) error_throw(fmt::format("hires steps must be >= 0, got {}", p.hires_steps), "--hires-steps");
-    if (p.mask.defined())
-      error_throw("hires fix is not supported with inpainting", "--hires-scale", "inpaint at the final size instead");
-  }
-  if (p.preview_every < 0) error_throw("preview interval must be >= 0", "--preview-every");
+  generate_params_check(p);
+  if (p.hires_scale > 1 && p.width * p.hires_scale > kPixelSizeMax)
+    error_throw(fmt::format("hires fix to {} px is beyond the {} px limit of pixel-diffusion models",
+                            p.width * p.hires_scale, kPixelSizeMax),
+                "--hires-scale", "use a smaller scale");
+  if (p.hires_scale > 1 && p.mask.defined())
+    error_throw("hires fix is not supported with inpainting", "--hires-scale", "inpaint at the final size instead");
   if (p.clip_skip > 0)
     error_throw("--clip-skip does not apply to pixel-diffusion models (they have no CLIP text encoder)", "--clip-skip");
   if (p.taesd) error_throw("TAESD does not apply to pixel-diffusion models (they draw pixels, no latents)", "--taesd");
@@ -175,29 +134,7 @@ std::vector<Tensor> generate_run(PixelDiffusion& model, std::span<const std::str
 
     auto on_step = [&](SdProgress::Stage stage, const SamplerPlan& pl, bool blend) {
       return [&, stage, blend](int step, const Tensor& x) {
-        if (blend) {
-          // Keep the init image where the mask is 0: the init at the noise level after this step.
-          const int i = pl.start + step + 1;
-          double a = 1.0, c = 0.0;
-          if (pl.uses_sigmas()) {
-            c = pl.sigmas[static_cast<size_t>(i)];
-          } else if (i < static_cast<int>(pl.timesteps.size())) {
-            const double ab = sched.alphas_cumprod(pl.timesteps[static_cast<size_t>(i)]);
-            a = std::sqrt(ab), c = std::sqrt(1.0 - ab);
-          }
-          Tensor xm = x;  // the sampler's own state: blending writes into it
-          float* xp = xm.ptr<float>();
-          const float* m = mask.ptr<float>();
-          const float* x0 = init_b.ptr<float>();
-          const float* z = noise.ptr<float>();
-          const int64_t plane = S * S;
-          for (int64_t bc = 0; bc < B * 3; ++bc)
-            for (int64_t q = 0; q < plane; ++q) {
-              const int64_t idx = bc * plane + q;
-              const float keep = static_cast<float>(a * x0[idx] + c * z[idx]);
-              xp[idx] = m[q] * xp[idx] + (1.0f - m[q]) * keep;
-            }
-        }
+        if (blend) mask_blend(x, mask, init_b, noise, pl, step, sched);
         report(stage, k, step + 1, pl.steps());
         if (want_preview && (step + 1) % p.preview_every == 0 && step + 1 < pl.steps())
           preview(k, step + 1, images_of(*shown));
@@ -384,10 +321,7 @@ void pixel_size_check(int width, int height) {
 
 std::vector<Tensor> pixel_diffusion_generate(PixelDiffusion& model, const SdGenerateParams& p,
                                              const SdProgressFn& progress, const SdPreviewFn& preview) {
-  if (p.batch_count < 1 || p.batch_count > 100000)
-    error_throw(fmt::format("batch count must be in [1, 100000], got {}", p.batch_count), "--batch-count");
-  if (p.batch_size < 1 || p.batch_size > 64)
-    error_throw(fmt::format("batch size must be in [1, 64], got {}", p.batch_size), "--batch-size");
+  generate_params_check(p);  // before the prompt list is made: batch count and size are in range
   const std::vector<std::string> prompts(static_cast<size_t>(p.batch_count) * static_cast<size_t>(p.batch_size), p.prompt);
   return generate_run(model, prompts, p.batch_size, p, progress, preview);
 }
@@ -396,8 +330,6 @@ std::vector<Tensor> pixel_diffusion_generate_each(PixelDiffusion& model, std::sp
                                                   const SdGenerateParams& p, const SdProgressFn& progress,
                                                   const SdPreviewFn& preview) {
   if (prompts.empty()) return {};
-  if (p.batch_size < 1 || p.batch_size > 64)
-    error_throw(fmt::format("batch size must be in [1, 64], got {}", p.batch_size), "--batch-size");
   return generate_run(model, prompts, p.batch_size, p, progress, preview);
 }
 
