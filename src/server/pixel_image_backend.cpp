@@ -3,11 +3,11 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <random>
 
 #include "core/error.h"
 #include "formats/image.h"
 #include "image/sd_parameters.h"
+#include "server/image_request_params.h"
 
 namespace aigc::server {
 
@@ -63,41 +63,11 @@ std::vector<std::string> PixelImageBackend::generate(const ImageRequest& r, cons
                                                      const std::atomic<bool>& cancel) {
   validate(r);
   std::lock_guard lock(mutex_);
-  image::SdGenerateParams p;
-  p.prompt = r.prompt;
-  p.negative_prompt = r.negative_prompt;
+  image::SdGenerateParams p = image_request_params(r);
   p.width = p.height = model_->image_size();  // the model's own size; scaled to the request below
-  p.sample.sampler = r.sampler.empty() ? image::SamplerKind::EulerAncestral : image::sampler_kind_parse(r.sampler);
-  p.sample.steps = r.steps;
-  p.sample.cfg_scale = r.cfg_scale;
-  p.seed = r.seed >= 0 ? static_cast<uint64_t>(r.seed) : (std::random_device{}() & 0xffffffffu);
-  p.batch_count = std::max(1, r.n);
-  p.batch_size = 1;
-  p.strength = r.strength;
-  if (r.mode != ImageMode::Txt2Img) {
-    if (r.init_image.empty()) error_throw("an init image is required", "image");
-    p.init_image = image_decode({reinterpret_cast<const uint8_t*>(r.init_image.data()), r.init_image.size()}, "image");
-  }
-  if (r.mode == ImageMode::Inpaint) {
-    if (r.mask.empty()) error_throw("a mask is required for inpainting", "mask");
-    p.mask = image_decode({reinterpret_cast<const uint8_t*>(r.mask.data()), r.mask.size()}, "mask");
-  }
-  p.preview_every = std::max(1, r.steps / 5);
-  const auto check_cancel = [&] {
-    if (cancel.load()) throw ImageCancelled();
-  };
-  const std::vector<Tensor> images = image::pixel_diffusion_generate(
-      *model_, p,
-      [&](const image::SdProgress& pr) {
-        check_cancel();
-        if (pr.stage == image::SdProgress::Stage::Sample && pr.step > 0) progress({pr.step, pr.steps, pr.batch, {}});
-      },
-      [&](int batch, int step, const Tensor& rgb) {
-        check_cancel();
-        const std::vector<uint8_t> png = image_encode_png(rgb.slice(0, 0, 1));
-        progress({step, p.sample.steps, batch, std::string(png.begin(), png.end())});
-      });
-  check_cancel();
+  const ImageCallbacks cb = image_callbacks(progress, cancel, p.sample.steps);
+  const std::vector<Tensor> images = image::pixel_diffusion_generate(*model_, p, cb.progress, cb.preview);
+  if (cancel.load()) throw ImageCancelled();
   std::vector<std::string> out;
   for (size_t i = 0; i < images.size(); ++i) {
     const image::SdParameters params = image::sd_parameters_of(p, model_->info(), p.seed + i, 0);
