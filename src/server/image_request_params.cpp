@@ -1,6 +1,7 @@
 #include "server/image_request_params.h"
 
 #include <algorithm>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -36,16 +37,20 @@ image::SdGenerateParams image_request_params(const ImageRequest& r) {
 }
 
 ImageCallbacks image_callbacks(const ImageProgressFn& progress, const std::atomic<bool>& cancel, int steps) {
+  // Steps the sampler really runs (img2img and inpainting run int(steps * strength)): previews
+  // give only the step, so they take the total from the last progress report.
+  auto steps_run = std::make_shared<int>(steps);
   ImageCallbacks c;
-  c.progress = [&progress, &cancel](const image::SdProgress& pr) {
+  c.progress = [&progress, &cancel, steps_run](const image::SdProgress& pr) {
     if (cancel.load()) throw ImageCancelled();
-    if ((pr.stage == image::SdProgress::Stage::Sample || pr.stage == image::SdProgress::Stage::Hires) && pr.step > 0)
-      progress({pr.step, pr.steps, pr.batch, {}});
+    if (pr.stage != image::SdProgress::Stage::Sample && pr.stage != image::SdProgress::Stage::Hires) return;
+    *steps_run = pr.steps;
+    if (pr.step > 0) progress({pr.step, pr.steps, pr.batch, {}});
   };
-  c.preview = [&progress, &cancel, steps](int batch, int step, const Tensor& rgb) {
+  c.preview = [&progress, &cancel, steps_run](int batch, int step, const Tensor& rgb) {
     if (cancel.load()) throw ImageCancelled();
     const std::vector<uint8_t> png = image_encode_png(rgb.slice(0, 0, 1));
-    progress({step, steps, batch, std::string(png.begin(), png.end())});
+    progress({step, *steps_run, batch, std::string(png.begin(), png.end())});
   };
   return c;
 }

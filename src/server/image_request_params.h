@@ -16,7 +16,8 @@ namespace aigc::server {
 image::SdGenerateParams image_request_params(const ImageRequest& r);
 
 // Progress and preview callbacks for the generators: one event per sampler step (first and hires
-// passes), previews as PNG; both throw ImageCancelled once `cancel` is set.
+// passes; total = the steps the pass really runs), previews as PNG; both throw ImageCancelled once
+// `cancel` is set. `progress` and `cancel` must outlive the callbacks.
 struct ImageCallbacks {
   image::SdProgressFn progress;
   image::SdPreviewFn preview;

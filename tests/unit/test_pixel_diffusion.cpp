@@ -506,3 +506,27 @@ TEST(PixelDiffusionBackend, CancelAndBadRequests) {
 }
 
 }  // namespace
+
+namespace {
+
+// img2img through the backend: 2 of 4 steps run, and every event (previews too) says 2.
+TEST(PixelDiffusionBackend, Img2imgEventsCountTheStepsRun) {
+  server::PixelImageBackend b(tiny_path());
+  server::ImageRequest r = backend_request();
+  r.mode = server::ImageMode::Img2Img;
+  r.steps = 4;
+  r.strength = 0.5f;
+  r.n = 1;
+  const Tensor init = Tensor::zeros(DType::F32, {1, 3, 8, 8});
+  const std::vector<uint8_t> png = image_encode_png(init);
+  r.init_image.assign(png.begin(), png.end());
+  std::atomic<bool> cancel{false};
+  int events = 0;
+  b.generate(r, [&](const server::ImageProgress& p) {
+    EXPECT_EQ(p.total, 2) << "step " << p.step;
+    ++events;
+  }, cancel);
+  EXPECT_GE(events, 2);
+}
+
+}  // namespace
