@@ -12,7 +12,7 @@ namespace aigc::cli {
 
 namespace fs = std::filesystem;
 
-std::string builtin_model_path(std::string_view name) {
+std::string builtin_model_path(std::string_view name, std::string_view how_to_make) {
   std::vector<fs::path> dirs;
   if (const char* d = std::getenv("AIGC_MODELS_DIR"); d && *d) dirs.emplace_back(d);
   std::error_code ec;
@@ -31,7 +31,13 @@ std::string builtin_model_path(std::string_view name) {
   }
   error_throw(fmt::format("no model given and the built-in model {} was not found", name),
               fmt::format("looked in: {}", fmt::join(tried, ", ")),
-              "pass a model with -m FILE, or set AIGC_MODELS_DIR to the folder holding " + std::string(name));
+              "pass a model with -m FILE, or set AIGC_MODELS_DIR to the folder holding " + std::string(name) +
+                  (how_to_make.empty() ? std::string() : "; " + std::string(how_to_make)));
+}
+
+std::string builtin_image_model_path() {
+  return builtin_model_path(kBuiltinImageModel,
+                            "make it with scripts/train_image_default.sh (trains it into models/)");
 }
 
 }  // namespace aigc::cli

@@ -12,11 +12,13 @@
 #include <string>
 
 #include "backend/cpu/precision.h"
+#include "cli/builtin_models.h"
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "formats/image.h"
 #include "image/image_size.h"
+#include "image/pixel_diffusion.h"
 #include "image/sampler.h"
 #include "image/sd_model.h"
 #include "image/sd_parameters.h"
@@ -56,6 +58,7 @@ struct ImageArgs {
   bool no_mmap = false;
   bool keep_loaded = false;
   bool quiet = false;
+  bool width_set = false, height_set = false;  // -W / -H given (else a pixel-diffusion model's own size)
 };
 
 SigmaSchedule schedule_parse(const std::string& s) {
@@ -131,10 +134,8 @@ std::string output_path(const std::string& out, size_t i, size_t n) {
 }
 
 
-void image_run(const ImageArgs& a) {
-  // Cheap checks first: a bad size or an unreadable image fails before the model loads.
-  sd_size_check(a.width, a.height);
-  if (a.output.empty()) error_throw("no output file", "-o", "pass -o out.png");
+// The generation parameters of the command line (shared by SD and pixel-diffusion models).
+SdGenerateParams generate_params_of(const ImageArgs& a) {
   SdGenerateParams p;
   p.prompt = a.prompt;
   p.negative_prompt = a.negative_prompt;
@@ -164,6 +165,64 @@ void image_run(const ImageArgs& a) {
     if (a.init_img.empty()) error_throw("--mask needs --init-img", "--mask", "pass the image to inpaint with --init-img");
     p.mask = image_read(a.mask);
   }
+  return p;
+}
+
+// Writes each preview (the first image of the batch) to --preview-file or OUTPUT-preview.png.
+SdPreviewFn preview_writer(const ImageArgs& a) {
+  if (a.preview_every <= 0) return {};
+  const std::string path = !a.preview_file.empty()
+                               ? a.preview_file
+                               : (std::filesystem::path(a.output).parent_path() /
+                                  (std::filesystem::path(a.output).stem().string() + "-preview.png"))
+                                     .string();
+  return [path](int, int, const Tensor& rgb) { image_write_png(path, rgb.slice(0, 0, 1)); };
+}
+
+// The PNGs, each with its A1111 parameters chunk.
+void images_write(const ImageArgs& a, const SdGenerateParams& p, const SdModelInfo& info,
+                  const std::vector<Tensor>& images, Clock::time_point t_start) {
+  for (size_t i = 0; i < images.size(); ++i) {
+    const uint64_t seed = p.seed + i;
+    const SdParameters params = sd_parameters_of(p, info, seed, static_cast<int>(i % p.batch_size));
+    const std::string path = output_path(a.output, i, images.size());
+    image_write_png(path, images[i], {{"parameters", sd_parameters_format(params)}});
+    if (!a.quiet) std::fprintf(stderr, "aigc: wrote %s (seed %llu)\n", path.c_str(), static_cast<unsigned long long>(seed));
+  }
+  if (!a.quiet)
+    std::fprintf(stderr, "aigc: %zu image(s) in %.1f s\n", images.size(),
+                 std::chrono::duration<double>(Clock::now() - t_start).count());
+}
+
+// aigc's own pixel-diffusion model (image/pixel_diffusion.h): -W/-H default to its training size.
+void pixel_image_run(const ImageArgs& a, const std::string& path) {
+  if (a.output.empty()) error_throw("no output file", "-o", "pass -o out.png");
+  if (!a.taesd.empty()) error_throw("--taesd does not apply to pixel-diffusion models (they draw pixels)", "--taesd");
+  if (!a.prediction.empty()) error_throw("pixel-diffusion models predict eps", "--prediction", "drop --prediction");
+  const auto t_start = Clock::now();
+  PixelDiffusion model = PixelDiffusion::open(path);
+  SdGenerateParams p = generate_params_of(a);
+  const int side = a.width_set ? a.width : a.height_set ? a.height : model.image_size();
+  p.width = a.width_set ? a.width : side;
+  p.height = a.height_set ? a.height : side;
+  pixel_size_check(p.width, p.height);
+  if (!a.quiet) std::fprintf(stderr, "aigc: model %s: %s\n", path.c_str(), model.info().description.c_str());
+  if (!a.quiet && a.seed < 0) std::fprintf(stderr, "aigc: seed %llu\n", static_cast<unsigned long long>(p.seed));
+  ProgressBar bar(a.quiet);
+  const std::vector<Tensor> images =
+      pixel_diffusion_generate(model, p, [&](const SdProgress& pr) { bar(pr); }, preview_writer(a));
+  bar.end_line();
+  images_write(a, p, model.info(), images, t_start);
+}
+
+void image_run(const ImageArgs& a) {
+  // No -m: the built-in image model. aigc's own models are recognised by their metadata.
+  const std::string model_path = a.model.empty() ? builtin_image_model_path() : a.model;
+  if (pixel_diffusion_file_is(model_path)) return pixel_image_run(a, model_path);
+  // Cheap checks first: a bad size or an unreadable image fails before the model loads.
+  sd_size_check(a.width, a.height);
+  if (a.output.empty()) error_throw("no output file", "-o", "pass -o out.png");
+  SdGenerateParams p = generate_params_of(a);
   std::optional<Taesd> taesd;
   if (!a.taesd.empty()) {
     taesd.emplace(Taesd::load(a.taesd));
@@ -183,31 +242,14 @@ void image_run(const ImageArgs& a) {
   else if (!a.prediction.empty())
     error_throw(fmt::format("unknown prediction '{}'", a.prediction), "--prediction", "eps or v");
   const auto t_start = Clock::now();
-  SdModel model = SdModel::open(a.model, mo);
-  if (!a.quiet) std::fprintf(stderr, "aigc: model %s: %s\n", a.model.c_str(), model.info().description.c_str());
+  SdModel model = SdModel::open(model_path, mo);
+  if (!a.quiet) std::fprintf(stderr, "aigc: model %s: %s\n", model_path.c_str(), model.info().description.c_str());
   if (!a.quiet && a.seed < 0) std::fprintf(stderr, "aigc: seed %llu\n", static_cast<unsigned long long>(p.seed));
 
   ProgressBar bar(a.quiet);
-  const std::string preview_path = !a.preview_file.empty()
-                                       ? a.preview_file
-                                       : (std::filesystem::path(a.output).parent_path() /
-                                          (std::filesystem::path(a.output).stem().string() + "-preview.png"))
-                                             .string();
-  SdPreviewFn preview;
-  if (a.preview_every > 0)
-    preview = [&](int, int, const Tensor& rgb) { image_write_png(preview_path, rgb.slice(0, 0, 1)); };
-  const std::vector<Tensor> images = sd_generate(model, p, [&](const SdProgress& pr) { bar(pr); }, preview);
+  const std::vector<Tensor> images = sd_generate(model, p, [&](const SdProgress& pr) { bar(pr); }, preview_writer(a));
   bar.end_line();
-  for (size_t i = 0; i < images.size(); ++i) {
-    const uint64_t seed = p.seed + i;
-    const SdParameters params = sd_parameters_of(p, model.info(), seed, static_cast<int>(i % p.batch_size));
-    const std::string path = output_path(a.output, i, images.size());
-    image_write_png(path, images[i], {{"parameters", sd_parameters_format(params)}});
-    if (!a.quiet) std::fprintf(stderr, "aigc: wrote %s (seed %llu)\n", path.c_str(), static_cast<unsigned long long>(seed));
-  }
-  if (!a.quiet)
-    std::fprintf(stderr, "aigc: %zu image(s) in %.1f s\n", images.size(),
-                 std::chrono::duration<double>(Clock::now() - t_start).count());
+  images_write(a, p, model.info(), images, t_start);
 }
 
 }  // namespace
@@ -221,8 +263,8 @@ void command_image_register(CLI::App& app) {
   cmd->fallthrough();
   auto a = std::make_shared<ImageArgs>();
   cmd->add_option("-m,--model", a->model,
-                  "SD 1.x / 2.x checkpoint: a .safetensors file (CompVis keys) or a diffusers folder")
-      ->required()
+                  "SD 1.x / 2.x checkpoint (a .safetensors file with CompVis keys, or a diffusers folder), or an "
+                  "aigc pixel-diffusion model (`aigc train image`); default: the built-in shapes.safetensors")
       ->type_name("PATH");
   cmd->add_option("-p,--prompt", a->prompt, "Prompt; A1111 weights (word:1.2), [word], BREAK")->required();
   cmd->add_option("-n,--negative-prompt", a->negative_prompt, "Negative prompt (the uncond of guidance)")
@@ -242,7 +284,7 @@ void command_image_register(CLI::App& app) {
       ->default_val(7.0f);
   cmd->add_option("--eta", a->eta, "DDIM eta (0 = deterministic)")->default_val(0.0);
   cmd->add_option("-s,--seed", a->seed, "Seed; -1 = random (printed)")->default_val(-1);
-  cmd->add_option("-W,--width", a->width, "Width in pixels, a multiple of 8")->default_val(512);
+  cmd->add_option("-W,--width", a->width, "Width in pixels, a multiple of 8 (pixel-diffusion models: even, default their own size)")->default_val(512);
   cmd->add_option("-H,--height", a->height, "Height in pixels, a multiple of 8")->default_val(512);
   cmd->add_option("--batch-count", a->batch_count, "Batches to generate one after another")->default_val(1);
   cmd->add_option("--batch-size", a->batch_size, "Images per batch (one UNet call)")->default_val(1);
@@ -281,7 +323,11 @@ void command_image_register(CLI::App& app) {
   cmd->add_flag("--keep-loaded", a->keep_loaded,
                 "Keep every component in memory (default: free the text encoder and UNet once done)");
   cmd->add_flag("-q,--quiet", a->quiet, "No progress on stderr");
-  cmd->callback([a]() { image_run(*a); });
+  cmd->callback([a, cmd]() {
+    a->width_set = cmd->count("--width") > 0;
+    a->height_set = cmd->count("--height") > 0;
+    image_run(*a);
+  });
 }
 
 }  // namespace aigc::cli

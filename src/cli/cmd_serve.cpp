@@ -10,7 +10,9 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "image/pixel_diffusion.h"
 #include "server/http_server.h"
+#include "server/pixel_image_backend.h"
 #include "server/sd_image_backend.h"
 #include "server/test_pattern_backend.h"
 
@@ -49,11 +51,13 @@ void serve_run(ServeArgs& a) {
     if (const char* k = std::getenv("AIGC_API_KEY")) o.api_key = k;
   o.registry.memory_budget = bytes_parse(a.memory_budget);
   o.max_body_bytes = static_cast<size_t>(a.max_body_mib * 1024 * 1024);
-  // Image models: Stable Diffusion checkpoints (*.safetensors in DIR), with the same file options.
+  // Image models (*.safetensors in DIR): aigc's own pixel-diffusion models (known by their
+  // metadata), else Stable Diffusion checkpoints, with the same file options.
   image::SdModelOptions sd;
   sd.file = {.use_mmap = !o.registry.no_mmap, .mlock = o.registry.mlock};
   sd.clip_vocab = a.clip_vocab;
   o.registry.image_backend_open = [sd](const std::string& path) -> std::shared_ptr<server::ImageBackend> {
+    if (image::pixel_diffusion_file_is(path)) return std::make_shared<server::PixelImageBackend>(path);
     return std::make_shared<server::SdImageBackend>(path, sd);
   };
 

@@ -18,5 +18,6 @@ void command_image_register(CLI::App& app);
 void command_bench_image_register(CLI::App* bench);
 void command_train_register(CLI::App& app);  // also adds `bench train`: register after bench
 void command_serve_register(CLI::App& app);
+void command_eval_register(CLI::App& app);  // `aigc eval image` (cmd_eval_image.cpp)
 
 }  // namespace aigc::cli

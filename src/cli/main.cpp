@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
   aigc::cli::command_bench_register(app);
   aigc::cli::command_train_register(app);
   aigc::cli::command_serve_register(app);
+  aigc::cli::command_eval_register(app);
 
   // Usage errors: one line, same shape as every other error; exit status 2.
   app.failure_message([](const CLI::App* a, const CLI::Error& e) {

@@ -22,13 +22,31 @@ NoiseSchedule NoiseSchedule::sd() { return NoiseSchedule(0.00085, 0.012, 1000); 
 NoiseSchedule::NoiseSchedule(double beta_start, double beta_end, int train_steps) {
   AIGC_ASSERT(train_steps >= 2 && beta_start > 0 && beta_end < 1 && beta_start <= beta_end);
   const double a = std::sqrt(beta_start), b = std::sqrt(beta_end);
-  alphas_cumprod_.resize(train_steps);
-  sigmas_.resize(train_steps);
-  log_sigmas_.resize(train_steps);
-  double prod = 1.0;
+  std::vector<double> betas(train_steps);
   for (int t = 0; t < train_steps; ++t) {
     const double r = a + (b - a) * t / (train_steps - 1);  // torch.linspace(sqrt(start), sqrt(end), n)
-    prod *= 1.0 - r * r;
+    betas[t] = r * r;
+  }
+  betas_set(betas);
+}
+
+NoiseSchedule NoiseSchedule::linear(double beta_start, double beta_end, int train_steps) {
+  AIGC_ASSERT(train_steps >= 2 && beta_start > 0 && beta_end < 1 && beta_start <= beta_end);
+  std::vector<double> betas(train_steps);
+  for (int t = 0; t < train_steps; ++t) betas[t] = beta_start + (beta_end - beta_start) * t / (train_steps - 1);
+  NoiseSchedule s;
+  s.betas_set(betas);
+  return s;
+}
+
+void NoiseSchedule::betas_set(std::span<const double> betas) {
+  const size_t n = betas.size();
+  alphas_cumprod_.resize(n);
+  sigmas_.resize(n);
+  log_sigmas_.resize(n);
+  double prod = 1.0;
+  for (size_t t = 0; t < n; ++t) {
+    prod *= 1.0 - betas[t];
     alphas_cumprod_[t] = prod;
     sigmas_[t] = std::sqrt((1.0 - prod) / prod);
     log_sigmas_[t] = std::log(sigmas_[t]);

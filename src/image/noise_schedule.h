@@ -1,4 +1,5 @@
-// Noise schedule of Stable Diffusion (1.x / 2.x / Turbo / LCM) and the step schedules built on it.
+// Noise schedule of Stable Diffusion (1.x / 2.x / Turbo / LCM) and the step schedules built on it
+// (and the linear-beta schedule of aigc's own pixel-diffusion models: NoiseSchedule::linear).
 //
 // Training schedule ("scaled_linear", as the SD configs and diffusers name it):
 //   beta_t  = (sqrt(0.00085) + t / 999 * (sqrt(0.012) - sqrt(0.00085)))^2,  t = 0 .. 999
@@ -36,7 +37,11 @@ class NoiseSchedule {
  public:
   // Stable Diffusion's schedule: scaled_linear, beta 0.00085 .. 0.012, 1000 training steps.
   static NoiseSchedule sd();
+  // Scaled-linear betas: beta_t = (sqrt(beta_start) + t / (T - 1) * (sqrt(beta_end) - sqrt(beta_start)))^2.
   NoiseSchedule(double beta_start, double beta_end, int train_steps);
+  // The DDPM paper's linear betas: beta_t = beta_start + t / (T - 1) * (beta_end - beta_start)
+  // (diffusers' "linear"; aigc's own pixel-diffusion models, train/ddpm.h).
+  static NoiseSchedule linear(double beta_start, double beta_end, int train_steps);
 
   int train_steps() const { return static_cast<int>(alphas_cumprod_.size()); }
   double alphas_cumprod(int t) const;  // t in [0, train_steps)
@@ -49,6 +54,10 @@ class NoiseSchedule {
   double t_to_sigma(double t) const;
 
  private:
+  NoiseSchedule() = default;
+  // betas -> alphas_cumprod, sigmas, log sigmas.
+  void betas_set(std::span<const double> betas);
+
   std::vector<double> alphas_cumprod_, sigmas_, log_sigmas_;
 };
 

@@ -1,9 +1,12 @@
 // Reading and writing the pixel-diffusion checkpoint (see pixel_diffusion_file.h).
 #include "image/pixel_diffusion_file.h"
 
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include <cstring>
+#include <utility>
+#include <vector>
 #include <set>
 
 #include "core/error.h"
@@ -105,13 +108,34 @@ bool pixel_diffusion_is(const SafetensorsFile& file) {
 
 PixelDiffusionFile pixel_diffusion_read(const std::string& path) {
   const SafetensorsFile f = SafetensorsFile::open(path);
+  return pixel_diffusion_parse(f, path);
+}
+
+PixelDiffusionFile pixel_diffusion_parse(const SafetensorsFile& f, const std::string& path) {
   if (!pixel_diffusion_is(f))
     error_throw("not a pixel-diffusion checkpoint (no \"aigc.model\": \"pixel-diffusion\" metadata)", path,
                 "write one with `aigc train image`");
   PixelDiffusionFile out;
   out.config = config_parse(f, path);
-  // The graph declares the names and shapes; building it once (batch 1) is cheap for these models.
-  train::UnetTrainer probe(out.config.unet, 1);
+  // Before the graph is built (it allocates every parameter), the config's widths must match the
+  // file's own tensors: a hostile config (ch 4096 in a small file) cannot make us allocate gigabytes.
+  const train::UnetConfig& u = out.config.unet;
+  const std::pair<const char*, std::vector<int64_t>> sizing[] = {
+      {"in.w", {u.ch, 3, 3, 3}},           {"res0.conv1.w", {u.ch, u.ch, 3, 3}}, {"time.w1", {u.ch, u.t_dim}},
+      {"text.tok", {u.text_vocab, u.text_dim}}, {"text.pos", {u.text_len, u.text_dim}}};
+  for (const auto& [name, shape] : sizing) {
+    const TensorInfo* info = f.find(name);
+    if (!info) error_throw(fmt::format("parameter \"{}\" missing", name), path, "the file is incomplete or damaged");
+    if (info->shape != shape)
+      error_throw(fmt::format("parameter \"{}\" is [{}] but the config needs [{}]", name, fmt::join(info->shape, ", "),
+                              fmt::join(shape, ", ")),
+                  path, "the file does not match its own config");
+  }
+  // The graph declares the names and shapes; parameters do not depend on the image size, so the
+  // probe is built at the smallest one (2 x 2, batch 1): cheap for any model.
+  train::UnetConfig probe_cfg = u;
+  probe_cfg.image = 2;
+  train::UnetTrainer probe(probe_cfg, 1);
   std::set<std::string> expected;
   for (const train::Graph::ParamInfo& p : probe.graph().params()) {
     expected.insert(p.name);

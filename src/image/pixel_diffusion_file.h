@@ -45,6 +45,8 @@ bool pixel_diffusion_is(const SafetensorsFile& file);
 // Opens PATH and reads config and parameters; checks every parameter UnetTrainer(config) declares
 // is present with its shape and nothing else is in the file.
 PixelDiffusionFile pixel_diffusion_read(const std::string& path);
+// The same on an opened file (`where` names it in messages): the entry point of the fuzz target.
+PixelDiffusionFile pixel_diffusion_parse(const SafetensorsFile& file, const std::string& where);
 // Writes the parameters of `trainer`'s graph (written as PATH.tmp, then renamed).
 void pixel_diffusion_write(const std::string& path, const PixelDiffusionConfig& config, train::UnetTrainer& trainer);
 // Copies file parameters into `trainer` (built with the file's config); aigc::Error on a mismatch.

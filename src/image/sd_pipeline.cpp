@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "image/generate_shared.h"
 #include "image/image_resize.h"
 #include "image/image_size.h"
 #include "image/noise.h"
@@ -20,17 +21,6 @@ namespace aigc::image {
 namespace {
 
 constexpr float kLatentScale = 0.18215f;  // SD 1.x / 2.x VAE scaling factor
-
-// [1, ...] -> [B, ...] (B copies).
-Tensor batch_repeat(const Tensor& x, int64_t B) {
-  AIGC_ASSERT(x.size(0) == 1 && x.is_contiguous() && x.type() == DType::F32);
-  std::vector<int64_t> shape = x.shape_vec();
-  shape[0] = B;
-  Tensor out = Tensor::empty(DType::F32, shape);
-  const size_t n = static_cast<size_t>(x.numel());
-  for (int64_t b = 0; b < B; ++b) std::memcpy(out.ptr<float>() + b * n, x.ptr<float>(), n * sizeof(float));
-  return out;
-}
 
 // The UNet as the samplers' ModelFn: cond and uncond as one batch of 2B, extra input channels
 // (inpainting: mask and masked-image latent) appended to each.
@@ -98,39 +88,13 @@ Tensor image_slice(const Tensor& batch, int64_t b) {
 
 void params_check(const SdModel& model, const SdGenerateParams& p) {
   sd_size_check(p.width, p.height);
-  if (p.batch_count < 1 || p.batch_count > 100000)
-    error_throw(fmt::format("batch count must be in [1, 100000], got {}", p.batch_count), "--batch-count");
-  if (p.batch_size < 1 || p.batch_size > 64)
-    error_throw(fmt::format("batch size must be in [1, 64], got {}", p.batch_size), "--batch-size");
-  if (p.mask.defined() && !p.init_image.defined())
-    error_throw("a mask needs an init image", "--mask", "pass the image to inpaint with --init-img");
-  if (p.init_image.defined()) {
-    const Tensor& t = p.init_image;
-    AIGC_CHECK(t.ndim() == 4 && t.size(0) == 1 && t.size(1) == 3 && t.type() == DType::F32 && t.is_contiguous(),
-               "init image must be f32 [1, 3, H, W], got {}", t.shape_str());
-    if (!(p.strength > 0.0 && p.strength <= 1.0))
-      error_throw(fmt::format("strength must be in (0, 1], got {}", p.strength), "--strength",
-                  "0.75 keeps the layout of the init image and repaints the details");
-  }
-  if (p.mask.defined()) {
-    const Tensor& t = p.mask;
-    AIGC_CHECK(t.ndim() == 4 && t.size(0) == 1 && (t.size(1) == 3 || t.size(1) == 1) && t.type() == DType::F32 &&
-                   t.is_contiguous(),
-               "mask must be f32 [1, 1 or 3, H, W], got {}", t.shape_str());
-  }
-  if (p.hires_scale < 1 || p.hires_scale > 4)
-    error_throw(fmt::format("hires scale must be 1 (off) to 4, got {}", p.hires_scale), "--hires-scale");
+  generate_params_check(p);
   if (p.hires_scale > 1) {
     sd_size_check(p.width * p.hires_scale, p.height * p.hires_scale);
-    if (!(p.hires_strength > 0.0 && p.hires_strength <= 1.0))
-      error_throw(fmt::format("hires strength must be in (0, 1], got {}", p.hires_strength), "--hires-strength",
-                  "0.5 keeps the composition and adds detail");
-    if (p.hires_steps < 0) error_throw(fmt::format("hires steps must be >= 0, got {}", p.hires_steps), "--hires-steps");
     if (p.mask.defined() || model.info().inpainting)
       error_throw("hires fix is not supported with inpainting", "--hires-scale",
                   "inpaint at the final size instead");
   }
-  if (p.preview_every < 0) error_throw("preview interval must be >= 0", "--preview-every");
 }
 
 }  // namespace
@@ -270,28 +234,7 @@ std::vector<Tensor> sd_generate(SdModel& model, const SdGenerateParams& p, const
     ModelFn mf = [&fn](const Tensor& x, double t, Tensor& c, Tensor* u) { fn(x, t, c, u); };
     auto on_step = [&](SdProgress::Stage stage, const SamplerPlan& pl) {
       return [&, stage](int step, const Tensor& x) {
-        if (blend && stage == SdProgress::Stage::Sample) {
-          // Keep the init image where the mask is 0: the init latent at the level after this step.
-          const int i = pl.start + step + 1;
-          double a = 1.0, bcoef = 0.0;
-          if (pl.uses_sigmas()) bcoef = pl.sigmas[static_cast<size_t>(i)];
-          else if (i < static_cast<int>(pl.timesteps.size())) {
-            const double ab = sched.alphas_cumprod(pl.timesteps[static_cast<size_t>(i)]);
-            a = std::sqrt(ab), bcoef = std::sqrt(1.0 - ab);
-          }
-          Tensor xm = x;  // the sampler's own latent: blending writes into it
-          float* xp = xm.ptr<float>();
-          const float* m = mask_lat.ptr<float>();
-          const float* x0 = init_b.ptr<float>();
-          const float* z = noise.ptr<float>();
-          const int64_t plane = h * w;
-          for (int64_t bc = 0; bc < B * kLatentChannels; ++bc)
-            for (int64_t q = 0; q < plane; ++q) {
-              const int64_t idx = bc * plane + q;
-              const float keep = static_cast<float>(a * x0[idx] + bcoef * z[idx]);
-              xp[idx] = m[q] * xp[idx] + (1.0f - m[q]) * keep;
-            }
-        }
+        if (blend && stage == SdProgress::Stage::Sample) mask_blend(x, mask_lat, init_b, noise, pl, step, sched);
         report(stage, k, step + 1, pl.steps());
         if (preview && p.preview_every > 0 && (step + 1) % p.preview_every == 0 && step + 1 < pl.steps()) {
           Tensor rgb;
