@@ -1,6 +1,5 @@
 // An ImageRequest (server/image_backend.h) as the image generators' parameters and callbacks: what
-// every diffusion backend does the same way (PixelImageBackend; SdImageBackend has its own copy of
-// the same lines and can switch to these).
+// every diffusion backend does the same way (SdImageBackend, PixelImageBackend).
 #pragma once
 
 #include <atomic>
