@@ -40,6 +40,12 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+inline int32_t hsum_epi32(__m256i p) {
+  const __m128i s = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+  const __m128i t = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+  return _mm_cvtsi128_si32(_mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1)));
+}
+
 // The 32 qs of block a in the low half, of block b in the high half.
 inline __m512i load_pair(const int8_t* a, const int8_t* b) {
   const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a));
@@ -234,23 +240,42 @@ float vec_dot_q5_1_q8_0_avx512(int64_t n, const BlockQ5_1* x, const BlockQ8_0* y
 // 2 * 63 * 128 < 2^15, no saturation), then vpdpwssd multiplies those pairs by the sub-block
 // scale (int16) and accumulates in int32: each block's integer sum is exact.
 
-// The eight 6-bit scales and mins of a Q4_K / Q5_K block (layout in quant.h).
-inline void k4_scales_unpack(const uint8_t* s, int16_t* sc, int32_t* mn) {
-  for (int j = 0; j < 4; ++j) {
-    sc[j] = s[j] & 63;
-    mn[j] = s[j + 4] & 63;
-    sc[j + 4] = static_cast<int16_t>((s[j + 8] & 0x0f) | ((s[j] >> 6) << 4));
-    mn[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4);
-  }
+// The eight 6-bit scales and mins of a Q4_K / Q5_K block (layout in quant.h), widened to int16:
+// lanes 0..7 the scales, 8..15 the mins. On 32-bit words: bytes 0..3 hold scales 0..3 (low 6
+// bits) and the top 2 bits of scales 4..7, bytes 4..7 the same for the mins, bytes 8..11 the low
+// 4 bits of scales 4..7 (low nibble) and mins 4..7 (high nibble).
+inline __m256i k4_scales_mins(const uint8_t* s) {
+  uint32_t w0, w1, w2;
+  __builtin_memcpy(&w0, s, 4);
+  __builtin_memcpy(&w1, s + 4, 4);
+  __builtin_memcpy(&w2, s + 8, 4);
+  const uint32_t sc_lo = w0 & 0x3f3f3f3fu, mn_lo = w1 & 0x3f3f3f3fu;
+  const uint32_t sc_hi = (w2 & 0x0f0f0f0fu) | (((w0 >> 6) & 0x03030303u) << 4);
+  const uint32_t mn_hi = ((w2 >> 4) & 0x0f0f0f0fu) | (((w1 >> 6) & 0x03030303u) << 4);
+  const __m128i b = _mm_set_epi32(static_cast<int>(mn_hi), static_cast<int>(mn_lo), static_cast<int>(sc_hi),
+                                  static_cast<int>(sc_lo));
+  return _mm256_cvtepu8_epi16(b);
 }
 
-// sc0 for the first 32 bytes (16 int16 lanes), sc1 for the last 32.
-inline __m512i scale16_pair(int16_t sc0, int16_t sc1) {
-  return _mm512_mask_blend_epi16(0xffff0000u, _mm512_set1_epi16(sc0), _mm512_set1_epi16(sc1));
-}
+// vpermw indices: chunk c (64 elements: 32 low nibbles, 32 high; 32 int16 products after
+// maddubs) uses scale 2c on its first 16 lanes and 2c + 1 on the last 16; `mins` puts min j on
+// lanes 2j and 2j + 1 (beside the bsums of its two 16-element groups).
+struct K4ScaleIdx {
+  alignas(64) uint16_t chunk[4][32];
+  alignas(32) uint16_t mins[16];
+  K4ScaleIdx() {
+    for (int c = 0; c < 4; ++c)
+      for (int l = 0; l < 32; ++l) chunk[c][l] = static_cast<uint16_t>(2 * c + l / 16);
+    for (int l = 0; l < 16; ++l) mins[l] = static_cast<uint16_t>(8 + l / 2);
+  }
+};
 
 template <bool kHigh>
 float k45_dot(int64_t n, const uint8_t* xb, size_t stride, const BlockQ8_K* y) {
+  static const K4ScaleIdx kIdx;
+  const __m512i idx[4] = {_mm512_load_si512(kIdx.chunk[0]), _mm512_load_si512(kIdx.chunk[1]),
+                          _mm512_load_si512(kIdx.chunk[2]), _mm512_load_si512(kIdx.chunk[3])};
+  const __m256i idx_mins = _mm256_load_si256(reinterpret_cast<const __m256i*>(kIdx.mins));
   const int64_t nb = n / kQK_K;
   const __m256i m4 = _mm256_set1_epi8(0x0f);
   const __m256i one = _mm256_set1_epi8(1);
@@ -263,9 +288,8 @@ float k45_dot(int64_t n, const uint8_t* xb, size_t stride, const BlockQ8_K* y) {
     __builtin_memcpy(&dmin16, xb + 2, 2);
     const uint8_t* qh = xb + 4 + kKScaleSize;
     const uint8_t* qs = kHigh ? qh + kQK_K / 8 : qh;
-    int16_t sc[8];
-    int32_t mn[8];
-    k4_scales_unpack(xb + 4, sc, mn);
+    const __m256i scm = k4_scales_mins(xb + 4);
+    const __m512i sc = _mm512_castsi256_si512(scm);
     __m256i hb = kHigh ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh)) : _mm256_setzero_si256();
     __m512i acc = _mm512_setzero_si512();
     for (int c = 0; c < 4; ++c) {
@@ -278,13 +302,14 @@ float k45_dot(int64_t n, const uint8_t* xb, size_t stride, const BlockQ8_K* y) {
       }
       const __m512i qy = _mm512_loadu_si512(y[ib].qs + 64 * c);
       const __m512i p16 = _mm512_maddubs_epi16(pair256(lo, hi), qy);
-      acc = _mm512_dpwssd_epi32(acc, p16, scale16_pair(sc[2 * c], sc[2 * c + 1]));
+      acc = _mm512_dpwssd_epi32(acc, p16, _mm512_permutexvar_epi16(idx[c], sc));
     }
     // lanes stay apart until the end: no horizontal sum per block
     accf = _mm512_fmadd_ps(_mm512_set1_ps(y[ib].d * f16_load(d16)), _mm512_cvtepi32_ps(acc), accf);
-    int32_t summ = 0;
-    for (int j = 0; j < 8; ++j) summ += mn[j] * (y[ib].bsums[2 * j] + y[ib].bsums[2 * j + 1]);
-    minf += y[ib].d * f16_load(dmin16) * static_cast<float>(summ);
+    // sum_j mn_j * (bsums[2j] + bsums[2j+1]): exact in int32
+    const __m256i mn = _mm256_permutexvar_epi16(idx_mins, scm);
+    const __m256i summ = _mm256_madd_epi16(mn, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[ib].bsums)));
+    minf += y[ib].d * f16_load(dmin16) * static_cast<float>(hsum_epi32(summ));
   }
   return _mm512_reduce_add_ps(accf) - minf;
 }
@@ -366,11 +391,6 @@ inline __m256i words_pick(__m512i a, __m512i b, const __m512i& idx) {
   return _mm512_castsi512_si256(_mm512_permutex2var_epi16(a, idx, b));
 }
 
-inline int32_t hsum_epi32(__m256i p) {
-  const __m128i s = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
-  const __m128i t = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-  return _mm_cvtsi128_si32(_mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1)));
-}
 
 // Index vectors built once (constexpr arrays; loaded by the caller outside the row loop).
 // Word-pick indices for the scales: quad q's block k has its f16 scale at word 9k of the quad's
