@@ -116,12 +116,13 @@ MachineInfo machine_info_read() {
 
 constexpr size_t kStreamBytes = size_t{1} << 30;  // 1 GiB: far beyond any L3
 constexpr size_t kBlock = 64;                      // floats per unrolled step (4 zmm, 8 ymm)
-// Read passes: each reads one of kReadSlices slices of the buffer in turn (256 MiB: 8x a 32 MiB L3,
-// and the other slices evict it before it comes round again), at least kReadPassesMin rounds of
-// the variants, then more while under kReadSeconds, at most kReadPassesMax. Short passes (5-10 ms)
-// find the quiet moments of a shared machine, as the best of a kernel's many calls does; 1 GiB
-// passes (30-60 ms) measured 15-50% below what decode GEMVs streamed on the same busy machine.
-constexpr int kReadSlices = 4, kReadPassesMin = 8, kReadPassesMax = 400, kCopyPasses = 3;
+// Read passes: each reads the next of kReadSlices slices of the buffer (32 MiB, about one
+// weight matrix; the 31 slices read in between, ~1 GiB, evict it from any cache), at least
+// kReadPassesMin rounds of the variants, then more while under kReadSeconds, at most
+// kReadPassesMax. Short passes find the quiet moments of a shared machine, as the best of a
+// GEMV's calls does: on a busy 2-core VM 1 GiB passes read 15-50% below what an f16 GEMV streamed
+// (34-35 GB/s, one thread), 256 MiB passes ~25% below.
+constexpr int kReadSlices = 32, kReadPassesMin = 8, kReadPassesMax = 1000, kCopyPasses = 3;
 constexpr double kReadSeconds = 1.0;
 
 // Thread ith's part of n floats (n a multiple of kBlock), in whole blocks.
@@ -241,16 +242,29 @@ float* stream_buffer_alloc(std::shared_ptr<void>& owner, size_t bytes) {
   return static_cast<float*>(owner.get());
 }
 
-// Best wall time of `passes` runs of body(ith, nth) on `threads` threads: the OpenMP team that
-// thread_pool_run starts for the kernels (thread_pool.cpp), with an explicit thread count.
+// Best time of `passes` runs of body(ith, nth) on `threads` threads: the OpenMP team that
+// thread_pool_run starts for the kernels (thread_pool.cpp), with an explicit thread count. A run's
+// time is from the first thread's start to the last one's end, all started after a barrier, so
+// the team's wake-up is not counted: on a machine with more runnable threads than cores, waking a
+// sleeping worker took milliseconds and made every short pass look several times slower.
 template <typename Body>
 double parallel_best_seconds(int threads, int passes, Body body) {
   double best = 1e30;
   for (int pass = 0; pass < passes; ++pass) {
-    const auto t0 = Clock::now();
+    Clock::time_point first_start = Clock::time_point::max(), last_end = Clock::time_point::min();
 #pragma omp parallel num_threads(threads)
-    body(omp_get_thread_num(), omp_get_num_threads());
-    best = std::min(best, seconds_since(t0));
+    {
+#pragma omp barrier
+      const auto t0 = Clock::now();
+      body(omp_get_thread_num(), omp_get_num_threads());
+      const auto t1 = Clock::now();
+#pragma omp critical(aigc_machine_probe)
+      {
+        first_start = std::min(first_start, t0);
+        last_end = std::max(last_end, t1);
+      }
+    }
+    best = std::min(best, std::chrono::duration<double>(last_end - first_start).count());
   }
   return best;
 }

@@ -10,8 +10,8 @@
 // convention (bytes the program reads + writes; write-allocate traffic is not counted).
 // Read bandwidth is measured the way a decode (GEMV) kernel reads its weights: every thread reads
 // its own contiguous half (third, ...) of the buffer as one sequential stream of 512-bit loads into
-// 2, 4 or 8 independent accumulators; passes (each a 256 MiB slice of the buffer, the slices in
-// turn) of the variants alternate, each variant's best pass counts (about 1 s in all: many short
+// 2, 4 or 8 independent accumulators (and 256-bit loads); passes (each a 32 MiB slice of the
+// buffer, the slices in turn, so each is cold) of the variants alternate, each variant's best pass counts (about 1 s in all: many short
 // passes find the quiet moments of a shared machine, as a kernel's best call does), and the
 // fastest variant is read_gbs (the bound for weight-streaming kernels), read_method names it.
 // On CPUs without AVX-512: one AVX2 stream (8 accumulators). The buffer comes from buffer_alloc,
