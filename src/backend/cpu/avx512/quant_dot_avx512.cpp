@@ -371,13 +371,12 @@ float vec_dot_q6_K_q8_K_avx512(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y
 // ---- decode kernels (DecodeRow layout, quant_dot.h) -------------------------------------------
 // One weight row at a time, read front to back. (Interleaving 2 or 4 rows to share the activation
 // loads ran ~10% faster in cache but 2-3x slower from memory: the hardware prefetchers lose the
-// interleaved streams. The activation row stays in L1 anyway.) A group of 16 blocks is read as
-// four 512-bit vectors of int32 partial sums, each 128-bit lane holding one block's four (Q4_0: a
-// quad of blocks, one per lane; Q8_0: a pair, each block over two lanes, folded afterwards);
-// decode_reduce4 turns four such vectors into one of per-lane sums, and the group then costs one
-// bias subtraction, one int -> float conversion and one multiply-add with the 16 block scales.
-// Everything is 512 bits wide: fewer instructions per byte than 256-bit code, which on Zen 4
-// (512-bit ops split in two) is what decides whether a core keeps up with its memory stream.
+// interleaved streams. The activation row stays in L1 anyway.) Q4_0: a group of 16 blocks is read
+// as four 512-bit vectors of int32 partial sums, each 128-bit lane holding one block's four (a
+// quad of blocks, one per lane); decode_reduce4 turns them into one vector of the 16 block sums,
+// and the group then costs one bias subtraction, one int -> float conversion and one multiply-add
+// with the 16 block scales (in 256 bits, per 8 blocks, the same took ~25% more time per byte).
+// Q8_0 stays in 256 bits (below). Software prefetch: kDecodePrefetch.
 
 // Position 4L + q of the result: the sum of the four int32 of 128-bit lane L of v[q].
 inline __m512i decode_reduce4(__m512i a, __m512i b, __m512i c, __m512i d) {
