@@ -6,6 +6,7 @@
 // returns the call to time).
 #include <fmt/format.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "backend/cpu/ops.h"
@@ -125,6 +126,32 @@ std::vector<OpCase> op_cases() {
              {tensor_random(DType::F32, {1, 4096}, 24), tensor_random(wt, {4096, 4096}, 25),
               Tensor::empty(DType::F32, {1, 4096})},
              [](auto& t) { ops::linear(t[0], t[1], nullptr, t[2]); }, BandwidthRef::read);
+  }
+  // Decode GEMV as a token sees it: TinyLlama's FFN shape (5632x2048), the weights streamed from
+  // memory, not cache: enough copies to pass 256 MiB (8x this machine's L3), used in turn.
+  for (DType wt : {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K}) {
+    constexpr int64_t kN = 5632, kK = 2048;
+    const double wbytes = static_cast<double>(*dtype_row_bytes(wt, kK)) * kN;
+    cases.push_back({fmt::format("linear/decode_1x{}x{}_{}_from_memory", kN, kK, dtype_name(wt)), wbytes,
+                     2.0 * kN * kK, [wt, wbytes] {
+                       struct B { Tensor x, y; std::vector<Tensor> w; size_t next = 0; };
+                       auto b = std::make_shared<B>();
+                       b->x = tensor_random(DType::F32, {1, kK}, 26);
+                       b->y = Tensor::empty(DType::F32, {1, kN});
+                       const Tensor w0 = tensor_random(wt, {kN, kK}, 27);
+                       const int copies = static_cast<int>(std::ceil((256.0 * (1 << 20)) / wbytes));
+                       for (int i = 0; i < copies; ++i) {
+                         b->w.push_back(Tensor::empty(wt, {kN, kK}));
+                         std::memcpy(b->w.back().data(), w0.data(), static_cast<size_t>(wbytes));
+                       }
+                       GemmPrepared p;
+                       p.run = [b] {
+                         ops::linear(b->x, b->w[b->next], nullptr, b->y);
+                         b->next = (b->next + 1) % b->w.size();
+                       };
+                       p.keep = b;
+                       return p;
+                     }, BandwidthRef::read});
   }
   return cases;
 }

@@ -9,13 +9,15 @@
 // Bandwidth: streams over a 1 GiB buffer (>> any L3), best of several passes, in STREAM's byte
 // convention (bytes the program reads + writes; write-allocate traffic is not counted).
 // Read bandwidth is measured the way a decode (GEMV) kernel reads its weights: every thread reads
-// its own contiguous half (third, ...) of the buffer with 512-bit loads, unrolled, as 1, 2, 4 or 8
-// independent streams (slices read side by side), with and without software prefetch; the fastest
-// of those variants is read_gbs (the bound for weight-streaming kernels), and read_method names it.
-// On CPUs without AVX-512: one AVX2 stream (8 accumulators). The buffer is asked for transparent
-// huge pages, as buffer_alloc asks for the weights (--no-mmap): with 4 KiB pages, TLB misses cost
-// up to ~40% of the stream in a virtual machine. Other programs reading memory at the same time
-// lower every figure: measure on a quiet machine.
+// its own contiguous half (third, ...) of the buffer as one sequential stream of 512-bit loads into
+// 2, 4 or 8 independent accumulators (and 256-bit loads); passes (each a 32 MiB slice of the
+// buffer, the slices in turn, so each is cold) of the variants alternate, each variant's best pass counts (about 1 s in all: many short
+// passes find the quiet moments of a shared machine, as a kernel's best call does), and the
+// fastest variant is read_gbs (the bound for weight-streaming kernels), read_method names it.
+// On CPUs without AVX-512: one AVX2 stream (8 accumulators). The buffer comes from buffer_alloc,
+// as the weights do (--no-mmap): 2 MiB aligned, transparent huge pages asked for before first
+// touch (with 4 KiB pages, TLB misses cost up to ~40% of the stream in a virtual machine).
+// Other programs reading memory at the same time lower every figure: measure on a quiet machine.
 // Peak compute: independent FMA chains held in registers (no memory traffic), on the widest
 // instruction set the CPU has (AVX-512 / AVX2), chosen at run time. Flops count a multiply and an
 // add as 2, as oneDNN and PyTorch count a GEMM's 2*M*N*K; for VDPBF16PS (bf16 pairs into f32)

@@ -467,13 +467,15 @@ TEST(LinearQuantized, SameResultForAnyThreadCountAndBatchShape) {
 }
 
 // The decode path (M <= gemv::kMaxRows; the AVX-512 VNNI set has GEMV kernels with their own
-// activation layout, groups of 8 blocks plus a natural-order tail) on odd
-// shapes: K with 0..7 tail blocks, N not a multiple of 4, M = 1..4.
+// activation layout, groups of 16 blocks (Q8_0: two halves of 8) plus a natural-order tail) on odd
+// shapes: K with 0 to 15 tail blocks (8 of them: a whole Q8_0 half group that must stay in the
+// tail), no full group at all, N not a multiple of 4, M = 1..4.
 TEST(LinearQuantized, DecodeKernelsMatchReferenceOnOddShapes) {
   const int threads_before = thread_count();
   struct Shape { int64_t M, K, N; };
   const Shape shapes[] = {{1, 32, 1}, {1, 96, 3}, {2, 256, 5}, {1, 288, 17}, {3, 736, 33}, {4, 512, 7},
-                          {1, 2048, 65}, {1, 4096 + 7 * 32, 13}};
+                          {1, 2048, 65}, {1, 4096 + 7 * 32, 13}, {1, 24 * 32, 9}, {2, 31 * 32, 11},
+                          {1, 33 * 32, 5}};
   uint32_t seed = 100;
   for (const Shape& sh : shapes) {
     Tensor x = test::random_f32({sh.M, sh.K}, seed++);

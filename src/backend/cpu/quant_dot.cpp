@@ -180,23 +180,20 @@ void decode_row_prepare(DType w, const BlockQ8_0* xq, int64_t K, int8_t* qs, flo
   AIGC_ASSERT(w == DType::Q4_0 || w == DType::Q8_0, "decode_row_prepare: {}", dtype_name(w));
   const int64_t nb = K / kQK8_0, ng = nb / kDecodeGroup;
   const int32_t offset = w == DType::Q4_0 ? 8 : 128;
+  const int* order = w == DType::Q4_0 ? kDecodeOrderQ4_0 : kDecodeOrderQ8_0;
+  int position[kDecodeGroup];  // inverse of order: where block j of a group goes
+  for (int p = 0; p < kDecodeGroup; ++p) position[order[p]] = p;
   for (int64_t ib = 0; ib < nb; ++ib) {
-    const int64_t g = ib / kDecodeGroup;
-    int64_t slot = ib;  // where block ib's scale and bias go
-    if (g < ng) {
-      const int64_t j = ib % kDecodeGroup;
-      for (int p = 0; p < kDecodeGroup; ++p)
-        if (kDecodeOrder[p] == j) slot = g * kDecodeGroup + p;
-    }
+    const int64_t g = ib / kDecodeGroup, j = ib % kDecodeGroup;
+    const int64_t slot = g < ng ? g * kDecodeGroup + position[j] : ib;  // where block ib's scale and bias go
     d[slot] = f16_to_f32(xq[ib].d);
     bias[slot] = offset * block_sum(xq[ib].qs);
     int8_t* dst = qs + ib * kQK8_0;
-    if (w == DType::Q4_0 && g < ng) {  // pair layout: [b0 lo, b1 lo, b0 hi, b1 hi]
-      const int64_t pair = ib / 2, second = ib % 2;
-      dst = qs + pair * 64 + second * 16;
-      for (int j = 0; j < 16; ++j) dst[j] = xq[ib].qs[j], dst[32 + j] = xq[ib].qs[16 + j];
+    if (w == DType::Q4_0 && g < ng) {  // quad layout: [b0..b3 elements 0..15, b0..b3 elements 16..31]
+      dst = qs + g * kDecodeGroup * kQK8_0 + (j / 4) * 128 + (j % 4) * 16;
+      for (int e = 0; e < 16; ++e) dst[e] = xq[ib].qs[e], dst[64 + e] = xq[ib].qs[16 + e];
     } else {
-      for (int j = 0; j < kQK8_0; ++j) dst[j] = xq[ib].qs[j];
+      for (int e = 0; e < kQK8_0; ++e) dst[e] = xq[ib].qs[e];
     }
   }
 }

@@ -49,26 +49,30 @@ float vec_dot_q6_K_q8_K_ref(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y);
 // and a multiply per block, the -8 / +128 offset dot, a horizontal sum per output) makes the
 // kernel compute-bound. The decode kernels instead take the row prepared once per linear, in the
 // order the kernel consumes it:
-//   - blocks are taken in groups of kDecodeGroup (8); per group and weight row the 8 blocks'
-//     int32 dots are reduced to one vector of 8 block sums (order kDecodeOrder), the offset term
-//     (8 * sum(qy) for Q4_0, 128 * sum(qy) for Q8_0, precomputed here as `bias`) is subtracted in
-//     int32, then one multiply-add with the 8 weight scales x the 8 activation scales;
-//   - the blocks after the last full group (nb % 8) are done one at a time, in natural order.
+//   - blocks are taken in groups of kDecodeGroup (16); per group and weight row the 16 blocks'
+//     int32 dots are reduced to one 512-bit vector of 16 block sums (in the weight type's order,
+//     decode_order), the offset term (8 * sum(qy) for Q4_0, 128 * sum(qy) for Q8_0, precomputed
+//     here as `bias`) is subtracted in int32, then one multiply-add with the 16 weight scales x
+//     the 16 activation scales;
+//   - the blocks after the last full group (nb % 16) are done one at a time, in natural order.
 // Results are the reference's up to f32 summation order (every block's integer sum is exact).
-constexpr int kDecodeGroup = 8;
-// Position p of a group's reduced vector holds block kDecodeOrder[p] of the group.
-constexpr int kDecodeOrder[kDecodeGroup] = {0, 2, 4, 6, 1, 3, 5, 7};
+constexpr int kDecodeGroup = 16;
+// Position p of a group's reduced vector holds block kDecodeOrderQ4_0[p] (Q4_0: four quads of 4
+// blocks, position 4k + q = block 4q + k) or kDecodeOrderQ8_0[p] (Q8_0: eight pairs) of the group.
+constexpr int kDecodeOrderQ4_0[kDecodeGroup] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
+constexpr int kDecodeOrderQ8_0[kDecodeGroup] = {0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15};
 
 // One activation row in decode layout (views of the caller's buffers).
 struct DecodeRow {
   const int8_t* qs;      // [K] Q8_0 values; within full groups in the weight type's order (below)
-  const float* d;        // [nb] f32 block scales; within full groups in kDecodeOrder
+  const float* d;        // [nb] f32 block scales; within full groups in the type's decode order
   const int32_t* bias;   // [nb] offset * sum of the block's qs, same order as d
 };
 
 // Fills qs[K], d[nb], bias[nb] from the Q8_0 blocks of one row, for weights of type w (Q4_0 or
-// Q8_0). Q8_0: qs in natural order. Q4_0: each pair of blocks (2j, 2j+1) of a full group as the
-// 64 bytes [b0 0..15, b1 0..15, b0 16..31, b1 16..31] (a Q4_0 pair's low nibbles, then its high).
+// Q8_0). Q8_0: qs in natural order. Q4_0: each quad of blocks (4j..4j+3) of a full group as the
+// 128 bytes [b0 0..15, b1 0..15, b2 0..15, b3 0..15, b0 16..31, ..., b3 16..31] (a Q4_0 quad's
+// low nibbles, then its high ones).
 void decode_row_prepare(DType w, const BlockQ8_0* xq, int64_t K, int8_t* qs, float* d, int32_t* bias);
 
 // y[n - n0] = sum_k dequant(w row n)_k * dequant(a)_k for n in [n0, n1); w rows are row_bytes
