@@ -538,7 +538,7 @@ UNet& SdModel::unet() {
     const auto f = m.file_open(m.folder ? m.unet_file : m.path);
     WeightSource w(f, m.prefix_of(kUnetPrefix), "UNet");
     MappedPagesTrimmer trim(*f, m.prefix_of(kUnetPrefix), m.opt.file.use_mmap);
-    m.unet.emplace(UNet::load(w, m.info.layout, m.heads, m.opt.precision));
+    m.unet.emplace(UNet::load(w, m.info.layout, m.heads, m.opt.precision, m.opt.unet_type));
     // The load's temporaries (f32 / bf16 copies of each weight before packing) left holes in the
     // heap between the packed weights: ~70 MB resident for SD 1.5 until trimmed.
     ::malloc_trim(0);

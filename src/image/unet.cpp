@@ -30,6 +30,7 @@
 #include "backend/cpu/ops.h"
 #include "core/error.h"
 #include "core/half.h"
+#include "core/quant.h"
 #include "core/thread_pool.h"
 
 namespace aigc::image {
@@ -39,7 +40,7 @@ namespace {
 constexpr float kResNormEps = 1e-5f;    // ldm GroupNorm32 (normalization()) default
 constexpr float kAttnNormEps = 1e-6f;   // SpatialTransformer's GroupNorm
 constexpr float kLayerNormEps = 1e-5f;  // nn.LayerNorm default in BasicTransformerBlock
-constexpr int64_t kFfRows = 1024;       // rows per feed-forward chunk
+constexpr int64_t kFfRows = 512;        // rows per feed-forward chunk (PackedLinear runs 512-row chunks anyway)
 constexpr int64_t kMaxLevels = 8;       // resolutions (SD has 4); bounds the 2^(levels-1) size rule
 
 // ---- parameters ----------------------------------------------------------------------------
@@ -57,6 +58,7 @@ struct Norm {
 struct Linear {
   std::unique_ptr<ops::PackedLinear> fc;
   Tensor bias;  // f32 [N] (the PackedLinear copies it)
+  Tensor q8;    // the Q8_0 weight [N, K] the PackedLinear runs on (UNetWeightType::Q8_0), or none
   int64_t in = 0, out = 0;
   void run(const Tensor& x, Tensor& y) const { fc->run(x, y); }
 };
@@ -179,6 +181,7 @@ struct Loader {
   Names names;
   ops::Precision precision;
   const UNetConfig& cfg;
+  bool q8 = false;  // UNetWeightType::Q8_0
   int64_t emb_dim = 0, context_dim = 0, depth = 0;
   bool linear_proj = false;
 
@@ -195,7 +198,7 @@ struct Loader {
   ops::PackedConv2d conv(const std::string& p, int64_t c_out, int64_t c_in, int64_t k, int stride) const {
     const Tensor& wt = w.get(p + ".weight", {c_out, c_in, k, k});
     const Tensor& b = w.get(p + ".bias", {c_out});
-    return ops::PackedConv2d(wt, &b, stride, static_cast<int>(k / 2), precision);
+    return ops::PackedConv2d(wt, &b, stride, static_cast<int>(k / 2), precision, q8);
   }
   Linear linear(const std::string& p, int64_t n_out, int64_t n_in, bool bias) const {
     Linear l;
@@ -203,6 +206,17 @@ struct Loader {
     l.out = n_out;
     const Tensor& wt = w.get(p + ".weight", {n_out, n_in});
     if (bias) l.bias = f32_copy(w.get(p + ".bias", {n_out}));
+    if (q8 && n_in % kQK8_0 == 0) {  // rows quantised by the reference quantiser (as GGML and the twin)
+      const Tensor wf = f32_copy(wt);
+      l.q8 = Tensor::empty(DType::Q8_0, {n_out, n_in});
+      const int64_t nb = n_in / kQK8_0;
+      parallel_for(n_out, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r)
+          quantize_row_q8_0_ref(wf.ptr<float>() + r * n_in, static_cast<BlockQ8_0*>(l.q8.data()) + r * nb, n_in);
+      });
+      l.fc = std::make_unique<ops::PackedLinear>(l.q8, bias ? &l.bias : nullptr, 512, precision);
+      return l;
+    }
     l.fc = std::make_unique<ops::PackedLinear>(wt, bias ? &l.bias : nullptr, 512, precision, /*keep_original=*/false);
     return l;
   }
@@ -362,10 +376,21 @@ UNet::~UNet() = default;
 
 const UNetConfig& UNet::config() const { return impl_->cfg; }
 
-UNet UNet::load(const WeightSource& w, KeyLayout layout, const UNetConfig& heads, ops::Precision precision) {
+UNetWeightType unet_weight_type_parse(std::string_view name, const char* what) {
+  if (name == "default") return UNetWeightType::Default;
+  if (name == "q8_0") return UNetWeightType::Q8_0;
+  error_throw(fmt::format("unknown UNet weight type '{}'", name), what,
+              "default (the checkpoint's f16/bf16/f32 weights packed in the compute precision) or q8_0 (about half "
+              "the memory)");
+}
+
+std::string_view unet_weight_type_name(UNetWeightType t) { return t == UNetWeightType::Q8_0 ? "q8_0" : "default"; }
+
+UNet UNet::load(const WeightSource& w, KeyLayout layout, const UNetConfig& heads, ops::Precision precision,
+                UNetWeightType weights) {
   UNet u;
   Impl& m = *u.impl_;
-  Loader L{w, Names{layout}, precision, heads};
+  Loader L{w, Names{layout}, precision, heads, weights == UNetWeightType::Q8_0};
   if (precision == ops::Precision::BF16) m.attn.precision = ops::Precision::BF16;
   m.skips_bf16 = precision == ops::Precision::BF16;
   Names& nm = L.names;
@@ -858,7 +883,7 @@ void UNet::Impl::plan(int64_t B, int64_t H, int64_t W, int64_t T) {
 size_t UNet::weight_bytes() const {
   const Impl& m = *impl_;
   size_t n = 0;
-  auto lin = [&](const Linear& l) { n += l.fc->packed_bytes() + l.bias.nbytes(); };
+  auto lin = [&](const Linear& l) { n += l.fc->packed_bytes() + l.bias.nbytes() + (l.q8.ndim() ? l.q8.nbytes() : 0); };
   auto norm = [&](const Norm& x) { n += x.gamma.nbytes() + x.beta.nbytes(); };
   auto res = [&](const ResBlock& r) {
     norm(r.norm1);
