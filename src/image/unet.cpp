@@ -5,7 +5,8 @@
 // blocks' shapes (plan()) and allocated once, so a sampling loop allocates nothing and the heap
 // does not fragment as buffers grow. Roles: the skips (the outputs of the input blocks, kept in
 // bf16 when the model computes in bf16: they only feed a GroupNorm and bf16 convolutions), two
-// main buffers holding h, two work buffers (GroupNorm outputs, the upsampled h), and one region
+// main buffers holding h, two work buffers (GroupNorm outputs, the upsampled h; the output blocks'
+// ResBlocks work in the concatenation's memory instead), and one region
 // shared by the [h, skip] concatenation and the transformer's token, q/k/v and feed-forward
 // buffers (never live at the same time). The upsampler writes h at the start of that region and
 // the next block concatenates in place. The GEGLU feed-forward runs in chunks of rows to bound
@@ -362,7 +363,7 @@ struct UNet::Impl {
   }
   DType skip_type() const { return skips_bf16 ? DType::BF16 : DType::F32; }
 
-  void res_run(const ResBlock& r, const Tensor& x, const Tensor& emb_act, Tensor& y);
+  void res_run(const ResBlock& r, const Tensor& x, const Tensor& emb_act, Tensor& y, bool consume_x = false);
   void attn_run(const SpatialTransformer& s, const Tensor& x, const Tensor& ctx, Tensor& y);
   void block_run(const TransformerBlock& t, int64_t heads, Tensor& tok, const Tensor& ctx);
   void attention_run(const Linear& q, const Linear& k, const Linear& v, const Linear& o, int64_t heads,
@@ -522,9 +523,30 @@ UNet UNet::load(const WeightSource& w, KeyLayout layout, const UNetConfig& heads
 
 // ---- forward --------------------------------------------------------------------------------
 
-void UNet::Impl::res_run(const ResBlock& r, const Tensor& x, const Tensor& emb_act, Tensor& y) {
+// consume_x: x (the concatenation, wider than y) is dead after this block, so its memory takes the
+// GroupNorm outputs and the second convolution's (same arithmetic, s + conv2 == conv2 + s).
+void UNet::Impl::res_run(const ResBlock& r, const Tensor& x, const Tensor& emb_act, Tensor& y, bool consume_x) {
   const int64_t B = x.size(0), H = x.size(2), W = x.size(3);
   const int groups = static_cast<int>(cfg.norm_groups);
+  if (consume_x && r.has_skip) {
+    AIGC_ASSERT(x.is_contiguous() && r.c_in >= r.c_out);
+    r.skip.run(x, y);
+    Tensor a = x;
+    ops::group_norm(x, r.norm1.gamma, r.norm1.beta, groups, kResNormEps, a);
+    ops::silu(a, a);
+    Tensor h = buf(kWork1, {B, r.c_out, H, W});
+    r.conv1.run(a, h);
+    Tensor e = buf(kEmbOut, {B, r.c_out});
+    r.emb_proj.run(emb_act, e);
+    ops::add(h, e.reshape({B, r.c_out, 1, 1}), h);
+    ops::group_norm(h, r.norm2.gamma, r.norm2.beta, groups, kResNormEps, h);
+    ops::silu(h, h);
+    const std::array<int64_t, 4> shape{B, r.c_out, H, W};
+    Tensor t = Tensor::view_of(DType::F32, shape, const_cast<void*>(x.data()), x.owner());
+    r.conv2.run(h, t);
+    ops::add(y, t, y);
+    return;
+  }
   Tensor a = buf(kWork0, {B, r.c_in, H, W});
   ops::group_norm(x, r.norm1.gamma, r.norm1.beta, groups, kResNormEps, a);
   ops::silu(a, a);
@@ -761,7 +783,7 @@ void UNet::forward(const Tensor& x_in, std::span<const float> timesteps, const T
     concat_skip(h, skip, cat);
     int role = other(cur);
     Tensor r = m.buf(role, {B, b.res.c_out, hs, ws});
-    m.res_run(b.res, cat, emb_act, r);
+    m.res_run(b.res, cat, emb_act, r, /*consume_x=*/true);
     cur = role;
     h = r;
     if (b.attn) {
@@ -846,7 +868,12 @@ void UNet::Impl::plan(int64_t B, int64_t H, int64_t W, int64_t T) {
     const int64_t skip_c = skip_dims.back()[0];
     skip_dims.pop_back();
     at(kCat, B * (ch + skip_c) * hs * ws);
-    res(b.res, hs * ws);
+    if (b.res.has_skip) {  // res_run consumes the concatenation
+      at(kWork1, B * b.res.c_out * hs * ws);
+      at(kEmbOut, B * b.res.c_out);
+    } else {
+      res(b.res, hs * ws);
+    }
     ch = b.res.c_out;
     mains(B * ch * hs * ws);
     if (b.attn) attn(*b.attn, hs * ws);

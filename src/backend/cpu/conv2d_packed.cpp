@@ -3,10 +3,11 @@
 // not kept. Activations may be NCHW contiguous (transposed to and from NHWC per call, below) or
 // channels-last (an NHWC buffer seen as NCHW through strides, e.g. x.permute({0, 3, 1, 2}) of a
 // [N, H, W, C] tensor: no transposes). Other strides are copied to contiguous first. The NHWC
-// staging buffers are per thread and kept (sized by the largest activation seen).
+// staging buffers are per thread and kept (sized by the largest activation seen; Staging).
 #include "backend/cpu/conv2d_packed.h"
 
 #include <immintrin.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <array>
@@ -35,6 +36,38 @@ PackedConv2d::PackedConv2d(PackedConv2d&&) noexcept = default;
 PackedConv2d& PackedConv2d::operator=(PackedConv2d&&) noexcept = default;
 
 namespace {
+
+// A per-thread staging buffer: anonymous memory of its own, replaced (not copied) when a larger
+// one is asked for, so that growing leaves no hole in the heap (a std::vector below glibc's mmap
+// threshold did: freed, its pages stayed resident) and is given back whole when the thread ends.
+class Staging {
+ public:
+  Staging() = default;
+  Staging(const Staging&) = delete;
+  Staging& operator=(const Staging&) = delete;
+  ~Staging() { release(); }
+  void* get(size_t bytes) {
+    if (bytes > cap_) {
+      release();
+      const size_t huge = size_t{2} << 20;
+      const size_t cap = (bytes + huge - 1) / huge * huge;
+      void* p = ::mmap(nullptr, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (p == MAP_FAILED)
+        error_throw(fmt::format("out of memory allocating {} bytes of convolution staging", bytes), "PackedConv2d");
+      ::madvise(p, cap, MADV_HUGEPAGE);  // advice only
+      p_ = p, cap_ = cap;
+    }
+    return p_;
+  }
+
+ private:
+  void release() {
+    if (p_) ::munmap(p_, cap_);
+    p_ = nullptr, cap_ = 0;
+  }
+  void* p_ = nullptr;
+  size_t cap_ = 0;
+};
 
 // NCHW contiguous or channels-last: the layouts oneDNN reads without a generic strided reorder.
 bool conv_layout_ok(const Tensor& t) {
@@ -213,47 +246,43 @@ void PackedConv2d::run(const Tensor& x, Tensor& y) const {
   }
   const bool q8 = !impl_->q8.empty();
   // Q8_0: the weight dequantised (OIHW, the compute type) into a per-thread buffer.
-  thread_local std::vector<uint16_t> wd_buf;  // OIHW in the compute type (f32 as 2 halves)
+  thread_local Staging wd_buf;  // OIHW in the compute type
   const int64_t row = c_ * k_ * k_, nb = row / kQK8_0;
   auto dequantize = [&](bool bf16) -> void* {
-    const size_t halves = static_cast<size_t>(o_ * row) * (bf16 ? 1 : 2);
-    if (wd_buf.size() < halves) wd_buf.resize(halves);
+    void* wd = wd_buf.get(static_cast<size_t>(o_ * row) * (bf16 ? 2 : 4));
     const BlockQ8_0* q = impl_->q8.data();
-    uint16_t* wb = wd_buf.data();
-    float* wf = reinterpret_cast<float*>(wd_buf.data());
+    uint16_t* wb = static_cast<uint16_t*>(wd);
+    float* wf = static_cast<float*>(wd);
     parallel_for(o_, [&](int64_t o0, int64_t o1) {
       for (int64_t o = o0; o < o1; ++o) {
         if (bf16) row_to_bf16(DType::Q8_0, q + o * nb, wb + o * row, row);
         else dequantize_row_q8_0_ref(q + o * nb, wf + o * row, row);
       }
     });
-    return wd_buf.data();
+    return wd;
   };
   // NCHW in and out on AVX-512: our transposes around the NHWC primitive (see above).
   if (x.is_contiguous() && y.is_contiguous() && cpu_has_avx512_bf16()) {
     const bool bf16 = precision_ == Precision::BF16;
     const void* wp = nullptr;  // the packed weight of a Q8_0 layer
     if (q8) {
-      thread_local std::vector<uint8_t> wp_buf;
-      if (wp_buf.size() < impl_->conv->packed_bytes()) wp_buf.resize(impl_->conv->packed_bytes());
-      impl_->conv->pack_into(dequantize(bf16), bf16 ? onednn::Type::BF16 : onednn::Type::F32, wp_buf.data());
-      wp = wp_buf.data();
+      thread_local Staging wp_buf;
+      wp = wp_buf.get(impl_->conv->packed_bytes());
+      impl_->conv->pack_into(dequantize(bf16), bf16 ? onednn::Type::BF16 : onednn::Type::F32, const_cast<void*>(wp));
     }
     const int64_t px = h * w, py = ho * wo;
-    thread_local std::vector<uint16_t> xs_buf;  // NHWC input in the packed type (f32 as 2 halves)
-    thread_local std::vector<float> ys_buf;     // NHWC output
-    const size_t x_halves = static_cast<size_t>(n * px * c_) * (bf16 ? 1 : 2);
-    if (xs_buf.size() < x_halves) xs_buf.resize(x_halves);
-    if (ys_buf.size() < static_cast<size_t>(n * py * o_)) ys_buf.resize(n * py * o_);
+    thread_local Staging xs_buf, ys_buf;  // NHWC input in the packed type, NHWC f32 output
+    uint16_t* xs = static_cast<uint16_t*>(xs_buf.get(static_cast<size_t>(n * px * c_) * (bf16 ? 2 : 4)));
+    float* ys = static_cast<float*>(ys_buf.get(static_cast<size_t>(n * py * o_) * sizeof(float)));
     for (int64_t b = 0; b < n; ++b) {
       const float* xb = x.ptr<float>() + b * c_ * px;  // [C, HW] -> [HW, C]
-      if (bf16) transpose_image<true>(xb, c_, px, xs_buf.data() + b * px * c_);
-      else transpose_image<false>(xb, c_, px, xs_buf.data() + 2 * b * px * c_);
+      if (bf16) transpose_image<true>(xb, c_, px, xs + b * px * c_);
+      else transpose_image<false>(xb, c_, px, xs + 2 * b * px * c_);
     }
-    if (q8) impl_->conv->run_nhwc(xs_buf.data(), ys_buf.data(), n, h, w, wp);
-    else impl_->conv->run_nhwc(xs_buf.data(), ys_buf.data(), n, h, w);
+    if (q8) impl_->conv->run_nhwc(xs, ys, n, h, w, wp);
+    else impl_->conv->run_nhwc(xs, ys, n, h, w);
     for (int64_t b = 0; b < n; ++b)  // [HoWo, O] -> [O, HoWo]
-      transpose_image<false>(ys_buf.data() + b * py * o_, py, o_, y.ptr<float>() + b * o_ * py);
+      transpose_image<false>(ys + b * py * o_, py, o_, y.ptr<float>() + b * o_ * py);
     return;
   }
   if (q8) {  // other layouts or CPUs: the f32 weight and the plain convolution
