@@ -106,6 +106,8 @@ void bench_image_run(const BenchImageArgs& a) {
       fill_random(ctx, 2);
       const std::vector<float> ts = {500.0f, 500.0f};
       unet.forward(x, ts, ctx, out);  // warm-up
+      log_info("bench image: {}^2: {:.0f} MiB of activations, RSS now {:.2f} GiB (peak {:.2f})", s,
+               static_cast<double>(unet.activation_bytes()) / (1 << 20), gib(rss_now()), gib(peak_rss()));
       double total = 0;
       for (int r = 0; r < a.repetitions; ++r) {
         const auto t1 = Clock::now();

@@ -10,8 +10,8 @@
 // shared by the [h, skip] concatenation and the transformer's token, q/k/v and feed-forward
 // buffers (never live at the same time). The upsampler writes h at the start of that region and
 // the next block concatenates in place. The GEGLU feed-forward runs in chunks of rows to bound
-// its 12x-wide buffers. SD 1.5 at 512x512 (latents 64x64, batch 2): a 157 MB arena (it was
-// 230 MB of separately grown buffers, plus ~56 MB of heap holes they left).
+// its 12x-wide buffers. SD 1.5 at 512x512 (latents 64x64, batch 2): a 134 MiB arena (it was
+// 230 MiB of separately grown buffers, plus ~56 MB of heap holes they left).
 #include "image/unet.h"
 
 #include <fmt/format.h>
