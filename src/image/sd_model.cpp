@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "backend/cpu/conv2d_packed.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/half.h"
@@ -565,12 +566,15 @@ void SdModel::text_encoder_release() {
   impl_->text.reset();
   ::malloc_trim(0);
 }
+// The convolutions' per-thread staging (sized by the released component's largest layer) goes too.
 void SdModel::unet_release() {
   impl_->unet.reset();
+  ops::PackedConv2d::staging_release();
   ::malloc_trim(0);
 }
 void SdModel::vae_release() {
   impl_->vae.reset();
+  ops::PackedConv2d::staging_release();
   ::malloc_trim(0);
 }
 

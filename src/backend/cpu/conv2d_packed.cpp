@@ -46,6 +46,10 @@ class Staging {
   Staging(const Staging&) = delete;
   Staging& operator=(const Staging&) = delete;
   ~Staging() { release(); }
+  void release() {
+    if (p_) ::munmap(p_, cap_);
+    p_ = nullptr, cap_ = 0;
+  }
   void* get(size_t bytes) {
     if (bytes > cap_) {
       release();
@@ -61,13 +65,19 @@ class Staging {
   }
 
  private:
-  void release() {
-    if (p_) ::munmap(p_, cap_);
-    p_ = nullptr, cap_ = 0;
-  }
   void* p_ = nullptr;
   size_t cap_ = 0;
 };
+
+// The calling thread's: NHWC input in the packed type, NHWC f32 output, and for Q8_0 layers the
+// dequantised OIHW weight and its packed copy.
+struct ThreadStaging {
+  Staging xs, ys, wd, wp;
+};
+ThreadStaging& thread_staging() {
+  thread_local ThreadStaging s;
+  return s;
+}
 
 // NCHW contiguous or channels-last: the layouts oneDNN reads without a generic strided reorder.
 bool conv_layout_ok(const Tensor& t) {
@@ -212,6 +222,11 @@ PackedConv2d::PackedConv2d(const Tensor& w, const Tensor* bias, int stride, int 
 
 bool PackedConv2d::is_q8_0() const { return impl_ && !impl_->q8.empty(); }
 
+void PackedConv2d::staging_release() {
+  ThreadStaging& s = thread_staging();
+  for (Staging* b : {&s.xs, &s.ys, &s.wd, &s.wp}) b->release();
+}
+
 void PackedConv2d::output_size(int64_t h, int64_t w, int64_t& ho, int64_t& wo) const {
   ho = (h + 2 * pad_ - k_) / stride_ + 1;
   wo = (w + 2 * pad_ - k_) / stride_ + 1;
@@ -246,7 +261,7 @@ void PackedConv2d::run(const Tensor& x, Tensor& y) const {
   }
   const bool q8 = !impl_->q8.empty();
   // Q8_0: the weight dequantised (OIHW, the compute type) into a per-thread buffer.
-  thread_local Staging wd_buf;  // OIHW in the compute type
+  Staging& wd_buf = thread_staging().wd;  // OIHW in the compute type
   const int64_t row = c_ * k_ * k_, nb = row / kQK8_0;
   auto dequantize = [&](bool bf16) -> void* {
     void* wd = wd_buf.get(static_cast<size_t>(o_ * row) * (bf16 ? 2 : 4));
@@ -266,12 +281,13 @@ void PackedConv2d::run(const Tensor& x, Tensor& y) const {
     const bool bf16 = precision_ == Precision::BF16;
     const void* wp = nullptr;  // the packed weight of a Q8_0 layer
     if (q8) {
-      thread_local Staging wp_buf;
+      Staging& wp_buf = thread_staging().wp;
       wp = wp_buf.get(impl_->conv->packed_bytes());
       impl_->conv->pack_into(dequantize(bf16), bf16 ? onednn::Type::BF16 : onednn::Type::F32, const_cast<void*>(wp));
     }
     const int64_t px = h * w, py = ho * wo;
-    thread_local Staging xs_buf, ys_buf;  // NHWC input in the packed type, NHWC f32 output
+    Staging& xs_buf = thread_staging().xs;
+    Staging& ys_buf = thread_staging().ys;
     uint16_t* xs = static_cast<uint16_t*>(xs_buf.get(static_cast<size_t>(n * px * c_) * (bf16 ? 2 : 4)));
     float* ys = static_cast<float*>(ys_buf.get(static_cast<size_t>(n * py * o_) * sizeof(float)));
     for (int64_t b = 0; b < n; ++b) {

@@ -48,6 +48,9 @@ class PackedConv2d {
   // Output shape for an input [N, C, H, W].
   void output_size(int64_t h, int64_t w, int64_t& ho, int64_t& wo) const;
   size_t weight_bytes() const;  // memory the layer holds for its weight
+  // Frees the calling thread's staging buffers (kept between calls, sized by the largest layer and
+  // activation it ran: up to ~150 MB for SD 1.5's Q8_0 UNet), e.g. when a model is released.
+  static void staging_release();
 
  private:
   struct Impl;
