@@ -41,7 +41,10 @@ namespace {
 constexpr float kResNormEps = 1e-5f;    // ldm GroupNorm32 (normalization()) default
 constexpr float kAttnNormEps = 1e-6f;   // SpatialTransformer's GroupNorm
 constexpr float kLayerNormEps = 1e-5f;  // nn.LayerNorm default in BasicTransformerBlock
-constexpr int64_t kFfRows = 512;        // rows per feed-forward chunk (PackedLinear runs 512-row chunks anyway)
+// Rows per feed-forward chunk: [rows, 2 * ff_inner] f32 of at most 512 x 2560 (5 MiB; 512 rows of
+// SD's level 0, 128 at its 1280-wide levels), at least 16.
+constexpr int64_t kFfChunkFloats = 512 * 2560;
+int64_t ff_rows(int64_t ff_inner) { return std::max<int64_t>(16, kFfChunkFloats / (2 * ff_inner)); }
 constexpr int64_t kMaxLevels = 8;       // resolutions (SD has 4); bounds the 2^(levels-1) size rule
 
 // ---- parameters ----------------------------------------------------------------------------
@@ -524,30 +527,16 @@ UNet UNet::load(const WeightSource& w, KeyLayout layout, const UNetConfig& heads
 // ---- forward --------------------------------------------------------------------------------
 
 // consume_x: x (the concatenation, wider than y) is dead after this block, so its memory takes the
-// GroupNorm outputs and the second convolution's (same arithmetic, s + conv2 == conv2 + s).
+// GroupNorm outputs and the second convolution's (same arithmetic: skip(x) + conv2 == conv2 + skip(x)).
 void UNet::Impl::res_run(const ResBlock& r, const Tensor& x, const Tensor& emb_act, Tensor& y, bool consume_x) {
   const int64_t B = x.size(0), H = x.size(2), W = x.size(3);
   const int groups = static_cast<int>(cfg.norm_groups);
-  if (consume_x && r.has_skip) {
+  const bool in_x = consume_x && r.has_skip;
+  if (in_x) {
     AIGC_ASSERT(x.is_contiguous() && r.c_in >= r.c_out);
     r.skip.run(x, y);
-    Tensor a = x;
-    ops::group_norm(x, r.norm1.gamma, r.norm1.beta, groups, kResNormEps, a);
-    ops::silu(a, a);
-    Tensor h = buf(kWork1, {B, r.c_out, H, W});
-    r.conv1.run(a, h);
-    Tensor e = buf(kEmbOut, {B, r.c_out});
-    r.emb_proj.run(emb_act, e);
-    ops::add(h, e.reshape({B, r.c_out, 1, 1}), h);
-    ops::group_norm(h, r.norm2.gamma, r.norm2.beta, groups, kResNormEps, h);
-    ops::silu(h, h);
-    const std::array<int64_t, 4> shape{B, r.c_out, H, W};
-    Tensor t = Tensor::view_of(DType::F32, shape, const_cast<void*>(x.data()), x.owner());
-    r.conv2.run(h, t);
-    ops::add(y, t, y);
-    return;
   }
-  Tensor a = buf(kWork0, {B, r.c_in, H, W});
+  Tensor a = in_x ? x : buf(kWork0, {B, r.c_in, H, W});
   ops::group_norm(x, r.norm1.gamma, r.norm1.beta, groups, kResNormEps, a);
   ops::silu(a, a);
   Tensor h = buf(kWork1, {B, r.c_out, H, W});
@@ -555,11 +544,15 @@ void UNet::Impl::res_run(const ResBlock& r, const Tensor& x, const Tensor& emb_a
   Tensor e = buf(kEmbOut, {B, r.c_out});
   r.emb_proj.run(emb_act, e);
   ops::add(h, e.reshape({B, r.c_out, 1, 1}), h);  // per-channel time conditioning
-  Tensor a2 = buf(kWork0, {B, r.c_out, H, W});
+  Tensor a2 = in_x ? h : buf(kWork0, {B, r.c_out, H, W});
   ops::group_norm(h, r.norm2.gamma, r.norm2.beta, groups, kResNormEps, a2);
   ops::silu(a2, a2);
-  r.conv2.run(a2, y);
-  if (r.has_skip) {
+  const std::array<int64_t, 4> shape{B, r.c_out, H, W};
+  Tensor t = in_x ? Tensor::view_of(DType::F32, shape, const_cast<void*>(x.data()), x.owner()) : y;
+  r.conv2.run(a2, t);
+  if (in_x) {
+    ops::add(y, t, y);
+  } else if (r.has_skip) {
     Tensor s = buf(kWork1, {B, r.c_out, H, W});
     r.skip.run(x, s);
     ops::add(y, s, y);
@@ -602,8 +595,9 @@ void UNet::Impl::block_run(const TransformerBlock& t, int64_t heads, Tensor& tok
   ops::layer_norm(tok, &t.norm3.gamma, &t.norm3.beta, kLayerNormEps, n);
   const int64_t rows = B * T, F = t.ff_inner;
   Tensor n2 = n.reshape({rows, C}), tok2 = tok.reshape({rows, C}), r2 = r.reshape({rows, C});
-  for (int64_t r0 = 0; r0 < rows; r0 += kFfRows) {
-    const int64_t m = std::min(kFfRows, rows - r0);
+  const int64_t chunk = ff_rows(F);
+  for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+    const int64_t m = std::min(chunk, rows - r0);
     Tensor f = buf(kFf, {m, 2 * F});
     Tensor g = buf(kFfGate, {m, F});
     t.ff_in.run(n2.slice(0, r0, m), f);
@@ -835,7 +829,7 @@ void UNet::Impl::plan(int64_t B, int64_t H, int64_t W, int64_t T) {
       at(kQ, rows * I);
       at(kK, B * std::max(hw, T) * I);
       at(kV, B * std::max(hw, T) * I);
-      const int64_t m = std::min(kFfRows, rows);
+      const int64_t m = std::min(ff_rows(t.ff_inner), rows);
       at(kFf, m * 2 * t.ff_inner);
       at(kFfGate, m * t.ff_inner);
     }
