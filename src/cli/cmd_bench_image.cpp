@@ -39,6 +39,7 @@ struct BenchImageArgs {
   std::vector<int> sizes = {256, 512};
   int repetitions = 2;
   std::string precision = "bf16";
+  std::string unet_type = "default";
   bool no_vae = false;
   bool no_probe = false;
   bool no_mmap = false;
@@ -85,6 +86,7 @@ void bench_image_run(const BenchImageArgs& a) {
       error_throw(fmt::format("size {} is not a multiple of 8 in [64, 2048]", s), "--sizes", "e.g. 256,512");
   SdModelOptions mo;
   mo.precision = ops::precision_parse(a.precision);
+  mo.unet_type = unet_weight_type_parse(a.unet_type);
   mo.file.use_mmap = !a.no_mmap;
   SdModel model = SdModel::open(a.model, mo);
   const SdModelInfo& info = model.info();
@@ -104,6 +106,8 @@ void bench_image_run(const BenchImageArgs& a) {
       fill_random(ctx, 2);
       const std::vector<float> ts = {500.0f, 500.0f};
       unet.forward(x, ts, ctx, out);  // warm-up
+      log_info("bench image: {}^2: {:.0f} MiB of activations, RSS now {:.2f} GiB (peak {:.2f})", s,
+               static_cast<double>(unet.activation_bytes()) / (1 << 20), gib(rss_now()), gib(peak_rss()));
       double total = 0;
       for (int r = 0; r < a.repetitions; ++r) {
         const auto t1 = Clock::now();
@@ -150,7 +154,7 @@ void bench_image_run(const BenchImageArgs& a) {
     peak_kind = bf16 ? "bf16" : "f32 " + lim.f32_isa;
   }
   if (a.json) {
-    nlohmann::json j = {{"model", a.model},        {"family", info.description}, {"precision", a.precision},
+    nlohmann::json j = {{"model", a.model},        {"family", info.description}, {"precision", a.precision}, {"unet_type", a.unet_type},
                         {"threads", threads},      {"peak_rss_bytes", rss},      {"repetitions", a.repetitions},
                         {"peak_gflops", peak > 0 ? nlohmann::json(peak) : nlohmann::json()}};
     nlohmann::json rs = nlohmann::json::array();
@@ -164,7 +168,7 @@ void bench_image_run(const BenchImageArgs& a) {
   }
   std::printf("| model | precision | threads | test | size | s | GFLOP | GFLOP/s | of peak | peak RSS |\n");
   std::printf("|---|---|---:|---|---:|---:|---:|---:|---:|---:|\n");
-  const std::string name = info.name;
+  const std::string name = a.unet_type == "default" ? info.name : info.name + " (UNet " + a.unet_type + ")";
   for (const Row& r : rows)
     std::printf("| %s | %s | %d | %s | %dx%d | %.3f | %s | %.1f | %s | %.2f GiB |\n", name.c_str(), a.precision.c_str(),
                 threads, r.test.c_str(), r.size, r.size, r.seconds, fmt::format("{:.4g}", r.gflop).c_str(),
@@ -189,6 +193,10 @@ void command_bench_image_register(CLI::App* bench) {
   cmd->add_option("--sizes", a->sizes, "Image sizes (square, multiples of 8, 64 to 2048)")->delimiter(',')->default_str("256,512");
   cmd->add_option("-r,--repetitions", a->repetitions, "Timed runs of each test")->default_val(2);
   cmd->add_option("--precision", a->precision, "f32 or bf16")->default_val("bf16");
+  cmd->add_option("--unet-type", a->unet_type,
+                  "UNet weights: default (packed in the --precision type) or q8_0 (Q8_0 blocks, about half the memory)")
+      ->default_val("default")
+      ->type_name("default|q8_0");
   cmd->add_flag("--no-vae", a->no_vae, "Skip the VAE decode");
   cmd->add_flag("--no-probe", a->no_probe, "Skip the peak-FMA probe (~2 s)");
   cmd->add_flag("--no-mmap", a->no_mmap, "Read the model into memory instead of mapping it");

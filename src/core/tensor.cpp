@@ -11,13 +11,16 @@ std::shared_ptr<void> buffer_alloc(size_t bytes) {
   // Large buffers (model weights read with --no-mmap, big activations) on 2 MiB boundaries, asked
   // for transparent huge pages before first touch: streaming them with 4 KiB pages costs a TLB
   // miss per page, and under virtualisation (nested page walks) that measured ~40% of the read
-  // bandwidth (bench/bench_probe, 1 thread: 20 vs 35 GB/s).
+  // bandwidth (bench/bench_probe, 1 thread: 20 vs 35 GB/s). The size is NOT rounded up to 2 MiB
+  // (only the whole huge pages get the advice): a faulted huge page at the tail made up to 2 MiB
+  // of padding resident per buffer, ~95 MB over the SD 1.5 UNet's packed weights.
   constexpr size_t kHuge = size_t{2} << 20;
   const size_t align = bytes >= 2 * kHuge ? kHuge : kTensorAlign;
-  size_t rounded = (bytes + align - 1) / align * align;
+  size_t rounded = (bytes + kTensorAlign - 1) / kTensorAlign * kTensorAlign;
   if (rounded == 0) rounded = kTensorAlign;
-  void* p = std::aligned_alloc(align, rounded);
-  if (p && align == kHuge) madvise(p, rounded, MADV_HUGEPAGE);  // advice only: failure is harmless
+  void* p = nullptr;
+  if (posix_memalign(&p, align, rounded) != 0) p = nullptr;
+  if (p && align == kHuge) madvise(p, rounded / kHuge * kHuge, MADV_HUGEPAGE);  // advice only: failure is harmless
   if (!p) error_throw(fmt::format("out of memory allocating {} bytes", bytes), "buffer_alloc",
                       "close other programs or use a smaller model / context");
   return std::shared_ptr<void>(p, [](void* q) { std::free(q); });

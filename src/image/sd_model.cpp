@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "backend/cpu/conv2d_packed.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/half.h"
@@ -538,7 +539,10 @@ UNet& SdModel::unet() {
     const auto f = m.file_open(m.folder ? m.unet_file : m.path);
     WeightSource w(f, m.prefix_of(kUnetPrefix), "UNet");
     MappedPagesTrimmer trim(*f, m.prefix_of(kUnetPrefix), m.opt.file.use_mmap);
-    m.unet.emplace(UNet::load(w, m.info.layout, m.heads, m.opt.precision));
+    m.unet.emplace(UNet::load(w, m.info.layout, m.heads, m.opt.precision, m.opt.unet_type));
+    // The load's temporaries (f32 / bf16 copies of each weight before packing) left holes in the
+    // heap between the packed weights: ~70 MB resident for SD 1.5 until trimmed.
+    ::malloc_trim(0);
   }
   return *m.unet;
 }
@@ -562,12 +566,15 @@ void SdModel::text_encoder_release() {
   impl_->text.reset();
   ::malloc_trim(0);
 }
+// The convolutions' per-thread staging (sized by the released component's largest layer) goes too.
 void SdModel::unet_release() {
   impl_->unet.reset();
+  ops::PackedConv2d::staging_release();
   ::malloc_trim(0);
 }
 void SdModel::vae_release() {
   impl_->vae.reset();
+  ops::PackedConv2d::staging_release();
   ::malloc_trim(0);
 }
 

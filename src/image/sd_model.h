@@ -59,6 +59,7 @@ enum class SdFamily { Sd1, Sd2 };
 
 struct SdModelOptions {
   ops::Precision precision = ops::Precision::BF16;
+  UNetWeightType unet_type = UNetWeightType::Default;  // Q8_0: about half the UNet's memory
   FileLoadOptions file;
   std::optional<Prediction> prediction;   // overrides the detected one
   std::string clip_vocab;                 // tokenizer file or folder; empty: search (sd_tokenizer_find)

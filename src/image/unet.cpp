@@ -1,14 +1,17 @@
 // UNet: loading (both key layouts mapped onto one structure, every dimension from the shapes) and
 // the forward pass on the CPU ops.
 //
-// Activation memory: the outputs of the input blocks are kept (the skip connections); everything
-// else lives in a few role buffers (two for the main path, one for the [h, skip] concatenation, two
-// for the ResBlock/GroupNorm work, the transformer's token, q/k/v and feed-forward buffers), each
-// grown to the largest size asked so far and reused by every later call, so a sampling loop at one
-// size allocates nothing after its first step. The GEGLU feed-forward runs in chunks of rows to
-// bound its 12x-wide buffers. Every buffer scales with the width: the width-32 tiny model keeps
-// 24 MB at 64x64 latents, batch 2, so SD 1.5 (width 320) keeps about 240 MB there (the largest
-// pieces: 53 MB of skips, the 960-channel concatenation and its GroupNorm output at 31 MB each).
+// Activation memory: one arena per input size (B, H, W, context length), planned by walking the
+// blocks' shapes (plan()) and allocated once, so a sampling loop allocates nothing and the heap
+// does not fragment as buffers grow. Roles: the skips (the outputs of the input blocks, kept in
+// bf16 when the model computes in bf16: they only feed a GroupNorm and bf16 convolutions), two
+// main buffers holding h, two work buffers (GroupNorm outputs, the upsampled h; the output blocks'
+// ResBlocks work in the concatenation's memory instead), and one region
+// shared by the [h, skip] concatenation and the transformer's token, q/k/v and feed-forward
+// buffers (never live at the same time). The upsampler writes h at the start of that region and
+// the next block concatenates in place. The GEGLU feed-forward runs in chunks of rows to bound
+// its 12x-wide buffers. SD 1.5 at 512x512 (latents 64x64, batch 2): a 134 MiB arena (it was
+// 230 MiB of separately grown buffers, plus ~56 MB of heap holes they left).
 #include "image/unet.h"
 
 #include <fmt/format.h>
@@ -17,6 +20,8 @@
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
+#include <array>
+#include <cstring>
 #include <optional>
 #include <set>
 #include <string>
@@ -25,6 +30,8 @@
 #include "backend/cpu/linear_packed.h"
 #include "backend/cpu/ops.h"
 #include "core/error.h"
+#include "core/half.h"
+#include "core/quant.h"
 #include "core/thread_pool.h"
 
 namespace aigc::image {
@@ -34,7 +41,10 @@ namespace {
 constexpr float kResNormEps = 1e-5f;    // ldm GroupNorm32 (normalization()) default
 constexpr float kAttnNormEps = 1e-6f;   // SpatialTransformer's GroupNorm
 constexpr float kLayerNormEps = 1e-5f;  // nn.LayerNorm default in BasicTransformerBlock
-constexpr int64_t kFfRows = 1024;       // rows per feed-forward chunk
+// Rows per feed-forward chunk: [rows, 2 * ff_inner] f32 of at most 512 x 2560 (5 MiB; 512 rows of
+// SD's level 0, 128 at its 1280-wide levels), at least 16.
+constexpr int64_t kFfChunkFloats = 512 * 2560;
+int64_t ff_rows(int64_t ff_inner) { return std::max<int64_t>(16, kFfChunkFloats / (2 * ff_inner)); }
 constexpr int64_t kMaxLevels = 8;       // resolutions (SD has 4); bounds the 2^(levels-1) size rule
 
 // ---- parameters ----------------------------------------------------------------------------
@@ -52,6 +62,7 @@ struct Norm {
 struct Linear {
   std::unique_ptr<ops::PackedLinear> fc;
   Tensor bias;  // f32 [N] (the PackedLinear copies it)
+  Tensor q8;    // the Q8_0 weight [N, K] the PackedLinear runs on (UNetWeightType::Q8_0), or none
   int64_t in = 0, out = 0;
   void run(const Tensor& x, Tensor& y) const { fc->run(x, y); }
 };
@@ -174,6 +185,7 @@ struct Loader {
   Names names;
   ops::Precision precision;
   const UNetConfig& cfg;
+  bool q8 = false;  // UNetWeightType::Q8_0
   int64_t emb_dim = 0, context_dim = 0, depth = 0;
   bool linear_proj = false;
 
@@ -190,7 +202,7 @@ struct Loader {
   ops::PackedConv2d conv(const std::string& p, int64_t c_out, int64_t c_in, int64_t k, int stride) const {
     const Tensor& wt = w.get(p + ".weight", {c_out, c_in, k, k});
     const Tensor& b = w.get(p + ".bias", {c_out});
-    return ops::PackedConv2d(wt, &b, stride, static_cast<int>(k / 2), precision);
+    return ops::PackedConv2d(wt, &b, stride, static_cast<int>(k / 2), precision, q8);
   }
   Linear linear(const std::string& p, int64_t n_out, int64_t n_in, bool bias) const {
     Linear l;
@@ -198,6 +210,17 @@ struct Loader {
     l.out = n_out;
     const Tensor& wt = w.get(p + ".weight", {n_out, n_in});
     if (bias) l.bias = f32_copy(w.get(p + ".bias", {n_out}));
+    if (q8 && n_in % kQK8_0 == 0) {  // rows quantised by the reference quantiser (as GGML and the twin)
+      const Tensor wf = f32_copy(wt);
+      l.q8 = Tensor::empty(DType::Q8_0, {n_out, n_in});
+      const int64_t nb = n_in / kQK8_0;
+      parallel_for(n_out, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r)
+          quantize_row_q8_0_ref(wf.ptr<float>() + r * n_in, static_cast<BlockQ8_0*>(l.q8.data()) + r * nb, n_in);
+      });
+      l.fc = std::make_unique<ops::PackedLinear>(l.q8, bias ? &l.bias : nullptr, 512, precision);
+      return l;
+    }
     l.fc = std::make_unique<ops::PackedLinear>(wt, bias ? &l.bias : nullptr, 512, precision, /*keep_original=*/false);
     return l;
   }
@@ -323,19 +346,27 @@ struct UNet::Impl {
     kCat,
     kSkip0
   };
-  std::vector<Tensor> pool;
-  std::vector<Tensor> skips;  // views of the skip roles during forward()
+  // The activation arena (see the file comment).
+  std::shared_ptr<void> arena;
+  size_t arena_bytes = 0;
+  std::array<int64_t, 4> arena_key{};  // B, H, W, context length it was planned for
+  std::vector<int64_t> need;           // elements per role
+  std::vector<size_t> offset;          // bytes into the arena
+  bool skips_bf16 = false;
+  std::vector<Tensor> skips;           // views of the skip roles during forward()
 
-  Tensor buf(int role, std::initializer_list<int64_t> shape) {
+  void plan(int64_t B, int64_t H, int64_t W, int64_t T);
+  Tensor buf(int role, std::initializer_list<int64_t> shape, DType type = DType::F32) {
     int64_t n = 1;
     for (int64_t s : shape) n *= s;
-    if (static_cast<size_t>(role) >= pool.size()) pool.resize(role + 1);
-    Tensor& p = pool[role];
-    if (p.numel() < n || p.ndim() == 0) p = Tensor::empty(DType::F32, {std::max<int64_t>(n, 1)});
-    return Tensor::view_of(DType::F32, std::span<const int64_t>(shape.begin(), shape.size()), p.data(), p.owner());
+    AIGC_ASSERT(static_cast<size_t>(role) < need.size() && n <= need[static_cast<size_t>(role)],
+                "UNet activation plan too small for a buffer");
+    return Tensor::view_of(type, std::span<const int64_t>(shape.begin(), shape.size()),
+                           static_cast<uint8_t*>(arena.get()) + offset[static_cast<size_t>(role)], arena);
   }
+  DType skip_type() const { return skips_bf16 ? DType::BF16 : DType::F32; }
 
-  void res_run(const ResBlock& r, const Tensor& x, const Tensor& emb_act, Tensor& y);
+  void res_run(const ResBlock& r, const Tensor& x, const Tensor& emb_act, Tensor& y, bool consume_x = false);
   void attn_run(const SpatialTransformer& s, const Tensor& x, const Tensor& ctx, Tensor& y);
   void block_run(const TransformerBlock& t, int64_t heads, Tensor& tok, const Tensor& ctx);
   void attention_run(const Linear& q, const Linear& k, const Linear& v, const Linear& o, int64_t heads,
@@ -349,11 +380,23 @@ UNet::~UNet() = default;
 
 const UNetConfig& UNet::config() const { return impl_->cfg; }
 
-UNet UNet::load(const WeightSource& w, KeyLayout layout, const UNetConfig& heads, ops::Precision precision) {
+UNetWeightType unet_weight_type_parse(std::string_view name, const char* what) {
+  if (name == "default") return UNetWeightType::Default;
+  if (name == "q8_0") return UNetWeightType::Q8_0;
+  error_throw(fmt::format("unknown UNet weight type '{}'", name), what,
+              "default (the checkpoint's f16/bf16/f32 weights packed in the compute precision) or q8_0 (about half "
+              "the memory)");
+}
+
+std::string_view unet_weight_type_name(UNetWeightType t) { return t == UNetWeightType::Q8_0 ? "q8_0" : "default"; }
+
+UNet UNet::load(const WeightSource& w, KeyLayout layout, const UNetConfig& heads, ops::Precision precision,
+                UNetWeightType weights) {
   UNet u;
   Impl& m = *u.impl_;
-  Loader L{w, Names{layout}, precision, heads};
+  Loader L{w, Names{layout}, precision, heads, weights == UNetWeightType::Q8_0};
   if (precision == ops::Precision::BF16) m.attn.precision = ops::Precision::BF16;
+  m.skips_bf16 = precision == ops::Precision::BF16;
   Names& nm = L.names;
   if (heads.norm_groups < 1) L.fail(fmt::format("norm_groups {} must be positive", heads.norm_groups));
 
@@ -483,10 +526,17 @@ UNet UNet::load(const WeightSource& w, KeyLayout layout, const UNetConfig& heads
 
 // ---- forward --------------------------------------------------------------------------------
 
-void UNet::Impl::res_run(const ResBlock& r, const Tensor& x, const Tensor& emb_act, Tensor& y) {
+// consume_x: x (the concatenation, wider than y) is dead after this block, so its memory takes the
+// GroupNorm outputs and the second convolution's (same arithmetic: skip(x) + conv2 == conv2 + skip(x)).
+void UNet::Impl::res_run(const ResBlock& r, const Tensor& x, const Tensor& emb_act, Tensor& y, bool consume_x) {
   const int64_t B = x.size(0), H = x.size(2), W = x.size(3);
   const int groups = static_cast<int>(cfg.norm_groups);
-  Tensor a = buf(kWork0, {B, r.c_in, H, W});
+  const bool in_x = consume_x && r.has_skip;
+  if (in_x) {
+    AIGC_ASSERT(x.is_contiguous() && r.c_in >= r.c_out);
+    r.skip.run(x, y);
+  }
+  Tensor a = in_x ? x : buf(kWork0, {B, r.c_in, H, W});
   ops::group_norm(x, r.norm1.gamma, r.norm1.beta, groups, kResNormEps, a);
   ops::silu(a, a);
   Tensor h = buf(kWork1, {B, r.c_out, H, W});
@@ -494,11 +544,15 @@ void UNet::Impl::res_run(const ResBlock& r, const Tensor& x, const Tensor& emb_a
   Tensor e = buf(kEmbOut, {B, r.c_out});
   r.emb_proj.run(emb_act, e);
   ops::add(h, e.reshape({B, r.c_out, 1, 1}), h);  // per-channel time conditioning
-  Tensor a2 = buf(kWork0, {B, r.c_out, H, W});
+  Tensor a2 = in_x ? h : buf(kWork0, {B, r.c_out, H, W});
   ops::group_norm(h, r.norm2.gamma, r.norm2.beta, groups, kResNormEps, a2);
   ops::silu(a2, a2);
-  r.conv2.run(a2, y);
-  if (r.has_skip) {
+  const std::array<int64_t, 4> shape{B, r.c_out, H, W};
+  Tensor t = in_x ? Tensor::view_of(DType::F32, shape, const_cast<void*>(x.data()), x.owner()) : y;
+  r.conv2.run(a2, t);
+  if (in_x) {
+    ops::add(y, t, y);
+  } else if (r.has_skip) {
     Tensor s = buf(kWork1, {B, r.c_out, H, W});
     r.skip.run(x, s);
     ops::add(y, s, y);
@@ -541,8 +595,9 @@ void UNet::Impl::block_run(const TransformerBlock& t, int64_t heads, Tensor& tok
   ops::layer_norm(tok, &t.norm3.gamma, &t.norm3.beta, kLayerNormEps, n);
   const int64_t rows = B * T, F = t.ff_inner;
   Tensor n2 = n.reshape({rows, C}), tok2 = tok.reshape({rows, C}), r2 = r.reshape({rows, C});
-  for (int64_t r0 = 0; r0 < rows; r0 += kFfRows) {
-    const int64_t m = std::min(kFfRows, rows - r0);
+  const int64_t chunk = ff_rows(F);
+  for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+    const int64_t m = std::min(chunk, rows - r0);
     Tensor f = buf(kFf, {m, 2 * F});
     Tensor g = buf(kFfGate, {m, F});
     t.ff_in.run(n2.slice(0, r0, m), f);
@@ -602,6 +657,27 @@ static void nearest_resize(const Tensor& x, Tensor& y) {
     }
 }
 
+// cat [B, Ch + Cs, h, w] = [x, skip] along the channels (skip f32 or bf16). x may lie at the start of
+// cat's own memory (the upsampler writes there): batches are moved last to first with memmove, so
+// no batch is overwritten before it has moved.
+static void concat_skip(const Tensor& x, const Tensor& skip, Tensor& cat) {
+  const int64_t B = x.size(0), ch = x.size(1), cs = skip.size(1), hw = x.size(2) * x.size(3);
+  AIGC_ASSERT(x.is_contiguous() && skip.is_contiguous() && cat.is_contiguous() && cat.size(1) == ch + cs);
+  for (int64_t b = B - 1; b >= 0; --b) {
+    float* dst = cat.ptr<float>() + b * (ch + cs) * hw;
+    std::memmove(dst, x.ptr<float>() + b * ch * hw, static_cast<size_t>(ch * hw) * sizeof(float));
+    float* ds = dst + ch * hw;
+    if (skip.type() == DType::BF16) {
+      const uint16_t* src = static_cast<const uint16_t*>(skip.data()) + b * cs * hw;
+      parallel_for(cs * hw, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) ds[i] = bf16_to_f32(src[i]);
+      }, 4096);
+    } else {
+      std::memcpy(ds, skip.ptr<float>() + b * cs * hw, static_cast<size_t>(cs * hw) * sizeof(float));
+    }
+  }
+}
+
 void UNet::forward(const Tensor& x_in, std::span<const float> timesteps, const Tensor& context, Tensor& out) {
   Impl& m = *impl_;
   const UNetConfig& c = m.cfg;
@@ -620,6 +696,14 @@ void UNet::forward(const Tensor& x_in, std::span<const float> timesteps, const T
       out.size(2) != H || out.size(3) != W)
     error_throw(fmt::format("UNet: out is {}, expected f32 [{}, {}, {}, {}]", out.shape_str(), B, c.out_channels, H, W),
                 "UNet::forward");
+  const std::array<int64_t, 4> key{B, H, W, context.size(1)};
+  if (!m.arena || key != m.arena_key) {
+    m.skips.clear();
+    m.arena.reset();  // before the new one: the peak is one arena
+    m.plan(B, H, W, context.size(1));
+    m.arena = buffer_alloc(m.arena_bytes);
+    m.arena_key = key;
+  }
   Tensor x = x_in;
   if (!x.is_contiguous()) {
     x = m.buf(Impl::kX, {B, c.in_channels, H, W});
@@ -641,52 +725,59 @@ void UNet::forward(const Tensor& x_in, std::span<const float> timesteps, const T
   m.time2.run(e1, emb_act);
   ops::silu(emb_act, emb_act);
 
-  // Input blocks: each writes its own skip buffer.
+  // Input blocks: h alternates between the main buffers; each output is also kept as a skip.
+  auto other = [](int role) { return role == Impl::kMain0 ? Impl::kMain1 : Impl::kMain0; };
   std::vector<Tensor>& skips = m.skips;  // a member, so that its storage is reused
   skips.clear();
-  Tensor h;
+  Tensor h = x;
+  int cur = Impl::kMain1;  // the main buffer holding h (x at first: neither)
   for (size_t i = 0; i < m.input_blocks.size(); ++i) {
     const Block& b = m.input_blocks[i];
     const int64_t hs = level_size(H, m.input_block_level[i]), ws = level_size(W, m.input_block_level[i]);
     const int64_t ch = m.input_block_channels[i];
-    Tensor y = m.buf(Impl::kSkip0 + static_cast<int>(i), {B, ch, hs, ws});
+    const int role = other(cur);
+    Tensor y = m.buf(role, {B, ch, hs, ws});
     if (b.kind == Block::Kind::Conv) {
-      b.conv.run(i == 0 ? x : h, y);
+      b.conv.run(h, y);
+      cur = role;
     } else if (b.attn) {
-      Tensor t = m.buf(Impl::kMain0, {B, ch, hs, ws});
-      m.res_run(b.res, h, emb_act, t);
-      m.attn_run(*b.attn, t, ctx, y);
+      m.res_run(b.res, h, emb_act, y);
+      Tensor t = m.buf(cur, {B, ch, hs, ws});  // h is dead (kept as its skip)
+      m.attn_run(*b.attn, y, ctx, t);
+      y = t;
     } else {
       m.res_run(b.res, h, emb_act, y);
+      cur = role;
     }
-    skips.push_back(y);
+    Tensor skip = m.buf(Impl::kSkip0 + static_cast<int>(i), {B, ch, hs, ws}, m.skip_type());
+    ops::copy(y, skip);  // bf16: rounded to nearest even
+    skips.push_back(skip);
     h = y;
   }
 
   // Middle block.
   {
     const int64_t ch = h.size(1), hs = h.size(2), ws = h.size(3);
-    Tensor a = m.buf(Impl::kMain0, {B, ch, hs, ws});
-    Tensor b = m.buf(Impl::kMain1, {B, ch, hs, ws});
+    Tensor a = m.buf(other(cur), {B, ch, hs, ws});
+    Tensor b = m.buf(cur, {B, ch, hs, ws});
     m.res_run(m.mid_res0.res, h, emb_act, a);
     m.attn_run(m.mid_attn, a, ctx, b);
     m.res_run(m.mid_res1.res, b, emb_act, a);
     h = a;
+    cur = other(cur);
   }
-  int cur = Impl::kMain0;  // the main buffer holding h
-  auto other = [&](int role) { return role == Impl::kMain0 ? Impl::kMain1 : Impl::kMain0; };
 
-  // Output blocks: concat [h, skip], ResBlock, optional transformer and upsampler.
+  // Output blocks: concat [h, skip], ResBlock, optional transformer and upsampler (which writes h
+  // where the next concatenation goes).
   for (const Block& b : m.output_blocks) {
     const Tensor skip = skips.back();
     skips.pop_back();
     const int64_t hs = h.size(2), ws = h.size(3), cat_c = h.size(1) + skip.size(1);
     Tensor cat = m.buf(Impl::kCat, {B, cat_c, hs, ws});
-    const Tensor parts[2] = {h, skip};
-    ops::concat(parts, 1, cat);
+    concat_skip(h, skip, cat);
     int role = other(cur);
     Tensor r = m.buf(role, {B, b.res.c_out, hs, ws});
-    m.res_run(b.res, cat, emb_act, r);
+    m.res_run(b.res, cat, emb_act, r, /*consume_x=*/true);
     cur = role;
     h = r;
     if (b.attn) {
@@ -704,10 +795,8 @@ void UNet::forward(const Tensor& x_in, std::span<const float> timesteps, const T
         ops::upsample_nearest(h, 2, u);
       else
         nearest_resize(h, u);
-      role = other(cur);
-      Tensor t = m.buf(role, {B, b.res.c_out, th, tw});
+      Tensor t = m.buf(Impl::kCat, {B, b.res.c_out, th, tw});
       b.up_conv.run(u, t);
-      cur = role;
       h = t;
     }
   }
@@ -718,10 +807,104 @@ void UNet::forward(const Tensor& x_in, std::span<const float> timesteps, const T
   m.out_conv.run(a, out);
 }
 
+// The arena for inputs [B, in, H, W] and a context of T tokens: every role's largest request,
+// walking the blocks as forward() does (buf() asserts each request fits).
+void UNet::Impl::plan(int64_t B, int64_t H, int64_t W, int64_t T) {
+  need.assign(kSkip0 + input_blocks.size(), 0);
+  auto at = [&](int role, int64_t n) { need[static_cast<size_t>(role)] = std::max(need[static_cast<size_t>(role)], n); };
+  auto mains = [&](int64_t n) { at(kMain0, n), at(kMain1, n); };
+  auto res = [&](const ResBlock& r, int64_t hw) {
+    at(kWork0, B * std::max(r.c_in, r.c_out) * hw);
+    at(kWork1, B * r.c_out * hw);
+    at(kEmbOut, B * r.c_out);
+  };
+  auto attn = [&](const SpatialTransformer& s, int64_t hw) {
+    const int64_t C = s.channels, I = s.inner, rows = B * hw;
+    at(kWork0, B * C * hw);
+    at(kTok0, rows * I);
+    at(s.linear ? kTok1 : kWork1, rows * std::max(C, I));
+    for (const TransformerBlock& t : s.blocks) {
+      at(kTok1, rows * I);
+      at(kWork1, rows * I);
+      at(kQ, rows * I);
+      at(kK, B * std::max(hw, T) * I);
+      at(kV, B * std::max(hw, T) * I);
+      const int64_t m = std::min(ff_rows(t.ff_inner), rows);
+      at(kFf, m * 2 * t.ff_inner);
+      at(kFfGate, m * t.ff_inner);
+    }
+  };
+  at(kX, B * cfg.in_channels * H * W);
+  at(kCtx, B * T * cfg.context_dim);
+  at(kTemb, B * cfg.model_channels);
+  at(kEmb, B * emb_dim);
+  at(kEmbAct, B * emb_dim);
+  std::vector<std::array<int64_t, 3>> skip_dims;  // channels, h, w
+  for (size_t i = 0; i < input_blocks.size(); ++i) {
+    const Block& b = input_blocks[i];
+    const int64_t hs = level_size(H, input_block_level[i]), ws = level_size(W, input_block_level[i]);
+    const int64_t ch = input_block_channels[i];
+    mains(B * ch * hs * ws);
+    at(kSkip0 + static_cast<int>(i), B * ch * hs * ws);
+    skip_dims.push_back({ch, hs, ws});
+    if (b.kind == Block::Kind::Res) res(b.res, hs * ws);
+    if (b.attn) attn(*b.attn, hs * ws);
+  }
+  {
+    const auto [ch, hs, ws] = skip_dims.back();
+    mains(B * ch * hs * ws);
+    res(mid_res0.res, hs * ws);
+    attn(mid_attn, hs * ws);
+    res(mid_res1.res, hs * ws);
+  }
+  int64_t ch = skip_dims.back()[0], hs = skip_dims.back()[1], ws = skip_dims.back()[2];
+  for (const Block& b : output_blocks) {
+    const int64_t skip_c = skip_dims.back()[0];
+    skip_dims.pop_back();
+    at(kCat, B * (ch + skip_c) * hs * ws);
+    if (b.res.has_skip) {  // res_run consumes the concatenation
+      at(kWork1, B * b.res.c_out * hs * ws);
+      at(kEmbOut, B * b.res.c_out);
+    } else {
+      res(b.res, hs * ws);
+    }
+    ch = b.res.c_out;
+    mains(B * ch * hs * ws);
+    if (b.attn) attn(*b.attn, hs * ws);
+    if (b.has_up) {
+      const int64_t th = skip_dims.empty() ? 2 * hs : skip_dims.back()[1];
+      const int64_t tw = skip_dims.empty() ? 2 * ws : skip_dims.back()[2];
+      at(kWork0, B * ch * th * tw);
+      at(kCat, B * ch * th * tw);
+      hs = th, ws = tw;
+    }
+  }
+  at(kWork0, B * ch * H * W);
+
+  // Layout: every role its own range, except that the concatenation shares its range with the
+  // transformer's buffers (used inside attn_run only, after the concatenation is consumed).
+  offset.assign(need.size(), 0);
+  size_t top = 0;
+  auto place = [&](int role) {
+    const size_t es = role >= kSkip0 && skips_bf16 ? 2 : 4;
+    offset[static_cast<size_t>(role)] = top;
+    top += (static_cast<size_t>(need[static_cast<size_t>(role)]) * es + kTensorAlign - 1) / kTensorAlign * kTensorAlign;
+  };
+  for (int r = 0; r < static_cast<int>(need.size()); ++r)
+    if (r != kCat && (r < kTok0 || r > kFfGate)) place(r);
+  const size_t shared = top;
+  for (int r = kTok0; r <= kFfGate; ++r) place(r);
+  const size_t tokens_end = top;
+  top = shared;
+  place(kCat);
+  top = std::max(top, tokens_end);
+  arena_bytes = std::max<size_t>(top, kTensorAlign);
+}
+
 size_t UNet::weight_bytes() const {
   const Impl& m = *impl_;
   size_t n = 0;
-  auto lin = [&](const Linear& l) { n += l.fc->packed_bytes() + l.bias.nbytes(); };
+  auto lin = [&](const Linear& l) { n += l.fc->packed_bytes() + l.bias.nbytes() + (l.q8.ndim() ? l.q8.nbytes() : 0); };
   auto norm = [&](const Norm& x) { n += x.gamma.nbytes() + x.beta.nbytes(); };
   auto res = [&](const ResBlock& r) {
     norm(r.norm1);
@@ -765,11 +948,7 @@ size_t UNet::weight_bytes() const {
   return n;
 }
 
-size_t UNet::activation_bytes() const {
-  size_t n = 0;
-  for (const Tensor& t : impl_->pool) n += t.ndim() ? t.nbytes() : 0;
-  return n;
-}
+size_t UNet::activation_bytes() const { return impl_->arena ? impl_->arena_bytes : 0; }
 
 void timestep_embedding(std::span<const float> timesteps, int64_t dim, Tensor& out) {
   const int64_t B = static_cast<int64_t>(timesteps.size());

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "backend/cpu/precision.h"
@@ -46,11 +47,23 @@ struct UNetConfig {
   int64_t norm_groups = 32;
 };
 
+// How the UNet keeps its large weights (convolution kernels and linear weights).
+//   Default  packed once in the compute precision (bf16: 2 bytes per weight; SD 1.5: 1.6 GiB).
+//   Q8_0     GGML's Q8_0 (32 int8 + one f16 scale: 1.06 bytes per weight; SD 1.5: 0.87 GiB);
+//            linear layers run on it directly (ops::linear's quantised paths), convolutions
+//            dequantise their kernel into one reused buffer right before running. Weights whose
+//            rows (C*k*k, or K) are no multiple of 32 stay as in Default.
+enum class UNetWeightType { Default, Q8_0 };
+// "default" or "q8_0" (aigc::Error naming the flag `what` otherwise).
+UNetWeightType unet_weight_type_parse(std::string_view name, const char* what = "--unet-type");
+std::string_view unet_weight_type_name(UNetWeightType t);
+
 class UNet {
  public:
   // Reads every dimension from the tensor shapes except the heads, taken from `heads`
   // (num_heads / num_head_channels). Checks every tensor it uses and that none is left over.
-  static UNet load(const WeightSource& w, KeyLayout layout, const UNetConfig& heads, ops::Precision precision);
+  static UNet load(const WeightSource& w, KeyLayout layout, const UNetConfig& heads, ops::Precision precision,
+                   UNetWeightType weights = UNetWeightType::Default);
   UNet(UNet&&) noexcept;
   UNet& operator=(UNet&&) noexcept;
   ~UNet();

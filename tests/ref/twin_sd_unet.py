@@ -11,6 +11,7 @@ Usage: twin_sd_unet.py OUT_DIR. Writes, for NAME in sd15, sd21, sd15_inpaint:
                                        and context_long [2, 154, 64] (+ x_long, timesteps_long, out_long)
 sd15 and sd15_inpaint are stored in f32; sd21 in f16 (as real checkpoints are), its torch model
 running on the f16-rounded weights in f32 so that the expected values are exact for the file.
+  sd_unet_sd15_q8.bin                  sd15 with its weights through a Q8_0 round trip (emit_q8_0)
   sd_unet_temb.bin                     timestep_embedding: timesteps [5], emb_320 [5, 320], emb_32 [5, 32]
 """
 import json
@@ -88,6 +89,50 @@ def emit(name, model, dtype):
 emit("sd15", tw.tiny_sd15_unet(), torch.float32)
 emit("sd21", tw.tiny_sd21_unet(), torch.float16)
 emit("sd15_inpaint", tw.tiny_sd15_inpaint_unet(), torch.float32)
+
+def emit_q8_0():
+    """sd_unet_sd15_q8.bin: the tiny SD 1.5 UNet with the weights aigc's --unet-type q8_0 quantises
+    (conv kernels whose C*k*k, linear weights whose K is a multiple of 32: all but conv_in's 4*9)
+    replaced by their Q8_0 round trip, computed by twin_quant's independent quantiser row by row
+    ([O, C*k*k] / [N, K], GGML's layout), on the sd15 dump's inputs; out_f32 is the unquantised
+    model's output (for the size of the quantisation's effect)."""
+    import numpy as np
+    import twin_quant
+    model = tw.tiny_sd15_unet()  # the same seed as emit("sd15"): the weights of sd_unet_sd15_*.safetensors
+    g = torch.Generator().manual_seed(42)
+    x = torch.randn(2, 4, 8, 8, generator=g)
+    t = torch.tensor([981.0, 17.0])
+    ctx = torch.randn(2, 77, 64, generator=g)
+    with torch.no_grad():
+        out_f32 = model(x, t, ctx)
+        def round_trip(rows):
+            """twin_quant.quantize_q8_0's arithmetic on all blocks at once (checked against it below)."""
+            xb = rows.astype(np.float32).reshape(-1, twin_quant.QK)
+            d = (np.max(np.abs(xb), axis=1) / np.float32(127)).astype(np.float32)
+            idv = np.where(d != 0, np.float32(1) / np.where(d != 0, d, np.float32(1)), np.float32(0)).astype(np.float32)
+            q = twin_quant.round_half_away((xb * idv[:, None]).astype(np.float32))
+            deq = d.astype(np.float16).astype(np.float32)[:, None] * q.astype(np.float32)
+            return deq.astype(np.float32).reshape(rows.shape)
+
+        n_q = 0
+        for name, p in model.named_parameters():
+            if not name.endswith("weight") or p.dim() not in (2, 4):
+                continue
+            rows = p.detach().reshape(p.shape[0], -1).numpy()
+            if rows.shape[1] % twin_quant.QK:
+                continue
+            deq = round_trip(rows)
+            for r in (0, rows.shape[0] - 1):
+                assert np.array_equal(deq[r], twin_quant.quantize_q8_0(rows[r])[1]), name
+            p.copy_(torch.from_numpy(deq).reshape(p.shape))
+            n_q += 1
+        assert n_q > 100, n_q
+        out = model(x, t, ctx)
+    refdump.write(os.path.join(out_dir, "sd_unet_sd15_q8.bin"),
+                  {"x": x, "timesteps": t, "context": ctx, "out": out, "out_f32": out_f32})
+
+
+emit_q8_0()
 
 ts = torch.tensor([0.0, 1.0, 17.0, 500.0, 999.0])
 refdump.write(os.path.join(out_dir, "sd_unet_temb.bin"),

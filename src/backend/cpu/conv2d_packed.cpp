@@ -3,19 +3,23 @@
 // not kept. Activations may be NCHW contiguous (transposed to and from NHWC per call, below) or
 // channels-last (an NHWC buffer seen as NCHW through strides, e.g. x.permute({0, 3, 1, 2}) of a
 // [N, H, W, C] tensor: no transposes). Other strides are copied to contiguous first. The NHWC
-// staging buffers are per thread and kept (sized by the largest activation seen).
+// staging buffers are per thread and kept (sized by the largest activation seen; Staging).
 #include "backend/cpu/conv2d_packed.h"
 
 #include <immintrin.h>
+#include <sys/mman.h>
 
 #include <algorithm>
+#include <array>
 #include <vector>
 
+#include "backend/cpu/linear_panel.h"
 #include "backend/cpu/onednn.h"
 #include "backend/cpu/ops.h"
 #include "core/cpu_features.h"
 #include "core/error.h"
 #include "core/half.h"
+#include "core/quant.h"
 #include "core/thread_pool.h"
 
 namespace aigc::ops {
@@ -23,6 +27,7 @@ namespace aigc::ops {
 struct PackedConv2d::Impl {
   std::unique_ptr<onednn::PackedConv> conv;  // null when C == 0 (the output is the bias alone)
   std::vector<float> bias;                   // f32 [O] or empty (kept for the C == 0 case)
+  std::vector<BlockQ8_0> q8;                 // Q8_0 weight: O rows of C*k*k / 32 blocks, or empty
 };
 
 PackedConv2d::PackedConv2d() = default;
@@ -31,6 +36,48 @@ PackedConv2d::PackedConv2d(PackedConv2d&&) noexcept = default;
 PackedConv2d& PackedConv2d::operator=(PackedConv2d&&) noexcept = default;
 
 namespace {
+
+// A per-thread staging buffer: anonymous memory of its own, replaced (not copied) when a larger
+// one is asked for, so that growing leaves no hole in the heap (a std::vector below glibc's mmap
+// threshold did: freed, its pages stayed resident) and is given back whole when the thread ends.
+class Staging {
+ public:
+  Staging() = default;
+  Staging(const Staging&) = delete;
+  Staging& operator=(const Staging&) = delete;
+  ~Staging() { release(); }
+  void release() {
+    if (p_) ::munmap(p_, cap_);
+    p_ = nullptr, cap_ = 0;
+  }
+  void* get(size_t bytes) {
+    if (bytes > cap_) {
+      release();
+      const size_t huge = size_t{2} << 20;
+      const size_t cap = (bytes + huge - 1) / huge * huge;
+      void* p = ::mmap(nullptr, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (p == MAP_FAILED)
+        error_throw(fmt::format("out of memory allocating {} bytes of convolution staging", bytes), "PackedConv2d");
+      ::madvise(p, cap, MADV_HUGEPAGE);  // advice only
+      p_ = p, cap_ = cap;
+    }
+    return p_;
+  }
+
+ private:
+  void* p_ = nullptr;
+  size_t cap_ = 0;
+};
+
+// The calling thread's: NHWC input in the packed type, NHWC f32 output, and for Q8_0 layers the
+// dequantised OIHW weight and its packed copy.
+struct ThreadStaging {
+  Staging xs, ys, wd, wp;
+};
+ThreadStaging& thread_staging() {
+  thread_local ThreadStaging s;
+  return s;
+}
 
 // NCHW contiguous or channels-last: the layouts oneDNN reads without a generic strided reorder.
 bool conv_layout_ok(const Tensor& t) {
@@ -136,7 +183,8 @@ void transpose_image(const float* src, int64_t rows, int64_t cols, void* dst) {
 
 }  // namespace
 
-PackedConv2d::PackedConv2d(const Tensor& w, const Tensor* bias, int stride, int pad, Precision precision)
+PackedConv2d::PackedConv2d(const Tensor& w, const Tensor* bias, int stride, int pad, Precision precision,
+                           bool q8_0)
     : stride_(stride), pad_(pad) {
   AIGC_CHECK(w.ndim() == 4 && w.size(2) == w.size(3) &&
                  (w.type() == DType::F32 || w.type() == DType::F16 || w.type() == DType::BF16),
@@ -158,9 +206,25 @@ PackedConv2d::PackedConv2d(const Tensor& w, const Tensor* bias, int stride, int 
   if (c_ == 0) return;
   Tensor wf = Tensor::empty(DType::F32, w.shape());  // temporary: freed when packing is done
   copy(w, wf);
+  const int64_t row = c_ * k_ * k_;
+  const bool q8 = q8_0 && row % kQK8_0 == 0;
+  if (q8) {  // Q8_0 rows (the reference quantiser: what GGML and the tests' twin compute)
+    const int64_t nb = row / kQK8_0;
+    impl_->q8.resize(static_cast<size_t>(o_ * nb));
+    parallel_for(o_, [&](int64_t o0, int64_t o1) {
+      for (int64_t o = o0; o < o1; ++o) quantize_row_q8_0_ref(wf.ptr<float>() + o * row, impl_->q8.data() + o * nb, row);
+    });
+  }
   impl_->conv = std::make_unique<onednn::PackedConv>(
-      wf.ptr<float>(), bias ? impl_->bias.data() : nullptr,
+      q8 ? nullptr : wf.ptr<float>(), bias ? impl_->bias.data() : nullptr,
       precision == Precision::BF16 ? onednn::Type::BF16 : onednn::Type::F32, o_, c_, k_, k_, stride, pad);
+}
+
+bool PackedConv2d::is_q8_0() const { return impl_ && !impl_->q8.empty(); }
+
+void PackedConv2d::staging_release() {
+  ThreadStaging& s = thread_staging();
+  for (Staging* b : {&s.xs, &s.ys, &s.wd, &s.wp}) b->release();
 }
 
 void PackedConv2d::output_size(int64_t h, int64_t w, int64_t& ho, int64_t& wo) const {
@@ -170,7 +234,8 @@ void PackedConv2d::output_size(int64_t h, int64_t w, int64_t& ho, int64_t& wo) c
 
 size_t PackedConv2d::weight_bytes() const {
   if (!impl_) return 0;
-  return impl_->conv ? impl_->conv->bytes() : impl_->bias.size() * sizeof(float);
+  return (impl_->conv ? impl_->conv->bytes() : impl_->bias.size() * sizeof(float)) +
+         impl_->q8.size() * sizeof(BlockQ8_0);
 }
 
 void PackedConv2d::run(const Tensor& x, Tensor& y) const {
@@ -194,23 +259,54 @@ void PackedConv2d::run(const Tensor& x, Tensor& y) const {
           for (int64_t j = 0; j < wo; ++j) y.at<float>(b, o, i, j) = impl_->bias.empty() ? 0.0f : impl_->bias[o];
     return;
   }
+  const bool q8 = !impl_->q8.empty();
+  // Q8_0: the weight dequantised (OIHW, the compute type) into a per-thread buffer.
+  Staging& wd_buf = thread_staging().wd;  // OIHW in the compute type
+  const int64_t row = c_ * k_ * k_, nb = row / kQK8_0;
+  auto dequantize = [&](bool bf16) -> void* {
+    void* wd = wd_buf.get(static_cast<size_t>(o_ * row) * (bf16 ? 2 : 4));
+    const BlockQ8_0* q = impl_->q8.data();
+    uint16_t* wb = static_cast<uint16_t*>(wd);
+    float* wf = static_cast<float*>(wd);
+    parallel_for(o_, [&](int64_t o0, int64_t o1) {
+      for (int64_t o = o0; o < o1; ++o) {
+        if (bf16) row_to_bf16(DType::Q8_0, q + o * nb, wb + o * row, row);
+        else dequantize_row_q8_0_ref(q + o * nb, wf + o * row, row);
+      }
+    });
+    return wd;
+  };
   // NCHW in and out on AVX-512: our transposes around the NHWC primitive (see above).
   if (x.is_contiguous() && y.is_contiguous() && cpu_has_avx512_bf16()) {
     const bool bf16 = precision_ == Precision::BF16;
+    const void* wp = nullptr;  // the packed weight of a Q8_0 layer
+    if (q8) {
+      Staging& wp_buf = thread_staging().wp;
+      wp = wp_buf.get(impl_->conv->packed_bytes());
+      impl_->conv->pack_into(dequantize(bf16), bf16 ? onednn::Type::BF16 : onednn::Type::F32, const_cast<void*>(wp));
+    }
     const int64_t px = h * w, py = ho * wo;
-    thread_local std::vector<uint16_t> xs_buf;  // NHWC input in the packed type (f32 as 2 halves)
-    thread_local std::vector<float> ys_buf;     // NHWC output
-    const size_t x_halves = static_cast<size_t>(n * px * c_) * (bf16 ? 1 : 2);
-    if (xs_buf.size() < x_halves) xs_buf.resize(x_halves);
-    if (ys_buf.size() < static_cast<size_t>(n * py * o_)) ys_buf.resize(n * py * o_);
+    Staging& xs_buf = thread_staging().xs;
+    Staging& ys_buf = thread_staging().ys;
+    uint16_t* xs = static_cast<uint16_t*>(xs_buf.get(static_cast<size_t>(n * px * c_) * (bf16 ? 2 : 4)));
+    float* ys = static_cast<float*>(ys_buf.get(static_cast<size_t>(n * py * o_) * sizeof(float)));
     for (int64_t b = 0; b < n; ++b) {
       const float* xb = x.ptr<float>() + b * c_ * px;  // [C, HW] -> [HW, C]
-      if (bf16) transpose_image<true>(xb, c_, px, xs_buf.data() + b * px * c_);
-      else transpose_image<false>(xb, c_, px, xs_buf.data() + 2 * b * px * c_);
+      if (bf16) transpose_image<true>(xb, c_, px, xs + b * px * c_);
+      else transpose_image<false>(xb, c_, px, xs + 2 * b * px * c_);
     }
-    impl_->conv->run_nhwc(xs_buf.data(), ys_buf.data(), n, h, w);
+    if (q8) impl_->conv->run_nhwc(xs, ys, n, h, w, wp);
+    else impl_->conv->run_nhwc(xs, ys, n, h, w);
     for (int64_t b = 0; b < n; ++b)  // [HoWo, O] -> [O, HoWo]
-      transpose_image<false>(ys_buf.data() + b * py * o_, py, o_, y.ptr<float>() + b * o_ * py);
+      transpose_image<false>(ys + b * py * o_, py, o_, y.ptr<float>() + b * o_ * py);
+    return;
+  }
+  if (q8) {  // other layouts or CPUs: the f32 weight and the plain convolution
+    const std::array<int64_t, 4> shape{o_, c_, k_, k_};
+    const Tensor wt = Tensor::view_of(DType::F32, shape, dequantize(false));
+    const std::array<int64_t, 1> bshape{o_};
+    const Tensor bt = impl_->bias.empty() ? Tensor() : Tensor::view_of(DType::F32, bshape, impl_->bias.data());
+    conv2d(x, wt, impl_->bias.empty() ? nullptr : &bt, y, stride_, pad_);
     return;
   }
   Tensor xk, yk;

@@ -12,6 +12,10 @@
 // the resolved one. Fast layout: x and y NCHW contiguous work; channels-last views (an NHWC buffer
 // seen as [N, C, H, W] through strides, e.g. t.permute({0, 3, 1, 2}) of a [N, H, W, C] tensor) are
 // oneDNN's own layout and skip the per-call reorders (see bench/bench_image_ops.cpp for the cost).
+// q8_0: the weight is kept as Q8_0 rows of C*k*k values (GGML's conv layout: one f16 scale per 32
+// weights, 1.06 bytes per weight instead of 2 or 4) and dequantised before each call into one
+// per-thread buffer, which is then packed for oneDNN: half the memory of a bf16 layer, one extra
+// pass over the weight per call. Layers whose C*k*k is no multiple of 32 are packed as usual.
 #pragma once
 
 #include <cstdint>
@@ -25,7 +29,8 @@ namespace aigc::ops {
 class PackedConv2d {
  public:
   // w: [O, C, kh, kw] f32/f16/bf16; bias: [O] f32/f16/bf16 or null (copied).
-  PackedConv2d(const Tensor& w, const Tensor* bias, int stride, int pad, Precision precision = Precision::F32);
+  PackedConv2d(const Tensor& w, const Tensor* bias, int stride, int pad, Precision precision = Precision::F32,
+               bool q8_0 = false);
   PackedConv2d();
   ~PackedConv2d();
   PackedConv2d(PackedConv2d&&) noexcept;
@@ -39,9 +44,13 @@ class PackedConv2d {
   int stride() const { return stride_; }
   int pad() const { return pad_; }
   Precision precision() const { return precision_; }  // F32 or BF16 (Auto resolved)
+  bool is_q8_0() const;  // the weight is kept in Q8_0
   // Output shape for an input [N, C, H, W].
   void output_size(int64_t h, int64_t w, int64_t& ho, int64_t& wo) const;
   size_t weight_bytes() const;  // memory the layer holds for its weight
+  // Frees the calling thread's staging buffers (kept between calls, sized by the largest layer and
+  // activation it ran: up to ~150 MB for SD 1.5's Q8_0 UNet), e.g. when a model is released.
+  static void staging_release();
 
  private:
   struct Impl;

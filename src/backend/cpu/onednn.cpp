@@ -368,7 +368,7 @@ struct PackedConv::Impl {
       en->y_same = en->y_user == en->y_md;
       if (!en->x_same) en->x_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(eng, en->x_user, eng, en->x_md));
       if (!en->y_same) en->y_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(eng, en->y_md, eng, en->y_user));
-      if (en->w_md != w_md) {  // another blocking for this shape: a copy of the weights for it
+      if (en->w_md != w_md && w_buf) {  // another blocking for this shape: a copy of the weights for it
         en->w_alt = buffer_alloc(en->w_md.get_size());
         dnnl::memory src(w_md, eng, w_buf.get()), dst(en->w_md, eng, en->w_alt.get());
         execute(dnnl::reorder(src, dst), {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}}, "conv weight re-layout");
@@ -397,6 +397,7 @@ PackedConv::PackedConv(const float* w, const float* bias, Type type, int64_t o, 
     const int64_t hw = std::max<int64_t>(32, std::max(kh, kw));
     const auto pd = conv_pd_make(type, 1, c, hw, hw, o, kh, kw, stride, pad, bias != nullptr);
     m.w_md = pd.weights_desc();
+    if (!w) return;
     m.w_buf = buffer_alloc(m.w_md.get_size());
     const dnnl::memory::desc w_user({o, c, kh, kw}, dt::f32, tag::oihw);
     dnnl::memory src(w_user, ctx().eng, const_cast<float*>(w)), dst(m.w_md, ctx().eng, m.w_buf.get());
@@ -412,7 +413,20 @@ PackedConv::PackedConv(const float* w, const float* bias, Type type, int64_t o, 
 PackedConv::~PackedConv() = default;
 
 Type PackedConv::type() const { return impl_->type; }
-size_t PackedConv::bytes() const { return impl_->w_md.get_size() + impl_->bias.size() * sizeof(float); }
+size_t PackedConv::bytes() const {
+  return (impl_->w_buf ? impl_->w_md.get_size() : 0) + impl_->bias.size() * sizeof(float);
+}
+size_t PackedConv::packed_bytes() const { return impl_->w_md.get_size(); }
+
+void PackedConv::pack_into(const void* w, Type src, void* dst) const {
+  const Impl& m = *impl_;
+  const dnnl::memory::desc w_user({m.o, m.c, m.kh, m.kw}, dt_of(src), tag::oihw);
+  auto& eng = ctx().eng;
+  dnnl::memory s(w_user, eng, const_cast<void*>(w)), d(m.w_md, eng, dst);
+  threads_sync();
+  // oneDNN's own primitive cache keeps the reorder: creating it again per call is a lookup.
+  execute(dnnl::reorder(s, d), {{DNNL_ARG_FROM, s}, {DNNL_ARG_TO, d}}, "conv weight packing");
+}
 
 void PackedConv::run(const float* x, const int64_t xs[4], float* y, const int64_t ys[4], int64_t n, int64_t h,
                      int64_t w) const {
@@ -427,6 +441,7 @@ void PackedConv::run(const float* x, const int64_t xs[4], float* y, const int64_
     execute(e->x_reorder, {{DNNL_ARG_FROM, xu}, {DNNL_ARG_TO, xm}}, "conv input reorder");
   }
   if (!e->y_same) ym = dnnl::memory(e->y_md, eng, sy.get(e->y_md.get_size()));
+  AIGC_ASSERT(impl_->w_buf != nullptr, "PackedConv without kept weights: use run_nhwc");
   void* wp = e->w_alt ? e->w_alt.get() : impl_->w_buf.get();
   std::unordered_map<int, dnnl::memory> args{
       {DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, dnnl::memory(e->w_md, eng, wp)}, {DNNL_ARG_DST, ym}};
@@ -437,13 +452,29 @@ void PackedConv::run(const float* x, const int64_t xs[4], float* y, const int64_
 }
 
 void PackedConv::run_nhwc(const void* x, float* y, int64_t n, int64_t h, int64_t w) const {
+  AIGC_ASSERT(impl_->w_buf != nullptr, "PackedConv without kept weights: pass them to run_nhwc");
+  run_nhwc(x, y, n, h, w, impl_->w_buf.get());
+}
+
+void PackedConv::run_nhwc(const void* x, float* y, int64_t n, int64_t h, int64_t w, const void* packed_w) const {
   const Impl& m = *impl_;
   const int64_t ho = (h + 2 * m.pad - m.kh) / m.stride + 1, wo = (w + 2 * m.pad - m.kw) / m.stride + 1;
   const int64_t xs[4] = {h * w * m.c, 1, w * m.c, m.c}, ys[4] = {ho * wo * m.o, 1, wo * m.o, m.o};
   const int nthr = threads_sync();
   auto e = impl_->entry_get(xs, ys, n, h, w, nthr);
   auto& eng = ctx().eng;
-  void* wp = e->w_alt ? e->w_alt.get() : impl_->w_buf.get();
+  void* wp = const_cast<void*>(packed_w);
+  if (e->w_md != m.w_md) {  // this shape wants another blocking
+    if (packed_w == m.w_buf.get()) {
+      wp = e->w_alt.get();
+    } else {
+      thread_local std::vector<uint8_t> alt;
+      if (alt.size() < e->w_md.get_size()) alt.resize(e->w_md.get_size());
+      dnnl::memory src(m.w_md, eng, wp), dst(e->w_md, eng, alt.data());
+      execute(dnnl::reorder(src, dst), {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}}, "conv weight re-layout");
+      wp = alt.data();
+    }
+  }
   std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, dnnl::memory(e->x_md, eng, const_cast<void*>(x))},
                                              {DNNL_ARG_WEIGHTS, dnnl::memory(e->w_md, eng, wp)},
                                              {DNNL_ARG_DST, dnnl::memory(e->y_md, eng, y)}};

@@ -66,6 +66,8 @@ void conv2d(const Conv2dShape& s, const float* x, const float* w, const float* b
 class PackedConv {
  public:
   // w: f32 contiguous OIHW; bias: f32 [o] or null. Throws aigc::Error when oneDNN has no kernel.
+  // w null: nothing is packed or kept; the weights come with each run_nhwc call (pack_into
+  // prepares them: PackedConv2d's Q8_0 layers dequantise into one reused buffer per call).
   PackedConv(const float* w, const float* bias, Type type, int64_t o, int64_t c, int64_t kh, int64_t kw,
              int64_t stride, int64_t pad);
   ~PackedConv();
@@ -77,8 +79,13 @@ class PackedConv {
            int64_t w) const;
   // The primitive alone: x dense NHWC already in the packed type (f32 or bf16), y dense NHWC f32.
   void run_nhwc(const void* x, float* y, int64_t n, int64_t h, int64_t w) const;
+  // The same with weights given in the packed layout (packed_bytes() bytes, as pack_into writes).
+  void run_nhwc(const void* x, float* y, int64_t n, int64_t h, int64_t w, const void* packed_w) const;
+  // w: contiguous OIHW of `src` type (f32, or bf16 for a bf16 layer) -> dst in the packed layout.
+  void pack_into(const void* w, Type src, void* dst) const;
+  size_t packed_bytes() const;
   Type type() const;
-  size_t bytes() const;  // packed weight + bias
+  size_t bytes() const;  // packed weight (when kept) + bias
 
  private:
   struct Impl;
