@@ -16,6 +16,7 @@
 #include "formats/image.h"
 #include "text/vocab.h"
 #include "train/loss_curve.h"
+#include "train/train_progress.h"
 
 namespace aigc::train {
 
@@ -41,14 +42,6 @@ std::vector<int32_t> corpus_encode(const text::Vocab& vocab, const std::string& 
     pos = end;
   }
   return out;
-}
-
-std::string duration_str(double s) {
-  if (!std::isfinite(s) || s < 0) return "?";
-  const int64_t t = static_cast<int64_t>(s + 0.5);
-  if (t >= 3600) return fmt::format("{}h{:02}m", t / 3600, (t / 60) % 60);
-  if (t >= 60) return fmt::format("{}m{:02}s", t / 60, t % 60);
-  return fmt::format("{}s", t);
 }
 
 void batch_draw(std::span<const int32_t> tokens, int64_t B, int64_t T, std::mt19937_64& rng, std::vector<int32_t>& out) {
@@ -189,9 +182,8 @@ TrainTextResult train_text_run(const TrainTextOptions& o) {
     const int64_t done = step + 1 - step0;
     const double tps = static_cast<double>(done * tokens_per_step) / train_seconds;
     const double eta = train_seconds / static_cast<double>(done) * static_cast<double>(o.steps - step - 1);
-    const int bar_w = 24, filled = static_cast<int>(static_cast<double>(step + 1) / o.steps * bar_w);
-    const std::string bar = std::string(static_cast<size_t>(filled), '#') + std::string(static_cast<size_t>(bar_w - filled), '.');
-    const std::string line = fmt::format("[{}] step {}/{} | loss {:.4f} | lr {:.2e} | norm {:.2f} | {:.0f} tok/s | ETA {}",
+    const std::string bar = progress_bar(step + 1, o.steps);
+    const std::string line = fmt::format("{} step {}/{} | loss {:.4f} | lr {:.2e} | norm {:.2f} | {:.0f} tok/s | ETA {}",
                                          bar, step + 1, o.steps, loss, lr, norm, tps, duration_str(eta));
     const bool last = step + 1 == o.steps;
     if (tty)
