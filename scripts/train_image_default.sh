@@ -6,7 +6,7 @@
 # capital letter rendered from Debian's DejaVu Sans Bold ("a red digit 7"; fonts-dejavu-core,
 # installed by scripts/setup). No download: the data are a pure function of the seed.
 #
-#   scripts/train_image_default.sh [OUT_DIR]            # full recipe (STEPS=3000 by default)
+#   scripts/train_image_default.sh [OUT_DIR]            # full recipe (STEPS=4500 by default)
 #   STEPS=100 scripts/train_image_default.sh /tmp/img   # a smoke run: the loss falls
 #
 # Sizes (~103k parameters; 0.4 MB f32 safetensors): 32x32 RGB, 32 channels at 32x32 and 16x16,
@@ -25,7 +25,7 @@ set -euo pipefail
 OUT=${1:-build/shapes-model}
 SHIP=${SHIP:-$([ $# -eq 0 ] && echo 1 || echo 0)}
 AIGC=${AIGC:-build/aigc}
-STEPS=${STEPS:-3000}
+STEPS=${STEPS:-4500}
 SEED=${SEED:-1}
 THREADS=${THREADS:-2}
 WARMUP=$(( STEPS / 10 < 100 ? STEPS / 10 : 100 ))
