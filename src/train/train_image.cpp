@@ -202,10 +202,7 @@ TrainImageResult train_image_run(const TrainImageOptions& o) {
         fmt::format("{} step {}/{} | loss {:.4f} | lr {:.2e} | norm {:.2f} | {:.1f} samples/s | ETA {}",
                     progress_bar(step + 1, o.steps), step + 1, o.steps, tail_mean(50), lr, norm, sps, duration_str(eta));
     const bool last = step + 1 == o.steps;
-    if (tty)
-      std::fprintf(stderr, "\r%s\x1b[K%s", line.c_str(), last ? "\n" : "");
-    else if ((step + 1) % std::max<int64_t>(1, o.steps / 50) == 0 || last || step == step0)
-      std::fprintf(stderr, "%s\n", line.c_str());
+    progress_line_print(line, step, step0, o.steps, tty);
     const bool out_of_time = o.max_seconds > 0 && train_seconds >= o.max_seconds;
     if ((step + 1) % o.eval_every == 0 || last || out_of_time) {
       const float vl = val_loss_eval(unet, o, ac);
