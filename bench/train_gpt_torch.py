@@ -7,20 +7,18 @@ one untimed warm-up step, then the mean over --steps steps, per thread count.
   /usr/bin/python3 bench/train_gpt_torch.py --threads-list 1,2
   build/aigc bench train --threads-list 1,2          # the engine, same defaults
 
-BLAS: Debian's torch does its f32 GEMMs through libblas.so.3, i.e. whichever BLAS the Debian
-alternative selects (the netlib reference BLAS is ~50x slower than OpenBLAS). Each thread count
-runs in a child process with OpenBLAS first on the library path when it is installed
-(--blas system keeps the alternative) and OPENBLAS_NUM_THREADS / OMP_NUM_THREADS set to it.
+Each thread count runs in a child process (bench/torch_children.py: OpenBLAS first on the library
+path when installed, --blas system keeps Debian's alternative; OMP/OPENBLAS threads set to it).
 """
 import argparse
 import math
-import os
-import subprocess
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
+
+from torch_children import children_run, common_args_add
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--vocab", type=int, default=2048)
@@ -30,25 +28,12 @@ ap.add_argument("--heads", type=int, default=6)
 ap.add_argument("--ff", type=int, default=512)
 ap.add_argument("--batch", type=int, default=8)
 ap.add_argument("--ctx", type=int, default=128)
-ap.add_argument("--steps", type=int, default=5)
-ap.add_argument("--threads-list", default="1,2")
-ap.add_argument("--blas", choices=["openblas", "system"], default="openblas")
-ap.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
+common_args_add(ap)
 args = ap.parse_args()
-OPENBLAS_DIR = "/usr/lib/x86_64-linux-gnu/openblas-pthread"
 
 if not args.child:
-    print("| model | params | B x T | threads | ms/step | tokens/s |\n|---|---|---|---|---|---|", flush=True)
-    for nt in [int(t) for t in args.threads_list.split(",")]:
-        env = dict(os.environ, OMP_NUM_THREADS=str(nt), OPENBLAS_NUM_THREADS=str(nt))
-        blas = "system libblas"
-        if args.blas == "openblas" and os.path.exists(os.path.join(OPENBLAS_DIR, "libblas.so.3")):
-            env["LD_LIBRARY_PATH"] = OPENBLAS_DIR + ":" + env.get("LD_LIBRARY_PATH", "")
-            blas = "OpenBLAS"
-        argv = [f"--{k}={getattr(args, k)}" for k in ("vocab", "embd", "layers", "heads", "ff", "batch", "ctx", "steps")]
-        subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--threads-list", str(nt), "--child", "1"],
-                       env=env, check=True)
-    print(f"(torch {torch.__version__}, GEMM via {blas})")
+    children_run(__file__, [f"--{k}={getattr(args, k)}" for k in ("vocab", "embd", "layers", "heads", "ff", "batch", "ctx", "steps")],
+                 args.threads_list, args.blas, "| model | params | B x T | threads | ms/step | tokens/s |\n|---|---|---|---|---|---|")
     sys.exit(0)
 
 V, C, L, H, FF, B, T = args.vocab, args.embd, args.layers, args.heads, args.ff, args.batch, args.ctx

@@ -1,8 +1,11 @@
-// aigc train tokenizer | text, and aigc bench train.
+// aigc train tokenizer | text | image, and aigc bench train.
 //   aigc train tokenizer --corpus FILE --vocab-size N -o tokenizer.gguf
 //   aigc train text --corpus FILE --tokenizer tokenizer.gguf -o model.gguf [sizes, steps, lr...]
-//   aigc bench train [--threads-list 1,2]: training tokens/s of the GPT (forward, backward, AdamW)
-// The work is in src/train (bpe_trainer, train_text, gpt); this file maps flags to options.
+//   aigc train image -o model.safetensors [--glyphs, sizes, steps, lr...]
+//   aigc bench train [--threads-list 1,2]: training speed of the GPT (tokens/s) and of the UNet
+//     (ms per step), each a full step: forward, backward, AdamW
+// The work is in src/train (bpe_trainer, train_text, train_image, gpt, unet_tiny); this file maps
+// flags to options.
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -16,6 +19,9 @@
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "train/bpe_trainer.h"
+#include "train/ddpm.h"
+#include "train/shapes_dataset.h"
+#include "train/train_image.h"
 #include "train/train_text.h"
 
 namespace aigc::cli {
@@ -44,16 +50,48 @@ struct BenchTrainArgs {
   train::GptConfig model{.n_vocab = 2048, .n_ctx = 128, .n_embd = 192, .n_layer = 4, .n_head = 6, .n_ff = 512};
   int64_t batch = 8, seq_len = 128, steps = 5;
   std::vector<int> threads;
+  std::string which = "all";  // gpt | unet | all
+  // The UNet of the built-in image model (scripts/train_image_default.sh), its batch.
+  train::UnetConfig unet{.image = 32, .ch = 32, .groups = 8, .t_dim = 32, .text_vocab = 0, .text_len = 0,
+                         .text_dim = 32, .heads = 4};
+  int64_t unet_batch = 32;
 };
 
-void bench_train_run(const BenchTrainArgs& a) {
-  std::vector<int> threads = a.threads;
-  if (threads.empty()) threads.push_back(thread_count());
+// ms per UNet training step (forward, backward, AdamW) on a fixed batch of the shapes data set.
+void bench_train_unet_run(const BenchTrainArgs& a, const std::vector<int>& threads) {
+  train::UnetConfig cfg = a.unet;
+  cfg.text_vocab = train::shapes_vocab_size();
+  cfg.text_len = train::kShapesCaptionTokens;
+  const std::vector<float> ac = train::ddpm_alphas_cumprod({});
+  std::printf("| model | params | batch | threads | ms/step | images/s |\n|---|---|---|---|---|---|\n");
+  for (int t : threads) {
+    thread_count_set(t);
+    train::UnetTrainer unet(cfg, a.unet_batch);
+    unet.params_init(1);
+    train::AdamW opt(unet.graph().params_flat().size());
+    train::image_batch_fill(unet, a.unet_batch, 0, {}, ac);
+    auto step = [&] {
+      unet.forward_backward();
+      opt.step(unet.graph().params_flat(), unet.graph().grads_flat(), 1e-4f);
+    };
+    step();  // warm-up: oneDNN primitives, pages
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t s = 0; s < a.steps; ++s) step();
+    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / a.steps;
+    std::printf("| unet S%lld c%lld G%lld H%lld text%lld t%lld | %.3fM | %lld | %d | %.1f | %.1f |\n",
+                static_cast<long long>(cfg.image), static_cast<long long>(cfg.ch), static_cast<long long>(cfg.groups),
+                static_cast<long long>(cfg.heads), static_cast<long long>(cfg.text_dim), static_cast<long long>(cfg.t_dim),
+                static_cast<double>(unet.graph().params_flat().size()) / 1e6, static_cast<long long>(a.unet_batch), t,
+                sec * 1e3, static_cast<double>(a.unet_batch) / sec);
+    std::fflush(stdout);
+  }
+}
+
+void bench_train_gpt_run(const BenchTrainArgs& a, const std::vector<int>& threads) {
   train::GptConfig cfg = a.model;
   cfg.n_ctx = std::max(cfg.n_ctx, a.seq_len);
   std::printf("| model | params | B x T | threads | ms/step | tokens/s |\n|---|---|---|---|---|---|\n");
   for (int t : threads) {
-    AIGC_CHECK(t >= 1 && t <= 4096, "bench train: thread count {} is out of range", t);
     thread_count_set(t);
     train::GptTrainer gpt(cfg, a.batch, a.seq_len);
     gpt.init_random(1);
@@ -81,6 +119,16 @@ void bench_train_run(const BenchTrainArgs& a) {
   }
 }
 
+void bench_train_run(const BenchTrainArgs& a) {
+  std::vector<int> threads = a.threads;
+  if (threads.empty()) threads.push_back(thread_count());
+  for (int t : threads) AIGC_CHECK(t >= 1 && t <= 4096, "bench train: thread count {} is out of range", t);
+  AIGC_CHECK(a.steps > 0 && a.unet_batch > 0, "bench train: --steps and --unet-batch must be positive");
+  if (a.which != "unet") bench_train_gpt_run(a, threads);
+  if (a.which == "all") std::printf("\n");
+  if (a.which != "gpt") bench_train_unet_run(a, threads);
+}
+
 void model_options_add(CLI::App* cmd, train::GptConfig& m, int64_t& batch, int64_t& seq_len) {
   cmd->add_option("--embd", m.n_embd, "Embedding width")->capture_default_str();
   cmd->add_option("--layers", m.n_layer, "Transformer blocks")->capture_default_str();
@@ -91,10 +139,40 @@ void model_options_add(CLI::App* cmd, train::GptConfig& m, int64_t& batch, int64
   cmd->add_option("--ctx", seq_len, "Tokens per sequence (T; also the model's context length)")->capture_default_str();
 }
 
+// The options of a training loop that text and image share (the same member names in both).
+template <class Options>
+void loop_options_add(CLI::App* cmd, Options& o) {
+  cmd->add_option("--steps", o.steps, "Optimiser steps in all")->capture_default_str();
+  cmd->add_option("--lr", o.lr.lr_max, "Peak learning rate")->capture_default_str();
+  cmd->add_option("--min-lr", o.lr.lr_min, "Final learning rate of the cosine decay")->capture_default_str();
+  cmd->add_option("--warmup", o.lr.warmup, "Linear warm-up steps")->capture_default_str();
+  cmd->add_option("--weight-decay", o.adamw.weight_decay, "AdamW decoupled weight decay (matrices only)")
+      ->capture_default_str();
+  cmd->add_option("--clip", o.adamw.grad_clip, "Clip gradients to this global norm (0: off)")->capture_default_str();
+  cmd->add_option("--seed", o.seed, "Seed of initialisation and batches")->capture_default_str();
+  cmd->add_option("--eval-every", o.eval_every, "Validation every N steps")->capture_default_str();
+  cmd->add_option("--eval-batches", o.eval_batches, "Batches per validation")->capture_default_str();
+  cmd->add_option("--save-every", o.save_every, "Checkpoint every N steps")->capture_default_str();
+  cmd->add_option("--curve", o.curve, "Loss-curve PNG (default: OUT.png)")->type_name("FILE");
+  cmd->add_option("--max-seconds", o.max_seconds, "Stop and save after this much training time (0: no limit)")
+      ->capture_default_str();
+  cmd->add_flag("--resume", o.resume, "Continue from OUT and OUT.optim (same options, same or more --steps)");
+}
+
+void unet_options_add(CLI::App* cmd, train::UnetConfig& m, int64_t& batch, const std::string& prefix) {
+  cmd->add_option("--" + prefix + "image", m.image, "Image side in pixels (even, >= 16)")->capture_default_str();
+  cmd->add_option("--" + prefix + "ch", m.ch, "UNet channels at both resolutions")->capture_default_str();
+  cmd->add_option("--" + prefix + "groups", m.groups, "Group-norm groups (divide --" + prefix + "ch)")->capture_default_str();
+  cmd->add_option("--" + prefix + "heads", m.heads, "Attention heads (divide --" + prefix + "ch)")->capture_default_str();
+  cmd->add_option("--" + prefix + "text-dim", m.text_dim, "Caption embedding width")->capture_default_str();
+  cmd->add_option("--" + prefix + "t-dim", m.t_dim, "Timestep embedding width (even)")->capture_default_str();
+  cmd->add_option("--" + prefix + "batch", batch, "Images per step")->capture_default_str();
+}
+
 }  // namespace
 
 void command_train_register(CLI::App& app) {
-  auto* train_cmd = app.add_subcommand("train", "Train models from scratch: a BPE tokenizer, a text model");
+  auto* train_cmd = app.add_subcommand("train", "Train models from scratch: a BPE tokenizer, a text model, an image model");
   train_cmd->require_subcommand(1);
   train_cmd->fallthrough();
 
@@ -118,22 +196,8 @@ void command_train_register(CLI::App& app) {
   tx->add_option("-o,--output", o->out, "Model GGUF to write (and OUT.optim: optimiser state)")
       ->capture_default_str()->type_name("FILE");
   model_options_add(tx, o->model, o->batch, o->seq_len);
-  tx->add_option("--steps", o->steps, "Optimiser steps in all")->capture_default_str();
-  tx->add_option("--lr", o->lr.lr_max, "Peak learning rate")->capture_default_str();
-  tx->add_option("--min-lr", o->lr.lr_min, "Final learning rate of the cosine decay")->capture_default_str();
-  tx->add_option("--warmup", o->lr.warmup, "Linear warm-up steps")->capture_default_str();
-  tx->add_option("--weight-decay", o->adamw.weight_decay, "AdamW decoupled weight decay (matrices only)")
-      ->capture_default_str();
-  tx->add_option("--clip", o->adamw.grad_clip, "Clip gradients to this global norm (0: off)")->capture_default_str();
-  tx->add_option("--seed", o->seed, "Seed of initialisation and batches")->capture_default_str();
   tx->add_option("--val-fraction", o->val_fraction, "Held-out tail of the corpus for validation")->capture_default_str();
-  tx->add_option("--eval-every", o->eval_every, "Validation every N steps")->capture_default_str();
-  tx->add_option("--eval-batches", o->eval_batches, "Batches per validation")->capture_default_str();
-  tx->add_option("--save-every", o->save_every, "Checkpoint every N steps")->capture_default_str();
-  tx->add_option("--curve", o->curve, "Loss-curve PNG (default: OUT.png)")->type_name("FILE");
-  tx->add_option("--max-seconds", o->max_seconds, "Stop and save after this much training time (0: no limit)")
-      ->capture_default_str();
-  tx->add_flag("--resume", o->resume, "Continue from OUT and OUT.optim");
+  loop_options_add(tx, *o);
   tx->callback([o]() {
     train::TrainTextOptions opt = *o;
     opt.lr.total = opt.steps;
@@ -142,12 +206,36 @@ void command_train_register(CLI::App& app) {
     train::train_text_run(opt);
   });
 
+  auto* im = train_cmd->add_subcommand(
+      "image", "Train a text-conditioned pixel diffusion model (small UNet, DDPM) on the built-in captioned shapes "
+               "data set; writes a .safetensors that `aigc image` runs");
+  im->fallthrough();
+  auto io = std::make_shared<train::TrainImageOptions>();
+  im->add_option("-o,--output", io->out, "Model .safetensors to write (and OUT.optim: optimiser state)")
+      ->capture_default_str()->type_name("FILE");
+  unet_options_add(im, io->model, io->batch, "");
+  im->add_flag("--glyphs", io->glyphs, "A quarter of the samples are digits and letters (needs fonts-dejavu-core)");
+  im->add_option("--caption-dropout", io->caption_dropout,
+                 "Probability of training on the empty caption (classifier-free guidance)")->capture_default_str();
+  im->add_option("--beta-start", io->schedule.beta_start, "DDPM linear schedule: first beta")->capture_default_str();
+  im->add_option("--beta-end", io->schedule.beta_end, "DDPM linear schedule: last beta")->capture_default_str();
+  im->add_option("--timesteps", io->schedule.steps, "DDPM timesteps")->capture_default_str();
+  im->add_option("--beta1", io->adamw.beta1, "AdamW beta1")->capture_default_str();
+  im->add_option("--beta2", io->adamw.beta2, "AdamW beta2")->capture_default_str();
+  loop_options_add(im, *io);
+  im->callback([io]() {
+    train::TrainImageOptions opt = *io;
+    opt.lr.total = opt.steps;
+    train::train_image_run(opt);
+  });
+
   // `aigc bench train` joins the bench command (registered before this one in main.cpp).
   CLI::App* bench = nullptr;
   for (CLI::App* sub : app.get_subcommands([](CLI::App* s) { return s->get_name() == "bench"; })) bench = sub;
   if (bench) {
     auto* bt = bench->add_subcommand(
-        "train", "Training speed of the GPT: tokens/s of a full step (forward, backward, AdamW), per thread count");
+        "train", "Training speed of the GPT (tokens/s) and the image UNet (ms/step): a full step (forward, backward, "
+        "AdamW), per thread count");
     bt->fallthrough();
     auto ba = std::make_shared<BenchTrainArgs>();
     model_options_add(bt, ba->model, ba->batch, ba->seq_len);
@@ -156,6 +244,10 @@ void command_train_register(CLI::App& app) {
     bt->add_option("--threads-list", ba->threads, "Thread counts, e.g. 1,2 (default: the global -t)")
         ->delimiter(',')
         ->type_name("N,N,...");
+    bt->add_option("--model", ba->which, "What to time: gpt, unet or all")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"gpt", "unet", "all"}));
+    unet_options_add(bt, ba->unet, ba->unet_batch, "unet-");
     bt->callback([ba]() { bench_train_run(*ba); });
   }
 }

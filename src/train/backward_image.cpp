@@ -7,6 +7,7 @@
 #include <array>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "backend/cpu/ops.h"
 #include "core/thread_pool.h"
@@ -123,6 +124,43 @@ void mse_check(const Tensor& p, const Tensor& t) {
   dense(t, "mse");
   same(p, t, "mse");
   AIGC_CHECK(p.numel() > 0, "mse: empty tensors");
+}
+
+// Output columns j whose input column j * stride - pad + kx lies inside [0, W): [lo, hi).
+struct JRange {
+  int64_t lo, hi;
+};
+JRange j_range(int64_t kx, int stride, int pad, int64_t W, int64_t Wo) {
+  const int64_t a = pad - kx, b = W - 1 + pad - kx;
+  const int64_t lo = a <= 0 ? 0 : (a + stride - 1) / stride;
+  const int64_t hi = b < 0 ? 0 : std::min<int64_t>(Wo, b / stride + 1);
+  return {std::min(lo, Wo), std::max(std::min(lo, Wo), hi)};
+}
+
+// Per-thread scratch of the attention kernels, grown to the largest need and kept: once warm, no
+// call allocates. The forward asks for what the backward needs, so one forward warms both.
+float* mha_scratch(const MhaShape& s) {
+  thread_local std::vector<float> buf;
+  const size_t n = static_cast<size_t>(4 * s.D * s.Tk + s.Tk);
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
+}
+
+// One (sequence, head)'s keys and values [Tk, D] (rows of stride E) as [D, Tk]: the loops over
+// keys then run over contiguous floats.
+void kv_transpose(const float* k, const float* v, int64_t Tk, int64_t D, int64_t E, float* kT, float* vT) {
+  for (int64_t j = 0; j < Tk; ++j)
+    for (int64_t e = 0; e < D; ++e) {
+      kT[e * Tk + j] = k[j * E + e];
+      vT[e * Tk + j] = v[j * E + e];
+    }
+}
+
+float dot(const float* a, const float* b, int64_t n) {
+  float acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t j = 0; j < n; ++j) acc += a[j] * b[j];
+  return acc;
 }
 
 }  // namespace
@@ -462,12 +500,18 @@ void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, int str
         for (int64_t r = r0; r < r1; ++r) {
           const int64_t c = r / kk, ky = r % kk / d.kw, kx = r % d.kw;
           float* cr = col + r * So;
+          const JRange jr = j_range(kx, stride, pad, d.W, d.Wo);
           for (int64_t i = 0; i < d.Ho; ++i) {
             const int64_t iy = i * stride - pad + ky;
-            for (int64_t j = 0; j < d.Wo; ++j) {
-              const int64_t ix = j * stride - pad + kx;
-              cr[i * d.Wo + j] = (iy >= 0 && iy < d.H && ix >= 0 && ix < d.W) ? xn[(c * d.H + iy) * d.W + ix] : 0.0f;
+            float* o = cr + i * d.Wo;
+            if (iy < 0 || iy >= d.H) {
+              std::fill(o, o + d.Wo, 0.0f);
+              continue;
             }
+            const float* xr = xn + (c * d.H + iy) * d.W - pad + kx;  // xr[j * stride] = x[iy, j * stride - pad + kx]
+            std::fill(o, o + jr.lo, 0.0f);
+            for (int64_t j = jr.lo; j < jr.hi; ++j) o[j] = xr[j * stride];
+            std::fill(o + jr.hi, o + d.Wo, 0.0f);
           }
         }
       });
@@ -488,13 +532,13 @@ void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, int str
           for (int64_t r = c * kk; r < (c + 1) * kk; ++r) {
             const int64_t ky = r % kk / d.kw, kx = r % d.kw;
             const float* tr = tmp + r * So;
+            const JRange jr = j_range(kx, stride, pad, d.W, d.Wo);
             for (int64_t i = 0; i < d.Ho; ++i) {
               const int64_t iy = i * stride - pad + ky;
               if (iy < 0 || iy >= d.H) continue;
-              for (int64_t j = 0; j < d.Wo; ++j) {
-                const int64_t ix = j * stride - pad + kx;
-                if (ix >= 0 && ix < d.W) dxn[(c * d.H + iy) * d.W + ix] += tr[i * d.Wo + j];
-              }
+              float* xr = dxn + (c * d.H + iy) * d.W - pad + kx;
+              const float* t = tr + i * d.Wo;
+              for (int64_t j = jr.lo; j < jr.hi; ++j) xr[j * stride] += t[j];
             }
           }
       });
@@ -667,32 +711,35 @@ void transpose12_backward(const Tensor& dy, Tensor& dx) {
   });
 }
 
+// Attention kernels: a (sequence, head) pair per task, its keys and values transposed to [D, Tk]
+// first so that every inner loop runs over the Tk keys, contiguous (vectorised).
 void mha_forward(const Tensor& q, const Tensor& k, const Tensor& v, const MhaShape& s, Tensor& out, Tensor& probs) {
   mha_check(q, k, v, s, out, probs);
-  const int64_t E = s.H * s.D;
+  const int64_t E = s.H * s.D, Tk = s.Tk, D = s.D;
   const float scale = mha_scale(s);
-  parallel_for(s.B * s.H * s.Tq, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t b = r / (s.H * s.Tq), h = r / s.Tq % s.H, i = r % s.Tq;
-      const float* qi = q.ptr<float>() + (b * s.Tq + i) * E + h * s.D;
-      float* p = probs.ptr<float>() + r * s.Tk;
-      float mx = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j < s.Tk; ++j) {
-        const float* kj = k.ptr<float>() + (b * s.Tk + j) * E + h * s.D;
-        float d = 0;
-        for (int64_t e = 0; e < s.D; ++e) d += qi[e] * kj[e];
-        p[j] = d * scale;
-        mx = std::max(mx, p[j]);
-      }
-      float sum = 0;
-      for (int64_t j = 0; j < s.Tk; ++j) sum += (p[j] = std::exp(p[j] - mx));
-      const float inv = 1.0f / sum;
-      float* oi = out.ptr<float>() + (b * s.Tq + i) * E + h * s.D;
-      for (int64_t e = 0; e < s.D; ++e) oi[e] = 0;
-      for (int64_t j = 0; j < s.Tk; ++j) {
-        p[j] *= inv;
-        const float* vj = v.ptr<float>() + (b * s.Tk + j) * E + h * s.D;
-        for (int64_t e = 0; e < s.D; ++e) oi[e] += p[j] * vj[e];
+  parallel_for(s.B * s.H, [&](int64_t u0, int64_t u1) {
+    float* kT = mha_scratch(s);  // [D, Tk]
+    float* vT = kT + D * Tk;     // [D, Tk]
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t b = u / s.H, off = u % s.H * D;
+      kv_transpose(k.ptr<float>() + b * Tk * E + off, v.ptr<float>() + b * Tk * E + off, Tk, D, E, kT, vT);
+      for (int64_t i = 0; i < s.Tq; ++i) {
+        const float* qi = q.ptr<float>() + (b * s.Tq + i) * E + off;
+        float* p = probs.ptr<float>() + (u * s.Tq + i) * Tk;
+        std::fill(p, p + Tk, 0.0f);
+        for (int64_t e = 0; e < D; ++e) {
+          const float qe = qi[e] * scale;
+          const float* kr = kT + e * Tk;
+          for (int64_t j = 0; j < Tk; ++j) p[j] += qe * kr[j];
+        }
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int64_t j = 0; j < Tk; ++j) mx = std::max(mx, p[j]);
+        float sum = 0;
+        for (int64_t j = 0; j < Tk; ++j) sum += (p[j] = std::exp(p[j] - mx));
+        const float inv = 1.0f / sum;
+        for (int64_t j = 0; j < Tk; ++j) p[j] *= inv;
+        float* oi = out.ptr<float>() + (b * s.Tq + i) * E + off;
+        for (int64_t e = 0; e < D; ++e) oi[e] = dot(p, vT + e * Tk, Tk);
       }
     }
   });
@@ -705,35 +752,45 @@ void mha_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
   same(dq, q, "mha_backward");
   same(dk, k, "mha_backward");
   same(dv, v, "mha_backward");
-  const int64_t E = s.H * s.D;
+  const int64_t E = s.H * s.D, Tk = s.Tk, D = s.D;
   const float scale = mha_scale(s);
   // A (sequence, head) pair owns its slices of dq, dk and dv.
   parallel_for(s.B * s.H, [&](int64_t u0, int64_t u1) {
+    float* kT = mha_scratch(s);
+    float *vT = kT + D * Tk, *dkT = vT + D * Tk, *dvT = dkT + D * Tk, *ds = dvT + D * Tk;  // [D, Tk] x4, [Tk]
     for (int64_t u = u0; u < u1; ++u) {
-      const int64_t b = u / s.H, h = u % s.H, off = h * s.D;
+      const int64_t b = u / s.H, off = u % s.H * D;
+      kv_transpose(k.ptr<float>() + b * Tk * E + off, v.ptr<float>() + b * Tk * E + off, Tk, D, E, kT, vT);
+      std::fill(dkT, dkT + 2 * D * Tk, 0.0f);
       for (int64_t i = 0; i < s.Tq; ++i) {
-        const float* p = probs.ptr<float>() + (u * s.Tq + i) * s.Tk;
+        const float* p = probs.ptr<float>() + (u * s.Tq + i) * Tk;
         const float* go = dout.ptr<float>() + (b * s.Tq + i) * E + off;
         const float* qi = q.ptr<float>() + (b * s.Tq + i) * E + off;
         float* dqi = dq.ptr<float>() + (b * s.Tq + i) * E + off;
-        auto dp = [&](int64_t j) {
-          const float* vj = v.ptr<float>() + (b * s.Tk + j) * E + off;
-          float d = 0;
-          for (int64_t e = 0; e < s.D; ++e) d += go[e] * vj[e];
-          return d;
-        };
-        float pdp = 0;
-        for (int64_t j = 0; j < s.Tk; ++j) pdp += p[j] * dp(j);
-        for (int64_t j = 0; j < s.Tk; ++j) {
-          const float ds = p[j] * (dp(j) - pdp) * scale;
-          const float* kj = k.ptr<float>() + (b * s.Tk + j) * E + off;
-          float* dkj = dk.ptr<float>() + (b * s.Tk + j) * E + off;
-          float* dvj = dv.ptr<float>() + (b * s.Tk + j) * E + off;
-          for (int64_t e = 0; e < s.D; ++e) {
-            dvj[e] += p[j] * go[e];
-            dkj[e] += ds * qi[e];
-            dqi[e] += ds * kj[e];
+        std::fill(ds, ds + Tk, 0.0f);  // first dp[j] = go . v_j
+        for (int64_t e = 0; e < D; ++e) {
+          const float ge = go[e];
+          const float* vr = vT + e * Tk;
+          for (int64_t j = 0; j < Tk; ++j) ds[j] += ge * vr[j];
+        }
+        const float pdp = dot(p, ds, Tk);
+        for (int64_t j = 0; j < Tk; ++j) ds[j] = p[j] * (ds[j] - pdp) * scale;
+        for (int64_t e = 0; e < D; ++e) {
+          dqi[e] += dot(ds, kT + e * Tk, Tk);
+          const float qe = qi[e], ge = go[e];
+          float *dkr = dkT + e * Tk, *dvr = dvT + e * Tk;
+          for (int64_t j = 0; j < Tk; ++j) {
+            dkr[j] += ds[j] * qe;
+            dvr[j] += p[j] * ge;
           }
+        }
+      }
+      for (int64_t j = 0; j < Tk; ++j) {
+        float* dkj = dk.ptr<float>() + (b * Tk + j) * E + off;
+        float* dvj = dv.ptr<float>() + (b * Tk + j) * E + off;
+        for (int64_t e = 0; e < D; ++e) {
+          dkj[e] += dkT[e * Tk + j];
+          dvj[e] += dvT[e * Tk + j];
         }
       }
     }

@@ -83,9 +83,7 @@ void shapes_colour_rgb(int colour, uint8_t rgb[3]) {
 
 const char* shapes_glyph_set() { return kGlyphs.data(); }
 
-namespace {
-
-const std::vector<std::string>& vocab() {
+const std::vector<std::string>& shapes_vocab() {
   static const std::vector<std::string> v = [] {
     std::vector<std::string> w{"<pad>", "<empty>"};
     for (const char* c : kCountWords) w.emplace_back(c);
@@ -101,9 +99,7 @@ const std::vector<std::string>& vocab() {
   return v;
 }
 
-}  // namespace
-
-int shapes_vocab_size() { return static_cast<int>(vocab().size()); }
+int shapes_vocab_size() { return static_cast<int>(shapes_vocab().size()); }
 
 void shapes_caption_tokenize(std::string_view caption, std::span<int32_t> ids) {
   AIGC_CHECK(ids.size() == static_cast<size_t>(kShapesCaptionTokens), "shapes_caption_tokenize: {} ids, want {}",
@@ -117,7 +113,7 @@ void shapes_caption_tokenize(std::string_view caption, std::span<int32_t> ids) {
   for (size_t i = 0; i <= caption.size();) {
     const size_t j = std::min(caption.find(' ', i), caption.size());
     const std::string_view word = caption.substr(i, j - i);
-    const auto& v = vocab();
+    const auto& v = shapes_vocab();
     const auto it = std::find(v.begin() + 2, v.end(), word);
     AIGC_CHECK(it != v.end(), "shapes_caption_tokenize: unknown word '{}' in '{}'", word, caption);
     AIGC_CHECK(n < ids.size(), "shapes_caption_tokenize: '{}' has more than {} words", caption, kShapesCaptionTokens);

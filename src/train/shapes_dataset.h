@@ -68,6 +68,9 @@ std::optional<ShapesCaption> shapes_caption_parse(std::string_view text);
 // "background"). kShapesCaptionTokens covers the longest caption (8 words).
 constexpr int kShapesCaptionTokens = 8;
 int shapes_vocab_size();
+// The words by token id ("<pad>", "<empty>", then the grammar's words): what shapes_caption_tokenize
+// maps each word to, and what a checkpoint stores as its caption vocabulary.
+const std::vector<std::string>& shapes_vocab();
 // Writes kShapesCaptionTokens ids (padded with 0); "" gives {1, 0, ...}. Throws on an unknown word
 // or a caption longer than kShapesCaptionTokens words.
 void shapes_caption_tokenize(std::string_view caption, std::span<int32_t> ids);

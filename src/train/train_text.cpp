@@ -16,6 +16,7 @@
 #include "formats/image.h"
 #include "text/vocab.h"
 #include "train/loss_curve.h"
+#include "train/train_progress.h"
 
 namespace aigc::train {
 
@@ -41,14 +42,6 @@ std::vector<int32_t> corpus_encode(const text::Vocab& vocab, const std::string& 
     pos = end;
   }
   return out;
-}
-
-std::string duration_str(double s) {
-  if (!std::isfinite(s) || s < 0) return "?";
-  const int64_t t = static_cast<int64_t>(s + 0.5);
-  if (t >= 3600) return fmt::format("{}h{:02}m", t / 3600, (t / 60) % 60);
-  if (t >= 60) return fmt::format("{}m{:02}s", t / 60, t % 60);
-  return fmt::format("{}s", t);
 }
 
 void batch_draw(std::span<const int32_t> tokens, int64_t B, int64_t T, std::mt19937_64& rng, std::vector<int32_t>& out) {
@@ -189,15 +182,11 @@ TrainTextResult train_text_run(const TrainTextOptions& o) {
     const int64_t done = step + 1 - step0;
     const double tps = static_cast<double>(done * tokens_per_step) / train_seconds;
     const double eta = train_seconds / static_cast<double>(done) * static_cast<double>(o.steps - step - 1);
-    const int bar_w = 24, filled = static_cast<int>(static_cast<double>(step + 1) / o.steps * bar_w);
-    const std::string bar = std::string(static_cast<size_t>(filled), '#') + std::string(static_cast<size_t>(bar_w - filled), '.');
-    const std::string line = fmt::format("[{}] step {}/{} | loss {:.4f} | lr {:.2e} | norm {:.2f} | {:.0f} tok/s | ETA {}",
+    const std::string bar = progress_bar(step + 1, o.steps);
+    const std::string line = fmt::format("{} step {}/{} | loss {:.4f} | lr {:.2e} | norm {:.2f} | {:.0f} tok/s | ETA {}",
                                          bar, step + 1, o.steps, loss, lr, norm, tps, duration_str(eta));
     const bool last = step + 1 == o.steps;
-    if (tty)
-      std::fprintf(stderr, "\r%s\x1b[K%s", line.c_str(), last ? "\n" : "");
-    else if ((step + 1) % std::max<int64_t>(1, o.steps / 50) == 0 || last || step == step0)
-      std::fprintf(stderr, "%s\n", line.c_str());
+    progress_line_print(line, step, step0, o.steps, tty);
     const bool out_of_time = o.max_seconds > 0 && train_seconds >= o.max_seconds;
     if ((step + 1) % o.eval_every == 0 || last || out_of_time) {
       const float vl = val_loss_eval(gpt, val_tok, o.eval_batches, buf);

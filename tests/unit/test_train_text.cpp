@@ -181,7 +181,7 @@ TEST(TrainText, LossCurvePlacesPoints) {
 
 TEST(TrainText, BenchTrainPrintsATable) {
   const test::CliResult r =
-      test::cli_run({"bench", "train", "--vocab", "64", "--embd", "16", "--layers", "1", "--heads", "2", "--ff", "24",
+      test::cli_run({"bench", "train", "--model", "gpt", "--vocab", "64", "--embd", "16", "--layers", "1", "--heads", "2", "--ff", "24",
                      "--batch", "2", "--ctx", "8", "--steps", "1", "--threads-list", "1,2"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("| tokens/s |"), std::string::npos) << r.out;

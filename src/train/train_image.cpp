@@ -1,0 +1,240 @@
+// The image training loop (see train_image.h).
+#include "train/train_image.h"
+
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+
+#include "core/error.h"
+#include "formats/image.h"
+#include "formats/safetensors.h"
+#include "image/pixel_diffusion_file.h"
+#include "train/glyph_font.h"
+#include "train/loss_curve.h"
+#include "train/shapes_dataset.h"
+#include "train/train_progress.h"
+
+namespace aigc::train {
+
+namespace {
+
+using nlohmann::json;
+
+// Mean loss over the fixed validation batches (the data seed, timesteps and noise never change).
+float val_loss_eval(UnetTrainer& u, const TrainImageOptions& o, std::span<const float> ac) {
+  double total = 0;
+  const ImageBatchOptions vo{.seed = kImageValSeed, .glyphs = o.glyphs, .caption_dropout = 0.0f};
+  for (int64_t nb = 0; nb < o.eval_batches; ++nb) {
+    image_batch_fill(u, o.batch, nb, vo, ac);
+    total += u.forward();
+  }
+  return static_cast<float>(total / static_cast<double>(o.eval_batches));
+}
+
+json curve_json(const std::vector<LossPoint>& c) {
+  json a = json::array();
+  for (const LossPoint& p : c) a.push_back({p.step, p.loss});
+  return a;
+}
+
+std::vector<LossPoint> curve_parse(const json& a, const std::string& where) {
+  std::vector<LossPoint> c;
+  if (!a.is_array()) error_throw("loss history is not a JSON array", where, "the file is damaged");
+  for (const json& p : a) {
+    if (!p.is_array() || p.size() != 2 || !p[0].is_number_integer() || !p[1].is_number())
+      error_throw("loss history entry is not [step, loss]", where, "the file is damaged");
+    c.push_back({p[0].get<int64_t>(), p[1].get<float>()});
+  }
+  return c;
+}
+
+std::string data_description(const TrainImageOptions& o) {
+  return fmt::format("aigc shapes data set (train/shapes_dataset.h), {}x{} px, seed {}: one to three circles, squares "
+                     "or triangles of one of 6 colours on one of 9 backgrounds (named in half the captions){}; caption "
+                     "dropout {}",
+                     o.model.image, o.model.image, o.seed,
+                     o.glyphs ? ", a quarter of the samples a digit or capital letter rendered from DejaVu Sans Bold" : "",
+                     o.caption_dropout);
+}
+
+bool config_same(const UnetConfig& a, const UnetConfig& b) {
+  return a.image == b.image && a.ch == b.ch && a.groups == b.groups && a.t_dim == b.t_dim &&
+         a.text_vocab == b.text_vocab && a.text_len == b.text_len && a.text_dim == b.text_dim && a.heads == b.heads &&
+         a.eps == b.eps;
+}
+
+}  // namespace
+
+TrainImageResult train_image_run(const TrainImageOptions& o) {
+  AIGC_CHECK(o.steps > 0 && o.batch > 0, "train image: --steps and --batch must be positive");
+  AIGC_CHECK(o.eval_every > 0 && o.save_every > 0 && o.eval_batches > 0,
+             "train image: --eval-every, --save-every and --eval-batches must be positive");
+  AIGC_CHECK(o.caption_dropout >= 0 && o.caption_dropout <= 1, "train image: --caption-dropout {} must be in [0, 1]",
+             o.caption_dropout);
+  AIGC_CHECK(o.model.image >= 16 && o.model.image <= 256 && o.model.image % 2 == 0,
+             "train image: --image {} must be even and in [16, 256]", o.model.image);
+  AIGC_CHECK(o.model.t_dim >= 2 && o.model.t_dim % 2 == 0, "train image: --t-dim {} must be even", o.model.t_dim);
+  AIGC_CHECK(o.model.ch > 0 && o.model.groups > 0 && o.model.ch % o.model.groups == 0 && o.model.heads > 0 &&
+                 o.model.ch % o.model.heads == 0 && o.model.text_dim > 0,
+             "train image: --ch {} must be divisible by --groups {} and --heads {}; --text-dim {} positive", o.model.ch,
+             o.model.groups, o.model.heads, o.model.text_dim);
+  AIGC_CHECK(o.lr.lr_max > 0 && o.lr.lr_min >= 0 && o.lr.warmup >= 0, "train image: bad learning-rate schedule");
+  if (o.glyphs) glyph_render('A', 16);  // a missing font fails now, with its hint, not mid-run
+
+  image::PixelDiffusionConfig cfg;
+  cfg.unet = o.model;
+  cfg.unet.text_vocab = shapes_vocab_size();
+  cfg.unet.text_len = kShapesCaptionTokens;
+  cfg.schedule = o.schedule;
+  cfg.vocab = shapes_vocab();
+  const std::vector<float> ac = ddpm_alphas_cumprod(o.schedule);
+
+  const std::string optim_path = o.out + ".optim";
+  UnetTrainer unet(cfg.unet, o.batch);
+  Graph& g = unet.graph();
+  AdamW opt(g.params_flat().size(), o.adamw);
+  opt.decay_mask_set(unet.decay_mask());
+  int64_t step0 = 0;
+  double seconds_before = 0;  // training time of earlier runs (resume)
+  std::vector<LossPoint> train_curve, val_curve;
+  if (o.resume) {
+    const image::PixelDiffusionFile file = image::pixel_diffusion_read(o.out);
+    if (!config_same(file.config.unet, cfg.unet))
+      error_throw("the checkpoint's model size differs from the options", o.out,
+                  "resume with the same --image, --ch, --groups, --heads, --text-dim and --t-dim");
+    image::pixel_diffusion_params_load(file, unet);
+    const SafetensorsFile st = SafetensorsFile::open(optim_path);
+    const auto& md = st.metadata();
+    const auto it = md.find("aigc.optim");
+    if (it == md.end()) error_throw("no \"aigc.optim\" metadata", optim_path, "the optimiser state is damaged");
+    const json j = json::parse(it->second, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("step") || !j["step"].is_number_integer() ||
+        !j.contains("adam_t") || !j["adam_t"].is_number_integer() || !j.contains("seconds") || !j["seconds"].is_number())
+      error_throw("\"aigc.optim\" lacks step, adam_t or seconds", optim_path, "the optimiser state is damaged");
+    step0 = j["step"].get<int64_t>();
+    opt.t_set(j["adam_t"].get<int64_t>());
+    seconds_before = j["seconds"].get<double>();
+    train_curve = curve_parse(j.value("train", json::array()), optim_path);
+    val_curve = curve_parse(j.value("val", json::array()), optim_path);
+    const Tensor m = st.tensor("adam.m"), v = st.tensor("adam.v");
+    if (m.type() != DType::F32 || v.type() != DType::F32 || m.numel() != static_cast<int64_t>(opt.m().size()) ||
+        v.numel() != m.numel())
+      error_throw(fmt::format("moments for {} parameters, the model has {}", m.numel(), opt.m().size()), optim_path,
+                  "the optimiser state belongs to another model");
+    std::memcpy(opt.m().data(), m.ptr<float>(), opt.m().size() * 4);
+    std::memcpy(opt.v().data(), v.ptr<float>(), opt.v().size() * 4);
+    if (step0 < 0 || step0 >= o.steps)
+      error_throw(fmt::format("the checkpoint is already at step {} of --steps {}", step0, o.steps), o.out,
+                  "raise --steps to train further");
+    std::fprintf(stderr, "resuming %s at step %lld\n", o.out.c_str(), static_cast<long long>(step0));
+  } else {
+    unet.params_init(o.seed);
+  }
+  std::fprintf(stderr,
+               "model: %zu parameters (image %lld, ch %lld, groups %lld, heads %lld, text-dim %lld, t-dim %lld), "
+               "batch %lld, %lld MB of activations; data: shapes%s\n",
+               g.params_flat().size(), static_cast<long long>(cfg.unet.image), static_cast<long long>(cfg.unet.ch),
+               static_cast<long long>(cfg.unet.groups), static_cast<long long>(cfg.unet.heads),
+               static_cast<long long>(cfg.unet.text_dim), static_cast<long long>(cfg.unet.t_dim),
+               static_cast<long long>(o.batch), static_cast<long long>(g.activation_bytes() >> 20),
+               o.glyphs ? " + glyphs" : "");
+
+  TrainImageResult r;
+  double train_seconds = 0;
+  auto tail_mean = [&](size_t n) {
+    n = std::min(n, train_curve.size());
+    double s = 0;
+    for (size_t i = train_curve.size() - n; i < train_curve.size(); ++i) s += train_curve[i].loss;
+    return n ? static_cast<float>(s / static_cast<double>(n)) : 0.0f;
+  };
+  auto save = [&](int64_t step) {
+    cfg.training_json = json{{"trainer", "aigc train image"},
+                             {"steps", step},
+                             {"batch", o.batch},
+                             {"seed", o.seed},
+                             {"lr", o.lr.lr_max},
+                             {"min_lr", o.lr.lr_min},
+                             {"warmup", o.lr.warmup},
+                             {"total_steps", o.steps},
+                             {"weight_decay", o.adamw.weight_decay},
+                             {"clip", o.adamw.grad_clip},
+                             {"caption_dropout", o.caption_dropout},
+                             {"glyphs", o.glyphs},
+                             {"seconds", seconds_before + train_seconds},
+                             {"train_loss", tail_mean(50)},
+                             {"val_loss", val_curve.empty() ? json(nullptr) : json(val_curve.back().loss)},
+                             {"data", data_description(o)}}
+                            .dump();
+    image::pixel_diffusion_write(o.out, cfg, unet);
+    const json st{{"step", step},         {"adam_t", opt.t()},           {"seed", o.seed},
+                  {"seconds", seconds_before + train_seconds}, {"train", curve_json(train_curve)},
+                  {"val", curve_json(val_curve)}};
+    const std::array<int64_t, 1> n{static_cast<int64_t>(opt.m().size())};
+    safetensors_write(optim_path,
+                      {{"adam.m", Tensor::view_of(DType::F32, n, opt.m().data())},
+                       {"adam.v", Tensor::view_of(DType::F32, n, opt.v().data())}},
+                      {{"aigc.optim", st.dump()}});
+  };
+
+  const bool tty = isatty(2);
+  const ImageBatchOptions bo{.seed = o.seed, .glyphs = o.glyphs, .caption_dropout = o.caption_dropout};
+  const auto t0 = std::chrono::steady_clock::now();
+  int64_t step = step0;
+  for (; step < o.steps; ++step) {
+    const auto ts = std::chrono::steady_clock::now();
+    image_batch_fill(unet, o.batch, step, bo, ac);
+    const float loss = unet.forward_backward();
+    const float lr = lr_cosine(step, o.lr);
+    const float norm = opt.step(g.params_flat(), g.grads_flat(), lr);
+    train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
+    train_curve.push_back({step + 1, loss});
+    if (!std::isfinite(loss))
+      error_throw(fmt::format("loss is {} at step {}", loss, step + 1), "aigc train image", "lower --lr or raise --warmup");
+    const int64_t done = step + 1 - step0;
+    const double sps = static_cast<double>(done * o.batch) / train_seconds;
+    const double eta = train_seconds / static_cast<double>(done) * static_cast<double>(o.steps - step - 1);
+    const std::string line =
+        fmt::format("{} step {}/{} | loss {:.4f} | lr {:.2e} | norm {:.2f} | {:.1f} samples/s | ETA {}",
+                    progress_bar(step + 1, o.steps), step + 1, o.steps, tail_mean(50), lr, norm, sps, duration_str(eta));
+    const bool last = step + 1 == o.steps;
+    progress_line_print(line, step, step0, o.steps, tty);
+    const bool out_of_time = o.max_seconds > 0 && train_seconds >= o.max_seconds;
+    if ((step + 1) % o.eval_every == 0 || last || out_of_time) {
+      const float vl = val_loss_eval(unet, o, ac);
+      val_curve.push_back({step + 1, vl});
+      std::fprintf(stderr, "%sstep %lld: validation loss %.4f\n", tty ? "\r\x1b[K" : "", static_cast<long long>(step + 1), vl);
+      r.val_loss = vl;
+    }
+    if ((step + 1) % o.save_every == 0 && !last) save(step + 1);
+    if (out_of_time) {
+      std::fprintf(stderr, "stopping after %.0f s (--max-seconds)\n", train_seconds);
+      ++step;
+      break;
+    }
+  }
+  r.steps_done = step;
+  r.train_loss = tail_mean(50);
+  save(step);
+  const std::string curve = o.curve.empty() ? o.out + ".png" : o.curve;
+  float hi = 0;
+  for (const LossPoint& p : train_curve) hi = std::max(hi, p.loss);
+  image_write_png(curve, loss_curve_draw(train_curve, val_curve, 800, 500, 20),
+                  {{"Title", "aigc train image: loss (blue: train, 20-step mean; red: validation)"},
+                   {"Description", fmt::format("x: step 0..{}, y: loss 0..{:.0f} (grid every 1.0); train loss {:.4f} -> {:.4f}",
+                                               step, std::ceil(hi), train_curve.empty() ? 0.0f : train_curve.front().loss,
+                                               r.train_loss)}});
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.samples_per_second = train_seconds > 0 ? static_cast<double>((step - step0) * o.batch) / train_seconds : 0;
+  std::fprintf(stderr,
+               "saved %s (+ %s), loss curve %s; %lld steps in %s, %.1f samples/s; train loss %.4f, validation loss %.4f\n",
+               o.out.c_str(), optim_path.c_str(), curve.c_str(), static_cast<long long>(step - step0),
+               duration_str(r.seconds).c_str(), r.samples_per_second, r.train_loss, r.val_loss);
+  return r;
+}
+
+}  // namespace aigc::train
