@@ -199,7 +199,8 @@ void images_write(const ImageArgs& a, const SdGenerateParams& p, const SdModelIn
 void pixel_image_run(const ImageArgs& a, const std::string& path) {
   if (a.output.empty()) error_throw("no output file", "-o", "pass -o out.png");
   if (!a.taesd.empty()) error_throw("--taesd does not apply to pixel-diffusion models (they draw pixels)", "--taesd");
-  if (!a.prediction.empty()) error_throw("pixel-diffusion models predict eps", "--prediction", "drop --prediction");
+  if (!a.prediction.empty())
+    error_throw("a pixel-diffusion checkpoint says what its model predicts (eps or v)", "--prediction", "drop --prediction");
   const auto t_start = Clock::now();
   PixelDiffusion model = PixelDiffusion::open(path);
   SdGenerateParams p = generate_params_of(a);

@@ -1,7 +1,7 @@
 // aigc train tokenizer | text | image, and aigc bench train.
 //   aigc train tokenizer --corpus FILE --vocab-size N -o tokenizer.gguf
 //   aigc train text --corpus FILE --tokenizer tokenizer.gguf -o model.gguf [sizes, steps, lr...]
-//   aigc train image -o model.safetensors [--glyphs, sizes, steps, lr...]
+//   aigc train image -o model.safetensors [--glyphs, --prediction epsilon|v, --ema DECAY, sizes, steps, lr...]
 //   aigc bench train [--threads-list 1,2]: training speed of the GPT (tokens/s) and of the UNet
 //     (ms per step), each a full step: forward, backward, AdamW
 // The work is in src/train (bpe_trainer, train_text, train_image, gpt, unet_tiny); this file maps
@@ -222,9 +222,21 @@ void command_train_register(CLI::App& app) {
   im->add_option("--timesteps", io->schedule.steps, "DDPM timesteps")->capture_default_str();
   im->add_option("--beta1", io->adamw.beta1, "AdamW beta1")->capture_default_str();
   im->add_option("--beta2", io->adamw.beta2, "AdamW beta2")->capture_default_str();
+  auto prediction = std::make_shared<std::string>("epsilon");
+  im->add_option("--prediction", *prediction,
+                 "What the UNet learns to predict: epsilon (the noise) or v = sqrt(abar) eps - sqrt(1 - abar) x0 "
+                 "(v-prediction); the checkpoint records it for `aigc image`")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"epsilon", "v"}));
+  im->add_option("--ema", io->ema,
+                 "EMA decay of the weights, in [0, 1) (0: off; typical 0.999): after each step ema = d ema + (1 - d) "
+                 "w with warm-up d = min(DECAY, (1 + step) / (10 + step)); OUT and the validation loss use the EMA "
+                 "weights, OUT.optim keeps the raw ones")
+      ->capture_default_str();
   loop_options_add(im, *io);
-  im->callback([io]() {
+  im->callback([io, prediction]() {
     train::TrainImageOptions opt = *io;
+    opt.prediction = *prediction == "v" ? train::DiffusionTarget::V : train::DiffusionTarget::Epsilon;
     opt.lr.total = opt.steps;
     train::train_image_run(opt);
   });

@@ -96,7 +96,7 @@ std::vector<Tensor> generate_run(PixelDiffusion& model, std::span<const std::str
 
   const NoiseSchedule& sched = model.schedule();
   SampleParams s1 = p.sample;
-  s1.prediction = Prediction::Epsilon;
+  s1.prediction = model.info().prediction;
   s1.strength = p.strength;
   const bool img2img = p.init_image.defined();
   const SamplerPlan plan = sampler_plan(sched, s1, img2img);
@@ -179,12 +179,14 @@ PixelDiffusion::PixelDiffusion(PixelDiffusionFile file, std::string name)
   int64_t n = 0;
   for (const auto& [k, t] : file_.params) n += t.numel();
   info_.name = std::move(name);
-  info_.prediction = Prediction::Epsilon;
+  // The file's target as the samplers name it; the Denoiser's v formulas (k-diffusion's
+  // CompVisVDenoiser, diffusers' v_prediction) hold for any abar schedule, this linear one too.
+  info_.prediction = file_.config.prediction == train::DiffusionTarget::V ? Prediction::V : Prediction::Epsilon;
   info_.clip_skip_default = 1;
   info_.description = fmt::format("aigc pixel-diffusion model, {}x{} RGB, {:.2f}M parameters, {} caption words, "
-                                  "{}-step linear schedule",
+                                  "{}-step linear schedule{}",
                                   u.image, u.image, static_cast<double>(n) / 1e6, file_.config.vocab.size() - 2,
-                                  file_.config.schedule.steps);
+                                  file_.config.schedule.steps, info_.prediction == Prediction::V ? ", v-prediction" : "");
 }
 
 void PixelDiffusion::tokenize(std::string_view prompt, std::span<int32_t> ids) const {
@@ -290,8 +292,9 @@ void PixelUnetFn::operator()(const Tensor& x_in, double t, Tensor& cond, Tensor*
   std::memcpy(cond.ptr<float>(), out, static_cast<size_t>(n) * sizeof(float));
   if (uncond) std::memcpy(uncond->ptr<float>(), out + n, static_cast<size_t>(n) * sizeof(float));
   if (denoised_) {
-    // x0 = (x_in - sqrt(1 - abar) eps) / sqrt(abar): the same in k-diffusion's scaling (x_in = x /
-    // sqrt(sigma^2 + 1), abar = 1 / (sigma^2 + 1)) and in DDPM space (x_in = x_t).
+    // x0 = (x_in - sqrt(1 - abar) eps) / sqrt(abar), or sqrt(abar) x_in - sqrt(1 - abar) v: the same
+    // in k-diffusion's scaling (x_in = x / sqrt(sigma^2 + 1), abar = 1 / (sigma^2 + 1)) and in DDPM
+    // space (x_in = x_t).
     const NoiseSchedule& s = model_.schedule();
     const double sigma = s.t_to_sigma(std::clamp(t, 0.0, static_cast<double>(s.train_steps() - 1)));
     const double ab = 1.0 / (sigma * sigma + 1.0), sa = std::sqrt(ab), sn = std::sqrt(1.0 - ab);
@@ -299,9 +302,10 @@ void PixelUnetFn::operator()(const Tensor& x_in, double t, Tensor& cond, Tensor*
     const float* un = uncond ? out + n : nullptr;
     const float* xi = x_in.ptr<float>();
     float* d = denoised_->ptr<float>();
+    const bool v = model_.info().prediction == Prediction::V;
     for (int64_t i = 0; i < n; ++i) {
-      const double e = un ? un[i] + static_cast<double>(cfg_scale_) * (static_cast<double>(c[i]) - un[i]) : c[i];
-      d[i] = static_cast<float>((xi[i] - sn * e) / sa);
+      const double m = un ? un[i] + static_cast<double>(cfg_scale_) * (static_cast<double>(c[i]) - un[i]) : c[i];
+      d[i] = static_cast<float>(v ? sa * xi[i] - sn * m : (xi[i] - sn * m) / sa);
     }
   }
 }

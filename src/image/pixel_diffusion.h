@@ -21,8 +21,9 @@
 //              image outside the mask (no separate composite).
 //   hires fix  the image is upscaled x scale (bilinear or nearest) and an img2img pass runs at the
 //              larger size (hires_strength, hires_steps), continuing each image's noise stream.
-//   previews   the current denoised estimate x0 = (x_in - sqrt(1 - abar) eps) / sqrt(abar) of the
-//              last model call (guided), as an image.
+//   previews   the current denoised estimate x0 = (x_in - sqrt(1 - abar) eps) / sqrt(abar) (or
+//              sqrt(abar) x_in - sqrt(1 - abar) v) of the last model call (guided), as an image.
+//   prediction the file's (epsilon or v, pixel_diffusion_file.h), passed to the samplers' Denoiser.
 // Sizes: square (the graph's images are), even (one 2x downsample), 2 to kPixelSizeMax pixels.
 //
 //   PixelDiffusion model = PixelDiffusion::open("models/shapes.safetensors");
@@ -59,7 +60,7 @@ class PixelDiffusion {
   const PixelDiffusionConfig& config() const { return file_.config; }
   int image_size() const { return static_cast<int>(file_.config.unet.image); }
   const NoiseSchedule& schedule() const { return schedule_; }
-  // For sd_parameters_of and messages: name, one-line description, epsilon prediction.
+  // For sd_parameters_of and messages: name, one-line description, the file's prediction (eps or v).
   const SdModelInfo& info() const { return info_; }
 
   // prompt -> text_len ids (see the file comment); aigc::Error for an unknown word or too many.

@@ -27,7 +27,7 @@ json config_json(const PixelDiffusionConfig& c) {
               {"eps", u.eps},
               {"schedule", {{"kind", "linear"}, {"beta_start", c.schedule.beta_start},
                             {"beta_end", c.schedule.beta_end}, {"steps", c.schedule.steps}}},
-              {"prediction", "epsilon"}};
+              {"prediction", train::diffusion_target_name(c.prediction)}};
 }
 
 int64_t int_field(const json& j, const char* key, int64_t lo, int64_t hi, const std::string& where) {
@@ -86,8 +86,9 @@ PixelDiffusionConfig config_parse(const SafetensorsFile& f, const std::string& w
   c.schedule.beta_start = num_field(s, "beta_start", 1e-8, 0.5, where);
   c.schedule.beta_end = num_field(s, "beta_end", c.schedule.beta_start, 0.999, where);
   c.schedule.steps = int_field(s, "steps", 2, 100000, where);
-  if (j.contains("prediction") && j["prediction"] != "epsilon")
-    error_throw("pixel-diffusion config: only \"epsilon\" prediction is supported", where, "the file is damaged");
+  if (j.contains("prediction") && j["prediction"] != "epsilon" && j["prediction"] != "v")
+    error_throw("pixel-diffusion config: \"prediction\" must be \"epsilon\" or \"v\"", where, "the file is damaged");
+  if (j.contains("prediction") && j["prediction"] == "v") c.prediction = train::DiffusionTarget::V;
   for (const json& w : v) {
     if (!w.is_string()) error_throw("\"aigc.vocab\" holds a non-string", where, "the file is damaged");
     c.vocab.push_back(w.get<std::string>());

@@ -5,7 +5,8 @@
 //   metadata  "aigc.model"    = "pixel-diffusion"   (how a loader recognises the file)
 //             "aigc.config"   = JSON {"image", "ch", "groups", "t_dim", "text_vocab", "text_len",
 //                               "text_dim", "heads", "eps", "schedule": {"kind": "linear",
-//                               "beta_start", "beta_end", "steps"}, "prediction": "epsilon"}
+//                               "beta_start", "beta_end", "steps"}, "prediction": "epsilon" | "v"}
+//                               (prediction: what the UNet outputs, train/ddpm.h; absent means epsilon)
 //             "aigc.vocab"    = JSON array of the caption words, index = token id
 //                               (0 pads, 1 is the empty caption: classifier-free guidance's uncond)
 //             "aigc.training" = JSON, informative only (steps, batch, seed, seconds, losses, data set)
@@ -31,6 +32,7 @@ inline constexpr const char* kPixelDiffusionModel = "pixel-diffusion";
 struct PixelDiffusionConfig {
   train::UnetConfig unet;
   train::DdpmSchedule schedule;        // linear betas (the DDPM paper's)
+  train::DiffusionTarget prediction = train::DiffusionTarget::Epsilon;  // eps or v
   std::vector<std::string> vocab;      // caption words by token id
   std::string training_json = "{}";    // "aigc.training"
 };

@@ -9,6 +9,8 @@
 
 namespace aigc::train {
 
+const char* diffusion_target_name(DiffusionTarget t) { return t == DiffusionTarget::V ? "v" : "epsilon"; }
+
 std::vector<float> ddpm_alphas_cumprod(const DdpmSchedule& s) {
   AIGC_CHECK(s.steps >= 2 && s.beta_start > 0 && s.beta_end < 1 && s.beta_start <= s.beta_end,
              "ddpm_alphas_cumprod: need steps >= 2 and 0 < beta_start <= beta_end < 1");
@@ -44,7 +46,8 @@ void image_batch_fill(UnetTrainer& u, int64_t batch, int64_t step, const ImageBa
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::uniform_real_distribution<float> uni(0.0f, 1.0f);
   float* x = u.x().ptr<float>();
-  float* eps = u.noise().ptr<float>();
+  float* target = u.noise().ptr<float>();
+  const bool v = o.prediction == DiffusionTarget::V;
   float* temb = u.temb().ptr<float>();
   std::span<int32_t> ids = u.text_ids();
   for (int64_t b = 0; b < batch; ++b) {
@@ -56,7 +59,7 @@ void image_batch_fill(UnetTrainer& u, int64_t batch, int64_t step, const ImageBa
         const float x0 = s.rgb[static_cast<size_t>(p * 3 + ch)] / 127.5f - 1.0f;  // HWC bytes -> CHW [-1, 1]
         const float e = normal(rng);
         const int64_t i = (b * 3 + ch) * px + p;
-        eps[i] = e;
+        target[i] = v ? sa * e - sn * x0 : e;
         x[i] = sa * x0 + sn * e;
       }
     timestep_embedding(static_cast<double>(t), std::span<float>(temb + b * c.t_dim, static_cast<size_t>(c.t_dim)));

@@ -9,11 +9,13 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 
 #include "core/error.h"
 #include "formats/image.h"
 #include "formats/safetensors.h"
 #include "image/pixel_diffusion_file.h"
+#include "train/ema.h"
 #include "train/glyph_font.h"
 #include "train/loss_curve.h"
 #include "train/shapes_dataset.h"
@@ -28,7 +30,8 @@ using nlohmann::json;
 // Mean loss over the fixed validation batches (the data seed, timesteps and noise never change).
 float val_loss_eval(UnetTrainer& u, const TrainImageOptions& o, std::span<const float> ac) {
   double total = 0;
-  const ImageBatchOptions vo{.seed = kImageValSeed, .glyphs = o.glyphs, .caption_dropout = 0.0f};
+  const ImageBatchOptions vo{.seed = kImageValSeed, .glyphs = o.glyphs, .caption_dropout = 0.0f,
+                             .prediction = o.prediction};
   for (int64_t nb = 0; nb < o.eval_batches; ++nb) {
     image_batch_fill(u, o.batch, nb, vo, ac);
     total += u.forward();
@@ -62,6 +65,21 @@ std::string data_description(const TrainImageOptions& o) {
                      o.caption_dropout);
 }
 
+// While alive, the graph's parameters are the EMA's average (and the EMA holds the raw weights);
+// null: nothing happens. Swapping is exact, so training continues bit for bit.
+struct EmaSwapped {
+  WeightEma* ema;
+  Graph& g;
+  EmaSwapped(WeightEma* e, Graph& graph) : ema(e), g(graph) {
+    if (ema) ema->swap(g.params_flat());
+  }
+  ~EmaSwapped() {
+    if (ema) ema->swap(g.params_flat());
+  }
+  EmaSwapped(const EmaSwapped&) = delete;
+  EmaSwapped& operator=(const EmaSwapped&) = delete;
+};
+
 bool config_same(const UnetConfig& a, const UnetConfig& b) {
   return a.image == b.image && a.ch == b.ch && a.groups == b.groups && a.t_dim == b.t_dim &&
          a.text_vocab == b.text_vocab && a.text_len == b.text_len && a.text_dim == b.text_dim && a.heads == b.heads &&
@@ -84,6 +102,7 @@ TrainImageResult train_image_run(const TrainImageOptions& o) {
              "train image: --ch {} must be divisible by --groups {} and --heads {}; --text-dim {} positive", o.model.ch,
              o.model.groups, o.model.heads, o.model.text_dim);
   AIGC_CHECK(o.lr.lr_max > 0 && o.lr.lr_min >= 0 && o.lr.warmup >= 0, "train image: bad learning-rate schedule");
+  AIGC_CHECK(o.ema >= 0 && o.ema < 1, "train image: --ema {} must be in [0, 1) (0: off; typical 0.999)", o.ema);
   if (o.glyphs) glyph_render('A', 16);  // a missing font fails now, with its hint, not mid-run
 
   image::PixelDiffusionConfig cfg;
@@ -92,6 +111,7 @@ TrainImageResult train_image_run(const TrainImageOptions& o) {
   cfg.unet.text_len = kShapesCaptionTokens;
   cfg.schedule = o.schedule;
   cfg.vocab = shapes_vocab();
+  cfg.prediction = o.prediction;
   const std::vector<float> ac = ddpm_alphas_cumprod(o.schedule);
 
   const std::string optim_path = o.out + ".optim";
@@ -99,6 +119,8 @@ TrainImageResult train_image_run(const TrainImageOptions& o) {
   Graph& g = unet.graph();
   AdamW opt(g.params_flat().size(), o.adamw);
   opt.decay_mask_set(unet.decay_mask());
+  std::optional<WeightEma> ema;  // o.ema > 0: the average of the weights (set up once they are known)
+  std::vector<float> ema_loaded;  // resume: the saved average, if the checkpoint has one
   int64_t step0 = 0;
   double seconds_before = 0;  // training time of earlier runs (resume)
   std::vector<LossPoint> train_curve, val_curve;
@@ -107,6 +129,9 @@ TrainImageResult train_image_run(const TrainImageOptions& o) {
     if (!config_same(file.config.unet, cfg.unet))
       error_throw("the checkpoint's model size differs from the options", o.out,
                   "resume with the same --image, --ch, --groups, --heads, --text-dim and --t-dim");
+    if (file.config.prediction != o.prediction)
+      error_throw(fmt::format("the checkpoint was trained with --prediction {}", diffusion_target_name(file.config.prediction)),
+                  o.out, fmt::format("resume with --prediction {}", diffusion_target_name(file.config.prediction)));
     image::pixel_diffusion_params_load(file, unet);
     const SafetensorsFile st = SafetensorsFile::open(optim_path);
     const auto& md = st.metadata();
@@ -128,6 +153,21 @@ TrainImageResult train_image_run(const TrainImageOptions& o) {
                   "the optimiser state belongs to another model");
     std::memcpy(opt.m().data(), m.ptr<float>(), opt.m().size() * 4);
     std::memcpy(opt.v().data(), v.ptr<float>(), opt.v().size() * 4);
+    // With EMA, OUT holds the average: the raw weights training continues from are in OUT.optim.
+    for (const char* name : {"params", "ema"}) {
+      if (!st.find(name)) continue;
+      const Tensor t = st.tensor(name);
+      if (t.type() != DType::F32 || t.numel() != static_cast<int64_t>(g.params_flat().size()))
+        error_throw(fmt::format("\"{}\" holds {} values, the model has {} parameters", name, t.numel(),
+                                g.params_flat().size()),
+                    optim_path, "the optimiser state belongs to another model");
+      if (std::strcmp(name, "params") == 0)
+        std::memcpy(g.params_flat().data(), t.ptr<float>(), g.params_flat().size() * 4);
+      else
+        ema_loaded.assign(t.ptr<float>(), t.ptr<float>() + t.numel());
+    }
+    if (o.ema > 0 && ema_loaded.empty())
+      std::fprintf(stderr, "the checkpoint has no EMA: the average starts from its weights now\n");
     if (step0 < 0 || step0 >= o.steps)
       error_throw(fmt::format("the checkpoint is already at step {} of --steps {}", step0, o.steps), o.out,
                   "raise --steps to train further");
@@ -135,14 +175,20 @@ TrainImageResult train_image_run(const TrainImageOptions& o) {
   } else {
     unet.params_init(o.seed);
   }
+  if (o.ema > 0) {
+    ema.emplace(g.params_flat(), o.ema);
+    if (!ema_loaded.empty()) std::copy(ema_loaded.begin(), ema_loaded.end(), ema->values().begin());
+  }
+  ema_loaded = {};
   std::fprintf(stderr,
                "model: %zu parameters (image %lld, ch %lld, groups %lld, heads %lld, text-dim %lld, t-dim %lld), "
-               "batch %lld, %lld MB of activations; data: shapes%s\n",
+               "batch %lld, %lld MB of activations; data: shapes%s; target %s%s\n",
                g.params_flat().size(), static_cast<long long>(cfg.unet.image), static_cast<long long>(cfg.unet.ch),
                static_cast<long long>(cfg.unet.groups), static_cast<long long>(cfg.unet.heads),
                static_cast<long long>(cfg.unet.text_dim), static_cast<long long>(cfg.unet.t_dim),
                static_cast<long long>(o.batch), static_cast<long long>(g.activation_bytes() >> 20),
-               o.glyphs ? " + glyphs" : "");
+               o.glyphs ? " + glyphs" : "", diffusion_target_name(o.prediction),
+               o.ema > 0 ? fmt::format(", EMA {} (validation and OUT use the EMA weights)", o.ema).c_str() : "");
 
   TrainImageResult r;
   double train_seconds = 0;
@@ -164,25 +210,34 @@ TrainImageResult train_image_run(const TrainImageOptions& o) {
                              {"weight_decay", o.adamw.weight_decay},
                              {"clip", o.adamw.grad_clip},
                              {"caption_dropout", o.caption_dropout},
+                             {"prediction", diffusion_target_name(o.prediction)},
+                             {"ema", o.ema},
                              {"glyphs", o.glyphs},
                              {"seconds", seconds_before + train_seconds},
                              {"train_loss", tail_mean(50)},
                              {"val_loss", val_curve.empty() ? json(nullptr) : json(val_curve.back().loss)},
                              {"data", data_description(o)}}
                             .dump();
-    image::pixel_diffusion_write(o.out, cfg, unet);
+    {
+      const EmaSwapped swapped(ema ? &*ema : nullptr, g);  // the model file holds the average
+      image::pixel_diffusion_write(o.out, cfg, unet);
+    }
     const json st{{"step", step},         {"adam_t", opt.t()},           {"seed", o.seed},
                   {"seconds", seconds_before + train_seconds}, {"train", curve_json(train_curve)},
                   {"val", curve_json(val_curve)}};
     const std::array<int64_t, 1> n{static_cast<int64_t>(opt.m().size())};
-    safetensors_write(optim_path,
-                      {{"adam.m", Tensor::view_of(DType::F32, n, opt.m().data())},
-                       {"adam.v", Tensor::view_of(DType::F32, n, opt.v().data())}},
-                      {{"aigc.optim", st.dump()}});
+    std::map<std::string, Tensor> tensors{{"adam.m", Tensor::view_of(DType::F32, n, opt.m().data())},
+                                          {"adam.v", Tensor::view_of(DType::F32, n, opt.v().data())}};
+    if (ema) {
+      tensors.emplace("params", Tensor::view_of(DType::F32, n, g.params_flat().data()));
+      tensors.emplace("ema", Tensor::view_of(DType::F32, n, ema->values().data()));
+    }
+    safetensors_write(optim_path, tensors, {{"aigc.optim", st.dump()}});
   };
 
   const bool tty = isatty(2);
-  const ImageBatchOptions bo{.seed = o.seed, .glyphs = o.glyphs, .caption_dropout = o.caption_dropout};
+  const ImageBatchOptions bo{
+      .seed = o.seed, .glyphs = o.glyphs, .caption_dropout = o.caption_dropout, .prediction = o.prediction};
   const auto t0 = std::chrono::steady_clock::now();
   int64_t step = step0;
   for (; step < o.steps; ++step) {
@@ -191,6 +246,7 @@ TrainImageResult train_image_run(const TrainImageOptions& o) {
     const float loss = unet.forward_backward();
     const float lr = lr_cosine(step, o.lr);
     const float norm = opt.step(g.params_flat(), g.grads_flat(), lr);
+    if (ema) ema->update(g.params_flat(), step);
     train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
     train_curve.push_back({step + 1, loss});
     if (!std::isfinite(loss))
@@ -205,9 +261,14 @@ TrainImageResult train_image_run(const TrainImageOptions& o) {
     progress_line_print(line, step, step0, o.steps, tty);
     const bool out_of_time = o.max_seconds > 0 && train_seconds >= o.max_seconds;
     if ((step + 1) % o.eval_every == 0 || last || out_of_time) {
-      const float vl = val_loss_eval(unet, o, ac);
+      float vl;
+      {
+        const EmaSwapped swapped(ema ? &*ema : nullptr, g);
+        vl = val_loss_eval(unet, o, ac);
+      }
       val_curve.push_back({step + 1, vl});
-      std::fprintf(stderr, "%sstep %lld: validation loss %.4f\n", tty ? "\r\x1b[K" : "", static_cast<long long>(step + 1), vl);
+      std::fprintf(stderr, "%sstep %lld: validation loss %.4f%s\n", tty ? "\r\x1b[K" : "",
+                   static_cast<long long>(step + 1), vl, ema ? " (EMA weights)" : "");
       r.val_loss = vl;
     }
     if ((step + 1) % o.save_every == 0 && !last) save(step + 1);

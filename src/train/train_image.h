@@ -7,8 +7,15 @@
 // draws the same batches as an uninterrupted one. Validation: eval_batches batches of a data set
 // with another, fixed seed, with fixed timesteps and noise and no caption dropout, so the number
 // is comparable across steps and runs.
-// Checkpoints: OUT (the model) and OUT.optim (AdamW moments, the step, the loss history), written
-// every save_every steps and at the end; resume continues from them.
+// Target: prediction epsilon (the model predicts the noise) or v (v-prediction, train/ddpm.h); the
+// checkpoint says which, and `aigc image` samples accordingly. Validation uses the same target.
+// EMA (ema > 0): an exponential moving average of the weights after every optimiser step, with the
+// warm-up d = min(ema, (1 + step) / (10 + step)) (train/ema.h); validation runs on the EMA weights
+// and OUT holds them.
+// Checkpoints: OUT (the model: the EMA weights when ema > 0, else the raw ones) and OUT.optim (AdamW
+// moments, the step, the loss history; with EMA also the raw weights "params" and the average "ema"),
+// written every save_every steps and at the end; resume continues from them exactly (a resumed run
+// equals an uninterrupted one bit for bit, on one thread).
 // Output: a progress bar on stderr (step, smoothed loss, samples/s, ETA), validation loss every
 // eval_every steps, a loss-curve PNG at the end.
 #pragma once
@@ -35,6 +42,8 @@ struct TrainImageOptions {
   uint64_t seed = 1;
   bool glyphs = false;          // digit/letter samples (a quarter of the data; needs the DejaVu font)
   float caption_dropout = 0.1f;
+  DiffusionTarget prediction = DiffusionTarget::Epsilon;  // the regression target (train/ddpm.h)
+  float ema = 0.0f;             // EMA decay of the weights, in [0, 1); 0: off (typical: 0.999)
   int64_t eval_every = 250;
   int64_t eval_batches = 4;
   int64_t save_every = 500;
@@ -45,7 +54,7 @@ struct TrainImageOptions {
 struct TrainImageResult {
   int64_t steps_done = 0;
   float train_loss = 0;  // mean of the last 50 steps
-  float val_loss = 0;    // last validation
+  float val_loss = 0;    // last validation (on the EMA weights when ema > 0)
   double seconds = 0;    // training time of this run
   double samples_per_second = 0;
 };
