@@ -16,10 +16,18 @@ in torch float64 from the published algorithms:
   img2img   int(steps * strength) steps from index steps - int(steps * strength), x = init + sigma z.
   mask      after each step x = m x + (1 - m) (init + sigma_next z) (pixel space).
   image     clamp((x + 1) / 2, 0, 1).
-Writes OUT_DIR/pixel_diffusion_tiny.safetensors, OUT_DIR/pixel_diffusion_shapes16.safetensors (the
-shapes vocabulary at 16 px, for `aigc eval image`) and OUT_DIR/pixel_diffusion.bin:
+  v         the same parameters in a checkpoint saying "prediction": "v": the UNet output is v
+            (Salimans & Ho 2022). k-diffusion's CompVisVDenoiser: D = x / (sigma^2 + 1) - sigma /
+            sqrt(sigma^2 + 1) v (guidance on v); DDIM (diffusers DDIMScheduler, eta 0, "leading"
+            timesteps + 1) in DDPM space from x = z: x0 = sqrt(abar) x - sqrt(1 - abar) v, eps =
+            sqrt(abar) v + sqrt(1 - abar) x (twin_samplers.x0_eps).
+Writes OUT_DIR/pixel_diffusion_tiny.safetensors, OUT_DIR/pixel_diffusion_tiny_v.safetensors (v-prediction),
+OUT_DIR/pixel_diffusion_shapes16.safetensors (the shapes vocabulary at 16 px, for `aigc eval image`)
+and OUT_DIR/pixel_diffusion.bin:
   case{c}_xstart [B, 3, S, S] the sampler's start, case{c}_x{i} after step i, case{c}_image [B, 3, S, S]; init [1, 3, 8, 8] in [0, 1],
-  mask [1, 1, 8, 8]; the cases are listed in CASES (the C++ test runs the same ones).
+  mask [1, 1, 8, 8]; the cases are listed in CASES (the C++ test runs the same ones);
+  vcase{c}_x{i}, vcase{c}_image for VCASES on the v checkpoint, vcase0_den0 [B, 3, S, S] the guided D of
+  v case 0's first step (what the preview after step 1 shows).
 """
 import json
 import math
@@ -46,6 +54,12 @@ CASES = [
     ("dpm++2m", 3, 3.0, [2, 5, 6, 0, 0], [4, 0, 0, 0, 0], 11, 1, 12, 0.0, False),     # "a blue circle", neg "red"
     ("euler", 4, 4.0, [2, 4, 10, 11, 0], [1, 0, 0, 0, 0], 5, 1, 8, 0.5, False),      # img2img, 2 of 4 steps
     ("dpm++2m", 3, 2.0, [2, 4, 6, 8, 5], [1, 0, 0, 0, 0], 3, 1, 8, 1.0, True),        # inpainting (mask blend)
+]
+
+# v-prediction checkpoint: sampler, steps, cfg, prompt ids, negative ids, seed, batch, size
+VCASES = [
+    ("euler", 3, 4.0, [3, 4, 7, 0, 0], [1, 0, 0, 0, 0], 7, 2, 8),     # "two red circles"
+    ("ddim", 3, 3.0, [2, 5, 6, 0, 0], [4, 0, 0, 0, 0], 11, 1, 8),     # "a blue circle", neg "red"
 ]
 
 
@@ -140,20 +154,54 @@ def run_case(p, case, init, mask, out, c):
     out[f"case{c}_image"] = ((xs[-1] + 1) / 2).clamp(0, 1)
 
 
+def guided_model(p, cfg, ids, neg, B):
+    cond_ids = torch.tensor([ids] * B)
+    both_ids = torch.tensor([ids] * B + [neg] * B)
+
+    def m(x_in, t):
+        if cfg == 1:
+            return unet(p, x_in, t, cond_ids)
+        both = unet(p, torch.cat([x_in, x_in]), t, both_ids)
+        return both[B:] + cfg * (both[:B] - both[B:])
+    return m
+
+
+def run_vcase(p, case, out, c):
+    sampler, steps, cfg, ids, neg, seed, B, size = case
+    model = guided_model(p, cfg, ids, neg, B)
+    z = torch.stack([torch.from_numpy(ks.rng_normals(seed + b, 3 * size * size)).to(torch.float32).to(D)
+                     .reshape(3, size, size) for b in range(B)])
+    xs = []
+    if sampler == "euler":
+        def den(x, sigma):
+            sigma = float(sigma)
+            s2 = sigma ** 2 + 1
+            return x / s2 - sigma / s2 ** 0.5 * model(x / s2 ** 0.5, ks.sigma_to_t(sigma))
+        sig = ks.sigmas_normal(steps)
+        out[f"vcase{c}_den0"] = den(z * sig[0], sig[0])
+        ks.run_euler(den, z * sig[0], sig, lambda xn: xs.append(xn.clone()), None)
+    else:
+        ks.run_ddim(model, "v", z, ks.timesteps(steps, "leading"), steps, 0.0, lambda xn: xs.append(xn.clone()), None)
+    for i, xi in enumerate(xs):
+        out[f"vcase{c}_x{i}"] = xi
+    out[f"vcase{c}_image"] = ((xs[-1] + 1) / 2).clamp(0, 1)
+
+
 def main(out_dir):
     configure_twins()
     gen = torch.Generator().manual_seed(777)
     p = params_random(gen)
-    def checkpoint(name, params, image, vocab, tc, training):
+    def checkpoint(name, params, image, vocab, tc, training, prediction="epsilon"):
         config = {"image": image, "ch": CN, "groups": G, "t_dim": TD, "text_vocab": len(vocab), "text_len": tc,
                   "text_dim": CC, "heads": H, "eps": 1e-5,
                   "schedule": {"kind": "linear", "beta_start": BETA0, "beta_end": BETA1, "steps": T},
-                  "prediction": "epsilon"}
+                  "prediction": prediction}
         st_write.write(os.path.join(out_dir, name), {k: v.to(torch.float32) for k, v in params.items()},
                        metadata={"aigc.model": "pixel-diffusion", "aigc.config": json.dumps(config),
                                  "aigc.vocab": json.dumps(vocab), "aigc.training": json.dumps(training)})
 
     checkpoint("pixel_diffusion_tiny.safetensors", p, S, VOCAB, TC, {"glyphs": True})
+    checkpoint("pixel_diffusion_tiny_v.safetensors", p, S, VOCAB, TC, {"glyphs": True}, "v")
     configure_twins(SHAPES_VOCAB, 8)
     checkpoint("pixel_diffusion_shapes16.safetensors", params_random(torch.Generator().manual_seed(778)), 16,
                SHAPES_VOCAB, 8, {"glyphs": False})
@@ -165,6 +213,8 @@ def main(out_dir):
     out = {"init": init, "mask": mask}
     for c, case in enumerate(CASES):
         run_case(p, case, init, mask, out, c)
+    for c, case in enumerate(VCASES):
+        run_vcase(p, case, out, c)
     refdump.write(os.path.join(out_dir, "pixel_diffusion.bin"), out)
 
 

@@ -1,11 +1,14 @@
 // Pixel-diffusion inference (src/image/pixel_diffusion.h) against tests/ref/twin_pixel_diffusion.py:
 // a random tiny checkpoint in the real file layout, whole generations (Euler and DPM++ 2M with CFG,
-// a negative prompt, img2img, mask blending) from the same seeded noise; the linear-beta schedule
-// against torch.cumprod; the tokenizer; hostile checkpoints; `aigc image` end to end.
+// a negative prompt, img2img, mask blending) from the same seeded noise, and the same weights as a
+// v-prediction checkpoint (Euler, DDIM, the preview); the linear-beta schedule against
+// torch.cumprod; the tokenizer; hostile checkpoints ("prediction" other than epsilon / v), the
+// prediction's round trip through the file; `aigc image` end to end.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <filesystem>
@@ -124,6 +127,77 @@ TEST(PixelDiffusion, GenerationsMatchTwin) {
     ASSERT_EQ(steps_seen.size(), static_cast<size_t>(run + 1));  // the start, then every step
     EXPECT_EQ(steps_seen.back(), run);
   }
+}
+
+// The same weights in a checkpoint saying "prediction": "v" (twin VCASES): the samplers get
+// Prediction::V, k-diffusion's v denoiser (Euler) and diffusers' v step (DDIM) on the linear schedule.
+TEST(PixelDiffusion, VPredictionGenerationsMatchTwin) {
+  const test::RefDump d = test::RefDump::load("pixel_diffusion");
+  PixelDiffusion model = PixelDiffusion::open(test::ref_dir() + "/pixel_diffusion_tiny_v.safetensors");
+  EXPECT_EQ(model.info().prediction, Prediction::V);
+  EXPECT_NE(model.info().description.find("v-prediction"), std::string::npos) << model.info().description;
+  struct VCase {
+    SamplerKind sampler;
+    float cfg;
+    const char* prompt;
+    const char* negative;
+    uint64_t seed;
+    int batch;
+  };
+  const VCase cases[] = {{SamplerKind::Euler, 4.0f, "two red circles", "", 7, 2},
+                         {SamplerKind::Ddim, 3.0f, "a blue circle", "red", 11, 1}};
+  for (size_t c = 0; c < std::size(cases); ++c) {
+    SCOPED_TRACE("v case " + std::to_string(c));
+    SdGenerateParams p;
+    p.prompt = cases[c].prompt;
+    p.negative_prompt = cases[c].negative;
+    p.width = p.height = 8;
+    p.sample.sampler = cases[c].sampler;
+    p.sample.steps = 3;
+    p.sample.cfg_scale = cases[c].cfg;
+    p.seed = cases[c].seed;
+    p.batch_size = cases[c].batch;
+    p.preview_every = 1;
+    std::vector<Tensor> lat;
+    p.latents_out = &lat;
+    std::map<int, Tensor> previews;
+    const std::vector<Tensor> images =
+        pixel_diffusion_generate(model, p, {}, [&](int, int step, const Tensor& rgb) { previews[step] = rgb; });
+    const std::string k = "vcase" + std::to_string(c);
+    ASSERT_EQ(lat.size(), 1u);
+    EXPECT_TENSORS_CLOSE(lat[0], d.get(k + "_x2"), kAtol, kRtol);
+    ASSERT_EQ(images.size(), static_cast<size_t>(cases[c].batch));
+    for (int b = 0; b < cases[c].batch; ++b)
+      EXPECT_TENSORS_CLOSE(images[static_cast<size_t>(b)], d.get(k + "_image").slice(0, b, 1), kAtol, kRtol);
+    if (c == 0) {
+      // The preview after step 1 is D of the first model call: x / (s^2 + 1) - s / sqrt(s^2 + 1) v.
+      const Tensor& den = d.get("vcase0_den0");
+      Tensor want = Tensor::empty(DType::F32, den.shape());
+      int inside = 0;
+      for (int64_t i = 0; i < den.numel(); ++i) {
+        inside += std::abs(den.ptr<float>()[i]) < 1.0f;
+        want.ptr<float>()[i] = std::clamp((den.ptr<float>()[i] + 1.0f) / 2.0f, 0.0f, 1.0f);
+      }
+      EXPECT_GT(inside, den.numel() / 4);  // the check is not all clamped values
+      ASSERT_EQ(previews.count(1), 1u);
+      EXPECT_TENSORS_CLOSE(previews[1], want, kAtol, kRtol);
+    }
+  }
+  // The epsilon checkpoint with the same weights draws something else: the prediction is used.
+  PixelDiffusion eps_model = PixelDiffusion::open(tiny_path());
+  EXPECT_EQ(eps_model.info().prediction, Prediction::Epsilon);
+  SdGenerateParams p;
+  p.prompt = "two red circles";
+  p.width = p.height = 8;
+  p.sample.sampler = SamplerKind::Euler;
+  p.sample.steps = 3;
+  p.sample.cfg_scale = 4.0f;
+  p.seed = 7;
+  const Tensor e = pixel_diffusion_generate(eps_model, p)[0];
+  const Tensor& v = d.get("vcase0_image");
+  double diff = 0;
+  for (int64_t i = 0; i < e.numel(); ++i) diff = std::max(diff, static_cast<double>(std::abs(e.ptr<float>()[i] - v.ptr<float>()[i])));
+  EXPECT_GT(diff, 0.05);
 }
 
 // The ModelFn alone with the sampler: every step of case 0 (Euler, CFG 4, batch 2).
@@ -282,6 +356,37 @@ TEST_F(PixelDiffusionHostile, BadConfigJson) {
   expect_error(tensors_, md, "divisible by groups");
   md.erase("aigc.config");
   expect_error(tensors_, md, "without \"aigc.config\"");
+}
+
+TEST_F(PixelDiffusionHostile, PredictionIsEpsilonOrV) {
+  auto md = metadata_;
+  md["aigc.config"] = config_with("prediction", "\"x\"");
+  expect_error(tensors_, md, "\"prediction\" must be \"epsilon\" or \"v\"");
+  md["aigc.config"] = config_with("prediction", "1");
+  expect_error(tensors_, md, "\"prediction\" must be \"epsilon\" or \"v\"");
+  // "v" round-trips: written by pixel_diffusion_write, read back as V, run as Prediction::V.
+  const PixelDiffusionFile f = pixel_diffusion_read(tiny_path());
+  EXPECT_EQ(f.config.prediction, train::DiffusionTarget::Epsilon);
+  train::UnetTrainer u(f.config.unet, 1);
+  pixel_diffusion_params_load(f, u);
+  PixelDiffusionConfig c = f.config;
+  c.prediction = train::DiffusionTarget::V;
+  const std::string path = (dir_ / "v.safetensors").string();
+  pixel_diffusion_write(path, c, u);
+  EXPECT_NE(SafetensorsFile::open(path).metadata().at("aigc.config").find("\"prediction\":\"v\""), std::string::npos);
+  const PixelDiffusionFile back = pixel_diffusion_read(path);
+  EXPECT_EQ(back.config.prediction, train::DiffusionTarget::V);
+  EXPECT_EQ(PixelDiffusion::open(path).info().prediction, Prediction::V);
+  c.prediction = train::DiffusionTarget::Epsilon;
+  pixel_diffusion_write(path, c, u);
+  EXPECT_EQ(pixel_diffusion_read(path).config.prediction, train::DiffusionTarget::Epsilon);
+  // A file without "prediction" (older writers) is epsilon.
+  md = metadata_;
+  nlohmann::json j = nlohmann::json::parse(md.at("aigc.config"));
+  j.erase("prediction");
+  md["aigc.config"] = j.dump();
+  safetensors_write(path, tensors_, md);
+  EXPECT_EQ(pixel_diffusion_read(path).config.prediction, train::DiffusionTarget::Epsilon);
 }
 
 TEST_F(PixelDiffusionHostile, HugeConfigInASmallFileAllocatesNothing) {
