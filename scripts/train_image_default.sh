@@ -17,6 +17,10 @@
 # caption dropout 0.1 (classifier-free guidance). Batch 32; AdamW (betas 0.9/0.999, no weight
 # decay, clip 1.0), peak lr 2e-3 after 100 warm-up steps, cosine decay to 1e-4; seed 1.
 # Validation: 4 batches of a data set with another seed, at fixed timesteps and noise.
+# Knobs (environment; defaults are the recipe's): PREDICTION=epsilon|v (the regression target: the
+# noise, or v-prediction v = sqrt(abar) eps - sqrt(1 - abar) x0), EMA=DECAY (exponential moving
+# average of the weights, e.g. 0.999, with warm-up min(DECAY, (1 + step) / (10 + step)); the model
+# file then holds the EMA weights and validation uses them; 0 = off).
 # Writes OUT_DIR/shapes.safetensors (+ .optim for RESUME=1, and shapes.png, the loss curve); with
 # SHIP=1 (the default when OUT_DIR is the default) copies the model and the curve to models/.
 #
@@ -30,6 +34,8 @@ AIGC=${AIGC:-build/aigc}
 STEPS=${STEPS:-2000}
 SEED=${SEED:-1}
 THREADS=${THREADS:-2}
+PREDICTION=${PREDICTION:-epsilon}
+EMA=${EMA:-0}
 WARMUP=$(( STEPS / 10 < 100 ? STEPS / 10 : 100 ))
 WARMUP=$(( WARMUP < 1 ? 1 : WARMUP ))
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
@@ -42,7 +48,7 @@ start=$(date +%s)
   --image 32 --ch 32 --groups 8 --heads 4 --text-dim 32 --t-dim 32 --glyphs --caption-dropout 0.1 \
   --beta-start 1e-4 --beta-end 0.01 --timesteps 1000 \
   --batch 32 --steps "$STEPS" --lr 2e-3 --min-lr 1e-4 --warmup "$WARMUP" --weight-decay 0 --clip 1.0 \
-  --beta1 0.9 --beta2 0.999 --seed "$SEED" \
+  --beta1 0.9 --beta2 0.999 --seed "$SEED" --prediction "$PREDICTION" --ema "$EMA" \
   --eval-every $(( STEPS / 10 > 0 ? STEPS / 10 : 1 )) --eval-batches 4 --save-every 200 \
   "${resume[@]}"
 echo "trained in $(( $(date +%s) - start )) s ($THREADS threads); model $OUT/shapes.safetensors, loss curve $OUT/shapes.png" >&2
