@@ -65,7 +65,7 @@ std::string data_description(const TrainImageOptions& o) {
 bool config_same(const UnetConfig& a, const UnetConfig& b) {
   return a.image == b.image && a.ch == b.ch && a.groups == b.groups && a.t_dim == b.t_dim &&
          a.text_vocab == b.text_vocab && a.text_len == b.text_len && a.text_dim == b.text_dim && a.heads == b.heads &&
-         a.eps == b.eps;
+         a.eps == b.eps && a.levels == b.levels && unet_ch1(a) == unet_ch1(b) && unet_ch2(a) == unet_ch2(b);
 }
 
 }  // namespace
