@@ -49,17 +49,25 @@ Var UnetTrainer::attn_block(Var m, Var ctx, const std::string& n, int64_t c, int
 
 void unet_config_check(const UnetConfig& cfg) {
   const int64_t S = cfg.image, c = cfg.ch, c1 = unet_ch1(cfg), c2 = unet_ch2(cfg), G = cfg.groups, H = cfg.heads;
-  const bool levels_ok = cfg.levels == 1 || cfg.levels == 2;
   const int64_t mult = unet_size_multiple(cfg);
-  const bool chans_ok = c > 0 && cfg.ch1 >= 0 && cfg.ch2 >= 0 && (cfg.levels == 2 || cfg.ch2 == 0);
-  const bool div_ok = G > 0 && H > 0 && chans_ok && c % G == 0 && c1 % G == 0 && c2 % G == 0 && c1 % H == 0 &&
-                      c2 % H == 0;
-  AIGC_CHECK(levels_ok && S >= mult && S % mult == 0 && div_ok && cfg.text_len > 0 && cfg.text_dim > 0 &&
-                 cfg.t_dim > 0 && cfg.text_vocab > 0,
-             "UnetTrainer: bad configuration (levels {} must be 1 or 2; image {} a multiple of {}; ch {}, ch1 {}, ch2 {} "
-             "positive or 0 (ch1 0: ch, ch2 0: ch1; ch2 only with levels 2); groups {} dividing ch, ch1 and ch2; heads "
-             "{} dividing ch1 and ch2; text_len {}, text_dim {}, t_dim {}, text_vocab {} positive)",
-             cfg.levels, S, mult, c, cfg.ch1, cfg.ch2, G, H, cfg.text_len, cfg.text_dim, cfg.t_dim, cfg.text_vocab);
+  std::string why;  // the first rule broken
+  if (cfg.levels != 1 && cfg.levels != 2)
+    why = fmt::format("levels {} must be 1 or 2", cfg.levels);
+  else if (S < mult || S % mult != 0)
+    why = fmt::format("image {} must be a multiple of {} with levels {}", S, mult, cfg.levels);
+  else if (c <= 0 || cfg.ch1 < 0 || cfg.ch2 < 0)
+    why = fmt::format("ch {} must be positive, ch1 {} and ch2 {} positive or 0 (0: the level above's)", c, cfg.ch1,
+                      cfg.ch2);
+  else if (cfg.levels == 1 && cfg.ch2 != 0)
+    why = fmt::format("ch2 {} needs levels 2", cfg.ch2);
+  else if (G <= 0 || c % G != 0 || c1 % G != 0 || c2 % G != 0)
+    why = fmt::format("groups {} must divide ch {}, ch1 {} and ch2 {}", G, c, c1, c2);
+  else if (H <= 0 || c1 % H != 0 || c2 % H != 0)
+    why = fmt::format("heads {} must divide ch1 {} and ch2 {}", H, c1, c2);
+  else if (cfg.text_len <= 0 || cfg.text_dim <= 0 || cfg.t_dim <= 0 || cfg.text_vocab <= 0)
+    why = fmt::format("text_len {}, text_dim {}, t_dim {} and text_vocab {} must be positive", cfg.text_len,
+                      cfg.text_dim, cfg.t_dim, cfg.text_vocab);
+  AIGC_CHECK(why.empty(), "UnetTrainer: bad configuration: {}", why);
 }
 
 UnetTrainer::UnetTrainer(const UnetConfig& cfg, int64_t batch) : cfg_(cfg), B_(batch) {

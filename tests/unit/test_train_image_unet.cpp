@@ -178,6 +178,12 @@ TEST(TrainImageUnet, BadConfigThrows) {
   EXPECT_THROW(UnetTrainer(UnetConfig{.groups = 4, .levels = 2, .ch2 = 6}, 1), Error);  // groups 4 vs ch2 6
   EXPECT_THROW(UnetTrainer(UnetConfig{.ch1 = -8}, 1), Error);
   EXPECT_NO_THROW(UnetTrainer(UnetConfig{.image = 4, .levels = 2, .ch1 = 12, .ch2 = 16}, 1));
+  try {  // one message naming the broken rule
+    UnetTrainer(UnetConfig{.image = 6, .levels = 2}, 1);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("image 6 must be a multiple of 4 with levels 2"), std::string::npos) << e.what();
+  }
 }
 
 // The defaults build the first version's graph: its parameter names, in its order.
