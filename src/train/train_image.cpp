@@ -106,7 +106,7 @@ TrainImageResult train_image_run(const TrainImageOptions& o) {
     const image::PixelDiffusionFile file = image::pixel_diffusion_read(o.out);
     if (!config_same(file.config.unet, cfg.unet))
       error_throw("the checkpoint's model size differs from the options", o.out,
-                  "resume with the same --image, --ch, --groups, --heads, --text-dim and --t-dim");
+                  "resume with the same --image, --ch, --levels, --ch1, --ch2, --groups, --heads, --text-dim and --t-dim");
     image::pixel_diffusion_params_load(file, unet);
     const SafetensorsFile st = SafetensorsFile::open(optim_path);
     const auto& md = st.metadata();
