@@ -26,7 +26,7 @@
 namespace aigc::train {
 
 struct UnetConfig {
-  int64_t image = 8;       // S: square image side (even)
+  int64_t image = 8;       // S: square image side (a multiple of 2^levels)
   int64_t ch = 8;          // c: channels at full resolution (and the time embedding width)
   int64_t groups = 2;      // group_norm groups (divides c, c1, c2)
   int64_t t_dim = 8;       // sinusoidal time embedding width (given as input)
