@@ -78,8 +78,12 @@ void bench_train_unet_run(const BenchTrainArgs& a, const std::vector<int>& threa
     const auto t0 = std::chrono::steady_clock::now();
     for (int64_t s = 0; s < a.steps; ++s) step();
     const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / a.steps;
-    std::printf("| unet S%lld c%lld G%lld H%lld text%lld t%lld | %.3fM | %lld | %d | %.1f | %.1f |\n",
-                static_cast<long long>(cfg.image), static_cast<long long>(cfg.ch), static_cast<long long>(cfg.groups),
+    // channels per level: "c32" for the first version's graph, "c32/64/128" with levels 2
+    std::string chans = fmt::format("c{}", cfg.ch);
+    if (cfg.levels == 2 || train::unet_ch1(cfg) != cfg.ch) chans += fmt::format("/{}", train::unet_ch1(cfg));
+    if (cfg.levels == 2) chans += fmt::format("/{}", train::unet_ch2(cfg));
+    std::printf("| unet S%lld %s G%lld H%lld text%lld t%lld | %.3fM | %lld | %d | %.1f | %.1f |\n",
+                static_cast<long long>(cfg.image), chans.c_str(), static_cast<long long>(cfg.groups),
                 static_cast<long long>(cfg.heads), static_cast<long long>(cfg.text_dim), static_cast<long long>(cfg.t_dim),
                 static_cast<double>(unet.graph().params_flat().size()) / 1e6, static_cast<long long>(a.unet_batch), t,
                 sec * 1e3, static_cast<double>(a.unet_batch) / sec);
@@ -161,9 +165,19 @@ void loop_options_add(CLI::App* cmd, Options& o) {
 
 void unet_options_add(CLI::App* cmd, train::UnetConfig& m, int64_t& batch, const std::string& prefix) {
   cmd->add_option("--" + prefix + "image", m.image, "Image side in pixels (even, >= 16)")->capture_default_str();
-  cmd->add_option("--" + prefix + "ch", m.ch, "UNet channels at both resolutions")->capture_default_str();
-  cmd->add_option("--" + prefix + "groups", m.groups, "Group-norm groups (divide --" + prefix + "ch)")->capture_default_str();
-  cmd->add_option("--" + prefix + "heads", m.heads, "Attention heads (divide --" + prefix + "ch)")->capture_default_str();
+  cmd->add_option("--" + prefix + "ch", m.ch, "UNet channels at full resolution")->capture_default_str();
+  cmd->add_option("--" + prefix + "levels", m.levels,
+                  "Resolution steps down and up: 1 or 2 (2: --" + prefix + "image a multiple of 4)")
+      ->capture_default_str();
+  cmd->add_option("--" + prefix + "ch1", m.ch1, "UNet channels at 1/2 resolution (0: --" + prefix + "ch)")
+      ->capture_default_str();
+  cmd->add_option("--" + prefix + "ch2", m.ch2,
+                  "UNet channels at 1/4 resolution, --" + prefix + "levels 2 only (0: --" + prefix + "ch1)")
+      ->capture_default_str();
+  cmd->add_option("--" + prefix + "groups", m.groups, "Group-norm groups (divide every channel count)")
+      ->capture_default_str();
+  cmd->add_option("--" + prefix + "heads", m.heads, "Attention heads (divide --" + prefix + "ch1 and --" + prefix + "ch2)")
+      ->capture_default_str();
   cmd->add_option("--" + prefix + "text-dim", m.text_dim, "Caption embedding width")->capture_default_str();
   cmd->add_option("--" + prefix + "t-dim", m.t_dim, "Timestep embedding width (even)")->capture_default_str();
   cmd->add_option("--" + prefix + "batch", batch, "Images per step")->capture_default_str();

@@ -77,6 +77,7 @@ void params_check(const SdGenerateParams& p) {
 std::vector<Tensor> generate_run(PixelDiffusion& model, std::span<const std::string> prompts, int64_t batch_size,
                                  const SdGenerateParams& p, const SdProgressFn& progress, const SdPreviewFn& preview) {
   params_check(p);
+  pixel_size_check(p.width, p.height, static_cast<int>(train::unet_size_multiple(model.config().unet)));
   const int64_t S = p.width, Tc = model.config().unet.text_len;
   const int64_t total = static_cast<int64_t>(prompts.size());
   const int batch_count = static_cast<int>((total + batch_size - 1) / batch_size);
@@ -312,14 +313,17 @@ void PixelUnetFn::operator()(const Tensor& x_in, double t, Tensor& cond, Tensor*
 
 // ---- generation ----
 
-void pixel_size_check(int width, int height) {
+void pixel_size_check(int width, int height, int multiple) {
   if (width != height)
     error_throw(fmt::format("pixel-diffusion models draw square images, got {}x{}", width, height), "--width",
                 fmt::format("pass -W {} -H {}", std::max(width, height), std::max(width, height)));
   for (const auto& [v, flag] : {std::pair{width, "--width"}, std::pair{height, "--height"}})
-    if (v < 2 || v > kPixelSizeMax || v % 2 != 0)
-      error_throw(fmt::format("image {} must be an even number from 2 to {} for a pixel-diffusion model, got {}",
-                              flag + 2, kPixelSizeMax, v),
+    if (v < multiple || v > kPixelSizeMax || v % multiple != 0)
+      error_throw(multiple == 2 ? fmt::format("image {} must be an even number from 2 to {} for a pixel-diffusion "
+                                              "model, got {}", flag + 2, kPixelSizeMax, v)
+                                : fmt::format("image {} must be a multiple of {} from {} to {} for this pixel-diffusion "
+                                              "model (it halves the size {} times), got {}",
+                                              flag + 2, multiple, multiple, kPixelSizeMax, multiple / 2, v),
                   flag, "the model's own size (its training size) works best");
 }
 

@@ -24,7 +24,8 @@
 //   previews   the current denoised estimate x0 = (x_in - sqrt(1 - abar) eps) / sqrt(abar) (or
 //              sqrt(abar) x_in - sqrt(1 - abar) v) of the last model call (guided), as an image.
 //   prediction the file's (epsilon or v, pixel_diffusion_file.h), passed to the samplers' Denoiser.
-// Sizes: square (the graph's images are), even (one 2x downsample), 2 to kPixelSizeMax pixels.
+// Sizes: square (the graph's images are), even (one 2x downsample; a multiple of 4 with the model's
+// levels 2), up to kPixelSizeMax pixels.
 //
 //   PixelDiffusion model = PixelDiffusion::open("models/shapes.safetensors");
 //   SdGenerateParams p;  p.prompt = "two red circles on a blue background";
@@ -100,8 +101,9 @@ class PixelUnetFn {
   std::vector<float> temb_;
 };
 
-// Square, even, 2..kPixelSizeMax: aigc::Error naming --width / --height otherwise.
-void pixel_size_check(int width, int height);
+// Square, a multiple of `multiple` (2; 4 for a model of levels 2: train::unet_size_multiple), up to
+// kPixelSizeMax: aigc::Error naming --width / --height otherwise.
+void pixel_size_check(int width, int height, int multiple = 2);
 
 // Like sd_generate (image/sd_pipeline.h) for a pixel-diffusion model: batch_count * batch_size
 // images, image i with seed + i, each f32 [1, 3, H, W] in [0, 1]. Not applicable (aigc::Error):

@@ -24,6 +24,7 @@ json config_json(const PixelDiffusionConfig& c) {
               {"groups", u.groups},     {"t_dim", u.t_dim},
               {"text_vocab", u.text_vocab}, {"text_len", u.text_len},
               {"text_dim", u.text_dim}, {"heads", u.heads},
+              {"levels", u.levels},     {"ch1", u.ch1},   {"ch2", u.ch2},
               {"eps", u.eps},
               {"schedule", {{"kind", "linear"}, {"beta_start", c.schedule.beta_start},
                             {"beta_end", c.schedule.beta_end}, {"steps", c.schedule.steps}}},
@@ -39,6 +40,11 @@ int64_t int_field(const json& j, const char* key, int64_t lo, int64_t hi, const 
     error_throw(fmt::format("pixel-diffusion config: \"{}\" = {} is outside [{}, {}]", key, v, lo, hi), where,
                 "the file is damaged or was not written by `aigc train image`");
   return v;
+}
+
+// Fields added after the first files: absent means the first version's value.
+int64_t int_field_or(const json& j, const char* key, int64_t absent, int64_t lo, int64_t hi, const std::string& where) {
+  return j.contains(key) ? int_field(j, key, lo, hi, where) : absent;
 }
 
 double num_field(const json& j, const char* key, double lo, double hi, const std::string& where) {
@@ -73,9 +79,15 @@ PixelDiffusionConfig config_parse(const SafetensorsFile& f, const std::string& w
   u.text_dim = int_field(j, "text_dim", 1, 65536, where);
   u.heads = int_field(j, "heads", 1, 4096, where);
   u.eps = static_cast<float>(num_field(j, "eps", 1e-12, 1.0, where));
-  if (u.image % 2 != 0 || u.ch % u.groups != 0 || u.ch % u.heads != 0 || u.t_dim % 2 != 0)
-    error_throw(fmt::format("pixel-diffusion config: image {} must be even, ch {} divisible by groups {} and heads {}, "
-                            "t_dim {} even", u.image, u.ch, u.groups, u.heads, u.t_dim),
+  u.levels = int_field_or(j, "levels", 1, 1, 2, where);
+  u.ch1 = int_field_or(j, "ch1", 0, 0, 4096, where);
+  u.ch2 = int_field_or(j, "ch2", 0, 0, 4096, where);
+  const int64_t c1 = train::unet_ch1(u), c2 = train::unet_ch2(u), mult = train::unet_size_multiple(u);
+  if (u.image % mult != 0 || u.ch % u.groups != 0 || c1 % u.groups != 0 || c2 % u.groups != 0 || c1 % u.heads != 0 ||
+      c2 % u.heads != 0 || u.t_dim % 2 != 0 || (u.levels == 1 && u.ch2 != 0))
+    error_throw(fmt::format("pixel-diffusion config: image {} must be a multiple of {}, ch {} / ch1 {} / ch2 {} "
+                            "divisible by groups {}, ch1 and ch2 by heads {} (ch2 0 with levels 1), t_dim {} even",
+                            u.image, mult, u.ch, c1, c2, u.groups, u.heads, u.t_dim),
                 where, "the file is damaged");
   if (!j.contains("schedule") || !j["schedule"].is_object())
     error_throw("pixel-diffusion config: \"schedule\" missing", where, "the file is damaged");
@@ -121,10 +133,13 @@ PixelDiffusionFile pixel_diffusion_parse(const SafetensorsFile& f, const std::st
   // Before the graph is built (it allocates every parameter), the config's widths must match the
   // file's own tensors: a hostile config (ch 4096 in a small file) cannot make us allocate gigabytes.
   const train::UnetConfig& u = out.config.unet;
+  const int64_t c1 = train::unet_ch1(u), c2 = train::unet_ch2(u);
   const std::pair<const char*, std::vector<int64_t>> sizing[] = {
       {"in.w", {u.ch, 3, 3, 3}},           {"res0.conv1.w", {u.ch, u.ch, 3, 3}}, {"time.w1", {u.ch, u.t_dim}},
-      {"text.tok", {u.text_vocab, u.text_dim}}, {"text.pos", {u.text_len, u.text_dim}}};
+      {"text.tok", {u.text_vocab, u.text_dim}}, {"text.pos", {u.text_len, u.text_dim}},
+      {"res1.conv1.w", {c1, u.ch, 3, 3}},  {"res3.conv1.w", {c2, c1, 3, 3}}};
   for (const auto& [name, shape] : sizing) {
+    if (u.levels == 1 && std::strcmp(name, "res3.conv1.w") == 0) continue;  // only with levels 2
     const TensorInfo* info = f.find(name);
     if (!info) error_throw(fmt::format("parameter \"{}\" missing", name), path, "the file is incomplete or damaged");
     if (info->shape != shape)
@@ -133,9 +148,9 @@ PixelDiffusionFile pixel_diffusion_parse(const SafetensorsFile& f, const std::st
                   path, "the file does not match its own config");
   }
   // The graph declares the names and shapes; parameters do not depend on the image size, so the
-  // probe is built at the smallest one (2 x 2, batch 1): cheap for any model.
+  // probe is built at the smallest one (2 x 2, 4 x 4 with levels 2; batch 1): cheap for any model.
   train::UnetConfig probe_cfg = u;
-  probe_cfg.image = 2;
+  probe_cfg.image = train::unet_size_multiple(u);
   train::UnetTrainer probe(probe_cfg, 1);
   std::set<std::string> expected;
   for (const train::Graph::ParamInfo& p : probe.graph().params()) {

@@ -11,6 +11,8 @@
 //                               (0 pads, 1 is the empty caption: classifier-free guidance's uncond)
 //             "aigc.training" = JSON, informative only (steps, batch, seed, seconds, losses, data set)
 // Everything read is checked: a wrong or hostile file is one aigc::Error naming the file and field.
+// "aigc.config" also holds UnetConfig's "levels", "ch1", "ch2": always written; when absent (files of
+// the first version) read as 1, 0, 0.
 #pragma once
 
 #include <map>

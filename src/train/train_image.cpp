@@ -85,7 +85,7 @@ struct EmaSwapped {
 bool config_same(const UnetConfig& a, const UnetConfig& b) {
   return a.image == b.image && a.ch == b.ch && a.groups == b.groups && a.t_dim == b.t_dim &&
          a.text_vocab == b.text_vocab && a.text_len == b.text_len && a.text_dim == b.text_dim && a.heads == b.heads &&
-         a.eps == b.eps;
+         a.eps == b.eps && a.levels == b.levels && unet_ch1(a) == unet_ch1(b) && unet_ch2(a) == unet_ch2(b);
 }
 
 }  // namespace
@@ -130,7 +130,7 @@ TrainImageResult train_image_run(const TrainImageOptions& o) {
     const image::PixelDiffusionFile file = image::pixel_diffusion_read(o.out);
     if (!config_same(file.config.unet, cfg.unet))
       error_throw("the checkpoint's model size differs from the options", o.out,
-                  "resume with the same --image, --ch, --groups, --heads, --text-dim and --t-dim");
+                  "resume with the same --image, --ch, --levels, --ch1, --ch2, --groups, --heads, --text-dim and --t-dim");
     if (file.config.prediction != o.prediction)
       error_throw(fmt::format("the checkpoint was trained with --prediction {}", diffusion_target_name(file.config.prediction)),
                   o.out, fmt::format("resume with --prediction {}", diffusion_target_name(file.config.prediction)));

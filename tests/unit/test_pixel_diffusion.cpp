@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -313,6 +314,77 @@ TEST(PixelDiffusion, SizeChecks) {
   EXPECT_THROW(pixel_diffusion_generate(model, p), Error);
 }
 
+// A two-level model (levels 2, ch 4 / ch1 8 / ch2 12: the train twin's train_image_unet_l2 parameters)
+// written by pixel_diffusion_write and opened for inference: the config round-trips, the model call
+// predicts the twin's noise with the twin's loss (each sample at its own timestep), and sizes that
+// are not a multiple of 4 are one clear error.
+TEST(PixelDiffusion, TwoLevelModelFollowsItsConfig) {
+  const test::RefDump d = test::RefDump::load("train_image_unet_l2");
+  const int32_t* c = d.get("config").ptr<int32_t>();
+  ASSERT_EQ(d.get("config").numel(), 12);
+  PixelDiffusionConfig cfg;
+  cfg.unet = train::UnetConfig{.image = c[1], .ch = c[2], .groups = c[3], .t_dim = c[4], .text_vocab = c[5],
+                               .text_len = c[6], .text_dim = c[7], .heads = c[8], .levels = c[9], .ch1 = c[10],
+                               .ch2 = c[11]};
+  ASSERT_EQ(cfg.unet.levels, 2);
+  cfg.vocab = {"<pad>", "<empty>"};
+  for (int64_t i = 2; i < cfg.unet.text_vocab; ++i) cfg.vocab.push_back("w" + std::to_string(i));
+  const int64_t B = c[0], S = cfg.unet.image, Tc = cfg.unet.text_len;
+  const fs::path dir = test::temp_dir_make("pixel_levels2");
+  const std::string path = (dir / "l2.safetensors").string();
+  {
+    train::UnetTrainer trainer(cfg.unet, 1);
+    for (const train::Graph::ParamInfo& p : trainer.graph().params()) {
+      Tensor& dst = trainer.graph().value(p.var);
+      const Tensor& src = d.get("p." + p.name);
+      ASSERT_TRUE(src.same_shape(dst)) << p.name;
+      std::memcpy(dst.ptr<float>(), src.ptr<float>(), static_cast<size_t>(p.numel) * 4);
+    }
+    pixel_diffusion_write(path, cfg, trainer);
+  }
+  PixelDiffusion model = PixelDiffusion::open(path);
+  const train::UnetConfig& u = model.config().unet;
+  EXPECT_EQ(u.levels, 2);
+  EXPECT_EQ(u.ch1, cfg.unet.ch1);
+  EXPECT_EQ(u.ch2, cfg.unet.ch2);
+
+  const Tensor& x = d.get("x");  // [B, 3, S, S]
+  const int32_t* ids = d.get("ids").ptr<int32_t>();
+  const int64_t n = 3 * S * S;
+  double sq = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    std::vector<int32_t> cond(ids + b * Tc, ids + (b + 1) * Tc);
+    PixelUnetFn fn(model, cond, cond, 1, S);
+    Tensor xb = Tensor::empty(DType::F32, {1, 3, S, S}), eps = Tensor::empty(DType::F32, {1, 3, S, S});
+    std::memcpy(xb.ptr<float>(), x.ptr<float>() + b * n, static_cast<size_t>(n) * 4);
+    fn(xb, d.get("tsteps").ptr<float>()[b], eps, nullptr);
+    const float* want = d.get("noise").ptr<float>() + b * n;
+    for (int64_t i = 0; i < n; ++i) sq += (eps.ptr<float>()[i] - want[i]) * (eps.ptr<float>()[i] - want[i]);
+  }
+  // the twin's loss (float64) from our f32 forward: 2e-5 as in test_train_image_unet.cpp
+  EXPECT_NEAR(sq / static_cast<double>(B * n), d.get("loss").ptr<float>()[0], 2e-5);
+
+  SdGenerateParams p;
+  p.prompt = "w2 w3";
+  p.sample.steps = 2;
+  for (int side : {8, 12}) {
+    p.width = p.height = side;
+    const std::vector<Tensor> img = pixel_diffusion_generate(model, p);
+    ASSERT_EQ(img.size(), 1u);
+    EXPECT_EQ(img[0].shape_str(), fmt::format("[1, 3, {}, {}] f32", side, side));
+  }
+  for (int side : {6, 10, 2}) {
+    p.width = p.height = side;
+    try {
+      pixel_diffusion_generate(model, p);
+      ADD_FAILURE() << "no error at " << side;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("must be a multiple of 4"), std::string::npos) << e.what();
+    }
+  }
+  fs::remove_all(dir);
+}
+
 // Hostile checkpoints: each is one aigc::Error naming the problem, never a crash or a huge allocation.
 class PixelDiffusionHostile : public ::testing::Test {
  protected:
@@ -408,6 +480,23 @@ TEST_F(PixelDiffusionHostile, WrongMissingAndExtraTensors) {
   t = tensors_;
   t["out.b"] = Tensor::zeros(DType::F16, {3});
   expect_error(t, metadata_, "parameter \"out.b\"");
+}
+
+// The fields of the two-level option: bounds, the levels-1 rule for ch2, and widths against the
+// file's own tensors before anything is allocated (the tiny file is levels 1, ch 8).
+TEST_F(PixelDiffusionHostile, LevelsAndWidthsAreChecked) {
+  auto md = metadata_;
+  const std::string config = metadata_.at("aigc.config");
+  ASSERT_EQ(config.find("\"levels\""), std::string::npos);  // a first-version file: defaults apply
+  auto with = [&](const std::string& field) { return "{" + field + ", " + config.substr(1); };
+  md["aigc.config"] = with("\"levels\": 3");
+  expect_error(tensors_, md, "\"levels\" = 3 is outside [1, 2]");
+  md["aigc.config"] = with("\"ch2\": 8");
+  expect_error(tensors_, md, "ch2 0 with levels 1");
+  md["aigc.config"] = with("\"ch1\": 4096");
+  expect_error(tensors_, md, "parameter \"res1.conv1.w\" is [8, 8, 3, 3] but the config needs [4096, 8, 3, 3]");
+  md["aigc.config"] = with("\"levels\": 2");
+  expect_error(tensors_, md, "parameter \"res3.conv1.w\" missing");
 }
 
 TEST_F(PixelDiffusionHostile, VocabMismatch) {

@@ -1,9 +1,11 @@
 // The tiny text-conditioned UNet trainer against its PyTorch twin (tests/ref/twin_train_image_unet.py),
 // in the style of llm.c's test_gpt2: same parameters and batch -> same loss, the gradient of every
 // parameter (fast kernels with 1 and 2 threads, and the reference kernels), and the losses and
-// gradient norms of 10 AdamW steps (clipping and the cosine schedule included).
+// gradient norms of 10 AdamW steps (clipping and the cosine schedule included). Two twins: the first
+// version's graph (levels 1, one width) and the two-level option with a different width per level.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -25,13 +27,20 @@ struct Twin {
   int64_t B = 0;
 };
 
-Twin twin_load() {
+// "train_image_unet": levels 1 (config of 9 entries); "train_image_unet_l2": + levels, ch1, ch2.
+Twin twin_load(const std::string& name = "train_image_unet") {
   Twin t;
-  t.ref = test::RefDump::load("train_image_unet");
-  const int32_t* c = t.ref.get("config").ptr<int32_t>();
+  t.ref = test::RefDump::load(name);
+  const Tensor& config = t.ref.get("config");
+  const int32_t* c = config.ptr<int32_t>();
   t.B = c[0];
   t.cfg = UnetConfig{.image = c[1], .ch = c[2], .groups = c[3], .t_dim = c[4], .text_vocab = c[5], .text_len = c[6],
                      .text_dim = c[7], .heads = c[8]};
+  if (config.numel() >= 12) {
+    t.cfg.levels = c[9];
+    t.cfg.ch1 = c[10];
+    t.cfg.ch2 = c[11];
+  }
   return t;
 }
 
@@ -47,6 +56,9 @@ void setup(UnetTrainer& u, const test::RefDump& ref) {
     ASSERT_EQ(dst.numel(), ref.get(n).numel()) << n;
     std::memcpy(dst.data(), ref.get(n).data(), dst.nbytes());
   }
+  size_t twin_params = 0;  // the twin declares no parameter the graph lacks
+  for (const auto& [k, v] : ref.all()) twin_params += k.rfind("p.", 0) == 0;
+  ASSERT_EQ(twin_params, u.graph().params().size());
   const Tensor& ids = ref.get("ids");
   ASSERT_EQ(static_cast<size_t>(ids.numel()), u.text_ids().size());
   std::memcpy(u.text_ids().data(), ids.data(), u.text_ids().size() * 4);
@@ -58,8 +70,7 @@ void setup(UnetTrainer& u, const test::RefDump& ref) {
 // a gradient by O(10 %) or more).
 constexpr float kGradAtol = 3e-5f, kGradRtol = 2e-3f;
 
-TEST(TrainImageUnet, LossAndEveryGradientMatchTwin) {
-  Twin t = twin_load();
+void gradients_check(const Twin& t) {
   for (int threads : {1, 2}) {
     thread_count_set(threads);
     for (bool reference : {false, true}) {
@@ -78,8 +89,8 @@ TEST(TrainImageUnet, LossAndEveryGradientMatchTwin) {
   thread_count_set(0);
 }
 
-TEST(TrainImageUnet, TenAdamWStepsMatchTwin) {
-  Twin t = twin_load();
+// learned: the twin's 10th loss is below this fraction of its first (so the check can fail).
+void adamw_steps_check(const Twin& t, float learned) {
   const float* h = t.ref.get("hparams").ptr<float>();
   UnetTrainer u(t.cfg, t.B);
   setup(u, t.ref);
@@ -97,8 +108,23 @@ TEST(TrainImageUnet, TenAdamWStepsMatchTwin) {
     EXPECT_NEAR(loss, want_loss[step], 1e-4f + 1e-3f * want_loss[step]) << "step " << step;
     EXPECT_NEAR(norm, want_norm[step], 1e-4f + 1e-3f * want_norm[step]) << "step " << step;
   }
-  EXPECT_LT(want_loss[9], want_loss[0] * 0.5f);  // the twin's run does learn (the test can fail)
+  EXPECT_LT(want_loss[9], want_loss[0] * learned);  // the twin's run does learn (the test can fail)
 }
+
+TEST(TrainImageUnet, LossAndEveryGradientMatchTwin) { gradients_check(twin_load()); }
+
+TEST(TrainImageUnet, TenAdamWStepsMatchTwin) { adamw_steps_check(twin_load(), 0.5f); }
+
+// levels 2, ch 4 -> ch1 8 -> ch2 12 at 8 -> 4 -> 2 px: every new parameter (down2, res3..res5 with
+// their skips, attn2, up2) and the wider res1 / attn / up, with the same tolerances.
+TEST(TrainImageUnet, TwoLevelsLossAndEveryGradientMatchTwin) {
+  const Twin t = twin_load("train_image_unet_l2");
+  ASSERT_EQ(t.cfg.levels, 2);
+  ASSERT_TRUE(t.cfg.ch1 != t.cfg.ch && t.cfg.ch2 != t.cfg.ch1);
+  gradients_check(t);
+}
+
+TEST(TrainImageUnet, TwoLevelsTenAdamWStepsMatchTwin) { adamw_steps_check(twin_load("train_image_unet_l2"), 0.7f); }
 
 TEST(TrainImageUnet, DdpmScheduleAndTimestepEmbeddingMatchTwin) {
   Twin t = twin_load();
@@ -144,6 +170,36 @@ TEST(TrainImageUnet, BadConfigThrows) {
   EXPECT_THROW(UnetTrainer(UnetConfig{.image = 7}, 1), Error);
   EXPECT_THROW(UnetTrainer(UnetConfig{.ch = 6, .groups = 4}, 1), Error);
   EXPECT_THROW(UnetTrainer(UnetConfig{}, 0), Error);
+  EXPECT_THROW(UnetTrainer(UnetConfig{.levels = 3}, 1), Error);
+  EXPECT_THROW(UnetTrainer(UnetConfig{.levels = 0}, 1), Error);
+  EXPECT_THROW(UnetTrainer(UnetConfig{.image = 6, .levels = 2}, 1), Error);    // not a multiple of 4
+  EXPECT_THROW(UnetTrainer(UnetConfig{.ch2 = 8}, 1), Error);                   // ch2 needs levels 2
+  EXPECT_THROW(UnetTrainer(UnetConfig{.heads = 4, .ch1 = 6}, 1), Error);       // heads 4 does not divide ch1 6
+  EXPECT_THROW(UnetTrainer(UnetConfig{.groups = 4, .levels = 2, .ch2 = 6}, 1), Error);  // groups 4 vs ch2 6
+  EXPECT_THROW(UnetTrainer(UnetConfig{.ch1 = -8}, 1), Error);
+  EXPECT_NO_THROW(UnetTrainer(UnetConfig{.image = 4, .levels = 2, .ch1 = 12, .ch2 = 16}, 1));
+  try {  // one message naming the broken rule
+    UnetTrainer(UnetConfig{.image = 6, .levels = 2}, 1);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("image 6 must be a multiple of 4 with levels 2"), std::string::npos) << e.what();
+  }
+}
+
+// The defaults build the first version's graph: its parameter names, in its order.
+TEST(TrainImageUnet, DefaultConfigKeepsFirstVersionParameters) {
+  UnetTrainer one(UnetConfig{}, 1), explicit_one(UnetConfig{.levels = 1, .ch1 = 8}, 1);
+  std::vector<std::string> a, b;
+  for (const Graph::ParamInfo& p : one.graph().params()) a.push_back(p.name);
+  for (const Graph::ParamInfo& p : explicit_one.graph().params()) b.push_back(p.name);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(a.size(), 66u);  // text 4, time 4, in 2, res0 10, down 2, res1 10, attn 16, up 2, res2 12, out 4
+  // levels 2 adds parameters and renames none of the first version's
+  UnetTrainer two(UnetConfig{.image = 8, .levels = 2}, 1);
+  std::vector<std::string> c;
+  for (const Graph::ParamInfo& p : two.graph().params()) c.push_back(p.name);
+  EXPECT_GT(c.size(), a.size());
+  for (const std::string& n : a) EXPECT_NE(std::find(c.begin(), c.end(), n), c.end()) << n;
 }
 
 }  // namespace
