@@ -7,6 +7,7 @@
 #include <dnnl.hpp>
 #include <algorithm>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -52,6 +53,12 @@ size_t type_size(Type t) { return t == Type::F32 ? 4 : 2; }
 template <typename Entry>
 class Cache {
  public:
+  // The cached entry or null; unlike get(), never allocates (no std::function to build).
+  std::shared_ptr<Entry> find(const std::string& key) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = map_.find(key);
+    return it == map_.end() ? nullptr : it->second;
+  }
   std::shared_ptr<Entry> get(const std::string& key, const std::function<std::shared_ptr<Entry>()>& make) {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -631,15 +638,10 @@ struct ConvPort {
   }
 };
 
-tag conv_act_tag() {
-  static const tag t = getenv("AIGC_CONV_NHWC") ? tag::nhwc : getenv("AIGC_CONV_NCHW") ? tag::nchw : tag::any;
-  return t;
-}
-
 dnnl::convolution_forward::primitive_desc conv_train_fwd_pd(const Conv2dShape& s, bool bias,
                                                             const dnnl::primitive_attr& attr) {
   const dims xd{s.n, s.c, s.h, s.w}, wd{s.o, s.c, s.kh, s.kw}, yd{s.n, s.o, s.ho, s.wo};
-  const dnnl::memory::desc xa(xd, dt::f32, conv_act_tag()), wa(wd, dt::f32, tag::any), ya(yd, dt::f32, conv_act_tag()),
+  const dnnl::memory::desc xa(xd, dt::f32, tag::any), wa(wd, dt::f32, tag::any), ya(yd, dt::f32, tag::any),
       ba({s.o}, dt::f32, tag::a);
   const dims strides{s.stride, s.stride}, pads{s.pad, s.pad};
   const auto prop = dnnl::prop_kind::forward_training;
@@ -686,9 +688,13 @@ ConvTrainScratch& conv_train_scratch() {
   return s;
 }
 
-std::string conv_train_key(const char* pass, const Conv2dShape& s, int nthr, int flags) {
-  return fmt::format("{} t{} N{} C{} H{} W{} O{} k{}x{} s{} p{} f{}", pass, nthr, s.n, s.c, s.h, s.w, s.o, s.kh, s.kw,
-                     s.stride, s.pad, flags);
+// The cache key, written into a per-thread string whose capacity stays: no allocation once warm.
+const std::string& conv_train_key(const char* pass, const Conv2dShape& s, int nthr, int flags) {
+  thread_local std::string key;
+  key.clear();
+  fmt::format_to(std::back_inserter(key), "{} t{} N{} C{} H{} W{} O{} k{}x{} s{} p{} f{}", pass, nthr, s.n, s.c, s.h,
+                 s.w, s.o, s.kh, s.kw, s.stride, s.pad, flags);
+  return key;
 }
 
 Cache<ConvTrainFwd>& conv_train_fwd_cache() {
@@ -705,7 +711,9 @@ Cache<ConvTrainBwd>& conv_train_bwd_cache() {
 void conv2d_train_forward(const Conv2dShape& s, const float* x, const float* w, const float* bias, float* y) {
   if (s.n == 0 || s.o == 0 || s.ho == 0 || s.wo == 0) return;
   const int nthr = threads_sync();
-  auto e = conv_train_fwd_cache().get(conv_train_key("fwd", s, nthr, bias != nullptr), [&] {
+  const std::string& key = conv_train_key("fwd", s, nthr, bias != nullptr);
+  std::shared_ptr<ConvTrainFwd> e = conv_train_fwd_cache().find(key);
+  if (!e) e = conv_train_fwd_cache().get(key, [&] {
     auto en = std::make_shared<ConvTrainFwd>();
     const auto pd = conv_train_fwd_pd(s, bias != nullptr, attr_user_scratchpad());
     en->prim = dnnl::convolution_forward(pd);
@@ -742,13 +750,15 @@ void conv2d_train_backward(const Conv2dShape& s, const float* x, const float* w,
   if (s.n == 0 || s.o == 0 || s.ho == 0 || s.wo == 0 || (!dx && !dw)) return;
   const int nthr = threads_sync();
   const int flags = (dx ? 1 : 0) | (dw ? 2 : 0) | (db ? 4 : 0);
-  auto e = conv_train_bwd_cache().get(conv_train_key("bwd", s, nthr, flags), [&] {
+  const std::string& key = conv_train_key("bwd", s, nthr, flags);
+  std::shared_ptr<ConvTrainBwd> e = conv_train_bwd_cache().find(key);
+  if (!e) e = conv_train_bwd_cache().get(key, [&] {
     auto en = std::make_shared<ConvTrainBwd>();
     auto& eng = ctx().eng;
     const dims xd{s.n, s.c, s.h, s.w}, wd{s.o, s.c, s.kh, s.kw}, yd{s.n, s.o, s.ho, s.wo};
     const dnnl::memory::desc x_user(xd, dt::f32, tag::nchw), w_user(wd, dt::f32, tag::oihw),
         y_user(yd, dt::f32, tag::nchw), b_md({s.o}, dt::f32, tag::a);
-    const dnnl::memory::desc xa(xd, dt::f32, conv_act_tag()), wa(wd, dt::f32, tag::any), ya(yd, dt::f32, conv_act_tag());
+    const dnnl::memory::desc xa(xd, dt::f32, tag::any), wa(wd, dt::f32, tag::any), ya(yd, dt::f32, tag::any);
     const dims strides{s.stride, s.stride}, pads{s.pad, s.pad};
     const auto alg = dnnl::algorithm::convolution_direct;
     const auto hint = conv_train_fwd_pd(s, db != nullptr, dnnl::primitive_attr());
