@@ -762,12 +762,100 @@ AIGC_TRAIN_SIMD void mha_backward_unit(const float* q, const float* k, const flo
   }
 }
 
+// Long sequences (the UNet's self-attention: 256 tokens) go through GEMMs, oneDNN on the calling
+// worker thread (matmul_serial): scores, probabilities x values, and the four products of the
+// backward. Short key sets (cross-attention on a caption) stay on the loops above.
+constexpr int64_t kMhaGemmMinKeys = 32;
+
+// [rows, cols] with row stride ld, f32 (a row-major view) and its transpose (column-major view).
+onednn::Matrix mat(const float* p, int64_t rows, int64_t cols, int64_t ld) {
+  return onednn::Matrix{p, onednn::Type::F32, 1, rows, cols, 0, ld, 1};
+}
+onednn::Matrix mat_t(const float* p, int64_t rows, int64_t cols, int64_t ld) {  // p is [cols, rows]
+  return onednn::Matrix{p, onednn::Type::F32, 1, rows, cols, 0, 1, ld};
+}
+
+// Per-thread scratch of the GEMM path: dS [Tq, Tk] and one [max(Tq, Tk), D] product; kept.
+float* mha_gemm_scratch(const MhaShape& s) {
+  thread_local std::vector<float> buf;
+  const size_t n = static_cast<size_t>(s.Tq * s.Tk + std::max(s.Tq, s.Tk) * s.D);
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
+}
+
+AIGC_TRAIN_SIMD void rows_scale_softmax(float* p, int64_t rows, int64_t n, float scale) {
+  const ops::KernelsF32& kf = ops::kernels_f32();
+  for (int64_t i = 0; i < rows; ++i) {
+    float* r = p + i * n;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) r[j] *= scale;
+    kf.softmax(r, r, n, n);
+  }
+}
+
+// ds = p * (dp - sum(p * dp)) * scale, row by row, in place over dp.
+AIGC_TRAIN_SIMD void rows_softmax_backward(const float* p, float* dp, int64_t rows, int64_t n, float scale) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const float* pr = p + i * n;
+    float* d = dp + i * n;
+    const float pdp = dot(pr, d, n);
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) d[j] = pr[j] * (d[j] - pdp) * scale;
+  }
+}
+
+// dst [rows, D] (row stride E) += src [rows, D] (dense)
+AIGC_TRAIN_SIMD void rows_accumulate(float* dst, const float* src, int64_t rows, int64_t D, int64_t E) {
+  for (int64_t i = 0; i < rows; ++i) {
+    float* d = dst + i * E;
+    const float* r = src + i * D;
+#pragma omp simd
+    for (int64_t e = 0; e < D; ++e) d[e] += r[e];
+  }
+}
+
+void mha_forward_gemm_unit(const float* q, const float* k, const float* v, const MhaShape& s, float scale, int64_t u,
+                           float* out, float* probs) {
+  const int64_t E = s.H * s.D, Tq = s.Tq, Tk = s.Tk, D = s.D;
+  const int64_t b = u / s.H, off = u % s.H * D;
+  const float *qb = q + b * Tq * E + off, *kb = k + b * Tk * E + off, *vb = v + b * Tk * E + off;
+  float* p = probs + u * Tq * Tk;  // [Tq, Tk]
+  onednn::matmul_serial(mat(qb, Tq, D, E), mat_t(kb, D, Tk, E), nullptr, p, 0, Tk);  // q k^T
+  rows_scale_softmax(p, Tq, Tk, scale);
+  onednn::matmul_serial(mat(p, Tq, Tk, Tk), mat(vb, Tk, D, E), nullptr, out + b * Tq * E + off, 0, E);  // p v
+}
+
+void mha_backward_gemm_unit(const float* q, const float* k, const float* v, const float* probs, const float* dout,
+                            const MhaShape& s, float scale, int64_t u, float* dq, float* dk, float* dv) {
+  const int64_t E = s.H * s.D, Tq = s.Tq, Tk = s.Tk, D = s.D;
+  const int64_t b = u / s.H, off = u % s.H * D;
+  const float *qb = q + b * Tq * E + off, *kb = k + b * Tk * E + off, *vb = v + b * Tk * E + off;
+  const float* gb = dout + b * Tq * E + off;
+  const float* p = probs + u * Tq * Tk;
+  float* ds = mha_gemm_scratch(s);  // [Tq, Tk]
+  float* tmp = ds + Tq * Tk;        // [Tq or Tk, D]
+  onednn::matmul_serial(mat(gb, Tq, D, E), mat_t(vb, D, Tk, E), nullptr, ds, 0, Tk);  // dp = dout v^T
+  rows_softmax_backward(p, ds, Tq, Tk, scale);
+  onednn::matmul_serial(mat(ds, Tq, Tk, Tk), mat(kb, Tk, D, E), nullptr, tmp, 0, D);  // dq = ds k
+  rows_accumulate(dq + b * Tq * E + off, tmp, Tq, D, E);
+  onednn::matmul_serial(mat_t(ds, Tk, Tq, Tk), mat(qb, Tq, D, E), nullptr, tmp, 0, D);  // dk = ds^T q
+  rows_accumulate(dk + b * Tk * E + off, tmp, Tk, D, E);
+  onednn::matmul_serial(mat_t(p, Tk, Tq, Tk), mat(gb, Tq, D, E), nullptr, tmp, 0, D);  // dv = p^T dout
+  rows_accumulate(dv + b * Tk * E + off, tmp, Tk, D, E);
+}
+
 }  // namespace
 
 void mha_forward(const Tensor& q, const Tensor& k, const Tensor& v, const MhaShape& s, Tensor& out, Tensor& probs) {
   mha_check(q, k, v, s, out, probs);
   const float scale = mha_scale(s);
   parallel_for(s.B * s.H, [&](int64_t u0, int64_t u1) {
+    if (s.Tk >= kMhaGemmMinKeys) {
+      for (int64_t u = u0; u < u1; ++u)
+        mha_forward_gemm_unit(q.ptr<float>(), k.ptr<float>(), v.ptr<float>(), s, scale, u, out.ptr<float>(),
+                              probs.ptr<float>());
+      return;
+    }
     float* kT = mha_scratch(s);  // [D, Tk], then vT [D, Tk]
     for (int64_t u = u0; u < u1; ++u)
       mha_forward_unit(q.ptr<float>(), k.ptr<float>(), v.ptr<float>(), s, scale, u, out.ptr<float>(),
@@ -785,6 +873,12 @@ void mha_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
   const float scale = mha_scale(s);
   // A (sequence, head) pair owns its slices of dq, dk and dv.
   parallel_for(s.B * s.H, [&](int64_t u0, int64_t u1) {
+    if (s.Tk >= kMhaGemmMinKeys) {
+      for (int64_t u = u0; u < u1; ++u)
+        mha_backward_gemm_unit(q.ptr<float>(), k.ptr<float>(), v.ptr<float>(), probs.ptr<float>(), dout.ptr<float>(),
+                               s, scale, u, dq.ptr<float>(), dk.ptr<float>(), dv.ptr<float>());
+      return;
+    }
     float* kT = mha_scratch(s);
     for (int64_t u = u0; u < u1; ++u)
       mha_backward_unit(q.ptr<float>(), k.ptr<float>(), v.ptr<float>(), probs.ptr<float>(), dout.ptr<float>(), s,
