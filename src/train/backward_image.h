@@ -54,7 +54,8 @@ struct MhaShape {
   void transpose12_forward(const Tensor& x, Tensor& y);                                              \
   void transpose12_backward(const Tensor& dy, Tensor& dx);                                           \
   /* non-causal multi-head attention, scores materialised: q [B, Tq, H*D], k, v [B, Tk, H*D],          \
-     out [B, Tq, H*D], probs [B, H, Tq, Tk] (written by the forward, read by the backward) */         \
+     out [B, Tq, H*D], probs [B, H, Tq, Tk] (written by the forward, read by the backward). Fast:     \
+     a (sequence, head) per task; >= 32 keys through oneDNN GEMMs, fewer through loops. */            \
   void mha_forward(const Tensor& q, const Tensor& k, const Tensor& v, const MhaShape& s, Tensor& out, \
                    Tensor& probs);                                                                    \
   void mha_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& probs,          \
