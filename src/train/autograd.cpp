@@ -201,8 +201,7 @@ Var Graph::conv2d(Var x, Var w, Var b, int stride, int pad) {
   n.in[2] = b;
   n.stride = stride;
   n.pad = pad;
-  const int64_t K = xs[1] * ws[2] * ws[3];
-  n_scratch_ = std::max(n_scratch_, K * Ho * Wo + std::max(ws[0] * K, K * Ho * Wo));  // conv2d_scratch_floats
+  n_scratch_ = std::max<int64_t>(n_scratch_, 1);  // conv2d_scratch_floats
   return node_push(std::move(n), {xs[0], ws[0], Ho, Wo});
 }
 
@@ -379,8 +378,8 @@ void Graph::node_forward(Node& n) {
     }
     case OpKind::Conv2d: {
       const Tensor* b = n.in[2].valid() ? &value(n.in[2]) : nullptr;
-      reference_ ? ops::ref::conv2d(value(n.in[0]), value(n.in[1]), b, y, n.stride, n.pad)
-                 : ops::conv2d(value(n.in[0]), value(n.in[1]), b, y, n.stride, n.pad);
+      reference_ ? grad::ref::conv2d_forward(value(n.in[0]), value(n.in[1]), b, y, n.stride, n.pad)
+                 : grad::conv2d_forward(value(n.in[0]), value(n.in[1]), b, y, n.stride, n.pad);
       break;
     }
     case OpKind::GroupNorm:

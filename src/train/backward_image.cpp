@@ -1,6 +1,6 @@
 // Image backward kernels (see backward_image.h). Reference: loops accumulating in double. Fast:
-// independent rows / channels / (sequence, head) pairs over threads, f32 accumulation, and the
-// conv2d backward as im2col + two oneDNN matmuls per sample through ops::matmul.
+// independent rows / channels / (sequence, head) pairs over threads, f32 accumulation, and conv2d
+// (forward and backward) through oneDNN's convolution primitives over the whole batch.
 #include "train/backward_image.h"
 
 #include <algorithm>
@@ -9,6 +9,8 @@
 #include <limits>
 #include <vector>
 
+#include "backend/cpu/onednn.h"
+#include "backend/cpu/kernels_f32.h"
 #include "backend/cpu/ops.h"
 #include "core/thread_pool.h"
 
@@ -53,6 +55,25 @@ ConvDims conv_check(const Tensor& x, const Tensor& w, const Tensor& dy, int stri
     AIGC_CHECK(db->numel() == d.O, "conv2d_backward: db {} is not [{}]", db->shape_str(), d.O);
   }
   return d;
+}
+
+onednn::Conv2dShape conv_shape(const Tensor& x, const Tensor& w, const Tensor* b, const Tensor& y, int stride,
+                               int pad) {
+  for (const Tensor* t : {&x, &w, &y}) dense(*t, "conv2d_forward");
+  AIGC_CHECK(x.ndim() == 4 && w.ndim() == 4 && y.ndim() == 4 && x.size(1) == w.size(1) && stride >= 1 && pad >= 0,
+             "conv2d_forward: x {} [N, C, H, W] and w {} [O, C, kh, kw] do not match", x.shape_str(), w.shape_str());
+  onednn::Conv2dShape s{x.size(0), x.size(1), x.size(2), x.size(3), w.size(0), w.size(2), w.size(3), 0, 0, stride, pad};
+  s.ho = (s.h + 2 * pad - s.kh) / stride + 1;
+  s.wo = (s.w + 2 * pad - s.kw) / stride + 1;
+  AIGC_CHECK(s.h + 2 * pad >= s.kh && s.w + 2 * pad >= s.kw && s.c > 0 && y.size(0) == s.n && y.size(1) == s.o &&
+                 y.size(2) == s.ho && y.size(3) == s.wo,
+             "conv2d_forward: y {} is not [{}, {}, {}, {}] (x {}, w {}, stride {}, pad {})", y.shape_str(), s.n, s.o,
+             s.ho, s.wo, x.shape_str(), w.shape_str(), stride, pad);
+  if (b) {
+    dense(*b, "conv2d_forward");
+    AIGC_CHECK(b->numel() == s.o, "conv2d_forward: bias {} is not [{}]", b->shape_str(), s.o);
+  }
+  return s;
 }
 
 void gn_check(const Tensor& x, const Tensor& gamma, int groups, const Tensor& dy, const Tensor& dx,
@@ -126,17 +147,6 @@ void mse_check(const Tensor& p, const Tensor& t) {
   AIGC_CHECK(p.numel() > 0, "mse: empty tensors");
 }
 
-// Output columns j whose input column j * stride - pad + kx lies inside [0, W): [lo, hi).
-struct JRange {
-  int64_t lo, hi;
-};
-JRange j_range(int64_t kx, int stride, int pad, int64_t W, int64_t Wo) {
-  const int64_t a = pad - kx, b = W - 1 + pad - kx;
-  const int64_t lo = a <= 0 ? 0 : (a + stride - 1) / stride;
-  const int64_t hi = b < 0 ? 0 : std::min<int64_t>(Wo, b / stride + 1);
-  return {std::min(lo, Wo), std::max(std::min(lo, Wo), hi)};
-}
-
 // Per-thread scratch of the attention kernels, grown to the largest need and kept: once warm, no
 // call allocates. The forward asks for what the backward needs, so one forward warms both.
 float* mha_scratch(const MhaShape& s) {
@@ -165,11 +175,9 @@ float dot(const float* a, const float* b, int64_t n) {
 
 }  // namespace
 
-int64_t conv2d_scratch_floats(const Tensor& x, const Tensor& w, int stride, int pad) {
+int64_t conv2d_scratch_floats(const Tensor& x, const Tensor& w, int stride, int /*pad*/) {
   AIGC_CHECK(x.ndim() == 4 && w.ndim() == 4 && stride >= 1, "conv2d_scratch_floats: 4-d x and w expected");
-  const int64_t Ho = (x.size(2) + 2 * pad - w.size(2)) / stride + 1, Wo = (x.size(3) + 2 * pad - w.size(3)) / stride + 1;
-  const int64_t ckk = x.size(1) * w.size(2) * w.size(3), so = std::max<int64_t>(Ho * Wo, 1);
-  return ckk * so + std::max(w.size(0) * ckk, ckk * so);
+  return 1;
 }
 
 // ---- reference kernels ---------------------------------------------------------------------------
@@ -184,6 +192,10 @@ void bias_backward(const Tensor& dy, Tensor& db) {
     for (int64_t n = 0; n < N; ++n) s += dy.ptr<float>()[n * O + o];
     db.ptr<float>()[o] += static_cast<float>(s);
   }
+}
+
+void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& y, int stride, int pad) {
+  ops::ref::conv2d(x, w, b, y, stride, pad);
 }
 
 void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, int stride, int pad, Tensor* dx, Tensor* dw,
@@ -458,6 +470,45 @@ void mse_backward(const Tensor& pred, const Tensor& target, float dloss, Tensor&
 
 }  // namespace ref
 
+namespace {
+
+// The per-(group, sample) bodies of the fast kernels, compiled for AVX-512 and AVX2+FMA besides the
+// baseline and picked at load time by the CPU (GCC function multiversioning): src/train is built
+// for baseline x86-64, where these loops would run 4 floats wide.
+#define AIGC_TRAIN_SIMD __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+
+// One group of one sample: x, dy, dx [Cg, S]; gamma, dgamma, dbeta [Cg].
+AIGC_TRAIN_SIMD void group_norm_backward_unit(const float* x, const float* dy, const float* gamma, int64_t Cg,
+                                              int64_t S, float mu, float rstd, float* dx, float* dgamma,
+                                              float* dbeta) {
+  float m1 = 0, m2 = 0;  // sums of dxhat and of dxhat * xhat
+  for (int64_t c = 0; c < Cg; ++c) {
+    const float *xc = x + c * S, *gc = dy + c * S;
+    float sg = 0, sb = 0;
+#pragma omp simd reduction(+ : sg, sb)
+    for (int64_t s = 0; s < S; ++s) {
+      sg += gc[s] * ((xc[s] - mu) * rstd);
+      sb += gc[s];
+    }
+    dgamma[c] += sg;
+    dbeta[c] += sb;
+    m1 += gamma[c] * sb;
+    m2 += gamma[c] * sg;
+  }
+  const float M = static_cast<float>(Cg * S);
+  m1 /= M;
+  m2 /= M;
+  for (int64_t c = 0; c < Cg; ++c) {
+    const float *xc = x + c * S, *gc = dy + c * S;
+    const float gm = gamma[c];
+    float* o = dx + c * S;
+#pragma omp simd
+    for (int64_t s = 0; s < S; ++s) o[s] += rstd * (gc[s] * gm - m1 - (xc[s] - mu) * rstd * m2);
+  }
+}
+
+}  // namespace
+
 // ---- fast kernels --------------------------------------------------------------------------------
 
 void bias_backward(const Tensor& dy, Tensor& db) {
@@ -469,81 +520,33 @@ void bias_backward(const Tensor& dy, Tensor& db) {
   }, 16);
 }
 
+void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& y, int stride, int pad) {
+  const onednn::Conv2dShape s = conv_shape(x, w, b, y, stride, pad);
+  onednn::conv2d_train_forward(s, x.ptr<float>(), w.ptr<float>(), b ? b->ptr<float>() : nullptr, y.ptr<float>());
+}
+
+// The whole batch in one oneDNN backward-data and one backward-weights primitive (cached per shape,
+// see onednn.h); they accumulate into dx, dw, db. The bias gradient without dw is a plain sum.
 void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, int stride, int pad, Tensor* dx, Tensor* dw,
-                     Tensor* db, Tensor& scratch) {
+                     Tensor* db, Tensor& /*scratch*/) {
   const ConvDims d = conv_check(x, w, dy, stride, pad, dx, dw, db);
-  dense(scratch, "conv2d_backward");
-  AIGC_CHECK(scratch.numel() >= conv2d_scratch_floats(x, w, stride, pad), "conv2d_backward: scratch {} too small",
-             scratch.shape_str());
-  const int64_t K = d.C * d.kh * d.kw, So = d.Ho * d.Wo, kk = d.kh * d.kw;
-  float* col = scratch.ptr<float>();    // [K, So] im2col of one sample
-  float* tmp = col + K * So;            // [O, K] or [K, So]
-  if (db)
+  const onednn::Conv2dShape s{d.N, d.C, d.H, d.W, d.O, d.kh, d.kw, d.Ho, d.Wo, stride, pad};
+  if (db && !dw) {
+    const int64_t So = d.Ho * d.Wo;
     parallel_for(d.O, [&](int64_t o0, int64_t o1) {
       for (int64_t o = o0; o < o1; ++o) {
-        float s = 0;
+        float sum = 0;
         for (int64_t n = 0; n < d.N; ++n) {
           const float* g = dy.ptr<float>() + (n * d.O + o) * So;
-          for (int64_t i = 0; i < So; ++i) s += g[i];
+          for (int64_t i = 0; i < So; ++i) sum += g[i];
         }
-        db->ptr<float>()[o] += s;
+        db->ptr<float>()[o] += sum;
       }
     });
-  if (!dx && !dw) return;
-  Tensor w2 = Tensor::view_of(DType::F32, std::array<int64_t, 2>{d.O, K}, const_cast<float*>(w.ptr<float>()));
-  for (int64_t n = 0; n < d.N; ++n) {
-    Tensor g2 = Tensor::view_of(DType::F32, std::array<int64_t, 2>{d.O, So},
-                                const_cast<float*>(dy.ptr<float>()) + n * d.O * So);
-    if (dw) {
-      const float* xn = x.ptr<float>() + n * d.C * d.H * d.W;
-      parallel_for(K, [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) {
-          const int64_t c = r / kk, ky = r % kk / d.kw, kx = r % d.kw;
-          float* cr = col + r * So;
-          const JRange jr = j_range(kx, stride, pad, d.W, d.Wo);
-          for (int64_t i = 0; i < d.Ho; ++i) {
-            const int64_t iy = i * stride - pad + ky;
-            float* o = cr + i * d.Wo;
-            if (iy < 0 || iy >= d.H) {
-              std::fill(o, o + d.Wo, 0.0f);
-              continue;
-            }
-            const float* xr = xn + (c * d.H + iy) * d.W - pad + kx;  // xr[j * stride] = x[iy, j * stride - pad + kx]
-            std::fill(o, o + jr.lo, 0.0f);
-            for (int64_t j = jr.lo; j < jr.hi; ++j) o[j] = xr[j * stride];
-            std::fill(o + jr.hi, o + d.Wo, 0.0f);
-          }
-        }
-      });
-      Tensor c2 = Tensor::view_of(DType::F32, std::array<int64_t, 2>{K, So}, col);
-      Tensor t2 = Tensor::view_of(DType::F32, std::array<int64_t, 2>{d.O, K}, tmp);
-      ops::matmul(g2, c2.transpose(0, 1), t2);  // [O, So] x [So, K]
-      float* dwp = dw->ptr<float>();
-      parallel_for(d.O * K, [&](int64_t i0, int64_t i1) {
-        for (int64_t i = i0; i < i1; ++i) dwp[i] += tmp[i];
-      }, 4096);
-    }
-    if (dx) {
-      Tensor t2 = Tensor::view_of(DType::F32, std::array<int64_t, 2>{K, So}, tmp);
-      ops::matmul(w2.transpose(0, 1), g2, t2);  // [K, O] x [O, So]
-      float* dxn = dx->ptr<float>() + n * d.C * d.H * d.W;
-      parallel_for(d.C, [&](int64_t c0, int64_t c1) {  // col2im: each channel owns its kk rows
-        for (int64_t c = c0; c < c1; ++c)
-          for (int64_t r = c * kk; r < (c + 1) * kk; ++r) {
-            const int64_t ky = r % kk / d.kw, kx = r % d.kw;
-            const float* tr = tmp + r * So;
-            const JRange jr = j_range(kx, stride, pad, d.W, d.Wo);
-            for (int64_t i = 0; i < d.Ho; ++i) {
-              const int64_t iy = i * stride - pad + ky;
-              if (iy < 0 || iy >= d.H) continue;
-              float* xr = dxn + (c * d.H + iy) * d.W - pad + kx;
-              const float* t = tr + i * d.Wo;
-              for (int64_t j = jr.lo; j < jr.hi; ++j) xr[j * stride] += t[j];
-            }
-          }
-      });
-    }
   }
+  if (d.C == 0) return;
+  onednn::conv2d_train_backward(s, x.ptr<float>(), w.ptr<float>(), dy.ptr<float>(), dx ? dx->ptr<float>() : nullptr,
+                                dw ? dw->ptr<float>() : nullptr, dw && db ? db->ptr<float>() : nullptr);
 }
 
 void group_norm_backward(const Tensor& x, const Tensor& gamma, int groups, float eps, const Tensor& dy, Tensor& dx,
@@ -552,41 +555,17 @@ void group_norm_backward(const Tensor& x, const Tensor& gamma, int groups, float
   const int64_t N = x.size(0), C = x.size(1), S = x.numel() / (N * C), Cg = C / groups, M = Cg * S;
   const float *xp = x.ptr<float>(), *gp = gamma.ptr<float>(), *g = dy.ptr<float>();
   float *o = dx.ptr<float>(), *dgp = dgamma.ptr<float>(), *dbp = dbeta.ptr<float>();
+  const ops::KernelsF32& kf = ops::kernels_f32();
   // A group's channels belong to one thread, so dgamma/dbeta need no reduction across threads.
   parallel_for(groups, [&](int64_t g0, int64_t g1) {
     for (int64_t gr = g0; gr < g1; ++gr)
       for (int64_t n = 0; n < N; ++n) {
         const int64_t base = (n * C + gr * Cg) * S;
-        double mean = 0, var = 0;
-        for (int64_t i = 0; i < M; ++i) mean += xp[base + i];
-        mean /= static_cast<double>(M);
-        for (int64_t i = 0; i < M; ++i) var += (xp[base + i] - mean) * (xp[base + i] - mean);
-        const float mu = static_cast<float>(mean), rstd = static_cast<float>(1.0 / std::sqrt(var / static_cast<double>(M) + eps));
-        float m1 = 0, m2 = 0;
-        for (int64_t cc = 0; cc < Cg; ++cc) {
-          const int64_t c = gr * Cg + cc;
-          float sg = 0, sb = 0;
-          for (int64_t s = 0; s < S; ++s) {
-            const int64_t idx = base + cc * S + s;
-            const float xh = (xp[idx] - mu) * rstd;
-            sg += g[idx] * xh;
-            sb += g[idx];
-          }
-          dgp[c] += sg;
-          dbp[c] += sb;
-          m1 += gp[c] * sb;
-          m2 += gp[c] * sg;
-        }
-        m1 /= static_cast<float>(M);
-        m2 /= static_cast<float>(M);
-        for (int64_t cc = 0; cc < Cg; ++cc) {
-          const float gc = gp[gr * Cg + cc];
-          for (int64_t s = 0; s < S; ++s) {
-            const int64_t idx = base + cc * S + s;
-            const float xh = (xp[idx] - mu) * rstd;
-            o[idx] += rstd * (g[idx] * gc - m1 - xh * m2);
-          }
-        }
+        const double mean = kf.sum(xp + base, M) / static_cast<double>(M);
+        const double var = kf.sum_sq_dev(xp + base, M, static_cast<float>(mean)) / static_cast<double>(M);
+        group_norm_backward_unit(xp + base, g + base, gp + gr * Cg, Cg, S, static_cast<float>(mean),
+                                 static_cast<float>(1.0 / std::sqrt(var + eps)), o + base, dgp + gr * Cg,
+                                 dbp + gr * Cg);
       }
   });
 }
@@ -713,35 +692,174 @@ void transpose12_backward(const Tensor& dy, Tensor& dx) {
 
 // Attention kernels: a (sequence, head) pair per task, its keys and values transposed to [D, Tk]
 // first so that every inner loop runs over the Tk keys, contiguous (vectorised).
-void mha_forward(const Tensor& q, const Tensor& k, const Tensor& v, const MhaShape& s, Tensor& out, Tensor& probs) {
-  mha_check(q, k, v, s, out, probs);
+namespace {
+
+// The per-(sequence, head) bodies (multiversioned: see AIGC_TRAIN_SIMD).
+
+AIGC_TRAIN_SIMD void mha_forward_unit(const float* q, const float* k, const float* v, const MhaShape& s, float scale,
+                                      int64_t u, float* out, float* probs, float* kT, float* vT) {
   const int64_t E = s.H * s.D, Tk = s.Tk, D = s.D;
-  const float scale = mha_scale(s);
-  parallel_for(s.B * s.H, [&](int64_t u0, int64_t u1) {
-    float* kT = mha_scratch(s);  // [D, Tk]
-    float* vT = kT + D * Tk;     // [D, Tk]
-    for (int64_t u = u0; u < u1; ++u) {
-      const int64_t b = u / s.H, off = u % s.H * D;
-      kv_transpose(k.ptr<float>() + b * Tk * E + off, v.ptr<float>() + b * Tk * E + off, Tk, D, E, kT, vT);
-      for (int64_t i = 0; i < s.Tq; ++i) {
-        const float* qi = q.ptr<float>() + (b * s.Tq + i) * E + off;
-        float* p = probs.ptr<float>() + (u * s.Tq + i) * Tk;
-        std::fill(p, p + Tk, 0.0f);
-        for (int64_t e = 0; e < D; ++e) {
-          const float qe = qi[e] * scale;
-          const float* kr = kT + e * Tk;
-          for (int64_t j = 0; j < Tk; ++j) p[j] += qe * kr[j];
-        }
-        float mx = -std::numeric_limits<float>::infinity();
-        for (int64_t j = 0; j < Tk; ++j) mx = std::max(mx, p[j]);
-        float sum = 0;
-        for (int64_t j = 0; j < Tk; ++j) sum += (p[j] = std::exp(p[j] - mx));
-        const float inv = 1.0f / sum;
-        for (int64_t j = 0; j < Tk; ++j) p[j] *= inv;
-        float* oi = out.ptr<float>() + (b * s.Tq + i) * E + off;
-        for (int64_t e = 0; e < D; ++e) oi[e] = dot(p, vT + e * Tk, Tk);
+  const int64_t b = u / s.H, off = u % s.H * D;
+  kv_transpose(k + b * Tk * E + off, v + b * Tk * E + off, Tk, D, E, kT, vT);
+  const ops::KernelsF32& kf = ops::kernels_f32();
+  for (int64_t i = 0; i < s.Tq; ++i) {
+    const float* qi = q + (b * s.Tq + i) * E + off;
+    float* p = probs + (u * s.Tq + i) * Tk;
+    std::fill(p, p + Tk, 0.0f);
+    for (int64_t e = 0; e < D; ++e) {
+      const float qe = qi[e] * scale;
+      const float* kr = kT + e * Tk;
+#pragma omp simd
+      for (int64_t j = 0; j < Tk; ++j) p[j] += qe * kr[j];
+    }
+    kf.softmax(p, p, Tk, Tk);
+    float* oi = out + (b * s.Tq + i) * E + off;
+    for (int64_t e = 0; e < D; ++e) oi[e] = dot(p, vT + e * Tk, Tk);
+  }
+}
+
+AIGC_TRAIN_SIMD void mha_backward_unit(const float* q, const float* k, const float* v, const float* probs,
+                                       const float* dout, const MhaShape& s, float scale, int64_t u, float* dq,
+                                       float* dk, float* dv, float* kT) {
+  const int64_t E = s.H * s.D, Tk = s.Tk, D = s.D;
+  float *vT = kT + D * Tk, *dkT = vT + D * Tk, *dvT = dkT + D * Tk, *ds = dvT + D * Tk;  // [D, Tk] x4, [Tk]
+  const int64_t b = u / s.H, off = u % s.H * D;
+  kv_transpose(k + b * Tk * E + off, v + b * Tk * E + off, Tk, D, E, kT, vT);
+  std::fill(dkT, dkT + 2 * D * Tk, 0.0f);
+  for (int64_t i = 0; i < s.Tq; ++i) {
+    const float* p = probs + (u * s.Tq + i) * Tk;
+    const float* go = dout + (b * s.Tq + i) * E + off;
+    const float* qi = q + (b * s.Tq + i) * E + off;
+    float* dqi = dq + (b * s.Tq + i) * E + off;
+    std::fill(ds, ds + Tk, 0.0f);  // first dp[j] = go . v_j
+    for (int64_t e = 0; e < D; ++e) {
+      const float ge = go[e];
+      const float* vr = vT + e * Tk;
+#pragma omp simd
+      for (int64_t j = 0; j < Tk; ++j) ds[j] += ge * vr[j];
+    }
+    const float pdp = dot(p, ds, Tk);
+#pragma omp simd
+    for (int64_t j = 0; j < Tk; ++j) ds[j] = p[j] * (ds[j] - pdp) * scale;
+    for (int64_t e = 0; e < D; ++e) {
+      dqi[e] += dot(ds, kT + e * Tk, Tk);
+      const float qe = qi[e], ge = go[e];
+      float *dkr = dkT + e * Tk, *dvr = dvT + e * Tk;
+#pragma omp simd
+      for (int64_t j = 0; j < Tk; ++j) {
+        dkr[j] += ds[j] * qe;
+        dvr[j] += p[j] * ge;
       }
     }
+  }
+  for (int64_t j = 0; j < Tk; ++j) {
+    float* dkj = dk + (b * Tk + j) * E + off;
+    float* dvj = dv + (b * Tk + j) * E + off;
+    for (int64_t e = 0; e < D; ++e) {
+      dkj[e] += dkT[e * Tk + j];
+      dvj[e] += dvT[e * Tk + j];
+    }
+  }
+}
+
+// Long sequences (the UNet's self-attention: 256 tokens) go through GEMMs, oneDNN on the calling
+// worker thread (matmul_serial): scores, probabilities x values, and the four products of the
+// backward. Short key sets (cross-attention on a caption) stay on the loops above.
+constexpr int64_t kMhaGemmMinKeys = 32;
+
+// [rows, cols] with row stride ld, f32 (a row-major view) and its transpose (column-major view).
+onednn::Matrix mat(const float* p, int64_t rows, int64_t cols, int64_t ld) {
+  return onednn::Matrix{p, onednn::Type::F32, 1, rows, cols, 0, ld, 1};
+}
+onednn::Matrix mat_t(const float* p, int64_t rows, int64_t cols, int64_t ld) {  // p is [cols, rows]
+  return onednn::Matrix{p, onednn::Type::F32, 1, rows, cols, 0, 1, ld};
+}
+
+// Per-thread scratch of the GEMM path: dS [Tq, Tk] and one [max(Tq, Tk), D] product; kept.
+float* mha_gemm_scratch(const MhaShape& s) {
+  thread_local std::vector<float> buf;
+  const size_t n = static_cast<size_t>(s.Tq * s.Tk + std::max(s.Tq, s.Tk) * s.D);
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
+}
+
+AIGC_TRAIN_SIMD void rows_scale_softmax(float* p, int64_t rows, int64_t n, float scale) {
+  const ops::KernelsF32& kf = ops::kernels_f32();
+  for (int64_t i = 0; i < rows; ++i) {
+    float* r = p + i * n;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) r[j] *= scale;
+    kf.softmax(r, r, n, n);
+  }
+}
+
+// ds = p * (dp - sum(p * dp)) * scale, row by row, in place over dp.
+AIGC_TRAIN_SIMD void rows_softmax_backward(const float* p, float* dp, int64_t rows, int64_t n, float scale) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const float* pr = p + i * n;
+    float* d = dp + i * n;
+    const float pdp = dot(pr, d, n);
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) d[j] = pr[j] * (d[j] - pdp) * scale;
+  }
+}
+
+// dst [rows, D] (row stride E) += src [rows, D] (dense)
+AIGC_TRAIN_SIMD void rows_accumulate(float* dst, const float* src, int64_t rows, int64_t D, int64_t E) {
+  for (int64_t i = 0; i < rows; ++i) {
+    float* d = dst + i * E;
+    const float* r = src + i * D;
+#pragma omp simd
+    for (int64_t e = 0; e < D; ++e) d[e] += r[e];
+  }
+}
+
+void mha_forward_gemm_unit(const float* q, const float* k, const float* v, const MhaShape& s, float scale, int64_t u,
+                           float* out, float* probs) {
+  const int64_t E = s.H * s.D, Tq = s.Tq, Tk = s.Tk, D = s.D;
+  const int64_t b = u / s.H, off = u % s.H * D;
+  const float *qb = q + b * Tq * E + off, *kb = k + b * Tk * E + off, *vb = v + b * Tk * E + off;
+  float* p = probs + u * Tq * Tk;  // [Tq, Tk]
+  onednn::matmul_serial(mat(qb, Tq, D, E), mat_t(kb, D, Tk, E), nullptr, p, 0, Tk);  // q k^T
+  rows_scale_softmax(p, Tq, Tk, scale);
+  onednn::matmul_serial(mat(p, Tq, Tk, Tk), mat(vb, Tk, D, E), nullptr, out + b * Tq * E + off, 0, E);  // p v
+}
+
+void mha_backward_gemm_unit(const float* q, const float* k, const float* v, const float* probs, const float* dout,
+                            const MhaShape& s, float scale, int64_t u, float* dq, float* dk, float* dv) {
+  const int64_t E = s.H * s.D, Tq = s.Tq, Tk = s.Tk, D = s.D;
+  const int64_t b = u / s.H, off = u % s.H * D;
+  const float *qb = q + b * Tq * E + off, *kb = k + b * Tk * E + off, *vb = v + b * Tk * E + off;
+  const float* gb = dout + b * Tq * E + off;
+  const float* p = probs + u * Tq * Tk;
+  float* ds = mha_gemm_scratch(s);  // [Tq, Tk]
+  float* tmp = ds + Tq * Tk;        // [Tq or Tk, D]
+  onednn::matmul_serial(mat(gb, Tq, D, E), mat_t(vb, D, Tk, E), nullptr, ds, 0, Tk);  // dp = dout v^T
+  rows_softmax_backward(p, ds, Tq, Tk, scale);
+  onednn::matmul_serial(mat(ds, Tq, Tk, Tk), mat(kb, Tk, D, E), nullptr, tmp, 0, D);  // dq = ds k
+  rows_accumulate(dq + b * Tq * E + off, tmp, Tq, D, E);
+  onednn::matmul_serial(mat_t(ds, Tk, Tq, Tk), mat(qb, Tq, D, E), nullptr, tmp, 0, D);  // dk = ds^T q
+  rows_accumulate(dk + b * Tk * E + off, tmp, Tk, D, E);
+  onednn::matmul_serial(mat_t(p, Tk, Tq, Tk), mat(gb, Tq, D, E), nullptr, tmp, 0, D);  // dv = p^T dout
+  rows_accumulate(dv + b * Tk * E + off, tmp, Tk, D, E);
+}
+
+}  // namespace
+
+void mha_forward(const Tensor& q, const Tensor& k, const Tensor& v, const MhaShape& s, Tensor& out, Tensor& probs) {
+  mha_check(q, k, v, s, out, probs);
+  const float scale = mha_scale(s);
+  parallel_for(s.B * s.H, [&](int64_t u0, int64_t u1) {
+    if (s.Tk >= kMhaGemmMinKeys) {
+      for (int64_t u = u0; u < u1; ++u)
+        mha_forward_gemm_unit(q.ptr<float>(), k.ptr<float>(), v.ptr<float>(), s, scale, u, out.ptr<float>(),
+                              probs.ptr<float>());
+      return;
+    }
+    float* kT = mha_scratch(s);  // [D, Tk], then vT [D, Tk]
+    for (int64_t u = u0; u < u1; ++u)
+      mha_forward_unit(q.ptr<float>(), k.ptr<float>(), v.ptr<float>(), s, scale, u, out.ptr<float>(),
+                       probs.ptr<float>(), kT, kT + s.D * s.Tk);
   });
 }
 
@@ -752,48 +870,19 @@ void mha_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
   same(dq, q, "mha_backward");
   same(dk, k, "mha_backward");
   same(dv, v, "mha_backward");
-  const int64_t E = s.H * s.D, Tk = s.Tk, D = s.D;
   const float scale = mha_scale(s);
   // A (sequence, head) pair owns its slices of dq, dk and dv.
   parallel_for(s.B * s.H, [&](int64_t u0, int64_t u1) {
-    float* kT = mha_scratch(s);
-    float *vT = kT + D * Tk, *dkT = vT + D * Tk, *dvT = dkT + D * Tk, *ds = dvT + D * Tk;  // [D, Tk] x4, [Tk]
-    for (int64_t u = u0; u < u1; ++u) {
-      const int64_t b = u / s.H, off = u % s.H * D;
-      kv_transpose(k.ptr<float>() + b * Tk * E + off, v.ptr<float>() + b * Tk * E + off, Tk, D, E, kT, vT);
-      std::fill(dkT, dkT + 2 * D * Tk, 0.0f);
-      for (int64_t i = 0; i < s.Tq; ++i) {
-        const float* p = probs.ptr<float>() + (u * s.Tq + i) * Tk;
-        const float* go = dout.ptr<float>() + (b * s.Tq + i) * E + off;
-        const float* qi = q.ptr<float>() + (b * s.Tq + i) * E + off;
-        float* dqi = dq.ptr<float>() + (b * s.Tq + i) * E + off;
-        std::fill(ds, ds + Tk, 0.0f);  // first dp[j] = go . v_j
-        for (int64_t e = 0; e < D; ++e) {
-          const float ge = go[e];
-          const float* vr = vT + e * Tk;
-          for (int64_t j = 0; j < Tk; ++j) ds[j] += ge * vr[j];
-        }
-        const float pdp = dot(p, ds, Tk);
-        for (int64_t j = 0; j < Tk; ++j) ds[j] = p[j] * (ds[j] - pdp) * scale;
-        for (int64_t e = 0; e < D; ++e) {
-          dqi[e] += dot(ds, kT + e * Tk, Tk);
-          const float qe = qi[e], ge = go[e];
-          float *dkr = dkT + e * Tk, *dvr = dvT + e * Tk;
-          for (int64_t j = 0; j < Tk; ++j) {
-            dkr[j] += ds[j] * qe;
-            dvr[j] += p[j] * ge;
-          }
-        }
-      }
-      for (int64_t j = 0; j < Tk; ++j) {
-        float* dkj = dk.ptr<float>() + (b * Tk + j) * E + off;
-        float* dvj = dv.ptr<float>() + (b * Tk + j) * E + off;
-        for (int64_t e = 0; e < D; ++e) {
-          dkj[e] += dkT[e * Tk + j];
-          dvj[e] += dvT[e * Tk + j];
-        }
-      }
+    if (s.Tk >= kMhaGemmMinKeys) {
+      for (int64_t u = u0; u < u1; ++u)
+        mha_backward_gemm_unit(q.ptr<float>(), k.ptr<float>(), v.ptr<float>(), probs.ptr<float>(), dout.ptr<float>(),
+                               s, scale, u, dq.ptr<float>(), dk.ptr<float>(), dv.ptr<float>());
+      return;
     }
+    float* kT = mha_scratch(s);
+    for (int64_t u = u0; u < u1; ++u)
+      mha_backward_unit(q.ptr<float>(), k.ptr<float>(), v.ptr<float>(), probs.ptr<float>(), dout.ptr<float>(), s,
+                        scale, u, dq.ptr<float>(), dk.ptr<float>(), dv.ptr<float>(), kT);
   });
 }
 

@@ -4,7 +4,7 @@
 // maps, NCHW <-> token transposes, non-causal self-/cross-attention with heads, and the MSE loss.
 // Same conventions as train/backward.h: every gradient is ACCUMULATED (+=); f32 contiguous
 // tensors; PyTorch shape order; grad::ref:: plain loops in double, grad:: the fast kernels (rows or
-// channels over threads; conv2d through im2col + oneDNN matmuls via ops::matmul).
+// channels over threads; conv2d through oneDNN's convolution primitives over the whole batch).
 // Letters: N samples, C/O in/out channels, H W height width, S = H*W, Tq Tk query/key tokens,
 // E = heads * D features per token.
 #pragma once
@@ -15,8 +15,9 @@
 
 namespace aigc::train::grad {
 
-// Floats of scratch conv2d_backward needs (fast kernel: one im2col block and one matmul output
-// for one sample; the reference ignores it).
+// Floats of scratch conv2d_backward needs: none now (the fast kernel runs oneDNN's batch-level
+// backward primitives, whose layout buffers live with them; the reference needs none). Kept so
+// callers size the argument the same way; returns 1.
 int64_t conv2d_scratch_floats(const Tensor& x, const Tensor& w, int stride, int pad);
 
 struct MhaShape {
@@ -27,6 +28,9 @@ struct MhaShape {
 #define AIGC_GRAD_IMAGE_DECLARE                                                                      \
   /* y = x w^T + b: db [O] += sum over rows of dy [N, O] */                                           \
   void bias_backward(const Tensor& dy, Tensor& db);                                                   \
+  /* y [N, O, Ho, Wo] = conv2d(x, w, b or null, stride, pad): the fast one through oneDNN's         \
+     training convolution (layouts and buffers cached per shape), the reference ops::ref::conv2d */  \
+  void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& y, int stride, int pad); \
   /* y = conv2d(x, w, b, stride, pad): x [N, C, H, W], w [O, C, kh, kw], dy [N, O, Ho, Wo];          \
      dx, dw, db ([O]) each may be null. scratch: conv2d_scratch_floats() floats. */                  \
   void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, int stride, int pad,       \
@@ -50,7 +54,8 @@ struct MhaShape {
   void transpose12_forward(const Tensor& x, Tensor& y);                                              \
   void transpose12_backward(const Tensor& dy, Tensor& dx);                                           \
   /* non-causal multi-head attention, scores materialised: q [B, Tq, H*D], k, v [B, Tk, H*D],          \
-     out [B, Tq, H*D], probs [B, H, Tq, Tk] (written by the forward, read by the backward) */         \
+     out [B, Tq, H*D], probs [B, H, Tq, Tk] (written by the forward, read by the backward). Fast:     \
+     a (sequence, head) per task; >= 32 keys through oneDNN GEMMs, fewer through loops. */            \
   void mha_forward(const Tensor& q, const Tensor& k, const Tensor& v, const MhaShape& s, Tensor& out, \
                    Tensor& probs);                                                                    \
   void mha_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& probs,          \

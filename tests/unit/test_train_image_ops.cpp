@@ -291,6 +291,120 @@ TEST_P(ImageFiniteDiff, MiniUnetGraph) {
   fd_check([&] { g.forward(loss); }, g.value(loss), one, ins, gp, "mini unet");
 }
 
+// ---- the fast conv2d (oneDNN training primitives) against the reference loops ---------------------
+
+// Shapes the layouts oneDNN picks treat differently: channel counts below, at and off its 16-wide
+// blocks (3, 5, 16, 17, 32, 33, 65), odd image sides, stride 2, pad 0/1/2, 1x1 kernels, batch 1 and
+// more. Tolerance: the fast kernel sums in f32 (blocked, in its own order), the reference in
+// double; dw sums up to N*Ho*Wo = 1024 products of O(1) values, whose f32 rounding stays near
+// sqrt(1024) * 6e-8 * 30 ~ 6e-5; 5e-4 absolute + 1e-4 relative is well above that and far below
+// what a wrong tap, channel or sample costs (O(1)).
+struct ConvCase {
+  int64_t N, C, H, W, O, k;
+  int stride, pad;
+};
+
+class ConvFastVsRef : public ::testing::TestWithParam<ConvCase> {};
+
+TEST_P(ConvFastVsRef, ForwardAndBackward) {
+  const ConvCase c = GetParam();
+  std::mt19937 rng(static_cast<uint32_t>(c.N * 1000 + c.C * 10 + c.k));
+  Tensor x = Tensor::empty(DType::F32, {c.N, c.C, c.H, c.W}), w = Tensor::empty(DType::F32, {c.O, c.C, c.k, c.k});
+  Tensor b = Tensor::empty(DType::F32, {c.O});
+  fill_random(x, rng, 1.0f);
+  fill_random(w, rng, 0.3f);
+  fill_random(b, rng, 1.0f);
+  const int64_t Ho = (c.H + 2 * c.pad - c.k) / c.stride + 1, Wo = (c.W + 2 * c.pad - c.k) / c.stride + 1;
+  Tensor y = Tensor::empty(DType::F32, {c.N, c.O, Ho, Wo}), y_ref = zeros_like(y), dy = zeros_like(y);
+  fill_random(dy, rng, 1.0f);
+  const Tensor* biases[2] = {&b, nullptr};
+  for (const Tensor* bias : biases) {
+    fill_random(y, rng, 5.0f);  // overwritten, not accumulated
+    grad::conv2d_forward(x, w, bias, y, c.stride, c.pad);
+    grad::ref::conv2d_forward(x, w, bias, y_ref, c.stride, c.pad);
+    EXPECT_TENSORS_CLOSE(y, y_ref, 5e-4f, 1e-4f) << "forward, bias " << (bias != nullptr);
+  }
+  // Gradients start from the same non-zero values: both kernels must add to them.
+  Tensor dx0 = zeros_like(x), dw0 = zeros_like(w), db0 = zeros_like(b);
+  fill_random(dx0, rng, 1.0f);
+  fill_random(dw0, rng, 1.0f);
+  fill_random(db0, rng, 1.0f);
+  Tensor scratch = Tensor::empty(DType::F32, {grad::conv2d_scratch_floats(x, w, c.stride, c.pad)});
+  // every combination of wanted gradients: all, dx only, dw + db, dw only, db only
+  const bool want[5][3] = {{true, true, true}, {true, false, false}, {false, true, true}, {false, true, false},
+                           {false, false, true}};
+  for (const auto& wt : want) {
+    Tensor dx = clone(dx0), dw = clone(dw0), db = clone(db0), rdx = clone(dx0), rdw = clone(dw0), rdb = clone(db0);
+    grad::conv2d_backward(x, w, dy, c.stride, c.pad, wt[0] ? &dx : nullptr, wt[1] ? &dw : nullptr,
+                          wt[2] ? &db : nullptr, scratch);
+    grad::ref::conv2d_backward(x, w, dy, c.stride, c.pad, wt[0] ? &rdx : nullptr, wt[1] ? &rdw : nullptr,
+                               wt[2] ? &rdb : nullptr, scratch);
+    const std::string what = fmt::format("dx {} dw {} db {}", wt[0], wt[1], wt[2]);
+    EXPECT_TENSORS_CLOSE(dx, rdx, 5e-4f, 1e-4f) << what;
+    EXPECT_TENSORS_CLOSE(dw, rdw, 5e-4f, 1e-4f) << what;
+    EXPECT_TENSORS_CLOSE(db, rdb, 5e-4f, 1e-4f) << what;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, ConvFastVsRef,
+                         ::testing::Values(ConvCase{1, 3, 7, 9, 5, 3, 1, 1}, ConvCase{3, 17, 9, 11, 33, 3, 2, 1},
+                                           ConvCase{2, 16, 8, 8, 16, 1, 1, 0}, ConvCase{2, 5, 6, 5, 3, 1, 2, 0},
+                                           ConvCase{4, 32, 16, 16, 32, 3, 1, 1}, ConvCase{2, 65, 5, 5, 17, 3, 2, 2},
+                                           ConvCase{1, 8, 4, 4, 8, 3, 1, 0}, ConvCase{3, 32, 9, 9, 3, 3, 1, 1}));
+
+// Attention with 32 keys or more runs on GEMMs (oneDNN, per (sequence, head) on the worker thread),
+// shorter key sets on loops; the twin and finite-difference cases above are short, so the GEMM
+// path is checked here against the reference on odd sizes, self- and cross-attention. Tolerance:
+// f32 sums of <= 64 terms of O(1) values against double: 2e-5 absolute + 1e-4 relative.
+TEST(ImageBackward, MhaGemmPathVsRef) {
+  std::mt19937 rng(21);
+  for (const grad::MhaShape s : {grad::MhaShape{2, 33, 40, 2, 5, 0.0f}, grad::MhaShape{1, 64, 64, 3, 8, 0.0f},
+                                 grad::MhaShape{3, 1, 32, 1, 7, 0.3f}}) {
+    const int64_t E = s.H * s.D;
+    Tensor q = Tensor::empty(DType::F32, {s.B, s.Tq, E}), k = Tensor::empty(DType::F32, {s.B, s.Tk, E});
+    Tensor v = zeros_like(k), dout = zeros_like(q);
+    for (Tensor* t : {&q, &k, &v, &dout}) fill_random(*t, rng, 1.0f);
+    Tensor out = zeros_like(q), rout = zeros_like(q), probs = Tensor::empty(DType::F32, {s.B, s.H, s.Tq, s.Tk});
+    Tensor rprobs = zeros_like(probs);
+    grad::mha_forward(q, k, v, s, out, probs);
+    grad::ref::mha_forward(q, k, v, s, rout, rprobs);
+    EXPECT_TENSORS_CLOSE(out, rout, 2e-5f, 1e-4f) << "Tq " << s.Tq << " Tk " << s.Tk;
+    EXPECT_TENSORS_CLOSE(probs, rprobs, 2e-5f, 1e-4f);
+    Tensor dq = zeros_like(q), dk = zeros_like(k), dv = zeros_like(v);
+    fill_random(dq, rng, 1.0f);  // accumulates onto what is there
+    fill_random(dk, rng, 1.0f);
+    fill_random(dv, rng, 1.0f);
+    Tensor rdq = clone(dq), rdk = clone(dk), rdv = clone(dv);
+    grad::mha_backward(q, k, v, probs, s, dout, dq, dk, dv);
+    grad::ref::mha_backward(q, k, v, rprobs, s, dout, rdq, rdk, rdv);
+    EXPECT_TENSORS_CLOSE(dq, rdq, 2e-5f, 1e-4f) << "Tq " << s.Tq << " Tk " << s.Tk;
+    EXPECT_TENSORS_CLOSE(dk, rdk, 2e-5f, 1e-4f);
+    EXPECT_TENSORS_CLOSE(dv, rdv, 2e-5f, 1e-4f);
+  }
+}
+
+// Once warm (primitives made, layout buffers grown), the training convolution allocates nothing in
+// our code (cached entries, bound memory objects, reused key string). oneDNN's execute() itself
+// copies each argument map into its own (~6-7 small allocations per primitive run, 11 runs here:
+// 4 forward, 7 backward with their layout reorders): the count must be steady and within that.
+TEST(ImageBackward, ConvNoAllocationOnceWarm) {
+  Tensor x = Tensor::zeros(DType::F32, {2, 16, 8, 8}), w = Tensor::zeros(DType::F32, {16, 16, 3, 3});
+  Tensor b = Tensor::zeros(DType::F32, {16}), y = zeros_like(x), dx = zeros_like(x), dw = zeros_like(w),
+         db = zeros_like(b), scratch = Tensor::zeros(DType::F32, {1});
+  auto step = [&] {
+    grad::conv2d_forward(x, w, &b, y, 1, 1);
+    grad::conv2d_backward(x, w, y, 1, 1, &dx, &dw, &db, scratch);
+  };
+  step();
+  test::AllocCounter allocs;
+  step();
+  const int64_t per_step = allocs.count();
+  test::AllocCounter allocs2;
+  for (int i = 0; i < 3; ++i) step();
+  EXPECT_EQ(allocs2.count(), 3 * per_step) << "allocations grow with use";
+  EXPECT_LE(per_step, 11 * 8) << "more than oneDNN execute() bookkeeping";
+}
+
 // ---- shape checks and allocation -------------------------------------------------------------------
 
 TEST(ImageBackward, BadShapesThrow) {
@@ -299,8 +413,9 @@ TEST(ImageBackward, BadShapesThrow) {
   Tensor dx = zeros_like(x);
   EXPECT_THROW(grad::conv2d_backward(x, w, dy_bad, 1, 1, &dx, nullptr, nullptr, s), Error);
   EXPECT_THROW(grad::ref::conv2d_backward(x, w, dy_bad, 1, 1, &dx, nullptr, nullptr, s), Error);
-  Tensor dy = Tensor::zeros(DType::F32, {1, 2, 4, 4}), tiny = Tensor::zeros(DType::F32, {3});
-  EXPECT_THROW(grad::conv2d_backward(x, w, dy, 1, 1, &dx, nullptr, nullptr, tiny), Error);  // scratch too small
+  Tensor y_bad = Tensor::zeros(DType::F32, {1, 2, 4, 3});
+  EXPECT_THROW(grad::conv2d_forward(x, w, nullptr, y_bad, 1, 1), Error);
+  EXPECT_THROW(grad::ref::conv2d_forward(x, w, nullptr, y_bad, 1, 1), Error);
   Tensor g5 = Tensor::zeros(DType::F32, {5});
   EXPECT_THROW(grad::group_norm_backward(x, g5, 3, 1e-5f, x, dx, g5, g5), Error);
   Tensor up_bad = Tensor::zeros(DType::F32, {1, 3, 7, 8});

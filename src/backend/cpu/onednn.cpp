@@ -7,6 +7,7 @@
 #include <dnnl.hpp>
 #include <algorithm>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -52,6 +53,12 @@ size_t type_size(Type t) { return t == Type::F32 ? 4 : 2; }
 template <typename Entry>
 class Cache {
  public:
+  // The cached entry or null; unlike get(), never allocates (no std::function to build).
+  std::shared_ptr<Entry> find(const std::string& key) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = map_.find(key);
+    return it == map_.end() ? nullptr : it->second;
+  }
   std::shared_ptr<Entry> get(const std::string& key, const std::function<std::shared_ptr<Entry>()>& make) {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -575,6 +582,252 @@ void PackedWeight::run(const float* x, int64_t m, int64_t ldx, const float* bias
         {DNNL_ARG_DST, dnnl::memory(e->c_md, eng, y + m0 * ldy)}};
     if (bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(e->bias_md, eng, const_cast<float*>(bias)));
     execute(e->prim, args, "packed matmul");
+  }
+}
+
+}  // namespace aigc::onednn
+
+// ---- convolution for training -------------------------------------------------------------------
+
+namespace aigc::onednn {
+
+namespace {
+
+// One operand of a training convolution: the caller's plain NCHW/OIHW memory and, when oneDNN
+// prefers another layout, memory in that layout (its buffer a shared per-role scratch, bound per
+// call) and the reorder between them. Gradients always land in the primitive's memory first and
+// are reordered WITH SUM into the caller's (oneDNN's backward passes overwrite; ours accumulate).
+struct ConvPort {
+  dnnl::memory user, prim;
+  dnnl::reorder reorder;
+  std::unordered_map<int, dnnl::memory> reorder_args;
+  bool same = true;
+  size_t bytes = 0;
+
+  void make(const dnnl::memory::desc& user_md, const dnnl::memory::desc& prim_md, bool input, bool accumulate) {
+    auto& eng = ctx().eng;
+    user = dnnl::memory(user_md, eng, DNNL_MEMORY_NONE);
+    same = user_md == prim_md && !accumulate;
+    if (same) {
+      prim = user;
+      return;
+    }
+    bytes = prim_md.get_size();
+    prim = dnnl::memory(prim_md, eng, DNNL_MEMORY_NONE);
+    dnnl::primitive_attr attr;
+    if (accumulate) {
+      dnnl::post_ops po;
+      po.append_sum(1.0f);
+      attr.set_post_ops(po);
+    }
+    reorder = input ? dnnl::reorder(dnnl::reorder::primitive_desc(eng, user_md, eng, prim_md, attr))
+                    : dnnl::reorder(dnnl::reorder::primitive_desc(eng, prim_md, eng, user_md, attr));
+    reorder_args = input ? std::unordered_map<int, dnnl::memory>{{DNNL_ARG_FROM, user}, {DNNL_ARG_TO, prim}}
+                         : std::unordered_map<int, dnnl::memory>{{DNNL_ARG_FROM, prim}, {DNNL_ARG_TO, user}};
+  }
+  // Points the port at the caller's data and (when it has one) its layout buffer.
+  void bind(const void* data, Scratch& buf) {
+    user.set_data_handle(const_cast<void*>(data));
+    if (!same) prim.set_data_handle(buf.get(bytes));
+  }
+  void load(const char* what) {
+    if (!same) execute(reorder, reorder_args, what);
+  }
+  void store(const char* what) {
+    if (!same) execute(reorder, reorder_args, what);
+  }
+};
+
+dnnl::convolution_forward::primitive_desc conv_train_fwd_pd(const Conv2dShape& s, bool bias,
+                                                            const dnnl::primitive_attr& attr) {
+  const dims xd{s.n, s.c, s.h, s.w}, wd{s.o, s.c, s.kh, s.kw}, yd{s.n, s.o, s.ho, s.wo};
+  const dnnl::memory::desc xa(xd, dt::f32, tag::any), wa(wd, dt::f32, tag::any), ya(yd, dt::f32, tag::any),
+      ba({s.o}, dt::f32, tag::a);
+  const dims strides{s.stride, s.stride}, pads{s.pad, s.pad};
+  const auto prop = dnnl::prop_kind::forward_training;
+  const auto alg = dnnl::algorithm::convolution_direct;
+  auto desc = bias ? dnnl::convolution_forward::desc(prop, alg, xa, wa, ba, ya, strides, pads, pads)
+                   : dnnl::convolution_forward::desc(prop, alg, xa, wa, ya, strides, pads, pads);
+  return dnnl::convolution_forward::primitive_desc(desc, attr, ctx().eng);
+}
+
+dnnl::primitive_attr attr_user_scratchpad() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+struct ConvTrainFwd {
+  std::mutex mu;
+  dnnl::convolution_forward prim;
+  ConvPort x, w, y;
+  dnnl::memory bias, pad;
+  size_t pad_bytes = 0;
+  std::unordered_map<int, dnnl::memory> args;
+};
+
+struct ConvTrainBwd {
+  std::mutex mu;
+  bool data = false, weights = false;
+  dnnl::convolution_backward_data prim_data;
+  dnnl::convolution_backward_weights prim_weights;
+  ConvPort dy_d, w, dx;       // backward data: diff_dst, weights -> diff_src
+  ConvPort dy_w, x, dw;       // backward weights: diff_dst, src -> diff_weights (+ diff_bias)
+  dnnl::memory db, pad_d, pad_w;
+  size_t pad_d_bytes = 0, pad_w_bytes = 0;
+  std::vector<float> db_buf;  // [O], made once
+  std::unordered_map<int, dnnl::memory> args_d, args_w;
+};
+
+// Layout buffers shared by all entries (one call runs at a time per thread): grown once, kept.
+struct ConvTrainScratch {
+  Scratch a, b, c, pad;
+};
+ConvTrainScratch& conv_train_scratch() {
+  thread_local ConvTrainScratch s;
+  return s;
+}
+
+// The cache key, written into a per-thread string whose capacity stays: no allocation once warm.
+const std::string& conv_train_key(const char* pass, const Conv2dShape& s, int nthr, int flags) {
+  thread_local std::string key;
+  key.clear();
+  fmt::format_to(std::back_inserter(key), "{} t{} N{} C{} H{} W{} O{} k{}x{} s{} p{} f{}", pass, nthr, s.n, s.c, s.h,
+                 s.w, s.o, s.kh, s.kw, s.stride, s.pad, flags);
+  return key;
+}
+
+Cache<ConvTrainFwd>& conv_train_fwd_cache() {
+  static Cache<ConvTrainFwd> c;
+  return c;
+}
+Cache<ConvTrainBwd>& conv_train_bwd_cache() {
+  static Cache<ConvTrainBwd> c;
+  return c;
+}
+
+}  // namespace
+
+void conv2d_train_forward(const Conv2dShape& s, const float* x, const float* w, const float* bias, float* y) {
+  if (s.n == 0 || s.o == 0 || s.ho == 0 || s.wo == 0) return;
+  const int nthr = threads_sync();
+  const std::string& key = conv_train_key("fwd", s, nthr, bias != nullptr);
+  std::shared_ptr<ConvTrainFwd> e = conv_train_fwd_cache().find(key);
+  if (!e) e = conv_train_fwd_cache().get(key, [&] {
+    auto en = std::make_shared<ConvTrainFwd>();
+    const auto pd = conv_train_fwd_pd(s, bias != nullptr, attr_user_scratchpad());
+    en->prim = dnnl::convolution_forward(pd);
+    en->x.make(dnnl::memory::desc({s.n, s.c, s.h, s.w}, dt::f32, tag::nchw), pd.src_desc(), true, false);
+    en->w.make(dnnl::memory::desc({s.o, s.c, s.kh, s.kw}, dt::f32, tag::oihw), pd.weights_desc(), true, false);
+    en->y.make(dnnl::memory::desc({s.n, s.o, s.ho, s.wo}, dt::f32, tag::nchw), pd.dst_desc(), false, false);
+    auto& eng = ctx().eng;
+    en->pad_bytes = pd.scratchpad_desc().get_size();
+    en->pad = dnnl::memory(pd.scratchpad_desc(), eng, DNNL_MEMORY_NONE);
+    en->args = {{DNNL_ARG_SRC, en->x.prim}, {DNNL_ARG_WEIGHTS, en->w.prim}, {DNNL_ARG_DST, en->y.prim},
+                {DNNL_ARG_SCRATCHPAD, en->pad}};
+    if (bias) {
+      en->bias = dnnl::memory(dnnl::memory::desc({s.o}, dt::f32, tag::a), eng, DNNL_MEMORY_NONE);
+      en->args.emplace(DNNL_ARG_BIAS, en->bias);
+    }
+    return en;
+  });
+  std::lock_guard<std::mutex> lock(e->mu);
+  ConvTrainScratch& sc = conv_train_scratch();
+  e->x.bind(x, sc.a);
+  e->w.bind(w, sc.b);
+  e->y.bind(y, sc.c);
+  if (bias) e->bias.set_data_handle(const_cast<float*>(bias));
+  e->pad.set_data_handle(sc.pad.get(std::max<size_t>(e->pad_bytes, 1)));
+  e->x.load("conv2d_train_forward input reorder");
+  e->w.load("conv2d_train_forward weight reorder");
+  execute(e->prim, e->args, "conv2d_train_forward");
+  e->y.store("conv2d_train_forward output reorder");
+}
+
+void conv2d_train_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy, float* dx,
+                           float* dw, float* db) {
+  AIGC_ASSERT(!db || dw, "conv2d_train_backward: db needs dw");
+  if (s.n == 0 || s.o == 0 || s.ho == 0 || s.wo == 0 || (!dx && !dw)) return;
+  const int nthr = threads_sync();
+  const int flags = (dx ? 1 : 0) | (dw ? 2 : 0) | (db ? 4 : 0);
+  const std::string& key = conv_train_key("bwd", s, nthr, flags);
+  std::shared_ptr<ConvTrainBwd> e = conv_train_bwd_cache().find(key);
+  if (!e) e = conv_train_bwd_cache().get(key, [&] {
+    auto en = std::make_shared<ConvTrainBwd>();
+    auto& eng = ctx().eng;
+    const dims xd{s.n, s.c, s.h, s.w}, wd{s.o, s.c, s.kh, s.kw}, yd{s.n, s.o, s.ho, s.wo};
+    const dnnl::memory::desc x_user(xd, dt::f32, tag::nchw), w_user(wd, dt::f32, tag::oihw),
+        y_user(yd, dt::f32, tag::nchw), b_md({s.o}, dt::f32, tag::a);
+    const dnnl::memory::desc xa(xd, dt::f32, tag::any), wa(wd, dt::f32, tag::any), ya(yd, dt::f32, tag::any);
+    const dims strides{s.stride, s.stride}, pads{s.pad, s.pad};
+    const auto alg = dnnl::algorithm::convolution_direct;
+    const auto hint = conv_train_fwd_pd(s, db != nullptr, dnnl::primitive_attr());
+    const auto attr = attr_user_scratchpad();
+    if (dx) {
+      en->data = true;
+      const dnnl::convolution_backward_data::primitive_desc pd(
+          dnnl::convolution_backward_data::desc(alg, xa, wa, ya, strides, pads, pads), attr, eng, hint);
+      en->prim_data = dnnl::convolution_backward_data(pd);
+      en->dy_d.make(y_user, pd.diff_dst_desc(), true, false);
+      en->w.make(w_user, pd.weights_desc(), true, false);
+      en->dx.make(x_user, pd.diff_src_desc(), false, true);
+      en->pad_d_bytes = pd.scratchpad_desc().get_size();
+      en->pad_d = dnnl::memory(pd.scratchpad_desc(), eng, DNNL_MEMORY_NONE);
+      en->args_d = {{DNNL_ARG_DIFF_DST, en->dy_d.prim}, {DNNL_ARG_WEIGHTS, en->w.prim},
+                    {DNNL_ARG_DIFF_SRC, en->dx.prim}, {DNNL_ARG_SCRATCHPAD, en->pad_d}};
+    }
+    if (dw) {
+      en->weights = true;
+      auto desc = db ? dnnl::convolution_backward_weights::desc(alg, xa, wa, b_md, ya, strides, pads, pads)
+                     : dnnl::convolution_backward_weights::desc(alg, xa, wa, ya, strides, pads, pads);
+      const dnnl::convolution_backward_weights::primitive_desc pd(desc, attr, eng, hint);
+      en->prim_weights = dnnl::convolution_backward_weights(pd);
+      en->dy_w.make(y_user, pd.diff_dst_desc(), true, false);
+      en->x.make(x_user, pd.src_desc(), true, false);
+      en->dw.make(w_user, pd.diff_weights_desc(), false, true);
+      en->pad_w_bytes = pd.scratchpad_desc().get_size();
+      en->pad_w = dnnl::memory(pd.scratchpad_desc(), eng, DNNL_MEMORY_NONE);
+      en->args_w = {{DNNL_ARG_DIFF_DST, en->dy_w.prim}, {DNNL_ARG_SRC, en->x.prim},
+                    {DNNL_ARG_DIFF_WEIGHTS, en->dw.prim}, {DNNL_ARG_SCRATCHPAD, en->pad_w}};
+      if (db) {
+        en->db_buf.assign(static_cast<size_t>(s.o), 0.0f);
+        en->db = dnnl::memory(b_md, eng, en->db_buf.data());
+        en->args_w.emplace(DNNL_ARG_DIFF_BIAS, en->db);
+      }
+    }
+    return en;
+  });
+  std::lock_guard<std::mutex> lock(e->mu);
+  ConvTrainScratch& sc = conv_train_scratch();
+  // dy in the layout each pass wants: reordered once when both passes want the same one.
+  if (e->data) {
+    e->dy_d.bind(dy, sc.a);
+    e->w.bind(w, sc.b);
+    e->dx.bind(dx, sc.c);
+    e->pad_d.set_data_handle(sc.pad.get(std::max<size_t>(e->pad_d_bytes, 1)));
+    e->dy_d.load("conv2d_train_backward dy reorder");
+    e->w.load("conv2d_train_backward weight reorder");
+    execute(e->prim_data, e->args_d, "conv2d_train_backward data");
+    e->dx.store("conv2d_train_backward dx reorder");
+  }
+  if (e->weights) {
+    const bool dy_shared = e->data && !e->dy_d.same && !e->dy_w.same &&
+                           e->dy_d.prim.get_desc() == e->dy_w.prim.get_desc();
+    if (dy_shared) {
+      e->dy_w.user.set_data_handle(const_cast<float*>(dy));
+      e->dy_w.prim.set_data_handle(e->dy_d.prim.get_data_handle());  // sc.a, still holding dy
+    } else {
+      e->dy_w.bind(dy, sc.a);
+    }
+    e->x.bind(x, sc.b);
+    e->dw.bind(dw, sc.c);
+    e->pad_w.set_data_handle(sc.pad.get(std::max<size_t>(e->pad_w_bytes, 1)));
+    if (!dy_shared) e->dy_w.load("conv2d_train_backward dy reorder");
+    e->x.load("conv2d_train_backward input reorder");
+    execute(e->prim_weights, e->args_w, "conv2d_train_backward weights");
+    e->dw.store("conv2d_train_backward dw reorder");
+    if (db)
+      for (int64_t o = 0; o < s.o; ++o) db[o] += e->db_buf[static_cast<size_t>(o)];
   }
 }
 

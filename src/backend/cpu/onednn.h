@@ -114,3 +114,19 @@ class PackedWeight {
 };
 
 }  // namespace aigc::onednn
+
+namespace aigc::onednn {
+
+// Convolution for training: the forward (dropping nothing the backward needs) and both backward
+// passes of y = conv2d(x, w) + bias, all f32 NCHW / OIHW contiguous. The backward passes
+// ACCUMULATE into the caller's gradients (dx += ..., dw += ..., db += ...), as train/ kernels do.
+// Each (pass, shape, threads) gets one cached entry holding its primitive, the reorders to and
+// from oneDNN's preferred layouts, their buffers and the bound memory objects: once warm a call
+// allocates nothing. Entries are locked while they run (the training loop calls from one thread).
+void conv2d_train_forward(const Conv2dShape& s, const float* x, const float* w, const float* bias, float* y);
+// Gradients from dy [N, O, Ho, Wo]: dx [N, C, H, W] += from dy and w; dw [O, C, kh, kw] += from x
+// and dy; db [O] += sum of dy. Any of dx, dw, db may be null (db needs dw).
+void conv2d_train_backward(const Conv2dShape& s, const float* x, const float* w, const float* dy, float* dx,
+                           float* dw, float* db);
+
+}  // namespace aigc::onednn
