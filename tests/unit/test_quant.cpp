@@ -27,7 +27,7 @@ constexpr double kU = 1.0 / (1 << 24);  // f32 unit roundoff
 // Every kernel set this CPU runs, the reference first.
 std::vector<const QuantKernels*> kernel_sets() {
   std::vector<const QuantKernels*> v;
-  for (QuantIsa isa : {QuantIsa::Ref, QuantIsa::Avx2, QuantIsa::Avx512Vnni})
+  for (QuantIsa isa : {QuantIsa::Ref, QuantIsa::Avx2, QuantIsa::Avx512Vnni, QuantIsa::Avx512Vbmi})
     if (const QuantKernels* k = quant_kernels_find(isa)) v.push_back(k);
   return v;
 }

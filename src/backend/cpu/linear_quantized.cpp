@@ -5,10 +5,13 @@
 #include "backend/cpu/linear_quantized.h"
 
 #include <algorithm>
+#include <atomic>
+#include <span>
 #include <vector>
 
 #include "backend/cpu/gemv.h"
 #include "backend/cpu/quant_dot.h"
+#include "backend/cpu/ops.h"
 #include "core/thread_pool.h"
 
 namespace aigc::ops {
@@ -73,11 +76,21 @@ void linear_rows(float (*vec_dot)(int64_t, const BlockW*, const BlockA*), const 
   }
 }
 
-// Decode (M <= gemv::kMaxRows) with the set's GEMV kernels: the rows of x quantised and laid out
-// once (DecodeRow), then threads split the weight rows; for M > 1 a tile of weight rows is dotted
-// with every activation row while it is in cache.
-void linear_decode(const QuantKernels& k, DecodeGemv gemv, const float* xd, const Tensor& w, int64_t M, float* y) {
-  const int64_t N = w.size(0), K = w.size(1), nb = K / kQK8_0;
+// Decode (M <= gemv::kMaxRows) with the set's GEMV kernels, for one or more weights of one type
+// (Q4_0 or Q8_0) that share the input x: the rows of x are quantised and laid out once
+// (DecodeRow), then one parallel region covers the rows of every weight. Threads take tiles of
+// rows from a shared counter rather than a fixed share: on a machine where other work takes a core
+// for a while, the other threads finish the layer instead of waiting for the slow one at the
+// barrier. Each output is one kernel call on one weight row, so the split never changes a bit.
+struct DecodeTarget {
+  const void* w;
+  int64_t row_bytes, N;
+  float* y;  // [M, N]
+};
+
+void linear_decode(const QuantKernels& k, DecodeGemv gemv, DType type, const float* xd, int64_t M, int64_t K,
+                   std::span<const DecodeTarget> targets) {
+  const int64_t nb = K / kQK8_0;
   thread_local std::vector<BlockQ8_0> xq_buf;
   thread_local std::vector<int8_t> qs_buf;
   thread_local std::vector<float> d_buf;
@@ -88,20 +101,39 @@ void linear_decode(const QuantKernels& k, DecodeGemv gemv, const float* xd, cons
   DecodeRow rows[gemv::kMaxRows];
   for (int64_t m = 0; m < M; ++m) {
     k.quantize_row_q8_0(xd + m * K, xq_buf.data(), K);
-    decode_row_prepare(w.type(), xq_buf.data(), K, qs_buf.data() + m * K, d_buf.data() + m * nb,
-                       bias_buf.data() + m * nb);
+    decode_row_prepare(type, xq_buf.data(), K, qs_buf.data() + m * K, d_buf.data() + m * nb, bias_buf.data() + m * nb);
     rows[m] = {qs_buf.data() + m * K, d_buf.data() + m * nb, bias_buf.data() + m * nb};
   }
-  const int64_t row_bytes = w.stride_bytes(0);
-  const void* wd = w.data();
-  const int64_t min_rows = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, M * K));
-  parallel_for(N, [&](int64_t n0, int64_t n1) {
-    constexpr int64_t kTile = 64;
-    for (int64_t t0 = n0; t0 < n1; t0 += kTile) {
-      const int64_t t1 = std::min(n1, t0 + kTile);
-      for (int64_t m = 0; m < M; ++m) gemv(wd, row_bytes, K, rows[m], t0, t1, y + m * N + t0);
+  int64_t total = 0;
+  for (const DecodeTarget& t : targets) total += t.N;
+  const int nth = thread_count();
+  // Rows [r0, r1) of the concatenated targets, a cache-sized tile of rows at a time for M > 1.
+  auto rows_run = [&](int64_t r0, int64_t r1) {
+    int64_t base = 0;
+    for (const DecodeTarget& t : targets) {
+      const int64_t n0 = std::max<int64_t>(r0 - base, 0), n1 = std::min<int64_t>(r1 - base, t.N);
+      for (int64_t t0 = n0; t0 < n1; t0 += 64) {
+        const int64_t t1 = std::min(n1, t0 + 64);
+        for (int64_t m = 0; m < M; ++m) gemv(t.w, t.row_bytes, K, rows[m], t0, t1, t.y + m * t.N + t0);
+      }
+      base += t.N;
+      if (base >= r1) break;
     }
-  }, min_rows);
+  };
+  // Small layers stay on one thread (each thread gets at least ~64K multiply-adds).
+  const int64_t min_rows = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, M * K));
+  if (nth == 1 || total < 2 * min_rows) return rows_run(0, total);
+  // ~8 tiles per thread (multiples of 16 rows): few counter updates, enough to even out a stall
+  const int64_t tile = std::max<int64_t>({16, min_rows, ((total + 8 * nth - 1) / (8 * nth) + 15) & ~int64_t{15}});
+  std::atomic<int64_t> next{0};
+  thread_pool_run([&](int, int) {
+    for (int64_t r0; (r0 = next.fetch_add(tile, std::memory_order_relaxed)) < total;)
+      rows_run(r0, std::min(total, r0 + tile));
+  });
+}
+
+DecodeGemv decode_gemv(const QuantKernels& k, DType type) {
+  return type == DType::Q4_0 ? k.gemv_q4_0 : type == DType::Q8_0 ? k.gemv_q8_0 : nullptr;
 }
 
 }  // namespace
@@ -128,8 +160,10 @@ void linear_quantized_with(const QuantKernels& k, const Tensor& x, const Tensor&
     return;
   }
   if (M <= gemv::kMaxRows) {
-    const DecodeGemv gemv = w.type() == DType::Q4_0 ? k.gemv_q4_0 : w.type() == DType::Q8_0 ? k.gemv_q8_0 : nullptr;
-    if (gemv) return linear_decode(k, gemv, xd, w, M, yd);
+    if (const DecodeGemv gemv = decode_gemv(k, w.type())) {
+      const DecodeTarget t{w.data(), w.stride_bytes(0), N, yd};
+      return linear_decode(k, gemv, w.type(), xd, M, K, std::span<const DecodeTarget>(&t, 1));
+    }
   }
   const BlockQ8_0* xq = activations_quantize(k.quantize_row_q8_0, xd, M, K, nb);
   switch (w.type()) {
@@ -153,6 +187,27 @@ bool linear_quantized_supports(DType w) {
 
 void linear_quantized(const Tensor& x, const Tensor& w, Tensor& y) {
   linear_quantized_with(quant_kernels(), x, w, y);
+}
+
+void linear_group(std::span<const LinearGroupItem> items, const Tensor& x) {
+  constexpr size_t kMaxItems = 8;
+  const QuantKernels& k = quant_kernels();
+  const DType type = items.empty() ? DType::F32 : items[0].w->type();
+  const DecodeGemv gemv = decode_gemv(k, type);
+  bool fused = gemv && items.size() <= kMaxItems && x.type() == DType::F32 && x.ndim() == 2 && x.is_contiguous() &&
+               x.rows() >= 1 && x.rows() <= gemv::kMaxRows;
+  for (const LinearGroupItem& it : items)
+    fused = fused && !it.bias && it.w->type() == type && it.w->ndim() == 2 && it.w->is_contiguous() &&
+            it.w->size(1) == x.size(1) && it.w->size(1) % kQK8_0 == 0 && it.y->type() == DType::F32 &&
+            it.y->ndim() == 2 && it.y->is_contiguous() && it.y->size(0) == x.rows() && it.y->size(1) == it.w->size(0);
+  if (!fused) {
+    for (const LinearGroupItem& it : items) linear(x, *it.w, it.bias, *it.y);
+    return;
+  }
+  DecodeTarget targets[kMaxItems];
+  for (size_t i = 0; i < items.size(); ++i)
+    targets[i] = {items[i].w->data(), items[i].w->stride_bytes(0), items[i].w->size(0), items[i].y->ptr<float>()};
+  linear_decode(k, gemv, type, x.ptr<float>(), x.rows(), x.size(1), std::span<const DecodeTarget>(targets, items.size()));
 }
 
 }  // namespace aigc::ops

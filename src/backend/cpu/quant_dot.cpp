@@ -226,13 +226,15 @@ const QuantKernels* quant_kernels_find(QuantIsa isa) {
     case QuantIsa::Ref: return &kQuantKernelsRef;
     case QuantIsa::Avx2: return cpu_has_avx2() ? &quant_kernels_avx2() : nullptr;
     case QuantIsa::Avx512Vnni: return cpu_has_avx512_vnni() ? &quant_kernels_avx512vnni() : nullptr;
+    case QuantIsa::Avx512Vbmi:
+      return cpu_has_avx512_vnni() && __builtin_cpu_supports("avx512vbmi") ? &quant_kernels_avx512vbmi() : nullptr;
   }
   return nullptr;
 }
 
 const QuantKernels& quant_kernels() {
   static const QuantKernels* best = [] {
-    for (QuantIsa isa : {QuantIsa::Avx512Vnni, QuantIsa::Avx2})
+    for (QuantIsa isa : {QuantIsa::Avx512Vbmi, QuantIsa::Avx512Vnni, QuantIsa::Avx2})
       if (const QuantKernels* k = quant_kernels_find(isa)) return k;
     return &kQuantKernelsRef;
   }();

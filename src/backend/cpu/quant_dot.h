@@ -83,7 +83,7 @@ using DecodeGemv = void (*)(const void* w, int64_t row_bytes, int64_t K, const D
 // One instruction set's kernels. The quantiser and dequantisers of every set are bit-exact with
 // quantize_row_q8_0_ref / dequantize_row_*_ref (tests check it).
 struct QuantKernels {
-  const char* name;  // "ref", "avx2", "avx512vnni"
+  const char* name;  // "ref", "avx2", "avx512vnni", "avx512vbmi"
   void (*quantize_row_q8_0)(const float* x, BlockQ8_0* y, int64_t n);
   void (*dequantize_row_q8_0)(const BlockQ8_0* x, float* y, int64_t n);
   void (*dequantize_row_q4_0)(const BlockQ4_0* x, float* y, int64_t n);
@@ -102,7 +102,8 @@ struct QuantKernels {
   DecodeGemv gemv_q8_0;
 };
 
-enum class QuantIsa { Ref, Avx2, Avx512Vnni };
+// Avx512Vbmi: the Avx512Vnni set with the Q4_0 decode kernel that uses VBMI byte permutes.
+enum class QuantIsa { Ref, Avx2, Avx512Vnni, Avx512Vbmi };
 
 // The best kernels this CPU runs (decided once, by __builtin_cpu_supports).
 const QuantKernels& quant_kernels();
@@ -113,6 +114,7 @@ const QuantKernels* quant_kernels_find(QuantIsa isa);
 // checking the CPU (quant_kernels_find does).
 const QuantKernels& quant_kernels_avx2();
 const QuantKernels& quant_kernels_avx512vnni();
+const QuantKernels& quant_kernels_avx512vbmi();
 
 namespace ops {
 // linear_quantized (linear_quantized.h) with a chosen kernel set: tests and benchmarks use it to

@@ -397,6 +397,7 @@ inline __m256i words_pick(__m512i a, __m512i b, const __m512i& idx) {
 // first 64 bytes; position 4k + q (kDecodeOrderQ4_0) takes it.
 struct Q4_0DecodeIdx {
   __m512i sc01, sc23;  // quads (0, 1) and (2, 3)
+  __m512i sc01b, sc23b;  // the same as byte indices (vpermt2b)
 };
 
 inline Q4_0DecodeIdx q4_0_decode_idx() {
@@ -405,7 +406,12 @@ inline Q4_0DecodeIdx q4_0_decode_idx() {
     s01[4 * k + 0] = static_cast<uint16_t>(9 * k), s01[4 * k + 1] = static_cast<uint16_t>(32 + 9 * k);
     s23[4 * k + 2] = static_cast<uint16_t>(9 * k), s23[4 * k + 3] = static_cast<uint16_t>(32 + 9 * k);
   }
-  return {_mm512_load_si512(s01), _mm512_load_si512(s23)};
+  alignas(64) uint8_t b01[64] = {}, b23[64] = {};
+  for (int p = 0; p < 32; ++p) {
+    b01[2 * p] = static_cast<uint8_t>(2 * s01[p]), b01[2 * p + 1] = static_cast<uint8_t>(2 * s01[p] + 1);
+    b23[2 * p] = static_cast<uint8_t>(2 * s23[p]), b23[2 * p + 1] = static_cast<uint8_t>(2 * s23[p] + 1);
+  }
+  return {_mm512_load_si512(s01), _mm512_load_si512(s23), _mm512_load_si512(b01), _mm512_load_si512(b23)};
 }
 
 // The 16 qs bytes of the 4 blocks of a quad (18 bytes apart, after each 2-byte scale), one per
@@ -453,6 +459,83 @@ float gemv_q4_0_row(const uint8_t* w, int64_t nb, const DecodeRow& a, const Q4_0
   }
   return sum;
 }
+
+// ---- the Q4_0 decode kernel with AVX-512 VBMI (byte permutes) --------------------------------
+// The computation of gemv_q4_0_row, with a quad's four 16-byte quant runs gathered by two
+// overlapping 64-byte loads and one vpermt2b instead of four 16-byte loads and three inserts, and
+// the scales picked by vpermt2b instead of vpermt2w. The kernel is bound by shuffles (Zen 4 runs
+// them on two of its four vector pipes): one core, in L2, it reads ~9% more GB/s than
+// gemv_q4_0_row (interleaved runs, best of 5; bench/bench_decode.cpp); from memory, the same.
+// A separate copy under the target pragma, so that no VBMI instruction reaches the kernel that
+// CPUs without VBMI run (Cascade Lake has VNNI, not VBMI).
+#pragma GCC push_options
+#pragma GCC target("avx512vbmi")
+
+// Byte permute indices: quant run l of a quad (quad bytes 18 l + 2 .. 18 l + 17) into 128-bit
+// lane l, from (quad bytes [0, 64), quad bytes [8, 72)).
+inline __m512i q4_0_quad_idx() {
+  alignas(64) uint8_t b[64];
+  for (int l = 0; l < 4; ++l)
+    for (int j = 0; j < 16; ++j) {
+      const int src = 18 * l + 2 + j;
+      b[16 * l + j] = static_cast<uint8_t>(src < 64 ? src : 64 + src - 8);
+    }
+  return _mm512_load_si512(b);
+}
+
+inline __m512i q4_0_quad_load_vbmi(const uint8_t* quad, __m512i idx) {
+  return _mm512_permutex2var_epi8(_mm512_loadu_si512(quad), idx, _mm512_loadu_si512(quad + 8));
+}
+
+float gemv_q4_0_row_vbmi(const uint8_t* w, int64_t nb, const DecodeRow& a, const Q4_0DecodeIdx& ix, __m512i qidx) {
+  constexpr int64_t kBlock = 18, kQuadBytes = 4 * kBlock, kGroupBytes = kBlock * kDecodeGroup;
+  const int64_t ng = nb / kDecodeGroup;
+  const __m512i m4 = _mm512_set1_epi8(0x0f);
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t g = 0; g < ng; ++g) {
+    const uint8_t* wg = w + g * kGroupBytes;
+    const int8_t* qy = a.qs + g * kDecodeGroup * kQK4_0;
+    decode_prefetch(wg, kGroupBytes);
+    __m512i P[4];
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) {
+      const __m512i b = q4_0_quad_load_vbmi(wg + q * kQuadBytes, qidx);
+      const __m512i lo = _mm512_and_si512(b, m4), hi = _mm512_and_si512(_mm512_srli_epi16(b, 4), m4);
+      P[q] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(qy + 128 * q)), hi,
+                                 _mm512_loadu_si512(qy + 128 * q + 64));
+    }
+    const __m512i t = _mm512_sub_epi32(decode_reduce4(P[0], P[1], P[2], P[3]), _mm512_loadu_si512(a.bias + g * 16));
+    // the scales: words of the quads' first 64 bytes (loaded above), picked as bytes
+    const __m256i sc = _mm256_mask_blend_epi16(
+          0xcccc,
+          _mm512_castsi512_si256(_mm512_permutex2var_epi8(_mm512_loadu_si512(wg), ix.sc01b, _mm512_loadu_si512(wg + kQuadBytes))),
+          _mm512_castsi512_si256(_mm512_permutex2var_epi8(_mm512_loadu_si512(wg + 2 * kQuadBytes), ix.sc23b,
+                                                          _mm512_loadu_si512(wg + 3 * kQuadBytes))));
+    const __m512 s = _mm512_mul_ps(_mm512_cvtph_ps(sc), _mm512_loadu_ps(a.d + g * 16));
+    acc = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(t), acc);
+  }
+  float sum = _mm512_reduce_add_ps(acc);
+  for (int64_t ib = ng * kDecodeGroup; ib < nb; ++ib) {  // the tail, natural order
+    const uint8_t* blk = w + ib * kBlock;
+    const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qs + ib * kQK4_0));
+    const int32_t t = hsum_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), q4_0_unpack(blk + 2), y)) - a.bias[ib];
+    uint16_t d16;
+    __builtin_memcpy(&d16, blk, 2);
+    sum += f16_load(d16) * a.d[ib] * static_cast<float>(t);
+  }
+  return sum;
+}
+
+
+void gemv_q4_0_vbmi_avx512(const void* w, int64_t row_bytes, int64_t K, const DecodeRow& a, int64_t n0, int64_t n1,
+                           float* y) {
+  const auto* wb = static_cast<const uint8_t*>(w);
+  const Q4_0DecodeIdx ix = q4_0_decode_idx();
+  const __m512i qidx = q4_0_quad_idx();
+  for (int64_t n = n0; n < n1; ++n) y[n - n0] = gemv_q4_0_row_vbmi(wb + n * row_bytes, K / kQK4_0, a, ix, qidx);
+}
+
+#pragma GCC pop_options
 
 // Q8_0 stays in 256 bits, 8 blocks at a time (two per 16-block group: kDecodeOrderQ8_0 is the
 // 8-block order {0 2 4 6 1 3 5 7} twice): a 512-bit version (pairs of blocks per register, one
@@ -544,8 +627,18 @@ const QuantKernels kQuantKernelsAvx512Vnni = {
     gemv_q8_0_avx512,
 };
 
+// The same set with the AVX-512 VBMI Q4_0 decode kernel (Zen 4, Ice Lake and later; not Cascade
+// Lake, which has VNNI without VBMI).
+const QuantKernels kQuantKernelsAvx512Vbmi = [] {
+  QuantKernels k = kQuantKernelsAvx512Vnni;
+  k.name = "avx512vbmi";
+  k.gemv_q4_0 = gemv_q4_0_vbmi_avx512;
+  return k;
+}();
+
 }  // namespace
 
 const QuantKernels& quant_kernels_avx512vnni() { return kQuantKernelsAvx512Vnni; }
+const QuantKernels& quant_kernels_avx512vbmi() { return kQuantKernelsAvx512Vbmi; }
 
 }  // namespace aigc
