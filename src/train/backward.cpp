@@ -8,6 +8,7 @@
 #include <limits>
 #include <vector>
 
+#include "backend/cpu/kernels_f32.h"
 #include "core/thread_pool.h"
 
 namespace aigc::train::grad {
@@ -548,8 +549,9 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
 void silu_backward(const Tensor& x, const Tensor& dy, Tensor& dx) {
   check_same(x, dy, "silu_backward");
   check_same(x, dx, "silu_backward");
+  const ops::KernelsF32& k = ops::kernels_f32();
   parallel_for(x.numel(), [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) dx.ptr<float>()[i] += dy.ptr<float>()[i] * silu_grad<float>(x.ptr<float>()[i]);
+    k.silu_backward(x.ptr<float>() + i0, dy.ptr<float>() + i0, dx.ptr<float>() + i0, i1 - i0);
   }, 4096);
 }
 

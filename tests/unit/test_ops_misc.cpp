@@ -340,6 +340,18 @@ TEST(KernelsF32, EveryBuildMatchesReference) {
       std::printf("[ %s %s ] max abs error %.3g; max rel error %.3g (|y| > 1e-30), %.3g (|x| < 3)\n", k.name,
                   f.name, worst_abs, worst_rel, worst_rel_core);
     }
+    // silu_backward accumulates dy * silu'(x) into dx; silu'(x) = s (1 + x (1 - s)) lies in
+    // [-0.1, 1.1], so an absolute bound of 1e-6 covers the exp error and the f32 accumulation.
+    {
+      std::vector<float> dy(n), dx(n, 0.5f);
+      for (int64_t i = 0; i < n; ++i) dy[i] = std::cos(0.37f * static_cast<float>(i));
+      k.silu_backward(x.data(), dy.data(), dx.data(), n);
+      for (int64_t i = 0; i < n; ++i) {
+        const double sg = 1.0 / (1.0 + std::exp(-static_cast<double>(x[i])));
+        const double want = 0.5 + dy[i] * sg * (1.0 + x[i] * (1.0 - sg));
+        ASSERT_NEAR(dx[i], want, 1e-6) << "silu_backward x=" << x[i];
+      }
+    }
     // softmax of one row with masked tail, against the double formula
     std::vector<float> s(77), p(77);
     for (int i = 0; i < 77; ++i) s[i] = 8.0f * std::sin(0.37f * i);

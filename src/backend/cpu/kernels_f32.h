@@ -54,6 +54,8 @@ struct KernelsF32 {
                     const float* b);
   void (*scale_shift)(const float* x, float* y, int64_t n, float a, float b);  // y = x * a + b
   void (*attention)(const AttentionRows& a, float* scratch);  // scratch: attention_scratch_floats
+  // dx += dy * silu'(x), silu'(x) = s (1 + x (1 - s)), s = sigmoid(x) (the trainer's backward)
+  void (*silu_backward)(const float* x, const float* dy, float* dx, int64_t n);
 };
 
 KernelsF32 kernels_f32_generic();

@@ -53,6 +53,14 @@ void silu_row(const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = x[i] / (1.0f + exp_approx(-x[i]));
 }
 
+void silu_backward_row(const float* x, const float* dy, float* dx, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const float e = exp_approx(-x[i]), s = 1.0f / (1.0f + e);  // 1 - s = e s, without cancellation
+    dx[i] += dy[i] * (s * (1.0f + x[i] * (e * s)));
+  }
+}
+
 // x * Phi(x) with Phi(x) = 1 - erfc(z)/2 for x >= 0 and erfc(z)/2 for x < 0, z = |x|/sqrt(2), so
 // the negative tail keeps relative accuracy instead of cancelling. erfc is the Chebyshev fit of
 // Numerical Recipes (erfcc): relative error < 1.2e-7 for every z >= 0.
@@ -274,7 +282,8 @@ void attention_rows(const AttentionRows& a, float* scratch) {
 
 KernelsF32 kernels_f32_make(const char* name) {
   return KernelsF32{name,          silu_row,       gelu_row,      gelu_tanh_row,   softmax_row,
-                    sum_row,       sum_sq_dev_row, normalize_row, scale_shift_row, attention_rows};
+                    sum_row,       sum_sq_dev_row, normalize_row, scale_shift_row, attention_rows,
+                    silu_backward_row};
 }
 
 }  // namespace
