@@ -31,11 +31,12 @@ set -euo pipefail
 OUT=${1:-build/shapes-model}
 SHIP=${SHIP:-$([ $# -eq 0 ] && echo 1 || echo 0)}
 AIGC=${AIGC:-build/aigc}
-STEPS=${STEPS:-2000}
+STEPS=${STEPS:-5000}
 SEED=${SEED:-1}
 THREADS=${THREADS:-2}
 PREDICTION=${PREDICTION:-epsilon}
-EMA=${EMA:-0}
+EMA=${EMA:-0.999}
+BETA_END=${BETA_END:-0.01}
 WARMUP=$(( STEPS / 10 < 100 ? STEPS / 10 : 100 ))
 WARMUP=$(( WARMUP < 1 ? 1 : WARMUP ))
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
@@ -45,8 +46,8 @@ resume=()
 [ "${RESUME:-0}" = 1 ] && resume=(--resume)
 start=$(date +%s)
 "$AIGC" -t "$THREADS" train image -o "$OUT/shapes.safetensors" --curve "$OUT/shapes.png" \
-  --image 32 --ch 32 --groups 8 --heads 4 --text-dim 32 --t-dim 32 --glyphs --caption-dropout 0.1 \
-  --beta-start 1e-4 --beta-end 0.01 --timesteps 1000 \
+  --image 32 --levels 2 --ch 32 --ch1 64 --ch2 128 --groups 8 --heads 4 --text-dim 32 --t-dim 32 --glyphs --caption-dropout 0.1 \
+  --beta-start 1e-4 --beta-end "$BETA_END" --timesteps 1000 \
   --batch 32 --steps "$STEPS" --lr 2e-3 --min-lr 1e-4 --warmup "$WARMUP" --weight-decay 0 --clip 1.0 \
   --beta1 0.9 --beta2 0.999 --seed "$SEED" --prediction "$PREDICTION" --ema "$EMA" \
   --eval-every $(( STEPS / 10 > 0 ? STEPS / 10 : 1 )) --eval-batches 4 --save-every 200 \

@@ -182,15 +182,17 @@ TrainImageResult train_image_run(const TrainImageOptions& o) {
     if (!ema_loaded.empty()) std::copy(ema_loaded.begin(), ema_loaded.end(), ema->values().begin());
   }
   ema_loaded = {};
-  std::fprintf(stderr,
-               "model: %zu parameters (image %lld, ch %lld, groups %lld, heads %lld, text-dim %lld, t-dim %lld), "
-               "batch %lld, %lld MB of activations; data: shapes%s; target %s%s\n",
-               g.params_flat().size(), static_cast<long long>(cfg.unet.image), static_cast<long long>(cfg.unet.ch),
-               static_cast<long long>(cfg.unet.groups), static_cast<long long>(cfg.unet.heads),
-               static_cast<long long>(cfg.unet.text_dim), static_cast<long long>(cfg.unet.t_dim),
-               static_cast<long long>(o.batch), static_cast<long long>(g.activation_bytes() >> 20),
-               o.glyphs ? " + glyphs" : "", diffusion_target_name(o.prediction),
-               o.ema > 0 ? fmt::format(", EMA {} (validation and OUT use the EMA weights)", o.ema).c_str() : "");
+  const std::string widths = cfg.unet.levels == 2
+                                 ? fmt::format("{}/{}/{}", cfg.unet.ch, train::unet_ch1(cfg.unet), train::unet_ch2(cfg.unet))
+                                 : fmt::format("{}/{}", cfg.unet.ch, train::unet_ch1(cfg.unet));
+  std::fprintf(stderr, "%s\n",
+               fmt::format("model: {} parameters (image {}, levels {}, ch {}, groups {}, heads {}, text-dim {}, t-dim {}), "
+                           "batch {}, {} MB of activations; data: shapes{}; target {}{}",
+                           g.params_flat().size(), cfg.unet.image, cfg.unet.levels, widths, cfg.unet.groups,
+                           cfg.unet.heads, cfg.unet.text_dim, cfg.unet.t_dim, o.batch, g.activation_bytes() >> 20,
+                           o.glyphs ? " + glyphs" : "", diffusion_target_name(o.prediction),
+                           o.ema > 0 ? fmt::format(", EMA {} (validation and OUT use the EMA weights)", o.ema) : "")
+                   .c_str());
 
   TrainImageResult r;
   double train_seconds = 0;
