@@ -33,25 +33,29 @@ ap.add_argument("--text-dim", type=int, default=32)
 ap.add_argument("--t-dim", type=int, default=32)
 ap.add_argument("--vocab", type=int, default=58)
 ap.add_argument("--batch", type=int, default=32)
+ap.add_argument("--levels", type=int, default=1)
+ap.add_argument("--ch1", type=int, default=0)
+ap.add_argument("--ch2", type=int, default=0)
 common_args_add(ap)
 args = ap.parse_args()
 S, C, G, H, CC, TD, VT, B = args.image, args.ch, args.groups, args.heads, args.text_dim, args.t_dim, args.vocab, args.batch
-NAME = f"unet S{S} c{C} G{G} H{H} text{CC} t{TD}"
+CFG = twin.Cfg(B, S, C, G, TD, VT, 8, CC, H, args.levels, args.ch1, args.ch2)
+WIDTHS = f"{C}/{CFG.C1}/{CFG.C2}" if args.levels == 2 else (f"{C}/{CFG.C1}" if CFG.C1 != C else f"{C}")
+NAME = f"unet S{S} c{WIDTHS} G{G} H{H} text{CC} t{TD}"
 
 if not args.child:
     children_run(__file__, [f"--{k.replace('_', '-')}={getattr(args, k)}" for k in
-                            ("image", "ch", "groups", "heads", "text_dim", "t_dim", "vocab", "batch", "steps")],
+                            ("image", "ch", "levels", "ch1", "ch2", "groups", "heads", "text_dim", "t_dim", "vocab", "batch",
+                             "steps")],
                  args.threads_list, args.blas, "| model | params | batch | threads | ms/step | images/s |\n|---|---|---|---|---|---|")
     sys.exit(0)
 
-# The twin's formulas read these module globals.
-twin.B, twin.S, twin.Cn, twin.G, twin.TD, twin.VT, twin.TC, twin.CC, twin.H = B, S, C, G, TD, VT, 8, CC, H
 
 for nt in [int(t) for t in args.threads_list.split(",")]:
     torch.set_num_threads(nt)
     torch.manual_seed(1)
     params = {}
-    for name, shp in twin.param_shapes().items():
+    for name, shp in twin.param_shapes(CFG).items():
         if len(shp) == 1:
             init = torch.ones(shp) if name.endswith(".g") else torch.zeros(shp)
         else:
@@ -59,11 +63,11 @@ for nt in [int(t) for t in args.threads_list.split(",")]:
         params[name] = torch.nn.Parameter(init)
     opt = torch.optim.AdamW(params.values(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
     x, noise = torch.randn(B, 3, S, S), torch.randn(B, 3, S, S)
-    temb, ids = torch.randn(B, TD), torch.randint(0, VT, (B, twin.TC))
+    temb, ids = torch.randn(B, TD), torch.randint(0, VT, (B, CFG.TC))
 
     def step():
         opt.zero_grad(set_to_none=False)
-        twin.forward(params, x, temb, ids, noise).backward()
+        twin.forward(params, x, temb, ids, noise, CFG).backward()
         torch.nn.utils.clip_grad_norm_(params.values(), 1.0)
         opt.step()
 

@@ -41,17 +41,9 @@ std::string drawing_hint(const std::vector<std::string>& vocab) {
   return "it draws only what its training captions describe";
 }
 
-// [B, 3, S, S] in [-1, 1] -> image b as f32 [1, 3, S, S] in [0, 1].
-Tensor image_of(const Tensor& x, int64_t b) {
-  const int64_t n = x.numel() / x.size(0);
-  Tensor out = Tensor::empty(DType::F32, {1, x.size(1), x.size(2), x.size(3)});
-  const float* src = x.ptr<float>() + b * n;
-  float* dst = out.ptr<float>();
-  for (int64_t i = 0; i < n; ++i) dst[i] = std::clamp((src[i] + 1.0f) * 0.5f, 0.0f, 1.0f);
-  return out;
-}
-
+// [B, 3, S, S] in [-1, 1] (contiguous) -> the same images as f32 in [0, 1].
 Tensor images_of(const Tensor& x) {
+  AIGC_ASSERT(x.is_contiguous());
   Tensor out = Tensor::empty(DType::F32, x.shape());
   const float* src = x.ptr<float>();
   float* dst = out.ptr<float>();
@@ -159,7 +151,7 @@ std::vector<Tensor> generate_run(PixelDiffusion& model, std::span<const std::str
       x = sampler_run(mf2, sched, s2, noise2, &up, rng, on_step(SdProgress::Stage::Hires, plan2, false));
     }
     if (p.latents_out) p.latents_out->push_back(x);
-    for (int64_t b = 0; b < B; ++b) images.push_back(image_of(x, b));
+    for (int64_t b = 0; b < B; ++b) images.push_back(images_of(x.slice(0, b, 1)));  // [1, 3, S, S]
   }
   return images;
 }
