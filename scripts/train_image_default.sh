@@ -6,23 +6,23 @@
 # capital letter rendered from Debian's DejaVu Sans Bold ("a red digit 7"; fonts-dejavu-core,
 # installed by scripts/setup). No download: the data are a pure function of the seed.
 #
-#   scripts/train_image_default.sh [OUT_DIR]            # full recipe (STEPS=2000 by default)
+#   scripts/train_image_default.sh [OUT_DIR]            # stage 1 (STEPS=5000 by default)
+#   RESUME=1 STEPS=10000 scripts/train_image_default.sh  # stage 2: the shipped model
 #   STEPS=100 scripts/train_image_default.sh /tmp/img   # a smoke run: the loss falls
 #
-# Sizes (~103k parameters; 0.4 MB f32 safetensors): 32x32 RGB, 32 channels at 32x32 and 16x16,
-# group norm of 8 groups, self- and cross-attention (4 heads) at 16x16, caption words embedded in
-# 32 dims, timestep embedding 32; DDPM linear betas 1e-4..0.01 over 1000 steps (half the DDPM
-# paper's 0.02: at t = 999 sqrt(alpha_bar) is 0.08, not 0.006, so the caption still moves the
-# epsilon loss at high noise and a short run learns colour from it), epsilon prediction,
-# caption dropout 0.1 (classifier-free guidance). Batch 32; AdamW (betas 0.9/0.999, no weight
-# decay, clip 1.0), peak lr 2e-3 after 100 warm-up steps, cosine decay to 1e-4; seed 1.
+# Sizes (1.05M parameters; 4.2 MB f32 safetensors): 32x32 RGB, two levels down and up with 32, 64
+# and 128 channels at 32x32, 16x16 and 8x8, group norm of 8 groups, self- and cross-attention
+# (4 heads) at 16x16 and 8x8, caption words embedded in 32 dims, timestep embedding 32; DDPM linear
+# betas 1e-4..0.02 over 1000 steps (the DDPM paper's), v-prediction (the target at high noise is
+# mostly -x0, so the caption's colours are learnt from the start; epsilon prediction with these
+# betas collapsed to grey fields), EMA of the weights 0.999 (the file holds the average), caption
+# dropout 0.1 (classifier-free guidance). Batch 32; AdamW (betas 0.9/0.999, no weight decay,
+# clip 1.0), peak lr 2e-3 after 100 warm-up steps, cosine decay to 1e-4 over STEPS (a resumed stage
+# decays again over its new total); seed 1.
 # Validation: 4 batches of a data set with another seed, at fixed timesteps and noise.
-# Knobs (environment; defaults are the recipe's): PREDICTION=epsilon|v (the regression target: the
-# noise, or v-prediction v = sqrt(abar) eps - sqrt(1 - abar) x0), EMA=DECAY (exponential moving
-# average of the weights, e.g. 0.999, with warm-up min(DECAY, (1 + step) / (10 + step)); the model
-# file then holds the EMA weights and validation uses them; 0 = off).
 # Writes OUT_DIR/shapes.safetensors (+ .optim for RESUME=1, and shapes.png, the loss curve); with
 # SHIP=1 (the default when OUT_DIR is the default) copies the model and the curve to models/.
+# Knobs: PREDICTION (v), BETA_END (0.02), EMA (0.999), STEPS, SEED, THREADS.
 #
 # Threads: THREADS (default 2). OMP_WAIT_POLICY defaults to passive: on a machine shared with other
 # work, spinning OpenMP threads wait for a descheduled peer and a 2-thread step gets >10x slower.
@@ -34,9 +34,9 @@ AIGC=${AIGC:-build/aigc}
 STEPS=${STEPS:-5000}
 SEED=${SEED:-1}
 THREADS=${THREADS:-2}
-PREDICTION=${PREDICTION:-epsilon}
+PREDICTION=${PREDICTION:-v}
 EMA=${EMA:-0.999}
-BETA_END=${BETA_END:-0.01}
+BETA_END=${BETA_END:-0.02}
 WARMUP=$(( STEPS / 10 < 100 ? STEPS / 10 : 100 ))
 WARMUP=$(( WARMUP < 1 ? 1 : WARMUP ))
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
