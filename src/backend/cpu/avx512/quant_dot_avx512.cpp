@@ -468,8 +468,13 @@ float gemv_q4_0_row(const uint8_t* w, int64_t nb, const DecodeRow& a, const Q4_0
 // gemv_q4_0_row (interleaved runs, best of 5; bench/bench_decode.cpp); from memory, the same.
 // A separate copy under the target pragma, so that no VBMI instruction reaches the kernel that
 // CPUs without VBMI run (Cascade Lake has VNNI, not VBMI).
+// GCC takes the target as a pragma, clang (the fuzz build) as an attribute on every function here.
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512vbmi"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx512vbmi")
+#endif
 
 // Byte permute indices: quant run l of a quad (quad bytes 18 l + 2 .. 18 l + 17) into 128-bit
 // lane l, from (quad bytes [0, 64), quad bytes [8, 72)).
@@ -535,7 +540,11 @@ void gemv_q4_0_vbmi_avx512(const void* w, int64_t row_bytes, int64_t K, const De
   for (int64_t n = n0; n < n1; ++n) y[n - n0] = gemv_q4_0_row_vbmi(wb + n * row_bytes, K / kQK4_0, a, ix, qidx);
 }
 
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 
 // Q8_0 stays in 256 bits, 8 blocks at a time (two per 16-block group: kDecodeOrderQ8_0 is the
 // 8-block order {0 2 4 6 1 3 5 7} twice): a 512-bit version (pairs of blocks per register, one
