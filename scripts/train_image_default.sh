@@ -7,7 +7,8 @@
 # installed by scripts/setup). No download: the data are a pure function of the seed.
 #
 #   scripts/train_image_default.sh [OUT_DIR]            # stage 1 (STEPS=5000 by default)
-#   RESUME=1 STEPS=10000 scripts/train_image_default.sh  # stage 2: the shipped model
+#   RESUME=1 STEPS=10000 scripts/train_image_default.sh  # stage 2
+#   RESUME=1 STEPS=14500 scripts/train_image_default.sh  # stage 3: the shipped model
 #   STEPS=100 scripts/train_image_default.sh /tmp/img   # a smoke run: the loss falls
 #
 # Sizes (1.05M parameters; 4.2 MB f32 safetensors): 32x32 RGB, two levels down and up with 32, 64
