@@ -41,6 +41,21 @@ UnetConfig tiny_config() {
                     .text_len = kShapesCaptionTokens, .text_dim = 8, .heads = 2};
 }
 
+// The short runs of the resume tests: 6 steps of batch 2, validation every 3 steps.
+TrainImageOptions tiny_run_options() {
+  TrainImageOptions o;
+  o.model = tiny_config();
+  o.model.text_vocab = 0;  // filled in from the data set
+  o.model.text_len = 0;
+  o.batch = 2;
+  o.steps = 6;
+  o.lr = {5e-3f, 1e-3f, 2, 6};
+  o.eval_every = 3;
+  o.eval_batches = 2;
+  o.save_every = 100;
+  return o;
+}
+
 TEST(TrainImage, VocabIsWhatTheTokenizerUses) {
   const std::vector<std::string>& v = shapes_vocab();
   ASSERT_EQ(static_cast<int>(v.size()), shapes_vocab_size());
@@ -167,16 +182,7 @@ TEST(TrainImage, EmaFollowsTheHandComputedSequence) {
 TEST(TrainImage, CheckpointReadsBackAndResumeIsExact) {
   thread_count_set(1);  // one thread: bitwise reproducible sums
   TempDir dir;
-  TrainImageOptions o;
-  o.model = tiny_config();
-  o.model.text_vocab = 0;  // filled in from the data set
-  o.model.text_len = 0;
-  o.batch = 2;
-  o.steps = 6;
-  o.lr = {5e-3f, 1e-3f, 2, 6};
-  o.eval_every = 3;
-  o.eval_batches = 2;
-  o.save_every = 100;
+  TrainImageOptions o = tiny_run_options();
   o.out = dir / "straight.safetensors";
   const TrainImageResult straight = train_image_run(o);
   EXPECT_EQ(straight.steps_done, 6);
@@ -268,16 +274,7 @@ TEST(TrainImage, CliTrainsAndReportsProgress) {
 TEST(TrainImage, VPredictionAndEmaResumeIsExact) {
   thread_count_set(1);
   TempDir dir;
-  TrainImageOptions o;
-  o.model = tiny_config();
-  o.model.text_vocab = 0;
-  o.model.text_len = 0;
-  o.batch = 2;
-  o.steps = 6;
-  o.lr = {5e-3f, 1e-3f, 2, 6};
-  o.eval_every = 3;
-  o.eval_batches = 2;
-  o.save_every = 100;
+  TrainImageOptions o = tiny_run_options();
   o.prediction = DiffusionTarget::V;
   o.ema = 0.99f;
   o.out = dir / "straight.safetensors";
