@@ -1,7 +1,6 @@
 // The image training loop (see train_image.h).
 #include "train/train_image.h"
 
-#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
@@ -21,6 +20,7 @@
 #include "train/glyph_font.h"
 #include "train/loss_curve.h"
 #include "train/shapes_dataset.h"
+#include "train/train_loop.h"
 #include "train/train_progress.h"
 
 namespace aigc::train {
@@ -196,12 +196,6 @@ TrainImageResult train_image_run(const TrainImageOptions& o) {
 
   TrainImageResult r;
   double train_seconds = 0;
-  auto tail_mean = [&](size_t n) {
-    n = std::min(n, train_curve.size());
-    double s = 0;
-    for (size_t i = train_curve.size() - n; i < train_curve.size(); ++i) s += train_curve[i].loss;
-    return n ? static_cast<float>(s / static_cast<double>(n)) : 0.0f;
-  };
   auto save = [&](int64_t step) {
     cfg.training_json = json{{"trainer", "aigc train image"},
                              {"steps", step},
@@ -218,7 +212,7 @@ TrainImageResult train_image_run(const TrainImageOptions& o) {
                              {"ema", o.ema},
                              {"glyphs", o.glyphs},
                              {"seconds", seconds_before + train_seconds},
-                             {"train_loss", tail_mean(50)},
+                             {"train_loss", loss_tail_mean(train_curve, 50)},
                              {"val_loss", val_curve.empty() ? json(nullptr) : json(val_curve.back().loss)},
                              {"data", data_description(o)}}
                             .dump();
@@ -239,65 +233,39 @@ TrainImageResult train_image_run(const TrainImageOptions& o) {
     safetensors_write(optim_path, tensors, {{"aigc.optim", st.dump()}});
   };
 
-  const bool tty = isatty(2);
   const ImageBatchOptions bo{
       .seed = o.seed, .glyphs = o.glyphs, .caption_dropout = o.caption_dropout, .prediction = o.prediction};
-  const auto t0 = std::chrono::steady_clock::now();
-  int64_t step = step0;
-  for (; step < o.steps; ++step) {
-    const auto ts = std::chrono::steady_clock::now();
+  TrainLoopOptions lo;
+  lo.command = "aigc train image";
+  lo.step0 = step0, lo.steps = o.steps, lo.eval_every = o.eval_every, lo.save_every = o.save_every;
+  lo.max_seconds = o.max_seconds;
+  lo.items_per_step = o.batch, lo.rate_unit = "samples/s", lo.rate_decimals = 1;
+  lo.progress_window = 50, lo.result_window = 50;
+  lo.curve_path = o.curve.empty() ? o.out + ".png" : o.curve, lo.curve_smooth = 20;
+  TrainLoopCallbacks cb;
+  cb.step = [&](int64_t step) {
     image_batch_fill(unet, o.batch, step, bo, ac);
     const float loss = unet.forward_backward();
     const float lr = lr_cosine(step, o.lr);
     const float norm = opt.step(g.params_flat(), g.grads_flat(), lr);
     if (ema) ema->update(g.params_flat(), step);
-    train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
-    train_curve.push_back({step + 1, loss});
-    if (!std::isfinite(loss))
-      error_throw(fmt::format("loss is {} at step {}", loss, step + 1), "aigc train image", "lower --lr or raise --warmup");
-    const int64_t done = step + 1 - step0;
-    const double sps = static_cast<double>(done * o.batch) / train_seconds;
-    const double eta = train_seconds / static_cast<double>(done) * static_cast<double>(o.steps - step - 1);
-    const std::string line =
-        fmt::format("{} step {}/{} | loss {:.4f} | lr {:.2e} | norm {:.2f} | {:.1f} samples/s | ETA {}",
-                    progress_bar(step + 1, o.steps), step + 1, o.steps, tail_mean(50), lr, norm, sps, duration_str(eta));
-    const bool last = step + 1 == o.steps;
-    progress_line_print(line, step, step0, o.steps, tty);
-    const bool out_of_time = o.max_seconds > 0 && train_seconds >= o.max_seconds;
-    if ((step + 1) % o.eval_every == 0 || last || out_of_time) {
-      float vl;
-      {
-        const EmaSwapped swapped(ema ? &*ema : nullptr, g);
-        vl = val_loss_eval(unet, o, ac);
-      }
-      val_curve.push_back({step + 1, vl});
-      std::fprintf(stderr, "%sstep %lld: validation loss %.4f%s\n", tty ? "\r\x1b[K" : "",
-                   static_cast<long long>(step + 1), vl, ema ? " (EMA weights)" : "");
-      r.val_loss = vl;
-    }
-    if ((step + 1) % o.save_every == 0 && !last) save(step + 1);
-    if (out_of_time) {
-      std::fprintf(stderr, "stopping after %.0f s (--max-seconds)\n", train_seconds);
-      ++step;
-      break;
-    }
-  }
-  r.steps_done = step;
-  r.train_loss = tail_mean(50);
-  save(step);
-  const std::string curve = o.curve.empty() ? o.out + ".png" : o.curve;
-  float hi = 0;
-  for (const LossPoint& p : train_curve) hi = std::max(hi, p.loss);
-  image_write_png(curve, loss_curve_draw(train_curve, val_curve, 800, 500, 20),
-                  {{"Title", "aigc train image: loss (blue: train, 20-step mean; red: validation)"},
-                   {"Description", fmt::format("x: step 0..{}, y: loss 0..{:.0f} (grid every 1.0); train loss {:.4f} -> {:.4f}",
-                                               step, std::ceil(hi), train_curve.empty() ? 0.0f : train_curve.front().loss,
-                                               r.train_loss)}});
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  r.samples_per_second = train_seconds > 0 ? static_cast<double>((step - step0) * o.batch) / train_seconds : 0;
+    return TrainStep{loss, lr, norm};
+  };
+  cb.validate = [&] {
+    const EmaSwapped swapped(ema ? &*ema : nullptr, g);
+    return val_loss_eval(unet, o, ac);
+  };
+  cb.validation_note = [&](float) { return std::string(ema ? " (EMA weights)" : ""); };
+  cb.save = save;
+  const TrainLoopResult run = train_loop_run(lo, cb, train_curve, val_curve, train_seconds);
+  r.steps_done = run.steps_done;
+  r.train_loss = run.train_loss;
+  r.val_loss = run.val_loss;
+  r.seconds = run.seconds;
+  r.samples_per_second = train_seconds > 0 ? static_cast<double>((run.steps_done - step0) * o.batch) / train_seconds : 0;
   std::fprintf(stderr,
                "saved %s (+ %s), loss curve %s; %lld steps in %s, %.1f samples/s; train loss %.4f, validation loss %.4f\n",
-               o.out.c_str(), optim_path.c_str(), curve.c_str(), static_cast<long long>(step - step0),
+               o.out.c_str(), optim_path.c_str(), lo.curve_path.c_str(), static_cast<long long>(run.steps_done - step0),
                duration_str(r.seconds).c_str(), r.samples_per_second, r.train_loss, r.val_loss);
   return r;
 }

@@ -1,7 +1,6 @@
 // The text training loop (see train_text.h).
 #include "train/train_text.h"
 
-#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
@@ -16,6 +15,7 @@
 #include "formats/image.h"
 #include "text/vocab.h"
 #include "train/loss_curve.h"
+#include "train/train_loop.h"
 #include "train/train_progress.h"
 
 namespace aigc::train {
@@ -161,65 +161,37 @@ TrainTextResult train_text_run(const TrainTextOptions& o) {
   };
 
   std::vector<int32_t> buf(static_cast<size_t>(o.batch * (o.seq_len + 1)));
-  const bool tty = isatty(2);
   const int64_t tokens_per_step = o.batch * o.seq_len;
-  const auto t0 = std::chrono::steady_clock::now();
-  TrainTextResult r;
-  int64_t step = step0;
-  double train_seconds = 0;
-  for (; step < o.steps; ++step) {
-    const auto ts = std::chrono::steady_clock::now();
+  TrainLoopOptions lo;
+  lo.command = "aigc train text";
+  lo.step0 = step0, lo.steps = o.steps, lo.eval_every = o.eval_every, lo.save_every = o.save_every;
+  lo.max_seconds = o.max_seconds;
+  lo.items_per_step = tokens_per_step, lo.rate_unit = "tok/s", lo.rate_decimals = 0;
+  lo.progress_window = 1, lo.result_window = 10;
+  lo.curve_path = o.curve.empty() ? o.out + ".png" : o.curve, lo.curve_smooth = 10;
+  TrainLoopCallbacks cb;
+  cb.step = [&](int64_t step) {
     std::mt19937_64 rng(o.seed * 1000003ull + static_cast<uint64_t>(step));
     batch_draw(train_tok, o.batch, o.seq_len, rng, buf);
     gpt.batch_set(buf);
     const float loss = gpt.forward_backward();
     const float lr = lr_cosine(step, o.lr);
-    const float norm = opt.step(gpt.graph().params_flat(), gpt.graph().grads_flat(), lr);
-    train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
-    train_curve.push_back({step + 1, loss});
-    if (!std::isfinite(loss)) error_throw(fmt::format("loss is {} at step {}", loss, step + 1), "aigc train text",
-                                          "lower --lr or raise --warmup");
-    const int64_t done = step + 1 - step0;
-    const double tps = static_cast<double>(done * tokens_per_step) / train_seconds;
-    const double eta = train_seconds / static_cast<double>(done) * static_cast<double>(o.steps - step - 1);
-    const std::string bar = progress_bar(step + 1, o.steps);
-    const std::string line = fmt::format("{} step {}/{} | loss {:.4f} | lr {:.2e} | norm {:.2f} | {:.0f} tok/s | ETA {}",
-                                         bar, step + 1, o.steps, loss, lr, norm, tps, duration_str(eta));
-    const bool last = step + 1 == o.steps;
-    progress_line_print(line, step, step0, o.steps, tty);
-    const bool out_of_time = o.max_seconds > 0 && train_seconds >= o.max_seconds;
-    if ((step + 1) % o.eval_every == 0 || last || out_of_time) {
-      const float vl = val_loss_eval(gpt, val_tok, o.eval_batches, buf);
-      val_curve.push_back({step + 1, vl});
-      std::fprintf(stderr, "%sstep %lld: validation loss %.4f (perplexity %.2f)\n", tty ? "\r\x1b[K" : "",
-                   static_cast<long long>(step + 1), vl, std::exp(vl));
-      r.val_loss = vl;
-    }
-    if ((step + 1) % o.save_every == 0 && !last) save(step + 1);
-    if (out_of_time) {
-      std::fprintf(stderr, "stopping after %.0f s (--max-seconds)\n", train_seconds);
-      ++step;
-      break;
-    }
-  }
-  r.steps_done = step;
-  save(step);
-  const std::string curve = o.curve.empty() ? o.out + ".png" : o.curve;
-  float lo = 1e30f, hi = 0;
-  for (const LossPoint& p : train_curve) { lo = std::min(lo, p.loss); hi = std::max(hi, p.loss); }
-  image_write_png(curve, loss_curve_draw(train_curve, val_curve, 800, 500, 10),
-                  {{"Title", "aigc train text: loss (blue: train, 10-step mean; red: validation)"},
-                   {"Description", fmt::format("x: step 0..{}, y: loss 0..{:.0f} (grid every 1.0); train loss {:.3f} -> {:.3f}",
-                                               step, std::ceil(hi), train_curve.empty() ? 0.0f : train_curve.front().loss,
-                                               train_curve.empty() ? 0.0f : train_curve.back().loss)}});
-  double tail = 0;
-  const size_t n_tail = std::min<size_t>(10, train_curve.size());
-  for (size_t i = train_curve.size() - n_tail; i < train_curve.size(); ++i) tail += train_curve[i].loss;
-  r.train_loss = n_tail ? static_cast<float>(tail / static_cast<double>(n_tail)) : 0.0f;
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  r.tokens_per_second = train_seconds > 0 ? static_cast<double>((step - step0) * tokens_per_step) / train_seconds : 0;
+    return TrainStep{loss, lr, opt.step(gpt.graph().params_flat(), gpt.graph().grads_flat(), lr)};
+  };
+  cb.validate = [&] { return val_loss_eval(gpt, val_tok, o.eval_batches, buf); };
+  cb.validation_note = [](float vl) { return fmt::format(" (perplexity {:.2f})", std::exp(vl)); };
+  cb.save = save;
+  double train_seconds = 0;
+  const TrainLoopResult run = train_loop_run(lo, cb, train_curve, val_curve, train_seconds);
+  TrainTextResult r;
+  r.steps_done = run.steps_done;
+  r.train_loss = run.train_loss;
+  r.val_loss = run.val_loss;
+  r.seconds = run.seconds;
+  r.tokens_per_second =
+      train_seconds > 0 ? static_cast<double>((run.steps_done - step0) * tokens_per_step) / train_seconds : 0;
   std::fprintf(stderr, "saved %s (+ %s), loss curve %s; %lld steps in %s, %.0f tokens/s; train loss %.4f, validation loss %.4f (perplexity %.2f)\n",
-               o.out.c_str(), optim_path.c_str(), curve.c_str(), static_cast<long long>(step - step0),
+               o.out.c_str(), optim_path.c_str(), lo.curve_path.c_str(), static_cast<long long>(run.steps_done - step0),
                duration_str(r.seconds).c_str(), r.tokens_per_second, r.train_loss, r.val_loss, std::exp(r.val_loss));
   return r;
 }
