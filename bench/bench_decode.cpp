@@ -1,9 +1,12 @@
-// Decode GEMV kernels side by side on one thread, in weight GB/s (bytes of weight rows read per
-// call): the Q4_0 kernel of the avx512vnni set (gemv_q4_0_row: 16-byte loads and inserts) against
-// the avx512vbmi set's (byte permutes), in cache (a 2048-wide weight of ~250 KiB, in L2, reused)
-// and from memory (TinyLlama's FFN shape 5632x2048, copies past 512 MiB used in turn), and the
-// Q8_0 kernel for reference. The variants alternate within each repetition and the best
-// repetition is kept, so a busy machine slows both alike.
+// Decode GEMV kernels side by side, in weight GB/s (bytes of weight rows read per call): the Q4_0
+// kernel of the avx512vnni set (gemv_q4_0_row: 16-byte loads and inserts) against the avx512vbmi
+// set's (byte permutes), and the Q8_0 kernel, beside a plain read of the same bytes (512-bit loads
+// into 4 accumulators: what the memory gives one stream per thread). In cache (a 2048-wide weight
+// of ~250 KiB, in L2, reused; 1 thread) and from memory (TinyLlama's FFN shape 5632x2048, copies
+// past 1 GiB used in turn; 1 and 2 threads, each its own half of the rows). The weights come
+// from buffer_alloc, as a model's do with --no-mmap (2 MiB aligned, transparent huge pages). The
+// variants alternate within each repetition and the best repetition is kept, so a busy machine
+// slows all alike.
 //   build/bench_decode [reps=7]
 #include <fmt/format.h>
 
@@ -11,8 +14,15 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <memory>
 #include <random>
+#include <thread>
 #include <vector>
+
+#include <immintrin.h>
+
+// GCC 12's _mm512_reduce_add_epi32 self-initialises an undefined vector: a false -Wuninitialized.
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 #include "backend/cpu/ops.h"
 #include "backend/cpu/quant_dot.h"
@@ -27,7 +37,7 @@ using Clock = std::chrono::steady_clock;
 struct Weights {
   DType type;
   int64_t N, K, row_bytes;
-  std::vector<std::vector<uint8_t>> copies;
+  std::vector<std::shared_ptr<void>> copies;
 };
 
 Weights weights_make(DType type, int64_t N, int64_t K, double min_total_bytes) {
@@ -44,7 +54,10 @@ Weights weights_make(DType type, int64_t N, int64_t K, double min_total_bytes) {
     ops::copy(src, dst);
   }
   const int copies = std::max(1, static_cast<int>(min_total_bytes / static_cast<double>(first.size()) + 0.999));
-  for (int i = 0; i < copies; ++i) w.copies.push_back(first);
+  for (int i = 0; i < copies; ++i) {
+    w.copies.push_back(buffer_alloc(first.size()));
+    std::copy(first.begin(), first.end(), static_cast<uint8_t*>(w.copies.back().get()));
+  }
   return w;
 }
 
@@ -73,32 +86,57 @@ Activation activation_make(DType type, int64_t K) {
   return a;
 }
 
-void bench_pair(const char* what, const QuantKernels& k0, const QuantKernels& k1, const Weights& w, int reps,
-                double seconds_per_rep) {
-  const Activation a = activation_make(w.type, w.K);
-  const QuantKernels* ks[2] = {&k0, &k1};
-  std::vector<float> y(static_cast<size_t>(w.N));
-  double best[2] = {0, 0};
-  float y0[2] = {0, 0};
-  size_t next = 0;
-  for (int r = 0; r < reps; ++r) {
-    for (int v = 0; v < 2; ++v) {
-      const DecodeGemv gemv = w.type == DType::Q4_0 ? ks[v]->gemv_q4_0 : ks[v]->gemv_q8_0;
-      int64_t calls = 0;
-      double dt = 0;
-      const auto t0 = Clock::now();
-      do {
-        gemv(w.copies[next].data(), w.row_bytes, w.K, a.row, 0, w.N, y.data());
-        next = (next + 1) % w.copies.size();
-        ++calls;
-        dt = std::chrono::duration<double>(Clock::now() - t0).count();
-      } while (dt < seconds_per_rep);
-      best[v] = std::max(best[v], static_cast<double>(calls) * w.N * w.row_bytes / dt / 1e9);
-      y0[v] = y[0];
-    }
+// The reference: rows [n0, n1) read as 512-bit loads into 4 accumulators (y[0] keeps them live).
+__attribute__((target("avx512f"))) void plain_read(const void* w, int64_t row_bytes, int64_t, const DecodeRow&,
+                                                   int64_t n0, int64_t n1, float* y) {
+  const auto* p = static_cast<const uint8_t*>(w) + n0 * row_bytes;
+  const int64_t bytes = (n1 - n0) * row_bytes;
+  __m512i a0 = _mm512_set1_epi32(0), a1 = a0, a2 = a0, a3 = a0;
+  for (int64_t o = 0; o + 256 <= bytes; o += 256) {
+    a0 = _mm512_xor_si512(a0, _mm512_loadu_si512(p + o));
+    a1 = _mm512_xor_si512(a1, _mm512_loadu_si512(p + o + 64));
+    a2 = _mm512_xor_si512(a2, _mm512_loadu_si512(p + o + 128));
+    a3 = _mm512_xor_si512(a3, _mm512_loadu_si512(p + o + 192));
   }
-  fmt::print("{:<36} {:>5} {:>10} {:6.1f} GB/s   {:>10} {:6.1f} GB/s   x{:.2f}   (y[0] {:.4f} / {:.4f})\n", what,
-             dtype_name(w.type), k0.name, best[0], k1.name, best[1], best[1] / best[0], y0[0], y0[1]);
+  y[0] = static_cast<float>(_mm512_reduce_add_epi32(_mm512_xor_si512(_mm512_xor_si512(a0, a1), _mm512_xor_si512(a2, a3))));
+}
+
+// GB/s of `gemv` over the weight copies in turn for `seconds`, `threads` threads each on its own
+// share of the rows (no barrier between calls); y0: thread 0's y[0].
+double gemv_gbs(DecodeGemv gemv, const Weights& w, const DecodeRow& a, int threads, double seconds, float* y0) {
+  std::vector<std::thread> pool;
+  std::vector<int64_t> bytes(static_cast<size_t>(threads), 0);
+  const auto t0 = Clock::now();
+  for (int t = 0; t < threads; ++t)
+    pool.emplace_back([&, t] {
+      const int64_t n0 = w.N * t / threads, n1 = w.N * (t + 1) / threads;
+      std::vector<float> y(static_cast<size_t>(n1 - n0 + 1));
+      size_t next = static_cast<size_t>(t) % w.copies.size();
+      do {
+        gemv(w.copies[next].get(), w.row_bytes, w.K, a, n0, n1, y.data());
+        next = (next + 1) % w.copies.size();
+        bytes[static_cast<size_t>(t)] += (n1 - n0) * w.row_bytes;
+      } while (std::chrono::duration<double>(Clock::now() - t0).count() < seconds);
+      if (t == 0) *y0 = y[0];
+    });
+  for (std::thread& th : pool) th.join();
+  int64_t total = 0;
+  for (int64_t b : bytes) total += b;
+  return static_cast<double>(total) / std::chrono::duration<double>(Clock::now() - t0).count() / 1e9;
+}
+
+void bench_kernels(const char* what, const QuantKernels& k0, const QuantKernels& k1, const Weights& w, int threads,
+                   int reps, double seconds_per_rep) {
+  const Activation a = activation_make(w.type, w.K);
+  const DecodeGemv gemvs[3] = {w.type == DType::Q4_0 ? k0.gemv_q4_0 : k0.gemv_q8_0,
+                               w.type == DType::Q4_0 ? k1.gemv_q4_0 : k1.gemv_q8_0, plain_read};
+  double best[3] = {0, 0, 0};
+  float y0[3] = {0, 0, 0};
+  for (int r = 0; r < reps; ++r)
+    for (int v = 0; v < 3; ++v) best[v] = std::max(best[v], gemv_gbs(gemvs[v], w, a.row, threads, seconds_per_rep, &y0[v]));
+  fmt::print("{:<34} {:>5} {:>10} {:6.1f} GB/s ({:3.0f}%)  {:>10} {:6.1f} GB/s ({:3.0f}%)  read {:6.1f} GB/s  (y[0] {:.4f} / {:.4f})\n",
+             what, dtype_name(w.type), k0.name, best[0], 100 * best[0] / best[2], k1.name, best[1],
+             100 * best[1] / best[2], best[2], y0[0], y0[1]);
 }
 
 }  // namespace
@@ -113,11 +151,13 @@ int main(int argc, char** argv) {
     fmt::print("this CPU lacks AVX-512 VNNI or VBMI: no decode kernels to compare\n");
     return 0;
   }
+  fmt::print("(percent: of the plain read of the same bytes with the same threads)\n");
   for (DType t : {DType::Q4_0, DType::Q8_0}) {
     const int64_t n_cache = t == DType::Q4_0 ? 224 : 112;  // ~250 KiB
-    bench_pair("in cache, 1 thread (Nx2048)", *vnni, *vbmi, weights_make(t, n_cache, 2048, 0), reps, 0.05);
-    bench_pair("from memory, 1 thread (5632x2048)", *vnni, *vbmi, weights_make(t, 5632, 2048, 512.0 * (1 << 20)),
-               reps, 0.2);
+    bench_kernels("in cache, 1 thread (Nx2048)", *vnni, *vbmi, weights_make(t, n_cache, 2048, 0), 1, reps, 0.05);
+    const Weights big = weights_make(t, 5632, 2048, 1024.0 * (1 << 20));
+    bench_kernels("from memory, 1 thread (5632x2048)", *vnni, *vbmi, big, 1, reps, 0.2);
+    bench_kernels("from memory, 2 threads (5632x2048)", *vnni, *vbmi, big, 2, reps, 0.2);
   }
   return 0;
 }
