@@ -5,7 +5,6 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -13,7 +12,6 @@
 #include <optional>
 
 #include "core/error.h"
-#include "formats/image.h"
 #include "formats/safetensors.h"
 #include "image/pixel_diffusion_file.h"
 #include "train/ema.h"

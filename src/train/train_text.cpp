@@ -1,7 +1,6 @@
 // The text training loop (see train_text.h).
 #include "train/train_text.h"
 
-
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -12,7 +11,6 @@
 
 #include "core/log.h"
 #include "formats/gguf.h"
-#include "formats/image.h"
 #include "text/vocab.h"
 #include "train/loss_curve.h"
 #include "train/train_loop.h"
