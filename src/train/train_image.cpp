@@ -193,8 +193,7 @@ TrainImageResult train_image_run(const TrainImageOptions& o) {
                    .c_str());
 
   TrainImageResult r;
-  double train_seconds = 0;
-  auto save = [&](int64_t step) {
+  auto save = [&](int64_t step, double train_seconds) {
     cfg.training_json = json{{"trainer", "aigc train image"},
                              {"steps", step},
                              {"batch", o.batch},
@@ -255,12 +254,12 @@ TrainImageResult train_image_run(const TrainImageOptions& o) {
   };
   cb.validation_note = [&](float) { return std::string(ema ? " (EMA weights)" : ""); };
   cb.save = save;
-  const TrainLoopResult run = train_loop_run(lo, cb, train_curve, val_curve, train_seconds);
+  const TrainLoopResult run = train_loop_run(lo, cb, train_curve, val_curve);
   r.steps_done = run.steps_done;
   r.train_loss = run.train_loss;
   r.val_loss = run.val_loss;
   r.seconds = run.seconds;
-  r.samples_per_second = train_seconds > 0 ? static_cast<double>((run.steps_done - step0) * o.batch) / train_seconds : 0;
+  r.samples_per_second = run.items_per_second;
   std::fprintf(stderr,
                "saved %s (+ %s), loss curve %s; %lld steps in %s, %.1f samples/s; train loss %.4f, validation loss %.4f\n",
                o.out.c_str(), optim_path.c_str(), lo.curve_path.c_str(), static_cast<long long>(run.steps_done - step0),

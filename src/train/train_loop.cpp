@@ -23,11 +23,12 @@ float loss_tail_mean(const std::vector<LossPoint>& curve, size_t n) {
 }
 
 TrainLoopResult train_loop_run(const TrainLoopOptions& o, const TrainLoopCallbacks& cb, std::vector<LossPoint>& train_curve,
-                               std::vector<LossPoint>& val_curve, double& train_seconds) {
+                               std::vector<LossPoint>& val_curve) {
   using Clock = std::chrono::steady_clock;
   const bool tty = isatty(2);
   const auto t0 = Clock::now();
   TrainLoopResult r;
+  double train_seconds = 0;
   int64_t step = o.step0;
   for (; step < o.steps; ++step) {
     const auto ts = Clock::now();
@@ -52,7 +53,7 @@ TrainLoopResult train_loop_run(const TrainLoopOptions& o, const TrainLoopCallbac
       std::fprintf(stderr, "%sstep %lld: validation loss %.4f%s\n", tty ? "\r\x1b[K" : "",
                    static_cast<long long>(step + 1), r.val_loss, cb.validation_note(r.val_loss).c_str());
     }
-    if ((step + 1) % o.save_every == 0 && !last) cb.save(step + 1);
+    if ((step + 1) % o.save_every == 0 && !last) cb.save(step + 1, train_seconds);
     if (out_of_time) {
       std::fprintf(stderr, "stopping after %.0f s (--max-seconds)\n", train_seconds);
       ++step;
@@ -61,7 +62,7 @@ TrainLoopResult train_loop_run(const TrainLoopOptions& o, const TrainLoopCallbac
   }
   r.steps_done = step;
   r.train_loss = loss_tail_mean(train_curve, o.result_window);
-  cb.save(step);
+  cb.save(step, train_seconds);
   float hi = 0;
   for (const LossPoint& p : train_curve) hi = std::max(hi, p.loss);
   image_write_png(o.curve_path, loss_curve_draw(train_curve, val_curve, 800, 500, o.curve_smooth),
@@ -70,6 +71,7 @@ TrainLoopResult train_loop_run(const TrainLoopOptions& o, const TrainLoopCallbac
                                                step, std::ceil(hi), train_curve.empty() ? 0.0f : train_curve.front().loss,
                                                r.train_loss)}});
   r.train_seconds = train_seconds;
+  r.items_per_second = train_seconds > 0 ? static_cast<double>((step - o.step0) * o.items_per_step) / train_seconds : 0;
   r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   return r;
 }

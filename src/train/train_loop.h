@@ -37,12 +37,14 @@ struct TrainLoopCallbacks {
   std::function<TrainStep(int64_t step)> step;        // one optimiser step (0-based)
   std::function<float()> validate;                     // the validation loss
   std::function<std::string(float)> validation_note;  // printed after "validation loss X.XXXX"
-  std::function<void(int64_t step)> save;              // checkpoint after `step` steps
+  // checkpoint after `step` steps; train_seconds: this run's time in steps so far
+  std::function<void(int64_t step, double train_seconds)> save;
 };
 
 struct TrainLoopResult {
   int64_t steps_done = 0;     // the step count reached (step0 + steps run)
   double train_seconds = 0;   // time in steps of this run
+  double items_per_second = 0;  // items_per_step x steps run / train_seconds
   double seconds = 0;         // wall time of the loop, validation and saving included
   float train_loss = 0;       // mean of the last result_window steps
   float val_loss = 0;         // the last validation
@@ -52,9 +54,8 @@ struct TrainLoopResult {
 float loss_tail_mean(const std::vector<LossPoint>& curve, size_t n);
 
 // Runs steps step0 .. steps-1 and appends to the curves (which hold the earlier runs' points on
-// resume). `train_seconds` is this run's training time so far, updated every step, for saves that
-// record it.
+// resume).
 TrainLoopResult train_loop_run(const TrainLoopOptions& o, const TrainLoopCallbacks& cb, std::vector<LossPoint>& train_curve,
-                               std::vector<LossPoint>& val_curve, double& train_seconds);
+                               std::vector<LossPoint>& val_curve);
 
 }  // namespace aigc::train

@@ -153,7 +153,7 @@ TrainTextResult train_text_run(const TrainTextOptions& o) {
                static_cast<long long>(cfg.n_head), static_cast<long long>(cfg.n_ff), static_cast<long long>(o.batch),
                static_cast<long long>(o.seq_len));
 
-  auto save = [&](int64_t step) {
+  auto save = [&](int64_t step, double /*train_seconds*/) {
     gpt.save(o.out, tok_kvs, "aigc gpt (trained by aigc train text)");
     optim_save(optim_path, opt, step, o.seed, train_curve, val_curve);
   };
@@ -179,15 +179,13 @@ TrainTextResult train_text_run(const TrainTextOptions& o) {
   cb.validate = [&] { return val_loss_eval(gpt, val_tok, o.eval_batches, buf); };
   cb.validation_note = [](float vl) { return fmt::format(" (perplexity {:.2f})", std::exp(vl)); };
   cb.save = save;
-  double train_seconds = 0;
-  const TrainLoopResult run = train_loop_run(lo, cb, train_curve, val_curve, train_seconds);
+  const TrainLoopResult run = train_loop_run(lo, cb, train_curve, val_curve);
   TrainTextResult r;
   r.steps_done = run.steps_done;
   r.train_loss = run.train_loss;
   r.val_loss = run.val_loss;
   r.seconds = run.seconds;
-  r.tokens_per_second =
-      train_seconds > 0 ? static_cast<double>((run.steps_done - step0) * tokens_per_step) / train_seconds : 0;
+  r.tokens_per_second = run.items_per_second;
   std::fprintf(stderr, "saved %s (+ %s), loss curve %s; %lld steps in %s, %.0f tokens/s; train loss %.4f, validation loss %.4f (perplexity %.2f)\n",
                o.out.c_str(), optim_path.c_str(), lo.curve_path.c_str(), static_cast<long long>(run.steps_done - step0),
                duration_str(r.seconds).c_str(), r.tokens_per_second, r.train_loss, r.val_loss, std::exp(r.val_loss));
