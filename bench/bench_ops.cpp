@@ -119,6 +119,13 @@ std::vector<OpCase> op_cases() {
             tensor_random(DType::F32, {1, 8, 1024, 128}, 23), Tensor::empty(DType::F32, {1, 32, 1, 128})},
            [](auto& t) { ops::attention(t[0], t[1], t[2], t[3], {.causal = true, .q_offset = 1023}); },
            BandwidthRef::read);
+  // TinyLlama's decode attention at a long context (32 query heads over 4 KV heads of 64, 4096
+  // cached positions): 8 query heads share each kv head's keys and values.
+  add_case("attention/llm_decode_32q_4kv_4096x64", 2.0 * 4 * 4096 * 64 * f, 4.0 * 32 * 4096 * 64,
+           {tensor_random(DType::F32, {1, 32, 1, 64}, 28), tensor_random(DType::F32, {1, 4, 4096, 64}, 29),
+            tensor_random(DType::F32, {1, 4, 4096, 64}, 30), Tensor::empty(DType::F32, {1, 32, 1, 64})},
+           [](auto& t) { ops::attention(t[0], t[1], t[2], t[3], {.causal = true, .q_offset = 4095}); },
+           BandwidthRef::read);
   // Decode GEMV: one token through a 4096x4096 weight; bound by reading the weight once.
   for (DType wt : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0}) {
     const double wbytes = static_cast<double>(*dtype_row_bytes(wt, 4096)) * 4096;

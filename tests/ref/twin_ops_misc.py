@@ -106,7 +106,11 @@ for (name, B, Hq, Hkv, Tq, Tk, D, Dv, causal, q_offset, scale, bthd) in [
         ("att_decode", 1, 8, 2, 1, 10, 40, 40, True, 9, 0.0, False),    # one token with a KV cache
         ("att_chunk", 1, 2, 1, 5, 70, 64, 64, True, 65, 0.0, False),    # more keys than one key block
         ("att_scale", 1, 3, 3, 7, 130, 17, 17, False, 0, 0.2, False),  # explicit scale, odd D, Tk > 2 blocks
-        ("att_dv", 2, 4, 2, 9, 3, 32, 48, False, 0, 0.0, False)]:        # value width != key width
+        ("att_dv", 2, 4, 2, 9, 3, 32, 48, False, 0, 0.0, False),         # value width != key width
+        # decode with grouped KV heads (one task per kv head and query: heads as the kernel's rows)
+        ("att_decode_long", 2, 8, 2, 1, 150, 64, 64, True, 149, 0.0, True),  # Tk > 2 key blocks, 4 heads/group
+        ("att_decode_few", 1, 12, 3, 3, 100, 32, 48, True, 90, 0.0, False),  # 3 queries, keys past them masked
+        ("att_decode_mqa", 1, 20, 1, 2, 70, 16, 16, False, 0, 0.0, False)]:  # one kv head: 20 heads in 3 slices
     q, k, v = randn(B, Hq, Tq, D), randn(B, Hkv, Tk, D), randn(B, Hkv, Tk, Dv)
     sc = scale if scale else 1.0 / np.sqrt(D)
     y = attention(q, k, v, sc, causal, q_offset)

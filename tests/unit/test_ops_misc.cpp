@@ -201,7 +201,8 @@ AttnCase attn_case(const RefDump& d, const std::string& c) {
 
 TEST(OpsAttention, MatchesTorch) {
   RefDump d = RefDump::load("ops_attention");
-  for (std::string c : {"att_self", "att_cross", "att_gqa", "att_decode", "att_chunk", "att_scale", "att_dv"}) {
+  for (std::string c : {"att_self", "att_cross", "att_gqa", "att_decode", "att_chunk", "att_scale", "att_dv",
+                        "att_decode_long", "att_decode_few", "att_decode_mqa"}) {
     SCOPED_TRACE(c);
     AttnCase a = attn_case(d, c);
     const Tensor& want = d.get(c + ".y");
@@ -228,16 +229,20 @@ TEST(OpsAttention, OutputMayBeAStridedView) {
 TEST(OpsAttention, SameAtOneAndTwoThreads) {
   ThreadCountGuard guard;
   RefDump d = RefDump::load("ops_attention");
-  AttnCase a = attn_case(d, "att_cross");
-  const Tensor& want = d.get("att_cross.y");
-  Tensor y1 = f32_like(want), y2 = f32_like(want);
-  thread_count_set(1);
-  ops::attention(a.q, a.k, a.v, y1, a.p);
-  thread_count_set(2);
-  ops::attention(a.q, a.k, a.v, y2, a.p);
-  // tasks are (batch, head, query block) computed by the same code on any thread: bitwise equal
-  EXPECT_TENSORS_CLOSE(y2, y1, 0.0f, 0.0f);
-  EXPECT_TENSORS_CLOSE(y2, want, 1e-5f, 1e-4f);
+  // att_cross: per-head tasks; the decode cases: grouped tasks (kv head, query, slice of heads)
+  for (std::string c : {"att_cross", "att_decode_long", "att_decode_mqa"}) {
+    SCOPED_TRACE(c);
+    AttnCase a = attn_case(d, c);
+    const Tensor& want = d.get(c + ".y");
+    Tensor y1 = f32_like(want), y2 = f32_like(want);
+    thread_count_set(1);
+    ops::attention(a.q, a.k, a.v, y1, a.p);
+    thread_count_set(2);
+    ops::attention(a.q, a.k, a.v, y2, a.p);
+    // tasks are computed by the same code on any thread and cut by shape alone: bitwise equal
+    EXPECT_TENSORS_CLOSE(y2, y1, 0.0f, 0.0f);
+    EXPECT_TENSORS_CLOSE(y2, want, 1e-5f, 1e-4f);
+  }
 }
 
 TEST(OpsAttention, BadShapesThrow) {

@@ -10,6 +10,10 @@
 
 #include "backend/cpu/kernels_f32.h"
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 namespace aigc::ops {
 namespace {
 
@@ -98,10 +102,19 @@ void gelu_tanh_row(const float* x, float* y, int64_t n) {
   }
 }
 
+// 16 running maxima, then their max: GCC 12 left `omp simd reduction(max)` over std::max scalar
+// (a chain of dependent vmaxss, 18% of a long-context decode attention). Same result: a max is
+// exact, and like std::max(m, x) the comparison keeps m when x is NaN.
 float max_row(const float* x, int64_t n) {
+  constexpr int64_t L = 16;
+  float lanes[L];
+  for (int64_t u = 0; u < L; ++u) lanes[u] = -std::numeric_limits<float>::infinity();
+  int64_t i = 0;
+  for (; i + L <= n; i += L)
+    for (int64_t u = 0; u < L; ++u) lanes[u] = x[i + u] > lanes[u] ? x[i + u] : lanes[u];
   float m = -std::numeric_limits<float>::infinity();
-#pragma omp simd reduction(max : m)
-  for (int64_t i = 0; i < n; ++i) m = std::max(m, x[i]);
+  for (int64_t u = 0; u < L; ++u) m = std::max(m, lanes[u]);
+  for (; i < n; ++i) m = std::max(m, x[i]);
   return m;
 }
 
@@ -181,6 +194,54 @@ float dot_row(const float* a, const float* b, int64_t n) {
   for (int64_t u = 0; u < KB; ++u) sr[u] = t[u];
 }
 
+// kt[c * KB + jj] = k[(j0 + jj) * ks + c] for jj < kb, c < d: the key block transposed for
+// scores_transposed. Element by element it costs as much as the scores of 8 queries; the AVX-512
+// build moves 16 x 16 tiles through registers (4 shuffle stages) and leaves only the edges.
+#if defined(__AVX512F__)
+// GCC 12's AVX-512 headers start some shuffles from an undefined vector: a false warning.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+inline void transpose_16x16(const float* src, int64_t ss, float* dst, int64_t ds) {
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * ss);
+  for (int i = 0; i < 8; ++i) {  // lane L: (row 2i, 2i+1) x columns 4L, 4L+1 | 4L+2, 4L+3
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  auto pd = [](__m512 x) { return _mm512_castps_pd(x); };
+  for (int i = 0; i < 4; ++i) {  // r[4i + k] lane L: rows 4i .. 4i+3 of column 4L + k
+    r[4 * i + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(t[4 * i]), pd(t[4 * i + 2])));
+    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(t[4 * i]), pd(t[4 * i + 2])));
+    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(t[4 * i + 1]), pd(t[4 * i + 3])));
+    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(t[4 * i + 1]), pd(t[4 * i + 3])));
+  }
+  for (int k = 0; k < 4; ++k) {  // column 4L + k: lane L of r[k], r[4 + k], r[8 + k], r[12 + k]
+    const __m512 a0 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x88), b0 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xdd);
+    const __m512 a1 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x88), b1 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xdd);
+    _mm512_storeu_ps(dst + k * ds, _mm512_shuffle_f32x4(a0, a1, 0x88));
+    _mm512_storeu_ps(dst + (4 + k) * ds, _mm512_shuffle_f32x4(b0, b1, 0x88));
+    _mm512_storeu_ps(dst + (8 + k) * ds, _mm512_shuffle_f32x4(a0, a1, 0xdd));
+    _mm512_storeu_ps(dst + (12 + k) * ds, _mm512_shuffle_f32x4(b0, b1, 0xdd));
+  }
+}
+#pragma GCC diagnostic pop
+#endif
+
+void key_block_transpose(const float* k, int64_t ks, int64_t kb, int64_t d, float* kt) {
+  constexpr int64_t KB = kAttnKeyBlock;
+  int64_t j_done = 0, c_done = 0;
+#if defined(__AVX512F__)
+  j_done = kb / 16 * 16, c_done = d / 16 * 16;
+  for (int64_t jj = 0; jj < j_done; jj += 16)
+    for (int64_t c = 0; c < c_done; c += 16) transpose_16x16(k + jj * ks + c, ks, kt + c * KB + jj, KB);
+#endif
+  for (int64_t jj = 0; jj < kb; ++jj) {  // the edges: keys past the tiles, columns past them
+    const float* kj = k + jj * ks;
+    for (int64_t c = jj < j_done ? c_done : 0; c < d; ++c) kt[c * KB + jj] = kj[c];
+  }
+}
+
 // acc[0, W) += sum_j p[j] v[j * vs + 0, W): W columns held in registers across the keys.
 template <int64_t W>
 [[gnu::noinline]] void pv_tile(const float* p, int64_t kb, const float* v, int64_t vs, float* acc) {
@@ -230,10 +291,7 @@ void attention_rows(const AttentionRows& a, float* scratch) {
     for (int64_t j0 = 0; j0 < k_end; j0 += KB) {
       const int64_t kb = std::min(KB, k_end - j0);
       if (transposed) {
-        for (int64_t jj = 0; jj < kb; ++jj) {
-          const float* kj = a.k + (j0 + jj) * a.k_stride;
-          for (int64_t c = 0; c < a.d; ++c) kt[c * KB + jj] = kj[c];
-        }
+        key_block_transpose(a.k + j0 * a.k_stride, a.k_stride, kb, a.d, kt);
         for (int64_t c = 0; c < a.d; ++c)  // a partial last block: zero columns, never read garbage
           for (int64_t jj = kb; jj < KB; ++jj) kt[c * KB + jj] = 0.0f;
       }
