@@ -12,6 +12,10 @@
 //   bound t/s = read bandwidth (machine_bandwidth_probe, measured after the runs, per thread count)
 //               / weight bytes read per token (the 2-d weights of every layer + output.weight +
 //                 the norms + one row of token_embd; the KV cache, a few MB here, is left out).
+//   The probe takes the best of many short passes; a VM's memory can change speed within seconds,
+//   so a run may meet a slower memory than the probe did. Hence also "of read during": one plain
+//   read of the weights themselves just before and just after each tg run (memory_read_pass_gbs),
+//   and tg's weight bytes per second as a fraction of their mean.
 // Weights are read into memory by default (--no-mmap): machines that page out cold file-backed
 // memory (this project's VMs do, after about a minute) would otherwise measure disk reads.
 #include <sys/resource.h>
@@ -24,6 +28,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -80,7 +85,27 @@ struct ThreadResult {
   int threads = 0;
   Stats pp, tg;  // tokens/s
   double read_gbs = 0;  // 0: not probed
+  // One pass over the weights before and after each tg run (their mean: what memory gave during
+  // it), and tg's weight bytes per second as a fraction of that; empty with --no-probe.
+  Stats read_during_gbs, tg_of_read_during;
 };
+
+// The bytes every token reads: from the first to the end of the last per-token weight (layers and
+// output; in a GGUF these are one run of the data section).
+std::span<const uint8_t> weights_span(const LlamaModel& m) {
+  const uint8_t* lo = nullptr;
+  const uint8_t* hi = nullptr;
+  auto add = [&](const Tensor& t) {
+    if (!t.defined() || t.nbytes() == 0) return;
+    const auto* b = static_cast<const uint8_t*>(t.data());
+    lo = lo ? std::min(lo, b) : b;
+    hi = hi ? std::max(hi, b + t.nbytes()) : b + t.nbytes();
+  };
+  for (const LlamaLayer& L : m.layers)
+    for (const Tensor* t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) add(*t);
+  add(m.output);
+  return lo ? std::span<const uint8_t>(lo, static_cast<size_t>(hi - lo)) : std::span<const uint8_t>();
+}
 
 // What the model file is: size, parameters, the type that dominates its weights.
 struct ModelSummary {
@@ -210,6 +235,7 @@ void bench_text_run(const BenchTextArgs& a) {
   log_info("bench text: {} ({}), context {}, arena {}, cache {}", a.model, ms.type, ctx.n_ctx(),
            bytes_human(ctx.arena_bytes()), bytes_human(ctx.cache_bytes()));
 
+  const std::span<const uint8_t> weights = weights_span(model);
   std::vector<ThreadResult> results;
   for (int t : threads) {
     thread_count_set(t);
@@ -222,12 +248,23 @@ void bench_text_run(const BenchTextArgs& a) {
       pp.push_back(pp_run(ctx, prompt));
       log_info("threads {} pp{} repetition {}: {:.2f} t/s", t, a.n_prompt, i + 1, pp.back());
     }
+    std::vector<double> during, of_during;
     for (int i = 0; i < a.repetitions; ++i) {
+      const double before = a.no_probe ? 0.0 : memory_read_pass_gbs(weights.data(), weights.size(), t);
       tg.push_back(tg_run(ctx, gen));
-      log_info("threads {} tg{} repetition {}: {:.2f} t/s", t, a.n_gen, i + 1, tg.back());
+      const double after = a.no_probe ? 0.0 : memory_read_pass_gbs(weights.data(), weights.size(), t);
+      if (before > 0 && after > 0) {
+        during.push_back(0.5 * (before + after));
+        of_during.push_back(tg.back() * static_cast<double>(ms.bytes_per_token) * 1e-9 / during.back());
+        log_info("threads {} tg{} repetition {}: {:.2f} t/s, weights read at {:.1f} / {:.1f} GB/s before / after: {:.0f}%",
+                 t, a.n_gen, i + 1, tg.back(), before, after, 100 * of_during.back());
+      } else {
+        log_info("threads {} tg{} repetition {}: {:.2f} t/s", t, a.n_gen, i + 1, tg.back());
+      }
     }
     r.pp = stats_of(pp);
     r.tg = stats_of(tg);
+    if (!during.empty()) r.read_during_gbs = stats_of(during), r.tg_of_read_during = stats_of(of_during);
     results.push_back(r);
   }
   thread_count_set(threads_before);
@@ -263,7 +300,10 @@ void bench_text_run(const BenchTextArgs& a) {
                       {"tg_tps", stats_json(r.tg)},
                       {"read_gbs", r.read_gbs > 0 ? nlohmann::json(r.read_gbs) : nlohmann::json()},
                       {"tg_bound_tps", bound > 0 ? nlohmann::json(bound) : nlohmann::json()},
-                      {"tg_fraction_of_bound", bound > 0 ? nlohmann::json(r.tg.mean / bound) : nlohmann::json()}});
+                      {"tg_fraction_of_bound", bound > 0 ? nlohmann::json(r.tg.mean / bound) : nlohmann::json()},
+                      {"read_gbs_during", r.read_during_gbs.samples.empty() ? nlohmann::json() : stats_json(r.read_during_gbs)},
+                      {"tg_fraction_of_read_during",
+                       r.tg_of_read_during.samples.empty() ? nlohmann::json() : stats_json(r.tg_of_read_during)}});
     }
     j["results"] = rows;
     std::printf("%s\n", j.dump(2).c_str());
@@ -271,23 +311,30 @@ void bench_text_run(const BenchTextArgs& a) {
   }
   // Markdown, as llama-bench prints it; one row per thread count and test.
   const std::string type = ms.file_type.empty() ? ms.type : ms.file_type;
-  std::printf("| model | size | params | type | load | threads | test | t/s | GB/s read | bound t/s | of bound | peak RSS |\n");
-  std::printf("|---|---:|---:|---|---|---:|---|---:|---:|---:|---:|---:|\n");
+  std::printf("| model | size | params | type | load | threads | test | t/s | GB/s read | bound t/s | of bound | of read during | peak RSS |\n");
+  std::printf("|---|---:|---:|---|---|---:|---|---:|---:|---:|---:|---:|---:|\n");
   const std::string name = a.model.substr(a.model.find_last_of('/') + 1);
   const std::string load = std::string(a.mmap ? "mmap" : "read") + (a.mlock ? "+mlock" : "");
   for (const ThreadResult& r : results) {
     const double bound = bound_tps(r);
-    std::printf("| %s | %s | %s | %s | %s | %d | pp%lld | %.2f ± %.2f | | | | %s |\n", name.c_str(),
+    std::printf("| %s | %s | %s | %s | %s | %d | pp%lld | %.2f ± %.2f | | | | | %s |\n", name.c_str(),
                 bytes_human(ms.file_bytes).c_str(), count_human(ms.params).c_str(), type.c_str(), load.c_str(),
                 r.threads, static_cast<long long>(a.n_prompt), r.pp.mean, r.pp.stddev, bytes_human(rss).c_str());
-    std::printf("| %s | %s | %s | %s | %s | %d | tg%lld | %.2f ± %.2f | %s | %s | %s | %s |\n", name.c_str(),
+    const std::string during = r.tg_of_read_during.samples.empty()
+                                   ? std::string("-")
+                                   : fmt::format("{:.0f} ± {:.0f}%", 100 * r.tg_of_read_during.mean,
+                                                 100 * r.tg_of_read_during.stddev);
+    std::printf("| %s | %s | %s | %s | %s | %d | tg%lld | %.2f ± %.2f | %s | %s | %s | %s | %s |\n", name.c_str(),
                 bytes_human(ms.file_bytes).c_str(), count_human(ms.params).c_str(), type.c_str(), load.c_str(),
                 r.threads, static_cast<long long>(a.n_gen), r.tg.mean, r.tg.stddev,
                 r.read_gbs > 0 ? fmt::format("{:.1f}", r.read_gbs).c_str() : "-",
                 bound > 0 ? fmt::format("{:.2f}", bound).c_str() : "-",
-                bound > 0 ? fmt::format("{:.0f}%", 100 * r.tg.mean / bound).c_str() : "-", bytes_human(rss).c_str());
+                bound > 0 ? fmt::format("{:.0f}%", 100 * r.tg.mean / bound).c_str() : "-", during.c_str(),
+                bytes_human(rss).c_str());
   }
-  std::printf("\nweights read per generated token: %s; bound = read bandwidth / that\n",
+  std::printf("\nweights read per generated token: %s; bound = read bandwidth (best of the probe's passes) / that;\n"
+              "of read during: tg's weight bytes per second / the speed of one plain read of the weights just\n"
+              "before and after each run (mean over the runs: the memory's own speed at the time)\n",
               bytes_human(ms.bytes_per_token).c_str());
 }
 
@@ -303,7 +350,8 @@ void command_bench_register(CLI::App& app) {
       "Prompt and generation speed of a text model, as llama-bench measures them: pp N (one batched eval of N "
       "random tokens from an empty cache) and tg N (N single-token evals after an untimed first token); mean ± "
       "stddev over the repetitions; generation also as a fraction of the memory-bandwidth bound (weight bytes "
-      "read per token / measured read bandwidth). Weights are read into memory by default (--no-mmap): memory "
+      "read per token / measured read bandwidth) and of the speed a plain read of the weights had just before "
+      "and after each run (\"of read during\"; -v logs each run's). Weights are read into memory by default (--no-mmap): memory "
       "mapped from the file can be paged out when cold, and the benchmark would then time disk reads.");
   cmd->fallthrough();
   auto a = std::make_shared<BenchTextArgs>();
@@ -319,7 +367,7 @@ void command_bench_register(CLI::App& app) {
   cmd->add_flag("--no-mmap", a->no_mmap, "Read the weights into memory (the default here)");
   cmd->add_flag("--mmap", a->mmap, "Map the file instead of reading it (pages may be evicted between runs)");
   cmd->add_flag("--mlock", a->mlock, "Pin the weights in RAM");
-  cmd->add_flag("--no-probe", a->no_probe, "Skip the bandwidth probe (~1 s per thread count; no bound reported)");
+  cmd->add_flag("--no-probe", a->no_probe, "Skip the bandwidth probe (~1 s per thread count) and the reads beside each tg run: no bound reported");
   auto* json = cmd->add_flag("--json", a->json, "Print JSON instead of a markdown table");
   cmd->add_flag("--markdown", a->markdown, "Print a markdown table (the default)")->excludes(json);
   cmd->callback([a]() { bench_text_run(*a); });

@@ -474,6 +474,24 @@ const MachineLimits& machine_probe(int threads) {
   return g_probe_full.emplace(threads, lim).first->second;
 }
 
+double memory_read_pass_gbs(const void* p, size_t bytes, int threads) {
+  if (threads <= 0) threads = physical_core_count();
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p), start = (a + 255) & ~uintptr_t{255};
+  if (!p || bytes < start - a + 2 * kBlock * sizeof(float) * static_cast<size_t>(threads)) return 0.0;
+  const size_t n = (bytes - (start - a)) / sizeof(float) / kBlock * kBlock;  // floats, whole blocks
+  const float* f = reinterpret_cast<const float*>(start);
+  const bool avx512 = cpu_has_avx512(), avx2 = cpu_has_avx2();
+  const double t = parallel_best_seconds(threads, 1, [&](int ith, int nth) {
+    size_t b, e;
+    part_range(n, ith, nth, b, e);
+    const double s = avx512 ? static_cast<double>(read_stream_avx512<4>(f + b, e - b))
+                     : avx2 ? read_avx2(f + b, e - b)
+                            : read_generic(f + b, e - b);
+    if (s == 12345.0) g_sink = 1.0f;
+  });
+  return static_cast<double>(n * sizeof(float)) / t * 1e-9;
+}
+
 const MachineLimits& machine_bandwidth_probe(int threads) {
   if (threads <= 0) threads = physical_core_count();
   std::lock_guard<std::mutex> lock(g_probe_mu);

@@ -66,6 +66,13 @@ const MachineLimits& machine_probe(int threads);
 // 1 GiB buffer cannot be mapped.
 const MachineLimits& machine_bandwidth_probe(int threads);
 
+// One timed pass over [p, p + bytes) (aligned inward to 256 bytes), each of `threads` threads
+// reading its contiguous part with the probe's streaming read (avx512 x4, else avx2 / generic):
+// what memory gives at this moment for these bytes (no best-of: a VM's bandwidth can change
+// within seconds). `aigc bench text` reads the model's weights this way before and after each
+// generation run. 0 when the range is too small to time.
+double memory_read_pass_gbs(const void* p, size_t bytes, int threads);
+
 void machine_info_print(const MachineInfo& info, FILE* f = stdout);
 void machine_limits_print(const MachineLimits& lim, FILE* f = stdout);
 

@@ -122,6 +122,17 @@ TEST_F(CliBench, JsonHasEveryFieldAndTheBoundIsConsistent) {
   EXPECT_GT(gbs, 0.1);
   EXPECT_NEAR(bound, gbs * 1e9 / kBytesPerToken, 1e-9 * bound);
   EXPECT_NEAR(res.at("tg_fraction_of_bound").get<double>(), res.at("tg_tps").at("mean").get<double>() / bound, 1e-9);
+  // One plain read of the weights before and after each tg run: per run, tg's weight bytes per
+  // second over the mean of the two.
+  const nlohmann::json& during = res.at("read_gbs_during").at("samples");
+  const nlohmann::json& of_during = res.at("tg_fraction_of_read_during").at("samples");
+  ASSERT_EQ(during.size(), 2u);
+  ASSERT_EQ(of_during.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_GT(during[i].get<double>(), 0.1);
+    const double tg = res.at("tg_tps").at("samples")[i];
+    EXPECT_NEAR(of_during[i].get<double>(), tg * kBytesPerToken * 1e-9 / during[i].get<double>(), 1e-9);
+  }
 }
 
 TEST_F(CliBench, MarkdownRowsPerThreadCountWithoutProbe) {
@@ -132,7 +143,9 @@ TEST_F(CliBench, MarkdownRowsPerThreadCountWithoutProbe) {
   for (const char* row : {"| read+mlock | 1 | pp8 |", "| read+mlock | 1 | tg4 |", "| read+mlock | 2 | pp8 |",
                           "| read+mlock | 2 | tg4 |"})
     EXPECT_NE(r.out.find(row), std::string::npos) << row << "\n" << r.out;
-  EXPECT_EQ(line_count(r.out), 2 + 4 + 2) << r.out;  // header, 4 rows, blank line, bytes-per-token note
+  EXPECT_NE(r.out.find("| tg4 |"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(" | - | - | - | - | "), std::string::npos) << r.out;  // no probe: no bound, no "during"
+  EXPECT_EQ(line_count(r.out), 2 + 4 + 1 + 3) << r.out;  // header, 4 rows, blank line, 3-line note
 }
 
 TEST_F(CliBench, BadInputGivesOneLineErrors) {
