@@ -48,6 +48,7 @@ struct BenchTextArgs {
   std::string model;
   int64_t n_prompt = 512;
   int64_t n_gen = 128;
+  int64_t n_depth = 0;       // tokens in the cache before each test
   int repetitions = 3;
   std::vector<int> threads;  // empty: the global -t (or its default)
   bool mmap = false;
@@ -186,18 +187,19 @@ std::vector<int32_t> tokens_random(int64_t n, int64_t n_vocab, uint32_t seed) {
   return t;
 }
 
-// Tokens/s of one pp run: the whole prompt in one eval, from an empty cache.
-double pp_run(LlamaContext& ctx, const std::vector<int32_t>& prompt) {
-  ctx.reset();
+// Tokens/s of one pp run: the whole prompt in one eval, after the first `depth` cached positions
+// (0: an empty cache).
+double pp_run(LlamaContext& ctx, const std::vector<int32_t>& prompt, int64_t depth) {
+  ctx.truncate(depth);
   const auto t0 = Clock::now();
   ctx.eval(prompt);
   return static_cast<double>(prompt.size()) / seconds_since(t0);
 }
 
 // Tokens/s of one tg run: an untimed first token gen[0], then gen.size() - 1 timed single-token
-// evals (gen.size() tokens in the cache in all).
-double tg_run(LlamaContext& ctx, const std::vector<int32_t>& gen) {
-  ctx.reset();
+// evals (depth + gen.size() tokens in the cache in all).
+double tg_run(LlamaContext& ctx, const std::vector<int32_t>& gen, int64_t depth) {
+  ctx.truncate(depth);
   ctx.eval({gen.data(), 1});
   const auto t0 = Clock::now();
   for (size_t i = 1; i < gen.size(); ++i) ctx.eval({&gen[i], 1});
@@ -215,6 +217,8 @@ void bench_text_run(const BenchTextArgs& a) {
   if (a.n_gen < 1)
     error_throw(fmt::format("-n/--n-gen must be at least 1, got {}", a.n_gen), "aigc bench text",
                 "llama-bench's default is 128");
+  if (a.n_depth < 0)
+    error_throw(fmt::format("-d/--n-depth must be 0 or more, got {}", a.n_depth), "aigc bench text");
   if (a.repetitions < 1)
     error_throw(fmt::format("-r/--repetitions must be at least 1, got {}", a.repetitions), "aigc bench text");
   if (a.mmap && a.no_mmap) error_throw("--mmap and --no-mmap both given", "aigc bench text", "pass one");
@@ -230,10 +234,20 @@ void bench_text_run(const BenchTextArgs& a) {
   const int64_t n_vocab = model.hp.n_vocab;
   const std::vector<int32_t> prompt = tokens_random(a.n_prompt, n_vocab, 1234);
   const std::vector<int32_t> gen = tokens_random(a.n_gen + 1, n_vocab, 5678);
-  // One context for every run: reset() restarts the sequence, as a fresh context would.
-  LlamaContext ctx(model, {.n_ctx = std::max<int64_t>(a.n_prompt, a.n_gen + 1), .n_batch = a.n_prompt});
+  // One context for every run: truncate(depth) restarts the test after the depth tokens, as a
+  // fresh context that had evaluated them would (their cache entries stay as they were).
+  const int64_t depth = a.n_depth;
+  LlamaContext ctx(model, {.n_ctx = depth + std::max<int64_t>(a.n_prompt, a.n_gen + 1), .n_batch = a.n_prompt});
   log_info("bench text: {} ({}), context {}, arena {}, cache {}", a.model, ms.type, ctx.n_ctx(),
            bytes_human(ctx.arena_bytes()), bytes_human(ctx.cache_bytes()));
+  if (depth > 0) {  // filled once, untimed
+    const auto t0 = Clock::now();
+    ctx.reset();
+    ctx.eval(tokens_random(depth, n_vocab, 4321));
+    log_info("bench text: {} tokens of depth evaluated in {:.1f} s", depth, seconds_since(t0));
+  }
+  const std::string pp_name = fmt::format("pp{}", a.n_prompt) + (depth > 0 ? fmt::format(" @ d{}", depth) : "");
+  const std::string tg_name = fmt::format("tg{}", a.n_gen) + (depth > 0 ? fmt::format(" @ d{}", depth) : "");
 
   const std::span<const uint8_t> weights = weights_span(model);
   std::vector<ThreadResult> results;
@@ -241,25 +255,25 @@ void bench_text_run(const BenchTextArgs& a) {
     thread_count_set(t);
     ThreadResult r;
     r.threads = t;
-    pp_run(ctx, prompt);  // warm-up: faults in the weights, spins up the threads
-    tg_run(ctx, {gen.begin(), gen.begin() + std::min<int64_t>(2, a.n_gen + 1)});
+    pp_run(ctx, prompt, depth);  // warm-up: faults in the weights, spins up the threads
+    tg_run(ctx, {gen.begin(), gen.begin() + std::min<int64_t>(2, a.n_gen + 1)}, depth);
     std::vector<double> pp, tg;
     for (int i = 0; i < a.repetitions; ++i) {
-      pp.push_back(pp_run(ctx, prompt));
-      log_info("threads {} pp{} repetition {}: {:.2f} t/s", t, a.n_prompt, i + 1, pp.back());
+      pp.push_back(pp_run(ctx, prompt, depth));
+      log_info("threads {} {} repetition {}: {:.2f} t/s", t, pp_name, i + 1, pp.back());
     }
     std::vector<double> during, of_during;
     for (int i = 0; i < a.repetitions; ++i) {
       const double before = a.no_probe ? 0.0 : memory_read_pass_gbs(weights.data(), weights.size(), t);
-      tg.push_back(tg_run(ctx, gen));
+      tg.push_back(tg_run(ctx, gen, depth));
       const double after = a.no_probe ? 0.0 : memory_read_pass_gbs(weights.data(), weights.size(), t);
       if (before > 0 && after > 0) {
         during.push_back(0.5 * (before + after));
         of_during.push_back(tg.back() * static_cast<double>(ms.bytes_per_token) * 1e-9 / during.back());
-        log_info("threads {} tg{} repetition {}: {:.2f} t/s, weights read at {:.1f} / {:.1f} GB/s before / after: {:.0f}%",
-                 t, a.n_gen, i + 1, tg.back(), before, after, 100 * of_during.back());
+        log_info("threads {} {} repetition {}: {:.2f} t/s, weights read at {:.1f} / {:.1f} GB/s before / after: {:.0f}%",
+                 t, tg_name, i + 1, tg.back(), before, after, 100 * of_during.back());
       } else {
-        log_info("threads {} tg{} repetition {}: {:.2f} t/s", t, a.n_gen, i + 1, tg.back());
+        log_info("threads {} {} repetition {}: {:.2f} t/s", t, tg_name, i + 1, tg.back());
       }
     }
     r.pp = stats_of(pp);
@@ -286,6 +300,7 @@ void bench_text_run(const BenchTextArgs& a) {
         {"file_type", ms.file_type.empty() ? nlohmann::json() : nlohmann::json(ms.file_type)},
         {"n_prompt", a.n_prompt},
         {"n_gen", a.n_gen},
+        {"n_depth", a.n_depth},
         {"repetitions", a.repetitions},
         {"mmap", a.mmap},
         {"mlock", a.mlock},
@@ -317,16 +332,16 @@ void bench_text_run(const BenchTextArgs& a) {
   const std::string load = std::string(a.mmap ? "mmap" : "read") + (a.mlock ? "+mlock" : "");
   for (const ThreadResult& r : results) {
     const double bound = bound_tps(r);
-    std::printf("| %s | %s | %s | %s | %s | %d | pp%lld | %.2f ± %.2f | | | | | %s |\n", name.c_str(),
+    std::printf("| %s | %s | %s | %s | %s | %d | %s | %.2f ± %.2f | | | | | %s |\n", name.c_str(),
                 bytes_human(ms.file_bytes).c_str(), count_human(ms.params).c_str(), type.c_str(), load.c_str(),
-                r.threads, static_cast<long long>(a.n_prompt), r.pp.mean, r.pp.stddev, bytes_human(rss).c_str());
+                r.threads, pp_name.c_str(), r.pp.mean, r.pp.stddev, bytes_human(rss).c_str());
     const std::string during = r.tg_of_read_during.samples.empty()
                                    ? std::string("-")
                                    : fmt::format("{:.0f} ± {:.0f}%", 100 * r.tg_of_read_during.mean,
                                                  100 * r.tg_of_read_during.stddev);
-    std::printf("| %s | %s | %s | %s | %s | %d | tg%lld | %.2f ± %.2f | %s | %s | %s | %s | %s |\n", name.c_str(),
+    std::printf("| %s | %s | %s | %s | %s | %d | %s | %.2f ± %.2f | %s | %s | %s | %s | %s |\n", name.c_str(),
                 bytes_human(ms.file_bytes).c_str(), count_human(ms.params).c_str(), type.c_str(), load.c_str(),
-                r.threads, static_cast<long long>(a.n_gen), r.tg.mean, r.tg.stddev,
+                r.threads, tg_name.c_str(), r.tg.mean, r.tg.stddev,
                 r.read_gbs > 0 ? fmt::format("{:.1f}", r.read_gbs).c_str() : "-",
                 bound > 0 ? fmt::format("{:.2f}", bound).c_str() : "-",
                 bound > 0 ? fmt::format("{:.0f}%", 100 * r.tg.mean / bound).c_str() : "-", during.c_str(),
@@ -360,6 +375,10 @@ void command_bench_register(CLI::App& app) {
       ->type_name("FILE");
   cmd->add_option("-p,--n-prompt", a->n_prompt, "Prompt tokens (pp test)")->default_val(512);
   cmd->add_option("-n,--n-gen", a->n_gen, "Generated tokens (tg test)")->default_val(128);
+  cmd->add_option("-d,--n-depth", a->n_depth,
+                  "Tokens already in the cache when each test starts (llama-bench's -d): pp and tg at a long "
+                  "context; they are evaluated once, untimed")
+      ->default_val(0);
   cmd->add_option("-r,--repetitions", a->repetitions, "Timed runs of each test")->default_val(3);
   cmd->add_option("--threads-list", a->threads, "Thread counts to run, e.g. 1,2 (default: the global -t)")
       ->delimiter(',')

@@ -148,6 +148,19 @@ TEST_F(CliBench, MarkdownRowsPerThreadCountWithoutProbe) {
   EXPECT_EQ(line_count(r.out), 2 + 4 + 1 + 3) << r.out;  // header, 4 rows, blank line, 3-line note
 }
 
+TEST_F(CliBench, DepthRunsTheTestsAfterThatManyCachedTokens) {
+  const auto r = cli_run({"bench", "text", "-m", model_, "-p", "8", "-n", "4", "-d", "20", "-r", "1", "--no-probe"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const char* row : {"| pp8 @ d20 |", "| tg4 @ d20 |"}) EXPECT_NE(r.out.find(row), std::string::npos) << row << "\n" << r.out;
+  const auto j = cli_run({"bench", "text", "-m", model_, "-p", "8", "-n", "4", "-d", "20", "-r", "1", "--no-probe",
+                          "--json"});
+  ASSERT_EQ(j.exit_code, 0) << j.err;
+  EXPECT_EQ(nlohmann::json::parse(j.out).at("n_depth"), 20);
+  const auto bad = cli_run({"bench", "text", "-m", model_, "-d", "-1"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("-d/--n-depth must be 0 or more"), std::string::npos) << bad.err;
+}
+
 TEST_F(CliBench, BadInputGivesOneLineErrors) {
   const auto missing = cli_run({"bench", "text", "-m", "/nonexistent/model.gguf", "-p", "8", "-n", "4"});
   EXPECT_EQ(missing.exit_code, 1);
