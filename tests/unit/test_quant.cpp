@@ -515,6 +515,33 @@ TEST(LinearQuantized, DecodeKernelsMatchReferenceOnOddShapes) {
   thread_count_set(threads_before);
 }
 
+// Each set's decode_row_prepare lays out the same bytes as the reference (quant_dot.cpp), with and
+// without full groups and tails.
+TEST(LinearQuantized, DecodeRowPrepareOfEverySetMatchesTheReference) {
+  for (int64_t K : {32, 15 * 32, 16 * 32, 2048, 4096 + 7 * 32, 33 * 32}) {
+    const int64_t nb = K / kQK8_0;
+    Tensor x = test::random_f32({K}, static_cast<uint32_t>(K));
+    std::vector<BlockQ8_0> xq(static_cast<size_t>(nb));
+    quantize_row_q8_0_ref(x.ptr<float>(), xq.data(), K);
+    for (DType type : {DType::Q8_0, DType::Q4_0}) {
+      std::vector<int8_t> qs_ref(static_cast<size_t>(K));
+      std::vector<float> d_ref(static_cast<size_t>(nb));
+      std::vector<int32_t> bias_ref(static_cast<size_t>(nb));
+      decode_row_prepare(type, xq.data(), K, qs_ref.data(), d_ref.data(), bias_ref.data());
+      for (const QuantKernels* k : kernel_sets()) {
+        SCOPED_TRACE(fmt::format("K {} {} {}", K, dtype_name(type), k->name));
+        std::vector<int8_t> qs(static_cast<size_t>(K), 99);
+        std::vector<float> d(static_cast<size_t>(nb), -1.0f);
+        std::vector<int32_t> bias(static_cast<size_t>(nb), -1);
+        k->decode_row_prepare(type, xq.data(), K, qs.data(), d.data(), bias.data());
+        EXPECT_EQ(qs, qs_ref);
+        EXPECT_EQ(std::memcmp(d.data(), d_ref.data(), d.size() * sizeof(float)), 0);
+        EXPECT_EQ(bias, bias_ref);
+      }
+    }
+  }
+}
+
 TEST(LinearQuantized, RejectsBadShapesAndTypes) {
   Tensor x = Tensor::zeros(DType::F32, {2, 64});
   Tensor w = Tensor::zeros(DType::Q8_0, {5, 64});

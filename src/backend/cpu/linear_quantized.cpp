@@ -101,7 +101,7 @@ void linear_decode(const QuantKernels& k, DecodeGemv gemv, DType type, const flo
   DecodeRow rows[gemv::kMaxRows];
   for (int64_t m = 0; m < M; ++m) {
     k.quantize_row_q8_0(xd + m * K, xq_buf.data(), K);
-    decode_row_prepare(type, xq_buf.data(), K, qs_buf.data() + m * K, d_buf.data() + m * nb, bias_buf.data() + m * nb);
+    k.decode_row_prepare(type, xq_buf.data(), K, qs_buf.data() + m * K, d_buf.data() + m * nb, bias_buf.data() + m * nb);
     rows[m] = {qs_buf.data() + m * K, d_buf.data() + m * nb, bias_buf.data() + m * nb};
   }
   int64_t total = 0;

@@ -216,6 +216,7 @@ const QuantKernels kQuantKernelsRef = {
     vec_dot_q6_K_q8_K_ref,
     nullptr,
     nullptr,
+    decode_row_prepare,
 };
 
 

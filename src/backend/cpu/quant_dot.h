@@ -100,6 +100,9 @@ struct QuantKernels {
   // uses the vec_dot kernels for every M).
   DecodeGemv gemv_q4_0;
   DecodeGemv gemv_q8_0;
+  // Lays out one activation row for the decode kernels: decode_row_prepare (below) or the set's
+  // faster version, the same bytes.
+  void (*decode_row_prepare)(DType w, const BlockQ8_0* xq, int64_t K, int8_t* qs, float* d, int32_t* bias);
 };
 
 // Avx512Vbmi: the Avx512Vnni set with the Q4_0 decode kernel that uses VBMI byte permutes.

@@ -318,6 +318,7 @@ const QuantKernels kQuantKernelsAvx2 = {
     vec_dot_q6_K_q8_K_avx2,
     nullptr,  // decode kernels: AVX-512 VNNI only; linear_quantized uses the dots above
     nullptr,
+    decode_row_prepare,
 };
 
 }  // namespace
