@@ -20,13 +20,26 @@ namespace aigc {
 
 namespace {
 
-// Software prefetch distance of the decode kernels: 4 KiB ahead of the group being read. The
-// hardware prefetcher alone fell behind while the core was busy with the dots (measured on Zen 4,
-// one Q4_0 row stream: 20-24 GB/s without, 25-26 with, a pure read 30-31); 8 and 16 KiB did worse.
-constexpr int64_t kDecodePrefetch = 4096;
+// Software prefetch of the decode kernels, two distances: every line of the weight rows 16 KiB
+// ahead of the group being read into L2 (prefetcht1), and again 4 KiB ahead into L1 (prefetcht0).
+// The hardware prefetcher alone falls behind while the core is busy with the dots. prefetcht0 at
+// 4 KiB alone (what these kernels did first) reads at the memory's speed when the memory is slow
+// but leaves a fast memory underused: it holds an L1 miss buffer per line for a whole memory
+// latency, and with few of those in flight the stream stalls; prefetcht1 alone lags a little when
+// the memory is slow. Measured on Zen 4 (scratch benchmark, Q4_0 VBMI kernel, 5632x2048 rows from
+// memory, best of 5 beside a plain read of the same bytes; the VM's memory switches between a slow
+// and a fast state):
+//   2 threads, memory fast (read 59-60 GB/s): t0 4K 46-47, t1 16K 55-56, both 55.7
+//   2 threads, memory slow (read 35.6):        t0 4K 35.3, t1 16K 32.3, both 34.0-34.4
+//   1 thread (read 30.6-30.9):                 t0 4K 23.0, t1 16K 28.5, both 28.5
+// Distances: prefetcht1 at 4 KiB read 21 (1 thread), 8 KiB 26.5-27.5, 12 to 32 KiB 28-28.6.
+constexpr int64_t kDecodePrefetchL2 = 16384, kDecodePrefetchL1 = 4096;
 
 inline void decode_prefetch(const uint8_t* p, int64_t bytes) {
-  for (int64_t o = 0; o < bytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p + kDecodePrefetch + o), _MM_HINT_T0);
+  for (int64_t o = 0; o < bytes; o += 64) {
+    _mm_prefetch(reinterpret_cast<const char*>(p + kDecodePrefetchL2 + o), _MM_HINT_T1);
+    _mm_prefetch(reinterpret_cast<const char*>(p + kDecodePrefetchL1 + o), _MM_HINT_T0);
+  }
 }
 
 inline float f16_load(uint16_t h) { return _cvtsh_ss(h); }
@@ -377,7 +390,7 @@ float vec_dot_q6_K_q8_K_avx512(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y
 // and the group then costs one bias subtraction, one int -> float conversion and one multiply-add
 // with the 16 block scales (one core, 5632x2048 from memory: the former 256-bit kernel over groups
 // of 8 read 20-21 GB/s, this one 22-25 without software prefetch, 26 with it).
-// Q8_0 stays in 256 bits (below). Software prefetch: kDecodePrefetch.
+// Q8_0 stays in 256 bits (below). Software prefetch: decode_prefetch (two distances, above).
 
 // Position 4L + q of the result: the sum of the four int32 of 128-bit lane L of v[q].
 inline __m512i decode_reduce4(__m512i a, __m512i b, __m512i c, __m512i d) {
@@ -575,7 +588,7 @@ void decode_row_prepare_avx512(DType w, const BlockQ8_0* xq, int64_t K, int8_t* 
 // Q8_0 stays in 256 bits, 8 blocks at a time (two per 16-block group: kDecodeOrderQ8_0 is the
 // 8-block order {0 2 4 6 1 3 5 7} twice): a 512-bit version (pairs of blocks per register, one
 // reduction per 16) measured ~10% slower in cache and no faster from memory on Zen 4. Software
-// prefetch (kDecodePrefetch ahead) lifts one row stream from memory 26 -> 29 GB/s (interleaved
+// prefetch (then prefetcht0 4 KiB ahead) lifted one row stream from memory 26 -> 29 GB/s (interleaved
 // runs, one core; a pure read reaches 30-31).
 inline __m256i decode_reduce(const __m256i* P) {
   const __m256i s01 = _mm256_add_epi32(_mm256_unpacklo_epi32(P[0], P[1]), _mm256_unpackhi_epi32(P[0], P[1]));
