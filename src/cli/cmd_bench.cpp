@@ -219,6 +219,13 @@ void bench_text_run(const BenchTextArgs& a) {
                 "llama-bench's default is 128");
   if (a.n_depth < 0)
     error_throw(fmt::format("-d/--n-depth must be 0 or more, got {}", a.n_depth), "aigc bench text");
+  // The context holds depth + max(prompt, gen + 1) tokens; a context is at most 2^24 (LlamaContext).
+  constexpr int64_t kMaxContext = int64_t{1} << 24;
+  if (a.n_prompt > kMaxContext || a.n_gen >= kMaxContext || a.n_depth > kMaxContext ||
+      a.n_depth + std::max(a.n_prompt, a.n_gen + 1) > kMaxContext)
+    error_throw(fmt::format("-d {} with -p {} / -n {} needs a context of more than {} tokens", a.n_depth, a.n_prompt,
+                            a.n_gen, kMaxContext),
+                "aigc bench text", "use smaller -d, -p or -n");
   if (a.repetitions < 1)
     error_throw(fmt::format("-r/--repetitions must be at least 1, got {}", a.repetitions), "aigc bench text");
   if (a.mmap && a.no_mmap) error_throw("--mmap and --no-mmap both given", "aigc bench text", "pass one");

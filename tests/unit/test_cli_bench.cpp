@@ -159,6 +159,12 @@ TEST_F(CliBench, DepthRunsTheTestsAfterThatManyCachedTokens) {
   const auto bad = cli_run({"bench", "text", "-m", model_, "-d", "-1"});
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_NE(bad.err.find("-d/--n-depth must be 0 or more"), std::string::npos) << bad.err;
+  for (const char* flag : {"-d", "-p", "-n"}) {  // no overflow, no giant allocation: one line
+    const auto huge = cli_run({"bench", "text", "-m", model_, flag, "9223372036854775807"});
+    EXPECT_EQ(huge.exit_code, 1) << flag;
+    EXPECT_EQ(line_count(huge.err), 1) << huge.err;
+    EXPECT_NE(huge.err.find("needs a context of more than 16777216 tokens"), std::string::npos) << huge.err;
+  }
 }
 
 TEST_F(CliBench, BadInputGivesOneLineErrors) {
