@@ -61,6 +61,35 @@ float attention_scale(const Tensor& q, const AttentionParams& p) {
   return p.scale != 0.0f ? p.scale : static_cast<float>(1.0 / std::sqrt(static_cast<double>(q.size(3))));
 }
 
+// Stride of dimension `dim` in floats (f32 tensors).
+int64_t stride_floats(const Tensor& t, int dim) { return t.stride_bytes(dim) / static_cast<int64_t>(sizeof(float)); }
+
+// The flash kernel's inputs for kv head hk of batch b; the caller sets the query rows (q, out,
+// their strides, nq), the keys they see (tk) and the mask (causal_pos0).
+AttentionRows kv_rows(const Tensor& k, const Tensor& v, int64_t b, int64_t hk, float scale) {
+  AttentionRows a;
+  a.k = &k.at<float>(b, hk, 0, 0);
+  a.k_stride = stride_floats(k, 2);
+  a.v = &v.at<float>(b, hk, 0, 0);
+  a.v_stride = stride_floats(v, 2);
+  a.d = k.size(3);
+  a.dv = v.size(3);
+  a.scale = scale;
+  return a;
+}
+
+// Runs the flash kernel (kernels_f32_impl.h attention_rows) on tasks 0 .. n-1 side by side;
+// task(t) gives each one's rows. Scratch: one buffer per thread, grown once, reused across calls.
+void flash_tasks_run(int64_t n, int64_t D, int64_t Dv, FunctionRef<AttentionRows(int64_t)> task) {
+  const KernelsF32& kern = kernels_f32();
+  const int64_t scratch_floats = attention_scratch_floats(D, Dv);
+  parallel_for(n, [&](int64_t t0, int64_t t1) {
+    thread_local std::vector<float> scratch;
+    if (static_cast<int64_t>(scratch.size()) < scratch_floats) scratch.resize(scratch_floats);
+    for (int64_t t = t0; t < t1; ++t) kern.attention(task(t), scratch.data());
+  });
+}
+
 // ---- bf16 path ----------------------------------------------------------------------------------
 
 // Queries per block: the [blk, Tk] f32 score block (512 KiB at Tk = 4096) stays in L2 between the
@@ -177,8 +206,7 @@ void attention_gemm(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o
   const int64_t group = Hq / Hkv;
   const int64_t blk_max = std::min(kBf16QueryBlock, Tq);
   const int64_t q_blocks = (Tq + blk_max - 1) / blk_max;
-  auto row_stride = [](const Tensor& t) { return t.stride_bytes(2) / static_cast<int64_t>(sizeof(float)); };
-  const int64_t out_ld = row_stride(out);
+  const int64_t out_ld = stride_floats(out, 2);
   const onednn::Type type = bf16 ? onednn::Type::BF16 : onednn::Type::F32;
   // bf16: k and v of every head, once: [B, Hkv, Tk, D] and [B, Hkv, Tk, Dv].
   thread_local std::vector<uint16_t> k_all, v_all;
@@ -192,7 +220,8 @@ void attention_gemm(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o
         row_to_bf16(&v.at<float>(b, hk, j, 0), vb + r * Dv, Dv);
       }
     }, 64);
-  const int64_t k_ld = bf16 ? D : row_stride(k), v_ld = bf16 ? Dv : row_stride(v), q_ld = bf16 ? D : row_stride(q);
+  const int64_t k_ld = bf16 ? D : stride_floats(k, 2), v_ld = bf16 ? Dv : stride_floats(v, 2);
+  const int64_t q_ld = bf16 ? D : stride_floats(q, 2);
   // One parallel region for the whole op: each task (b, h, block of queries) runs its two
   // products on its own thread (many small threaded calls would pay a barrier each).
   std::atomic<bool> failed{false};
@@ -260,39 +289,24 @@ void attention_grouped(const Tensor& q, const Tensor& k, const Tensor& v, Tensor
   const int64_t B = q.size(0), Hq = q.size(1), Tq = q.size(2), D = q.size(3);
   const int64_t Hkv = k.size(1), Tk = k.size(2), Dv = v.size(3);
   const int64_t group = Hq / Hkv;
-  auto stride = [](const Tensor& t, int dim) { return t.stride_bytes(dim) / static_cast<int64_t>(sizeof(float)); };
   // A group's heads go in slices of at most kAttnQueryBlock (the kernel's query block: it reads K
   // and V once per block anyway), so that a large group (multi-query attention: Hkv = 1) still
   // gives every thread work. The slicing depends on the shapes only: results do not change with
   // the thread count.
-  const int64_t units = B * Hkv * Tq;
   const int64_t slices = (group + kAttnQueryBlock - 1) / kAttnQueryBlock;
   const int64_t slice_heads = (group + slices - 1) / slices;  // the last slice may be narrower
-  const KernelsF32& kern = kernels_f32();
-  const int64_t scratch_floats = attention_scratch_floats(D, Dv);
-  parallel_for(units * slices, [&](int64_t t0, int64_t t1) {
-    thread_local std::vector<float> scratch;  // grows once per thread, reused across calls
-    if (static_cast<int64_t>(scratch.size()) < scratch_floats) scratch.resize(scratch_floats);
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t s = t % slices, i = (t / slices) % Tq, hk = (t / (slices * Tq)) % Hkv, b = t / (slices * Tq * Hkv);
-      const int64_t h0 = hk * group + s * slice_heads;
-      AttentionRows a;
-      a.q = &q.at<float>(b, h0, i, 0);
-      a.q_stride = stride(q, 1);  // rows are heads
-      a.k = &k.at<float>(b, hk, 0, 0);
-      a.k_stride = stride(k, 2);
-      a.v = &v.at<float>(b, hk, 0, 0);
-      a.v_stride = stride(v, 2);
-      a.out = &out.at<float>(b, h0, i, 0);
-      a.out_stride = stride(out, 1);
-      a.nq = std::min(slice_heads, group - s * slice_heads);
-      a.tk = p.causal ? std::min(Tk, p.q_offset + i + 1) : Tk;  // query i sees keys <= q_offset + i
-      a.d = D;
-      a.dv = Dv;
-      a.scale = scale;
-      a.causal_pos0 = -1;
-      kern.attention(a, scratch.data());
-    }
+  flash_tasks_run(B * Hkv * Tq * slices, D, Dv, [&](int64_t t) {
+    const int64_t s = t % slices, i = (t / slices) % Tq, hk = (t / (slices * Tq)) % Hkv, b = t / (slices * Tq * Hkv);
+    const int64_t h0 = hk * group + s * slice_heads;
+    AttentionRows a = kv_rows(k, v, b, hk, scale);
+    a.q = &q.at<float>(b, h0, i, 0);
+    a.q_stride = stride_floats(q, 1);  // rows are heads
+    a.out = &out.at<float>(b, h0, i, 0);
+    a.out_stride = stride_floats(out, 1);
+    a.nq = std::min(slice_heads, group - s * slice_heads);
+    a.tk = p.causal ? std::min(Tk, p.q_offset + i + 1) : Tk;  // query i sees keys <= q_offset + i
+    a.causal_pos0 = -1;
+    return a;
   });
 }
 
@@ -345,37 +359,23 @@ void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, c
   // block grows with the keys, so very long contexts keep the flash kernel's fixed memory.
   if (p.precision == Precision::F32 && Tk >= 16 && Tq >= 16 && Tk <= kGemmMaxKeys && scale > 0.0f && cpu_has_avx512())
     return attention_gemm(q, k, v, out, p, scale, false);
-  const KernelsF32& kern = kernels_f32();
   if (group > 1 && Tq <= kGroupedMaxQueries) return attention_grouped(q, k, v, out, p, scale);
-  auto row_stride = [](const Tensor& t) { return t.stride_bytes(2) / static_cast<int64_t>(sizeof(float)); };
-  const int64_t scratch_floats = attention_scratch_floats(D, Dv);
   // Tasks: (b, h, block of queries). Blocks of 32 queries keep a head's K/V warm in cache while
   // still giving threads enough tasks at small batch sizes.
   constexpr int64_t kTaskQueries = 32;
   const int64_t q_blocks = (Tq + kTaskQueries - 1) / kTaskQueries;
-  parallel_for(B * Hq * q_blocks, [&](int64_t t0, int64_t t1) {
-    thread_local std::vector<float> scratch;  // grows once per thread, reused across calls
-    if (static_cast<int64_t>(scratch.size()) < scratch_floats) scratch.resize(scratch_floats);
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t qblk = t % q_blocks, h = (t / q_blocks) % Hq, b = t / (q_blocks * Hq);
-      const int64_t hk = h / group, i0 = qblk * kTaskQueries;
-      AttentionRows a;
-      a.q = &q.at<float>(b, h, i0, 0);
-      a.q_stride = row_stride(q);
-      a.k = &k.at<float>(b, hk, 0, 0);
-      a.k_stride = row_stride(k);
-      a.v = &v.at<float>(b, hk, 0, 0);
-      a.v_stride = row_stride(v);
-      a.out = &out.at<float>(b, h, i0, 0);
-      a.out_stride = row_stride(out);
-      a.nq = std::min(kTaskQueries, Tq - i0);
-      a.tk = Tk;
-      a.d = D;
-      a.dv = Dv;
-      a.scale = scale;
-      a.causal_pos0 = p.causal ? p.q_offset + i0 : -1;
-      kern.attention(a, scratch.data());
-    }
+  flash_tasks_run(B * Hq * q_blocks, D, Dv, [&](int64_t t) {
+    const int64_t qblk = t % q_blocks, h = (t / q_blocks) % Hq, b = t / (q_blocks * Hq);
+    const int64_t i0 = qblk * kTaskQueries;
+    AttentionRows a = kv_rows(k, v, b, h / group, scale);
+    a.q = &q.at<float>(b, h, i0, 0);
+    a.q_stride = stride_floats(q, 2);
+    a.out = &out.at<float>(b, h, i0, 0);
+    a.out_stride = stride_floats(out, 2);
+    a.nq = std::min(kTaskQueries, Tq - i0);
+    a.tk = Tk;
+    a.causal_pos0 = p.causal ? p.q_offset + i0 : -1;
+    return a;
   });
 }
 
