@@ -96,28 +96,19 @@ int run(int argc, char** argv) {
   thread_count_set(threads);
   const LlamaModel m = LlamaModel::load(args[0], {.use_mmap = false});
   Buffers b = buffers_make(m.hp);
-  // The span of the layers' weights (one run of the GGUF data section): what the reads read.
-  const uint8_t* lo = nullptr;
-  const uint8_t* hi = nullptr;
-  for (const LlamaLayer& L : m.layers)
-    for (const Tensor* t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) {
-      const auto* p = static_cast<const uint8_t*>(t->data());
-      lo = lo ? std::min(lo, p) : p;
-      hi = hi ? std::max(hi, p + t->nbytes()) : p + t->nbytes();
-    }
-  const size_t span = static_cast<size_t>(hi - lo);
-  fmt::print("{}: {} layers, {} threads, {} rounds; weights read beside each run: {:.0f} MB\n", args[0],
-             m.layers.size(), threads, rounds, static_cast<double>(span) / 1e6);
+  const std::span<const uint8_t> weights = m.decode_weights_span();
+  fmt::print("{}: {} layers, {} threads, {} rounds; weights read beside each run (layers and output): {:.0f} MB\n", args[0],
+             m.layers.size(), threads, rounds, static_cast<double>(weights.size()) / 1e6);
   for (int kind = 0; kind < kKinds; ++kind) kind_run(m, b, kind);  // warm-up
   std::vector<double> gbs_sum(kKinds, 0), of_read_sum(kKinds, 0), read_min(kKinds, 1e30), read_max(kKinds, 0);
   for (int r = 0; r < rounds; ++r)
     for (int kind = 0; kind < kKinds; ++kind) {
-      const double before = memory_read_pass_gbs(lo, span, threads);
+      const double before = memory_read_pass_gbs(weights.data(), weights.size(), threads);
       const int reps = kind == kOutput ? 40 : 4;
       const auto t0 = Clock::now();
       for (int i = 0; i < reps; ++i) kind_run(m, b, kind);
       const double gbs = kind_bytes(m, kind) * reps / std::chrono::duration<double>(Clock::now() - t0).count() / 1e9;
-      const double after = memory_read_pass_gbs(lo, span, threads);
+      const double after = memory_read_pass_gbs(weights.data(), weights.size(), threads);
       const double read = 0.5 * (before + after);
       gbs_sum[kind] += gbs;
       of_read_sum[kind] += gbs / read;

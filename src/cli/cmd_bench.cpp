@@ -91,22 +91,6 @@ struct ThreadResult {
   Stats read_during_gbs, tg_of_read_during;
 };
 
-// The bytes every token reads: from the first to the end of the last per-token weight (layers and
-// output; in a GGUF these are one run of the data section).
-std::span<const uint8_t> weights_span(const LlamaModel& m) {
-  const uint8_t* lo = nullptr;
-  const uint8_t* hi = nullptr;
-  auto add = [&](const Tensor& t) {
-    if (!t.defined() || t.nbytes() == 0) return;
-    const auto* b = static_cast<const uint8_t*>(t.data());
-    lo = lo ? std::min(lo, b) : b;
-    hi = hi ? std::max(hi, b + t.nbytes()) : b + t.nbytes();
-  };
-  for (const LlamaLayer& L : m.layers)
-    for (const Tensor* t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) add(*t);
-  add(m.output);
-  return lo ? std::span<const uint8_t>(lo, static_cast<size_t>(hi - lo)) : std::span<const uint8_t>();
-}
 
 // What the model file is: size, parameters, the type that dominates its weights.
 struct ModelSummary {
@@ -256,7 +240,7 @@ void bench_text_run(const BenchTextArgs& a) {
   const std::string pp_name = fmt::format("pp{}", a.n_prompt) + (depth > 0 ? fmt::format(" @ d{}", depth) : "");
   const std::string tg_name = fmt::format("tg{}", a.n_gen) + (depth > 0 ? fmt::format(" @ d{}", depth) : "");
 
-  const std::span<const uint8_t> weights = weights_span(model);
+  const std::span<const uint8_t> weights = model.decode_weights_span();
   std::vector<ThreadResult> results;
   for (int t : threads) {
     thread_count_set(t);

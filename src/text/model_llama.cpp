@@ -1,11 +1,27 @@
 #include "text/model_llama.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "formats/gguf.h"
 #include "text/model_loader.h"
 
 namespace aigc {
+
+std::span<const uint8_t> LlamaModel::decode_weights_span() const {
+  const uint8_t* lo = nullptr;
+  const uint8_t* hi = nullptr;
+  auto add = [&](const Tensor& t) {
+    if (!t.defined() || t.nbytes() == 0) return;
+    const auto* b = static_cast<const uint8_t*>(t.data());
+    lo = lo ? std::min(lo, b) : b;
+    hi = hi ? std::max(hi, b + t.nbytes()) : b + t.nbytes();
+  };
+  for (const LlamaLayer& L : layers)
+    for (const Tensor* t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) add(*t);
+  add(output);
+  return lo ? std::span<const uint8_t>(lo, static_cast<size_t>(hi - lo)) : std::span<const uint8_t>();
+}
 
 bool llama_arch_supported(const std::string& arch) {
   return arch == "llama" || arch == "mistral" || arch == "qwen2";

@@ -29,7 +29,9 @@
 // HF's layout and uses NeoX rotation.
 #pragma once
 
+#include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -81,6 +83,11 @@ class LlamaModel : public TextModel {
   Tensor output;       // [n_vocab, n_embd]; tok_embd itself when tied
   Tensor rope_freqs;   // [n_rot / 2] f32 frequency divisors (Llama 3.1 rope scaling) or undefined
   std::shared_ptr<const GgufFile> file;  // metadata (tokenizer) and the mapped weights
+
+  // From the first to the end of the last weight matrix a decode step reads in full (every layer's
+  // and output), one run of the file's data section: what a benchmark reads beside a decode run
+  // to see what the memory gives for these bytes.
+  std::span<const uint8_t> decode_weights_span() const;
 
   // TextModel
   const std::string& arch() const override { return hp.arch; }
