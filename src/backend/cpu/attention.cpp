@@ -136,36 +136,9 @@ AIGC_AVX512 inline __m512 exp2_avx512(__m512 t) {
   return _mm512_scalef_ps(y, ni);
 }
 
-// p[0, n_valid) = bf16(exp((s - max) * scale)), p[n_valid, n) = 0; returns the sum of the
-// unrounded exponentials. scale > 0.
-AIGC_AVX512_BF16 float softmax_row_bf16(const float* s, uint16_t* p, int64_t n, int64_t n_valid, float scale) {
-  const int64_t full = n_valid / 16 * 16;
-  const __mmask16 tail = static_cast<__mmask16>((1u << (n_valid - full)) - 1);
-  __m512 vmax = _mm512_set1_ps(-INFINITY);
-  for (int64_t i = 0; i < full; i += 16) vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(s + i));
-  if (tail) vmax = _mm512_max_ps(vmax, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), tail, s + full));
-  const float mx = _mm512_reduce_max_ps(vmax);
-  const float k = scale * 1.44269504088896341f;  // log2(e)
-  const __m512 vk = _mm512_set1_ps(k), vbias = _mm512_set1_ps(-mx * k);
-  __m512 vsum = _mm512_setzero_ps();
-  for (int64_t i = 0; i < full; i += 16) {
-    const __m512 e = exp2_avx512(_mm512_fmadd_ps(_mm512_loadu_ps(s + i), vk, vbias));
-    vsum = _mm512_add_ps(vsum, e);
-    const __m256bh b = _mm512_cvtneps_pbh(e);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + i), reinterpret_cast<const __m256i&>(b));
-  }
-  if (tail) {
-    const __m512 e = _mm512_maskz_mov_ps(tail, exp2_avx512(_mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, s + full), vk, vbias)));
-    vsum = _mm512_add_ps(vsum, e);
-    const __m256bh b = _mm512_cvtneps_pbh(e);
-    _mm256_mask_storeu_epi16(p + full, tail, reinterpret_cast<const __m256i&>(b));
-  }
-  for (int64_t i = n_valid; i < n; ++i) p[i] = 0;
-  return _mm512_reduce_add_ps(vsum);
-}
-
-// The same in f32, in place: s[0, n_valid) = exp((s - max) * scale), s[n_valid, n) = 0; returns
-// the sum.
+// In place: s[0, n_valid) = exp((s - max) * scale), s[n_valid, n) = 0; returns the sum. scale > 0.
+// (The bf16 path then rounds the row to bf16: the same bits as rounding each exponential as it
+// is made, and the sum is of the unrounded ones.)
 AIGC_AVX512 float softmax_row_f32(float* s, int64_t n, int64_t n_valid, float scale) {
   const int64_t full = n_valid / 16 * 16;
   const __mmask16 tail = static_cast<__mmask16>((1u << (n_valid - full)) - 1);
@@ -254,8 +227,8 @@ void attention_gemm(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o
         onednn::matmul_serial({qh, type, 1, blk, D, 0, q_ld, 1}, {kh, type, 1, D, tk, 0, 1, k_ld}, nullptr, sb, 0, tk);
         for (int64_t r = 0; r < blk; ++r) {
           const int64_t valid = p.causal ? std::min(tk, p.q_offset + i0 + r + 1) : tk;
-          sums[r] = bf16 ? softmax_row_bf16(sb + r * tk, pb + r * tk, tk, valid, scale)
-                         : softmax_row_f32(sb + r * tk, tk, valid, scale);
+          sums[r] = softmax_row_f32(sb + r * tk, tk, valid, scale);
+          if (bf16) row_to_bf16(sb + r * tk, pb + r * tk, tk);
         }
         float* o = &out.at<float>(b, h, i0, 0);
         onednn::matmul_serial({bf16 ? static_cast<const void*>(pb) : sb, type, 1, blk, tk, 0, tk, 1},
