@@ -152,6 +152,8 @@ TEST_F(CliBench, DepthRunsTheTestsAfterThatManyCachedTokens) {
   const auto r = cli_run({"bench", "text", "-m", model_, "-p", "8", "-n", "4", "-d", "20", "-r", "1", "--no-probe"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   for (const char* row : {"| pp8 @ d20 |", "| tg4 @ d20 |"}) EXPECT_NE(r.out.find(row), std::string::npos) << row << "\n" << r.out;
+  EXPECT_NE(r.err.find("evaluating 20 tokens of depth"), std::string::npos) << r.err;  // progress on stderr, not stdout
+  EXPECT_EQ(r.out.find("depth"), std::string::npos) << r.out;
   const auto j = cli_run({"bench", "text", "-m", model_, "-p", "8", "-n", "4", "-d", "20", "-r", "1", "--no-probe",
                           "--json"});
   ASSERT_EQ(j.exit_code, 0) << j.err;
