@@ -23,9 +23,11 @@ d = amax/127 in f32, q = round-half-away(x/d), value f32(f16(d)) * q), so the tw
 Each expected value is computed by re-running the whole sequence (no cache): prefill logits for all
 prompt positions, then 5 greedy decode steps (token = argmax of the previous logits).
 
-The panel models (PANEL_MODELS) have a 24-token prompt, so the engine runs their prompt's linears
+The panel models (PANEL_MODELS) have a prompt of 24 tokens (f16) or 96 (q4_0: a prompt of up to 80
+stays on the integer decode kernels), so the engine runs their prompt's linears
 as bf16 GEMMs (ops::linear_panel); for them the twin evaluates prompt and decode steps on a KV cache
-and rounds the operands of every linear over >= 16 rows to bf16 (forward_cached).
+and rounds the operands of every linear that the engine sends to the panel GEMM to bf16
+(forward_cached).
 
 Writes, per model NAME: OUT_DIR/llama_NAME.gguf and OUT_DIR/llama_NAME.bin (refdump) with
   prompt i32 [P], prefill_logits f32 [P, V], gen i32 [S+1] (gen[0] = argmax of the last prefill
@@ -63,11 +65,14 @@ MODELS = {
                         rope_freqs=True),
 }
 PANEL_MIN_ROWS = 16  # ops::kPanelMinRows (src/backend/cpu/linear_panel.h)
-# Panel cases (prompt of 24 tokens: its linears take the bf16 panel path): logits of the whole
-# prompt in one pass, then decode steps on the cache, as forward_cached computes them.
+# Up to these rows Q4_0 and Q8_0 weights stay on the integer decode kernels, panel or not
+# (ops::linear_quantized_decodes, src/backend/cpu/linear_quantized.cpp).
+DECODE_MAX_ROWS = {"q4_0": 80, "q8_0": 40}
+# Panel cases (prompts whose linears take the bf16 panel path): logits of the whole prompt in one
+# pass, then decode steps on the cache, as forward_cached computes them.
 PANEL_MODELS = {
-    "panel_f16": dict(arch="llama", wtype="f16", tied=False, base=10000.0, scale=1.0, vocab_key=True),
-    "panel_q4_0": dict(arch="llama", wtype="q4_0", tied=True, base=10000.0, scale=1.0, vocab_key=True),
+    "panel_f16": dict(arch="llama", wtype="f16", tied=False, base=10000.0, scale=1.0, vocab_key=True, prompt=24),
+    "panel_q4_0": dict(arch="llama", wtype="q4_0", tied=True, base=10000.0, scale=1.0, vocab_key=True, prompt=96),
 }
 HP = dict(n_embd=64, n_layer=2, n_head=4, n_head_kv=2, n_ff=160, n_vocab=96, n_ctx=64, eps=1e-5)
 
@@ -204,16 +209,17 @@ def bf16(t):
 def forward_cached(w, hp, cfg, tokens, past):
     """The engine's order of work for the panel cases: `tokens` are evaluated in one pass on top of
     the cached keys/values `past` (per layer (k, v) [Tpast, Hkv, D], extended in place), and a
-    linear over >= PANEL_MIN_ROWS rows computes as ops::linear's bf16 panel GEMM does (x and w
-    rounded to bf16, exact products: PyTorch's bf16 linear); fewer rows keep the exact path
-    (q8_act for quantised weights). Returns logits [T, V]."""
+    linear that ops::linear sends to its bf16 panel GEMM (>= PANEL_MIN_ROWS rows, more than
+    DECODE_MAX_ROWS for Q4_0 / Q8_0) computes as that GEMM does (x and w rounded to bf16, exact
+    products: PyTorch's bf16 linear); the others keep the exact path (q8_act for quantised
+    weights). Returns logits [T, V]."""
     H, Hkv, D = hp["n_head"], hp["n_head_kv"], hp["n_embd"] // hp["n_head"]
     T, P = len(tokens), (past[0][0].shape[0] if past else 0)
     pos = torch.arange(P, P + T)
     quant = cfg["wtype"] in ("q8_0", "q4_0")
 
     def lin(x, wt):
-        if x.shape[0] >= PANEL_MIN_ROWS:
+        if x.shape[0] >= PANEL_MIN_ROWS and x.shape[0] > DECODE_MAX_ROWS.get(cfg["wtype"], 0):
             return bf16(x) @ bf16(wt).T
         return (q8_act(x) if quant else x) @ wt.T
 
@@ -250,7 +256,7 @@ def top2_margin(row):
 
 def build(name, cfg, seed, out_dir):
     rng = np.random.default_rng(seed)
-    hp = HP
+    hp = dict(HP, n_ctx=128) if cfg.get("panel") else HP  # the panel prompt and its decode steps fit
     C, F, V, H, Hkv = hp["n_embd"], hp["n_ff"], hp["n_vocab"], hp["n_head"], hp["n_head_kv"]
     D = C // H
     arch = cfg["arch"]
@@ -310,7 +316,7 @@ def build(name, cfg, seed, out_dir):
     gguf_write(os.path.join(out_dir, f"llama_{name}.gguf"), kvs, tensors)
 
     if cfg.get("panel"):
-        prompt = [int(t) for t in rng.integers(0, V, 24)]
+        prompt = [int(t) for t in rng.integers(0, V, cfg["prompt"])]
         with torch.no_grad():
             past = []
             pre = forward_cached(w, hp, cfg, prompt, past)

@@ -1,6 +1,7 @@
 // linear_panel, the bf16 prefill GEMM (src/backend/cpu/linear_panel.h):
 //  - its row conversions (AVX512-BF16 kernels) equal the plain ones bit for bit;
-//  - ops::linear at M >= kPanelMinRows for every panel weight type against PyTorch
+//  - ops::linear at M >= kPanelMinRows (the panel GEMM itself where Q4_0 / Q8_0 rows stay on the
+//    decode kernels) for every panel weight type against PyTorch
 //    (tests/ref/twin_linear_panel.py) and against ops::ref::linear;
 //  - several panels with a partial last one, odd K, strided rows, small M called directly, threads.
 //
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "backend/cpu/linear_panel.h"
+#include "backend/cpu/linear_quantized.h"
 #include "backend/cpu/ops.h"
 #include "common/compare.h"
 #include "common/refdump.h"
@@ -30,6 +32,16 @@ namespace aigc {
 namespace {
 
 constexpr float kTol = 1e-4f;
+
+// ops::linear, which takes the panel GEMM for these shapes, except where Q4_0 / Q8_0 weights with
+// few rows stay on the integer decode kernels (ops::linear_quantized_decodes): there the panel GEMM
+// is called directly (x, y contiguous).
+void linear_via_panel(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
+  if (!ops::linear_quantized_decodes(w.type(), x.size(0)))
+    return ops::linear(x, w, bias, y);
+  ops::linear_panel(x.ptr<float>(), x.size(1), x.size(0), w, bias ? bias->ptr<float>() : nullptr, y.ptr<float>(),
+                    y.size(1));
+}
 
 struct ThreadCountGuard {
   int saved = thread_count();
@@ -183,7 +195,7 @@ TEST(LinearPanel, EveryWeightTypeMatchesTorch) {
       const int64_t shape[] = {N, K};
       const Tensor w = Tensor::view_of(t, shape, const_cast<void*>(raw.data()), raw.owner());
       Tensor y = Tensor::empty(DType::F32, {M, N}), yr = Tensor::empty(DType::F32, {M, N});
-      ops::linear(x, w, bias, y);
+      linear_via_panel(x, w, bias, y);
       EXPECT_TENSORS_CLOSE(y, want, kTol, kTol);
       ops::ref::linear(x, w, bias, yr);
       EXPECT_TENSORS_CLOSE(yr, d.get(p + name + "_y_f32"), kTol, kTol);  // the twin's dequantisation is ours
@@ -210,9 +222,9 @@ TEST(LinearPanel, SeveralPanelsStridesAndThreads) {
     const Tensor want = linear_bf16_expected(x, w, bias.ptr<float>());
     Tensor y1 = Tensor::empty(DType::F32, {M, N}), y2 = Tensor::empty(DType::F32, {M, N});
     thread_count_set(1);
-    ops::linear(x, w, &bias, y1);
+    linear_via_panel(x, w, &bias, y1);
     thread_count_set(2);
-    ops::linear(x, w, &bias, y2);
+    linear_via_panel(x, w, &bias, y2);
     EXPECT_TENSORS_CLOSE(y1, want, kTol, kTol);
     EXPECT_TENSORS_CLOSE(y2, want, kTol, kTol);
   }

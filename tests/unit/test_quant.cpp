@@ -466,16 +466,18 @@ TEST(LinearQuantized, SameResultForAnyThreadCountAndBatchShape) {
   thread_count_set(threads_before);
 }
 
-// The decode path (M <= gemv::kMaxRows; the AVX-512 VNNI set has GEMV kernels with their own
+// The decode path (M <= kDecodeMaxRows; the AVX-512 VNNI set has GEMV kernels with their own
 // activation layout, groups of 16 blocks (Q8_0: two halves of 8) plus a natural-order tail) on odd
 // shapes: K with 0 to 15 tail blocks (8 of them: a whole Q8_0 half group that must stay in the
-// tail), no full group at all, N not a multiple of 4, M = 1..4.
+// tail), no full group at all, N not a multiple of 4, M = 1..4 and short prompts (several
+// activation rows per pass over a weight row: 8 a pass up to K = 3072, 4 above, and the rest).
 TEST(LinearQuantized, DecodeKernelsMatchReferenceOnOddShapes) {
   const int threads_before = thread_count();
   struct Shape { int64_t M, K, N; };
   const Shape shapes[] = {{1, 32, 1}, {1, 96, 3}, {2, 256, 5}, {1, 288, 17}, {3, 736, 33}, {4, 512, 7},
                           {1, 2048, 65}, {1, 4096 + 7 * 32, 13}, {1, 24 * 32, 9}, {2, 31 * 32, 11},
-                          {1, 33 * 32, 5}};
+                          {1, 33 * 32, 5},   {5, 512, 9},  {9, 288, 7},  {16, 2048 + 32, 5},
+                          {13, 4096 + 7 * 32, 6}, {ops::kDecodeMaxRows, 96, 3}};
   uint32_t seed = 100;
   for (const Shape& sh : shapes) {
     Tensor x = test::random_f32({sh.M, sh.K}, seed++);
@@ -508,6 +510,13 @@ TEST(LinearQuantized, DecodeKernelsMatchReferenceOnOddShapes) {
           Tensor y = Tensor::empty(DType::F32, {sh.M, sh.N});
           ops::linear_quantized_with(*k, x, w, y);
           EXPECT_EQ(std::memcmp(y.data(), y1.data(), y.nbytes()), 0) << nth << " threads";
+        }
+        // each row alone (a decode step): the same bits as in the batch (the kernels' contract)
+        for (int64_t m = 0; m < sh.M; ++m) {
+          Tensor x1 = Tensor::empty(DType::F32, {1, sh.K}), y_row = Tensor::empty(DType::F32, {1, sh.N});
+          std::memcpy(x1.data(), x.ptr<float>() + m * sh.K, static_cast<size_t>(sh.K) * sizeof(float));
+          ops::linear_quantized_with(*k, x1, w, y_row);
+          ASSERT_EQ(std::memcmp(y_row.data(), y1.ptr<float>() + m * sh.N, y_row.nbytes()), 0) << "row " << m;
         }
       }
     }

@@ -77,12 +77,11 @@ void linear_rows(float (*vec_dot)(int64_t, const BlockW*, const BlockA*), const 
   }
 }
 
-// Decode (M <= gemv::kMaxRows) with the set's GEMV kernels, for one or more weights of one type
-// (Q4_0 or Q8_0) that share the input x: the rows of x are quantised and laid out once
-// (DecodeRow), then one parallel region covers the rows of every weight. Threads take tiles of
-// rows from a shared counter rather than a fixed share: on a machine where other work takes a core
-// for a while, the other threads finish the layer instead of waiting for the slow one at the
-// barrier. Each output is one kernel call on one weight row, so the split never changes a bit.
+// Decode and short prompts (M <= kDecodeMaxRows) with the set's GEMV kernels, for one or more
+// weights of one type (Q4_0 or Q8_0) that share the input x: the rows of x are quantised and laid
+// out once (DecodeRow), then one parallel region covers the rows of every weight. Each thread
+// streams its own share of the weight rows (below); every output is one kernel's fixed sequence of
+// operations on one weight row and one activation row, so the split never changes a bit.
 struct DecodeTarget {
   const void* w;
   int64_t row_bytes, N;
@@ -91,20 +90,33 @@ struct DecodeTarget {
 
 void linear_decode(const QuantKernels& k, DecodeGemv gemv, DType type, const float* xd, int64_t M, int64_t K,
                    std::span<const DecodeTarget> targets) {
+  AIGC_ASSERT(M >= 1 && M <= kDecodeMaxRows, "linear_decode: M = {}", M);
   const int64_t nb = K / kQK8_0;
-  thread_local std::vector<BlockQ8_0> xq_buf;
   thread_local std::vector<int8_t> qs_buf;
   thread_local std::vector<float> d_buf;
   thread_local std::vector<int32_t> bias_buf;
-  if (xq_buf.size() < static_cast<size_t>(nb)) xq_buf.resize(nb);
   if (qs_buf.size() < static_cast<size_t>(M * K)) qs_buf.resize(M * K);
   if (d_buf.size() < static_cast<size_t>(M * nb)) d_buf.resize(M * nb), bias_buf.resize(M * nb);
-  DecodeRow rows[gemv::kMaxRows];
-  for (int64_t m = 0; m < M; ++m) {
-    k.quantize_row_q8_0(xd + m * K, xq_buf.data(), K);
-    k.decode_row_prepare(type, xq_buf.data(), K, qs_buf.data() + m * K, d_buf.data() + m * nb, bias_buf.data() + m * nb);
-    rows[m] = {qs_buf.data() + m * K, d_buf.data() + m * nb, bias_buf.data() + m * nb};
-  }
+  // (pointers, not the thread_local names: in a worker thread those name the worker's own buffers)
+  int8_t* const qs = qs_buf.data();
+  float* const d = d_buf.data();
+  int32_t* const bias = bias_buf.data();
+  DecodeRow rows[kDecodeMaxRows];
+  for (int64_t m = 0; m < M; ++m) rows[m] = {qs + m * K, d + m * nb, bias + m * nb};
+  // One row at a time on the calling thread for decode (a fork would cost more than the ~1-3 us
+  // of a row); a prompt's rows in parallel.
+  auto prepare = [&](int64_t m0, int64_t m1) {
+    thread_local std::vector<BlockQ8_0> xq;  // each thread's own
+    if (xq.size() < static_cast<size_t>(nb)) xq.resize(nb);
+    for (int64_t m = m0; m < m1; ++m) {
+      k.quantize_row_q8_0(xd + m * K, xq.data(), K);
+      k.decode_row_prepare(type, xq.data(), K, qs + m * K, d + m * nb, bias + m * nb);
+    }
+  };
+  if (M <= gemv::kMaxRows)
+    prepare(0, M);
+  else
+    parallel_for(M, prepare, 1);
   int64_t total = 0;
   for (const DecodeTarget& t : targets) total += t.N;
   const int nth = thread_count();
@@ -115,7 +127,7 @@ void linear_decode(const QuantKernels& k, DecodeGemv gemv, DType type, const flo
       const int64_t n0 = std::max<int64_t>(r0 - base, 0), n1 = std::min<int64_t>(r1 - base, t.N);
       for (int64_t t0 = n0; t0 < n1; t0 += 64) {
         const int64_t t1 = std::min(n1, t0 + 64);
-        for (int64_t m = 0; m < M; ++m) gemv(t.w, t.row_bytes, K, rows[m], t0, t1, t.y + m * t.N + t0);
+        gemv(t.w, t.row_bytes, K, rows, static_cast<int>(M), t0, t1, t.y + t0, t.N);
       }
       base += t.N;
       if (base >= r1) break;
@@ -188,7 +200,7 @@ void linear_quantized_with(const QuantKernels& k, const Tensor& x, const Tensor&
     }
     return;
   }
-  if (M <= gemv::kMaxRows) {
+  if (M <= kDecodeMaxRows) {
     if (const DecodeGemv gemv = decode_gemv(k, w.type())) {
       const DecodeTarget t{w.data(), w.stride_bytes(0), N, yd};
       return linear_decode(k, gemv, w.type(), xd, M, K, std::span<const DecodeTarget>(&t, 1));
@@ -214,6 +226,10 @@ bool linear_quantized_supports(DType w) {
   }
 }
 
+bool linear_quantized_decodes(DType w, int64_t M) {
+  return M >= 1 && M <= (w == DType::Q8_0 ? 40 : kDecodeMaxRows) && decode_gemv(quant_kernels(), w) != nullptr;
+}
+
 void linear_quantized(const Tensor& x, const Tensor& w, Tensor& y) {
   linear_quantized_with(quant_kernels(), x, w, y);
 }
@@ -224,7 +240,7 @@ void linear_group(std::span<const LinearGroupItem> items, const Tensor& x) {
   const DType type = items.empty() ? DType::F32 : items[0].w->type();
   const DecodeGemv gemv = decode_gemv(k, type);
   bool fused = gemv && items.size() <= kMaxItems && x.type() == DType::F32 && x.ndim() == 2 && x.is_contiguous() &&
-               x.rows() >= 1 && x.rows() <= gemv::kMaxRows;
+               linear_quantized_decodes(type, x.rows());
   for (const LinearGroupItem& it : items)
     fused = fused && !it.bias && it.w->type() == type && it.w->ndim() == 2 && it.w->is_contiguous() &&
             it.w->size(1) == x.size(1) && it.w->size(1) % kQK8_0 == 0 && it.y->type() == DType::F32 &&

@@ -75,10 +75,12 @@ struct DecodeRow {
 // low nibbles, then its high ones).
 void decode_row_prepare(DType w, const BlockQ8_0* xq, int64_t K, int8_t* qs, float* d, int32_t* bias);
 
-// y[n - n0] = sum_k dequant(w row n)_k * dequant(a)_k for n in [n0, n1); w rows are row_bytes
-// apart, K a multiple of 32.
-using DecodeGemv = void (*)(const void* w, int64_t row_bytes, int64_t K, const DecodeRow& a, int64_t n0,
-                            int64_t n1, float* y);
+// y[m * ldy + n - n0] = sum_k dequant(w row n)_k * dequant(a[m])_k for m < rows, n in [n0, n1);
+// w rows are row_bytes apart, K a multiple of 32. Each output is the same bits whatever `rows` is
+// (a kernel may dot several activation rows per pass over a weight row, never changing the order
+// of one output's operations).
+using DecodeGemv = void (*)(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0,
+                            int64_t n1, float* y, int64_t ldy);
 
 // One instruction set's kernels. The quantiser and dequantisers of every set are bit-exact with
 // quantize_row_q8_0_ref / dequantize_row_*_ref (tests check it).
