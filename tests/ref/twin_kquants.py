@@ -46,7 +46,9 @@ TYPES = {  # name: (block elements, block bytes)
     "q4_1": (32, 20), "q5_0": (32, 22), "q5_1": (32, 24),
     "q4_K": (256, 144), "q5_K": (256, 176), "q6_K": (256, 210),
 }
-LINEAR_CASES = [(1, 256, 33), (3, 512, 17), (1, 2048, 65), (3, 768, 31)]
+# M > 1: short prompts, several activation rows per pass over a weight row (8 a pass up to K = 3072,
+# 4 above, and the rest; N > 64: two tiles of weight rows)
+LINEAR_CASES = [(1, 256, 33), (3, 512, 17), (1, 2048, 65), (3, 768, 31), (20, 512, 70), (9, 3328, 19)]
 
 
 def f16_at(b, off):

@@ -66,7 +66,7 @@ MODELS = {
 }
 PANEL_MIN_ROWS = 16  # ops::kPanelMinRows (src/backend/cpu/linear_panel.h)
 # Up to these rows Q4_0 and Q8_0 weights stay on the integer decode kernels, panel or not
-# (ops::linear_quantized_decodes, src/backend/cpu/linear_quantized.cpp).
+# (ops::linear_quantized_prefers, src/backend/cpu/linear_quantized.cpp; the twins have no K-quants).
 DECODE_MAX_ROWS = {"q4_0": 80, "q8_0": 40}
 # Panel cases (prompts whose linears take the bf16 panel path): logits of the whole prompt in one
 # pass, then decode steps on the cache, as forward_cached computes them.

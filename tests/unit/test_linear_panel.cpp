@@ -1,7 +1,7 @@
 // linear_panel, the bf16 prefill GEMM (src/backend/cpu/linear_panel.h):
 //  - its row conversions (AVX512-BF16 kernels) equal the plain ones bit for bit;
-//  - ops::linear at M >= kPanelMinRows (the panel GEMM itself where Q4_0 / Q8_0 rows stay on the
-//    decode kernels) for every panel weight type against PyTorch
+//  - ops::linear at M >= kPanelMinRows (the panel GEMM itself where quantised rows stay on the
+//    integer kernels) for every panel weight type against PyTorch
 //    (tests/ref/twin_linear_panel.py) and against ops::ref::linear;
 //  - several panels with a partial last one, odd K, strided rows, small M called directly, threads.
 //
@@ -33,11 +33,11 @@ namespace {
 
 constexpr float kTol = 1e-4f;
 
-// ops::linear, which takes the panel GEMM for these shapes, except where Q4_0 / Q8_0 weights with
-// few rows stay on the integer decode kernels (ops::linear_quantized_decodes): there the panel GEMM
-// is called directly (x, y contiguous).
+// ops::linear, which takes the panel GEMM for these shapes, except where quantised weights with
+// few rows stay on the integer kernels (ops::linear_quantized_prefers): there the panel GEMM is
+// called directly (x, y contiguous).
 void linear_via_panel(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
-  if (!ops::linear_quantized_decodes(w.type(), x.size(0)))
+  if (!ops::linear_quantized_prefers(w.type(), x.size(0)))
     return ops::linear(x, w, bias, y);
   ops::linear_panel(x.ptr<float>(), x.size(1), x.size(0), w, bias ? bias->ptr<float>() : nullptr, y.ptr<float>(),
                     y.size(1));

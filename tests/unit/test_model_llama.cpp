@@ -83,7 +83,7 @@ TEST(LlamaTwinPanel, LongPromptMatchesBf16Twin) {
     LlamaContext ctx(model, {.n_ctx = 128, .logits_all = true});
     const Tensor& prompt_t = ref.get("prompt");
     ASSERT_GE(prompt_t.numel(), ops::kPanelMinRows);
-    ASSERT_FALSE(ops::linear_quantized_decodes(model.layers[0].wq.type(), prompt_t.numel()))
+    ASSERT_FALSE(ops::linear_quantized_prefers(model.layers[0].wq.type(), prompt_t.numel()))
         << "the prompt takes the panel path";
     const float atol = std::string(name) == "panel_q4_0" ? 0.06f : 0.01f, rtol = 1e-4f;
     const Tensor& pre = ctx.eval({prompt_t.ptr<int32_t>(), static_cast<size_t>(prompt_t.numel())});

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/cpu/linear_panel.h"
 #include "backend/cpu/linear_quantized.h"
 #include "backend/cpu/ops.h"
 #include "backend/cpu/quant_dot.h"
@@ -528,17 +529,46 @@ TEST(KQuantLinear, MatchesTorchForEveryTypeAndKernelSet) {
       // measured mean error / mean bound = 0.42 .. 0.79 / sqrt(K) over these cases and types.
       EXPECT_LT(err_sum, 1.5 / std::sqrt(static_cast<double>(K)) * bound_sum);
 
-      // ops::linear (the public op) takes the same path, with a bias added after.
+      // ops::linear (the public op) takes the same path, with a bias added after (unless it sends
+      // the rows to the bf16 panel GEMM: test_linear_panel.cpp)
       Tensor bias = test::random_f32({N}, 5);
       Tensor y_op = Tensor::empty(DType::F32, {M, N}), y_q = Tensor::empty(DType::F32, {M, N});
       ops::linear(x, w, &bias, y_op);
       ops::linear_quantized(x, w, y_q);
-      for (int64_t i = 0; i < M * N; ++i)
-        ASSERT_EQ(y_op.ptr<float>()[i], y_q.ptr<float>()[i] + bias.ptr<float>()[i % N]) << "output " << i;
+      if (M < ops::kPanelMinRows || !ops::linear_panel_supports(t) || ops::linear_quantized_prefers(t, M)) {
+        for (int64_t i = 0; i < M * N; ++i)
+          ASSERT_EQ(y_op.ptr<float>()[i], y_q.ptr<float>()[i] + bias.ptr<float>()[i % N]) << "output " << i;
+      }
       // and ops::ref::linear (dequantise, f32 dot) agrees with torch to f32 rounding
       Tensor y_ref = Tensor::empty(DType::F32, {M, N});
       ops::ref::linear(x, w, nullptr, y_ref);
       EXPECT_TENSORS_CLOSE(y_ref, yt, 1e-5, 1e-4);
+    }
+  }
+}
+
+// Each activation row alone (a decode step) gives the bits it has in a batch, in every set: the
+// kernels that dot several rows per pass (AVX-512) run each row's operations in the single-row order.
+TEST(KQuantLinear, RowAloneGivesItsBatchBits) {
+  struct Shape { int64_t M, K, N; };
+  for (const Shape& sh : {Shape{13, 512, 70}, Shape{6, 3328, 9}, Shape{2, 256, 5}}) {
+    const Tensor x = test::random_f32({sh.M, sh.K}, 40 + sh.M);
+    for (DType t : kNewTypes) {
+      SCOPED_TRACE(fmt::format("M {} K {} N {} {}", sh.M, sh.K, sh.N, tname(t)));
+      const Tensor wf = test::random_f32({sh.N, sh.K}, 50 + sh.M);
+      Tensor w = Tensor::empty(t, {sh.N, sh.K});
+      for (int64_t n = 0; n < sh.N; ++n) row_from_f32(t, wf.ptr<float>() + n * sh.K, w.row_ptr(n), sh.K);
+      for (const QuantKernels* k : kernel_sets()) {
+        SCOPED_TRACE(k->name);
+        Tensor y = Tensor::empty(DType::F32, {sh.M, sh.N});
+        ops::linear_quantized_with(*k, x, w, y);
+        for (int64_t m = 0; m < sh.M; ++m) {
+          Tensor x1 = Tensor::empty(DType::F32, {1, sh.K}), y1 = Tensor::empty(DType::F32, {1, sh.N});
+          std::memcpy(x1.data(), x.ptr<float>() + m * sh.K, static_cast<size_t>(sh.K) * sizeof(float));
+          ops::linear_quantized_with(*k, x1, w, y1);
+          ASSERT_EQ(std::memcmp(y1.data(), y.ptr<float>() + m * sh.N, y1.nbytes()), 0) << "row " << m;
+        }
+      }
     }
   }
 }

@@ -221,7 +221,7 @@ void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
     return;
   }
   // prefill, 16-bit or quantised w: bf16 GEMM (short prompts of Q4_0/Q8_0: the integer decode kernels)
-  if (M >= kPanelMinRows && linear_panel_supports(w.type()) && !linear_quantized_decodes(w.type(), M)) {
+  if (M >= kPanelMinRows && linear_panel_supports(w.type()) && !linear_quantized_prefers(w.type(), M)) {
     linear_panel(xp, ldx, M, w, bp, yp, ldy);
     return;
   }

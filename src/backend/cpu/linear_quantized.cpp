@@ -77,6 +77,29 @@ void linear_rows(float (*vec_dot)(int64_t, const BlockW*, const BlockA*), const 
   }
 }
 
+// linear_rows with a kernel that dots several activation rows per pass over a weight row (the
+// K-quants' VecDotRowsK): tiles of 64 weight rows; per tile, passes of up to kVecDotRowsMax
+// activation rows (4 above K = 3072, so that a pass's rows stay in L1 while the tile's weight rows
+// go by from L2). Each output is the single vec_dot's bits.
+void linear_rows_multi(VecDotRowsK rows_kernel, const Tensor& w, const BlockQ8_K* xq, int64_t M, float* y,
+                       int64_t n0, int64_t n1) {
+  const int64_t N = w.size(0), K = w.size(1), nb = K / kQK_K;
+  const int64_t row_bytes = w.stride_bytes(0);
+  const char* wd = static_cast<const char*>(w.data());
+  const int64_t per_pass = K <= 3072 ? kVecDotRowsMax : kVecDotRowsMax / 2;
+  float out[kVecDotRowsMax];
+  for (int64_t t0 = n0; t0 < n1; t0 += 64) {
+    const int64_t t1 = std::min(n1, t0 + 64);
+    for (int64_t m0 = 0; m0 < M; m0 += per_pass) {
+      const int rows = static_cast<int>(std::min(per_pass, M - m0));
+      for (int64_t n = t0; n < t1; ++n) {
+        rows_kernel(K, wd + n * row_bytes, xq + m0 * nb, nb, rows, out, m0 == 0);
+        for (int r = 0; r < rows; ++r) y[(m0 + r) * N + n] = out[r];
+      }
+    }
+  }
+}
+
 // Decode and short prompts (M <= kDecodeMaxRows) with the set's GEMV kernels, for one or more
 // weights of one type (Q4_0 or Q8_0) that share the input x: the rows of x are quantised and laid
 // out once (DecodeRow), then one parallel region covers the rows of every weight. Each thread
@@ -177,6 +200,11 @@ DecodeGemv decode_gemv(const QuantKernels& k, DType type) {
   return type == DType::Q4_0 ? k.gemv_q4_0 : type == DType::Q8_0 ? k.gemv_q8_0 : nullptr;
 }
 
+VecDotRowsK vec_dot_rows(const QuantKernels& k, DType type) {
+  return type == DType::Q4_K ? k.vec_dot_rows_q4_K : type == DType::Q5_K ? k.vec_dot_rows_q5_K
+       : type == DType::Q6_K ? k.vec_dot_rows_q6_K : nullptr;
+}
+
 }  // namespace
 
 void linear_quantized_with(const QuantKernels& k, const Tensor& x, const Tensor& w, Tensor& y) {
@@ -193,6 +221,10 @@ void linear_quantized_with(const QuantKernels& k, const Tensor& x, const Tensor&
   };
   if (at == DType::Q8_K) {
     const BlockQ8_K* xq = activations_quantize(k.quantize_row_q8_K, xd, M, K, nb);
+    if (const VecDotRowsK rows_kernel = vec_dot_rows(k, w.type()); rows_kernel && M > 1) {
+      parallel_for(N, [&](int64_t n0, int64_t n1) { linear_rows_multi(rows_kernel, w, xq, M, yd, n0, n1); }, min_rows);
+      return;
+    }
     switch (w.type()) {
       case DType::Q4_K: run(k.vec_dot_q4_K_q8_K, xq); break;
       case DType::Q5_K: run(k.vec_dot_q5_K_q8_K, xq); break;
@@ -226,8 +258,11 @@ bool linear_quantized_supports(DType w) {
   }
 }
 
-bool linear_quantized_decodes(DType w, int64_t M) {
-  return M >= 1 && M <= (w == DType::Q8_0 ? 40 : kDecodeMaxRows) && decode_gemv(quant_kernels(), w) != nullptr;
+bool linear_quantized_prefers(DType w, int64_t M) {
+  if (M < 1) return false;
+  const QuantKernels& k = quant_kernels();
+  if (decode_gemv(k, w)) return M <= (w == DType::Q8_0 ? 40 : kDecodeMaxRows);
+  return vec_dot_rows(k, w) && M <= kKQuantMaxRows;
 }
 
 void linear_quantized(const Tensor& x, const Tensor& w, Tensor& y) {
@@ -240,7 +275,7 @@ void linear_group(std::span<const LinearGroupItem> items, const Tensor& x) {
   const DType type = items.empty() ? DType::F32 : items[0].w->type();
   const DecodeGemv gemv = decode_gemv(k, type);
   bool fused = gemv && items.size() <= kMaxItems && x.type() == DType::F32 && x.ndim() == 2 && x.is_contiguous() &&
-               linear_quantized_decodes(type, x.rows());
+               linear_quantized_prefers(type, x.rows());
   for (const LinearGroupItem& it : items)
     fused = fused && !it.bias && it.w->type() == type && it.w->ndim() == 2 && it.w->is_contiguous() &&
             it.w->size(1) == x.size(1) && it.w->size(1) % kQK8_0 == 0 && it.y->type() == DType::F32 &&

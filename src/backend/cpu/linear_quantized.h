@@ -19,14 +19,18 @@ bool linear_quantized_supports(DType w);
 // Activation rows up to which Q4_0 and Q8_0 weights can run on the decode (GEMV) kernels where the
 // instruction set has them (AVX-512 VNNI): decode steps and short prompts.
 constexpr int64_t kDecodeMaxRows = 80;
+// Rows up to which ops::linear keeps K-quant weights (Q4_K, Q5_K, Q6_K) on the integer dots where
+// the set dots several rows per pass (AVX-512).
+constexpr int64_t kKQuantMaxRows = 64;
 
-// Whether ops::linear runs x [M, K] · w on the decode kernels rather than the bf16 GEMM over
-// dequantised panels (linear_panel.h): a panel costs a pass over the weights per call, which only
-// pays with enough rows. Measured (`aigc bench text`, TinyLlama-1.1B shapes, 2 threads, prompt
-// tokens/s, panel -> decode kernels): Q4_0 pp8 42 -> 144, pp16 58 -> 187, pp32 94 -> 148, pp64
-// 132 -> 153, pp96 159 -> 150; Q8_0 pp8 49 -> 115, pp16 60 -> 123, pp32 95 -> 122, pp48 117 -> 118,
-// pp64 127 -> 119. Hence Q4_0 up to 80 rows, Q8_0 up to 40.
-bool linear_quantized_decodes(DType w, int64_t M);
+// Whether ops::linear runs x [M, K] · w on the integer kernels (linear_quantized) rather than the
+// bf16 GEMM over dequantised panels (linear_panel.h): a panel costs a pass over the weights per
+// call, which only pays with enough rows. Measured (`aigc bench text`, TinyLlama-1.1B shapes, 2
+// threads, prompt tokens/s, panel -> integer kernels): Q4_0 pp8 42 -> 144, pp16 58 -> 187, pp32
+// 94 -> 148, pp64 132 -> 153, pp96 159 -> 150; Q8_0 pp8 49 -> 115, pp16 60 -> 123, pp32 95 -> 122,
+// pp48 117 -> 118, pp64 127 -> 119; Q4_K (Q4_K_S file) pp16 49 -> 117, pp32 80 -> 122, pp64
+// 118 -> 123, pp96 151 -> 124. Hence Q4_0 up to 80 rows, Q8_0 up to 40, the K-quants up to 64.
+bool linear_quantized_prefers(DType w, int64_t M);
 
 // Several linears that share their input x (a layer's Q, K and V projections; gate and up):
 // y_i = x · w_i^T (+ bias_i). For decode (x: contiguous f32 [M <= kDecodeMaxRows, K]) with every

@@ -217,6 +217,9 @@ const QuantKernels kQuantKernelsRef = {
     nullptr,
     nullptr,
     decode_row_prepare,
+    nullptr,
+    nullptr,
+    nullptr,
 };
 
 

@@ -82,6 +82,14 @@ void decode_row_prepare(DType w, const BlockQ8_0* xq, int64_t K, int8_t* qs, flo
 using DecodeGemv = void (*)(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0,
                             int64_t n1, float* y, int64_t ldy);
 
+// out[r] = the vec_dot of the weight row x (n elements) with activation row y + r * y_stride (in
+// blocks) for r < rows (1..kVecDotRowsMax), each bitwise the single vec_dot's result: the row is
+// unpacked once for all of them (short prompts). prefetch: stream x from memory ahead (the first
+// pass over a row; later passes find it in cache).
+constexpr int kVecDotRowsMax = 8;
+using VecDotRowsK = void (*)(int64_t n, const void* x, const BlockQ8_K* y, int64_t y_stride, int rows, float* out,
+                             bool prefetch);
+
 // One instruction set's kernels. The quantiser and dequantisers of every set are bit-exact with
 // quantize_row_q8_0_ref / dequantize_row_*_ref (tests check it).
 struct QuantKernels {
@@ -105,6 +113,9 @@ struct QuantKernels {
   // Lays out one activation row for the decode kernels: decode_row_prepare (below) or the set's
   // faster version, the same bytes.
   void (*decode_row_prepare)(DType w, const BlockQ8_0* xq, int64_t K, int8_t* qs, float* d, int32_t* bias);
+  // Several activation rows per pass over a K-quant weight row; nullptr where the set has none
+  // (linear_quantized then calls the vec_dot kernel per row).
+  VecDotRowsK vec_dot_rows_q4_K, vec_dot_rows_q5_K, vec_dot_rows_q6_K;
 };
 
 // Avx512Vbmi: the Avx512Vnni set with the Q4_0 decode kernel that uses VBMI byte permutes.

@@ -319,6 +319,9 @@ const QuantKernels kQuantKernelsAvx2 = {
     nullptr,  // decode kernels: AVX-512 VNNI only; linear_quantized uses the dots above
     nullptr,
     decode_row_prepare,
+    nullptr,  // several rows per pass: AVX-512 only
+    nullptr,
+    nullptr,
 };
 
 }  // namespace

@@ -285,8 +285,12 @@ struct K4ScaleIdx {
   }
 };
 
-template <bool kHigh>
-float k45_dot(int64_t n, const uint8_t* xb, size_t stride, const BlockQ8_K* y) {
+// One weight row dotted with R activation rows (y + r * y_stride), out[r]: each block is unpacked
+// once for all R (short prompts); every out[r] comes out of the same operations in the same order
+// whatever R is (R = 1: the vec_dot kernel). `prefetch`: the first pass over the row only.
+template <bool kHigh, int R>
+__attribute__((always_inline)) inline void k45_rows(int64_t n, const uint8_t* xb, size_t stride, const BlockQ8_K* y,
+                                                    int64_t y_stride, float* out, bool prefetch) {
   static const K4ScaleIdx kIdx;
   const __m512i idx[4] = {_mm512_load_si512(kIdx.chunk[0]), _mm512_load_si512(kIdx.chunk[1]),
                           _mm512_load_si512(kIdx.chunk[2]), _mm512_load_si512(kIdx.chunk[3])};
@@ -294,10 +298,11 @@ float k45_dot(int64_t n, const uint8_t* xb, size_t stride, const BlockQ8_K* y) {
   const int64_t nb = n / kQK_K;
   const __m256i m4 = _mm256_set1_epi8(0x0f);
   const __m256i one = _mm256_set1_epi8(1);
-  __m512 accf = _mm512_setzero_ps();
-  __m256 minv = _mm256_setzero_ps();
+  __m512 accf[R];
+  __m256 minv[R];
+  for (int r = 0; r < R; ++r) accf[r] = _mm512_setzero_ps(), minv[r] = _mm256_setzero_ps();
   for (int64_t ib = 0; ib < nb; ++ib, xb += stride) {
-    decode_prefetch(xb, static_cast<int64_t>(stride));  // decode streams rows from memory
+    if (prefetch) decode_prefetch(xb, static_cast<int64_t>(stride));  // decode streams rows from memory
     // both layouts start with d, dmin, scales[12]; Q5_K then has qh[32] before qs
     uint16_t d16, dmin16;
     __builtin_memcpy(&d16, xb, 2);
@@ -307,7 +312,8 @@ float k45_dot(int64_t n, const uint8_t* xb, size_t stride, const BlockQ8_K* y) {
     const __m256i scm = k4_scales_mins(xb + 4);
     const __m512i sc = _mm512_castsi256_si512(scm);
     __m256i hb = kHigh ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh)) : _mm256_setzero_si256();
-    __m512i acc = _mm512_setzero_si512();
+    __m512i q[4], s[4], acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_si512();
     for (int c = 0; c < 4; ++c) {
       const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * c));
       __m256i lo = _mm256_and_si256(b, m4), hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), m4);
@@ -316,19 +322,35 @@ float k45_dot(int64_t n, const uint8_t* xb, size_t stride, const BlockQ8_K* y) {
         hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), one), 4));
         hb = _mm256_srli_epi16(hb, 2);
       }
-      const __m512i qy = _mm512_loadu_si512(y[ib].qs + 64 * c);
-      const __m512i p16 = _mm512_maddubs_epi16(pair256(lo, hi), qy);
-      acc = _mm512_dpwssd_epi32(acc, p16, _mm512_permutexvar_epi16(idx[c], sc));
+      q[c] = pair256(lo, hi), s[c] = _mm512_permutexvar_epi16(idx[c], sc);
+      const __m512i p16 = _mm512_maddubs_epi16(q[c], _mm512_loadu_si512(y[ib].qs + 64 * c));  // row 0 as it comes
+      acc[0] = _mm512_dpwssd_epi32(acc[0], p16, s[c]);
     }
-    // lanes stay apart until the end: no horizontal sum per block
-    accf = _mm512_fmadd_ps(_mm512_set1_ps(y[ib].d * f16_load(d16)), _mm512_cvtepi32_ps(acc), accf);
-    // sum_j mn_j * (bsums[2j] + bsums[2j+1]): exact in int32, lanes kept apart (one horizontal sum
-    // per row, not per block: Q4_K rows from memory, one Zen 4 core, 19 -> 20.3 GB/s, compute-bound)
+#pragma GCC unroll 8
+    for (int r = 1; r < R; ++r)
+      for (int c = 0; c < 4; ++c)
+        acc[r] = _mm512_dpwssd_epi32(acc[r], _mm512_maddubs_epi16(q[c], _mm512_loadu_si512(y[ib + r * y_stride].qs + 64 * c)), s[c]);
     const __m256i mn = _mm256_permutexvar_epi16(idx_mins, scm);
-    const __m256i summ = _mm256_madd_epi16(mn, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[ib].bsums)));
-    minv = _mm256_fmadd_ps(_mm256_set1_ps(y[ib].d * f16_load(dmin16)), _mm256_cvtepi32_ps(summ), minv);
+    const float d = f16_load(d16), dmin = f16_load(dmin16);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const BlockQ8_K& yb = y[ib + r * y_stride];
+      // lanes stay apart until the end: no horizontal sum per block
+      accf[r] = _mm512_fmadd_ps(_mm512_set1_ps(yb.d * d), _mm512_cvtepi32_ps(acc[r]), accf[r]);
+      // sum_j mn_j * (bsums[2j] + bsums[2j+1]): exact in int32, lanes kept apart (one horizontal sum
+      // per row, not per block: Q4_K rows from memory, one Zen 4 core, 19 -> 20.3 GB/s, compute-bound)
+      const __m256i summ = _mm256_madd_epi16(mn, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(yb.bsums)));
+      minv[r] = _mm256_fmadd_ps(_mm256_set1_ps(yb.d * dmin), _mm256_cvtepi32_ps(summ), minv[r]);
+    }
   }
-  return _mm512_reduce_add_ps(_mm512_sub_ps(accf, _mm512_castps256_ps512(minv)));
+  for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(_mm512_sub_ps(accf[r], _mm512_castps256_ps512(minv[r])));
+}
+
+template <bool kHigh>
+float k45_dot(int64_t n, const uint8_t* xb, size_t stride, const BlockQ8_K* y) {
+  float out;
+  k45_rows<kHigh, 1>(n, xb, stride, y, 0, &out, true);
+  return out;
 }
 
 float vec_dot_q4_K_q8_K_avx512(int64_t n, const BlockQ4_K* x, const BlockQ8_K* y) {
@@ -351,39 +373,85 @@ struct Q6KScaleIdx {
   }
 };
 
-float vec_dot_q6_K_q8_K_avx512(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y) {
+// As k45_rows: one Q6_K row with R activation rows, the R = 1 instance is the vec_dot kernel.
+template <int R>
+__attribute__((always_inline)) inline void q6_K_rows(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y, int64_t y_stride,
+                                                     float* out, bool prefetch) {
   static const Q6KScaleIdx kIdx;
   const __m512i idx[4] = {_mm512_load_si512(kIdx.v[0]), _mm512_load_si512(kIdx.v[1]), _mm512_load_si512(kIdx.v[2]),
                           _mm512_load_si512(kIdx.v[3])};
   const int64_t nb = n / kQK_K;
   const __m512i m4 = _mm512_set1_epi8(0x0f);
   const __m256i m2 = _mm256_set1_epi8(3);
-  float sumf = 0.0f;
+  float sumf[R];
+  for (int r = 0; r < R; ++r) sumf[r] = 0.0f;
   for (int64_t ib = 0; ib < nb; ++ib) {
-    decode_prefetch(reinterpret_cast<const uint8_t*>(x + ib), sizeof(BlockQ6_K));  // decode streams rows from memory
+    if (prefetch) decode_prefetch(reinterpret_cast<const uint8_t*>(x + ib), sizeof(BlockQ6_K));  // decode streams rows from memory
     // the 16 int8 scales widened once; each quarter's dpwssd takes them spread by one vpermw
     const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[ib].scales)));
     const __m512i sc = _mm512_castsi256_si512(sc16);
-    __m512i acc = _mm512_setzero_si512();
+    __m512i u[4], s[4], acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_si512();
     for (int h = 0; h < 2; ++h) {
       const __m512i l = _mm512_loadu_si512(x[ib].ql + 64 * h);  // low nibbles: elements 0..63, high: 64..127
       const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[ib].qh + 32 * h));
       const __m512i h01 = pair256(_mm256_and_si256(hb, m2), _mm256_and_si256(_mm256_srli_epi16(hb, 2), m2));
       const __m512i h23 = pair256(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), _mm256_and_si256(_mm256_srli_epi16(hb, 6), m2));
-      const __m512i u0 = _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_slli_epi16(h01, 4));
-      const __m512i u1 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4), _mm512_slli_epi16(h23, 4));
-      const __m512i qy0 = _mm512_loadu_si512(y[ib].qs + 128 * h);
-      const __m512i qy1 = _mm512_loadu_si512(y[ib].qs + 128 * h + 64);
-      acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(u0, qy0), _mm512_permutexvar_epi16(idx[2 * h], sc));
-      acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(u1, qy1), _mm512_permutexvar_epi16(idx[2 * h + 1], sc));
+      u[2 * h] = _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_slli_epi16(h01, 4));
+      u[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4), _mm512_slli_epi16(h23, 4));
+      s[2 * h] = _mm512_permutexvar_epi16(idx[2 * h], sc), s[2 * h + 1] = _mm512_permutexvar_epi16(idx[2 * h + 1], sc);
+      for (int j = 2 * h; j < 2 * h + 2; ++j)  // row 0 as they come
+        acc[0] = _mm512_dpwssd_epi32(acc[0], _mm512_maddubs_epi16(u[j], _mm512_loadu_si512(y[ib].qs + 64 * j)), s[j]);
     }
-    // the values are q - 32: take 32 * sum_g sc_g * sum(qy in g) off (the bsums), in int32 before
-    // the sum: the offset term nearly cancels the products when q is near 32
-    const __m256i off = _mm256_madd_epi16(sc16, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[ib].bsums)));
-    acc = _mm512_sub_epi32(acc, _mm512_zextsi256_si512(_mm256_slli_epi32(off, 5)));
-    sumf += y[ib].d * f16_load(x[ib].d) * static_cast<float>(_mm512_reduce_add_epi32(acc));
+#pragma GCC unroll 8
+    for (int r = 1; r < R; ++r)
+      for (int j = 0; j < 4; ++j)
+        acc[r] = _mm512_dpwssd_epi32(acc[r], _mm512_maddubs_epi16(u[j], _mm512_loadu_si512(y[ib + r * y_stride].qs + 64 * j)), s[j]);
+    const float d = f16_load(x[ib].d);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const BlockQ8_K& yb = y[ib + r * y_stride];
+      // the values are q - 32: take 32 * sum_g sc_g * sum(qy in g) off (the bsums), in int32 before
+      // the sum: the offset term nearly cancels the products when q is near 32
+      const __m256i off = _mm256_madd_epi16(sc16, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(yb.bsums)));
+      const __m512i t = _mm512_sub_epi32(acc[r], _mm512_zextsi256_si512(_mm256_slli_epi32(off, 5)));
+      sumf[r] += yb.d * d * static_cast<float>(_mm512_reduce_add_epi32(t));
+    }
   }
-  return sumf;
+  for (int r = 0; r < R; ++r) out[r] = sumf[r];
+}
+
+float vec_dot_q6_K_q8_K_avx512(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y) {
+  float out;
+  q6_K_rows<1>(n, x, y, 0, &out, true);
+  return out;
+}
+
+// kernel.template operator()<R>() for R = rows (1..kVecDotRowsMax): the instances of a rows template.
+template <typename Kernel>
+void rows_dispatch(int rows, Kernel kernel) {
+  switch (rows) {
+    case 1: return kernel.template operator()<1>();
+    case 2: return kernel.template operator()<2>();
+    case 3: return kernel.template operator()<3>();
+    case 4: return kernel.template operator()<4>();
+    case 5: return kernel.template operator()<5>();
+    case 6: return kernel.template operator()<6>();
+    case 7: return kernel.template operator()<7>();
+    default: return kernel.template operator()<8>();
+  }
+}
+
+template <bool kHigh>
+void vec_dot_rows_k45_avx512(int64_t n, const void* x, const BlockQ8_K* y, int64_t y_stride, int rows, float* out,
+                             bool prefetch) {
+  const size_t stride = kHigh ? sizeof(BlockQ5_K) : sizeof(BlockQ4_K);
+  rows_dispatch(rows, [&]<int R>() { k45_rows<kHigh, R>(n, static_cast<const uint8_t*>(x), stride, y, y_stride, out, prefetch); });
+}
+
+void vec_dot_rows_q6_K_avx512(int64_t n, const void* x, const BlockQ8_K* y, int64_t y_stride, int rows, float* out,
+                              bool prefetch) {
+  rows_dispatch(rows, [&]<int R>() { q6_K_rows<R>(n, static_cast<const BlockQ6_K*>(x), y, y_stride, out, prefetch); });
 }
 
 // ---- decode kernels (DecodeRow layout, quant_dot.h) -------------------------------------------
@@ -778,6 +846,9 @@ const QuantKernels kQuantKernelsAvx512Vnni = {
     gemv_q4_0_avx512,
     gemv_q8_0_avx512,
     decode_row_prepare_avx512,
+    vec_dot_rows_k45_avx512<false>,
+    vec_dot_rows_k45_avx512<true>,
+    vec_dot_rows_q6_K_avx512,
 };
 
 // The same set with the AVX-512 VBMI Q4_0 decode kernel (Zen 4, Ice Lake and later; not Cascade
