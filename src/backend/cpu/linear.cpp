@@ -220,7 +220,7 @@ void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
       for (int64_t n = 0; n < N; ++n) yp[m * ldy + n] = bp ? bp[n] : 0.0f;
     return;
   }
-  // prefill, 16-bit or quantised w: bf16 GEMM (short prompts of Q4_0/Q8_0: the integer decode kernels)
+  // prefill, 16-bit or quantised w: bf16 GEMM (short prompts of quantised w: the integer kernels)
   if (M >= kPanelMinRows && linear_panel_supports(w.type()) && !linear_quantized_prefers(w.type(), M)) {
     linear_panel(xp, ldx, M, w, bp, yp, ldy);
     return;
