@@ -46,8 +46,8 @@ namespace {
 
 struct BenchTextArgs {
   std::string model;
-  int64_t n_prompt = 512;
-  int64_t n_gen = 128;
+  std::vector<int64_t> n_prompt{512};  // a pp test per entry (0: none), as llama-bench's -p 16,512
+  std::vector<int64_t> n_gen{128};     // a tg test per entry (0: none)
   int64_t n_depth = 0;       // tokens in the cache before each test
   int repetitions = 3;
   std::vector<int> threads;  // empty: the global -t (or its default)
@@ -82,15 +82,18 @@ Stats stats_of(std::vector<double> v) {
   return s;
 }
 
-struct ThreadResult {
+// One test (pp N or tg N) at one thread count.
+struct TestResult {
   int threads = 0;
-  Stats pp, tg;  // tokens/s
-  double read_gbs = 0;  // 0: not probed
-  // One pass over the weights before and after each tg run (their mean: what memory gave during
+  bool tg = false;  // else pp
+  int64_t n = 0;    // prompt or generated tokens
+  std::string name;  // "pp512", "tg128 @ d4096"
+  Stats tps;         // tokens/s
+  double read_gbs = 0;  // tg: the probe's best read at this thread count (0: not probed)
+  // tg: one pass over the weights before and after each run (their mean: what memory gave during
   // it), and tg's weight bytes per second as a fraction of that; empty with --no-probe.
   Stats read_during_gbs, tg_of_read_during;
 };
-
 
 // What the model file is: size, parameters, the type that dominates its weights.
 struct ModelSummary {
@@ -195,20 +198,29 @@ nlohmann::json stats_json(const Stats& s) {
 }
 
 void bench_text_run(const BenchTextArgs& a) {
-  if (a.n_prompt < 1)
-    error_throw(fmt::format("-p/--n-prompt must be at least 1, got {}", a.n_prompt), "aigc bench text",
-                "llama-bench's default is 512");
-  if (a.n_gen < 1)
-    error_throw(fmt::format("-n/--n-gen must be at least 1, got {}", a.n_gen), "aigc bench text",
-                "llama-bench's default is 128");
-  if (a.n_depth < 0)
-    error_throw(fmt::format("-d/--n-depth must be 0 or more, got {}", a.n_depth), "aigc bench text");
   // The context holds depth + max(prompt, gen + 1) tokens; a context is at most 2^24 (LlamaContext).
   constexpr int64_t kMaxContext = int64_t{1} << 24;
-  if (a.n_prompt > kMaxContext || a.n_gen >= kMaxContext || a.n_depth > kMaxContext ||
-      a.n_depth + std::max(a.n_prompt, a.n_gen + 1) > kMaxContext)
-    error_throw(fmt::format("-d {} with -p {} / -n {} needs a context of more than {} tokens", a.n_depth, a.n_prompt,
-                            a.n_gen, kMaxContext),
+  int64_t max_prompt = 0, max_gen = 0;
+  for (int64_t p : a.n_prompt) {
+    if (p < 0)
+      error_throw(fmt::format("-p/--n-prompt must be 0 (no pp test) or more, got {}", p), "aigc bench text",
+                  "llama-bench's default is 512");
+    max_prompt = std::max(max_prompt, p);
+  }
+  for (int64_t n : a.n_gen) {
+    if (n < 0)
+      error_throw(fmt::format("-n/--n-gen must be 0 (no tg test) or more, got {}", n), "aigc bench text",
+                  "llama-bench's default is 128");
+    max_gen = std::max(max_gen, n);
+  }
+  if (max_prompt == 0 && max_gen == 0)
+    error_throw("nothing to run: every -p and -n is 0", "aigc bench text", "give a prompt (-p 512) or a generation (-n 128) size");
+  if (a.n_depth < 0)
+    error_throw(fmt::format("-d/--n-depth must be 0 or more, got {}", a.n_depth), "aigc bench text");
+  if (max_prompt > kMaxContext || max_gen >= kMaxContext || a.n_depth > kMaxContext ||
+      a.n_depth + std::max(max_prompt, max_gen + 1) > kMaxContext)
+    error_throw(fmt::format("-d {} with -p {} / -n {} needs a context of more than {} tokens", a.n_depth, max_prompt,
+                            max_gen, kMaxContext),
                 "aigc bench text", "use smaller -d, -p or -n");
   if (a.repetitions < 1)
     error_throw(fmt::format("-r/--repetitions must be at least 1, got {}", a.repetitions), "aigc bench text");
@@ -223,12 +235,13 @@ void bench_text_run(const BenchTextArgs& a) {
   const LlamaModel model = LlamaModel::load(a.model, {.use_mmap = a.mmap, .mlock = a.mlock});
   const ModelSummary ms = model_summary(model);
   const int64_t n_vocab = model.hp.n_vocab;
-  const std::vector<int32_t> prompt = tokens_random(a.n_prompt, n_vocab, 1234);
-  const std::vector<int32_t> gen = tokens_random(a.n_gen + 1, n_vocab, 5678);
+  const std::vector<int32_t> prompt_all = tokens_random(max_prompt, n_vocab, 1234);  // pp N: the first N
+  const std::vector<int32_t> gen_all = tokens_random(max_gen + 1, n_vocab, 5678);
   // One context for every run: truncate(depth) restarts the test after the depth tokens, as a
   // fresh context that had evaluated them would (their cache entries stay as they were).
   const int64_t depth = a.n_depth;
-  LlamaContext ctx(model, {.n_ctx = depth + std::max<int64_t>(a.n_prompt, a.n_gen + 1), .n_batch = a.n_prompt});
+  LlamaContext ctx(model, {.n_ctx = depth + std::max<int64_t>(max_prompt, max_gen + 1),
+                           .n_batch = std::max<int64_t>(max_prompt, 1)});
   log_info("bench text: {} ({}), context {}, arena {}, cache {}", a.model, ms.type, ctx.n_ctx(),
            bytes_human(ctx.arena_bytes()), bytes_human(ctx.cache_bytes()));
   if (depth > 0) {  // filled once, untimed
@@ -239,48 +252,65 @@ void bench_text_run(const BenchTextArgs& a) {
     ctx.eval(tokens_random(depth, n_vocab, 4321));
     std::fprintf(stderr, "aigc bench text: depth ready in %.1f s\n", seconds_since(t0));
   }
-  const std::string pp_name = fmt::format("pp{}", a.n_prompt) + (depth > 0 ? fmt::format(" @ d{}", depth) : "");
-  const std::string tg_name = fmt::format("tg{}", a.n_gen) + (depth > 0 ? fmt::format(" @ d{}", depth) : "");
+  auto test_name = [&](bool tg, int64_t n) {
+    return fmt::format("{}{}", tg ? "tg" : "pp", n) + (depth > 0 ? fmt::format(" @ d{}", depth) : "");
+  };
 
   const std::span<const uint8_t> weights = model.decode_weights_span();
-  std::vector<ThreadResult> results;
+  std::vector<TestResult> results;  // per thread count: the pp tests, then the tg tests, in the order given
   for (int t : threads) {
     thread_count_set(t);
-    ThreadResult r;
-    r.threads = t;
-    pp_run(ctx, prompt, depth);  // warm-up: faults in the weights, spins up the threads
-    tg_run(ctx, {gen.begin(), gen.begin() + std::min<int64_t>(2, a.n_gen + 1)}, depth);
-    std::vector<double> pp, tg;
-    for (int i = 0; i < a.repetitions; ++i) {
-      pp.push_back(pp_run(ctx, prompt, depth));
-      log_info("threads {} {} repetition {}: {:.2f} t/s", t, pp_name, i + 1, pp.back());
-    }
-    std::vector<double> during, of_during;
-    for (int i = 0; i < a.repetitions; ++i) {
-      const double before = a.no_probe ? 0.0 : memory_read_pass_gbs(weights.data(), weights.size(), t);
-      tg.push_back(tg_run(ctx, gen, depth));
-      const double after = a.no_probe ? 0.0 : memory_read_pass_gbs(weights.data(), weights.size(), t);
-      if (before > 0 && after > 0) {
-        during.push_back(0.5 * (before + after));
-        of_during.push_back(tg.back() * static_cast<double>(ms.bytes_per_token) * 1e-9 / during.back());
-        log_info("threads {} {} repetition {}: {:.2f} t/s, weights read at {:.1f} / {:.1f} GB/s before / after: {:.0f}%",
-                 t, tg_name, i + 1, tg.back(), before, after, 100 * of_during.back());
-      } else {
-        log_info("threads {} {} repetition {}: {:.2f} t/s", t, tg_name, i + 1, tg.back());
+    // warm-up: faults in the weights, spins up the threads
+    if (max_prompt > 0) pp_run(ctx, prompt_all, depth);
+    tg_run(ctx, {gen_all.begin(), gen_all.begin() + std::min<int64_t>(2, max_gen + 1)}, depth);
+    for (int64_t p : a.n_prompt) {
+      if (p == 0) continue;
+      TestResult r;
+      r.threads = t, r.tg = false, r.n = p, r.name = test_name(false, p);
+      const std::vector<int32_t> prompt(prompt_all.begin(), prompt_all.begin() + p);
+      std::vector<double> pp;
+      for (int i = 0; i < a.repetitions; ++i) {
+        pp.push_back(pp_run(ctx, prompt, depth));
+        log_info("threads {} {} repetition {}: {:.2f} t/s", t, r.name, i + 1, pp.back());
       }
+      r.tps = stats_of(pp);
+      results.push_back(r);
     }
-    r.pp = stats_of(pp);
-    r.tg = stats_of(tg);
-    if (!during.empty()) r.read_during_gbs = stats_of(during), r.tg_of_read_during = stats_of(of_during);
-    results.push_back(r);
+    for (int64_t n : a.n_gen) {
+      if (n == 0) continue;
+      TestResult r;
+      r.threads = t, r.tg = true, r.n = n, r.name = test_name(true, n);
+      const std::vector<int32_t> gen(gen_all.begin(), gen_all.begin() + n + 1);
+      std::vector<double> tg, during, of_during;
+      for (int i = 0; i < a.repetitions; ++i) {
+        const double before = a.no_probe ? 0.0 : memory_read_pass_gbs(weights.data(), weights.size(), t);
+        tg.push_back(tg_run(ctx, gen, depth));
+        const double after = a.no_probe ? 0.0 : memory_read_pass_gbs(weights.data(), weights.size(), t);
+        if (before > 0 && after > 0) {
+          during.push_back(0.5 * (before + after));
+          of_during.push_back(tg.back() * static_cast<double>(ms.bytes_per_token) * 1e-9 / during.back());
+          log_info("threads {} {} repetition {}: {:.2f} t/s, weights read at {:.1f} / {:.1f} GB/s before / after: {:.0f}%",
+                   t, r.name, i + 1, tg.back(), before, after, 100 * of_during.back());
+        } else {
+          log_info("threads {} {} repetition {}: {:.2f} t/s", t, r.name, i + 1, tg.back());
+        }
+      }
+      r.tps = stats_of(tg);
+      if (!during.empty()) r.read_during_gbs = stats_of(during), r.tg_of_read_during = stats_of(of_during);
+      results.push_back(r);
+    }
   }
   thread_count_set(threads_before);
   // Read before the probe, whose 1 GiB buffer would otherwise be the peak.
   const uint64_t rss = peak_rss_bytes();
-  if (!a.no_probe)
-    for (ThreadResult& r : results) r.read_gbs = machine_bandwidth_probe(r.threads).read_gbs;
+  if (!a.no_probe && max_gen > 0)
+    for (int t : threads) {
+      const double gbs = machine_bandwidth_probe(t).read_gbs;
+      for (TestResult& r : results)
+        if (r.tg && r.threads == t) r.read_gbs = gbs;
+    }
 
-  auto bound_tps = [&](const ThreadResult& r) {
+  auto bound_tps = [&](const TestResult& r) {
     return r.read_gbs > 0 ? r.read_gbs * 1e9 / static_cast<double>(ms.bytes_per_token) : 0.0;
   };
 
@@ -301,17 +331,19 @@ void bench_text_run(const BenchTextArgs& a) {
         {"peak_rss_bytes", rss},
     };
     nlohmann::json rows = nlohmann::json::array();
-    for (const ThreadResult& r : results) {
-      const double bound = bound_tps(r);
-      rows.push_back({{"threads", r.threads},
-                      {"pp_tps", stats_json(r.pp)},
-                      {"tg_tps", stats_json(r.tg)},
-                      {"read_gbs", r.read_gbs > 0 ? nlohmann::json(r.read_gbs) : nlohmann::json()},
-                      {"tg_bound_tps", bound > 0 ? nlohmann::json(bound) : nlohmann::json()},
-                      {"tg_fraction_of_bound", bound > 0 ? nlohmann::json(r.tg.mean / bound) : nlohmann::json()},
-                      {"read_gbs_during", r.read_during_gbs.samples.empty() ? nlohmann::json() : stats_json(r.read_during_gbs)},
-                      {"tg_fraction_of_read_during",
-                       r.tg_of_read_during.samples.empty() ? nlohmann::json() : stats_json(r.tg_of_read_during)}});
+    for (const TestResult& r : results) {
+      nlohmann::json row = {{"threads", r.threads}, {"test", r.name}, {"n_prompt", r.tg ? 0 : r.n},
+                            {"n_gen", r.tg ? r.n : 0}, {"tps", stats_json(r.tps)}};
+      if (r.tg) {
+        const double bound = bound_tps(r);
+        row["read_gbs"] = r.read_gbs > 0 ? nlohmann::json(r.read_gbs) : nlohmann::json();
+        row["tg_bound_tps"] = bound > 0 ? nlohmann::json(bound) : nlohmann::json();
+        row["tg_fraction_of_bound"] = bound > 0 ? nlohmann::json(r.tps.mean / bound) : nlohmann::json();
+        row["read_gbs_during"] = r.read_during_gbs.samples.empty() ? nlohmann::json() : stats_json(r.read_during_gbs);
+        row["tg_fraction_of_read_during"] =
+            r.tg_of_read_during.samples.empty() ? nlohmann::json() : stats_json(r.tg_of_read_during);
+      }
+      rows.push_back(row);
     }
     j["results"] = rows;
     std::printf("%s\n", j.dump(2).c_str());
@@ -323,27 +355,30 @@ void bench_text_run(const BenchTextArgs& a) {
   std::printf("|---|---:|---:|---|---|---:|---|---:|---:|---:|---:|---:|---:|\n");
   const std::string name = a.model.substr(a.model.find_last_of('/') + 1);
   const std::string load = std::string(a.mmap ? "mmap" : "read") + (a.mlock ? "+mlock" : "");
-  for (const ThreadResult& r : results) {
+  for (const TestResult& r : results) {
+    const std::string head = fmt::format("| {} | {} | {} | {} | {} | {} | {} | {:.2f} ± {:.2f} |", name,
+                                         bytes_human(ms.file_bytes), count_human(ms.params), type, load, r.threads,
+                                         r.name, r.tps.mean, r.tps.stddev);
+    if (!r.tg) {
+      std::printf("%s | | | | %s |\n", head.c_str(), bytes_human(rss).c_str());
+      continue;
+    }
     const double bound = bound_tps(r);
-    std::printf("| %s | %s | %s | %s | %s | %d | %s | %.2f ± %.2f | | | | | %s |\n", name.c_str(),
-                bytes_human(ms.file_bytes).c_str(), count_human(ms.params).c_str(), type.c_str(), load.c_str(),
-                r.threads, pp_name.c_str(), r.pp.mean, r.pp.stddev, bytes_human(rss).c_str());
     const std::string during = r.tg_of_read_during.samples.empty()
                                    ? std::string("-")
                                    : fmt::format("{:.0f} ± {:.0f}%", 100 * r.tg_of_read_during.mean,
                                                  100 * r.tg_of_read_during.stddev);
-    std::printf("| %s | %s | %s | %s | %s | %d | %s | %.2f ± %.2f | %s | %s | %s | %s | %s |\n", name.c_str(),
-                bytes_human(ms.file_bytes).c_str(), count_human(ms.params).c_str(), type.c_str(), load.c_str(),
-                r.threads, tg_name.c_str(), r.tg.mean, r.tg.stddev,
+    std::printf("%s %s | %s | %s | %s | %s |\n", head.c_str(),
                 r.read_gbs > 0 ? fmt::format("{:.1f}", r.read_gbs).c_str() : "-",
                 bound > 0 ? fmt::format("{:.2f}", bound).c_str() : "-",
-                bound > 0 ? fmt::format("{:.0f}%", 100 * r.tg.mean / bound).c_str() : "-", during.c_str(),
+                bound > 0 ? fmt::format("{:.0f}%", 100 * r.tps.mean / bound).c_str() : "-", during.c_str(),
                 bytes_human(rss).c_str());
   }
-  std::printf("\nweights read per generated token: %s; bound = read bandwidth (best of the probe's passes) / that;\n"
-              "of read during: tg's weight bytes per second / the speed of one plain read of the weights just\n"
-              "before and after each run (mean over the runs: the memory's own speed at the time)\n",
-              bytes_human(ms.bytes_per_token).c_str());
+  if (max_gen > 0)
+    std::printf("\nweights read per generated token: %s; bound = read bandwidth (best of the probe's passes) / that;\n"
+                "of read during: tg's weight bytes per second / the speed of one plain read of the weights just\n"
+                "before and after each run (mean over the runs: the memory's own speed at the time)\n",
+                bytes_human(ms.bytes_per_token).c_str());
 }
 
 }  // namespace
@@ -366,8 +401,13 @@ void command_bench_register(CLI::App& app) {
   cmd->add_option("-m,--model", a->model, "GGUF model file (llama, mistral, qwen2 architectures)")
       ->required()
       ->type_name("FILE");
-  cmd->add_option("-p,--n-prompt", a->n_prompt, "Prompt tokens (pp test)")->default_val(512);
-  cmd->add_option("-n,--n-gen", a->n_gen, "Generated tokens (tg test)")->default_val(128);
+  cmd->add_option("-p,--n-prompt", a->n_prompt,
+                  "Prompt tokens of the pp test; a list runs one test each (-p 16,64,512), 0 none [512]")
+      ->delimiter(',')
+      ->type_name("N,N,...");
+  cmd->add_option("-n,--n-gen", a->n_gen, "Generated tokens of the tg test; a list runs one test each, 0 none [128]")
+      ->delimiter(',')
+      ->type_name("N,N,...");
   cmd->add_option("-d,--n-depth", a->n_depth,
                   "Tokens already in the cache when each test starts (llama-bench's -d): pp and tg at a long "
                   "context; they are evaluated once, untimed")

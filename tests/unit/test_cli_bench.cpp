@@ -84,7 +84,7 @@ TEST_F(CliBench, MoreGenerationThanPromptTokensFitsTheContext) {
   const auto r = cli_run({"bench", "text", "-m", model_, "-p", "4", "-n", "8", "-r", "1", "--threads-list", "1",
                           "--no-probe", "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(nlohmann::json::parse(r.out).at("n_gen"), 8);
+  EXPECT_EQ(nlohmann::json::parse(r.out).at("n_gen"), nlohmann::json::array({8}));
 }
 
 TEST_F(CliBench, JsonHasEveryFieldAndTheBoundIsConsistent) {
@@ -98,30 +98,38 @@ TEST_F(CliBench, JsonHasEveryFieldAndTheBoundIsConsistent) {
   EXPECT_EQ(j.at("params").get<int64_t>(), kParams);
   EXPECT_EQ(j.at("type"), "f32");
   EXPECT_EQ(j.at("file_type"), "F32");
-  EXPECT_EQ(j.at("n_prompt"), 8);
-  EXPECT_EQ(j.at("n_gen"), 4);
+  EXPECT_EQ(j.at("n_prompt"), nlohmann::json::array({8}));
+  EXPECT_EQ(j.at("n_gen"), nlohmann::json::array({4}));
   EXPECT_EQ(j.at("repetitions"), 2);
   EXPECT_EQ(j.at("mmap"), false);  // weights read into memory by default
   EXPECT_EQ(j.at("mlock"), false);
   EXPECT_EQ(j.at("weight_bytes_per_token").get<int64_t>(), kBytesPerToken);
   // At least the weights read into memory are resident.
   EXPECT_GT(j.at("peak_rss_bytes").get<uint64_t>(), std::filesystem::file_size(model_));
-  ASSERT_EQ(j.at("results").size(), 1u);
-  const nlohmann::json& res = j.at("results")[0];
-  EXPECT_EQ(res.at("threads"), 1);
-  for (const char* test : {"pp_tps", "tg_tps"}) {
-    const nlohmann::json& s = res.at(test);
-    ASSERT_EQ(s.at("samples").size(), 2u) << test;
+  ASSERT_EQ(j.at("results").size(), 2u);  // one row per test, as llama-bench's
+  const nlohmann::json& pp = j.at("results")[0];
+  const nlohmann::json& res = j.at("results")[1];
+  EXPECT_EQ(pp.at("test"), "pp8");
+  EXPECT_EQ(pp.at("n_prompt"), 8);
+  EXPECT_EQ(pp.at("n_gen"), 0);
+  EXPECT_FALSE(pp.contains("tg_bound_tps"));
+  EXPECT_EQ(res.at("test"), "tg4");
+  EXPECT_EQ(res.at("n_prompt"), 0);
+  EXPECT_EQ(res.at("n_gen"), 4);
+  for (const nlohmann::json* row : {&pp, &res}) {
+    EXPECT_EQ(row->at("threads"), 1);
+    const nlohmann::json& s = row->at("tps");
+    ASSERT_EQ(s.at("samples").size(), 2u) << row->at("test");
     const double a = s.at("samples")[0], b = s.at("samples")[1];
-    EXPECT_GT(a, 0) << test;
-    EXPECT_GT(b, 0) << test;
-    EXPECT_NEAR(s.at("mean").get<double>(), (a + b) / 2, 1e-9 * (a + b)) << test;
-    EXPECT_NEAR(s.at("stddev").get<double>(), std::abs(a - b) / std::sqrt(2.0), 1e-9 * (a + b)) << test;
+    EXPECT_GT(a, 0);
+    EXPECT_GT(b, 0);
+    EXPECT_NEAR(s.at("mean").get<double>(), (a + b) / 2, 1e-9 * (a + b));
+    EXPECT_NEAR(s.at("stddev").get<double>(), std::abs(a - b) / std::sqrt(2.0), 1e-9 * (a + b));
   }
   const double gbs = res.at("read_gbs"), bound = res.at("tg_bound_tps");
   EXPECT_GT(gbs, 0.1);
   EXPECT_NEAR(bound, gbs * 1e9 / kBytesPerToken, 1e-9 * bound);
-  EXPECT_NEAR(res.at("tg_fraction_of_bound").get<double>(), res.at("tg_tps").at("mean").get<double>() / bound, 1e-9);
+  EXPECT_NEAR(res.at("tg_fraction_of_bound").get<double>(), res.at("tps").at("mean").get<double>() / bound, 1e-9);
   // One plain read of the weights before and after each tg run: per run, tg's weight bytes per
   // second over the mean of the two.
   const nlohmann::json& during = res.at("read_gbs_during").at("samples");
@@ -130,9 +138,33 @@ TEST_F(CliBench, JsonHasEveryFieldAndTheBoundIsConsistent) {
   ASSERT_EQ(of_during.size(), 2u);
   for (size_t i = 0; i < 2; ++i) {
     EXPECT_GT(during[i].get<double>(), 0.1);
-    const double tg = res.at("tg_tps").at("samples")[i];
+    const double tg = res.at("tps").at("samples")[i];
     EXPECT_NEAR(of_during[i].get<double>(), tg * kBytesPerToken * 1e-9 / during[i].get<double>(), 1e-9);
   }
+}
+
+// llama-bench's lists: a test per -p and per -n entry, 0 skips that kind.
+TEST_F(CliBench, ListsRunOneTestPerSizeAndZeroSkips) {
+  const auto r = cli_run({"bench", "text", "-m", model_, "-p", "4,8", "-n", "2,3", "-r", "1", "--threads-list", "1",
+                          "--no-probe"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  size_t at = 0;
+  for (const char* row : {"| 1 | pp4 |", "| 1 | pp8 |", "| 1 | tg2 |", "| 1 | tg3 |"}) {  // in this order
+    const size_t found = r.out.find(row, at);
+    ASSERT_NE(found, std::string::npos) << row << "\n" << r.out;
+    at = found;
+  }
+  const auto pp_only = cli_run({"bench", "text", "-m", model_, "-p", "8", "-n", "0", "-r", "1", "--no-probe"});
+  ASSERT_EQ(pp_only.exit_code, 0) << pp_only.err;
+  EXPECT_NE(pp_only.out.find("| pp8 |"), std::string::npos) << pp_only.out;
+  EXPECT_EQ(pp_only.out.find("| tg"), std::string::npos) << pp_only.out;
+  EXPECT_EQ(pp_only.out.find("weights read per generated token"), std::string::npos) << pp_only.out;
+  EXPECT_EQ(line_count(pp_only.out), 2 + 1) << pp_only.out;
+  const auto tg_only = cli_run({"bench", "text", "-m", model_, "-p", "0", "-n", "2", "-r", "1", "--no-probe", "--json"});
+  ASSERT_EQ(tg_only.exit_code, 0) << tg_only.err;
+  const nlohmann::json j = nlohmann::json::parse(tg_only.out);
+  ASSERT_EQ(j.at("results").size(), 1u);
+  EXPECT_EQ(j.at("results")[0].at("test"), "tg2");
 }
 
 TEST_F(CliBench, MarkdownRowsPerThreadCountWithoutProbe) {
@@ -176,14 +208,20 @@ TEST_F(CliBench, BadInputGivesOneLineErrors) {
   EXPECT_NE(missing.err.find("/nonexistent/model.gguf"), std::string::npos) << missing.err;
   EXPECT_TRUE(missing.out.empty());
 
-  const auto p0 = cli_run({"bench", "text", "-m", model_, "-p", "0"});
-  EXPECT_EQ(p0.exit_code, 1);
-  EXPECT_EQ(line_count(p0.err), 1) << p0.err;
-  EXPECT_NE(p0.err.find("-p/--n-prompt must be at least 1"), std::string::npos) << p0.err;
+  const auto p_neg = cli_run({"bench", "text", "-m", model_, "-p", "8,-1"});
+  EXPECT_EQ(p_neg.exit_code, 1);
+  EXPECT_EQ(line_count(p_neg.err), 1) << p_neg.err;
+  EXPECT_NE(p_neg.err.find("-p/--n-prompt must be 0 (no pp test) or more, got -1"), std::string::npos) << p_neg.err;
 
-  const auto n0 = cli_run({"bench", "text", "-m", model_, "-n", "0"});
-  EXPECT_EQ(n0.exit_code, 1);
-  EXPECT_EQ(line_count(n0.err), 1) << n0.err;
+  const auto none = cli_run({"bench", "text", "-m", model_, "-p", "0", "-n", "0"});
+  EXPECT_EQ(none.exit_code, 1);
+  EXPECT_EQ(line_count(none.err), 1) << none.err;
+  EXPECT_NE(none.err.find("nothing to run"), std::string::npos) << none.err;
+
+  const auto n_neg = cli_run({"bench", "text", "-m", model_, "-n", "-3"});
+  EXPECT_EQ(n_neg.exit_code, 1);
+  EXPECT_EQ(line_count(n_neg.err), 1) << n_neg.err;
+  EXPECT_NE(n_neg.err.find("-n/--n-gen must be 0 (no tg test) or more, got -3"), std::string::npos) << n_neg.err;
 
   const auto threads0 = cli_run({"bench", "text", "-m", model_, "--threads-list", "1,0"});
   EXPECT_EQ(threads0.exit_code, 1);
@@ -213,7 +251,7 @@ TEST(CliBenchQuantized, Q4_0WithQ6KOutputLoadsAndRuns) {
   const nlohmann::json j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j.at("type"), "q4_0");
   EXPECT_EQ(j.at("file_type"), "Q4_0");
-  EXPECT_TRUE(j.at("results")[0].at("tg_bound_tps").is_null());  // --no-probe
+  EXPECT_TRUE(j.at("results")[1].at("tg_bound_tps").is_null());  // tg2; --no-probe
   // GGML block sizes: q4_0 18 bytes per 32 values, q6_K 210 bytes per 256; norms stay f32.
   const int64_t matrices = C * C * 2 + KV * C * 2 + kFf * C * 3;
   const int64_t expected = kLayers * (matrices / 32 * 18 + 2 * C * 4) + C * 4 + kVocab * C / 256 * 210 + C / 32 * 18;
