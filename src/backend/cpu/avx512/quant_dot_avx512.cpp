@@ -779,7 +779,8 @@ void gemv_q8_0_pass(const uint8_t* wb, int64_t row_bytes, int64_t nb, const Deco
 // of weight rows prefetches: the later ones find the tile in L2 (2 threads, 16 copies of a
 // 2048x5632 Q4_0 weight from memory: 24-32 rows 164 -> 200 GMAC/s, K = 5632 16 rows 153 -> 168).
 // In cache, 2 threads, 2048x5632: 1 row 103 GMAC/s (the single-row kernel), 4 rows 180, 8 to 32
-// rows ~195-200; 48 and 64 rows ~150 (not understood).
+// rows ~195-200, except that one or two row counts run at ~150 in a given run, which ones changing
+// between runs (48 and 64 in one, 32 in another): not understood.
 constexpr int kRowsPerPass = 8;
 template <typename Rows1>
 void gemv_q4_0_any(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0, int64_t n1,
