@@ -88,7 +88,7 @@ Activation activation_make(DType type, int64_t K) {
 
 // The reference: rows [n0, n1) read as 512-bit loads into 4 accumulators (y[0] keeps them live).
 __attribute__((target("avx512f"))) void plain_read(const void* w, int64_t row_bytes, int64_t, const DecodeRow*, int,
-                                                   int64_t n0, int64_t n1, float* y, int64_t) {
+                                                   int64_t n0, int64_t n1, float* y, int64_t, bool) {
   const auto* p = static_cast<const uint8_t*>(w) + n0 * row_bytes;
   const int64_t bytes = (n1 - n0) * row_bytes;
   __m512i a0 = _mm512_set1_epi32(0), a1 = a0, a2 = a0, a3 = a0;
@@ -113,7 +113,7 @@ double gemv_gbs(DecodeGemv gemv, const Weights& w, const DecodeRow& a, int threa
       std::vector<float> y(static_cast<size_t>(n1 - n0 + 1));
       size_t next = static_cast<size_t>(t) % w.copies.size();
       do {
-        gemv(w.copies[next].get(), w.row_bytes, w.K, &a, 1, n0, n1, y.data(), 0);
+        gemv(w.copies[next].get(), w.row_bytes, w.K, &a, 1, n0, n1, y.data(), 0, true);
         next = (next + 1) % w.copies.size();
         bytes[static_cast<size_t>(t)] += (n1 - n0) * w.row_bytes;
       } while (std::chrono::duration<double>(Clock::now() - t0).count() < seconds);

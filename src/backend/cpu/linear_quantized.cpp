@@ -77,16 +77,25 @@ void linear_rows(float (*vec_dot)(int64_t, const BlockW*, const BlockA*), const 
   }
 }
 
+// Activation rows per pass of a multi-row kernel (DecodeGemv, VecDotRowsK) over a tile of weight
+// rows: kVecDotRowsMax up to K = 3072, half that above, so that a pass's rows (~K bytes each) stay
+// in L1 (32 KiB) while the tile's weight rows go by from L2 (TinyLlama Q4_0, 2 threads, pp16: 145
+// t/s with 4 a pass, 172 with 8; 8 at K = 5632 measured no faster than 4). Only the first pass over
+// a tile prefetches (2 threads, 16 copies of a 2048x5632 Q4_0 weight from memory: 24-32 rows 164 ->
+// 200 GMAC/s, K = 5632 16 rows 153 -> 168). In cache, 2 threads, 2048x5632: 1 row 103 GMAC/s, 4 rows
+// 180, 8 to 32 rows ~195-200, except that one or two row counts run at ~150 in a given run, which
+// ones changing between runs (48 and 64 in one, 32 in another): not understood.
+int64_t rows_per_pass(int64_t K) { return K <= 3072 ? kVecDotRowsMax : kVecDotRowsMax / 2; }
+
 // linear_rows with a kernel that dots several activation rows per pass over a weight row (the
-// K-quants' VecDotRowsK): tiles of 64 weight rows; per tile, passes of up to kVecDotRowsMax
-// activation rows (4 above K = 3072, so that a pass's rows stay in L1 while the tile's weight rows
-// go by from L2). Each output is the single vec_dot's bits.
+// K-quants' VecDotRowsK): tiles of 64 weight rows, rows_per_pass activation rows a pass. Each output
+// is the single vec_dot's bits.
 void linear_rows_multi(VecDotRowsK rows_kernel, const Tensor& w, const BlockQ8_K* xq, int64_t M, float* y,
                        int64_t n0, int64_t n1) {
   const int64_t N = w.size(0), K = w.size(1), nb = K / kQK_K;
   const int64_t row_bytes = w.stride_bytes(0);
   const char* wd = static_cast<const char*>(w.data());
-  const int64_t per_pass = K <= 3072 ? kVecDotRowsMax : kVecDotRowsMax / 2;
+  const int64_t per_pass = rows_per_pass(K);
   float out[kVecDotRowsMax];
   for (int64_t t0 = n0; t0 < n1; t0 += 64) {
     const int64_t t1 = std::min(n1, t0 + 64);
@@ -143,14 +152,18 @@ void linear_decode(const QuantKernels& k, DecodeGemv gemv, DType type, const flo
   int64_t total = 0;
   for (const DecodeTarget& t : targets) total += t.N;
   const int nth = thread_count();
-  // Rows [r0, r1) of the concatenated targets, a cache-sized tile of rows at a time for M > 1.
+  // Rows [r0, r1) of the concatenated targets, a tile of 64 rows at a time, passed over by
+  // rows_per_pass activation rows at a time.
+  const int64_t per_pass = rows_per_pass(K);
   auto rows_run = [&](int64_t r0, int64_t r1) {
     int64_t base = 0;
     for (const DecodeTarget& t : targets) {
       const int64_t n0 = std::max<int64_t>(r0 - base, 0), n1 = std::min<int64_t>(r1 - base, t.N);
       for (int64_t t0 = n0; t0 < n1; t0 += 64) {
         const int64_t t1 = std::min(n1, t0 + 64);
-        gemv(t.w, t.row_bytes, K, rows, static_cast<int>(M), t0, t1, t.y + t0, t.N);
+        for (int64_t m0 = 0; m0 < M; m0 += per_pass)
+          gemv(t.w, t.row_bytes, K, rows + m0, static_cast<int>(std::min(per_pass, M - m0)), t0, t1,
+               t.y + m0 * t.N + t0, t.N, m0 == 0);
       }
       base += t.N;
       if (base >= r1) break;

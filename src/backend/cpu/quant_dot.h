@@ -75,18 +75,20 @@ struct DecodeRow {
 // low nibbles, then its high ones).
 void decode_row_prepare(DType w, const BlockQ8_0* xq, int64_t K, int8_t* qs, float* d, int32_t* bias);
 
-// y[m * ldy + n - n0] = sum_k dequant(w row n)_k * dequant(a[m])_k for m < rows, n in [n0, n1);
-// w rows are row_bytes apart, K a multiple of 32. Each output is the same bits whatever `rows` is
-// (a kernel may dot several activation rows per pass over a weight row, never changing the order
-// of one output's operations).
+// Activation rows a multi-row kernel dots per pass over a weight row (below), at most.
+constexpr int kVecDotRowsMax = 8;
+
+// y[m * ldy + n - n0] = sum_k dequant(w row n)_k * dequant(a[m])_k for m < rows (1..kVecDotRowsMax),
+// n in [n0, n1); w rows are row_bytes apart, K a multiple of 32. Each weight row is unpacked once
+// for all the rows, and each output is the same bits whatever `rows` is (one output's operations
+// keep their order). prefetch: stream w from memory ahead (the first pass over these weight rows;
+// later passes find them in cache).
 using DecodeGemv = void (*)(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0,
-                            int64_t n1, float* y, int64_t ldy);
+                            int64_t n1, float* y, int64_t ldy, bool prefetch);
 
 // out[r] = the vec_dot of the weight row x (n elements) with activation row y + r * y_stride (in
 // blocks) for r < rows (1..kVecDotRowsMax), each bitwise the single vec_dot's result: the row is
-// unpacked once for all of them (short prompts). prefetch: stream x from memory ahead (the first
-// pass over a row; later passes find it in cache).
-constexpr int kVecDotRowsMax = 8;
+// unpacked once for all of them (short prompts). prefetch: as DecodeGemv's.
 using VecDotRowsK = void (*)(int64_t n, const void* x, const BlockQ8_K* y, int64_t y_stride, int rows, float* out,
                              bool prefetch);
 

@@ -772,62 +772,34 @@ void gemv_q8_0_pass(const uint8_t* wb, int64_t row_bytes, int64_t nb, const Deco
   decode_pass<R>(n0, n1, y, ldy, [&](int64_t n, float* out) __attribute__((always_inline)) { gemv_q8_0_rows<R>(wb + n * row_bytes, nb, a, out, prefetch); });
 }
 
-// `rows` activation rows in passes of up to kRowsPerPass over each weight row; a single row (decode)
-// with `rows1`. Up to K = 3072 a pass takes 8 rows (TinyLlama Q4_0, 2 threads, pp16: 145 t/s with
-// 4 a pass, 172 with 8), above it 4, so that the pass's activation rows stay in L1 (32 KiB) while
-// the weight rows go by (8 at K = 5632 measured no faster than 4). Only the first pass over a tile
-// of weight rows prefetches: the later ones find the tile in L2 (2 threads, 16 copies of a
-// 2048x5632 Q4_0 weight from memory: 24-32 rows 164 -> 200 GMAC/s, K = 5632 16 rows 153 -> 168).
-// In cache, 2 threads, 2048x5632: 1 row 103 GMAC/s (the single-row kernel), 4 rows 180, 8 to 32
-// rows ~195-200, except that one or two row counts run at ~150 in a given run, which ones changing
-// between runs (48 and 64 in one, 32 in another): not understood.
-constexpr int kRowsPerPass = 8;
+// One pass of `rows` activation rows (DecodeGemv); a single row (decode) with `rows1`.
 template <typename Rows1>
 void gemv_q4_0_any(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0, int64_t n1,
-                   float* y, int64_t ldy, Rows1 rows1) {
-  using Pass = void (*)(const uint8_t*, int64_t, int64_t, const DecodeRow*, int64_t, int64_t, float*, int64_t,
-                        const Q4_0DecodeIdx&, bool);
-  static constexpr Pass kPass[kRowsPerPass + 1] = {nullptr, gemv_q4_0_pass<1>, gemv_q4_0_pass<2>, gemv_q4_0_pass<3>,
-                                                   gemv_q4_0_pass<4>, gemv_q4_0_pass<5>, gemv_q4_0_pass<6>,
-                                                   gemv_q4_0_pass<7>, gemv_q4_0_pass<8>};
+                   float* y, int64_t ldy, bool prefetch, Rows1 rows1) {
   const auto* wb = static_cast<const uint8_t*>(w);
   const int64_t nb = K / kQK4_0;
   const Q4_0DecodeIdx ix = q4_0_decode_idx();
-  // the pass's activation rows stay in L1 (32 KiB) while the tile's weight rows go by
-  const int per_pass = K <= 3072 ? kRowsPerPass : kRowsPerPass / 2;
-  for (int m = 0; m < rows; m += per_pass) {
-    const int r = rows - m < per_pass ? rows - m : per_pass;  // (no std::min: see the top)
-    if (r == 1)
-      rows1(wb, row_bytes, nb, a[m], n0, n1, y + m * ldy, ix);
-    else
-      kPass[r](wb, row_bytes, nb, a + m, n0, n1, y + m * ldy, ldy, ix, m == 0);
-  }
+  if (rows == 1) return rows1(wb, row_bytes, nb, a[0], n0, n1, y, ix);
+  rows_dispatch(rows, [&]<int R>() { gemv_q4_0_pass<R>(wb, row_bytes, nb, a, n0, n1, y, ldy, ix, prefetch); });
 }
 
 void gemv_q4_0_avx512(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0, int64_t n1,
-                      float* y, int64_t ldy) {
-  gemv_q4_0_any(w, row_bytes, K, a, rows, n0, n1, y, ldy,
+                      float* y, int64_t ldy, bool prefetch) {
+  gemv_q4_0_any(w, row_bytes, K, a, rows, n0, n1, y, ldy, prefetch,
                 [](const uint8_t* wb, int64_t rb, int64_t nb, const DecodeRow& a1, int64_t r0, int64_t r1, float* y1,
                    const Q4_0DecodeIdx& ix) { gemv_q4_0_pass<1>(wb, rb, nb, &a1, r0, r1, y1, 0, ix, true); });
 }
 
 void gemv_q4_0_vbmi_avx512(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0,
-                           int64_t n1, float* y, int64_t ldy) {
-  gemv_q4_0_any(w, row_bytes, K, a, rows, n0, n1, y, ldy, gemv_q4_0_vbmi_rows1);
+                           int64_t n1, float* y, int64_t ldy, bool prefetch) {
+  gemv_q4_0_any(w, row_bytes, K, a, rows, n0, n1, y, ldy, prefetch, gemv_q4_0_vbmi_rows1);
 }
 
 void gemv_q8_0_avx512(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0, int64_t n1,
-                      float* y, int64_t ldy) {
-  using Pass = void (*)(const uint8_t*, int64_t, int64_t, const DecodeRow*, int64_t, int64_t, float*, int64_t, bool);
-  static constexpr Pass kPass[kRowsPerPass + 1] = {nullptr, gemv_q8_0_pass<1>, gemv_q8_0_pass<2>, gemv_q8_0_pass<3>,
-                                                   gemv_q8_0_pass<4>, gemv_q8_0_pass<5>, gemv_q8_0_pass<6>,
-                                                   gemv_q8_0_pass<7>, gemv_q8_0_pass<8>};
-  const auto* wb = static_cast<const uint8_t*>(w);
-  const int per_pass = K <= 3072 ? kRowsPerPass : kRowsPerPass / 2;  // as gemv_q4_0_any
-  for (int m = 0; m < rows; m += per_pass) {
-    const int r = rows - m < per_pass ? rows - m : per_pass;
-    kPass[r](wb, row_bytes, K / kQK8_0, a + m, n0, n1, y + m * ldy, ldy, m == 0);
-  }
+                      float* y, int64_t ldy, bool prefetch) {
+  rows_dispatch(rows, [&]<int R>() {
+    gemv_q8_0_pass<R>(static_cast<const uint8_t*>(w), row_bytes, K / kQK8_0, a, n0, n1, y, ldy, prefetch);
+  });
 }
 
 const QuantKernels kQuantKernelsAvx512Vnni = {
