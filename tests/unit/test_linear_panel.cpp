@@ -19,7 +19,6 @@
 #include <vector>
 
 #include "backend/cpu/linear_panel.h"
-#include "backend/cpu/linear_quantized.h"
 #include "backend/cpu/ops.h"
 #include "common/compare.h"
 #include "common/refdump.h"
@@ -33,11 +32,10 @@ namespace {
 
 constexpr float kTol = 1e-4f;
 
-// ops::linear, which takes the panel GEMM for these shapes, except where quantised weights with
-// few rows stay on the integer kernels (ops::linear_quantized_prefers): there the panel GEMM is
-// called directly (x, y contiguous).
+// ops::linear where it takes the panel GEMM (ops::linear_takes_panel); where quantised weights with
+// few rows stay on the integer kernels, the panel GEMM called directly (x, y contiguous).
 void linear_via_panel(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
-  if (!ops::linear_quantized_prefers(w.type(), x.size(0)))
+  if (ops::linear_takes_panel(w.type(), x.size(0)))
     return ops::linear(x, w, bias, y);
   ops::linear_panel(x.ptr<float>(), x.size(1), x.size(0), w, bias ? bias->ptr<float>() : nullptr, y.ptr<float>(),
                     y.size(1));

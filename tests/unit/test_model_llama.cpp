@@ -15,7 +15,6 @@
 #include "formats/gguf.h"
 #include "text/llama_context.h"
 #include "backend/cpu/linear_panel.h"
-#include "backend/cpu/linear_quantized.h"
 
 namespace aigc {
 namespace {
@@ -83,8 +82,7 @@ TEST(LlamaTwinPanel, LongPromptMatchesBf16Twin) {
     LlamaContext ctx(model, {.n_ctx = 128, .logits_all = true});
     const Tensor& prompt_t = ref.get("prompt");
     ASSERT_GE(prompt_t.numel(), ops::kPanelMinRows);
-    ASSERT_FALSE(ops::linear_quantized_prefers(model.layers[0].wq.type(), prompt_t.numel()))
-        << "the prompt takes the panel path";
+    ASSERT_TRUE(ops::linear_takes_panel(model.layers[0].wq.type(), prompt_t.numel())) << "the prompt takes the panel path";
     const float atol = std::string(name) == "panel_q4_0" ? 0.06f : 0.01f, rtol = 1e-4f;
     const Tensor& pre = ctx.eval({prompt_t.ptr<int32_t>(), static_cast<size_t>(prompt_t.numel())});
     EXPECT_TENSORS_CLOSE(pre, ref.get("prefill_logits"), atol, rtol);

@@ -535,7 +535,7 @@ TEST(KQuantLinear, MatchesTorchForEveryTypeAndKernelSet) {
       Tensor y_op = Tensor::empty(DType::F32, {M, N}), y_q = Tensor::empty(DType::F32, {M, N});
       ops::linear(x, w, &bias, y_op);
       ops::linear_quantized(x, w, y_q);
-      if (M < ops::kPanelMinRows || !ops::linear_panel_supports(t) || ops::linear_quantized_prefers(t, M)) {
+      if (!ops::linear_takes_panel(t, M)) {
         for (int64_t i = 0; i < M * N; ++i)
           ASSERT_EQ(y_op.ptr<float>()[i], y_q.ptr<float>()[i] + bias.ptr<float>()[i % N]) << "output " << i;
       }

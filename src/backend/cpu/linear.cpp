@@ -200,6 +200,11 @@ void ref::linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y
   }
 }
 
+bool linear_takes_panel(DType w, int64_t M) {
+  // short prompts of quantised w: the integer kernels
+  return M >= kPanelMinRows && linear_panel_supports(w) && !linear_quantized_prefers(w, M);
+}
+
 void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
   linear_check(x, w, bias, y);
   const int64_t N = w.size(0), K = w.size(1), M = x.rows();
@@ -220,8 +225,7 @@ void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
       for (int64_t n = 0; n < N; ++n) yp[m * ldy + n] = bp ? bp[n] : 0.0f;
     return;
   }
-  // prefill, 16-bit or quantised w: bf16 GEMM (short prompts of quantised w: the integer kernels)
-  if (M >= kPanelMinRows && linear_panel_supports(w.type()) && !linear_quantized_prefers(w.type(), M)) {
+  if (linear_takes_panel(w.type(), M)) {  // prefill, 16-bit or quantised w: bf16 GEMM
     linear_panel(xp, ldx, M, w, bp, yp, ldy);
     return;
   }

@@ -1,7 +1,7 @@
 // Prefill linear as a bf16 GEMM for weights of any 16-bit or quantised type:
 //   y[M, N] = bf16(x[M, K]) · bf16(dequant(w[N, K]))^T (+ bias[N]), f32 accumulation.
 //
-//   if (M >= kPanelMinRows && linear_panel_supports(w.type())) linear_panel(x, ldx, M, w, b, y, ldy);
+//   if (linear_takes_panel(w.type(), M)) linear_panel(x, ldx, M, w, b, y, ldy);   (ops::linear)
 //
 // The activations are rounded to bf16 once per call; the weight is dequantised in panels of rows
 // (several hundred output features x K, ~4 MiB) into one bf16 scratch buffer, and each panel runs
@@ -28,6 +28,11 @@ constexpr int64_t kPanelMinRows = 16;
 // True when this CPU runs the panel path (AVX512-BF16) and w's type is one it converts: f16, bf16,
 // q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K (f32 weights keep the exact f32 GEMM).
 bool linear_panel_supports(DType w);
+
+// ops::linear's choice for M rows of x times a weight of type w: this path from kPanelMinRows rows
+// where the CPU supports w, unless quantised weights stay on the integer kernels for these rows
+// (linear_quantized_prefers). (Defined in linear.cpp.)
+bool linear_takes_panel(DType w, int64_t M);
 
 // x: f32 rows with stride ldx (elements); w: contiguous [N, K] of a supported type; bias: [N] or
 // null; y: f32 rows with stride ldy. M >= 1, K >= 1.
