@@ -11,6 +11,88 @@
 
 #include "core/mapped_file.h"
 
+namespace aigc {
+namespace {
+
+// The allocations stb_image holds during one decode on this thread (a handful), so that a failed
+// check can throw without leaking them; outside a StbScope stb's allocations are not tracked.
+struct StbLive {
+  std::vector<void*> ptrs;
+};
+thread_local StbLive* t_stb_live = nullptr;
+
+void stb_track(void* p) {
+  if (!p || !t_stb_live) return;
+  try {
+    t_stb_live->ptrs.push_back(p);
+  } catch (...) {
+    std::free(p);
+    throw;
+  }
+}
+
+void* stb_malloc(size_t n) {
+  void* p = std::malloc(n);
+  stb_track(p);
+  return p;
+}
+
+void stb_untrack(void* p) {
+  if (!t_stb_live || !p) return;
+  auto& v = t_stb_live->ptrs;
+  for (size_t i = v.size(); i-- > 0;)
+    if (v[i] == p) {
+      v[i] = v.back();
+      v.pop_back();
+      return;
+    }
+}
+
+void* stb_realloc(void* p, size_t n) {
+  void* q = std::realloc(p, n);
+  if (q) {  // on failure p stays allocated (and tracked)
+    stb_untrack(p);
+    stb_track(q);
+  }
+  return q;
+}
+
+void stb_free(void* p) {
+  stb_untrack(p);
+  std::free(p);
+}
+
+// Thrown out of stb by a failed check; image_decode turns it into an Error naming the file.
+struct StbCheckFailed {
+  const char* cond;
+};
+
+[[noreturn]] void stb_check_failed(const char* cond) { throw StbCheckFailed{cond}; }
+
+// One decode: stb's allocations are tracked; whatever is still held when the scope ends (a throw
+// out of stb) is freed. keep() takes the decoded pixels out of the scope's hands.
+class StbScope {
+ public:
+  StbScope() : prev_(t_stb_live) {
+    live_.ptrs.reserve(16);
+    t_stb_live = &live_;
+  }
+  ~StbScope() {
+    t_stb_live = prev_;
+    for (void* p : live_.ptrs) std::free(p);
+  }
+  StbScope(const StbScope&) = delete;
+  StbScope& operator=(const StbScope&) = delete;
+  void keep(void* p) { stb_untrack(p); }
+
+ private:
+  StbLive live_;
+  StbLive* prev_;
+};
+
+}  // namespace
+}  // namespace aigc
+
 // stb compiled here, static (no symbols exported, no clash with another copy), decoders limited to
 // the formats we accept; its own asserts become our invariant checks.
 #if defined(__clang__)
@@ -40,7 +122,16 @@
 #define STBI_NO_LINEAR
 #define STBI_NO_HDR
 #define STBI_MAX_DIMENSIONS (1 << 16)
-#define STBI_ASSERT(x) AIGC_ASSERT(x)
+// stb 2.27 has asserts that hostile files reach (a JPEG Huffman decode check, CVE-2022-29977, found
+// by fuzz_image); upstream turned some into error returns later. Here a failed check throws: the
+// file is refused like any corrupt one, and the allocations stb made so far are freed (StbScope).
+#define STBI_ASSERT(x) \
+  do {                 \
+    if (!(x)) ::aigc::stb_check_failed(#x); \
+  } while (0)
+#define STBI_MALLOC(n) ::aigc::stb_malloc(n)
+#define STBI_REALLOC(p, n) ::aigc::stb_realloc(p, n)
+#define STBI_FREE(p) ::aigc::stb_free(p)
 #include <stb/stb_image.h>
 #define STB_IMAGE_WRITE_STATIC
 #define STB_IMAGE_WRITE_IMPLEMENTATION
@@ -144,12 +235,15 @@ uint32_t png_crc32(std::span<const uint8_t> bytes, uint32_t crc) {
   return ~crc;
 }
 
-Tensor image_decode(std::span<const uint8_t> bytes, const std::string& name) {
+namespace {
+
+Tensor image_decode_stb(std::span<const uint8_t> bytes, const std::string& name) {
   const char* hint = "expected a PNG, JPEG or BMP image";
   if (bytes.empty()) error_throw("empty image file", name, hint);
   if (bytes.size() > static_cast<size_t>(INT_MAX)) error_throw("image file larger than 2 GiB", name);
   const int len = static_cast<int>(bytes.size());
   if (bytes[0] == 0xff) jpeg_dht_check(bytes, name);  // stb takes FF (FF...) D8 as a JPEG start
+  StbScope stb;  // every stb call below may throw on a failed check
   int w = 0, h = 0, comp = 0;
   if (!stbi_info_from_memory(bytes.data(), len, &w, &h, &comp))
     error_throw(fmt::format("cannot read image: {}", stbi_failure_reason()), name, hint);
@@ -161,6 +255,7 @@ Tensor image_decode(std::span<const uint8_t> bytes, const std::string& name) {
       wide ? static_cast<void*>(stbi_load_16_from_memory(bytes.data(), len, &w2, &h2, &comp, 3))
            : static_cast<void*>(stbi_load_from_memory(bytes.data(), len, &w2, &h2, &comp, 3)));
   if (!pixels) error_throw(fmt::format("cannot decode image: {}", stbi_failure_reason()), name, hint);
+  stb.keep(pixels.get());
   if (w2 != w || h2 != h)  // header read twice: a file whose two readings disagree is corrupt
     error_throw(fmt::format("image header says {} x {}, decoder gave {} x {}", w, h, w2, h2), name, hint);
   Tensor out = Tensor::empty(DType::F32, {1, 3, h, w});  // [1, 3, H, W]
@@ -176,6 +271,17 @@ Tensor image_decode(std::span<const uint8_t> bytes, const std::string& name) {
       for (int c = 0; c < 3; ++c) o[c * plane + i] = p[i * 3 + c] / 255.0f;
   }
   return out;
+}
+
+}  // namespace
+
+Tensor image_decode(std::span<const uint8_t> bytes, const std::string& name) {
+  try {
+    return image_decode_stb(bytes, name);
+  } catch (const StbCheckFailed& e) {
+    error_throw(fmt::format("cannot decode image: stb_image's check '{}' failed", e.cond), name,
+                "the file is damaged, or uses something this decoder cannot read (re-save it as PNG)");
+  }
 }
 
 Tensor image_read(const std::string& path) {

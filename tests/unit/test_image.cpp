@@ -127,6 +127,52 @@ TEST(Image, Crc32KnownValue) {
   EXPECT_EQ(png_crc32({reinterpret_cast<const uint8_t*>(s), 9}), 0xCBF43926u);
 }
 
+// An 8x8 grey baseline JPEG whose DC Huffman table has 256 symbols (254 codes of 8 bits, two of 9)
+// and whose scan starts with SCAN (one DC code, then the AC end-of-block code "0"); all values 0,
+// so libjpeg/PIL decode it to grey 128 whichever code the scan uses.
+std::vector<uint8_t> jpeg_with_256_dc_codes(std::initializer_list<uint8_t> scan) {
+  std::vector<uint8_t> b = {0xff, 0xd8};
+  auto segment = [&](uint8_t marker, std::vector<uint8_t> payload) {
+    const size_t n = payload.size() + 2;
+    b.insert(b.end(), {0xff, marker, static_cast<uint8_t>(n >> 8), static_cast<uint8_t>(n & 0xff)});
+    b.insert(b.end(), payload.begin(), payload.end());
+  };
+  std::vector<uint8_t> dqt(65, 1);
+  dqt[0] = 0;
+  segment(0xdb, dqt);
+  segment(0xc0, {8, 0, 8, 0, 8, 1, 1, 0x11, 0});
+  std::vector<uint8_t> dc(17 + 256, 0);  // class 0 id 0; counts: [7] = 254, [8] = 2; values 0
+  dc[1 + 7] = 254;
+  dc[1 + 8] = 2;
+  segment(0xc4, dc);
+  std::vector<uint8_t> ac(18, 0);  // class 1 id 0: one 1-bit code, value 0 (end of block)
+  ac[0] = 0x10;
+  ac[1] = 1;
+  segment(0xc4, ac);
+  segment(0xda, {1, 1, 0x00, 0, 63, 0});
+  b.insert(b.end(), scan);
+  b.insert(b.end(), {0xff, 0xd9});
+  return b;
+}
+
+TEST(Image, DecoderCheckFailureIsAnError) {
+  // Symbol 254's code 111111100 decodes; symbol 255's 111111101 makes stb_image 2.27 fail its
+  // Huffman assertion (CVE-2022-29977: index 255 doubles as its "not in the fast table" flag).
+  // The failed check must be an Error naming the file, not an abort (found by fuzz_image in CI).
+  Tensor ok = image_decode(jpeg_with_256_dc_codes({0xfe, 0x00}), "code254.jpg");
+  ASSERT_EQ(ok.numel(), 3 * 8 * 8);
+  EXPECT_NEAR(ok.ptr<float>()[0], 128.0f / 255, 1.0f / 255);
+  try {
+    image_decode(jpeg_with_256_dc_codes({0xfe, 0x80}), "code255.jpg");
+    ADD_FAILURE() << "decoded a file stb 2.27 cannot read";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.where(), "code255.jpg");
+    EXPECT_NE(std::string(e.what()).find("check"), std::string::npos) << e.what();
+  }
+  // Decoding still works after a throw out of the decoder (its state is per call).
+  EXPECT_NO_THROW(image_decode(jpeg_with_256_dc_codes({0xfe, 0x00}), "again.jpg"));
+}
+
 TEST(Image, CorruptFilesThrow) {
   const std::vector<uint8_t> good = file_bytes(ref_file("image_rgb.png"));
   ASSERT_GT(good.size(), 60u);
