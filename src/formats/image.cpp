@@ -218,6 +218,21 @@ void jpeg_dht_check(std::span<const uint8_t> b, const std::string& name) {
   }
 }
 
+// stb_image reads zeros past the end of a BMP's pixel data, so a truncated file (or a 60-byte one
+// declaring 12000 x 3000 pixels) would decode to a partly or wholly black image: refused here.
+// Uncompressed rows are padded to 4 bytes; stb accepts no RLE, so every BMP it reads is that.
+void bmp_size_check(std::span<const uint8_t> b, int64_t w, int64_t h, const std::string& name) {
+  if (b.size() < 30 || b[0] != 'B' || b[1] != 'M') return;  // not a BMP, or stb refuses it anyway
+  auto u16 = [&](size_t o) { return int64_t{b[o]} | int64_t{b[o + 1]} << 8; };
+  auto u32 = [&](size_t o) { return u16(o) | u16(o + 2) << 16; };
+  const int64_t offset = u32(10), header = u32(14), bpp = u16(header == 12 ? 24 : 28);
+  const int64_t need = offset + (bpp * w + 31) / 32 * 4 * h;
+  if (static_cast<int64_t>(b.size()) < need)
+    error_throw(fmt::format("truncated BMP: {} x {} pixels at {} bits need {} bytes, the file has {}", w, h, bpp,
+                            need, b.size()),
+                name, "the file is incomplete or damaged");
+}
+
 }  // namespace
 
 uint32_t png_crc32(std::span<const uint8_t> bytes, uint32_t crc) {
@@ -249,6 +264,7 @@ Tensor image_decode_stb(std::span<const uint8_t> bytes, const std::string& name)
     error_throw(fmt::format("cannot read image: {}", stbi_failure_reason()), name, hint);
   if (w <= 0 || h <= 0 || int64_t{w} * h > kImagePixelsMax)
     error_throw(fmt::format("image is {} x {} pixels; at most {} pixels are accepted", w, h, kImagePixelsMax), name);
+  bmp_size_check(bytes, w, h, name);
   const bool wide = stbi_is_16_bit_from_memory(bytes.data(), len) != 0;
   int w2 = 0, h2 = 0;
   std::unique_ptr<void, StbFree> pixels(

@@ -186,6 +186,11 @@ TEST(Image, CorruptFilesThrow) {
   std::vector<uint8_t> jpg = file_bytes(ref_file("image_smooth.jpg"));
   EXPECT_THROW(image_decode(std::vector<uint8_t>(jpg.begin(), jpg.begin() + 30), "truncated.jpg"), Error);
   EXPECT_THROW(image_read(ref_file("no_such_image.png")), Error);
+  // stb reads zeros past a BMP's end: a truncated one must not decode to a partly black image.
+  const std::vector<uint8_t> bmp = file_bytes(ref_file("image_rgb.bmp"));
+  EXPECT_NO_THROW(image_decode(bmp, "whole.bmp"));
+  EXPECT_THROW(image_decode(std::vector<uint8_t>(bmp.begin(), bmp.end() - 1), "short.bmp"), Error);
+  EXPECT_THROW(image_decode(std::vector<uint8_t>(bmp.begin(), bmp.begin() + 60), "header_only.bmp"), Error);
   // A DHT table declaring 300 codes (16 lengths x ~19): stb_image 2.27 writes past its table on it.
   std::vector<uint8_t> dht = {0xff, 0xd8, 0xff, 0xc4, 0x01, 0x42, 0x00};
   for (int k = 0; k < 16; ++k) dht.push_back(k < 15 ? 19 : 15);
