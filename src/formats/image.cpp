@@ -1,4 +1,5 @@
-// Image files: stb_image for decoding, stb_image_write for the PNG pixels, our own text chunks.
+// Image files: stb_image for decoding PNG and BMP (JPEG: image_jpeg.cpp), stb_image_write for the
+// PNG pixels, our own text chunks.
 #include "formats/image.h"
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include <cstring>
 
 #include "core/mapped_file.h"
+#include "formats/image_jpeg.h"
 
 namespace aigc {
 namespace {
@@ -116,15 +118,15 @@ class StbScope {
 #define STB_IMAGE_STATIC
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_ONLY_PNG
-#define STBI_ONLY_JPEG
 #define STBI_ONLY_BMP
 #define STBI_NO_STDIO
 #define STBI_NO_LINEAR
 #define STBI_NO_HDR
 #define STBI_MAX_DIMENSIONS (1 << 16)
-// stb 2.27 has asserts that hostile files reach (a JPEG Huffman decode check, CVE-2022-29977, found
-// by fuzz_image); upstream turned some into error returns later. Here a failed check throws: the
-// file is refused like any corrupt one, and the allocations stb made so far are freed (StbScope).
+// stb 2.27 has asserts that hostile files reached (its JPEG decoder's Huffman check, CVE-2022-29977,
+// found by fuzz_image; JPEG is now libjpeg's, image_jpeg.h). Should a PNG or BMP reach one, the
+// failed check throws: the file is refused like any corrupt one, and the allocations stb made so
+// far are freed (StbScope), instead of the process aborting.
 #define STBI_ASSERT(x) \
   do {                 \
     if (!(x)) ::aigc::stb_check_failed(#x); \
@@ -194,30 +196,6 @@ std::vector<uint8_t> text_chunk_data(const std::string& key, const std::string& 
   return d;
 }
 
-// stb_image 2.27 (Debian 12's libstb-dev) writes past its Huffman size table when a JPEG DHT table
-// declares more than 256 codes (found by fuzz_image; fixed upstream in 2.28). Every "FF C4" in the
-// file is checked before stb sees it: stb only reads markers as FF (FF...) xx, so it cannot reach a
-// DHT this scan misses. Conservative: bytes inside other segments that happen to look like a bad DHT
-// also refuse the file (no valid encoder writes them).
-void jpeg_dht_check(std::span<const uint8_t> b, const std::string& name) {
-  for (size_t i = 0; i + 3 < b.size(); ++i) {
-    if (b[i] != 0xff || b[i + 1] != 0xc4) continue;
-    // As stb reads it: tables follow one another while the declared length has bytes left, even
-    // when a table runs past that length (then into the following bytes; past the end, zeros).
-    int64_t left = (int64_t{b[i + 2]} << 8 | b[i + 3]) - 2;
-    size_t p = i + 4;
-    while (left > 0 && p < b.size()) {
-      int64_t codes = 0;
-      for (size_t k = p + 1; k <= p + 16 && k < b.size(); ++k) codes += b[k];
-      if (codes > 256)
-        error_throw(fmt::format("corrupt JPEG: a Huffman table declares {} codes (at most 256)", codes), name,
-                    "the file is damaged or not a JPEG");
-      p += 17 + static_cast<size_t>(codes);
-      left -= 17 + codes;
-    }
-  }
-}
-
 // stb_image reads zeros past the end of a BMP's pixel data, so a truncated file (or a 60-byte one
 // declaring 12000 x 3000 pixels) would decode to a partly or wholly black image: refused here.
 // Uncompressed rows are padded to 4 bytes; stb accepts no RLE, so every BMP it reads is that.
@@ -257,7 +235,7 @@ Tensor image_decode_stb(std::span<const uint8_t> bytes, const std::string& name)
   if (bytes.empty()) error_throw("empty image file", name, hint);
   if (bytes.size() > static_cast<size_t>(INT_MAX)) error_throw("image file larger than 2 GiB", name);
   const int len = static_cast<int>(bytes.size());
-  if (bytes[0] == 0xff) jpeg_dht_check(bytes, name);  // stb takes FF (FF...) D8 as a JPEG start
+  if (jpeg_signature(bytes)) return jpeg_decode(bytes, name, kImagePixelsMax);
   StbScope stb;  // every stb call below may throw on a failed check
   int w = 0, h = 0, comp = 0;
   if (!stbi_info_from_memory(bytes.data(), len, &w, &h, &comp))

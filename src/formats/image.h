@@ -1,7 +1,8 @@
 // Image files: read PNG / JPEG / BMP into a float tensor, write PNG (with text chunks).
 //
-// Reading uses stb_image (Debian libstb-dev's header, compiled into image.cpp with only the PNG,
-// JPEG and BMP decoders). The result is f32 [1, 3, H, W], RGB in [0, 1] (8-bit: v / 255; 16-bit
+// Reading: JPEG with libjpeg-turbo (image_jpeg.h: PIL's decoder, so the same pixels), PNG and BMP
+// with stb_image (Debian libstb-dev's header, compiled into image.cpp with only those decoders;
+// a truncated BMP is refused, where stb would read zeros). The result is f32 [1, 3, H, W], RGB in [0, 1] (8-bit: v / 255; 16-bit
 // PNG: v / 65535). Grey images are replicated to RGB. Alpha is DROPPED (not composited), as
 // PIL's Image.convert("RGB") does, which is what taesd.py and the diffusers pipelines use.
 // Images over kImagePixelsMax pixels are refused before decoding (memory bound for hostile files).
@@ -13,7 +14,8 @@
 //   Tensor img = image_read("in.jpg");                         // [1, 3, H, W]
 //   image_write_png("out.png", img, {{"parameters", "a cat, Steps: 20"}});
 //
-// Any unreadable, corrupt or unsupported file is one aigc::Error naming the file and stb's reason.
+// Any unreadable, corrupt or unsupported file is one aigc::Error naming the file and the decoder's
+// reason.
 #pragma once
 
 #include <cstdint>

@@ -50,12 +50,22 @@ d["grey_png.want"] = pil_want(os.path.join(out, "image_grey.png"))
 Image.fromarray(rgb).save(os.path.join(out, "image_rgb.bmp"))
 d["rgb_bmp.want"] = pil_want(os.path.join(out, "image_rgb.bmp"))
 
-# JPEG: smooth content, 4:4:4 (no chroma subsampling, whose upsampling filters differ between
-# decoders), quality 95; stb's and libjpeg's IDCTs still differ by a few levels.
+# JPEG (the engine decodes with libjpeg-turbo, as PIL does: the same pixels): smooth content 4:4:4;
+# a noisy one with 4:2:0 chroma (what cameras and the web write: fancy upsampling must match), odd
+# size; the same progressive; a grey one. CMYK must be refused.
 yy, xx = np.mgrid[0:16, 0:24]
 smooth = np.stack([xx * 10, yy * 15, 128 + 60 * np.sin(xx / 4.0)], -1).clip(0, 255).astype(np.uint8)
 Image.fromarray(smooth).save(os.path.join(out, "image_smooth.jpg"), quality=95, subsampling=0)
 d["smooth_jpg.want"] = pil_want(os.path.join(out, "image_smooth.jpg"))
+yy, xx = np.mgrid[0:37, 0:53]
+photo = (np.stack([xx * 4, yy * 6, 200 - xx * 2], -1) + rng.integers(-40, 40, (37, 53, 3))).clip(0, 255).astype(np.uint8)
+Image.fromarray(photo).save(os.path.join(out, "image_photo420.jpg"), quality=80, subsampling=2)
+d["photo420_jpg.want"] = pil_want(os.path.join(out, "image_photo420.jpg"))
+Image.fromarray(photo).save(os.path.join(out, "image_progressive.jpg"), quality=80, progressive=True)
+d["progressive_jpg.want"] = pil_want(os.path.join(out, "image_progressive.jpg"))
+Image.fromarray(photo[:, :, 1]).save(os.path.join(out, "image_grey.jpg"), quality=90)
+d["grey_jpg.want"] = pil_want(os.path.join(out, "image_grey.jpg"))
+Image.fromarray(photo).convert("CMYK").save(os.path.join(out, "image_cmyk.jpg"), quality=90)
 
 
 def chunk(kind, data):
