@@ -1,7 +1,7 @@
-// libFuzzer target: the image reader (stb_image's PNG, JPEG and BMP decoders behind image_decode)
-// on arbitrary bytes. Every input must either decode to an in-range [1, 3, H, W] tensor or throw
-// aigc::Error; a crash, sanitizer report or any other exception is a bug. Decoded images are
-// written back as PNG (small ones) to exercise the writer too.
+// libFuzzer target: the image reader (libjpeg-turbo for JPEG, stb_image's PNG and BMP decoders,
+// behind image_decode) on arbitrary bytes. Every input must either decode to an in-range
+// [1, 3, H, W] tensor or throw aigc::Error; a crash, sanitizer report or any other exception is a
+// bug. Decoded images are written back as PNG (small ones) to exercise the writer too.
 //   CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DAIGC_FUZZ=ON -DAIGC_BUILD_TESTS=OFF \
 //     -DAIGC_BUILD_BENCH=OFF && ninja -C build-fuzz fuzz_image
 //   ./build-fuzz/fuzz_image -max_len=65536 CORPUS_DIR      (seeds: tests/ref/twin_image.py writes some)
