@@ -47,6 +47,16 @@ grey = rng.integers(0, 256, (H, W), dtype=np.uint8)
 Image.fromarray(grey, "L").save(os.path.join(out, "image_grey.png"))
 d["grey_png.want"] = pil_want(os.path.join(out, "image_grey.png"))
 
+# Palette PNGs (paint programs write them: sketches), one with transparency (tRNS; dropped, as
+# convert("RGB") drops it), and grey + alpha.
+pal = Image.fromarray(rgb).quantize(colors=37)
+pal.save(os.path.join(out, "image_palette.png"))
+d["palette_png.want"] = pil_want(os.path.join(out, "image_palette.png"))
+pal.save(os.path.join(out, "image_palette_trns.png"), transparency=5)
+d["palette_trns_png.want"] = pil_want(os.path.join(out, "image_palette_trns.png"))
+Image.fromarray(np.stack([grey, 255 - grey], -1), "LA").save(os.path.join(out, "image_grey_alpha.png"))
+d["grey_alpha_png.want"] = pil_want(os.path.join(out, "image_grey_alpha.png"))
+
 Image.fromarray(rgb).save(os.path.join(out, "image_rgb.bmp"))
 d["rgb_bmp.want"] = pil_want(os.path.join(out, "image_rgb.bmp"))
 

@@ -65,6 +65,9 @@ TEST(Image, ReadsWhatPilReads) {
   // the library PIL uses (libjpeg-turbo, same IDCT and upsampling): exact too.
   for (const Case& c : {Case{"image_rgb.png", "rgb_png.want", 0.0f}, Case{"image_rgba.png", "rgba_png.want", 0.0f},
                         Case{"image_grey.png", "grey_png.want", 0.0f}, Case{"image_rgb.bmp", "rgb_bmp.want", 0.0f},
+                        Case{"image_palette.png", "palette_png.want", 0.0f},
+                        Case{"image_palette_trns.png", "palette_trns_png.want", 0.0f},
+                        Case{"image_grey_alpha.png", "grey_alpha_png.want", 0.0f},
                         Case{"image_rgb16.png", "rgb16_png.want", 1e-7f},
                         Case{"image_smooth.jpg", "smooth_jpg.want", 0.0f},
                         Case{"image_photo420.jpg", "photo420_jpg.want", 0.0f},
