@@ -200,11 +200,14 @@ std::vector<uint8_t> text_chunk_data(const std::string& key, const std::string& 
 // declaring 12000 x 3000 pixels) would decode to a partly or wholly black image: refused here.
 // Uncompressed rows are padded to 4 bytes; stb accepts no RLE, so every BMP it reads is that.
 void bmp_size_check(std::span<const uint8_t> b, int64_t w, int64_t h, const std::string& name) {
-  if (b.size() < 30 || b[0] != 'B' || b[1] != 'M') return;  // not a BMP, or stb refuses it anyway
-  auto u16 = [&](size_t o) { return int64_t{b[o]} | int64_t{b[o + 1]} << 8; };
+  if (b.size() < 2 || b[0] != 'B' || b[1] != 'M') return;
+  // the header's fields as stb reads them: zeros past the end (a 25-byte file can declare 30983 x 1792)
+  auto u8 = [&](size_t o) { return o < b.size() ? int64_t{b[o]} : int64_t{0}; };
+  auto u16 = [&](size_t o) { return u8(o) | u8(o + 1) << 8; };
   auto u32 = [&](size_t o) { return u16(o) | u16(o + 2) << 16; };
   const int64_t offset = u32(10), header = u32(14), bpp = u16(header == 12 ? 24 : 28);
-  const int64_t need = offset + (bpp * w + 31) / 32 * 4 * h;
+  // (pixels start at the offset, or after the header if the offset points into it)
+  const int64_t need = std::max(offset, 14 + header) + (bpp * w + 31) / 32 * 4 * h;
   if (static_cast<int64_t>(b.size()) < need)
     error_throw(fmt::format("truncated BMP: {} x {} pixels at {} bits need {} bytes, the file has {}", w, h, bpp,
                             need, b.size()),

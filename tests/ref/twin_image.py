@@ -59,6 +59,11 @@ d["grey_alpha_png.want"] = pil_want(os.path.join(out, "image_grey_alpha.png"))
 
 Image.fromarray(rgb).save(os.path.join(out, "image_rgb.bmp"))
 d["rgb_bmp.want"] = pil_want(os.path.join(out, "image_rgb.bmp"))
+# palette (8-bit indices) and 1-bit BMPs: rows padded to 4 bytes, the palette before the pixels
+pal.save(os.path.join(out, "image_palette.bmp"))
+d["palette_bmp.want"] = pil_want(os.path.join(out, "image_palette.bmp"))
+Image.fromarray(rgb).convert("1").save(os.path.join(out, "image_1bit.bmp"))
+d["1bit_bmp.want"] = pil_want(os.path.join(out, "image_1bit.bmp"))
 
 # JPEG (the engine decodes with libjpeg-turbo, as PIL does: the same pixels): smooth content 4:4:4;
 # a noisy one with 4:2:0 chroma (what cameras and the web write: fancy upsampling must match), odd

@@ -68,6 +68,8 @@ TEST(Image, ReadsWhatPilReads) {
                         Case{"image_palette.png", "palette_png.want", 0.0f},
                         Case{"image_palette_trns.png", "palette_trns_png.want", 0.0f},
                         Case{"image_grey_alpha.png", "grey_alpha_png.want", 0.0f},
+                        Case{"image_palette.bmp", "palette_bmp.want", 0.0f},
+                        Case{"image_1bit.bmp", "1bit_bmp.want", 0.0f},
                         Case{"image_rgb16.png", "rgb16_png.want", 1e-7f},
                         Case{"image_smooth.jpg", "smooth_jpg.want", 0.0f},
                         Case{"image_photo420.jpg", "photo420_jpg.want", 0.0f},
@@ -219,6 +221,11 @@ TEST(Image, CorruptFilesThrow) {
   EXPECT_NO_THROW(image_decode(bmp, "whole.bmp"));
   EXPECT_THROW(image_decode(std::vector<uint8_t>(bmp.begin(), bmp.end() - 1), "short.bmp"), Error);
   EXPECT_THROW(image_decode(std::vector<uint8_t>(bmp.begin(), bmp.begin() + 60), "header_only.bmp"), Error);
+  // 25 bytes, an OS/2 header (12 bytes) cut inside its bit count: stb reads on in zeros and would
+  // decode 30983 x 1792 black pixels (found by fuzz_image).
+  const std::vector<uint8_t> os2 = {0x42, 0x4d, 0xac, 0xfe, 0xff, 0xff, 0xff, 0xc9, 0xff, 0xff, 0x03, 0x01, 0x00,
+                                    0x00, 0x0c, 0x00, 0x00, 0x00, 0x07, 0x79, 0x00, 0x07, 0x01, 0x00, 0x04};
+  EXPECT_THROW(image_decode(os2, "os2.bmp"), Error);
   // A DHT table declaring 300 codes (16 lengths x ~19): stb_image 2.27 wrote past its table on it.
   std::vector<uint8_t> dht = {0xff, 0xd8, 0xff, 0xc4, 0x01, 0x42, 0x00};
   for (int k = 0; k < 16; ++k) dht.push_back(k < 15 ? 19 : 15);
