@@ -233,12 +233,22 @@ uint32_t png_crc32(std::span<const uint8_t> bytes, uint32_t crc) {
 
 namespace {
 
+// Interleaved RGB (8 or 16 bits) -> f32 [1, 3, H, W] in [0, 1].
+template <typename T>
+Tensor planar_from_rgb(const T* p, int w, int h) {
+  constexpr float kMax = sizeof(T) == 1 ? 255.0f : 65535.0f;
+  Tensor out = Tensor::empty(DType::F32, {1, 3, h, w});
+  float* o = out.ptr<float>();
+  const int64_t plane = int64_t{w} * h;
+  for (int64_t i = 0; i < plane; ++i)
+    for (int c = 0; c < 3; ++c) o[c * plane + i] = p[i * 3 + c] / kMax;
+  return out;
+}
+
 Tensor image_decode_stb(std::span<const uint8_t> bytes, const std::string& name) {
   const char* hint = "expected a PNG, JPEG or BMP image";
-  if (bytes.empty()) error_throw("empty image file", name, hint);
   if (bytes.size() > static_cast<size_t>(INT_MAX)) error_throw("image file larger than 2 GiB", name);
   const int len = static_cast<int>(bytes.size());
-  if (jpeg_signature(bytes)) return jpeg_decode(bytes, name, kImagePixelsMax);
   StbScope stb;  // every stb call below may throw on a failed check
   int w = 0, h = 0, comp = 0;
   if (!stbi_info_from_memory(bytes.data(), len, &w, &h, &comp))
@@ -255,24 +265,18 @@ Tensor image_decode_stb(std::span<const uint8_t> bytes, const std::string& name)
   stb.keep(pixels.get());
   if (w2 != w || h2 != h)  // header read twice: a file whose two readings disagree is corrupt
     error_throw(fmt::format("image header says {} x {}, decoder gave {} x {}", w, h, w2, h2), name, hint);
-  Tensor out = Tensor::empty(DType::F32, {1, 3, h, w});  // [1, 3, H, W]
-  float* o = out.ptr<float>();
-  const int64_t plane = int64_t{w} * h;
-  if (wide) {
-    const auto* p = static_cast<const uint16_t*>(pixels.get());
-    for (int64_t i = 0; i < plane; ++i)
-      for (int c = 0; c < 3; ++c) o[c * plane + i] = p[i * 3 + c] / 65535.0f;
-  } else {
-    const auto* p = static_cast<const uint8_t*>(pixels.get());
-    for (int64_t i = 0; i < plane; ++i)
-      for (int c = 0; c < 3; ++c) o[c * plane + i] = p[i * 3 + c] / 255.0f;
-  }
-  return out;
+  return wide ? planar_from_rgb(static_cast<const uint16_t*>(pixels.get()), w, h)
+              : planar_from_rgb(static_cast<const uint8_t*>(pixels.get()), w, h);
 }
 
 }  // namespace
 
 Tensor image_decode(std::span<const uint8_t> bytes, const std::string& name) {
+  if (bytes.empty()) error_throw("empty image file", name, "expected a PNG, JPEG or BMP image");
+  if (jpeg_signature(bytes)) {
+    const JpegImage j = jpeg_decode(bytes, name, kImagePixelsMax);
+    return planar_from_rgb(j.rgb.data(), j.w, j.h);
+  }
   try {
     return image_decode_stb(bytes, name);
   } catch (const StbCheckFailed& e) {

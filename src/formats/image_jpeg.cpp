@@ -3,7 +3,9 @@
 
 #include <csetjmp>
 #include <cstdio>  // jpeglib.h needs FILE
-#include <vector>
+#include <utility>
+
+#include "core/error.h"
 
 #include <jerror.h>
 #include <jpeglib.h>
@@ -21,9 +23,7 @@ struct JpegJob {
   char message[JMSG_LENGTH_MAX] = {};
   bool truncated = false;
   int64_t max_pixels = 0;
-  // results
-  std::vector<uint8_t> rgb;  // H * W * 3
-  int w = 0, h = 0;
+  JpegImage out;
   enum class Fail { None, Library, TooLarge, Cmyk, Scans } fail = Fail::None;
 };
 
@@ -77,7 +77,7 @@ bool jpeg_run(JpegJob* job, const uint8_t* data, size_t size) {
   jpeg_read_header(&cinfo, TRUE);
   if (int64_t{cinfo.image_width} * cinfo.image_height > job->max_pixels || cinfo.image_width == 0 ||
       cinfo.image_height == 0) {
-    job->w = static_cast<int>(cinfo.image_width), job->h = static_cast<int>(cinfo.image_height);
+    job->out.w = static_cast<int>(cinfo.image_width), job->out.h = static_cast<int>(cinfo.image_height);
     job->fail = JpegJob::Fail::TooLarge;
     jpeg_destroy_decompress(&cinfo);
     return false;
@@ -89,15 +89,15 @@ bool jpeg_run(JpegJob* job, const uint8_t* data, size_t size) {
   }
   cinfo.out_color_space = JCS_RGB;  // grey is replicated, YCbCr converted
   jpeg_start_decompress(&cinfo);
-  job->w = static_cast<int>(cinfo.output_width), job->h = static_cast<int>(cinfo.output_height);
+  job->out.w = static_cast<int>(cinfo.output_width), job->out.h = static_cast<int>(cinfo.output_height);
   try {
-    job->rgb.resize(static_cast<size_t>(job->w) * job->h * 3);
+    job->out.rgb.resize(static_cast<size_t>(job->out.w) * job->out.h * 3);
   } catch (...) {  // no libjpeg frame between here and the throw: unwinding is safe
     jpeg_destroy_decompress(&cinfo);
     throw;
   }
   while (cinfo.output_scanline < cinfo.output_height) {
-    JSAMPROW row = job->rgb.data() + static_cast<size_t>(cinfo.output_scanline) * job->w * 3;
+    JSAMPROW row = job->out.rgb.data() + static_cast<size_t>(cinfo.output_scanline) * job->out.w * 3;
     jpeg_read_scanlines(&cinfo, &row, 1);
   }
   jpeg_finish_decompress(&cinfo);
@@ -109,13 +109,13 @@ bool jpeg_run(JpegJob* job, const uint8_t* data, size_t size) {
 
 bool jpeg_signature(std::span<const uint8_t> b) { return b.size() >= 3 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff; }
 
-Tensor jpeg_decode(std::span<const uint8_t> bytes, const std::string& name, int64_t max_pixels) {
+JpegImage jpeg_decode(std::span<const uint8_t> bytes, const std::string& name, int64_t max_pixels) {
   JpegJob job;
   job.max_pixels = max_pixels;
   if (!jpeg_run(&job, bytes.data(), bytes.size())) {
     switch (job.fail) {
       case JpegJob::Fail::TooLarge:
-        error_throw(fmt::format("image is {} x {} pixels; 1 to {} pixels are accepted", job.w, job.h, max_pixels), name);
+        error_throw(fmt::format("image is {} x {} pixels; 1 to {} pixels are accepted", job.out.w, job.out.h, max_pixels), name);
       case JpegJob::Fail::Cmyk:
         error_throw("CMYK JPEG files are not supported", name, "convert the image to RGB (or save it as PNG)");
       case JpegJob::Fail::Scans:
@@ -126,12 +126,7 @@ Tensor jpeg_decode(std::span<const uint8_t> bytes, const std::string& name, int6
   }
   if (job.truncated)
     error_throw("truncated JPEG: the data ends before the image does", name, "the file is incomplete");
-  const int64_t plane = int64_t{job.w} * job.h;
-  Tensor out = Tensor::empty(DType::F32, {1, 3, job.h, job.w});
-  float* o = out.ptr<float>();
-  for (int64_t i = 0; i < plane; ++i)
-    for (int c = 0; c < 3; ++c) o[c * plane + i] = job.rgb[static_cast<size_t>(i * 3 + c)] / 255.0f;
-  return out;
+  return std::move(job.out);
 }
 
 }  // namespace aigc

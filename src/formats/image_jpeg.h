@@ -1,4 +1,4 @@
-// JPEG decoding with libjpeg-turbo (Debian's libjpeg62-turbo), the library PIL decodes with: the
+// JPEG decoding (to interleaved RGB8) with libjpeg-turbo (Debian's libjpeg62-turbo), the library PIL decodes with: the
 // same IDCT and chroma upsampling, so the pixels are PIL's exactly. (stb_image 2.27, used before,
 // differed by a few levels and has assertion failures and undefined shifts that corrupt files reach:
 // fuzz_image found two.) Used by image_decode (image.h) for files starting with the JPEG SOI marker.
@@ -12,15 +12,18 @@
 #include <cstdint>
 #include <span>
 #include <string>
-
-#include "core/tensor.h"
+#include <vector>
 
 namespace aigc {
 
 constexpr int kJpegScansMax = 1000;
 
-// f32 [1, 3, H, W] in [0, 1] (v / 255).
-Tensor jpeg_decode(std::span<const uint8_t> bytes, const std::string& name, int64_t max_pixels);
+struct JpegImage {
+  std::vector<uint8_t> rgb;  // H * W * 3, interleaved
+  int w = 0, h = 0;
+};
+
+JpegImage jpeg_decode(std::span<const uint8_t> bytes, const std::string& name, int64_t max_pixels);
 
 // Whether the bytes start as a JPEG file does (SOI marker, then a marker).
 bool jpeg_signature(std::span<const uint8_t> bytes);
