@@ -158,8 +158,8 @@ int main(int argc, char** argv) {
     const Weights big = weights_make(t, 5632, 2048, 1024.0 * (1 << 20));
     bench_kernels("from memory, 1 thread (5632x2048)", *vnni, *vbmi, big, 1, reps, 0.2);
     bench_kernels("from memory, 2 threads (5632x2048)", *vnni, *vbmi, big, 2, reps, 0.2);
-    // the FFN down projection's long rows (K = 5632): with fast memory they stream at a lower share of
-    // a plain read than K = 2048 rows (session 9: ~84% against ~83-95%, depending on the kernel)
+    // the FFN down projection's long rows (K = 5632): a kernel change can move them apart from K = 2048
+    // (session 9, fast memory: one row a pass 84% against 83% of a plain read; four rows 73% against 95%)
     const Weights down = weights_make(t, 2048, 5632, 1024.0 * (1 << 20));
     bench_kernels("from memory, 2 threads (2048x5632)", *vnni, *vbmi, down, 2, reps, 0.2);
   }

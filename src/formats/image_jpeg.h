@@ -1,7 +1,8 @@
-// JPEG decoding (to interleaved RGB8) with libjpeg-turbo (Debian's libjpeg62-turbo), the library PIL decodes with: the
-// same IDCT and chroma upsampling, so the pixels are PIL's exactly. (stb_image 2.27, used before,
-// differed by a few levels and has assertion failures and undefined shifts that corrupt files reach:
-// fuzz_image found two.) Used by image_decode (image.h) for files starting with the JPEG SOI marker.
+// JPEG decoding (to interleaved RGB8) with libjpeg-turbo (Debian's libjpeg62-turbo), the library
+// PIL decodes with: the same IDCT and chroma upsampling, so the pixels are PIL's exactly. (stb_image
+// 2.27, used before, differed by a few levels and has assertion failures and undefined shifts that
+// corrupt files reach: fuzz_image found two.) Used by image_decode (image.h) for files starting
+// with the JPEG SOI marker.
 //
 // Baseline and progressive, grey and YCbCr (RGB out; grey replicated). Refused with an Error naming
 // the file: CMYK / YCCK files, images over max_pixels, more than kJpegScansMax scans (a hostile
