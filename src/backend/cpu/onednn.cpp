@@ -14,12 +14,23 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/cpu_features.h"
 #include "core/error.h"
 #include "core/half.h"
 #include "core/tensor.h"
 #include "core/thread_pool.h"
 
 namespace aigc::onednn {
+
+// oneDNN 2.6 computes in bf16 only on CPUs with AVX-512 (avx512_core; natively with AVX512-BF16,
+// emulated without). Elsewhere (AVX2 CPUs) a bf16 request runs in f32 on the bf16 values widened
+// exactly: the same products, accumulated in f32 as oneDNN's bf16 kernels do, at the f32 rate and
+// with f32-sized packed weights. Packed bf16 layers still round their weights (once) and their
+// activations (per call) to bf16 values, so they compute the same products as with bf16.
+bool bf16_supported() {
+  static const bool yes = cpu_has_avx512();
+  return yes;
+}
 
 namespace {
 
@@ -45,6 +56,9 @@ int threads_sync() {
 }
 
 dt dt_of(Type t) { return t == Type::F32 ? dt::f32 : dt::bf16; }
+
+// The type oneDNN runs a request of type t in (bf16_supported).
+Type type_runs(Type t) { return t == Type::BF16 && !bf16_supported() ? Type::F32 : t; }
 size_t type_size(Type t) { return t == Type::F32 ? 4 : 2; }
 
 // Primitive cache: key -> entry. Entries are shared_ptr so a caller keeps its entry alive while
@@ -162,6 +176,25 @@ Cache<MatmulEntry>& matmul_cache() {
 
 namespace {
 
+// A bf16 matrix widened into dst as a dense row-major f32 one (exact).
+Matrix matrix_widen(const Matrix& m, void* dst, bool serial) {
+  auto* out = static_cast<float*>(dst);
+  const auto* in = static_cast<const uint16_t*>(m.data);
+  auto rows = [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {  // r: batch * rows + row
+      const int64_t b = r / m.rows, i = r % m.rows;
+      const uint16_t* src = in + b * m.stride_batch + i * m.stride_row;
+      float* d = out + r * m.cols;
+      for (int64_t j = 0; j < m.cols; ++j) d[j] = bf16_to_f32(src[j * m.stride_col]);
+    }
+  };
+  if (serial)
+    rows(0, m.batch * m.rows);
+  else
+    parallel_for(m.batch * m.rows, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, m.cols)));
+  return Matrix{dst, Type::F32, m.batch, m.rows, m.cols, m.rows * m.cols, m.cols, 1};
+}
+
 void matmul_run(const Matrix& a_in, const Matrix& w_in, const float* bias, float* c, int64_t ldc_batch,
                 int64_t ldc_row, bool serial) {
   Matrix a = a_in, w = w_in;
@@ -170,6 +203,10 @@ void matmul_run(const Matrix& a_in, const Matrix& w_in, const float* bias, float
   const int64_t B = a.batch, M = a.rows, K = a.cols, N = w.cols;
   if (B == 0 || M == 0 || N == 0) return;
   thread_local Scratch scratch_a, scratch_w;
+  if (type_runs(a.type) != a.type) {  // bf16 without oneDNN support: widened to f32 (bf16_supported)
+    a = matrix_widen(a, scratch_a.get(static_cast<size_t>(B * M * K) * 4), serial);
+    w = matrix_widen(w, scratch_w.get(static_cast<size_t>(w.batch * K * N) * 4), serial);
+  }
   const size_t es = type_size(a.type);
   if (!matrix_normalise(a)) {
     matrix_to_row_major(a, scratch_a.get(B * M * K * es));
@@ -345,6 +382,7 @@ dnnl::convolution_forward::primitive_desc conv_pd_make(Type type, int64_t n, int
 
 struct PackedConv::Impl {
   Type type;
+  bool round_x = false;        // a bf16 layer run in f32 (bf16_supported): activations rounded to bf16
   int64_t o, c, kh, kw, stride, pad;
   dnnl::memory::desc w_md;     // the packed layout
   std::shared_ptr<void> w_buf;
@@ -395,17 +433,24 @@ PackedConv::PackedConv(const float* w, const float* bias, Type type, int64_t o, 
                        int64_t stride, int64_t pad)
     : impl_(new Impl) {
   Impl& m = *impl_;
-  m.type = type;
+  m.type = type_runs(type);  // bf16 -> f32 where oneDNN has no bf16 (bf16_supported)
+  m.round_x = type != m.type;
   m.o = o, m.c = c, m.kh = kh, m.kw = kw, m.stride = stride, m.pad = pad;
   if (bias) m.bias.assign(bias, bias + o);
   try {
     // The weight layout oneDNN picks depends on the channels, not (so far) on the image size: pack
     // for a mid-size image; a shape that wants another layout gets its own copy (entry_get).
     const int64_t hw = std::max<int64_t>(32, std::max(kh, kw));
-    const auto pd = conv_pd_make(type, 1, c, hw, hw, o, kh, kw, stride, pad, bias != nullptr);
+    const auto pd = conv_pd_make(m.type, 1, c, hw, hw, o, kh, kw, stride, pad, bias != nullptr);
     m.w_md = pd.weights_desc();
     if (!w) return;
     m.w_buf = buffer_alloc(m.w_md.get_size());
+    std::vector<float> rounded;  // a bf16 layer run in f32: its weights rounded to bf16 all the same
+    if (type != m.type) {
+      rounded.resize(static_cast<size_t>(o * c * kh * kw));
+      for (size_t i = 0; i < rounded.size(); ++i) rounded[i] = bf16_to_f32(bf16_from_f32(w[i]));
+      w = rounded.data();
+    }
     const dnnl::memory::desc w_user({o, c, kh, kw}, dt::f32, tag::oihw);
     dnnl::memory src(w_user, ctx().eng, const_cast<float*>(w)), dst(m.w_md, ctx().eng, m.w_buf.get());
     threads_sync();
@@ -437,6 +482,20 @@ void PackedConv::pack_into(const void* w, Type src, void* dst) const {
 
 void PackedConv::run(const float* x, const int64_t xs[4], float* y, const int64_t ys[4], int64_t n, int64_t h,
                      int64_t w) const {
+  if (impl_->round_x) {  // x rounded to bf16 values, as dense NCHW
+    const int64_t c = impl_->c, dense[4] = {c * h * w, h * w, w, 1};
+    thread_local std::vector<float> xr;
+    if (xr.size() < static_cast<size_t>(n * c * h * w)) xr.resize(static_cast<size_t>(n * c * h * w));
+    float* xd = xr.data();
+    parallel_for(n * c, [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p) {
+        const float* src = x + (p / c) * xs[0] + (p % c) * xs[1];
+        for (int64_t i = 0; i < h; ++i)
+          for (int64_t j = 0; j < w; ++j) xd[p * h * w + i * w + j] = bf16_to_f32(bf16_from_f32(src[i * xs[2] + j * xs[3]]));
+      }
+    });
+    x = xd, xs = dense;
+  }
   const int nthr = threads_sync();
   auto e = impl_->entry_get(xs, ys, n, h, w, nthr);
   auto& eng = ctx().eng;
@@ -494,6 +553,7 @@ void PackedConv::run_nhwc(const void* x, float* y, int64_t n, int64_t h, int64_t
 
 struct PackedWeight::Impl {
   Type type;
+  bool round_x = false;     // a bf16 weight run in f32 (bf16_supported): activations rounded to bf16
   int64_t n, k, max_m;
   dnnl::memory::desc w_md;  // the packed layout, chosen for max_m rows
   std::shared_ptr<void> buf;
@@ -530,19 +590,28 @@ struct PackedWeight::Impl {
 
 PackedWeight::PackedWeight(const void* w, Type type, int64_t n, int64_t k, int64_t ldw, int64_t max_m)
     : impl_(new Impl) {
-  impl_->type = type;
+  impl_->type = type_runs(type);  // bf16 -> f32 where oneDNN has no bf16 (bf16_supported)
+  impl_->round_x = type != impl_->type;
   impl_->n = n;
   impl_->k = k;
   impl_->max_m = max_m;
   try {
     // Let oneDNN choose the weight layout for a [max_m, K] x [K, N] product.
-    const dnnl::memory::desc a({max_m, k}, dt_of(type), tag::ab), c({max_m, n}, dt::f32, tag::ab);
-    const dnnl::memory::desc wa({k, n}, dt_of(type), tag::any);
+    const dnnl::memory::desc a({max_m, k}, dt_of(impl_->type), tag::ab), c({max_m, n}, dt::f32, tag::ab);
+    const dnnl::memory::desc wa({k, n}, dt_of(impl_->type), tag::any);
     dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, wa, c), ctx().eng);
     impl_->w_md = pd.weights_desc();
     impl_->buf = buffer_alloc(impl_->w_md.get_size());
+    std::vector<float> widened;  // bf16 run in f32: widened here (oneDNN reorders no bf16 there either)
+    if (type != impl_->type) {
+      widened.resize(static_cast<size_t>(n * k));
+      const auto* wb = static_cast<const uint16_t*>(w);
+      for (int64_t r = 0; r < n; ++r)
+        for (int64_t i = 0; i < k; ++i) widened[static_cast<size_t>(r * k + i)] = bf16_to_f32(wb[r * ldw + i]);
+      w = widened.data(), ldw = k;
+    }
     // The user's w[N, K] (row stride ldw) is the [K, N] matrix with strides (1, ldw).
-    const dnnl::memory::desc w_user({k, n}, dt_of(type), dims{1, ldw});
+    const dnnl::memory::desc w_user({k, n}, dt_of(impl_->type), dims{1, ldw});
     dnnl::memory src(w_user, ctx().eng, const_cast<void*>(w)), dst(impl_->w_md, ctx().eng, impl_->buf.get());
     threads_sync();
     execute(dnnl::reorder(src, dst), {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}}, "weight packing");
@@ -572,6 +641,14 @@ void PackedWeight::run(const float* x, int64_t m, int64_t ldx, const float* bias
           for (int64_t i = 0; i < k; ++i) xb[r * k + i] = bf16_from_f32(x[(m0 + r) * ldx + i]);
       });
       a = xb;
+      lda = k;
+    } else if (impl_->round_x) {
+      auto* xr = static_cast<float*>(sx.get(static_cast<size_t>(mc * k) * 4));
+      parallel_for(mc, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r)
+          for (int64_t i = 0; i < k; ++i) xr[r * k + i] = bf16_to_f32(bf16_from_f32(x[(m0 + r) * ldx + i]));
+      });
+      a = xr;
       lda = k;
     }
     const int nthr = threads_sync();

@@ -4,6 +4,10 @@
 //   onednn::Matrix w{w_ptr, onednn::Type::F32, 1, K, N, 0, 1, K};   // w[N, K] seen as [K, N]
 //   onednn::matmul(a, w, bias, y_ptr, 0, N);                        // y[M, N] = a · w + bias
 //
+// bf16: oneDNN 2.6 runs it only on AVX-512 CPUs; on others (AVX2) every bf16 operand or packed
+// bf16 layer here is widened to f32 exactly and runs in f32 (PackedConv / PackedWeight::type() then
+// say F32), so bf16 precision settings work everywhere, at the f32 rate.
+//
 // One CPU engine and one stream for the process. Creating a oneDNN primitive (choosing an
 // implementation, JIT-compiling its kernels) costs far more than running a small one, so every
 // primitive is cached here under a key made of everything it depends on: op, shapes, strides,
@@ -23,6 +27,9 @@
 namespace aigc::onednn {
 
 enum class Type { F32, BF16 };
+
+// Whether oneDNN computes in bf16 on this CPU (AVX-512); where not, bf16 runs in f32 (above).
+bool bf16_supported();
 
 // A batch of matrices [batch, rows, cols] with strides in elements (any order, >= 0).
 struct Matrix {
