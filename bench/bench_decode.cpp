@@ -1,7 +1,9 @@
-// Decode GEMV kernels side by side, in weight GB/s (bytes of weight rows read per call): the Q4_0
-// kernel of the avx512vnni set (gemv_q4_0_row: 16-byte loads and inserts) against the avx512vbmi
-// set's (byte permutes), and the Q8_0 kernel, beside a plain read of the same bytes (512-bit loads
-// into 4 accumulators: what the memory gives one stream per thread). In cache (a 2048-wide weight
+// Decode GEMV kernels side by side, in weight GB/s (bytes of weight rows read per call): those of
+// every kernel set this CPU runs (AVX2: its vec_dot per row, the path before the set had decode
+// kernels, and its decode kernel; AVX-512: the avx512vnni set's Q4_0 kernel, 16-byte loads and
+// inserts, against the avx512vbmi set's, byte permutes; and the Q8_0 kernel), beside a plain read
+// of the same bytes (512-bit loads, or 256-bit without AVX-512, into 4 accumulators: what the
+// memory gives one stream per thread). In cache (a 2048-wide weight
 // of ~250 KiB, in L2, reused; 1 thread) and from memory (TinyLlama's FFN shape 5632x2048, copies
 // past 1 GiB used in turn; 1 and 2 threads, each its own half of the rows; and its down projection,
 // 2048x5632, 2 threads). The weights come from buffer_alloc, as a model's do with --no-mmap (2 MiB
@@ -14,8 +16,10 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
 #include <memory>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -67,14 +71,20 @@ struct Activation {
   DecodeRow row;
 };
 
-Activation activation_make(DType type, int64_t K) {
+// One random activation row quantised to Q8_0 blocks.
+std::vector<BlockQ8_0> activation_blocks(int64_t K) {
   std::mt19937 rng(9);
   std::uniform_real_distribution<float> u(-1.f, 1.f);
   std::vector<float> x(static_cast<size_t>(K));
   for (float& v : x) v = u(rng);
-  const int64_t nb = K / kQK8_0;
-  std::vector<BlockQ8_0> xq(static_cast<size_t>(nb));
+  std::vector<BlockQ8_0> xq(static_cast<size_t>(K / kQK8_0));
   quantize_row_q8_0_ref(x.data(), xq.data(), K);
+  return xq;
+}
+
+Activation activation_make(DType type, int64_t K) {
+  const int64_t nb = K / kQK8_0;
+  const std::vector<BlockQ8_0> xq = activation_blocks(K);
   Activation a;
   a.mem.resize(static_cast<size_t>(K + 8 * nb + 256));
   auto* base = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(a.mem.data()) + 63) & ~uintptr_t{63});
@@ -86,11 +96,9 @@ Activation activation_make(DType type, int64_t K) {
   return a;
 }
 
-// The reference: rows [n0, n1) read as 512-bit loads into 4 accumulators (y[0] keeps them live).
-__attribute__((target("avx512f"))) void plain_read(const void* w, int64_t row_bytes, int64_t, const DecodeRow*, int,
-                                                   int64_t n0, int64_t n1, float* y, int64_t, bool) {
-  const auto* p = static_cast<const uint8_t*>(w) + n0 * row_bytes;
-  const int64_t bytes = (n1 - n0) * row_bytes;
+// The reference: rows [n0, n1) read as 512-bit loads into 4 accumulators (y[0] keeps them live);
+// on CPUs without AVX-512, 256-bit loads into 4 accumulators.
+__attribute__((target("avx512f"))) void plain_read_avx512(const uint8_t* p, int64_t bytes, float* y) {
   __m512i a0 = _mm512_set1_epi32(0), a1 = a0, a2 = a0, a3 = a0;
   for (int64_t o = 0; o + 256 <= bytes; o += 256) {
     a0 = _mm512_xor_si512(a0, _mm512_loadu_si512(p + o));
@@ -101,9 +109,55 @@ __attribute__((target("avx512f"))) void plain_read(const void* w, int64_t row_by
   y[0] = static_cast<float>(_mm512_reduce_add_epi32(_mm512_xor_si512(_mm512_xor_si512(a0, a1), _mm512_xor_si512(a2, a3))));
 }
 
-// GB/s of `gemv` over the weight copies in turn for `seconds`, `threads` threads each on its own
+__attribute__((target("avx2"))) void plain_read_avx2(const uint8_t* p, int64_t bytes, float* y) {
+  __m256i a0 = _mm256_set1_epi32(0), a1 = a0, a2 = a0, a3 = a0;
+  for (int64_t o = 0; o + 128 <= bytes; o += 128) {
+    a0 = _mm256_xor_si256(a0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + o)));
+    a1 = _mm256_xor_si256(a1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + o + 32)));
+    a2 = _mm256_xor_si256(a2, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + o + 64)));
+    a3 = _mm256_xor_si256(a3, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + o + 96)));
+  }
+  const __m256i a = _mm256_xor_si256(_mm256_xor_si256(a0, a1), _mm256_xor_si256(a2, a3));
+  y[0] = static_cast<float>(_mm256_extract_epi32(a, 0) ^ _mm256_extract_epi32(a, 7));
+}
+
+void plain_read(const void* w, int64_t row_bytes, int64_t n0, int64_t n1, float* y) {
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  const auto* p = static_cast<const uint8_t*>(w) + n0 * row_bytes;
+  (avx512 ? plain_read_avx512 : plain_read_avx2)(p, (n1 - n0) * row_bytes, y);
+}
+
+// One way to compute rows [n0, n1) of y = w · a for one activation row.
+struct Variant {
+  std::string name;
+  std::function<void(const void* w, int64_t row_bytes, int64_t K, int64_t n0, int64_t n1, float* y)> run;
+};
+
+// A set's decode kernel (DecodeRow layout, prepared once as linear_quantized does).
+Variant decode_variant(const QuantKernels& k, DType type, const Activation& a) {
+  const DecodeGemv gemv = type == DType::Q4_0 ? k.gemv_q4_0 : k.gemv_q8_0;
+  const DecodeRow* row = &a.row;
+  return {fmt::format("{} gemv", k.name), [gemv, row](const void* w, int64_t rb, int64_t K, int64_t n0, int64_t n1, float* y) {
+            gemv(w, rb, K, row, 1, n0, n1, y, 0, true);
+          }};
+}
+
+// A set's vec_dot per weight row against the Q8_0 activation blocks (the path of sets without a
+// decode kernel).
+Variant vec_dot_variant(const QuantKernels& k, DType type, const std::vector<BlockQ8_0>& xq) {
+  const BlockQ8_0* y8 = xq.data();
+  if (type == DType::Q4_0)
+    return {fmt::format("{} vec_dot", k.name), [f = k.vec_dot_q4_0_q8_0, y8](const void* w, int64_t rb, int64_t K, int64_t n0, int64_t n1, float* y) {
+              for (int64_t n = n0; n < n1; ++n) y[n - n0] = f(K, reinterpret_cast<const BlockQ4_0*>(static_cast<const char*>(w) + n * rb), y8);
+            }};
+  return {fmt::format("{} vec_dot", k.name), [f = k.vec_dot_q8_0_q8_0, y8](const void* w, int64_t rb, int64_t K, int64_t n0, int64_t n1, float* y) {
+            for (int64_t n = n0; n < n1; ++n) y[n - n0] = f(K, reinterpret_cast<const BlockQ8_0*>(static_cast<const char*>(w) + n * rb), y8);
+          }};
+}
+
+// GB/s of `v` over the weight copies in turn for `seconds`, `threads` threads each on its own
 // share of the rows (no barrier between calls); y0: thread 0's y[0].
-double gemv_gbs(DecodeGemv gemv, const Weights& w, const DecodeRow& a, int threads, double seconds, float* y0) {
+double variant_gbs(const Variant& v, const Weights& w, int threads, double seconds, float* y0) {
   std::vector<std::thread> pool;
   std::vector<int64_t> bytes(static_cast<size_t>(threads), 0);
   const auto t0 = Clock::now();
@@ -113,7 +167,7 @@ double gemv_gbs(DecodeGemv gemv, const Weights& w, const DecodeRow& a, int threa
       std::vector<float> y(static_cast<size_t>(n1 - n0 + 1));
       size_t next = static_cast<size_t>(t) % w.copies.size();
       do {
-        gemv(w.copies[next].get(), w.row_bytes, w.K, &a, 1, n0, n1, y.data(), 0, true);
+        v.run(w.copies[next].get(), w.row_bytes, w.K, n0, n1, y.data());
         next = (next + 1) % w.copies.size();
         bytes[static_cast<size_t>(t)] += (n1 - n0) * w.row_bytes;
       } while (std::chrono::duration<double>(Clock::now() - t0).count() < seconds);
@@ -125,18 +179,39 @@ double gemv_gbs(DecodeGemv gemv, const Weights& w, const DecodeRow& a, int threa
   return static_cast<double>(total) / std::chrono::duration<double>(Clock::now() - t0).count() / 1e9;
 }
 
-void bench_kernels(const char* what, const QuantKernels& k0, const QuantKernels& k1, const Weights& w, int threads,
-                   int reps, double seconds_per_rep) {
+// The kernels of every set this CPU runs, for weights of `type`: decode kernels where a set has
+// them, and the AVX2 vec_dot (what linear_quantized used on AVX2 CPUs before their decode kernels).
+std::vector<Variant> variants_make(DType type, const Activation& a, const std::vector<BlockQ8_0>& xq) {
+  std::vector<Variant> v;
+  for (QuantIsa isa : {QuantIsa::Avx2, QuantIsa::Avx512Vnni, QuantIsa::Avx512Vbmi}) {
+    const QuantKernels* k = quant_kernels_find(isa);
+    if (!k) continue;
+    if (isa == QuantIsa::Avx2) v.push_back(vec_dot_variant(*k, type, xq));
+    if (isa == QuantIsa::Avx512Vbmi && type == DType::Q8_0) continue;  // the VNNI set's kernel
+    if (type == DType::Q4_0 ? k->gemv_q4_0 : k->gemv_q8_0) v.push_back(decode_variant(*k, type, a));
+  }
+  v.push_back({"plain read", [](const void* w, int64_t rb, int64_t, int64_t n0, int64_t n1, float* y) {
+                 plain_read(w, rb, n0, n1, y);
+               }});
+  return v;
+}
+
+void bench_kernels(const char* what, const Weights& w, int threads, int reps, double seconds_per_rep) {
   const Activation a = activation_make(w.type, w.K);
-  const DecodeGemv gemvs[3] = {w.type == DType::Q4_0 ? k0.gemv_q4_0 : k0.gemv_q8_0,
-                               w.type == DType::Q4_0 ? k1.gemv_q4_0 : k1.gemv_q8_0, plain_read};
-  double best[3] = {0, 0, 0};
-  float y0[3] = {0, 0, 0};
+  const std::vector<BlockQ8_0> xq = activation_blocks(w.K);
+  const std::vector<Variant> variants = variants_make(w.type, a, xq);
+  std::vector<double> best(variants.size(), 0.0);
+  std::vector<float> y0(variants.size(), 0.0f);
   for (int r = 0; r < reps; ++r)
-    for (int v = 0; v < 3; ++v) best[v] = std::max(best[v], gemv_gbs(gemvs[v], w, a.row, threads, seconds_per_rep, &y0[v]));
-  fmt::print("{:<34} {:>5} {:>10} {:6.1f} GB/s ({:3.0f}%)  {:>10} {:6.1f} GB/s ({:3.0f}%)  read {:6.1f} GB/s  (y[0] {:.4f} / {:.4f})\n",
-             what, dtype_name(w.type), k0.name, best[0], 100 * best[0] / best[2], k1.name, best[1],
-             100 * best[1] / best[2], best[2], y0[0], y0[1]);
+    for (size_t v = 0; v < variants.size(); ++v)
+      best[v] = std::max(best[v], variant_gbs(variants[v], w, threads, seconds_per_rep, &y0[v]));
+  const double read = best.back();
+  fmt::print("{:<36} {:>5}", what, dtype_name(w.type));
+  for (size_t v = 0; v + 1 < variants.size(); ++v)
+    fmt::print("  {} {:5.1f} GB/s ({:3.0f}%)", variants[v].name, best[v], 100 * best[v] / read);
+  fmt::print("  read {:5.1f} GB/s  (y[0]", read);
+  for (size_t v = 0; v + 1 < variants.size(); ++v) fmt::print(" {:.4f}", y0[v]);
+  fmt::print(")\n");
 }
 
 }  // namespace
@@ -145,23 +220,21 @@ void bench_kernels(const char* what, const QuantKernels& k0, const QuantKernels&
 int main(int argc, char** argv) {
   using namespace aigc;
   const int reps = argc > 1 ? std::max(1, std::atoi(argv[1])) : 7;
-  const QuantKernels* vnni = quant_kernels_find(QuantIsa::Avx512Vnni);
-  const QuantKernels* vbmi = quant_kernels_find(QuantIsa::Avx512Vbmi);
-  if (!vnni || !vbmi) {
-    fmt::print("this CPU lacks AVX-512 VNNI or VBMI: no decode kernels to compare\n");
+  if (!quant_kernels_find(QuantIsa::Avx2)) {
+    fmt::print("this CPU lacks AVX2: no decode kernels to compare\n");
     return 0;
   }
   fmt::print("(percent: of the plain read of the same bytes with the same threads)\n");
   for (DType t : {DType::Q4_0, DType::Q8_0}) {
     const int64_t n_cache = t == DType::Q4_0 ? 224 : 112;  // ~250 KiB
-    bench_kernels("in cache, 1 thread (Nx2048)", *vnni, *vbmi, weights_make(t, n_cache, 2048, 0), 1, reps, 0.05);
+    bench_kernels("in cache, 1 thread (Nx2048)", weights_make(t, n_cache, 2048, 0), 1, reps, 0.05);
     const Weights big = weights_make(t, 5632, 2048, 1024.0 * (1 << 20));
-    bench_kernels("from memory, 1 thread (5632x2048)", *vnni, *vbmi, big, 1, reps, 0.2);
-    bench_kernels("from memory, 2 threads (5632x2048)", *vnni, *vbmi, big, 2, reps, 0.2);
+    bench_kernels("from memory, 1 thread (5632x2048)", big, 1, reps, 0.2);
+    bench_kernels("from memory, 2 threads (5632x2048)", big, 2, reps, 0.2);
     // the FFN down projection's long rows (K = 5632): a kernel change can move them apart from K = 2048
     // (session 9, fast memory: one row a pass 84% against 83% of a plain read; four rows 73% against 95%)
     const Weights down = weights_make(t, 2048, 5632, 1024.0 * (1 << 20));
-    bench_kernels("from memory, 2 threads (2048x5632)", *vnni, *vbmi, down, 2, reps, 0.2);
+    bench_kernels("from memory, 2 threads (2048x5632)", down, 2, reps, 0.2);
   }
   return 0;
 }

@@ -466,7 +466,7 @@ TEST(LinearQuantized, SameResultForAnyThreadCountAndBatchShape) {
   thread_count_set(threads_before);
 }
 
-// The decode path (M <= kDecodeMaxRows; the AVX-512 VNNI set has GEMV kernels with their own
+// The decode path (M <= kDecodeMaxRows; the AVX2 and AVX-512 sets have GEMV kernels with their own
 // activation layout, groups of 16 blocks (Q8_0: two halves of 8) plus a natural-order tail) on odd
 // shapes: K with 0 to 15 tail blocks (8 of them: a whole Q8_0 half group that must stay in the
 // tail), no full group at all, N not a multiple of 4, M = 1..4 and short prompts (several

@@ -50,10 +50,11 @@ float vec_dot_q6_K_q8_K_ref(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y);
 // kernel compute-bound. The decode kernels instead take the row prepared once per linear, in the
 // order the kernel consumes it:
 //   - blocks are taken in groups of kDecodeGroup (16); per group and weight row the 16 blocks'
-//     int32 dots are reduced to one 512-bit vector of 16 block sums (in the weight type's order,
-//     decode_order), the offset term (8 * sum(qy) for Q4_0, 128 * sum(qy) for Q8_0, precomputed
-//     here as `bias`) is subtracted in int32, then one multiply-add with the 16 weight scales x
-//     the 16 activation scales;
+//     int32 dots are reduced to one 512-bit vector of 16 block sums (AVX2: two 256-bit vectors of
+//     8, positions 0-7 and 8-15; in the weight type's order, decode_order), the offset term
+//     (8 * sum(qy) for Q4_0, 128 * sum(qy) for Q8_0, precomputed here as `bias`; AVX2's Q8_0
+//     kernel moves the sign instead and leaves it) is subtracted in int32, then one multiply-add
+//     with the 16 weight scales x the 16 activation scales;
 //   - the blocks after the last full group (nb % 16) are done one at a time, in natural order.
 // Results are the reference's up to f32 summation order (every block's integer sum is exact).
 constexpr int kDecodeGroup = 16;

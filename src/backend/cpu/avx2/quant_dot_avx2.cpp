@@ -302,6 +302,146 @@ float vec_dot_q6_K_q8_K_avx2(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y) 
   return sumf;
 }
 
+
+// ---- decode (GEMV) kernels (DecodeRow layout, quant_dot.h) -----------------------------------
+// One weight row at a time against an activation row laid out once per linear by
+// decode_row_prepare, so that a group of 16 blocks costs a few reductions and one multiply-add per
+// 8 blocks instead of vec_dot's per-block horizontal work and scalar scale conversions. AVX2 has
+// no VNNI: maddubs (unsigned x signed bytes, pairs to int16) then madd with ones to int32, and
+// hadd trees that put 8 blocks' sums in one vector in exactly the order decode_row_prepare gives
+// the blocks' scales (kDecodeOrderQ4_0 / kDecodeOrderQ8_0), so no permute is needed.
+
+// Software prefetch of the weight stream, two distances as the AVX-512 kernels do
+// (quant_dot_avx512.cpp): into L2 16 KiB ahead, into L1 4 KiB ahead.
+__attribute__((always_inline)) inline void decode_prefetch(const uint8_t* p, int64_t bytes) {
+  for (int64_t o = 0; o < bytes; o += 64) {
+    _mm_prefetch(reinterpret_cast<const char*>(p + 16384 + o), _MM_HINT_T1);
+    _mm_prefetch(reinterpret_cast<const char*>(p + 4096 + o), _MM_HINT_T0);
+  }
+}
+
+inline uint16_t u16_at(const uint8_t* p) {
+  uint16_t v;
+  __builtin_memcpy(&v, p, 2);
+  return v;
+}
+
+// Eight f16 scales as f32: lane i the one at byte offset o_i of g.
+inline __m256 scales8(const uint8_t* g, int o0, int o1, int o2, int o3, int o4, int o5, int o6, int o7) {
+  const __m128i h = _mm_setr_epi16(static_cast<short>(u16_at(g + o0)), static_cast<short>(u16_at(g + o1)),
+                                   static_cast<short>(u16_at(g + o2)), static_cast<short>(u16_at(g + o3)),
+                                   static_cast<short>(u16_at(g + o4)), static_cast<short>(u16_at(g + o5)),
+                                   static_cast<short>(u16_at(g + o6)), static_cast<short>(u16_at(g + o7)));
+  return _mm256_cvtph_ps(h);
+}
+
+// A tail block (natural order): its 32 unsigned (Q4_0) or sign-moved (Q8_0) products summed.
+inline float decode_tail(const uint8_t* blk, __m256i p16, const DecodeRow& a, int64_t ib, bool with_bias) {
+  const int32_t t = hsum_i32(_mm256_madd_epi16(p16, _mm256_set1_epi16(1))) - (with_bias ? a.bias[ib] : 0);
+  return f16_load(u16_at(blk)) * a.d[ib] * static_cast<float>(t);
+}
+
+// Q4_0 row · activation row. Per quad q of a group (blocks 4q..4q+3, 72 bytes): blocks (4q, 4q+1)
+// and (4q+2, 4q+3) as two 256-bit vectors of nibbles, low halves matching the activation's quad
+// bytes [0, 32) / [32, 64), high halves [64, 96) / [96, 128) (decode_row_prepare's quad layout).
+// Each maddubs pair is at most 2 * 15 * 127, the low + high sum 7620: int16 holds it.
+float gemv_q4_0_row_avx2(const uint8_t* w, int64_t nb, const DecodeRow& a, bool prefetch) {
+  constexpr int64_t kBlock = 18, kQuad = 4 * kBlock, kGroup = kBlock * kDecodeGroup;
+  const int64_t ng = nb / kDecodeGroup;
+  const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  for (int64_t g = 0; g < ng; ++g) {
+    const uint8_t* wg = w + g * kGroup;
+    const int8_t* qy = a.qs + g * kDecodeGroup * 32;
+    if (prefetch) decode_prefetch(wg, kGroup);
+    __m256i P01[4], P23[4];
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) {
+      const uint8_t* quad = wg + q * kQuad;
+      const int8_t* y = qy + 128 * q;
+      const __m256i b01 = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(quad + kBlock + 2),
+                                              reinterpret_cast<const __m128i*>(quad + 2));
+      const __m256i b23 = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(quad + 3 * kBlock + 2),
+                                              reinterpret_cast<const __m128i*>(quad + 2 * kBlock + 2));
+      auto dot = [&](__m256i b, const int8_t* ylo) {
+        const __m256i lo = _mm256_and_si256(b, m4), hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), m4);
+        const __m256i p = _mm256_add_epi16(
+            _mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ylo))),
+            _mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ylo + 64))));
+        return _mm256_madd_epi16(p, ones);
+      };
+      P01[q] = dot(b01, y), P23[q] = dot(b23, y + 32);
+    }
+    // positions 0..7: blocks 0 4 8 12 1 5 9 13; 8..15: 2 6 10 14 3 7 11 15 (kDecodeOrderQ4_0)
+    const __m256i s0 = _mm256_hadd_epi32(_mm256_hadd_epi32(P01[0], P01[1]), _mm256_hadd_epi32(P01[2], P01[3]));
+    const __m256i s1 = _mm256_hadd_epi32(_mm256_hadd_epi32(P23[0], P23[1]), _mm256_hadd_epi32(P23[2], P23[3]));
+    const int32_t* bias = a.bias + g * 16;
+    const float* d = a.d + g * 16;
+    const __m256i t0 = _mm256_sub_epi32(s0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias)));
+    const __m256i t1 = _mm256_sub_epi32(s1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + 8)));
+    const int B = static_cast<int>(kBlock);
+    const __m256 w0 = scales8(wg, 0, 4 * B, 8 * B, 12 * B, B, 5 * B, 9 * B, 13 * B);
+    const __m256 w1 = scales8(wg, 2 * B, 6 * B, 10 * B, 14 * B, 3 * B, 7 * B, 11 * B, 15 * B);
+    acc0 = _mm256_fmadd_ps(_mm256_mul_ps(w0, _mm256_loadu_ps(d)), _mm256_cvtepi32_ps(t0), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_mul_ps(w1, _mm256_loadu_ps(d + 8)), _mm256_cvtepi32_ps(t1), acc1);
+  }
+  float sum = hsum(_mm256_add_ps(acc0, acc1));
+  for (int64_t ib = ng * kDecodeGroup; ib < nb; ++ib) {  // the tail, natural order
+    const uint8_t* blk = w + ib * kBlock;
+    const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qs + ib * 32));
+    sum += decode_tail(blk, _mm256_maddubs_epi16(nibbles_unpack(blk + 2), y), a, ib, true);
+  }
+  return sum;
+}
+
+// Q8_0 row · activation row, half groups of 8 blocks (272 bytes): the sign moved onto the
+// activation as vec_dot_q8_0_q8_0_avx2 does (no offset: the row's bias is not used).
+float gemv_q8_0_row_avx2(const uint8_t* w, int64_t nb, const DecodeRow& a, bool prefetch) {
+  constexpr int64_t kBlock = 34, kHalf = kBlock * 8;
+  const int64_t nh = nb / kDecodeGroup * 2;
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t h = 0; h < nh; ++h) {
+    const uint8_t* wh = w + h * kHalf;
+    const int8_t* qy = a.qs + h * 8 * 32;
+    if (prefetch) decode_prefetch(wh, kHalf);
+    __m256i P[8];
+#pragma GCC unroll 8
+    for (int b = 0; b < 8; ++b) {
+      const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wh + b * kBlock + 2));
+      const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qy + 32 * b));
+      P[b] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(qx), _mm256_sign_epi8(y, qx)), ones);
+    }
+    // lane halves: even blocks' sums of elements 0..15 | 16..31, then the odd blocks'
+    const __m256i e = _mm256_hadd_epi32(_mm256_hadd_epi32(P[0], P[2]), _mm256_hadd_epi32(P[4], P[6]));
+    const __m256i o = _mm256_hadd_epi32(_mm256_hadd_epi32(P[1], P[3]), _mm256_hadd_epi32(P[5], P[7]));
+    // positions: blocks 0 2 4 6 1 3 5 7 (kDecodeOrderQ8_0)
+    const __m256i s = _mm256_add_epi32(_mm256_permute2x128_si256(e, o, 0x20), _mm256_permute2x128_si256(e, o, 0x31));
+    const int B = static_cast<int>(kBlock);
+    const __m256 sw = scales8(wh, 0, 2 * B, 4 * B, 6 * B, B, 3 * B, 5 * B, 7 * B);
+    acc = _mm256_fmadd_ps(_mm256_mul_ps(sw, _mm256_loadu_ps(a.d + h * 8)), _mm256_cvtepi32_ps(s), acc);
+  }
+  float sum = hsum(acc);
+  for (int64_t ib = nh * 8; ib < nb; ++ib) {
+    const uint8_t* blk = w + ib * kBlock;
+    const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
+    const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qs + ib * 32));
+    sum += decode_tail(blk, _mm256_maddubs_epi16(_mm256_abs_epi8(qx), _mm256_sign_epi8(y, qx)), a, ib, false);
+  }
+  return sum;
+}
+
+// DecodeGemv: weight rows [n0, n1), each dotted with the `rows` activation rows in turn while it
+// is in L1 (the same operations per output whatever `rows` is); only the first streams it in.
+template <float (*Row)(const uint8_t*, int64_t, const DecodeRow&, bool)>
+void gemv_avx2(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0, int64_t n1,
+               float* y, int64_t ldy, bool prefetch) {
+  const auto* wb = static_cast<const uint8_t*>(w);
+  const int64_t nb = K / 32;
+  for (int64_t n = n0; n < n1; ++n)
+    for (int r = 0; r < rows; ++r) y[r * ldy + n - n0] = Row(wb + n * row_bytes, nb, a[r], prefetch && r == 0);
+}
+
 const QuantKernels kQuantKernelsAvx2 = {
     "avx2",
     quantize_row_q8_0_avx2,
@@ -316,8 +456,8 @@ const QuantKernels kQuantKernelsAvx2 = {
     vec_dot_q4_K_q8_K_avx2,
     vec_dot_q5_K_q8_K_avx2,
     vec_dot_q6_K_q8_K_avx2,
-    nullptr,  // decode kernels: AVX-512 VNNI only; linear_quantized uses the dots above
-    nullptr,
+    gemv_avx2<gemv_q4_0_row_avx2>,
+    gemv_avx2<gemv_q8_0_row_avx2>,
     decode_row_prepare,
     nullptr,  // several rows per pass: AVX-512 only
     nullptr,
