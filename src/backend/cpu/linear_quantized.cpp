@@ -245,11 +245,14 @@ void linear_quantized_with(const QuantKernels& k, const Tensor& x, const Tensor&
     }
     return;
   }
-  if (M <= kDecodeMaxRows) {
-    if (const DecodeGemv gemv = decode_gemv(k, w.type())) {
-      const DecodeTarget t{w.data(), w.stride_bytes(0), N, yd};
-      return linear_decode(k, gemv, w.type(), xd, M, K, std::span<const DecodeTarget>(&t, 1));
+  if (const DecodeGemv gemv = decode_gemv(k, w.type())) {
+    // in chunks of kDecodeMaxRows rows (every output is the single row's bits either way)
+    for (int64_t m0 = 0; m0 < M; m0 += kDecodeMaxRows) {
+      const DecodeTarget t{w.data(), w.stride_bytes(0), N, yd + m0 * N};
+      linear_decode(k, gemv, w.type(), xd + m0 * K, std::min(kDecodeMaxRows, M - m0), K,
+                    std::span<const DecodeTarget>(&t, 1));
     }
+    return;
   }
   const BlockQ8_0* xq = activations_quantize(k.quantize_row_q8_0, xd, M, K, nb);
   switch (w.type()) {

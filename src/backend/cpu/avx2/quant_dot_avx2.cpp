@@ -394,6 +394,66 @@ float gemv_q4_0_row_avx2(const uint8_t* w, int64_t nb, const DecodeRow& a, bool 
   return sum;
 }
 
+// The same row dotted with `rows` (2..kVecDotRowsMax) activation rows (short prompts, prompt
+// chunks): each group is unpacked and its scales converted once, then dotted with every row. The
+// float operations per row are gemv_q4_0_row_avx2's, in its order (the integer sums are exact
+// either way): each out[r] is the single-row result bit for bit.
+void gemv_q4_0_rows_avx2(const uint8_t* w, int64_t nb, const DecodeRow* a, int rows, float* out, bool prefetch) {
+  constexpr int64_t kBlock = 18, kQuad = 4 * kBlock, kGroup = kBlock * kDecodeGroup;
+  const int64_t ng = nb / kDecodeGroup;
+  const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+  __m256 acc0[kVecDotRowsMax], acc1[kVecDotRowsMax];
+  for (int r = 0; r < rows; ++r) acc0[r] = acc1[r] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < ng; ++g) {
+    const uint8_t* wg = w + g * kGroup;
+    if (prefetch) decode_prefetch(wg, kGroup);
+    __m256i u[16];  // per quad: blocks (4q, 4q+1) low and high nibbles, then (4q+2, 4q+3)
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) {
+      const uint8_t* quad = wg + q * kQuad;
+      const __m256i b01 = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(quad + kBlock + 2),
+                                              reinterpret_cast<const __m128i*>(quad + 2));
+      const __m256i b23 = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(quad + 3 * kBlock + 2),
+                                              reinterpret_cast<const __m128i*>(quad + 2 * kBlock + 2));
+      u[4 * q] = _mm256_and_si256(b01, m4), u[4 * q + 1] = _mm256_and_si256(_mm256_srli_epi16(b01, 4), m4);
+      u[4 * q + 2] = _mm256_and_si256(b23, m4), u[4 * q + 3] = _mm256_and_si256(_mm256_srli_epi16(b23, 4), m4);
+    }
+    const int B = static_cast<int>(kBlock);
+    const __m256 w0 = scales8(wg, 0, 4 * B, 8 * B, 12 * B, B, 5 * B, 9 * B, 13 * B);
+    const __m256 w1 = scales8(wg, 2 * B, 6 * B, 10 * B, 14 * B, 3 * B, 7 * B, 11 * B, 15 * B);
+    for (int r = 0; r < rows; ++r) {
+      const int8_t* qy = a[r].qs + g * kDecodeGroup * 32;
+      auto dot = [&](__m256i lo, __m256i hi, const int8_t* ylo) {
+        const __m256i p = _mm256_add_epi16(
+            _mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ylo))),
+            _mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ylo + 64))));
+        return _mm256_madd_epi16(p, ones);
+      };
+      __m256i P01[4], P23[4];
+#pragma GCC unroll 4
+      for (int q = 0; q < 4; ++q)
+        P01[q] = dot(u[4 * q], u[4 * q + 1], qy + 128 * q), P23[q] = dot(u[4 * q + 2], u[4 * q + 3], qy + 128 * q + 32);
+      const __m256i s0 = _mm256_hadd_epi32(_mm256_hadd_epi32(P01[0], P01[1]), _mm256_hadd_epi32(P01[2], P01[3]));
+      const __m256i s1 = _mm256_hadd_epi32(_mm256_hadd_epi32(P23[0], P23[1]), _mm256_hadd_epi32(P23[2], P23[3]));
+      const int32_t* bias = a[r].bias + g * 16;
+      const float* d = a[r].d + g * 16;
+      const __m256i t0 = _mm256_sub_epi32(s0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias)));
+      const __m256i t1 = _mm256_sub_epi32(s1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + 8)));
+      acc0[r] = _mm256_fmadd_ps(_mm256_mul_ps(w0, _mm256_loadu_ps(d)), _mm256_cvtepi32_ps(t0), acc0[r]);
+      acc1[r] = _mm256_fmadd_ps(_mm256_mul_ps(w1, _mm256_loadu_ps(d + 8)), _mm256_cvtepi32_ps(t1), acc1[r]);
+    }
+  }
+  for (int r = 0; r < rows; ++r) {
+    float sum = hsum(_mm256_add_ps(acc0[r], acc1[r]));
+    for (int64_t ib = ng * kDecodeGroup; ib < nb; ++ib) {  // the tail, natural order
+      const uint8_t* blk = w + ib * kBlock;
+      const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r].qs + ib * 32));
+      sum += decode_tail(blk, _mm256_maddubs_epi16(nibbles_unpack(blk + 2), y), a[r], ib, true);
+    }
+    out[r] = sum;
+  }
+}
+
 // Q8_0 row · activation row, half groups of 8 blocks (272 bytes): the sign moved onto the
 // activation as vec_dot_q8_0_q8_0_avx2 does (no offset: the row's bias is not used).
 float gemv_q8_0_row_avx2(const uint8_t* w, int64_t nb, const DecodeRow& a, bool prefetch) {
@@ -442,6 +502,18 @@ void gemv_avx2(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, 
     for (int r = 0; r < rows; ++r) y[r * ldy + n - n0] = Row(wb + n * row_bytes, nb, a[r], prefetch && r == 0);
 }
 
+// Q4_0: a weight row is unpacked once for all the activation rows (gemv_q4_0_rows_avx2).
+void gemv_q4_0_avx2(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0, int64_t n1,
+                    float* y, int64_t ldy, bool prefetch) {
+  if (rows == 1) return gemv_avx2<gemv_q4_0_row_avx2>(w, row_bytes, K, a, 1, n0, n1, y, ldy, prefetch);
+  const auto* wb = static_cast<const uint8_t*>(w);
+  float out[kVecDotRowsMax];
+  for (int64_t n = n0; n < n1; ++n) {
+    gemv_q4_0_rows_avx2(wb + n * row_bytes, K / 32, a, rows, out, prefetch);
+    for (int r = 0; r < rows; ++r) y[r * ldy + n - n0] = out[r];
+  }
+}
+
 const QuantKernels kQuantKernelsAvx2 = {
     "avx2",
     quantize_row_q8_0_avx2,
@@ -456,7 +528,7 @@ const QuantKernels kQuantKernelsAvx2 = {
     vec_dot_q4_K_q8_K_avx2,
     vec_dot_q5_K_q8_K_avx2,
     vec_dot_q6_K_q8_K_avx2,
-    gemv_avx2<gemv_q4_0_row_avx2>,
+    gemv_q4_0_avx2,
     gemv_avx2<gemv_q8_0_row_avx2>,
     decode_row_prepare,
     nullptr,  // several rows per pass: AVX-512 only
