@@ -10,16 +10,19 @@ namespace aigc::ops::gemv {
 namespace {
 
 struct LoadF32 {
+  static constexpr int64_t kBytes = 4;
   static __m256 full(const void* w, int64_t i) { return _mm256_loadu_ps(static_cast<const float*>(w) + i); }
   static float one(const void* w, int64_t i) { return static_cast<const float*>(w)[i]; }
 };
 struct LoadF16 {
+  static constexpr int64_t kBytes = 2;
   static __m256 full(const void* w, int64_t i) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + i)));
   }
   static float one(const void* w, int64_t i) { return f16_to_f32(static_cast<const uint16_t*>(w)[i]); }
 };
 struct LoadBF16 {
+  static constexpr int64_t kBytes = 2;
   static __m256 full(const void* w, int64_t i) {
     const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + i));
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
@@ -43,6 +46,14 @@ void gemv_rows(const float* x, int64_t ldx, const char* w, int64_t ldw_bytes, in
     for (int r = 0; r < R; ++r) acc0[r] = acc1[r] = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 16 <= k; i += 16) {
+      // Software prefetch once per 64-byte line, into L2 16 KiB ahead and into L1 4 KiB ahead, as
+      // the quantised decode kernels do: decode streams the rows from memory, and the hardware
+      // prefetcher alone left the F16 model's tokens at 75% of a plain read (Zen 3, 2 threads).
+      if ((i * Load::kBytes) % 64 == 0) {
+        const char* p = static_cast<const char*>(wr) + i * Load::kBytes;
+        _mm_prefetch(p + 16384, _MM_HINT_T1);
+        _mm_prefetch(p + 4096, _MM_HINT_T0);
+      }
       const __m256 w0 = Load::full(wr, i), w1 = Load::full(wr, i + 8);
       for (int r = 0; r < R; ++r) {
         acc0[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * ldx + i), w0, acc0[r]);
