@@ -482,8 +482,10 @@ void PackedConv::pack_into(const void* w, Type src, void* dst) const {
 
 void PackedConv::run(const float* x, const int64_t xs[4], float* y, const int64_t ys[4], int64_t n, int64_t h,
                      int64_t w) const {
+  int64_t dense[4];  // outlives the block below: xs may point at it
   if (impl_->round_x) {  // x rounded to bf16 values, as dense NCHW
-    const int64_t c = impl_->c, dense[4] = {c * h * w, h * w, w, 1};
+    const int64_t c = impl_->c;
+    dense[0] = c * h * w, dense[1] = h * w, dense[2] = w, dense[3] = 1;
     thread_local std::vector<float> xr;
     if (xr.size() < static_cast<size_t>(n * c * h * w)) xr.resize(static_cast<size_t>(n * c * h * w));
     float* xd = xr.data();
@@ -491,7 +493,8 @@ void PackedConv::run(const float* x, const int64_t xs[4], float* y, const int64_
       for (int64_t p = p0; p < p1; ++p) {
         const float* src = x + (p / c) * xs[0] + (p % c) * xs[1];
         for (int64_t i = 0; i < h; ++i)
-          for (int64_t j = 0; j < w; ++j) xd[p * h * w + i * w + j] = bf16_to_f32(bf16_from_f32(src[i * xs[2] + j * xs[3]]));
+          for (int64_t j = 0; j < w; ++j)
+            xd[p * h * w + i * w + j] = bf16_to_f32(bf16_from_f32(src[i * xs[2] + j * xs[3]]));
       }
     });
     x = xd, xs = dense;
