@@ -491,6 +491,52 @@ float gemv_q8_0_row_avx2(const uint8_t* w, int64_t nb, const DecodeRow& a, bool 
   return sum;
 }
 
+// The same row dotted with `rows` (2..kVecDotRowsMax) activation rows: each half group's weights
+// loaded, |w| taken and the scales converted once. Float operations per row as in
+// gemv_q8_0_row_avx2, in its order: each out[r] is the single-row result bit for bit.
+void gemv_q8_0_rows_avx2(const uint8_t* w, int64_t nb, const DecodeRow* a, int rows, float* out, bool prefetch) {
+  constexpr int64_t kBlock = 34, kHalf = kBlock * 8;
+  const int64_t nh = nb / kDecodeGroup * 2;
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[kVecDotRowsMax];
+  for (int r = 0; r < rows; ++r) acc[r] = _mm256_setzero_ps();
+  for (int64_t h = 0; h < nh; ++h) {
+    const uint8_t* wh = w + h * kHalf;
+    if (prefetch) decode_prefetch(wh, kHalf);
+    __m256i qx[8], ax[8];
+#pragma GCC unroll 8
+    for (int b = 0; b < 8; ++b) {
+      qx[b] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wh + b * kBlock + 2));
+      ax[b] = _mm256_abs_epi8(qx[b]);
+    }
+    const int B = static_cast<int>(kBlock);
+    const __m256 sw = scales8(wh, 0, 2 * B, 4 * B, 6 * B, B, 3 * B, 5 * B, 7 * B);
+    for (int r = 0; r < rows; ++r) {
+      const int8_t* qy = a[r].qs + h * 8 * 32;
+      __m256i P[8];
+#pragma GCC unroll 8
+      for (int b = 0; b < 8; ++b) {
+        const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qy + 32 * b));
+        P[b] = _mm256_madd_epi16(_mm256_maddubs_epi16(ax[b], _mm256_sign_epi8(y, qx[b])), ones);
+      }
+      const __m256i e = _mm256_hadd_epi32(_mm256_hadd_epi32(P[0], P[2]), _mm256_hadd_epi32(P[4], P[6]));
+      const __m256i o = _mm256_hadd_epi32(_mm256_hadd_epi32(P[1], P[3]), _mm256_hadd_epi32(P[5], P[7]));
+      const __m256i s = _mm256_add_epi32(_mm256_permute2x128_si256(e, o, 0x20), _mm256_permute2x128_si256(e, o, 0x31));
+      acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(sw, _mm256_loadu_ps(a[r].d + h * 8)), _mm256_cvtepi32_ps(s), acc[r]);
+    }
+  }
+  for (int r = 0; r < rows; ++r) {
+    float sum = hsum(acc[r]);
+    for (int64_t ib = nh * 8; ib < nb; ++ib) {
+      const uint8_t* blk = w + ib * kBlock;
+      const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
+      const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r].qs + ib * 32));
+      sum += decode_tail(blk, _mm256_maddubs_epi16(_mm256_abs_epi8(qx), _mm256_sign_epi8(y, qx)), a[r], ib, false);
+    }
+    out[r] = sum;
+  }
+}
+
 // DecodeGemv: weight rows [n0, n1), each dotted with the `rows` activation rows in turn while it
 // is in L1 (the same operations per output whatever `rows` is); only the first streams it in.
 template <float (*Row)(const uint8_t*, int64_t, const DecodeRow&, bool)>
@@ -502,14 +548,16 @@ void gemv_avx2(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, 
     for (int r = 0; r < rows; ++r) y[r * ldy + n - n0] = Row(wb + n * row_bytes, nb, a[r], prefetch && r == 0);
 }
 
-// Q4_0: a weight row is unpacked once for all the activation rows (gemv_q4_0_rows_avx2).
-void gemv_q4_0_avx2(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0, int64_t n1,
-                    float* y, int64_t ldy, bool prefetch) {
-  if (rows == 1) return gemv_avx2<gemv_q4_0_row_avx2>(w, row_bytes, K, a, 1, n0, n1, y, ldy, prefetch);
+// Several activation rows: a weight row is unpacked once for all of them (Rows).
+template <float (*Row)(const uint8_t*, int64_t, const DecodeRow&, bool),
+          void (*Rows)(const uint8_t*, int64_t, const DecodeRow*, int, float*, bool)>
+void gemv_rows_avx2(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0,
+                    int64_t n1, float* y, int64_t ldy, bool prefetch) {
+  if (rows == 1) return gemv_avx2<Row>(w, row_bytes, K, a, 1, n0, n1, y, ldy, prefetch);
   const auto* wb = static_cast<const uint8_t*>(w);
   float out[kVecDotRowsMax];
   for (int64_t n = n0; n < n1; ++n) {
-    gemv_q4_0_rows_avx2(wb + n * row_bytes, K / 32, a, rows, out, prefetch);
+    Rows(wb + n * row_bytes, K / 32, a, rows, out, prefetch);
     for (int r = 0; r < rows; ++r) y[r * ldy + n - n0] = out[r];
   }
 }
@@ -528,8 +576,8 @@ const QuantKernels kQuantKernelsAvx2 = {
     vec_dot_q4_K_q8_K_avx2,
     vec_dot_q5_K_q8_K_avx2,
     vec_dot_q6_K_q8_K_avx2,
-    gemv_q4_0_avx2,
-    gemv_avx2<gemv_q8_0_row_avx2>,
+    gemv_rows_avx2<gemv_q4_0_row_avx2, gemv_q4_0_rows_avx2>,
+    gemv_rows_avx2<gemv_q8_0_row_avx2, gemv_q8_0_rows_avx2>,
     decode_row_prepare,
     nullptr,  // several rows per pass: AVX-512 only
     nullptr,
