@@ -1,7 +1,8 @@
 // Decode GEMV kernels side by side, in weight GB/s (bytes of weight rows read per call): those of
 // every kernel set this CPU runs (AVX2: its vec_dot per row, the path before the set had decode
 // kernels, and its decode kernel; AVX-512: the avx512vnni set's Q4_0 kernel, 16-byte loads and
-// inserts, against the avx512vbmi set's, byte permutes; and the Q8_0 kernel), beside a plain read
+// inserts, against the avx512vbmi set's, byte permutes; and the Q8_0 kernel; for Q4_K, Q5_K and
+// Q6_K each set's vec_dot, which decode runs per weight row), beside a plain read
 // of the same bytes (512-bit loads, or 256-bit without AVX-512, into 4 accumulators: what the
 // memory gives one stream per thread). In cache (a 2048-wide weight
 // of ~250 KiB, in L2, reused; 1 thread) and from memory (TinyLlama's FFN shape 5632x2048, copies
@@ -21,6 +22,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include <immintrin.h>
@@ -71,14 +73,19 @@ struct Activation {
   DecodeRow row;
 };
 
-// One random activation row quantised to Q8_0 blocks.
-std::vector<BlockQ8_0> activation_blocks(int64_t K) {
+// One random activation row quantised to blocks of Q8_0 (or Q8_K, the K-quants' activations).
+template <typename Block = BlockQ8_0>
+std::vector<Block> activation_blocks(int64_t K) {
   std::mt19937 rng(9);
   std::uniform_real_distribution<float> u(-1.f, 1.f);
   std::vector<float> x(static_cast<size_t>(K));
   for (float& v : x) v = u(rng);
-  std::vector<BlockQ8_0> xq(static_cast<size_t>(K / kQK8_0));
-  quantize_row_q8_0_ref(x.data(), xq.data(), K);
+  constexpr bool kK = std::is_same_v<Block, BlockQ8_K>;
+  std::vector<Block> xq(static_cast<size_t>(K / (kK ? kQK_K : kQK8_0)));
+  if constexpr (kK)
+    quantize_row_q8_K_ref(x.data(), xq.data(), K);
+  else
+    quantize_row_q8_0_ref(x.data(), xq.data(), K);
   return xq;
 }
 
@@ -142,17 +149,28 @@ Variant decode_variant(const QuantKernels& k, DType type, const Activation& a) {
           }};
 }
 
+// vec_dot per weight row of rows [n0, n1) against one activation row of blocks y8.
+template <typename BlockW, typename BlockA>
+Variant vec_dot_loop(std::string name, float (*f)(int64_t, const BlockW*, const BlockA*), const BlockA* y8) {
+  return {std::move(name), [f, y8](const void* w, int64_t rb, int64_t K, int64_t n0, int64_t n1, float* y) {
+            for (int64_t n = n0; n < n1; ++n) y[n - n0] = f(K, reinterpret_cast<const BlockW*>(static_cast<const char*>(w) + n * rb), y8);
+          }};
+}
+
+// A set's K-quant vec_dot per weight row (what linear_quantized runs for a decode step).
+Variant vec_dot_k_variant(const QuantKernels& k, DType type, const std::vector<BlockQ8_K>& xq) {
+  const std::string name = fmt::format("{} vec_dot", k.name);
+  if (type == DType::Q4_K) return vec_dot_loop(name, k.vec_dot_q4_K_q8_K, xq.data());
+  if (type == DType::Q5_K) return vec_dot_loop(name, k.vec_dot_q5_K_q8_K, xq.data());
+  return vec_dot_loop(name, k.vec_dot_q6_K_q8_K, xq.data());
+}
+
 // A set's vec_dot per weight row against the Q8_0 activation blocks (the path of sets without a
 // decode kernel).
 Variant vec_dot_variant(const QuantKernels& k, DType type, const std::vector<BlockQ8_0>& xq) {
-  const BlockQ8_0* y8 = xq.data();
-  if (type == DType::Q4_0)
-    return {fmt::format("{} vec_dot", k.name), [f = k.vec_dot_q4_0_q8_0, y8](const void* w, int64_t rb, int64_t K, int64_t n0, int64_t n1, float* y) {
-              for (int64_t n = n0; n < n1; ++n) y[n - n0] = f(K, reinterpret_cast<const BlockQ4_0*>(static_cast<const char*>(w) + n * rb), y8);
-            }};
-  return {fmt::format("{} vec_dot", k.name), [f = k.vec_dot_q8_0_q8_0, y8](const void* w, int64_t rb, int64_t K, int64_t n0, int64_t n1, float* y) {
-            for (int64_t n = n0; n < n1; ++n) y[n - n0] = f(K, reinterpret_cast<const BlockQ8_0*>(static_cast<const char*>(w) + n * rb), y8);
-          }};
+  const std::string name = fmt::format("{} vec_dot", k.name);
+  if (type == DType::Q4_0) return vec_dot_loop(name, k.vec_dot_q4_0_q8_0, xq.data());
+  return vec_dot_loop(name, k.vec_dot_q8_0_q8_0, xq.data());
 }
 
 // GB/s of `v` over the weight copies in turn for `seconds`, `threads` threads each on its own
@@ -179,16 +197,41 @@ double variant_gbs(const Variant& v, const Weights& w, int threads, double secon
   return static_cast<double>(total) / std::chrono::duration<double>(Clock::now() - t0).count() / 1e9;
 }
 
+// The activation row in every format a kernel takes.
+struct Inputs {
+  Activation decode;              // DecodeRow layout (Q4_0, Q8_0 weights)
+  std::vector<BlockQ8_0> q8_0;    // Q8_0 blocks
+  std::vector<BlockQ8_K> q8_K;    // Q8_K blocks (K-quant weights)
+};
+
+bool is_k_quant(DType t) { return t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K; }
+
+Inputs inputs_make(DType type, int64_t K) {
+  Inputs in;
+  if (is_k_quant(type)) {
+    in.q8_K = activation_blocks<BlockQ8_K>(K);
+  } else {
+    in.decode = activation_make(type, K);
+    in.q8_0 = activation_blocks(K);
+  }
+  return in;
+}
+
 // The kernels of every set this CPU runs, for weights of `type`: decode kernels where a set has
-// them, and the AVX2 vec_dot (what linear_quantized used on AVX2 CPUs before their decode kernels).
-std::vector<Variant> variants_make(DType type, const Activation& a, const std::vector<BlockQ8_0>& xq) {
+// them, and the AVX2 vec_dot (what linear_quantized used on AVX2 CPUs before their decode kernels);
+// for the K-quants, each set's vec_dot (a decode step's kernel).
+std::vector<Variant> variants_make(DType type, const Inputs& in) {
   std::vector<Variant> v;
   for (QuantIsa isa : {QuantIsa::Avx2, QuantIsa::Avx512Vnni, QuantIsa::Avx512Vbmi}) {
     const QuantKernels* k = quant_kernels_find(isa);
     if (!k) continue;
-    if (isa == QuantIsa::Avx2) v.push_back(vec_dot_variant(*k, type, xq));
+    if (is_k_quant(type)) {
+      if (isa != QuantIsa::Avx512Vbmi) v.push_back(vec_dot_k_variant(*k, type, in.q8_K));  // Vbmi: Vnni's
+      continue;
+    }
+    if (isa == QuantIsa::Avx2) v.push_back(vec_dot_variant(*k, type, in.q8_0));
     if (isa == QuantIsa::Avx512Vbmi && type == DType::Q8_0) continue;  // the VNNI set's kernel
-    if (type == DType::Q4_0 ? k->gemv_q4_0 : k->gemv_q8_0) v.push_back(decode_variant(*k, type, a));
+    if (type == DType::Q4_0 ? k->gemv_q4_0 : k->gemv_q8_0) v.push_back(decode_variant(*k, type, in.decode));
   }
   v.push_back({"plain read", [](const void* w, int64_t rb, int64_t, int64_t n0, int64_t n1, float* y) {
                  plain_read(w, rb, n0, n1, y);
@@ -197,9 +240,8 @@ std::vector<Variant> variants_make(DType type, const Activation& a, const std::v
 }
 
 void bench_kernels(const char* what, const Weights& w, int threads, int reps, double seconds_per_rep) {
-  const Activation a = activation_make(w.type, w.K);
-  const std::vector<BlockQ8_0> xq = activation_blocks(w.K);
-  const std::vector<Variant> variants = variants_make(w.type, a, xq);
+  const Inputs in = inputs_make(w.type, w.K);
+  const std::vector<Variant> variants = variants_make(w.type, in);
   std::vector<double> best(variants.size(), 0.0);
   std::vector<float> y0(variants.size(), 0.0f);
   for (int r = 0; r < reps; ++r)
@@ -225,8 +267,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   fmt::print("(percent: of the plain read of the same bytes with the same threads)\n");
-  for (DType t : {DType::Q4_0, DType::Q8_0}) {
-    const int64_t n_cache = t == DType::Q4_0 ? 224 : 112;  // ~250 KiB
+  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+    const int64_t n_cache = 256 * 1024 / *dtype_row_bytes(t, 2048);  // ~250 KiB
     bench_kernels("in cache, 1 thread (Nx2048)", weights_make(t, n_cache, 2048, 0), 1, reps, 0.05);
     const Weights big = weights_make(t, 5632, 2048, 1024.0 * (1 << 20));
     bench_kernels("from memory, 1 thread (5632x2048)", big, 1, reps, 0.2);

@@ -1,8 +1,8 @@
 // ops::linear_group (linear_quantized.h): several linears over one input must give exactly what
 // ops::linear gives on each (that path is checked against PyTorch and the reference kernels in
-// test_quant.cpp / test_ops_gemm.cpp), whichever way it runs: fused (Q4_0 / Q8_0 decode, rows
-// handed out in tiles from a shared counter, any thread count) or one ops::linear at a time
-// (bias, F16 weights, mixed types, M above gemv::kMaxRows).
+// test_quant.cpp / test_ops_gemm.cpp), whichever way it runs: fused (Q4_0 / Q8_0 decode, or
+// K-quants of any mix, rows shared among the threads, any thread count) or one ops::linear at a
+// time (bias, F16 weights, mixed types, M above what the integer kernels take).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -58,7 +58,7 @@ void group_check(const GroupCase& gc, uint32_t seed) {
 
 TEST(LinearGroup, SameBitsAsOneLinearEach) {
   const int threads_before = thread_count();
-  const DType q4 = DType::Q4_0, q8 = DType::Q8_0;
+  const DType q4 = DType::Q4_0, q8 = DType::Q8_0, q4k = DType::Q4_K, q5k = DType::Q5_K, q6k = DType::Q6_K;
   const GroupCase cases[] = {
       // fused: one or several weights, odd N and K, M = 1..kMaxRows; K = 2048 makes the layers big
       // enough to run on several threads (tiles of >= 32 rows from the shared counter)
@@ -69,10 +69,15 @@ TEST(LinearGroup, SameBitsAsOneLinearEach) {
       {3, 96, {5, 33, 1}, {q4, q4, q4}, false},
       {1, 32, {1}, {q8}, false},
       {1, 736, {1500, 700}, {q4, q4}, false},
+      // fused K-quants, mixed as Q4_K_M files mix them (one Q8_K activation format)
+      {1, 2048, {300, 65, 64}, {q4k, q4k, q6k}, false},
+      {3, 512, {40, 7}, {q5k, q6k}, false},
+      {9, 256, {70, 1, 5}, {q4k, q5k, q6k}, false},
       // not fused: bias, F16, mixed types, M > kMaxRows
       {1, 288, {17, 9}, {q4, q4}, true},
       {2, 64, {33, 5}, {DType::F16, DType::F16}, false},
       {1, 256, {40, 24}, {q4, q8}, false},
+      {1, 256, {40, 24}, {q4k, q4}, false},
       {ops::gemv::kMaxRows + 1, 128, {19, 7}, {q8, q8}, false},
   };
   uint32_t seed = 500;

@@ -548,7 +548,7 @@ TEST(KQuantLinear, MatchesTorchForEveryTypeAndKernelSet) {
 }
 
 // Each activation row alone (a decode step) gives the bits it has in a batch, in every set: the
-// kernels that dot several rows per pass (AVX-512) run each row's operations in the single-row order.
+// kernels that dot several rows per pass run each row's operations in the single-row order.
 TEST(KQuantLinear, RowAloneGivesItsBatchBits) {
   struct Shape { int64_t M, K, N; };
   for (const Shape& sh : {Shape{13, 512, 70}, Shape{6, 3328, 9}, Shape{2, 256, 5}}) {

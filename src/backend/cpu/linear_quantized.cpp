@@ -109,17 +109,77 @@ void linear_rows_multi(VecDotRowsK rows_kernel, const Tensor& w, const BlockQ8_K
   }
 }
 
-// Decode and short prompts (M <= kDecodeMaxRows) with the set's GEMV kernels, for one or more
-// weights of one type (Q4_0 or Q8_0) that share the input x: the rows of x are quantised and laid
-// out once (DecodeRow), then one parallel region covers the rows of every weight. Each thread
-// streams its own share of the weight rows (below); every output is one kernel's fixed sequence of
-// operations on one weight row and one activation row, so the split never changes a bit.
+// Decode and short prompts (M <= kDecodeMaxRows) for one or more weights that share the input x:
+// the rows of x are quantised (and laid out) once, then one parallel region covers the rows of
+// every weight. Each thread streams its own share of the weight rows (decode_schedule, below);
+// every output is one kernel's fixed sequence of operations on one weight row and one activation
+// row, so the split never changes a bit.
 struct DecodeTarget {
   const void* w;
   int64_t row_bytes, N;
-  float* y;  // [M, N]
+  float* y;             // [M, N]
+  VecDotRowsK rows_k;   // K-quant weights: the set's several-rows kernel (linear_decode_k)
 };
 
+// Calls tile(target, t0, t1) for tiles of at most 64 rows covering the rows of every target, on
+// the thread pool. min_rows: rows below which a thread is not worth it.
+template <typename Tile>
+void decode_schedule(std::span<const DecodeTarget> targets, int64_t min_rows, const Tile& tile) {
+  int64_t total = 0;
+  for (const DecodeTarget& t : targets) total += t.N;
+  const int nth = thread_count();
+  // Rows [r0, r1) of the concatenated targets, a tile of 64 rows at a time.
+  auto rows_run = [&](int64_t r0, int64_t r1) {
+    int64_t base = 0;
+    for (const DecodeTarget& t : targets) {
+      const int64_t n0 = std::max<int64_t>(r0 - base, 0), n1 = std::min<int64_t>(r1 - base, t.N);
+      for (int64_t t0 = n0; t0 < n1; t0 += 64) tile(t, t0, std::min(n1, t0 + 64));
+      base += t.N;
+      if (base >= r1) break;
+    }
+  };
+  if (nth == 1 || total < 2 * min_rows) return rows_run(0, total);
+  // Each thread owns a contiguous share of the rows and takes them from its front, 64 rows a claim,
+  // so it reads one stream and the kernels' prefetch (16 KiB ahead) runs on into its next claim; a
+  // thread done with its share takes rows from the back of the others', min_tile a claim, so the
+  // threads still finish together when one was slowed. Measured (scratch benchmark: the linears
+  // of TinyLlama's 22 layers back to back, 2 threads, beside a plain read of the same weights),
+  // memory fast / slow: shares 79 / 94% of the read, fixed halves 77.5 / 94%, the former guided
+  // tiles from one shared counter (each claim 1/(4 nth) of the rows left) 70 / 91%: each new tile
+  // restarted the stream and wasted the prefetch past its end.
+  const int64_t min_tile = std::max<int64_t>(16, min_rows);
+  AIGC_ASSERT(total < (int64_t{1} << 32), "decode_schedule: {} rows", total);
+  struct alignas(64) Share { std::atomic<uint64_t> front_back; };  // front | back << 32 (rows)
+  thread_local std::unique_ptr<Share[]> shares;
+  thread_local int shares_cap = 0;
+  if (shares_cap < nth) shares.reset(new Share[static_cast<size_t>(nth)]), shares_cap = nth;
+  Share* share = shares.get();  // the caller's (in the workers, `shares` names their own, empty)
+  auto pack = [](int64_t front, int64_t back) { return static_cast<uint64_t>(front) | static_cast<uint64_t>(back) << 32; };
+  for (int i = 0; i < nth; ++i) share[i].front_back.store(pack(total * i / nth, total * (i + 1) / nth), std::memory_order_relaxed);
+  // Claims rows of share s until it is empty: `own` from the front, 64 rows, else from the back.
+  auto drain = [&](Share& s, bool own) {
+    uint64_t v = s.front_back.load(std::memory_order_relaxed);
+    for (;;) {
+      const int64_t f = static_cast<int64_t>(v & 0xffffffffu), b = static_cast<int64_t>(v >> 32);
+      if (f >= b) return;
+      const int64_t r0 = own ? f : std::max(f, b - min_tile), r1 = own ? std::min(b, f + 64) : b;
+      if (s.front_back.compare_exchange_weak(v, own ? pack(r1, b) : pack(f, r0), std::memory_order_relaxed)) {
+        rows_run(r0, r1);
+        v = s.front_back.load(std::memory_order_relaxed);
+      }  // else v was reloaded
+    }
+  };
+  thread_pool_run([&](int ith, int) {
+    drain(share[ith], true);
+    // every share, not only the running threads' (should the runtime give fewer than nth)
+    for (int d = 1; d < nth; ++d) drain(share[(ith + d) % nth], false);
+  });
+}
+
+// Small layers stay on one thread (each thread gets at least ~64K multiply-adds).
+int64_t decode_min_rows(int64_t M, int64_t K) { return std::max<int64_t>(1, 65536 / std::max<int64_t>(1, M * K)); }
+
+// Q4_0 / Q8_0 weights with the set's GEMV kernels (DecodeRow layout).
 void linear_decode(const QuantKernels& k, DecodeGemv gemv, DType type, const float* xd, int64_t M, int64_t K,
                    std::span<const DecodeTarget> targets) {
   AIGC_ASSERT(M >= 1 && M <= kDecodeMaxRows, "linear_decode: M = {}", M);
@@ -149,63 +209,32 @@ void linear_decode(const QuantKernels& k, DecodeGemv gemv, DType type, const flo
     prepare(0, M);
   else
     parallel_for(M, prepare, 1);
-  int64_t total = 0;
-  for (const DecodeTarget& t : targets) total += t.N;
-  const int nth = thread_count();
-  // Rows [r0, r1) of the concatenated targets, a tile of 64 rows at a time, passed over by
-  // rows_per_pass activation rows at a time.
+  // each tile passed over by rows_per_pass activation rows at a time
   const int64_t per_pass = rows_per_pass(K);
-  auto rows_run = [&](int64_t r0, int64_t r1) {
-    int64_t base = 0;
-    for (const DecodeTarget& t : targets) {
-      const int64_t n0 = std::max<int64_t>(r0 - base, 0), n1 = std::min<int64_t>(r1 - base, t.N);
-      for (int64_t t0 = n0; t0 < n1; t0 += 64) {
-        const int64_t t1 = std::min(n1, t0 + 64);
-        for (int64_t m0 = 0; m0 < M; m0 += per_pass)
-          gemv(t.w, t.row_bytes, K, rows + m0, static_cast<int>(std::min(per_pass, M - m0)), t0, t1,
-               t.y + m0 * t.N + t0, t.N, m0 == 0);
+  decode_schedule(targets, decode_min_rows(M, K), [&](const DecodeTarget& t, int64_t t0, int64_t t1) {
+    for (int64_t m0 = 0; m0 < M; m0 += per_pass)
+      gemv(t.w, t.row_bytes, K, rows + m0, static_cast<int>(std::min(per_pass, M - m0)), t0, t1, t.y + m0 * t.N + t0,
+           t.N, m0 == 0);
+  });
+}
+
+// K-quant weights (any mix of Q4_K, Q5_K, Q6_K: one Q8_K activation format) with the set's
+// several-rows kernels, on the same schedule.
+void linear_decode_k(const QuantKernels& k, const float* xd, int64_t M, int64_t K, std::span<const DecodeTarget> targets) {
+  AIGC_ASSERT(M >= 1 && M <= kDecodeMaxRows, "linear_decode_k: M = {}", M);
+  const int64_t nb = K / kQK_K;
+  const BlockQ8_K* xq = activations_quantize(k.quantize_row_q8_K, xd, M, K, nb);
+  const int64_t per_pass = rows_per_pass(K);
+  decode_schedule(targets, decode_min_rows(M, K), [&](const DecodeTarget& t, int64_t t0, int64_t t1) {
+    const char* wd = static_cast<const char*>(t.w);
+    float out[kVecDotRowsMax];
+    for (int64_t m0 = 0; m0 < M; m0 += per_pass) {
+      const int rows = static_cast<int>(std::min(per_pass, M - m0));
+      for (int64_t n = t0; n < t1; ++n) {
+        t.rows_k(K, wd + n * t.row_bytes, xq + m0 * nb, nb, rows, out, m0 == 0);
+        for (int r = 0; r < rows; ++r) t.y[(m0 + r) * t.N + n] = out[r];
       }
-      base += t.N;
-      if (base >= r1) break;
     }
-  };
-  // Small layers stay on one thread (each thread gets at least ~64K multiply-adds).
-  const int64_t min_rows = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, M * K));
-  if (nth == 1 || total < 2 * min_rows) return rows_run(0, total);
-  // Each thread owns a contiguous share of the rows and takes them from its front, 64 rows a claim,
-  // so it reads one stream and the kernels' prefetch (16 KiB ahead) runs on into its next claim; a
-  // thread done with its share takes rows from the back of the others', min_tile a claim, so the
-  // threads still finish together when one was slowed. Measured (scratch benchmark: the linears
-  // of TinyLlama's 22 layers back to back, 2 threads, beside a plain read of the same weights),
-  // memory fast / slow: shares 79 / 94% of the read, fixed halves 77.5 / 94%, the former guided
-  // tiles from one shared counter (each claim 1/(4 nth) of the rows left) 70 / 91%: each new tile
-  // restarted the stream and wasted the prefetch past its end.
-  const int64_t min_tile = std::max<int64_t>(16, min_rows);
-  AIGC_ASSERT(total < (int64_t{1} << 32), "linear_decode: {} rows", total);
-  struct alignas(64) Share { std::atomic<uint64_t> front_back; };  // front | back << 32 (rows)
-  thread_local std::unique_ptr<Share[]> shares;
-  thread_local int shares_cap = 0;
-  if (shares_cap < nth) shares.reset(new Share[static_cast<size_t>(nth)]), shares_cap = nth;
-  Share* share = shares.get();  // the caller's (in the workers, `shares` names their own, empty)
-  auto pack = [](int64_t front, int64_t back) { return static_cast<uint64_t>(front) | static_cast<uint64_t>(back) << 32; };
-  for (int i = 0; i < nth; ++i) share[i].front_back.store(pack(total * i / nth, total * (i + 1) / nth), std::memory_order_relaxed);
-  // Claims rows of share s until it is empty: `own` from the front, 64 rows, else from the back.
-  auto drain = [&](Share& s, bool own) {
-    uint64_t v = s.front_back.load(std::memory_order_relaxed);
-    for (;;) {
-      const int64_t f = static_cast<int64_t>(v & 0xffffffffu), b = static_cast<int64_t>(v >> 32);
-      if (f >= b) return;
-      const int64_t r0 = own ? f : std::max(f, b - min_tile), r1 = own ? std::min(b, f + 64) : b;
-      if (s.front_back.compare_exchange_weak(v, own ? pack(r1, b) : pack(f, r0), std::memory_order_relaxed)) {
-        rows_run(r0, r1);
-        v = s.front_back.load(std::memory_order_relaxed);
-      }  // else v was reloaded
-    }
-  };
-  thread_pool_run([&](int ith, int) {
-    drain(share[ith], true);
-    // every share, not only the running threads' (should the runtime give fewer than nth)
-    for (int d = 1; d < nth; ++d) drain(share[(ith + d) % nth], false);
   });
 }
 
@@ -233,8 +262,14 @@ void linear_quantized_with(const QuantKernels& k, const Tensor& x, const Tensor&
     parallel_for(N, [&](int64_t n0, int64_t n1) { linear_rows(vec_dot, w, xq, M, yd, n0, n1); }, min_rows);
   };
   if (at == DType::Q8_K) {
+    const VecDotRowsK rows_kernel = vec_dot_rows(k, w.type());
+    if (rows_kernel && M <= kDecodeMaxRows) {  // decode and short prompts
+      const DecodeTarget t{w.data(), w.stride_bytes(0), N, yd, rows_kernel};
+      linear_decode_k(k, xd, M, K, std::span<const DecodeTarget>(&t, 1));
+      return;
+    }
     const BlockQ8_K* xq = activations_quantize(k.quantize_row_q8_K, xd, M, K, nb);
-    if (const VecDotRowsK rows_kernel = vec_dot_rows(k, w.type()); rows_kernel && M > 1) {
+    if (rows_kernel) {  // long prompts: a tile of weight rows stays in cache while all M rows pass
       parallel_for(N, [&](int64_t n0, int64_t n1) { linear_rows_multi(rows_kernel, w, xq, M, yd, n0, n1); }, min_rows);
       return;
     }
@@ -248,7 +283,7 @@ void linear_quantized_with(const QuantKernels& k, const Tensor& x, const Tensor&
   if (const DecodeGemv gemv = decode_gemv(k, w.type())) {
     // in chunks of kDecodeMaxRows rows (every output is the single row's bits either way)
     for (int64_t m0 = 0; m0 < M; m0 += kDecodeMaxRows) {
-      const DecodeTarget t{w.data(), w.stride_bytes(0), N, yd + m0 * N};
+      const DecodeTarget t{w.data(), w.stride_bytes(0), N, yd + m0 * N, nullptr};
       linear_decode(k, gemv, w.type(), xd + m0 * K, std::min(kDecodeMaxRows, M - m0), K,
                     std::span<const DecodeTarget>(&t, 1));
     }
@@ -290,20 +325,34 @@ void linear_group(std::span<const LinearGroupItem> items, const Tensor& x) {
   const QuantKernels& k = quant_kernels();
   const DType type = items.empty() ? DType::F32 : items[0].w->type();
   const DecodeGemv gemv = decode_gemv(k, type);
-  bool fused = gemv && items.size() <= kMaxItems && x.type() == DType::F32 && x.ndim() == 2 && x.is_contiguous() &&
-               linear_quantized_prefers(type, x.rows());
+  // One parallel region for all: every w of the type with GEMV kernels (Q4_0 or Q8_0), or every w a
+  // K-quant with several-rows kernels (mixed K-quants share their Q8_K activations: Q4_K_M files
+  // give a layer's V, and some down projections, Q6_K).
+  bool same_gemv = gemv != nullptr, all_k = true;
+  for (const LinearGroupItem& it : items) {
+    same_gemv = same_gemv && it.w->type() == type;
+    all_k = all_k && vec_dot_rows(k, it.w->type()) != nullptr;
+  }
+  bool fused = (same_gemv || all_k) && !items.empty() && items.size() <= kMaxItems && x.type() == DType::F32 &&
+               x.ndim() == 2 && x.is_contiguous() && x.rows() <= kDecodeMaxRows;
   for (const LinearGroupItem& it : items)
-    fused = fused && !it.bias && it.w->type() == type && it.w->ndim() == 2 && it.w->is_contiguous() &&
-            it.w->size(1) == x.size(1) && it.w->size(1) % kQK8_0 == 0 && it.y->type() == DType::F32 &&
-            it.y->ndim() == 2 && it.y->is_contiguous() && it.y->size(0) == x.rows() && it.y->size(1) == it.w->size(0);
+    fused = fused && !it.bias && it.w->ndim() == 2 && it.w->is_contiguous() && linear_quantized_prefers(it.w->type(), x.rows()) &&
+            it.w->size(1) == x.size(1) && it.w->size(1) % dtype_traits(it.w->type()).block_size == 0 &&
+            it.y->type() == DType::F32 && it.y->ndim() == 2 && it.y->is_contiguous() && it.y->size(0) == x.rows() &&
+            it.y->size(1) == it.w->size(0);
   if (!fused) {
     for (const LinearGroupItem& it : items) linear(x, *it.w, it.bias, *it.y);
     return;
   }
   DecodeTarget targets[kMaxItems];
   for (size_t i = 0; i < items.size(); ++i)
-    targets[i] = {items[i].w->data(), items[i].w->stride_bytes(0), items[i].w->size(0), items[i].y->ptr<float>()};
-  linear_decode(k, gemv, type, x.ptr<float>(), x.rows(), x.size(1), std::span<const DecodeTarget>(targets, items.size()));
+    targets[i] = {items[i].w->data(), items[i].w->stride_bytes(0), items[i].w->size(0), items[i].y->ptr<float>(),
+                  same_gemv ? nullptr : vec_dot_rows(k, items[i].w->type())};
+  const std::span<const DecodeTarget> all(targets, items.size());
+  if (same_gemv)
+    linear_decode(k, gemv, type, x.ptr<float>(), x.rows(), x.size(1), all);
+  else
+    linear_decode_k(k, x.ptr<float>(), x.rows(), x.size(1), all);
 }
 
 }  // namespace aigc::ops

@@ -20,10 +20,11 @@ bool linear_quantized_supports(DType w);
 // instruction set has them (AVX2, AVX-512 VNNI): decode steps and short prompts at once, longer
 // prompts in chunks of this many rows (each chunk streams the weights again: 7 passes over a
 // Q4_0 TinyLlama at 512 tokens, ~0.2 s of ~9 s on an AVX2 CPU, where the vec_dot path ran 2.5x
-// slower).
+// slower). K-quant weights take up to this many rows on the same schedule, longer prompts in one
+// pass over the weights (a tile of weight rows in cache while every activation row goes by).
 constexpr int64_t kDecodeMaxRows = 80;
-// Rows up to which ops::linear keeps K-quant weights (Q4_K, Q5_K, Q6_K) on the integer dots where
-// the set dots several rows per pass (AVX-512).
+// Rows up to which ops::linear keeps K-quant weights (Q4_K, Q5_K, Q6_K) on the integer dots on
+// CPUs that have the bf16 panel GEMM too (AVX512-BF16).
 constexpr int64_t kKQuantMaxRows = 64;
 
 // Whether ops::linear runs x [M, K] · w on the integer kernels (linear_quantized) rather than the
@@ -36,10 +37,11 @@ constexpr int64_t kKQuantMaxRows = 64;
 bool linear_quantized_prefers(DType w, int64_t M);
 
 // Several linears that share their input x (a layer's Q, K and V projections; gate and up):
-// y_i = x · w_i^T (+ bias_i). For decode (x: contiguous f32 [M <= kDecodeMaxRows, K]) with every
-// w_i of one type that has GEMV kernels (Q4_0, Q8_0 where AVX2 or AVX-512 VNNI is present) and no bias, x
-// is quantised once and one parallel region covers all the rows; otherwise each is ops::linear.
-// The results are those of ops::linear on each, bit for bit.
+// y_i = x · w_i^T (+ bias_i). For decode and short prompts (x: contiguous f32 [M, K], M within
+// linear_quantized_prefers) with no bias and every w_i of one type that has GEMV kernels (Q4_0,
+// Q8_0), or every w_i a K-quant (any mix of Q4_K, Q5_K, Q6_K), where the CPU has AVX2 or AVX-512
+// VNNI, x is quantised once and one parallel region covers all the rows; otherwise each is
+// ops::linear. The results are those of ops::linear on each, bit for bit.
 struct LinearGroupItem {
   const Tensor* w;     // [N_i, K]
   const Tensor* bias;  // [N_i] or nullptr

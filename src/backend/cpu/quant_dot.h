@@ -93,6 +93,23 @@ using DecodeGemv = void (*)(const void* w, int64_t row_bytes, int64_t K, const D
 using VecDotRowsK = void (*)(int64_t n, const void* x, const BlockQ8_K* y, int64_t y_stride, int rows, float* out,
                              bool prefetch);
 
+// kernel.template operator()<R>() for R = rows (1..kVecDotRowsMax): how the ISA files instantiate
+// a several-rows kernel template per row count. (Their kernels are lambdas local to each file, so
+// each file's instances are its own, compiled with its own instruction set.)
+template <typename Kernel>
+void rows_dispatch(int rows, Kernel kernel) {
+  switch (rows) {
+    case 1: return kernel.template operator()<1>();
+    case 2: return kernel.template operator()<2>();
+    case 3: return kernel.template operator()<3>();
+    case 4: return kernel.template operator()<4>();
+    case 5: return kernel.template operator()<5>();
+    case 6: return kernel.template operator()<6>();
+    case 7: return kernel.template operator()<7>();
+    default: return kernel.template operator()<8>();
+  }
+}
+
 // One instruction set's kernels. The quantiser and dequantisers of every set are bit-exact with
 // quantize_row_q8_0_ref / dequantize_row_*_ref (tests check it).
 struct QuantKernels {

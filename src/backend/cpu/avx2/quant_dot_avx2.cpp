@@ -4,7 +4,8 @@
 //
 // This file is compiled with -mavx2: it calls no inline function of our shared headers (such a
 // function could be emitted here with AVX2 instructions and picked by the linker for every
-// caller), only intrinsics; f16 conversions use F16C.
+// caller), only intrinsics; f16 conversions use F16C. (rows_dispatch, a template of quant_dot.h,
+// is only instantiated here with this file's own lambdas: those instances are this file's alone.)
 #include <immintrin.h>
 
 #include "backend/cpu/quant_dot.h"
@@ -194,115 +195,6 @@ float vec_dot_q5_1_q8_0_avx2(int64_t n, const BlockQ5_1* x, const BlockQ8_0* y) 
   return legacy_dot(n, x, y, [](const BlockQ5_1& b) { return _mm256_or_si256(nibbles_unpack(b.qs), q5_high(b.qh)); }, 0, true);
 }
 
-// ---- K-quants against Q8_K ----------------------------------------------------------------
-// maddubs (unsigned weight values x signed activations, pairs to int16: at most 2 * 63 * 128 <
-// 2^15), then madd with the sub-block scale as int16 gives int32 sums: each block's integer sum
-// is exact.
-
-inline void k4_scales_unpack(const uint8_t* s, int16_t* sc, int32_t* mn) {
-  for (int j = 0; j < 4; ++j) {
-    sc[j] = s[j] & 63;
-    mn[j] = s[j + 4] & 63;
-    sc[j + 4] = static_cast<int16_t>((s[j + 8] & 0x0f) | ((s[j] >> 6) << 4));
-    mn[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4);
-  }
-}
-
-inline int32_t hsum_i32(__m256i v) {
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
-  return _mm_cvtsi128_si32(s);
-}
-
-template <bool kHigh>
-float k45_dot(int64_t n, const uint8_t* xb, size_t stride, const BlockQ8_K* y) {
-  const int64_t nb = n / kQK_K;
-  const __m256i m4 = _mm256_set1_epi8(0x0f);
-  const __m256i one = _mm256_set1_epi8(1);
-  __m256 accf = _mm256_setzero_ps();
-  float minf = 0.0f;
-  for (int64_t ib = 0; ib < nb; ++ib, xb += stride) {
-    uint16_t d16, dmin16;
-    __builtin_memcpy(&d16, xb, 2);
-    __builtin_memcpy(&dmin16, xb + 2, 2);
-    const uint8_t* qh = xb + 4 + kKScaleSize;
-    const uint8_t* qs = kHigh ? qh + kQK_K / 8 : qh;
-    int16_t sc[8];
-    int32_t mn[8];
-    k4_scales_unpack(xb + 4, sc, mn);
-    __m256i hb = kHigh ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh)) : _mm256_setzero_si256();
-    __m256i acc = _mm256_setzero_si256();
-    for (int c = 0; c < 4; ++c) {
-      const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * c));
-      __m256i lo = _mm256_and_si256(b, m4), hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), m4);
-      if (kHigh) {  // bits 2c and 2c+1 of qh[l]; hb is shifted right by 2 per chunk
-        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
-        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), one), 4));
-        hb = _mm256_srli_epi16(hb, 2);
-      }
-      const __m256i qy0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[ib].qs + 64 * c));
-      const __m256i qy1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[ib].qs + 64 * c + 32));
-      acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(lo, qy0), _mm256_set1_epi16(sc[2 * c])));
-      acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(hi, qy1), _mm256_set1_epi16(sc[2 * c + 1])));
-    }
-    // lanes stay apart until the end: no horizontal sum per block
-    accf = _mm256_fmadd_ps(_mm256_set1_ps(y[ib].d * f16_load(d16)), _mm256_cvtepi32_ps(acc), accf);
-    int32_t summ = 0;
-    for (int j = 0; j < 8; ++j) summ += mn[j] * (y[ib].bsums[2 * j] + y[ib].bsums[2 * j + 1]);
-    minf += y[ib].d * f16_load(dmin16) * static_cast<float>(summ);
-  }
-  return hsum(accf) - minf;
-}
-
-float vec_dot_q4_K_q8_K_avx2(int64_t n, const BlockQ4_K* x, const BlockQ8_K* y) {
-  return k45_dot<false>(n, reinterpret_cast<const uint8_t*>(x), sizeof(BlockQ4_K), y);
-}
-
-float vec_dot_q5_K_q8_K_avx2(int64_t n, const BlockQ5_K* x, const BlockQ8_K* y) {
-  return k45_dot<true>(n, reinterpret_cast<const uint8_t*>(x), sizeof(BlockQ5_K), y);
-}
-
-// int16 lanes 0-7 (bytes 0..15) get sc[0], lanes 8-15 sc[1].
-inline __m256i scale16_two(const int8_t* sc) {
-  return _mm256_set_m128i(_mm_set1_epi16(sc[1]), _mm_set1_epi16(sc[0]));
-}
-
-float vec_dot_q6_K_q8_K_avx2(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y) {
-  const int64_t nb = n / kQK_K;
-  const __m256i m4 = _mm256_set1_epi8(0x0f);
-  const __m256i m2 = _mm256_set1_epi8(3);
-  float sumf = 0.0f;
-  for (int64_t ib = 0; ib < nb; ++ib) {
-    __m256i acc = _mm256_setzero_si256();
-    for (int h = 0; h < 2; ++h) {
-      const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[ib].ql + 64 * h));
-      const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[ib].ql + 64 * h + 32));
-      const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[ib].qh + 32 * h));
-      const __m256i u[4] = {
-          _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m2), 4)),
-          _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4)),
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4)),
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4)),
-      };
-      for (int k = 0; k < 4; ++k) {  // elements 128h + 32k .. +31: groups 8h + 2k, 8h + 2k + 1
-        const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[ib].qs + 128 * h + 32 * k));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u[k], qy), scale16_two(x[ib].scales + 8 * h + 2 * k)));
-      }
-    }
-    // the values are q - 32: take 32 * sum_g sc_g * sum(qy in g) off, from the bsums
-    int32_t off = 0;
-    for (int g = 0; g < 16; ++g) off += x[ib].scales[g] * y[ib].bsums[g];
-    // the integer sum first: the offset term nearly cancels the products when q is near 32
-    const int32_t sumi = hsum_i32(acc) - 32 * off;
-    sumf += y[ib].d * f16_load(x[ib].d) * static_cast<float>(sumi);
-  }
-  return sumf;
-}
-
-
 // ---- decode (GEMV) kernels (DecodeRow layout, quant_dot.h) -----------------------------------
 // One weight row at a time against an activation row laid out once per linear by
 // decode_row_prepare, so that a group of 16 blocks costs a few reductions and one multiply-add per
@@ -318,6 +210,191 @@ __attribute__((always_inline)) inline void decode_prefetch(const uint8_t* p, int
     _mm_prefetch(reinterpret_cast<const char*>(p + 16384 + o), _MM_HINT_T1);
     _mm_prefetch(reinterpret_cast<const char*>(p + 4096 + o), _MM_HINT_T0);
   }
+}
+
+// ---- K-quants against Q8_K ----------------------------------------------------------------
+// maddubs (unsigned weight values x signed activations, pairs to int16: at most 2 * 63 * 128 <
+// 2^15), then madd with the sub-block scale as int16 gives int32 sums: each block's integer sum
+// is exact. Scales, mins and the per-block terms stay in vectors (one shuffle per sub-block's
+// scale, one madd for a block's eight mins, lanes summed once per row, not per block): the scalar
+// scale unpacking and min sums they replace made these kernels compute-bound (TinyLlama Q4_K_S on
+// 2 Zen 3 cores generated at 39% of a plain read of its weights).
+
+inline int32_t hsum_i32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
+  return _mm_cvtsi128_si32(s);
+}
+
+// The eight 6-bit scales and mins of a Q4_K / Q5_K block (layout in quant.h) as bytes: 0..7 the
+// scales, 8..15 the mins. On 32-bit words: bytes 0..3 hold scales 0..3 (low 6 bits) and the top
+// 2 bits of scales 4..7, bytes 4..7 the same for the mins, bytes 8..11 the low 4 bits of scales
+// 4..7 (low nibble) and mins 4..7 (high nibble).
+inline __m128i k4_scales_mins(const uint8_t* s) {
+  uint32_t w0, w1, w2;
+  __builtin_memcpy(&w0, s, 4);
+  __builtin_memcpy(&w1, s + 4, 4);
+  __builtin_memcpy(&w2, s + 8, 4);
+  const uint32_t sc_lo = w0 & 0x3f3f3f3fu, mn_lo = w1 & 0x3f3f3f3fu;
+  const uint32_t sc_hi = (w2 & 0x0f0f0f0fu) | (((w0 >> 6) & 0x03030303u) << 4);
+  const uint32_t mn_hi = ((w2 >> 4) & 0x0f0f0f0fu) | (((w1 >> 6) & 0x03030303u) << 4);
+  return _mm_set_epi32(static_cast<int>(mn_hi), static_cast<int>(mn_lo), static_cast<int>(sc_hi),
+                       static_cast<int>(sc_lo));
+}
+
+// pshufb masks that spread int16 lane 2j (both 128-bit halves) over every lane of a half: j in
+// the low half, j + 1 in the high half (kSpread[j / 2], j even), or j in both (kSpread[4 + j]).
+struct KSpread {
+  alignas(32) uint8_t m[12][32];
+  KSpread() {
+    for (int v = 0; v < 12; ++v)
+      for (int b = 0; b < 32; ++b) {
+        const int lane = v < 4 ? 2 * v + b / 16 : v - 4;
+        m[v][b] = static_cast<uint8_t>(2 * lane + b % 2);
+      }
+  }
+};
+const KSpread kSpread;
+
+inline __m256i spread(__m256i v, int mask) {
+  return _mm256_shuffle_epi8(v, _mm256_load_si256(reinterpret_cast<const __m256i*>(kSpread.m[mask])));
+}
+
+// One Q4_K / Q5_K weight row dotted with R activation rows (y + r * y_stride), out[r]: each block
+// is unpacked once for all R (short prompts); every out[r] comes out of the same operations in
+// the same order whatever R is (R = 1: the vec_dot kernel). `prefetch`: the first pass over the
+// row only.
+template <bool kHigh, int R>
+__attribute__((always_inline)) inline void k45_rows(int64_t n, const uint8_t* xb, size_t stride, const BlockQ8_K* y,
+                                                    int64_t y_stride, float* out, bool prefetch) {
+  const int64_t nb = n / kQK_K;
+  const __m256i m4 = _mm256_set1_epi8(0x0f);
+  const __m256i one = _mm256_set1_epi8(1);
+  __m256 accf[R], minv[R];
+  for (int r = 0; r < R; ++r) accf[r] = _mm256_setzero_ps(), minv[r] = _mm256_setzero_ps();
+  for (int64_t ib = 0; ib < nb; ++ib, xb += stride) {
+    if (prefetch) decode_prefetch(xb, static_cast<int64_t>(stride));  // decode streams rows from memory
+    // both layouts start with d, dmin, scales[12]; Q5_K then has qh[32] before qs
+    uint32_t dd;
+    __builtin_memcpy(&dd, xb, 4);
+    const __m128 ddf = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dd)));  // d, dmin
+    const float d = _mm_cvtss_f32(ddf), dmin = _mm_cvtss_f32(_mm_movehdup_ps(ddf));
+    const uint8_t* qh = xb + 4 + kKScaleSize;
+    const uint8_t* qs = kHigh ? qh + kQK_K / 8 : qh;
+    const __m128i scm = k4_scales_mins(xb + 4);
+    const __m256i sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));  // scales 0..7 in each half
+    __m256i hb = kHigh ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh)) : _mm256_setzero_si256();
+    __m256i acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_si256();
+    for (int c = 0; c < 4; ++c) {  // elements 64c .. 64c + 63: sub-blocks 2c (low nibbles), 2c + 1
+      const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * c));
+      __m256i lo = _mm256_and_si256(b, m4), hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), m4);
+      if (kHigh) {  // bits 2c and 2c+1 of qh[l]; hb is shifted right by 2 per chunk
+        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
+        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), one), 4));
+        hb = _mm256_srli_epi16(hb, 2);
+      }
+      const __m256i s_lo = spread(sc, 4 + 2 * c), s_hi = spread(sc, 5 + 2 * c);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const int8_t* qy = y[ib + r * y_stride].qs + 64 * c;
+        const __m256i p_lo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qy)));
+        const __m256i p_hi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qy + 32)));
+        acc[r] = _mm256_add_epi32(acc[r], _mm256_add_epi32(_mm256_madd_epi16(p_lo, s_lo), _mm256_madd_epi16(p_hi, s_hi)));
+      }
+    }
+    // mins 0..7 each twice (int16 lanes 2j, 2j + 1: beside the bsums of its two 16-element groups)
+    const __m256i mn = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(scm, scm));
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const BlockQ8_K& yb = y[ib + r * y_stride];
+      // lanes stay apart until the end: no horizontal sum per block
+      accf[r] = _mm256_fmadd_ps(_mm256_set1_ps(yb.d * d), _mm256_cvtepi32_ps(acc[r]), accf[r]);
+      const __m256i summ = _mm256_madd_epi16(mn, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(yb.bsums)));
+      minv[r] = _mm256_fmadd_ps(_mm256_set1_ps(yb.d * dmin), _mm256_cvtepi32_ps(summ), minv[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) out[r] = hsum(_mm256_sub_ps(accf[r], minv[r]));
+}
+
+template <bool kHigh>
+float k45_dot(int64_t n, const uint8_t* xb, size_t stride, const BlockQ8_K* y) {
+  float out;
+  k45_rows<kHigh, 1>(n, xb, stride, y, 0, &out, true);
+  return out;
+}
+
+float vec_dot_q4_K_q8_K_avx2(int64_t n, const BlockQ4_K* x, const BlockQ8_K* y) {
+  return k45_dot<false>(n, reinterpret_cast<const uint8_t*>(x), sizeof(BlockQ4_K), y);
+}
+
+float vec_dot_q5_K_q8_K_avx2(int64_t n, const BlockQ5_K* x, const BlockQ8_K* y) {
+  return k45_dot<true>(n, reinterpret_cast<const uint8_t*>(x), sizeof(BlockQ5_K), y);
+}
+
+// As k45_rows: one Q6_K row with R activation rows, the R = 1 instance is the vec_dot kernel.
+template <int R>
+__attribute__((always_inline)) inline void q6_K_rows(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y, int64_t y_stride,
+                                                     float* out, bool prefetch) {
+  const int64_t nb = n / kQK_K;
+  const __m256i m4 = _mm256_set1_epi8(0x0f);
+  const __m256i m2 = _mm256_set1_epi8(3);
+  float sumf[R];
+  for (int r = 0; r < R; ++r) sumf[r] = 0.0f;
+  for (int64_t ib = 0; ib < nb; ++ib) {
+    if (prefetch) decode_prefetch(reinterpret_cast<const uint8_t*>(x + ib), sizeof(BlockQ6_K));  // decode streams rows from memory
+    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[ib].scales)));
+    __m256i acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_si256();
+    for (int h = 0; h < 2; ++h) {
+      const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[ib].ql + 64 * h));
+      const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[ib].ql + 64 * h + 32));
+      const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[ib].qh + 32 * h));
+      // scales 8h .. 8h + 7 in each half
+      const __m256i sc = h == 0 ? _mm256_permute2x128_si256(sc16, sc16, 0x00) : _mm256_permute2x128_si256(sc16, sc16, 0x11);
+      for (int k = 0; k < 4; ++k) {  // elements 128h + 32k .. +31: groups 8h + 2k, 8h + 2k + 1
+        const __m256i l = k % 2 ? l1 : l0;
+        const __m256i lq = k < 2 ? _mm256_and_si256(l, m4) : _mm256_and_si256(_mm256_srli_epi16(l, 4), m4);
+        const __m256i u = _mm256_or_si256(lq, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * k), m2), 4));
+        const __m256i s = spread(sc, k);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) {
+          const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[ib + r * y_stride].qs + 128 * h + 32 * k));
+          acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(_mm256_maddubs_epi16(u, qy), s));
+        }
+      }
+    }
+    const float d = f16_load(x[ib].d);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const BlockQ8_K& yb = y[ib + r * y_stride];
+      // the values are q - 32: take 32 * sum_g sc_g * sum(qy in g) off (the bsums), and sum the
+      // block in int32 before the conversion: the offset term nearly cancels the products when q
+      // is near 32, and one lane's terms can pass 2^24 (lanes converted apart lost bits)
+      const __m256i off = _mm256_madd_epi16(sc16, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(yb.bsums)));
+      sumf[r] += yb.d * d * static_cast<float>(hsum_i32(_mm256_sub_epi32(acc[r], _mm256_slli_epi32(off, 5))));
+    }
+  }
+  for (int r = 0; r < R; ++r) out[r] = sumf[r];
+}
+
+float vec_dot_q6_K_q8_K_avx2(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y) {
+  float out;
+  q6_K_rows<1>(n, x, y, 0, &out, true);
+  return out;
+}
+
+template <bool kHigh>
+void vec_dot_rows_k45_avx2(int64_t n, const void* x, const BlockQ8_K* y, int64_t y_stride, int rows, float* out,
+                           bool prefetch) {
+  const size_t stride = kHigh ? sizeof(BlockQ5_K) : sizeof(BlockQ4_K);
+  rows_dispatch(rows, [&]<int R>() { k45_rows<kHigh, R>(n, static_cast<const uint8_t*>(x), stride, y, y_stride, out, prefetch); });
+}
+
+void vec_dot_rows_q6_K_avx2(int64_t n, const void* x, const BlockQ8_K* y, int64_t y_stride, int rows, float* out,
+                            bool prefetch) {
+  rows_dispatch(rows, [&]<int R>() { q6_K_rows<R>(n, static_cast<const BlockQ6_K*>(x), y, y_stride, out, prefetch); });
 }
 
 inline uint16_t u16_at(const uint8_t* p) {
@@ -576,9 +653,9 @@ const QuantKernels kQuantKernelsAvx2 = {
     gemv_rows_avx2<gemv_q4_0_row_avx2, gemv_q4_0_rows_avx2>,
     gemv_rows_avx2<gemv_q8_0_row_avx2, gemv_q8_0_rows_avx2>,
     decode_row_prepare,
-    nullptr,  // several rows per pass: AVX-512 only
-    nullptr,
-    nullptr,
+    vec_dot_rows_k45_avx2<false>,
+    vec_dot_rows_k45_avx2<true>,
+    vec_dot_rows_q6_K_avx2,
 };
 
 }  // namespace

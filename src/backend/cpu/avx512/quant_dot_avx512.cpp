@@ -6,7 +6,8 @@
 //
 // This file is compiled with AVX-512 flags: it calls no inline function of our shared headers (such
 // a function could be emitted here with AVX-512 instructions and picked by the linker for every
-// caller), only intrinsics; f16 conversions use F16C.
+// caller), only intrinsics; f16 conversions use F16C. (rows_dispatch, a template of quant_dot.h,
+// is only instantiated here with this file's own lambdas: those instances are this file's alone.)
 #include <immintrin.h>
 
 // GCC 12's avx512fintrin.h builds _mm512_undefined_*() by self-initialisation, which -Wuninitialized
@@ -425,21 +426,6 @@ float vec_dot_q6_K_q8_K_avx512(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y
   float out;
   q6_K_rows<1>(n, x, y, 0, &out, true);
   return out;
-}
-
-// kernel.template operator()<R>() for R = rows (1..kVecDotRowsMax): the instances of a rows template.
-template <typename Kernel>
-void rows_dispatch(int rows, Kernel kernel) {
-  switch (rows) {
-    case 1: return kernel.template operator()<1>();
-    case 2: return kernel.template operator()<2>();
-    case 3: return kernel.template operator()<3>();
-    case 4: return kernel.template operator()<4>();
-    case 5: return kernel.template operator()<5>();
-    case 6: return kernel.template operator()<6>();
-    case 7: return kernel.template operator()<7>();
-    default: return kernel.template operator()<8>();
-  }
 }
 
 template <bool kHigh>
