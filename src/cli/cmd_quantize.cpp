@@ -1,6 +1,6 @@
 // aigc quantize IN OUT --type T: rewrites a GGUF file with its 2-d weight matrices quantised.
 //
-// Which tensor gets which type (llama.cpp's rules for a plain, non-mixed quantisation):
+// Which tensor gets which type (llama.cpp's rules, src/llama-quant.cpp, for dense models):
 //   - 2-d f32 / f16 / bf16 tensors whose name ends in "weight": type T, with GGML's reference
 //     quantiser (quant.h). A row length that is not a multiple of T's block size (256 for the
 //     K-quants) falls back as llama.cpp does: q4_K -> q5_0, q5_K -> q5_1, q6_K -> q8_0; if even
@@ -9,12 +9,22 @@
 //     the most quantisation-sensitive matrix: it becomes q6_K (q8_0 when its rows are not a
 //     multiple of 256) unless T is q8_0 or q6_K already, as llama.cpp does for every target type
 //     below 6 bits. token_embd.weight otherwise gets T like the rest.
+//   - The mixes q4_K_S, q4_K_M, q5_K_S, q5_K_M (the files most often published) give some
+//     matrices more bits, as llama.cpp does: with more_bits(i, n) = i < n/8 || i >= 7n/8 ||
+//     (i - n/8) % 3 == 2 (the first and last eighth of the layers and every third between),
+//       _M: the i-th attn_v (of n) and the ffn_down of layer i (of block_count) become q6_K where
+//           more_bits(i, n); a fused attn_qkv becomes q5_K (q4_K_M) or q6_K (q5_K_M);
+//       q4_K_S: the first 4 attn_v and the ffn_down of the first block_count/8 layers become q5_K;
+//       q5_K_S: as plain q5_K.
+//     (llama.cpp's further special cases, for 70B and mixture-of-experts models and Falcon, are
+//     not applied.) Plain q4_K / q5_K give every matrix but the output that type.
 //   - 1-d tensors (norms, biases) and every other tensor of a float type: f32 (lossless).
 //   - tensors already quantised, and integer tensors: copied unchanged.
 // Metadata is copied in order; general.file_type is set to llama.cpp's `enum llama_ftype` value
-// for T (q4_0 2, q4_1 3, q8_0 7, q5_0 8, q5_1 9, q4_K 14 (Q4_K_S), q5_K 16 (Q5_K_S), q6_K 18) and
-// general.quantization_version to 2 (GGML_QNT_VERSION). The whole output is built in memory before
-// it is written (OUT.tmp, then renamed), so OUT is never left half written.
+// for T (q4_0 2, q4_1 3, q8_0 7, q5_0 8, q5_1 9, q4_K and q4_K_S 14, q4_K_M 15, q5_K and q5_K_S 16,
+// q5_K_M 17, q6_K 18) and general.quantization_version to 2 (GGML_QNT_VERSION). The whole output
+// is built in memory before it is written (OUT.tmp, then renamed), so OUT is never left half
+// written.
 #include <algorithm>
 #include <memory>
 #include <string>
@@ -31,36 +41,74 @@ namespace aigc::cli {
 
 namespace {
 
+// Which of llama.cpp's K-quant mixes a target is (see the top of this file).
+enum class Mix { None, S, M };
+
 struct TargetType {
-  DType type;
+  const char* name;
+  DType type;      // what most matrices become
   uint32_t ftype;  // llama.cpp enum llama_ftype
+  Mix mix;
 };
 
 constexpr TargetType kTargets[] = {
-    {DType::Q4_0, 2}, {DType::Q4_1, 3}, {DType::Q8_0, 7}, {DType::Q5_0, 8}, {DType::Q5_1, 9},
-    {DType::Q4_K, 14}, {DType::Q5_K, 16}, {DType::Q6_K, 18},
+    {"q4_0", DType::Q4_0, 2, Mix::None},    {"q4_1", DType::Q4_1, 3, Mix::None},
+    {"q8_0", DType::Q8_0, 7, Mix::None},    {"q5_0", DType::Q5_0, 8, Mix::None},
+    {"q5_1", DType::Q5_1, 9, Mix::None},    {"q4_K", DType::Q4_K, 14, Mix::None},
+    {"q4_K_S", DType::Q4_K, 14, Mix::S},    {"q4_K_M", DType::Q4_K, 15, Mix::M},
+    {"q5_K", DType::Q5_K, 16, Mix::None},   {"q5_K_S", DType::Q5_K, 16, Mix::S},
+    {"q5_K_M", DType::Q5_K, 17, Mix::M},    {"q6_K", DType::Q6_K, 18, Mix::None},
 };
 
 std::string targets_list() {
   std::string s;
-  for (const TargetType& t : kTargets) s += (s.empty() ? "" : ", ") + std::string(dtype_name(t.type));
+  for (const TargetType& t : kTargets) s += (s.empty() ? "" : ", ") + std::string(t.name);
   return s;
 }
 
 const TargetType& target_find(const std::string& name) {
-  const std::optional<DType> t = dtype_from_name(name);
+  auto lower = [](std::string v) {
+    std::transform(v.begin(), v.end(), v.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return v;
+  };
   for (const TargetType& tt : kTargets)
-    if (t && *t == tt.type) return tt;
+    if (lower(tt.name) == lower(name)) return tt;
   error_throw(fmt::format("unknown quantisation type '{}'", name), "aigc quantize --type",
               "one of " + targets_list());
 }
 
+// llama.cpp's use_more_bits: the first and last eighth of n layers and every third one between.
+bool more_bits(int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
+
+// Where a mix is in the file: attn_v matrices seen and in all, ffn_down seen and layers.
+struct MixState {
+  int v = 0, n_v = 0, down = 0, n_layer = 0;
+};
+
+// The type the target gives matrix `name` (not the output matrix), before the row-length fallback.
+DType mix_type(const TargetType& target, std::string_view name, MixState& st) {
+  DType t = target.type;
+  const bool q4 = target.type == DType::Q4_K;
+  if (name.find("attn_v.weight") != std::string_view::npos) {
+    if (target.mix == Mix::M && more_bits(st.v, st.n_v)) t = DType::Q6_K;
+    else if (target.mix == Mix::S && q4 && st.v < 4) t = DType::Q5_K;
+    ++st.v;
+  } else if (name.find("ffn_down") != std::string_view::npos) {
+    if (target.mix == Mix::M && more_bits(st.down, st.n_layer)) t = DType::Q6_K;
+    else if (target.mix == Mix::S && q4 && st.down < st.n_layer / 8) t = DType::Q5_K;
+    ++st.down;
+  } else if (name.find("attn_qkv.weight") != std::string_view::npos && target.mix == Mix::M) {
+    t = q4 ? DType::Q5_K : DType::Q6_K;
+  }
+  return t;
+}
+
 bool row_fits(DType t, int64_t k) { return k % dtype_traits(t).block_size == 0; }
 
-// The type a 2-d float weight [N, K] becomes; src keeps its own type when nothing fits.
-DType weight_type(DType target, bool sensitive, int64_t k, DType src) {
-  DType t = target;
-  if (sensitive && target != DType::Q8_0 && target != DType::Q6_K) t = DType::Q6_K;
+// The type a 2-d float weight [N, K] becomes (t: the target's type for it); src keeps its own
+// type when nothing fits.
+DType weight_type(DType t, bool sensitive, int64_t k, DType src) {
+  if (sensitive && t != DType::Q8_0 && t != DType::Q6_K) t = DType::Q6_K;
   if (!row_fits(t, k)) {
     switch (t) {
       case DType::Q4_K: t = DType::Q5_0; break;
@@ -102,6 +150,16 @@ void quantize_file(const std::string& in, const std::string& out, const TargetTy
   w.metadata_add("general.file_type", target.ftype);
 
   const bool has_output = f.tensor_info_find("output.weight") != nullptr;
+  MixState mix;
+  for (const TensorInfo& info : f.tensor_infos()) {
+    const std::string_view n = info.name;
+    if (n.find("attn_v.weight") != n.npos || n.find("attn_qkv.weight") != n.npos || n.find("attn_kv_b.weight") != n.npos)
+      ++mix.n_v;
+    if (n.find("ffn_down") != n.npos) ++mix.n_layer;  // the layer count when block_count is absent
+  }
+  const std::string arch = f.find("general.architecture") ? f.get_string("general.architecture") : "";
+  if (!arch.empty() && f.find(arch + ".block_count"))
+    mix.n_layer = static_cast<int>(std::min<uint64_t>(f.get_uint(arch + ".block_count"), 1 << 20));
   for (const TensorInfo& info : f.tensor_infos()) {
     if (!info.type)
       error_throw(fmt::format("tensor '{}' has type {}, which aigc cannot convert", info.name, info.type_name), in);
@@ -115,7 +173,7 @@ void quantize_file(const std::string& in, const std::string& out, const TargetTy
     DType t = DType::F32;
     if (src.ndim() == 2 && ends_with(info.name, "weight")) {
       const bool sensitive = info.name == "output.weight" || (!has_output && info.name == "token_embd.weight");
-      t = weight_type(target.type, sensitive, src.size(1), st);
+      t = weight_type(sensitive ? target.type : mix_type(target, info.name, mix), sensitive, src.size(1), st);
     }
     log_info("{}: {} {} -> {}", info.name, dtype_name(st), src.shape_str(), dtype_name(t));
     w.tensor_add(info.name, t == st ? src : tensor_convert(src, t));
@@ -132,7 +190,10 @@ void command_quantize_register(CLI::App& app) {
   auto type = std::make_shared<std::string>();
   cmd->add_option("IN", *in, "Input GGUF file (f32 / f16 / bf16 weights)")->required();
   cmd->add_option("OUT", *out, "Output GGUF file")->required();
-  cmd->add_option("--type", *type, "Target type: " + targets_list())->required();
+  cmd->add_option("--type", *type,
+                  "Target type: " + targets_list() +
+                      " (the _S / _M mixes give some matrices more bits, as llama.cpp's Q4_K_M etc.; case does not matter)")
+      ->required();
   cmd->callback([in, out, type]() {
     const TargetType& target = target_find(*type);
     quantize_file(*in, *out, target);

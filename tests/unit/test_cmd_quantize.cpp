@@ -1,7 +1,7 @@
 // aigc quantize: a small f32/f16 GGUF written here is quantised to every target type through the
-// command line; the output's tensor types follow the documented rules, its metadata is kept (with
-// general.file_type set), and the dequantised weights are close to the originals. Bad input gives
-// a one-line error.
+// command line; the output's tensor types follow the documented rules (and llama.cpp's K-quant
+// mixes), its metadata is kept (with general.file_type set), and the dequantised weights are close
+// to the originals. Bad input gives a one-line error.
 #include <gtest/gtest.h>
 
 #include <unistd.h>
@@ -135,6 +135,74 @@ TEST(CmdQuantize, EveryTypeGivesTheDocumentedTypesAndCloseValues) {
   }
   std::remove(out.c_str());
   std::remove(toy.path.c_str());
+}
+
+// The K-quant mixes on an 8-layer model: which matrices get more bits, spelled out by hand from
+// llama.cpp's rules (src/llama-quant.cpp, llama_tensor_get_type): with n = 8 layers, use_more_bits
+// holds for layers 0 (i < n/8), 7 (i >= 7n/8), 3 and 6 ((i - n/8) % 3 == 2).
+TEST(CmdQuantize, KQuantMixesGiveLlamaCppsTypes) {
+  const std::string in = tmp_path("mix_in.gguf"), out = tmp_path("mix_out.gguf");
+  {
+    GgufWriter w;
+    w.metadata_add("general.architecture", "llama");
+    w.metadata_add("llama.block_count", uint32_t{8});
+    w.tensor_add("token_embd.weight", test::random_f32({4, 256}, 1));
+    for (int i = 0; i < 8; ++i) {
+      const std::string b = "blk." + std::to_string(i) + ".";
+      w.tensor_add(b + "attn_q.weight", test::random_f32({2, 256}, 10 + i));
+      w.tensor_add(b + "attn_v.weight", test::random_f32({2, 256}, 20 + i));
+      w.tensor_add(b + "ffn_down.weight", test::random_f32({2, 256}, 30 + i));
+      w.tensor_add(b + "attn_norm.weight", test::random_f32({256}, 40 + i));
+    }
+    w.tensor_add("output.weight", test::random_f32({4, 256}, 2));
+    w.write(in);
+  }
+  const DType q4 = DType::Q4_K, q5 = DType::Q5_K, q6 = DType::Q6_K;
+  struct Want {
+    const char* type;
+    uint32_t ftype;
+    DType base;
+    std::vector<DType> attn_v, ffn_down;  // layers 0..7
+  };
+  const Want wants[] = {
+      {"q4_K_M", 15, q4, {q6, q4, q4, q6, q4, q4, q6, q6}, {q6, q4, q4, q6, q4, q4, q6, q6}},
+      {"Q5_K_M", 17, q5, {q6, q5, q5, q6, q5, q5, q6, q6}, {q6, q5, q5, q6, q5, q5, q6, q6}},
+      {"q4_K_S", 14, q4, {q5, q5, q5, q5, q4, q4, q4, q4}, {q5, q4, q4, q4, q4, q4, q4, q4}},
+      {"q5_K_S", 16, q5, {q5, q5, q5, q5, q5, q5, q5, q5}, {q5, q5, q5, q5, q5, q5, q5, q5}},
+      {"q4_K", 14, q4, {q4, q4, q4, q4, q4, q4, q4, q4}, {q4, q4, q4, q4, q4, q4, q4, q4}},
+  };
+  for (const Want& want : wants) {
+    SCOPED_TRACE(want.type);
+    const auto r = cli_run({"quantize", in, out, "--type", want.type});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const GgufFile f = GgufFile::open(out);
+    EXPECT_EQ(f.get_u32("general.file_type"), want.ftype);
+    EXPECT_EQ(dtype_name(f.tensor("output.weight").type()), dtype_name(q6));
+    EXPECT_EQ(dtype_name(f.tensor("token_embd.weight").type()), dtype_name(want.base));
+    for (int i = 0; i < 8; ++i) {
+      const std::string b = "blk." + std::to_string(i) + ".";
+      EXPECT_EQ(dtype_name(f.tensor(b + "attn_q.weight").type()), dtype_name(want.base)) << i;
+      EXPECT_EQ(dtype_name(f.tensor(b + "attn_v.weight").type()), dtype_name(want.attn_v[i])) << i;
+      EXPECT_EQ(dtype_name(f.tensor(b + "ffn_down.weight").type()), dtype_name(want.ffn_down[i])) << i;
+      EXPECT_EQ(dtype_name(f.tensor(b + "attn_norm.weight").type()), "f32") << i;
+    }
+  }
+  // a fused attn_qkv (Phi-3): q5_K under q4_K_M, q6_K under q5_K_M
+  {
+    GgufWriter w;
+    w.metadata_add("general.architecture", "phi3");
+    w.metadata_add("phi3.block_count", uint32_t{1});
+    w.tensor_add("blk.0.attn_qkv.weight", test::random_f32({6, 256}, 3));
+    w.tensor_add("output.weight", test::random_f32({4, 256}, 4));
+    w.write(in);
+  }
+  for (const auto& [type, want] : {std::pair{"q4_K_M", q5}, std::pair{"q5_K_M", q6}}) {
+    const auto r = cli_run({"quantize", in, out, "--type", type});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(dtype_name(GgufFile::open(out).tensor("blk.0.attn_qkv.weight").type()), dtype_name(want)) << type;
+  }
+  std::remove(out.c_str());
+  std::remove(in.c_str());
 }
 
 TEST(CmdQuantize, BadInputIsOneLineError) {
