@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Text-generation benchmark: TinyLlama-1.1B-shaped random-weight models in F16, Q8_0 and Q4_0,
+# Text-generation benchmark: TinyLlama-1.1B-shaped random-weight models in F16, Q8_0, Q4_0 and
+# Q4_K_M (llama.cpp's mix, the type most published GGUFs have),
 # `aigc bench text` on each with 1 and 2 threads, one markdown table in bench-results/text.md.
 #
 #   bench/run_text.sh                      # pp512, tg128, 3 repetitions (run on a quiet machine)
@@ -7,15 +8,16 @@
 #   THREADS=1,2,4 MODELS_DIR=/data/bench-models bench/run_text.sh
 #
 # Builds build/ (Release, no benchmarks or tests needed) if build/aigc is missing, makes the models
-# with bench/make_tinyllama.py if absent (~2.2 GB F16 + 1.2 GB Q8_0 + 0.6 GB Q4_0). Weights are read
-# into memory (aigc bench's default) so that paged-out file memory is never timed.
+# with bench/make_tinyllama.py if absent (~2.2 GB F16 + 1.2 GB Q8_0 + 0.6 GB Q4_0 + 0.7 GB
+# Q4_K_M). Weights are read into memory (aigc bench's default) so that paged-out file memory is
+# never timed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BUILD=${BUILD:-build}
 MODELS_DIR=${MODELS_DIR:-bench-models}
 THREADS=${THREADS:-1,2}
-TYPES=${TYPES:-f16 q8_0 q4_0}
+TYPES=${TYPES:-f16 q8_0 q4_0 q4_K_M}
 ARGS=${ARGS:-}
 OUT=bench-results/text.md
 
