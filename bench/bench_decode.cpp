@@ -1,8 +1,9 @@
 // Decode GEMV kernels side by side, in weight GB/s (bytes of weight rows read per call): those of
 // every kernel set this CPU runs (AVX2: its vec_dot per row, the path before the set had decode
 // kernels, and its decode kernel; AVX-512: the avx512vnni set's Q4_0 kernel, 16-byte loads and
-// inserts, against the avx512vbmi set's, byte permutes; and the Q8_0 kernel; for Q4_K, Q5_K and
-// Q6_K each set's vec_dot, which decode runs per weight row), beside a plain read
+// inserts, against the avx512vbmi set's, byte permutes; and the Q8_0 kernel; the Q4_0_R16 kernel
+// (Q4_0 repacked at load, AVX2); for Q4_K, Q5_K and Q6_K each set's vec_dot, which decode runs per
+// weight row), beside a plain read
 // of the same bytes (512-bit loads, or 256-bit without AVX-512, into 4 accumulators: what the
 // memory gives one stream per thread). In cache (a 2048-wide weight
 // of ~250 KiB, in L2, reused; 1 thread) and from memory (TinyLlama's FFN shape 5632x2048, copies
@@ -141,8 +142,12 @@ struct Variant {
 };
 
 // A set's decode kernel (DecodeRow layout, prepared once as linear_quantized does).
+DecodeGemv gemv_of(const QuantKernels& k, DType type) {
+  return type == DType::Q4_0 ? k.gemv_q4_0 : type == DType::Q8_0 ? k.gemv_q8_0 : k.gemv_q4_0_r16;
+}
+
 Variant decode_variant(const QuantKernels& k, DType type, const Activation& a) {
-  const DecodeGemv gemv = type == DType::Q4_0 ? k.gemv_q4_0 : k.gemv_q8_0;
+  const DecodeGemv gemv = gemv_of(k, type);
   const DecodeRow* row = &a.row;
   return {fmt::format("{} gemv", k.name), [gemv, row](const void* w, int64_t rb, int64_t K, int64_t n0, int64_t n1, float* y) {
             gemv(w, rb, K, row, 1, n0, n1, y, 0, true);
@@ -229,9 +234,9 @@ std::vector<Variant> variants_make(DType type, const Inputs& in) {
       if (isa != QuantIsa::Avx512Vbmi) v.push_back(vec_dot_k_variant(*k, type, in.q8_K));  // Vbmi: Vnni's
       continue;
     }
-    if (isa == QuantIsa::Avx2) v.push_back(vec_dot_variant(*k, type, in.q8_0));
+    if (isa == QuantIsa::Avx2 && type != DType::Q4_0_R16) v.push_back(vec_dot_variant(*k, type, in.q8_0));
     if (isa == QuantIsa::Avx512Vbmi && type == DType::Q8_0) continue;  // the VNNI set's kernel
-    if (type == DType::Q4_0 ? k->gemv_q4_0 : k->gemv_q8_0) v.push_back(decode_variant(*k, type, in.decode));
+    if (gemv_of(*k, type)) v.push_back(decode_variant(*k, type, in.decode));
   }
   v.push_back({"plain read", [](const void* w, int64_t rb, int64_t, int64_t n0, int64_t n1, float* y) {
                  plain_read(w, rb, n0, n1, y);
@@ -267,7 +272,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   fmt::print("(percent: of the plain read of the same bytes with the same threads)\n");
-  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+  for (DType t : {DType::Q4_0, DType::Q4_0_R16, DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+    if (t == DType::Q4_0_R16 && !quant_kernels().gemv_q4_0_r16) continue;  // no kernel: never repacked
     const int64_t n_cache = 256 * 1024 / *dtype_row_bytes(t, 2048);  // ~250 KiB
     bench_kernels("in cache, 1 thread (Nx2048)", weights_make(t, n_cache, 2048, 0), 1, reps, 0.05);
     const Weights big = weights_make(t, 5632, 2048, 1024.0 * (1 << 20));

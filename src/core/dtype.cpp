@@ -33,13 +33,18 @@ constexpr Entry kTypes[] = {
     {28, {"f64", 1, 8, false}},        {29, {"iq1_m", 256, 56, true}},
     {30, {"bf16", 1, 2, false}},       {34, {"tq1_0", 256, 54, true}},
     {35, {"tq2_0", 256, 66, true}},    {39, {"mxfp4", 32, 17, true}},
+    // aigc's own: the same bytes per block as Q4_0, rearranged per row (quant.h)
+    {0x10002, {"q4_0_r16", 32, 18, true}},
 };
+
+// Ids from 0x10000 are aigc's in-memory layouts, never a file's.
+constexpr uint32_t kInternalIds = 0x10000;
 
 }  // namespace
 
 std::optional<DTypeTraits> dtype_traits_find(uint32_t id) {
   for (const Entry& e : kTypes)
-    if (e.id == id) return e.traits;
+    if (e.id == id && id < kInternalIds) return e.traits;
   return std::nullopt;
 }
 
@@ -52,6 +57,7 @@ const DTypeTraits& dtype_traits(DType type) {
 
 std::optional<DType> dtype_from_name(std::string_view name) {
   for (const Entry& e : kTypes) {
+    if (e.id >= kInternalIds) continue;
     std::string_view n = e.traits.name;
     if (n.size() != name.size()) continue;
     bool same = true;

@@ -17,6 +17,8 @@ enum class DType : uint32_t {
   IQ2_XXS = 16, IQ2_XS = 17, IQ3_XXS = 18, IQ1_S = 19, IQ4_NL = 20, IQ3_S = 21, IQ2_S = 22,
   IQ4_XS = 23, I8 = 24, I16 = 25, I32 = 26, I64 = 27, F64 = 28, IQ1_M = 29, BF16 = 30,
   TQ1_0 = 34, TQ2_0 = 35, MXFP4 = 39,
+  // aigc's own layouts, never in a file (ids past GGML's; no file type maps to them):
+  Q4_0_R16 = 0x10002,  // Q4_0 rows repacked for the decode kernels (quant.h)
 };
 
 struct DTypeTraits {
@@ -26,13 +28,14 @@ struct DTypeTraits {
   bool quantized;
 };
 
-// Traits of a known type; nullopt for an id that no GGML version defines.
+// Traits of a known file type; nullopt for an id that no GGML version defines (aigc's own
+// layouts included: a file never holds them).
 std::optional<DTypeTraits> dtype_traits_find(uint32_t id);
 // Traits of a valid DType (asserts it is known).
 const DTypeTraits& dtype_traits(DType type);
 
 inline std::string_view dtype_name(DType type) { return dtype_traits(type).name; }
-std::optional<DType> dtype_from_name(std::string_view name);  // case-insensitive
+std::optional<DType> dtype_from_name(std::string_view name);  // case-insensitive; GGML's types only
 
 // Bytes of `n` consecutive elements; nullopt when n is not a multiple of the block size or overflows.
 std::optional<size_t> dtype_row_bytes(DType type, int64_t n);

@@ -67,6 +67,17 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::string& path, FileLoadOp
   return f;
 }
 
+uint8_t* MappedFile::writable(size_t offset, size_t size) {
+  if (offset > size_ || size > size_ - offset) return nullptr;
+  uint8_t* p = const_cast<uint8_t*>(data_) + offset;
+  if (!mapped_ || size == 0) return p;  // a heap copy is ours already
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(p) & ~(page - 1);
+  const uintptr_t end = reinterpret_cast<uintptr_t>(p) + size;
+  if (::mprotect(reinterpret_cast<void*>(begin), end - begin, PROT_READ | PROT_WRITE) != 0) return nullptr;
+  return p;
+}
+
 MappedFile::~MappedFile() {
   if (locked_) ::munlock(data_, size_);
   if (mapped_) ::munmap(const_cast<uint8_t*>(data_), size_);

@@ -27,6 +27,11 @@ class MappedFile {
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
   bool is_mapped() const { return mapped_; }
+  // The bytes [offset, offset + size) made writable for this process alone (a mapping is private:
+  // written pages are copied, the file never changes); nullptr if the range is outside the file
+  // or the pages cannot be made writable. Used to rewrite weights into the layout the kernels want
+  // without a second copy of them.
+  uint8_t* writable(size_t offset, size_t size);
 
  private:
   MappedFile() = default;

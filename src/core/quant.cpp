@@ -579,8 +579,64 @@ void dequantize_row_q8_K_ref(const BlockQ8_K* x, float* y, int64_t n) {
     for (int j = 0; j < kQK_K; ++j) y[b * kQK_K + j] = x[b].d * x[b].qs[j];
 }
 
+void q4_0_r16_pack(const BlockQ4_0* src, uint8_t* dst, int64_t n) {
+  AIGC_ASSERT(n % kQK4_0 == 0, "q4_0_r16_pack: n = {}", n);
+  const int64_t nb = n / kQK4_0, ng = nb / kR16Group;
+  for (int64_t g = 0; g < ng; ++g) {
+    const BlockQ4_0* b = src + g * kR16Group;
+    uint8_t* o = dst + g * kR16Group * sizeof(BlockQ4_0);
+    for (int L = 0; L < kR16Group; ++L) std::memcpy(o + 2 * L, &b[L].d, 2);
+    for (int v = 0; v < 4; ++v)
+      for (int h = 0; h < 2; ++h)
+        for (int L = 0; L < 8; ++L)
+          for (int i = 0; i < 4; ++i) o[32 + 64 * v + 32 * h + 4 * L + i] = b[8 * h + L].qs[4 * v + i];
+  }
+  std::memcpy(dst + ng * kR16Group * sizeof(BlockQ4_0), src + ng * kR16Group,
+              static_cast<size_t>(nb - ng * kR16Group) * sizeof(BlockQ4_0));
+}
+
+void q4_0_r16_unpack(const uint8_t* src, BlockQ4_0* dst, int64_t n) {
+  AIGC_ASSERT(n % kQK4_0 == 0, "q4_0_r16_unpack: n = {}", n);
+  const int64_t nb = n / kQK4_0, ng = nb / kR16Group;
+  for (int64_t g = 0; g < ng; ++g) {
+    const uint8_t* o = src + g * kR16Group * sizeof(BlockQ4_0);
+    BlockQ4_0* b = dst + g * kR16Group;
+    for (int L = 0; L < kR16Group; ++L) std::memcpy(&b[L].d, o + 2 * L, 2);
+    for (int v = 0; v < 4; ++v)
+      for (int h = 0; h < 2; ++h)
+        for (int L = 0; L < 8; ++L)
+          for (int i = 0; i < 4; ++i) b[8 * h + L].qs[4 * v + i] = o[32 + 64 * v + 32 * h + 4 * L + i];
+  }
+  std::memcpy(dst + ng * kR16Group, src + ng * kR16Group * sizeof(BlockQ4_0),
+              static_cast<size_t>(nb - ng * kR16Group) * sizeof(BlockQ4_0));
+}
+
+namespace {
+
+// Q4_0_R16 rows converted a group of blocks at a time through Q4_0 (no allocation).
+void row_r16_to_f32(const uint8_t* src, float* dst, int64_t n) {
+  BlockQ4_0 b[kR16Group];
+  for (int64_t e = 0; e < n; e += kR16Group * kQK4_0) {
+    const int64_t m = std::min<int64_t>(kR16Group * kQK4_0, n - e);
+    q4_0_r16_unpack(src + e / kQK4_0 * sizeof(BlockQ4_0), b, m);
+    dequantize_row_q4_0_ref(b, dst + e, m);
+  }
+}
+
+void row_r16_from_f32(const float* src, uint8_t* dst, int64_t n) {
+  BlockQ4_0 b[kR16Group];
+  for (int64_t e = 0; e < n; e += kR16Group * kQK4_0) {
+    const int64_t m = std::min<int64_t>(kR16Group * kQK4_0, n - e);
+    quantize_row_q4_0_ref(src + e, b, m);
+    q4_0_r16_pack(b, dst + e / kQK4_0 * sizeof(BlockQ4_0), m);
+  }
+}
+
+}  // namespace
+
 bool dtype_can_convert(DType type) {
   switch (type) {
+    case DType::Q4_0_R16:
     case DType::F32: case DType::F16: case DType::BF16: case DType::Q8_0: case DType::Q4_0:
     case DType::Q4_1: case DType::Q5_0: case DType::Q5_1: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K:
       return true;
@@ -623,6 +679,7 @@ void row_to_f32(DType type, const void* src, float* dst, int64_t n) {
     case DType::Q4_K: dequantize_row_q4_K_ref(static_cast<const BlockQ4_K*>(src), dst, n); return;
     case DType::Q5_K: dequantize_row_q5_K_ref(static_cast<const BlockQ5_K*>(src), dst, n); return;
     case DType::Q6_K: dequantize_row_q6_K_ref(static_cast<const BlockQ6_K*>(src), dst, n); return;
+    case DType::Q4_0_R16: row_r16_to_f32(static_cast<const uint8_t*>(src), dst, n); return;
     default: error_throw(fmt::format("conversion from {} is not supported yet", dtype_name(type)), "row_to_f32");
   }
 }
@@ -640,6 +697,7 @@ void row_from_f32(DType type, const float* src, void* dst, int64_t n) {
     case DType::Q4_K: quantize_row_q4_K_ref(src, static_cast<BlockQ4_K*>(dst), n); return;
     case DType::Q5_K: quantize_row_q5_K_ref(src, static_cast<BlockQ5_K*>(dst), n); return;
     case DType::Q6_K: quantize_row_q6_K_ref(src, static_cast<BlockQ6_K*>(dst), n); return;
+    case DType::Q4_0_R16: row_r16_from_f32(src, static_cast<uint8_t*>(dst), n); return;
     default: error_throw(fmt::format("conversion to {} is not supported yet", dtype_name(type)), "row_from_f32");
   }
 }

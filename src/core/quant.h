@@ -144,8 +144,22 @@ void dequantize_row_q6_K_ref(const BlockQ6_K* x, float* y, int64_t n);
 void quantize_row_q8_K_ref(const float* x, BlockQ8_K* y, int64_t n);
 void dequantize_row_q8_K_ref(const BlockQ8_K* x, float* y, int64_t n);
 
-// Any supported type (f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K) to and
-// from f32. Q8_K is an activation format only and not listed.
+// ---- Q4_0_R16: Q4_0 rows repacked for the decode kernels (aigc's own, never in a file) --------
+// The same bytes per row as Q4_0 (18 per 32 elements), rearranged per group of kR16Group blocks:
+// the group's 16 f16 scales in block order (32 bytes), then 256 bytes of nibbles where byte
+// 64v + 32h + 4L + i is byte 4v + i of block 8h + L's qs (v < 4, h < 2, L < 8, i < 4): one 32-byte
+// load holds 4 bytes of each of 8 blocks, so an integer dot leaves 8 block sums in block order,
+// and the scales load as two vectors (the Q4_0 layout spends as many instructions gathering its
+// scales, 18 bytes apart, as on the dot itself). Blocks after the last full group stay Q4_0
+// blocks. The model loader repacks Q4_0 linear weights into it where the kernel set has a kernel
+// for it (QuantKernels::gemv_q4_0_r16).
+constexpr int kR16Group = 16;
+// One row of n elements (n a multiple of 32), src and dst not overlapping.
+void q4_0_r16_pack(const BlockQ4_0* src, uint8_t* dst, int64_t n);
+void q4_0_r16_unpack(const uint8_t* src, BlockQ4_0* dst, int64_t n);
+
+// Any supported type (f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K, and aigc's
+// q4_0_r16) to and from f32. Q8_K is an activation format only and not listed.
 bool dtype_can_convert(DType type);
 void row_to_f32(DType type, const void* src, float* dst, int64_t n);
 // f16 -> f32 (F16C where the CPU has it; exact either way).

@@ -1,5 +1,7 @@
 #include "formats/gguf.h"
 
+#include "core/mapped_file.h"
+
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -469,7 +471,9 @@ GgufFile GgufFile::parse(std::span<const uint8_t> bytes, std::shared_ptr<void> o
 
 GgufFile GgufFile::open(const std::string& path, FileLoadOptions opt) {
   std::shared_ptr<MappedFile> m = MappedFile::open(path, opt);
-  return parse({m->data(), m->size()}, m, path);
+  GgufFile f = parse({m->data(), m->size()}, m, path);
+  f.file_ = std::move(m);
+  return f;
 }
 
 const GgufValue* GgufFile::find(std::string_view key) const {
@@ -527,6 +531,13 @@ Tensor GgufFile::tensor(std::string_view name) const {
   auto* data = const_cast<uint8_t*>(bytes_.data()) + ti->offset;
   Tensor t = Tensor::view_of(*ti->type, ti->shape, data, owner_);
   t.name = ti->name;
+  return t;
+}
+
+std::optional<Tensor> GgufFile::tensor_writable(std::string_view name) const {
+  Tensor t = tensor(name);
+  const TensorInfo* ti = tensor_info_find(name);
+  if (!file_ || !file_->writable(ti->offset, ti->nbytes)) return std::nullopt;
   return t;
 }
 

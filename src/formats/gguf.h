@@ -45,6 +45,8 @@
 
 namespace aigc {
 
+class MappedFile;
+
 // Metadata value types; values are the spec's ids.
 enum class GgufType : uint32_t {
   UINT8 = 0, INT8 = 1, UINT16 = 2, INT16 = 3, UINT32 = 4, INT32 = 5, FLOAT32 = 6, BOOL = 7,
@@ -176,12 +178,18 @@ class GgufFile {
   // Zero-copy view of a tensor's bytes (owner: the mapped file). Read-only memory: never write
   // through it. Throws aigc::Error when the name is missing.
   Tensor tensor(std::string_view name) const;
+  // The same view, its bytes writable by this process alone (a private mapping's pages are copied
+  // as they are written; the file never changes), for rewriting a weight into another layout in
+  // place; after that, tensor(name) shows the rewritten bytes. nullopt when this file was parsed
+  // from memory or the pages cannot be made writable.
+  std::optional<Tensor> tensor_writable(std::string_view name) const;
 
  private:
   friend struct GgufParser;
   std::string path_;
   std::span<const uint8_t> bytes_;
   std::shared_ptr<void> owner_;
+  std::shared_ptr<MappedFile> file_;  // when opened from a path
   uint32_t version_ = 0;
   uint32_t alignment_ = 32;
   uint64_t data_offset_ = 0;

@@ -56,7 +56,19 @@ Tensor ModelLoader::tensor(const std::string& name, std::initializer_list<int64_
   if (!ti->type || (linear ? !linear_type_ok(*ti->type) : !dtype_can_convert(*ti->type)))
     error_throw(fmt::format("tensor '{}' has type {}, which is not supported here", name, ti->type_name), f.path(),
                 linear_types_hint());
-  return f.tensor(name);
+  Tensor t = f.tensor(name);
+  if (const std::optional<DType> rt = linear ? ops::linear_repack_type(t.type(), t.size(-1)) : std::nullopt;
+      rt && t.ndim() == 2) {
+    // Into the layout the kernels run faster, in the file's own pages where they can be written
+    // (privately: a mapping's pages are copied as written), else into a copy.
+    std::optional<Tensor> in_place = f.tensor_writable(name);
+    Tensor dst = in_place ? Tensor::view_of(*rt, t.shape(), in_place->data(), in_place->owner())
+                          : Tensor::empty(*rt, t.shape());
+    ops::linear_repack(t, dst);
+    dst.name = t.name;
+    return dst;
+  }
+  return t;
 }
 
 Tensor ModelLoader::vector_f32(const std::string& name, int64_t n) const {

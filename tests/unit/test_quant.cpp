@@ -354,7 +354,15 @@ void linear_reference(const Tensor& x, const Tensor& w, std::vector<float>& y, s
         y[m * N + n] = vec_dot_q8_0_q8_0_ref(K, wr, xq.data());
         tol[m * N + n] = dot_tolerance(nb, dot_abs_sum(nb, wr, xq.data()));
       } else {
+        // Q4_0, or Q4_0_R16 unpacked back to Q4_0 blocks (q4_0_r16_unpack is checked by hand in
+        // test_linear_repack.cpp)
+        std::vector<BlockQ4_0> unpacked;
         const auto* wr = static_cast<const BlockQ4_0*>(w.row_ptr(n));
+        if (w.type() == DType::Q4_0_R16) {
+          unpacked.resize(static_cast<size_t>(nb));
+          q4_0_r16_unpack(static_cast<const uint8_t*>(w.row_ptr(n)), unpacked.data(), K);
+          wr = unpacked.data();
+        }
         y[m * N + n] = vec_dot_q4_0_q8_0_ref(K, wr, xq.data());
         tol[m * N + n] = dot_tolerance(nb, dot_abs_sum(nb, wr, xq.data()));
       }
@@ -482,7 +490,7 @@ TEST(LinearQuantized, DecodeKernelsMatchReferenceOnOddShapes) {
   for (const Shape& sh : shapes) {
     Tensor x = test::random_f32({sh.M, sh.K}, seed++);
     Tensor wf = test::random_f32({sh.N, sh.K}, seed++);
-    for (DType type : {DType::Q8_0, DType::Q4_0}) {
+    for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_0_R16}) {
       SCOPED_TRACE(fmt::format("M {} K {} N {} {}", sh.M, sh.K, sh.N, dtype_name(type)));
       Tensor w = Tensor::empty(type, {sh.N, sh.K});
       for (int64_t n = 0; n < sh.N; ++n) row_from_f32(type, wf.ptr<float>() + n * sh.K, w.row_ptr(n), sh.K);
@@ -494,6 +502,7 @@ TEST(LinearQuantized, DecodeKernelsMatchReferenceOnOddShapes) {
       ops::ref::linear(x, w, nullptr, y_f32);  // f32 x dequant(w), no activation quantisation
       for (const QuantKernels* k : kernel_sets()) {
         SCOPED_TRACE(k->name);
+        if (type == DType::Q4_0_R16 && !k->gemv_q4_0_r16) continue;  // the loader never repacks for it
         thread_count_set(1);
         Tensor y1 = Tensor::empty(DType::F32, {sh.M, sh.N});
         ops::linear_quantized_with(*k, x, w, y1);
@@ -532,13 +541,14 @@ TEST(LinearQuantized, DecodeRowPrepareOfEverySetMatchesTheReference) {
     Tensor x = test::random_f32({K}, static_cast<uint32_t>(K));
     std::vector<BlockQ8_0> xq(static_cast<size_t>(nb));
     quantize_row_q8_0_ref(x.ptr<float>(), xq.data(), K);
-    for (DType type : {DType::Q8_0, DType::Q4_0}) {
+    for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_0_R16}) {
       std::vector<int8_t> qs_ref(static_cast<size_t>(K));
       std::vector<float> d_ref(static_cast<size_t>(nb));
       std::vector<int32_t> bias_ref(static_cast<size_t>(nb));
       decode_row_prepare(type, xq.data(), K, qs_ref.data(), d_ref.data(), bias_ref.data());
       for (const QuantKernels* k : kernel_sets()) {
         SCOPED_TRACE(fmt::format("K {} {} {}", K, dtype_name(type), k->name));
+        if (type == DType::Q4_0_R16 && !k->gemv_q4_0_r16) continue;
         std::vector<int8_t> qs(static_cast<size_t>(K), 99);
         std::vector<float> d(static_cast<size_t>(nb), -1.0f);
         std::vector<int32_t> bias(static_cast<size_t>(nb), -1);

@@ -6,13 +6,17 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "backend/cpu/gemv.h"
 #include "backend/cpu/quant_dot.h"
 #include "backend/cpu/ops.h"
+#include "core/quant.h"
 #include "core/thread_pool.h"
 
 namespace aigc::ops {
@@ -41,7 +45,7 @@ const BlockA* activations_quantize(void (*quantize)(const float*, BlockA*, int64
 
 void linear_quantized_check(const Tensor& x, const Tensor& w, const Tensor& y) {
   AIGC_CHECK(linear_quantized_supports(w.type()),
-             "linear_quantized: weight type {} (expected q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K or q6_K)",
+             "linear_quantized: weight type {} (expected q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K or q4_0_r16)",
              dtype_name(w.type()));
   AIGC_CHECK(w.ndim() == 2 && w.is_contiguous(), "linear_quantized: weight {} must be a contiguous [N, K]",
              w.shape_str());
@@ -239,7 +243,8 @@ void linear_decode_k(const QuantKernels& k, const float* xd, int64_t M, int64_t 
 }
 
 DecodeGemv decode_gemv(const QuantKernels& k, DType type) {
-  return type == DType::Q4_0 ? k.gemv_q4_0 : type == DType::Q8_0 ? k.gemv_q8_0 : nullptr;
+  return type == DType::Q4_0 ? k.gemv_q4_0 : type == DType::Q8_0 ? k.gemv_q8_0
+       : type == DType::Q4_0_R16 ? k.gemv_q4_0_r16 : nullptr;
 }
 
 VecDotRowsK vec_dot_rows(const QuantKernels& k, DType type) {
@@ -280,6 +285,9 @@ void linear_quantized_with(const QuantKernels& k, const Tensor& x, const Tensor&
     }
     return;
   }
+  // (the model loader makes Q4_0_R16 weights only where the CPU's kernel set runs them)
+  AIGC_CHECK(w.type() != DType::Q4_0_R16 || k.gemv_q4_0_r16, "linear_quantized: the {} kernels have none for q4_0_r16",
+             k.name);
   if (const DecodeGemv gemv = decode_gemv(k, w.type())) {
     // in chunks of kDecodeMaxRows rows (every output is the single row's bits either way)
     for (int64_t m0 = 0; m0 < M; m0 += kDecodeMaxRows) {
@@ -302,11 +310,34 @@ void linear_quantized_with(const QuantKernels& k, const Tensor& x, const Tensor&
 bool linear_quantized_supports(DType w) {
   switch (w) {
     case DType::Q8_0: case DType::Q4_0: case DType::Q4_1: case DType::Q5_0: case DType::Q5_1:
-    case DType::Q4_K: case DType::Q5_K: case DType::Q6_K:
+    case DType::Q4_K: case DType::Q5_K: case DType::Q6_K: case DType::Q4_0_R16:
       return true;
     default:
       return false;
   }
+}
+
+std::optional<DType> linear_repack_type(DType w, int64_t K) {
+  static const bool enabled = [] {
+    const char* e = std::getenv("AIGC_REPACK");
+    return !(e && std::string_view(e) == "0");
+  }();
+  if (enabled && w == DType::Q4_0 && quant_kernels().gemv_q4_0_r16 && K / kQK4_0 >= kR16Group) return DType::Q4_0_R16;
+  return std::nullopt;
+}
+
+void linear_repack(const Tensor& src, Tensor& dst) {
+  AIGC_CHECK(src.type() == DType::Q4_0 && dst.type() == DType::Q4_0_R16 && src.ndim() == 2 && src.is_contiguous() &&
+                 dst.ndim() == 2 && dst.is_contiguous() && src.size(0) == dst.size(0) && src.size(1) == dst.size(1),
+             "linear_repack: {} {} -> {} {}", dtype_name(src.type()), src.shape_str(), dtype_name(dst.type()), dst.shape_str());
+  const int64_t K = src.size(1), rb = src.stride_bytes(0);
+  parallel_for(src.size(0), [&](int64_t n0, int64_t n1) {
+    std::vector<BlockQ4_0> row(static_cast<size_t>(K / kQK4_0));  // src's row, as dst may be the same bytes
+    for (int64_t n = n0; n < n1; ++n) {
+      std::memcpy(row.data(), static_cast<const uint8_t*>(src.data()) + n * rb, static_cast<size_t>(rb));
+      q4_0_r16_pack(row.data(), static_cast<uint8_t*>(dst.data()) + n * rb, K);
+    }
+  }, 64);
 }
 
 bool linear_quantized_prefers(DType w, int64_t M) {

@@ -3,6 +3,7 @@
 // integer SIMD (AVX2, or AVX-512 VNNI where present), as GGML does; the reference is ops::ref::linear.
 #pragma once
 
+#include <optional>
 #include <span>
 
 #include "core/tensor.h"
@@ -13,8 +14,17 @@ namespace aigc::ops {
 // contiguous f32 [M, N].
 void linear_quantized(const Tensor& x, const Tensor& w, Tensor& y);
 
-// Weight types with dot kernels: q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K.
+// Weight types with dot kernels: q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K, and aigc's
+// q4_0_r16 (where the kernel set has a kernel for it).
 bool linear_quantized_supports(DType w);
+
+// The layout this CPU's kernels run a linear weight of type w ([N, K]) faster in, if any: Q4_0 ->
+// Q4_0_R16 where the best kernel set has a kernel for it (AVX2: TinyLlama Q4_0 decode ...) and a
+// row holds a full group of 16 blocks. Setting AIGC_REPACK=0 in the environment turns it off.
+std::optional<DType> linear_repack_type(DType w, int64_t K);
+// Rewrites the rows of src (Q4_0) into dst (Q4_0_R16, same shape); dst may view src's own bytes
+// (in place, row by row).
+void linear_repack(const Tensor& src, Tensor& dst);
 
 // Activation rows the decode (GEMV) kernels of Q4_0 and Q8_0 weights take in one call, where the
 // instruction set has them (AVX2, AVX-512 VNNI): decode steps and short prompts at once, longer

@@ -1,6 +1,8 @@
 // Scalar reference dot kernels and the run-time choice of the SIMD kernel set (quant_dot.h).
 #include "backend/cpu/quant_dot.h"
 
+#include <algorithm>
+
 #include "core/cpu_features.h"
 #include "core/error.h"
 
@@ -177,10 +179,10 @@ float vec_dot_q6_K_q8_K_ref(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y) {
 }
 
 void decode_row_prepare(DType w, const BlockQ8_0* xq, int64_t K, int8_t* qs, float* d, int32_t* bias) {
-  AIGC_ASSERT(w == DType::Q4_0 || w == DType::Q8_0, "decode_row_prepare: {}", dtype_name(w));
+  AIGC_ASSERT(w == DType::Q4_0 || w == DType::Q8_0 || w == DType::Q4_0_R16, "decode_row_prepare: {}", dtype_name(w));
   const int64_t nb = K / kQK8_0, ng = nb / kDecodeGroup;
-  const int32_t offset = w == DType::Q4_0 ? 8 : 128;
-  const int* order = w == DType::Q4_0 ? kDecodeOrderQ4_0 : kDecodeOrderQ8_0;
+  const int32_t offset = w == DType::Q8_0 ? 128 : 8;
+  const int* order = w == DType::Q4_0 ? kDecodeOrderQ4_0 : w == DType::Q8_0 ? kDecodeOrderQ8_0 : kDecodeOrderNatural;
   int position[kDecodeGroup];  // inverse of order: where block j of a group goes
   for (int p = 0; p < kDecodeGroup; ++p) position[order[p]] = p;
   for (int64_t ib = 0; ib < nb; ++ib) {
@@ -192,8 +194,44 @@ void decode_row_prepare(DType w, const BlockQ8_0* xq, int64_t K, int8_t* qs, flo
     if (w == DType::Q4_0 && g < ng) {  // quad layout: [b0..b3 elements 0..15, b0..b3 elements 16..31]
       dst = qs + g * kDecodeGroup * kQK8_0 + (j / 4) * 128 + (j % 4) * 16;
       for (int e = 0; e < 16; ++e) dst[e] = xq[ib].qs[e], dst[64 + e] = xq[ib].qs[16 + e];
+    } else if (w == DType::Q4_0_R16 && g < ng) {  // [h][v][low nibbles' 4 elements of 8 blocks, high nibbles']
+      int8_t* grp = qs + g * kDecodeGroup * kQK8_0;
+      const int64_t h = j / 8, L = j % 8;
+      for (int v = 0; v < 4; ++v)
+        for (int i = 0; i < 4; ++i) {
+          grp[256 * h + 64 * v + 4 * L + i] = xq[ib].qs[4 * v + i];
+          grp[256 * h + 64 * v + 32 + 4 * L + i] = xq[ib].qs[16 + 4 * v + i];
+        }
     } else {
       for (int e = 0; e < kQK8_0; ++e) dst[e] = xq[ib].qs[e];
+    }
+  }
+}
+
+void gemv_q4_0_r16_ref(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0,
+                       int64_t n1, float* y, int64_t ldy, bool) {
+  const int64_t nb = K / kQK4_0, ng = nb / kDecodeGroup;
+  BlockQ4_0 blk[kDecodeGroup];
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* row = static_cast<const uint8_t*>(w) + n * row_bytes;
+    for (int r = 0; r < rows; ++r) {
+      float sum = 0.0f;
+      for (int64_t g = 0; g * kDecodeGroup < nb; ++g) {  // a group, or the tail's blocks
+        const int64_t b0 = g * kDecodeGroup, cnt = std::min<int64_t>(kDecodeGroup, nb - b0);
+        q4_0_r16_unpack(row + b0 * sizeof(BlockQ4_0), blk, cnt * kQK4_0);
+        for (int64_t j = 0; j < cnt; ++j) {
+          int32_t isum = 0;
+          for (int e = 0; e < kQK4_0; ++e) {
+            // element e of block b0 + j: its nibble, and where decode_row_prepare put its activation
+            const int q = e < 16 ? blk[j].qs[e] & 0x0f : blk[j].qs[e - 16] >> 4;
+            const int64_t at = g < ng ? b0 * kQK8_0 + 256 * (j / 8) + 64 * ((e % 16) / 4) + (e < 16 ? 0 : 32) + 4 * (j % 8) + e % 4
+                                      : (b0 + j) * kQK8_0 + e;
+            isum += q * a[r].qs[at];
+          }
+          sum += f16_to_f32(blk[j].d) * a[r].d[b0 + j] * static_cast<float>(isum - a[r].bias[b0 + j]);
+        }
+      }
+      y[r * ldy + n - n0] = sum;
     }
   }
 }
@@ -220,6 +258,7 @@ const QuantKernels kQuantKernelsRef = {
     nullptr,
     nullptr,
     nullptr,
+    gemv_q4_0_r16_ref,
 };
 
 

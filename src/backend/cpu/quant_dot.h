@@ -62,6 +62,8 @@ constexpr int kDecodeGroup = 16;
 // blocks, position 4k + q = block 4q + k) or kDecodeOrderQ8_0[p] (Q8_0: eight pairs) of the group.
 constexpr int kDecodeOrderQ4_0[kDecodeGroup] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
 constexpr int kDecodeOrderQ8_0[kDecodeGroup] = {0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15};
+// Q4_0_R16 weights (quant.h): blocks in order.
+constexpr int kDecodeOrderNatural[kDecodeGroup] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
 // One activation row in decode layout (views of the caller's buffers).
 struct DecodeRow {
@@ -70,10 +72,12 @@ struct DecodeRow {
   const int32_t* bias;   // [nb] offset * sum of the block's qs, same order as d
 };
 
-// Fills qs[K], d[nb], bias[nb] from the Q8_0 blocks of one row, for weights of type w (Q4_0 or
-// Q8_0). Q8_0: qs in natural order. Q4_0: each quad of blocks (4j..4j+3) of a full group as the
-// 128 bytes [b0 0..15, b1 0..15, b2 0..15, b3 0..15, b0 16..31, ..., b3 16..31] (a Q4_0 quad's
-// low nibbles, then its high ones).
+// Fills qs[K], d[nb], bias[nb] from the Q8_0 blocks of one row, for weights of type w (Q4_0,
+// Q8_0 or Q4_0_R16). Q8_0: qs in natural order. Q4_0: each quad of blocks (4j..4j+3) of a full
+// group as the 128 bytes [b0 0..15, b1 0..15, b2 0..15, b3 0..15, b0 16..31, ..., b3 16..31] (a
+// Q4_0 quad's low nibbles, then its high ones). Q4_0_R16: a full group's 512 bytes as, for h < 2
+// and v < 4, 32 bytes where 4L + i holds element 4v + i of block 8h + L (the weights' low
+// nibbles), then 32 where it holds element 16 + 4v + i (high nibbles).
 void decode_row_prepare(DType w, const BlockQ8_0* xq, int64_t K, int8_t* qs, float* d, int32_t* bias);
 
 // Activation rows a multi-row kernel dots per pass over a weight row (below), at most.
@@ -136,7 +140,15 @@ struct QuantKernels {
   // Several activation rows per pass over a K-quant weight row; nullptr where the set has none
   // (linear_quantized then calls the vec_dot kernel per row).
   VecDotRowsK vec_dot_rows_q4_K, vec_dot_rows_q5_K, vec_dot_rows_q6_K;
+  // Q4_0_R16 weights (quant.h); nullptr where the set has no kernel for them (the model loader
+  // repacks Q4_0 only where the CPU's best set has one).
+  DecodeGemv gemv_q4_0_r16;
 };
+
+// The reference Q4_0_R16 decode kernel (scalar): the ref set's, and what the SIMD ones are tested
+// against.
+void gemv_q4_0_r16_ref(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0,
+                       int64_t n1, float* y, int64_t ldy, bool prefetch);
 
 // Avx512Vbmi: the Avx512Vnni set with the Q4_0 decode kernel that uses VBMI byte permutes.
 enum class QuantIsa { Ref, Avx2, Avx512Vnni, Avx512Vbmi };

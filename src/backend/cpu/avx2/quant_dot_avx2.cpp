@@ -636,6 +636,70 @@ void gemv_rows_avx2(const void* w, int64_t row_bytes, int64_t K, const DecodeRow
   }
 }
 
+// Q4_0_R16 weights (quant.h): per group of 16 blocks, 8 32-byte loads that each hold 4 bytes of
+// 8 blocks, so the dots leave the 8 blocks' sums in block order (one madd, no hadd trees) and the
+// 16 scales load as two vectors (the Q4_0 kernel gathers them 18 bytes apart with pinsrw). One
+// template for one and several activation rows: each output's operations are the same for any R.
+// The int16 sums of a half group stay below 8 * 2 * 15 * 127 < 2^15.
+template <int R>
+__attribute__((always_inline)) inline void gemv_q4_0_r16_pass(const uint8_t* w, int64_t nb, const DecodeRow* a,
+                                                              float* out, bool prefetch) {
+  constexpr int64_t kGroup = 18 * kDecodeGroup;
+  const int64_t ng = nb / kDecodeGroup;
+  const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < ng; ++g) {
+    const uint8_t* wg = w + g * kGroup;
+    if (prefetch) decode_prefetch(wg, kGroup);
+    for (int h = 0; h < 2; ++h) {  // blocks 8h .. 8h + 7
+      __m256i p[R];
+      for (int r = 0; r < R; ++r) p[r] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; ++v) {
+        const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + 32 + 64 * v + 32 * h));
+        const __m256i lo = _mm256_and_si256(b, m4), hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), m4);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) {
+          const int8_t* y = a[r].qs + g * kDecodeGroup * 32 + 256 * h + 64 * v;
+          p[r] = _mm256_add_epi16(p[r], _mm256_add_epi16(
+              _mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y))),
+              _mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y + 32)))));
+        }
+      }
+      const __m256 sw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wg + 16 * h)));
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const int64_t o = g * kDecodeGroup + 8 * h;
+        const __m256i t = _mm256_sub_epi32(_mm256_madd_epi16(p[r], ones), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r].bias + o)));
+        acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(sw, _mm256_loadu_ps(a[r].d + o)), _mm256_cvtepi32_ps(t), acc[r]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    float sum = hsum(acc[r]);
+    for (int64_t ib = ng * kDecodeGroup; ib < nb; ++ib) {  // the tail: Q4_0 blocks, natural order
+      const uint8_t* blk = w + ib * 18;
+      const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r].qs + ib * 32));
+      sum += decode_tail(blk, _mm256_maddubs_epi16(nibbles_unpack(blk + 2), y), a[r], ib, true);
+    }
+    out[r] = sum;
+  }
+}
+
+void gemv_q4_0_r16_avx2(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0,
+                        int64_t n1, float* y, int64_t ldy, bool prefetch) {
+  const auto* wb = static_cast<const uint8_t*>(w);
+  const int64_t nb = K / 32;
+  rows_dispatch(rows, [&]<int R>() {
+    float out[R];
+    for (int64_t n = n0; n < n1; ++n) {
+      gemv_q4_0_r16_pass<R>(wb + n * row_bytes, nb, a, out, prefetch);
+      for (int r = 0; r < R; ++r) y[r * ldy + n - n0] = out[r];
+    }
+  });
+}
+
 const QuantKernels kQuantKernelsAvx2 = {
     "avx2",
     quantize_row_q8_0_avx2,
@@ -656,6 +720,7 @@ const QuantKernels kQuantKernelsAvx2 = {
     vec_dot_rows_k45_avx2<false>,
     vec_dot_rows_k45_avx2<true>,
     vec_dot_rows_q6_K_avx2,
+    gemv_q4_0_r16_avx2,
 };
 
 }  // namespace

@@ -808,6 +808,7 @@ const QuantKernels kQuantKernelsAvx512Vnni = {
     vec_dot_rows_k45_avx512<false>,
     vec_dot_rows_k45_avx512<true>,
     vec_dot_rows_q6_K_avx512,
+    nullptr,  // Q4_0_R16: no kernel here (the loader keeps Q4_0 as the file has it)
 };
 
 // The same set with the AVX-512 VBMI Q4_0 decode kernel (Zen 4, Ice Lake and later; not Cascade

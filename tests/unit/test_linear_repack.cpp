@@ -1,0 +1,185 @@
+// Q4_0_R16, the repacked Q4_0 layout (core/quant.h), and the model loader's repacking: the byte
+// layout checked by hand against the documented positions, conversions equal to Q4_0's, the type
+// invisible to files, and a Q4_0 model loaded from a file (mapped or read) repacked in place where
+// the CPU has the kernel, giving the logits of the same weights unpacked back to Q4_0, with the
+// file on disk untouched. (The kernels themselves: test_quant.cpp,
+// LinearQuantized.DecodeKernelsMatchReferenceOnOddShapes.)
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/linear_quantized.h"
+#include "backend/cpu/ops.h"
+#include "common/compare.h"
+#include "core/quant.h"
+#include "formats/gguf.h"
+#include "text/llama_context.h"
+#include "text/model_llama.h"
+
+namespace aigc {
+namespace {
+
+// 2 full groups of 16 blocks and a tail of 5, every byte distinct enough to find.
+std::vector<BlockQ4_0> blocks_make(int64_t nb) {
+  std::vector<BlockQ4_0> b(static_cast<size_t>(nb));
+  for (int64_t i = 0; i < nb; ++i) {
+    b[i].d = static_cast<uint16_t>(0x3000 + i);  // small normal f16 values
+    for (int j = 0; j < 16; ++j) b[i].qs[j] = static_cast<uint8_t>(i * 16 + j);
+  }
+  return b;
+}
+
+TEST(Q4_0_R16, PackLayoutByHand) {
+  const int64_t nb = 37, n = nb * 32;
+  const std::vector<BlockQ4_0> b = blocks_make(nb);
+  std::vector<uint8_t> p(static_cast<size_t>(nb * 18));
+  q4_0_r16_pack(b.data(), p.data(), n);
+  auto u16 = [&](size_t at) { return static_cast<uint16_t>(p[at] | p[at + 1] << 8); };
+  // group 0: scales of blocks 0..15 at bytes 2L
+  EXPECT_EQ(u16(0), b[0].d);
+  EXPECT_EQ(u16(2 * 5), b[5].d);
+  EXPECT_EQ(u16(2 * 15), b[15].d);
+  // byte 32 + 64v + 32h + 4L + i = qs[4v + i] of block 8h + L
+  EXPECT_EQ(p[32], b[0].qs[0]);                                  // v 0 h 0 L 0 i 0
+  EXPECT_EQ(p[32 + 64 * 1 + 32 * 1 + 4 * 1 + 2], b[9].qs[6]);   // v 1 h 1 L 1 i 2
+  EXPECT_EQ(p[32 + 64 * 3 + 32 * 1 + 4 * 7 + 3], b[15].qs[15]);  // the group's last byte
+  EXPECT_EQ(p[32 + 64 * 2 + 4 * 3 + 1], b[3].qs[9]);             // v 2 h 0 L 3 i 1
+  // group 1 starts at 288
+  EXPECT_EQ(u16(288 + 2 * 3), b[19].d);
+  EXPECT_EQ(p[288 + 32 + 64 * 0 + 32 * 1 + 4 * 6 + 0], b[30].qs[0]);
+  // the tail: Q4_0 blocks as they were
+  EXPECT_EQ(std::memcmp(p.data() + 2 * 288, b.data() + 32, 5 * 18), 0);
+
+  std::vector<BlockQ4_0> back(static_cast<size_t>(nb));
+  q4_0_r16_unpack(p.data(), back.data(), n);
+  EXPECT_EQ(std::memcmp(back.data(), b.data(), b.size() * sizeof(BlockQ4_0)), 0);
+}
+
+TEST(Q4_0_R16, ConversionsAreQ4_0sAndFilesNeverHoldIt) {
+  for (int64_t nb : {1, 15, 16, 17, 48, 50}) {
+    const int64_t n = nb * 32;
+    const Tensor x = test::random_f32({n}, static_cast<uint32_t>(nb));
+    std::vector<uint8_t> q(static_cast<size_t>(nb * 18)), r(q.size()), packed(q.size());
+    row_from_f32(DType::Q4_0, x.ptr<float>(), q.data(), n);
+    row_from_f32(DType::Q4_0_R16, x.ptr<float>(), r.data(), n);
+    q4_0_r16_pack(reinterpret_cast<const BlockQ4_0*>(q.data()), packed.data(), n);
+    EXPECT_EQ(r, packed) << nb << " blocks";
+    std::vector<float> a(static_cast<size_t>(n)), c(static_cast<size_t>(n));
+    row_to_f32(DType::Q4_0, q.data(), a.data(), n);
+    row_to_f32(DType::Q4_0_R16, r.data(), c.data(), n);
+    EXPECT_EQ(std::memcmp(a.data(), c.data(), a.size() * sizeof(float)), 0) << nb << " blocks";
+  }
+  EXPECT_EQ(dtype_name(DType::Q4_0_R16), "q4_0_r16");
+  EXPECT_FALSE(dtype_traits_find(static_cast<uint32_t>(DType::Q4_0_R16)).has_value()) << "no file type id";
+  EXPECT_FALSE(dtype_from_name("q4_0_r16").has_value());
+  EXPECT_EQ(*dtype_row_bytes(DType::Q4_0_R16, 512), *dtype_row_bytes(DType::Q4_0, 512));
+}
+
+std::string tmp_path(const std::string& name) {
+  return ::testing::TempDir() + "/aigc_repack_" + std::to_string(getpid()) + "_" + name;
+}
+
+std::vector<char> file_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::vector<char>(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+}
+
+// A Llama GGUF with Q4_0 matrices wide enough to repack (n_embd 544: one group of 16 blocks and
+// a tail of 1), f32 norms and embeddings.
+void q4_0_llama_write(const std::string& path) {
+  constexpr int64_t C = 544, F = 1088, V = 40, L = 2;
+  GgufWriter w;
+  w.metadata_add("general.architecture", "llama");
+  w.metadata_add("llama.context_length", uint32_t{64});
+  w.metadata_add("llama.embedding_length", static_cast<uint32_t>(C));
+  w.metadata_add("llama.block_count", static_cast<uint32_t>(L));
+  w.metadata_add("llama.feed_forward_length", static_cast<uint32_t>(F));
+  w.metadata_add("llama.attention.head_count", uint32_t{17});  // head dim 32
+  w.metadata_add("llama.attention.head_count_kv", uint32_t{17});
+  w.metadata_add("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+  uint32_t seed = 11;
+  auto add = [&](const std::string& name, std::initializer_list<int64_t> shape, bool q) {
+    Tensor f = test::random_f32(shape, seed++, -0.2f, 0.2f);
+    if (!q) return w.tensor_add(name, f);
+    Tensor t = Tensor::empty(DType::Q4_0, shape);
+    ops::copy(f, t);
+    w.tensor_add(name, t);
+  };
+  add("token_embd.weight", {V, C}, false);
+  for (int64_t i = 0; i < L; ++i) {
+    const std::string p = "blk." + std::to_string(i) + ".";
+    add(p + "attn_norm.weight", {C}, false);
+    add(p + "attn_q.weight", {C, C}, true);
+    add(p + "attn_k.weight", {C, C}, true);
+    add(p + "attn_v.weight", {C, C}, true);
+    add(p + "attn_output.weight", {C, C}, true);
+    add(p + "ffn_norm.weight", {C}, false);
+    add(p + "ffn_gate.weight", {F, C}, true);
+    add(p + "ffn_up.weight", {F, C}, true);
+    add(p + "ffn_down.weight", {C, F}, true);
+  }
+  add("output_norm.weight", {C}, false);
+  add("output.weight", {V, C}, true);
+  w.write(path);
+}
+
+// w (Q4_0_R16) unpacked into a new Q4_0 tensor.
+Tensor unpacked(const Tensor& w) {
+  Tensor q = Tensor::empty(DType::Q4_0, w.shape());
+  for (int64_t n = 0; n < w.size(0); ++n)
+    q4_0_r16_unpack(static_cast<const uint8_t*>(w.row_ptr(n)), static_cast<BlockQ4_0*>(q.row_ptr(n)), w.size(1));
+  return q;
+}
+
+TEST(Q4_0_R16, ModelLoadRepacksInPlaceAndKeepsTheLogits) {
+  const std::string path = tmp_path("q4_0_llama.gguf");
+  q4_0_llama_write(path);
+  const std::vector<char> before = file_bytes(path);
+  const bool repacks = ops::linear_repack_type(DType::Q4_0, 544).has_value();
+  for (bool mmap : {true, false}) {
+    SCOPED_TRACE(mmap ? "mapped" : "read");
+    LlamaModel m = LlamaModel::load(path, {.use_mmap = mmap});
+    const DType want = repacks ? DType::Q4_0_R16 : DType::Q4_0;
+    EXPECT_EQ(dtype_name(m.layers[1].w_down.type()), dtype_name(want));
+    EXPECT_EQ(dtype_name(m.output.type()), dtype_name(want));
+    EXPECT_EQ(dtype_name(m.tok_embd.type()), "f32");
+    // in place: the weight is still the file's own memory
+    EXPECT_EQ(m.layers[0].wq.data(), m.file->tensor("blk.0.attn_q.weight").data());
+    if (!repacks) continue;
+
+    // a prompt's logits, then a decode step's
+    auto logits_of = [](const LlamaModel& model) {
+      LlamaContext ctx(model, {.n_ctx = 16});
+      const int32_t prompt[] = {1, 7, 3, 39, 12, 5}, next = 9;
+      const Tensor& l = ctx.eval(prompt);
+      std::vector<float> v(l.ptr<float>(), l.ptr<float>() + l.numel());
+      const Tensor& l2 = ctx.eval({&next, 1});
+      v.insert(v.end(), l2.ptr<float>(), l2.ptr<float>() + l2.numel());
+      return v;
+    };
+    const std::vector<float> got = logits_of(m);
+    for (LlamaLayer& layer : m.layers)
+      for (Tensor* w : {&layer.wq, &layer.wk, &layer.wv, &layer.wo, &layer.w_gate, &layer.w_up, &layer.w_down})
+        *w = unpacked(*w);
+    m.output = unpacked(m.output);
+    const std::vector<float> want_logits = logits_of(m);
+    // the same integer block sums, summed in another order: f32 rounding apart
+    ASSERT_EQ(got.size(), want_logits.size());
+    double amax = 0;
+    for (float v : want_logits) amax = std::max(amax, std::fabs(static_cast<double>(v)));
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want_logits[i], 1e-4 * amax + 1e-6) << "logit " << i;
+  }
+  EXPECT_EQ(file_bytes(path), before) << "the file on disk is never written";
+  std::filesystem::remove(path);
+}
+
+}  // namespace
+}  // namespace aigc
