@@ -529,16 +529,22 @@ Tensor GgufFile::tensor(std::string_view name) const {
   AIGC_ASSERT(ti->type.has_value());  // the parser rejects unknown types
   // Read-only memory: the view is non-const only because Tensor has no const views.
   auto* data = const_cast<uint8_t*>(bytes_.data()) + ti->offset;
-  Tensor t = Tensor::view_of(*ti->type, ti->shape, data, owner_);
+  const auto rw = rewritten_.find(name);
+  Tensor t = Tensor::view_of(rw == rewritten_.end() ? *ti->type : rw->second, ti->shape, data, owner_);
   t.name = ti->name;
   return t;
 }
 
-std::optional<Tensor> GgufFile::tensor_writable(std::string_view name) const {
-  Tensor t = tensor(name);
+std::optional<Tensor> GgufFile::tensor_rewrite(std::string_view name, DType layout) const {
+  const Tensor t = tensor(name);
   const TensorInfo* ti = tensor_info_find(name);
-  if (!file_ || !file_->writable(ti->offset, ti->nbytes)) return std::nullopt;
-  return t;
+  AIGC_ASSERT(dtype_row_bytes(layout, t.size(-1)) == dtype_row_bytes(t.type(), t.size(-1)), "tensor_rewrite: {} -> {}",
+              dtype_name(t.type()), dtype_name(layout));
+  if (!file_ || rewritten_.count(name) || !file_->writable(ti->offset, ti->nbytes)) return std::nullopt;
+  rewritten_.emplace(std::string(name), layout);
+  Tensor v = Tensor::view_of(layout, ti->shape, const_cast<uint8_t*>(bytes_.data()) + ti->offset, owner_);
+  v.name = ti->name;
+  return v;
 }
 
 // ---- writer -------------------------------------------------------------------------------------

@@ -178,11 +178,12 @@ class GgufFile {
   // Zero-copy view of a tensor's bytes (owner: the mapped file). Read-only memory: never write
   // through it. Throws aigc::Error when the name is missing.
   Tensor tensor(std::string_view name) const;
-  // The same view, its bytes writable by this process alone (a private mapping's pages are copied
-  // as they are written; the file never changes), for rewriting a weight into another layout in
-  // place; after that, tensor(name) shows the rewritten bytes. nullopt when this file was parsed
-  // from memory or the pages cannot be made writable.
-  std::optional<Tensor> tensor_writable(std::string_view name) const;
+  // The tensor's bytes, writable by this process alone (a private mapping's pages are copied as
+  // they are written; the file never changes), as a view of type `layout` (the same bytes per row)
+  // for rewriting a weight into that layout in place: from then on tensor(name) is of that type,
+  // so a second load of this file finds the rewritten weight as it is. nullopt when this file was
+  // parsed from memory, the pages cannot be made writable, or the tensor was rewritten already.
+  std::optional<Tensor> tensor_rewrite(std::string_view name, DType layout) const;
 
  private:
   friend struct GgufParser;
@@ -190,6 +191,7 @@ class GgufFile {
   std::span<const uint8_t> bytes_;
   std::shared_ptr<void> owner_;
   std::shared_ptr<MappedFile> file_;  // when opened from a path
+  mutable std::map<std::string, DType, std::less<>> rewritten_;  // by tensor_rewrite: the bytes' type now
   uint32_t version_ = 0;
   uint32_t alignment_ = 32;
   uint64_t data_offset_ = 0;

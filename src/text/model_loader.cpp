@@ -61,9 +61,8 @@ Tensor ModelLoader::tensor(const std::string& name, std::initializer_list<int64_
       rt && t.ndim() == 2) {
     // Into the layout the kernels run faster, in the file's own pages where they can be written
     // (privately: a mapping's pages are copied as written), else into a copy.
-    std::optional<Tensor> in_place = f.tensor_writable(name);
-    Tensor dst = in_place ? Tensor::view_of(*rt, t.shape(), in_place->data(), in_place->owner())
-                          : Tensor::empty(*rt, t.shape());
+    std::optional<Tensor> in_place = f.tensor_rewrite(name, *rt);
+    Tensor dst = in_place ? std::move(*in_place) : Tensor::empty(*rt, t.shape());
     ops::linear_repack(t, dst);
     dst.name = t.name;
     return dst;

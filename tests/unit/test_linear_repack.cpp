@@ -154,6 +154,11 @@ TEST(Q4_0_R16, ModelLoadRepacksInPlaceAndKeepsTheLogits) {
     // in place: the weight is still the file's own memory
     EXPECT_EQ(m.layers[0].wq.data(), m.file->tensor("blk.0.attn_q.weight").data());
     if (!repacks) continue;
+    // the file now shows the rewritten weights as such: a second model over it takes them as they are
+    const LlamaModel again = LlamaModel::from_gguf(m.file);
+    EXPECT_EQ(dtype_name(again.layers[1].w_down.type()), "q4_0_r16");
+    EXPECT_EQ(again.layers[1].w_down.data(), m.layers[1].w_down.data());
+    EXPECT_EQ(std::memcmp(again.output.data(), m.output.data(), m.output.nbytes()), 0);
 
     // a prompt's logits, then a decode step's
     auto logits_of = [](const LlamaModel& model) {
