@@ -25,7 +25,11 @@
 // q5_K_M 17, q6_K 18) and general.quantization_version to 2 (GGML_QNT_VERSION). The whole output
 // is built in memory before it is written (OUT.tmp, then renamed), so OUT is never left half
 // written.
+#include <unistd.h>
+
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
@@ -40,6 +44,8 @@
 namespace aigc::cli {
 
 namespace {
+
+using Clock = std::chrono::steady_clock;
 
 // Which of llama.cpp's K-quant mixes a target is (see the top of this file).
 enum class Mix { None, S, M };
@@ -139,7 +145,26 @@ Tensor tensor_convert(const Tensor& src, DType type) {
   return dst;
 }
 
-void quantize_file(const std::string& in, const std::string& out, const TargetType& target) {
+// Progress on stderr: on a terminal one line redrawn per tensor, then (unless quiet) a summary.
+struct QuantizeProgress {
+  bool quiet, tty = isatty(STDERR_FILENO) != 0;
+  Clock::time_point t0 = Clock::now();
+  void tensor(size_t i, size_t n, const std::string& name, DType from, DType to) const {
+    if (quiet || !tty) return;
+    std::fprintf(stderr, "\r\033[K[%zu/%zu] %s: %s -> %s", i + 1, n, name.c_str(), std::string(dtype_name(from)).c_str(),
+                 std::string(dtype_name(to)).c_str());
+  }
+  void done(const std::string& out, const TargetType& target, size_t n, uint64_t bytes_in, uint64_t bytes_out) const {
+    if (quiet) return;
+    if (tty) std::fprintf(stderr, "\r\033[K");
+    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    std::fprintf(stderr, "aigc: wrote %s (%s): %zu tensors, %.1f MiB -> %.1f MiB in %.1f s\n", out.c_str(), target.name, n,
+                 bytes_in / 1048576.0, bytes_out / 1048576.0, s);
+  }
+};
+
+void quantize_file(const std::string& in, const std::string& out, const TargetType& target, bool quiet) {
+  const QuantizeProgress progress{quiet};
   const GgufFile f = GgufFile::open(in);
   GgufWriter w;
   for (const GgufKV& kv : f.metadata()) {
@@ -160,7 +185,11 @@ void quantize_file(const std::string& in, const std::string& out, const TargetTy
   const std::string arch = f.find("general.architecture") ? f.get_string("general.architecture") : "";
   if (!arch.empty() && f.find(arch + ".block_count"))
     mix.n_layer = static_cast<int>(std::min<uint64_t>(f.get_uint(arch + ".block_count"), 1 << 20));
-  for (const TensorInfo& info : f.tensor_infos()) {
+  uint64_t bytes_in = 0, bytes_out = 0;
+  const size_t n_tensors = f.tensor_infos().size();
+  for (size_t i = 0; i < n_tensors; ++i) {
+    const TensorInfo& info = f.tensor_infos()[i];
+    bytes_in += info.nbytes;
     if (!info.type)
       error_throw(fmt::format("tensor '{}' has type {}, which aigc cannot convert", info.name, info.type_name), in);
     const Tensor src = f.tensor(info.name);
@@ -168,6 +197,7 @@ void quantize_file(const std::string& in, const std::string& out, const TargetTy
     const bool is_float = st == DType::F32 || st == DType::F16 || st == DType::BF16;
     if (!is_float) {  // already quantised, or integer data: as it is
       w.tensor_add(info.name, src);
+      bytes_out += info.nbytes;
       continue;
     }
     DType t = DType::F32;
@@ -176,9 +206,13 @@ void quantize_file(const std::string& in, const std::string& out, const TargetTy
       t = weight_type(sensitive ? target.type : mix_type(target, info.name, mix), sensitive, src.size(1), st);
     }
     log_info("{}: {} {} -> {}", info.name, dtype_name(st), src.shape_str(), dtype_name(t));
-    w.tensor_add(info.name, t == st ? src : tensor_convert(src, t));
+    progress.tensor(i, n_tensors, info.name, st, t);
+    const Tensor dst = t == st ? src : tensor_convert(src, t);
+    bytes_out += dst.nbytes();
+    w.tensor_add(info.name, dst);
   }
   w.write(out);
+  progress.done(out, target, n_tensors, bytes_in, bytes_out);
 }
 
 }  // namespace
@@ -188,15 +222,17 @@ void command_quantize_register(CLI::App& app) {
   auto in = std::make_shared<std::string>();
   auto out = std::make_shared<std::string>();
   auto type = std::make_shared<std::string>();
+  auto quiet = std::make_shared<bool>(false);
   cmd->add_option("IN", *in, "Input GGUF file (f32 / f16 / bf16 weights)")->required();
   cmd->add_option("OUT", *out, "Output GGUF file")->required();
   cmd->add_option("--type", *type,
                   "Target type: " + targets_list() +
                       " (the _S / _M mixes give some matrices more bits, as llama.cpp's Q4_K_M etc.; case does not matter)")
       ->required();
-  cmd->callback([in, out, type]() {
+  cmd->add_flag("-q,--quiet", *quiet, "No progress or summary on stderr");
+  cmd->callback([in, out, type, quiet]() {
     const TargetType& target = target_find(*type);
-    quantize_file(*in, *out, target);
+    quantize_file(*in, *out, target, *quiet);
   });
 }
 

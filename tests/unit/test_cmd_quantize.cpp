@@ -175,6 +175,9 @@ TEST(CmdQuantize, KQuantMixesGiveLlamaCppsTypes) {
     SCOPED_TRACE(want.type);
     const auto r = cli_run({"quantize", in, out, "--type", want.type});
     ASSERT_EQ(r.exit_code, 0) << r.err;
+    // not a terminal: no progress lines, one summary
+    EXPECT_EQ(r.err.rfind("aigc: wrote " + out + " (", 0), 0u) << r.err;
+    EXPECT_EQ(line_count(r.err), 1) << r.err;
     const GgufFile f = GgufFile::open(out);
     EXPECT_EQ(f.get_u32("general.file_type"), want.ftype);
     EXPECT_EQ(dtype_name(f.tensor("output.weight").type()), dtype_name(q6));
@@ -197,7 +200,8 @@ TEST(CmdQuantize, KQuantMixesGiveLlamaCppsTypes) {
     w.write(in);
   }
   for (const auto& [type, want] : {std::pair{"q4_K_M", q5}, std::pair{"q5_K_M", q6}}) {
-    const auto r = cli_run({"quantize", in, out, "--type", type});
+    const auto r = cli_run({"quantize", in, out, "--type", type, "-q"});
+    EXPECT_EQ(r.err, "") << "--quiet";
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_EQ(dtype_name(GgufFile::open(out).tensor("blk.0.attn_qkv.weight").type()), dtype_name(want)) << type;
   }
