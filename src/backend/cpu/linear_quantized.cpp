@@ -91,26 +91,29 @@ void linear_rows(float (*vec_dot)(int64_t, const BlockW*, const BlockA*), const 
 // ones changing between runs (48 and 64 in one, 32 in another): not understood.
 int64_t rows_per_pass(int64_t K) { return K <= 3072 ? kVecDotRowsMax : kVecDotRowsMax / 2; }
 
-// linear_rows with a kernel that dots several activation rows per pass over a weight row (the
-// K-quants' VecDotRowsK): tiles of 64 weight rows, rows_per_pass activation rows a pass. Each output
-// is the single vec_dot's bits.
-void linear_rows_multi(VecDotRowsK rows_kernel, const Tensor& w, const BlockQ8_K* xq, int64_t M, float* y,
-                       int64_t n0, int64_t n1) {
-  const int64_t N = w.size(0), K = w.size(1), nb = K / kQK_K;
-  const int64_t row_bytes = w.stride_bytes(0);
-  const char* wd = static_cast<const char*>(w.data());
-  const int64_t per_pass = rows_per_pass(K);
+// Weight rows [t0, t1) of w (N rows, row_bytes apart) against the M Q8_K activation rows xq with a
+// kernel that dots several activation rows per pass over a weight row (VecDotRowsK),
+// rows_per_pass rows a pass; y [M, N]. Each output is the single vec_dot's bits.
+void rows_k_tile(VecDotRowsK rows_kernel, const char* wd, int64_t row_bytes, int64_t N, int64_t K,
+                 const BlockQ8_K* xq, int64_t M, float* y, int64_t t0, int64_t t1) {
+  const int64_t nb = K / kQK_K, per_pass = rows_per_pass(K);
   float out[kVecDotRowsMax];
-  for (int64_t t0 = n0; t0 < n1; t0 += 64) {
-    const int64_t t1 = std::min(n1, t0 + 64);
-    for (int64_t m0 = 0; m0 < M; m0 += per_pass) {
-      const int rows = static_cast<int>(std::min(per_pass, M - m0));
-      for (int64_t n = t0; n < t1; ++n) {
-        rows_kernel(K, wd + n * row_bytes, xq + m0 * nb, nb, rows, out, m0 == 0);
-        for (int r = 0; r < rows; ++r) y[(m0 + r) * N + n] = out[r];
-      }
+  for (int64_t m0 = 0; m0 < M; m0 += per_pass) {
+    const int rows = static_cast<int>(std::min(per_pass, M - m0));
+    for (int64_t n = t0; n < t1; ++n) {
+      rows_kernel(K, wd + n * row_bytes, xq + m0 * nb, nb, rows, out, m0 == 0);
+      for (int r = 0; r < rows; ++r) y[(m0 + r) * N + n] = out[r];
     }
   }
+}
+
+// linear_rows with a several-rows kernel (long K-quant prompts): tiles of 64 weight rows, each in
+// cache while every activation row goes by.
+void linear_rows_multi(VecDotRowsK rows_kernel, const Tensor& w, const BlockQ8_K* xq, int64_t M, float* y,
+                       int64_t n0, int64_t n1) {
+  for (int64_t t0 = n0; t0 < n1; t0 += 64)
+    rows_k_tile(rows_kernel, static_cast<const char*>(w.data()), w.stride_bytes(0), w.size(0), w.size(1), xq, M, y, t0,
+                std::min(n1, t0 + 64));
 }
 
 // Decode and short prompts (M <= kDecodeMaxRows) for one or more weights that share the input x:
@@ -228,17 +231,8 @@ void linear_decode_k(const QuantKernels& k, const float* xd, int64_t M, int64_t 
   AIGC_ASSERT(M >= 1 && M <= kDecodeMaxRows, "linear_decode_k: M = {}", M);
   const int64_t nb = K / kQK_K;
   const BlockQ8_K* xq = activations_quantize(k.quantize_row_q8_K, xd, M, K, nb);
-  const int64_t per_pass = rows_per_pass(K);
   decode_schedule(targets, decode_min_rows(M, K), [&](const DecodeTarget& t, int64_t t0, int64_t t1) {
-    const char* wd = static_cast<const char*>(t.w);
-    float out[kVecDotRowsMax];
-    for (int64_t m0 = 0; m0 < M; m0 += per_pass) {
-      const int rows = static_cast<int>(std::min(per_pass, M - m0));
-      for (int64_t n = t0; n < t1; ++n) {
-        t.rows_k(K, wd + n * t.row_bytes, xq + m0 * nb, nb, rows, out, m0 == 0);
-        for (int r = 0; r < rows; ++r) t.y[(m0 + r) * t.N + n] = out[r];
-      }
-    }
+    rows_k_tile(t.rows_k, static_cast<const char*>(t.w), t.row_bytes, t.N, K, xq, M, t.y, t0, t1);
   });
 }
 
