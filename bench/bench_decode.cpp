@@ -2,7 +2,8 @@
 // every kernel set this CPU runs (AVX2: its vec_dot per row, the path before the set had decode
 // kernels, and its decode kernel; AVX-512: the avx512vnni set's Q4_0 kernel, 16-byte loads and
 // inserts, against the avx512vbmi set's, byte permutes; and the Q8_0 kernel; the Q4_0_R16 kernel
-// (Q4_0 repacked at load, AVX2); for Q4_K, Q5_K and Q6_K each set's vec_dot, which decode runs per
+// (Q4_0 repacked at load, AVX2); the Q4_1, Q5_0 and Q5_1 kernels (AVX2's, which every set takes)
+// beside their vec_dot; for Q4_K, Q5_K and Q6_K each set's vec_dot, which decode runs per
 // weight row), beside a plain read
 // of the same bytes (512-bit loads, or 256-bit without AVX-512, into 4 accumulators: what the
 // memory gives one stream per thread). In cache (a 2048-wide weight
@@ -143,7 +144,14 @@ struct Variant {
 
 // A set's decode kernel (DecodeRow layout, prepared once as linear_quantized does).
 DecodeGemv gemv_of(const QuantKernels& k, DType type) {
-  return type == DType::Q4_0 ? k.gemv_q4_0 : type == DType::Q8_0 ? k.gemv_q8_0 : k.gemv_q4_0_r16;
+  switch (type) {
+    case DType::Q4_0: return k.gemv_q4_0;
+    case DType::Q8_0: return k.gemv_q8_0;
+    case DType::Q4_1: return k.gemv_q4_1;
+    case DType::Q5_0: return k.gemv_q5_0;
+    case DType::Q5_1: return k.gemv_q5_1;
+    default: return k.gemv_q4_0_r16;
+  }
 }
 
 Variant decode_variant(const QuantKernels& k, DType type, const Activation& a) {
@@ -174,8 +182,13 @@ Variant vec_dot_k_variant(const QuantKernels& k, DType type, const std::vector<B
 // decode kernel).
 Variant vec_dot_variant(const QuantKernels& k, DType type, const std::vector<BlockQ8_0>& xq) {
   const std::string name = fmt::format("{} vec_dot", k.name);
-  if (type == DType::Q4_0) return vec_dot_loop(name, k.vec_dot_q4_0_q8_0, xq.data());
-  return vec_dot_loop(name, k.vec_dot_q8_0_q8_0, xq.data());
+  switch (type) {
+    case DType::Q4_0: return vec_dot_loop(name, k.vec_dot_q4_0_q8_0, xq.data());
+    case DType::Q4_1: return vec_dot_loop(name, k.vec_dot_q4_1_q8_0, xq.data());
+    case DType::Q5_0: return vec_dot_loop(name, k.vec_dot_q5_0_q8_0, xq.data());
+    case DType::Q5_1: return vec_dot_loop(name, k.vec_dot_q5_1_q8_0, xq.data());
+    default: return vec_dot_loop(name, k.vec_dot_q8_0_q8_0, xq.data());
+  }
 }
 
 // GB/s of `v` over the weight copies in turn for `seconds`, `threads` threads each on its own
@@ -235,7 +248,9 @@ std::vector<Variant> variants_make(DType type, const Inputs& in) {
       continue;
     }
     if (isa == QuantIsa::Avx2 && type != DType::Q4_0_R16) v.push_back(vec_dot_variant(*k, type, in.q8_0));
-    if (isa == QuantIsa::Avx512Vbmi && type == DType::Q8_0) continue;  // the VNNI set's kernel
+    if (isa == QuantIsa::Avx512Vbmi && type != DType::Q4_0) continue;  // the VNNI set's kernel
+    if (isa != QuantIsa::Avx2 && (type == DType::Q4_1 || type == DType::Q5_0 || type == DType::Q5_1))
+      continue;  // AVX2's kernel in every set
     if (gemv_of(*k, type)) v.push_back(decode_variant(*k, type, in.decode));
   }
   v.push_back({"plain read", [](const void* w, int64_t rb, int64_t, int64_t n0, int64_t n1, float* y) {
@@ -272,7 +287,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   fmt::print("(percent: of the plain read of the same bytes with the same threads)\n");
-  for (DType t : {DType::Q4_0, DType::Q4_0_R16, DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+  for (DType t : {DType::Q4_0, DType::Q4_0_R16, DType::Q8_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q4_K,
+                  DType::Q5_K, DType::Q6_K}) {
     if (t == DType::Q4_0_R16 && !quant_kernels().gemv_q4_0_r16) continue;  // no kernel: never repacked
     const int64_t n_cache = 256 * 1024 / *dtype_row_bytes(t, 2048);  // ~250 KiB
     bench_kernels("in cache, 1 thread (Nx2048)", weights_make(t, n_cache, 2048, 0), 1, reps, 0.05);

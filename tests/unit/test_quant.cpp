@@ -120,6 +120,23 @@ double dot_abs_sum(int64_t nb, const BlockQ4_0* x, const BlockQ8_0* y) {
   return s;
 }
 
+// The same for a Q4_1, Q5_0 or Q5_1 row: sum_j (|d q_j| + |m|) |y_j| (Q5_0: |d (q_j - 16)| |y_j|),
+// from the dequantiser run on a copy whose scales and mins are made positive.
+double dot_abs_sum_legacy(DType t, const void* row, const BlockQ8_0* y, int64_t K) {
+  const size_t bb = dtype_traits(t).block_bytes, nb = static_cast<size_t>(K / kQK8_0);
+  std::vector<uint8_t> a(static_cast<const uint8_t*>(row), static_cast<const uint8_t*>(row) + nb * bb);
+  for (size_t b = 0; b < nb; ++b) {
+    a[b * bb + 1] &= 0x7f;                                  // d: f16 at byte 0
+    if (t != DType::Q5_0) a[b * bb + 3] &= 0x7f;            // m: f16 at byte 2
+  }
+  std::vector<float> av(static_cast<size_t>(K));
+  row_to_f32(t, a.data(), av.data(), K);
+  double s = 0;
+  for (int64_t j = 0; j < K; ++j)
+    s += std::fabs(static_cast<double>(av[j])) * std::fabs(f16_to_f32(y[j / kQK8_0].d) * y[j / kQK8_0].qs[j % kQK8_0]);
+  return s;
+}
+
 double dot_tolerance(int64_t nb, double abs_sum) { return (2.0 * nb + 10.0) * kU * abs_sum; }
 
 }  // namespace
@@ -353,6 +370,12 @@ void linear_reference(const Tensor& x, const Tensor& w, std::vector<float>& y, s
         const auto* wr = static_cast<const BlockQ8_0*>(w.row_ptr(n));
         y[m * N + n] = vec_dot_q8_0_q8_0_ref(K, wr, xq.data());
         tol[m * N + n] = dot_tolerance(nb, dot_abs_sum(nb, wr, xq.data()));
+      } else if (w.type() == DType::Q4_1 || w.type() == DType::Q5_0 || w.type() == DType::Q5_1) {
+        const void* wr = w.row_ptr(n);
+        y[m * N + n] = w.type() == DType::Q4_1 ? vec_dot_q4_1_q8_0_ref(K, static_cast<const BlockQ4_1*>(wr), xq.data())
+                     : w.type() == DType::Q5_0 ? vec_dot_q5_0_q8_0_ref(K, static_cast<const BlockQ5_0*>(wr), xq.data())
+                                               : vec_dot_q5_1_q8_0_ref(K, static_cast<const BlockQ5_1*>(wr), xq.data());
+        tol[m * N + n] = dot_tolerance(nb, dot_abs_sum_legacy(w.type(), wr, xq.data(), K));
       } else {
         // Q4_0, or Q4_0_R16 unpacked back to Q4_0 blocks (q4_0_r16_unpack is checked by hand in
         // test_linear_repack.cpp)
@@ -490,7 +513,7 @@ TEST(LinearQuantized, DecodeKernelsMatchReferenceOnOddShapes) {
   for (const Shape& sh : shapes) {
     Tensor x = test::random_f32({sh.M, sh.K}, seed++);
     Tensor wf = test::random_f32({sh.N, sh.K}, seed++);
-    for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_0_R16}) {
+    for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_0_R16, DType::Q4_1, DType::Q5_0, DType::Q5_1}) {
       SCOPED_TRACE(fmt::format("M {} K {} N {} {}", sh.M, sh.K, sh.N, dtype_name(type)));
       Tensor w = Tensor::empty(type, {sh.N, sh.K});
       for (int64_t n = 0; n < sh.N; ++n) row_from_f32(type, wf.ptr<float>() + n * sh.K, w.row_ptr(n), sh.K);
@@ -541,7 +564,7 @@ TEST(LinearQuantized, DecodeRowPrepareOfEverySetMatchesTheReference) {
     Tensor x = test::random_f32({K}, static_cast<uint32_t>(K));
     std::vector<BlockQ8_0> xq(static_cast<size_t>(nb));
     quantize_row_q8_0_ref(x.ptr<float>(), xq.data(), K);
-    for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_0_R16}) {
+    for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_0_R16, DType::Q4_1, DType::Q5_0, DType::Q5_1}) {
       std::vector<int8_t> qs_ref(static_cast<size_t>(K));
       std::vector<float> d_ref(static_cast<size_t>(nb));
       std::vector<int32_t> bias_ref(static_cast<size_t>(nb));

@@ -186,7 +186,7 @@ void decode_schedule(std::span<const DecodeTarget> targets, int64_t min_rows, co
 // Small layers stay on one thread (each thread gets at least ~64K multiply-adds).
 int64_t decode_min_rows(int64_t M, int64_t K) { return std::max<int64_t>(1, 65536 / std::max<int64_t>(1, M * K)); }
 
-// Q4_0 / Q8_0 weights with the set's GEMV kernels (DecodeRow layout).
+// Weights of the 32-element types with the set's GEMV kernels (DecodeRow layout).
 void linear_decode(const QuantKernels& k, DecodeGemv gemv, DType type, const float* xd, int64_t M, int64_t K,
                    std::span<const DecodeTarget> targets) {
   AIGC_ASSERT(M >= 1 && M <= kDecodeMaxRows, "linear_decode: M = {}", M);
@@ -237,8 +237,15 @@ void linear_decode_k(const QuantKernels& k, const float* xd, int64_t M, int64_t 
 }
 
 DecodeGemv decode_gemv(const QuantKernels& k, DType type) {
-  return type == DType::Q4_0 ? k.gemv_q4_0 : type == DType::Q8_0 ? k.gemv_q8_0
-       : type == DType::Q4_0_R16 ? k.gemv_q4_0_r16 : nullptr;
+  switch (type) {
+    case DType::Q4_0: return k.gemv_q4_0;
+    case DType::Q8_0: return k.gemv_q8_0;
+    case DType::Q4_0_R16: return k.gemv_q4_0_r16;
+    case DType::Q4_1: return k.gemv_q4_1;
+    case DType::Q5_0: return k.gemv_q5_0;
+    case DType::Q5_1: return k.gemv_q5_1;
+    default: return nullptr;
+  }
 }
 
 VecDotRowsK vec_dot_rows(const QuantKernels& k, DType type) {
@@ -350,7 +357,7 @@ void linear_group(std::span<const LinearGroupItem> items, const Tensor& x) {
   const QuantKernels& k = quant_kernels();
   const DType type = items.empty() ? DType::F32 : items[0].w->type();
   const DecodeGemv gemv = decode_gemv(k, type);
-  // One parallel region for all: every w of the type with GEMV kernels (Q4_0 or Q8_0), or every w a
+  // One parallel region for all: every w of the type with GEMV kernels (Q4_0, Q8_0, Q4_1, Q5_0, Q5_1), or every w a
   // K-quant with several-rows kernels (mixed K-quants share their Q8_K activations: Q4_K_M files
   // give a layer's V, and some down projections, Q6_K).
   bool same_gemv = gemv != nullptr, all_k = true;

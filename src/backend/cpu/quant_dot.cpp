@@ -179,10 +179,11 @@ float vec_dot_q6_K_q8_K_ref(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y) {
 }
 
 void decode_row_prepare(DType w, const BlockQ8_0* xq, int64_t K, int8_t* qs, float* d, int32_t* bias) {
-  AIGC_ASSERT(w == DType::Q4_0 || w == DType::Q8_0 || w == DType::Q4_0_R16, "decode_row_prepare: {}", dtype_name(w));
+  AIGC_ASSERT(w == DType::Q4_0 || w == DType::Q8_0 || w == DType::Q4_0_R16 || w == DType::Q4_1 || w == DType::Q5_0 ||
+                  w == DType::Q5_1, "decode_row_prepare: {}", dtype_name(w));
   const int64_t nb = K / kQK8_0, ng = nb / kDecodeGroup;
-  const int32_t offset = w == DType::Q8_0 ? 128 : 8;
-  const int* order = w == DType::Q4_0 ? kDecodeOrderQ4_0 : w == DType::Q8_0 ? kDecodeOrderQ8_0 : kDecodeOrderNatural;
+  const int32_t offset = w == DType::Q8_0 ? 128 : w == DType::Q5_0 ? 16 : w == DType::Q4_1 || w == DType::Q5_1 ? 1 : 8;
+  const int* order = w == DType::Q4_0 ? kDecodeOrderQ4_0 : w == DType::Q4_0_R16 ? kDecodeOrderNatural : kDecodeOrderQ8_0;
   int position[kDecodeGroup];  // inverse of order: where block j of a group goes
   for (int p = 0; p < kDecodeGroup; ++p) position[order[p]] = p;
   for (int64_t ib = 0; ib < nb; ++ib) {
@@ -259,6 +260,9 @@ const QuantKernels kQuantKernelsRef = {
     nullptr,
     nullptr,
     gemv_q4_0_r16_ref,
+    nullptr,  // Q4_1, Q5_0, Q5_1: vec_dot
+    nullptr,
+    nullptr,
 };
 
 

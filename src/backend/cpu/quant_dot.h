@@ -52,14 +52,17 @@ float vec_dot_q6_K_q8_K_ref(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y);
 //   - blocks are taken in groups of kDecodeGroup (16); per group and weight row the 16 blocks'
 //     int32 dots are reduced to one 512-bit vector of 16 block sums (AVX2: two 256-bit vectors of
 //     8, positions 0-7 and 8-15; in the weight type's order, decode_order), the offset term
-//     (8 * sum(qy) for Q4_0, 128 * sum(qy) for Q8_0, precomputed here as `bias`; AVX2's Q8_0
-//     kernel moves the sign instead and leaves it) is subtracted in int32, then one multiply-add
-//     with the 16 weight scales x the 16 activation scales;
+//     (8 * sum(qy) for Q4_0, 16 * sum(qy) for Q5_0, 128 * sum(qy) for Q8_0, precomputed here as
+//     `bias`; AVX2's Q8_0 kernel moves the sign instead and leaves it) is subtracted in int32, then
+//     one multiply-add with the 16 weight scales x the 16 activation scales; Q4_1 and Q5_1 have
+//     no offset but a min: their `bias` is sum(qy), and a second multiply-add adds it times the
+//     weight mins x the activation scales;
 //   - the blocks after the last full group (nb % 16) are done one at a time, in natural order.
 // Results are the reference's up to f32 summation order (every block's integer sum is exact).
 constexpr int kDecodeGroup = 16;
 // Position p of a group's reduced vector holds block kDecodeOrderQ4_0[p] (Q4_0: four quads of 4
-// blocks, position 4k + q = block 4q + k) or kDecodeOrderQ8_0[p] (Q8_0: eight pairs) of the group.
+// blocks, position 4k + q = block 4q + k) or kDecodeOrderQ8_0[p] (Q8_0, Q4_1, Q5_0, Q5_1: eight
+// pairs) of the group.
 constexpr int kDecodeOrderQ4_0[kDecodeGroup] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
 constexpr int kDecodeOrderQ8_0[kDecodeGroup] = {0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15};
 // Q4_0_R16 weights (quant.h): blocks in order.
@@ -69,11 +72,11 @@ constexpr int kDecodeOrderNatural[kDecodeGroup] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9,
 struct DecodeRow {
   const int8_t* qs;      // [K] Q8_0 values; within full groups in the weight type's order (below)
   const float* d;        // [nb] f32 block scales; within full groups in the type's decode order
-  const int32_t* bias;   // [nb] offset * sum of the block's qs, same order as d
+  const int32_t* bias;   // [nb] offset * sum of the block's qs (Q4_1, Q5_1: the sum), same order as d
 };
 
 // Fills qs[K], d[nb], bias[nb] from the Q8_0 blocks of one row, for weights of type w (Q4_0,
-// Q8_0 or Q4_0_R16). Q8_0: qs in natural order. Q4_0: each quad of blocks (4j..4j+3) of a full
+// Q8_0, Q4_1, Q5_0, Q5_1 or Q4_0_R16). Q8_0, Q4_1, Q5_0, Q5_1: qs in natural order. Q4_0: each quad of blocks (4j..4j+3) of a full
 // group as the 128 bytes [b0 0..15, b1 0..15, b2 0..15, b3 0..15, b0 16..31, ..., b3 16..31] (a
 // Q4_0 quad's low nibbles, then its high ones). Q4_0_R16: a full group's 512 bytes as, for h < 2
 // and v < 4, 32 bytes where 4L + i holds element 4v + i of block 8h + L (the weights' low
@@ -143,6 +146,8 @@ struct QuantKernels {
   // Q4_0_R16 weights (quant.h); nullptr where the set has no kernel for them (the model loader
   // repacks Q4_0 only where the CPU's best set has one).
   DecodeGemv gemv_q4_0_r16;
+  // Q4_1, Q5_0, Q5_1 weights (the file's layout; DecodeRow in kDecodeOrderQ8_0); nullptr: vec_dot.
+  DecodeGemv gemv_q4_1, gemv_q5_0, gemv_q5_1;
 };
 
 // The reference Q4_0_R16 decode kernel (scalar): the ref set's, and what the SIMD ones are tested
@@ -163,6 +168,14 @@ const QuantKernels* quant_kernels_find(QuantIsa isa);
 const QuantKernels& quant_kernels_avx2();
 const QuantKernels& quant_kernels_avx512vnni();
 const QuantKernels& quant_kernels_avx512vbmi();
+// The AVX2 decode kernels of Q4_1, Q5_0 and Q5_1 (avx2/quant_dot_avx2.cpp), which the AVX-512
+// sets take too (no 512-bit versions yet).
+void gemv_q4_1_avx2(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0, int64_t n1,
+                    float* y, int64_t ldy, bool prefetch);
+void gemv_q5_0_avx2(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0, int64_t n1,
+                    float* y, int64_t ldy, bool prefetch);
+void gemv_q5_1_avx2(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0, int64_t n1,
+                    float* y, int64_t ldy, bool prefetch);
 
 namespace ops {
 // linear_quantized (linear_quantized.h) with a chosen kernel set: tests and benchmarks use it to

@@ -8,6 +8,8 @@
 // is only instantiated here with this file's own lambdas: those instances are this file's alone.)
 #include <immintrin.h>
 
+#include <type_traits>
+
 #include "backend/cpu/quant_dot.h"
 
 namespace aigc {
@@ -159,6 +161,11 @@ inline uint16_t block_min(const BlockQ4_1& b) { return b.m; }
 inline uint16_t block_min(const BlockQ5_1& b) { return b.m; }
 inline uint16_t block_min(const BlockQ5_0&) { return 0; }
 
+// A block's 32 unsigned values (0..15, or 0..31 with the fifth bit) in element order.
+inline __m256i legacy_values(const BlockQ4_1& b) { return nibbles_unpack(b.qs); }
+inline __m256i legacy_values(const BlockQ5_0& b) { return _mm256_or_si256(nibbles_unpack(b.qs), q5_high(b.qh)); }
+inline __m256i legacy_values(const BlockQ5_1& b) { return _mm256_or_si256(nibbles_unpack(b.qs), q5_high(b.qh)); }
+
 // Shared driver: u(block) gives the 32 unsigned values (0..31) in element order; `offset` is
 // subtracted from each (Q5_0: 16); with_min adds m * dy * sum(qy). maddubs pairs stay below
 // 2 * 31 * 128 < 2^15.
@@ -184,15 +191,15 @@ float legacy_dot(int64_t n, const Block* x, const BlockQ8_0* y, Unpack u, int of
 }
 
 float vec_dot_q4_1_q8_0_avx2(int64_t n, const BlockQ4_1* x, const BlockQ8_0* y) {
-  return legacy_dot(n, x, y, [](const BlockQ4_1& b) { return nibbles_unpack(b.qs); }, 0, true);
+  return legacy_dot(n, x, y, [](const BlockQ4_1& b) { return legacy_values(b); }, 0, true);
 }
 
 float vec_dot_q5_0_q8_0_avx2(int64_t n, const BlockQ5_0* x, const BlockQ8_0* y) {
-  return legacy_dot(n, x, y, [](const BlockQ5_0& b) { return _mm256_or_si256(nibbles_unpack(b.qs), q5_high(b.qh)); }, 16, false);
+  return legacy_dot(n, x, y, [](const BlockQ5_0& b) { return legacy_values(b); }, 16, false);
 }
 
 float vec_dot_q5_1_q8_0_avx2(int64_t n, const BlockQ5_1* x, const BlockQ8_0* y) {
-  return legacy_dot(n, x, y, [](const BlockQ5_1& b) { return _mm256_or_si256(nibbles_unpack(b.qs), q5_high(b.qh)); }, 0, true);
+  return legacy_dot(n, x, y, [](const BlockQ5_1& b) { return legacy_values(b); }, 0, true);
 }
 
 // ---- decode (GEMV) kernels (DecodeRow layout, quant_dot.h) -----------------------------------
@@ -412,6 +419,21 @@ inline __m256 scales8(const uint8_t* g, int o0, int o1, int o2, int o3, int o4, 
   return _mm256_cvtph_ps(h);
 }
 
+// A half group's 8 block sums from the blocks' int32 partial sums P[0..7] (8 lanes each), in
+// kDecodeOrderQ8_0's order (blocks 0 2 4 6 1 3 5 7).
+inline __m256i half_sums(const __m256i* P) {
+  // lane halves: even blocks' sums of elements 0..15 | 16..31, then the odd blocks'
+  const __m256i e = _mm256_hadd_epi32(_mm256_hadd_epi32(P[0], P[2]), _mm256_hadd_epi32(P[4], P[6]));
+  const __m256i o = _mm256_hadd_epi32(_mm256_hadd_epi32(P[1], P[3]), _mm256_hadd_epi32(P[5], P[7]));
+  return _mm256_add_epi32(_mm256_permute2x128_si256(e, o, 0x20), _mm256_permute2x128_si256(e, o, 0x31));
+}
+
+// The f16 at the start of each of 8 blocks of `block` bytes, in the same order.
+inline __m256 half_scales(const uint8_t* h, int64_t block) {
+  const int B = static_cast<int>(block);
+  return scales8(h, 0, 2 * B, 4 * B, 6 * B, B, 3 * B, 5 * B, 7 * B);
+}
+
 // A tail block (natural order): its 32 unsigned (Q4_0) or sign-moved (Q8_0) products summed.
 inline float decode_tail(const uint8_t* blk, __m256i p16, const DecodeRow& a, int64_t ib, bool with_bias) {
   const int32_t t = hsum_i32(_mm256_madd_epi16(p16, _mm256_set1_epi16(1))) - (with_bias ? a.bias[ib] : 0);
@@ -552,13 +574,8 @@ float gemv_q8_0_row_avx2(const uint8_t* w, int64_t nb, const DecodeRow& a, bool 
       const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qy + 32 * b));
       P[b] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(qx), _mm256_sign_epi8(y, qx)), ones);
     }
-    // lane halves: even blocks' sums of elements 0..15 | 16..31, then the odd blocks'
-    const __m256i e = _mm256_hadd_epi32(_mm256_hadd_epi32(P[0], P[2]), _mm256_hadd_epi32(P[4], P[6]));
-    const __m256i o = _mm256_hadd_epi32(_mm256_hadd_epi32(P[1], P[3]), _mm256_hadd_epi32(P[5], P[7]));
-    // positions: blocks 0 2 4 6 1 3 5 7 (kDecodeOrderQ8_0)
-    const __m256i s = _mm256_add_epi32(_mm256_permute2x128_si256(e, o, 0x20), _mm256_permute2x128_si256(e, o, 0x31));
-    const int B = static_cast<int>(kBlock);
-    const __m256 sw = scales8(wh, 0, 2 * B, 4 * B, 6 * B, B, 3 * B, 5 * B, 7 * B);
+    const __m256i s = half_sums(P);
+    const __m256 sw = half_scales(wh, kBlock);
     acc = _mm256_fmadd_ps(_mm256_mul_ps(sw, _mm256_loadu_ps(a.d + h * 8)), _mm256_cvtepi32_ps(s), acc);
   }
   float sum = hsum(acc);
@@ -589,8 +606,7 @@ void gemv_q8_0_rows_avx2(const uint8_t* w, int64_t nb, const DecodeRow* a, int r
       qx[b] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wh + b * kBlock + 2));
       ax[b] = _mm256_abs_epi8(qx[b]);
     }
-    const int B = static_cast<int>(kBlock);
-    const __m256 sw = scales8(wh, 0, 2 * B, 4 * B, 6 * B, B, 3 * B, 5 * B, 7 * B);
+    const __m256 sw = half_scales(wh, kBlock);
     for (int r = 0; r < rows; ++r) {
       const int8_t* qy = a[r].qs + h * 8 * 32;
       __m256i P[8];
@@ -599,9 +615,7 @@ void gemv_q8_0_rows_avx2(const uint8_t* w, int64_t nb, const DecodeRow* a, int r
         const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qy + 32 * b));
         P[b] = _mm256_madd_epi16(_mm256_maddubs_epi16(ax[b], _mm256_sign_epi8(y, qx[b])), ones);
       }
-      const __m256i e = _mm256_hadd_epi32(_mm256_hadd_epi32(P[0], P[2]), _mm256_hadd_epi32(P[4], P[6]));
-      const __m256i o = _mm256_hadd_epi32(_mm256_hadd_epi32(P[1], P[3]), _mm256_hadd_epi32(P[5], P[7]));
-      const __m256i s = _mm256_add_epi32(_mm256_permute2x128_si256(e, o, 0x20), _mm256_permute2x128_si256(e, o, 0x31));
+      const __m256i s = half_sums(P);
       acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(sw, _mm256_loadu_ps(a[r].d + h * 8)), _mm256_cvtepi32_ps(s), acc[r]);
     }
   }
@@ -700,6 +714,74 @@ void gemv_q4_0_r16_avx2(const void* w, int64_t row_bytes, int64_t K, const Decod
   });
 }
 
+// Q4_1, Q5_0 and Q5_1 weights as the file has them, half groups of 8 blocks as the Q8_0 kernel
+// takes them (its hadd tree leaves the block sums in kDecodeOrderQ8_0, where decode_row_prepare
+// put these types' scales and biases): each block unpacked once to 32 unsigned values, then per
+// activation row one maddubs (pairs at most 2 * 31 * 127 < 2^15) and one madd a block; Q5_0's
+// offset subtracted as 16 * sum(qy) (the bias), or the mins times sum(qy) added. One template for
+// one and several rows: each output's operations are the same for any R.
+template <typename Block, int R>
+__attribute__((always_inline)) inline void gemv_legacy_pass(const uint8_t* w, int64_t nb, const DecodeRow* a, float* out,
+                                                            bool prefetch) {
+  constexpr int64_t kBlock = sizeof(Block), kHalf = 8 * kBlock;
+  constexpr bool kMin = !std::is_same_v<Block, BlockQ5_0>;  // Q4_1, Q5_1: d, m, ...
+  const int64_t nh = nb / kDecodeGroup * 2;
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  for (int64_t h = 0; h < nh; ++h) {
+    const uint8_t* wh = w + h * kHalf;
+    if (prefetch) decode_prefetch(wh, kHalf);
+    __m256i u[8];
+#pragma GCC unroll 8
+    for (int b = 0; b < 8; ++b) u[b] = legacy_values(*reinterpret_cast<const Block*>(wh + b * kBlock));
+    const __m256 sw = half_scales(wh, kBlock);
+    __m256 sm = _mm256_setzero_ps();
+    if constexpr (kMin) sm = half_scales(wh + 2, kBlock);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const int8_t* qy = a[r].qs + h * 8 * 32;
+      __m256i P[8];
+#pragma GCC unroll 8
+      for (int b = 0; b < 8; ++b)
+        P[b] = _mm256_madd_epi16(_mm256_maddubs_epi16(u[b], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qy + 32 * b))), ones);
+      const __m256i s = half_sums(P);
+      const __m256 dy = _mm256_loadu_ps(a[r].d + h * 8);
+      const __m256i bias = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r].bias + h * 8));
+      if constexpr (kMin) {
+        acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(sw, dy), _mm256_cvtepi32_ps(s), acc[r]);
+        acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(sm, dy), _mm256_cvtepi32_ps(bias), acc[r]);
+      } else {
+        acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(sw, dy), _mm256_cvtepi32_ps(_mm256_sub_epi32(s, bias)), acc[r]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    float sum = hsum(acc[r]);
+    for (int64_t ib = nh * 8; ib < nb; ++ib) {  // the tail, natural order
+      const uint8_t* blk = w + ib * kBlock;
+      const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r].qs + ib * 32));
+      sum += decode_tail(blk, _mm256_maddubs_epi16(legacy_values(*reinterpret_cast<const Block*>(blk)), y), a[r], ib, !kMin);
+      if constexpr (kMin) sum += f16_load(u16_at(blk + 2)) * a[r].d[ib] * static_cast<float>(a[r].bias[ib]);
+    }
+    out[r] = sum;
+  }
+}
+
+template <typename Block>
+void gemv_legacy_avx2(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0, int64_t n1,
+                      float* y, int64_t ldy, bool prefetch) {
+  const auto* wb = static_cast<const uint8_t*>(w);
+  const int64_t nb = K / 32;
+  rows_dispatch(rows, [&]<int R>() {
+    float out[R];
+    for (int64_t n = n0; n < n1; ++n) {
+      gemv_legacy_pass<Block, R>(wb + n * row_bytes, nb, a, out, prefetch);
+      for (int r = 0; r < R; ++r) y[r * ldy + n - n0] = out[r];
+    }
+  });
+}
+
 const QuantKernels kQuantKernelsAvx2 = {
     "avx2",
     quantize_row_q8_0_avx2,
@@ -721,10 +803,26 @@ const QuantKernels kQuantKernelsAvx2 = {
     vec_dot_rows_k45_avx2<true>,
     vec_dot_rows_q6_K_avx2,
     gemv_q4_0_r16_avx2,
+    gemv_legacy_avx2<BlockQ4_1>,
+    gemv_legacy_avx2<BlockQ5_0>,
+    gemv_legacy_avx2<BlockQ5_1>,
 };
 
 }  // namespace
 
 const QuantKernels& quant_kernels_avx2() { return kQuantKernelsAvx2; }
+
+void gemv_q4_1_avx2(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0, int64_t n1,
+                    float* y, int64_t ldy, bool prefetch) {
+  gemv_legacy_avx2<BlockQ4_1>(w, row_bytes, K, a, rows, n0, n1, y, ldy, prefetch);
+}
+void gemv_q5_0_avx2(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0, int64_t n1,
+                    float* y, int64_t ldy, bool prefetch) {
+  gemv_legacy_avx2<BlockQ5_0>(w, row_bytes, K, a, rows, n0, n1, y, ldy, prefetch);
+}
+void gemv_q5_1_avx2(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0, int64_t n1,
+                    float* y, int64_t ldy, bool prefetch) {
+  gemv_legacy_avx2<BlockQ5_1>(w, row_bytes, K, a, rows, n0, n1, y, ldy, prefetch);
+}
 
 }  // namespace aigc

@@ -657,7 +657,8 @@ void gemv_q4_0_vbmi_rows1(const uint8_t* wb, int64_t row_bytes, int64_t nb, cons
 // decode_row_prepare with 16- and 32-byte moves and VNNI block sums (the reference goes element by
 // element: 1.6% of a 2-thread Q4_0 token in perf, with the other thread waiting). The same bytes.
 void decode_row_prepare_avx512(DType w, const BlockQ8_0* xq, int64_t K, int8_t* qs, float* d, int32_t* bias) {
-  if (w != DType::Q4_0 && w != DType::Q8_0) return decode_row_prepare(w, xq, K, qs, d, bias);  // it throws
+  // (the other types' layouts: the reference's, which throws for a type without one)
+  if (w != DType::Q4_0 && w != DType::Q8_0) return decode_row_prepare(w, xq, K, qs, d, bias);
   const int64_t nb = K / kQK8_0, ng = nb / kDecodeGroup;
   const int32_t offset = w == DType::Q4_0 ? 8 : 128;
   const int* order = w == DType::Q4_0 ? kDecodeOrderQ4_0 : kDecodeOrderQ8_0;
@@ -809,6 +810,9 @@ const QuantKernels kQuantKernelsAvx512Vnni = {
     vec_dot_rows_k45_avx512<true>,
     vec_dot_rows_q6_K_avx512,
     nullptr,  // Q4_0_R16: no kernel here (the loader keeps Q4_0 as the file has it)
+    gemv_q4_1_avx2,  // AVX2's (quant_dot.h)
+    gemv_q5_0_avx2,
+    gemv_q5_1_avx2,
 };
 
 // The same set with the AVX-512 VBMI Q4_0 decode kernel (Zen 4, Ice Lake and later; not Cascade
