@@ -19,6 +19,7 @@ enum class DType : uint32_t {
   TQ1_0 = 34, TQ2_0 = 35, MXFP4 = 39,
   // aigc's own layouts, never in a file (ids past GGML's; no file type maps to them):
   Q4_0_R16 = 0x10002,  // Q4_0 rows repacked for the decode kernels (quant.h)
+  Q5_0_R16 = 0x10006,  // Q5_0 rows likewise
 };
 
 struct DTypeTraits {

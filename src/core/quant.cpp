@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include <immintrin.h>
 
@@ -579,56 +581,104 @@ void dequantize_row_q8_K_ref(const BlockQ8_K* x, float* y, int64_t n) {
     for (int j = 0; j < kQK_K; ++j) y[b * kQK_K + j] = x[b].d * x[b].qs[j];
 }
 
-void q4_0_r16_pack(const BlockQ4_0* src, uint8_t* dst, int64_t n) {
-  AIGC_ASSERT(n % kQK4_0 == 0, "q4_0_r16_pack: n = {}", n);
-  const int64_t nb = n / kQK4_0, ng = nb / kR16Group;
-  for (int64_t g = 0; g < ng; ++g) {
-    const BlockQ4_0* b = src + g * kR16Group;
-    uint8_t* o = dst + g * kR16Group * sizeof(BlockQ4_0);
-    for (int L = 0; L < kR16Group; ++L) std::memcpy(o + 2 * L, &b[L].d, 2);
-    for (int v = 0; v < 4; ++v)
-      for (int h = 0; h < 2; ++h)
-        for (int L = 0; L < 8; ++L)
-          for (int i = 0; i < 4; ++i) o[32 + 64 * v + 32 * h + 4 * L + i] = b[8 * h + L].qs[4 * v + i];
-  }
-  std::memcpy(dst + ng * kR16Group * sizeof(BlockQ4_0), src + ng * kR16Group,
-              static_cast<size_t>(nb - ng * kR16Group) * sizeof(BlockQ4_0));
+namespace {
+
+// Byte offsets of a repacked group's parts (quant.h): scales, fifth bits (Q5_0), nibbles.
+template <typename Block>
+struct R16Layout {
+  static constexpr bool kHigh = std::is_same_v<Block, BlockQ5_0>;
+  static constexpr size_t kBits = 32, kQs = kHigh ? 96 : 32, kGroupBytes = kR16Group * sizeof(Block);
+  static_assert(kQs + 256 == kGroupBytes, "R16 group size");
+};
+
+// The permuted fifth-bit word of a block's qh (quant.h), and back.
+uint32_t r16_bits_permute(uint32_t qh) {
+  uint32_t p = 0;
+  for (int v = 0; v < 4; ++v)
+    for (int i = 0; i < 4; ++i) {
+      p |= ((qh >> (4 * v + i)) & 1u) << (8 * i + v);
+      p |= ((qh >> (16 + 4 * v + i)) & 1u) << (8 * i + 4 + v);
+    }
+  return p;
 }
 
-void q4_0_r16_unpack(const uint8_t* src, BlockQ4_0* dst, int64_t n) {
-  AIGC_ASSERT(n % kQK4_0 == 0, "q4_0_r16_unpack: n = {}", n);
-  const int64_t nb = n / kQK4_0, ng = nb / kR16Group;
-  for (int64_t g = 0; g < ng; ++g) {
-    const uint8_t* o = src + g * kR16Group * sizeof(BlockQ4_0);
-    BlockQ4_0* b = dst + g * kR16Group;
-    for (int L = 0; L < kR16Group; ++L) std::memcpy(&b[L].d, o + 2 * L, 2);
-    for (int v = 0; v < 4; ++v)
-      for (int h = 0; h < 2; ++h)
-        for (int L = 0; L < 8; ++L)
-          for (int i = 0; i < 4; ++i) b[8 * h + L].qs[4 * v + i] = o[32 + 64 * v + 32 * h + 4 * L + i];
-  }
-  std::memcpy(dst + ng * kR16Group, src + ng * kR16Group * sizeof(BlockQ4_0),
-              static_cast<size_t>(nb - ng * kR16Group) * sizeof(BlockQ4_0));
+uint32_t r16_bits_unpermute(uint32_t p) {
+  uint32_t qh = 0;
+  for (int v = 0; v < 4; ++v)
+    for (int i = 0; i < 4; ++i) {
+      qh |= ((p >> (8 * i + v)) & 1u) << (4 * v + i);
+      qh |= ((p >> (8 * i + 4 + v)) & 1u) << (16 + 4 * v + i);
+    }
+  return qh;
 }
+
+// One group of kR16Group blocks: `in` blocks -> `out` packed bytes, or (kUnpack) the other way.
+// Both are kGroupBytes long; every byte has one place on each side, except the fifth bits, whose
+// words are permuted.
+template <typename Block, bool kUnpack>
+void r16_group(const uint8_t* in, uint8_t* out) {
+  using L = R16Layout<Block>;
+  constexpr size_t B = sizeof(Block), d_at = offsetof(Block, d), qs_at = offsetof(Block, qs);
+  auto move = [&](size_t at_block, size_t at_packed) {
+    if (kUnpack) out[at_block] = in[at_packed]; else out[at_packed] = in[at_block];
+  };
+  for (size_t j = 0; j < kR16Group; ++j) move(j * B + d_at, 2 * j), move(j * B + d_at + 1, 2 * j + 1);
+  for (size_t v = 0; v < 4; ++v)
+    for (size_t h = 0; h < 2; ++h)
+      for (size_t j = 0; j < 8; ++j)
+        for (size_t i = 0; i < 4; ++i) move((8 * h + j) * B + qs_at + 4 * v + i, L::kQs + 64 * v + 32 * h + 4 * j + i);
+  if constexpr (L::kHigh) {
+    constexpr size_t qh_at = offsetof(Block, qh);
+    for (size_t j = 0; j < kR16Group; ++j) {
+      uint32_t w;
+      std::memcpy(&w, in + (kUnpack ? L::kBits + 4 * j : j * B + qh_at), 4);
+      w = kUnpack ? r16_bits_unpermute(w) : r16_bits_permute(w);
+      std::memcpy(out + (kUnpack ? j * B + qh_at : L::kBits + 4 * j), &w, 4);
+    }
+  }
+}
+
+// A row of n elements (src and dst not overlapping): its full groups, then the tail's blocks as
+// they are.
+template <typename Block, bool kUnpack>
+void r16_convert(const void* src, void* dst, int64_t n) {
+  using L = R16Layout<Block>;
+  AIGC_ASSERT(n % 32 == 0, "r16 pack: n = {}", n);
+  const int64_t nb = n / 32, ng = nb / kR16Group;
+  const auto* in = static_cast<const uint8_t*>(src);
+  auto* out = static_cast<uint8_t*>(dst);
+  const size_t head = static_cast<size_t>(ng) * L::kGroupBytes;
+  for (size_t o = 0; o < head; o += L::kGroupBytes) r16_group<Block, kUnpack>(in + o, out + o);
+  std::memcpy(out + head, in + head, static_cast<size_t>(nb - ng * kR16Group) * sizeof(Block));
+}
+
+}  // namespace
+
+void q4_0_r16_pack(const BlockQ4_0* src, uint8_t* dst, int64_t n) { r16_convert<BlockQ4_0, false>(src, dst, n); }
+void q4_0_r16_unpack(const uint8_t* src, BlockQ4_0* dst, int64_t n) { r16_convert<BlockQ4_0, true>(src, dst, n); }
+void q5_0_r16_pack(const BlockQ5_0* src, uint8_t* dst, int64_t n) { r16_convert<BlockQ5_0, false>(src, dst, n); }
+void q5_0_r16_unpack(const uint8_t* src, BlockQ5_0* dst, int64_t n) { r16_convert<BlockQ5_0, true>(src, dst, n); }
 
 namespace {
 
-// Q4_0_R16 rows converted a group of blocks at a time through Q4_0 (no allocation).
-void row_r16_to_f32(const uint8_t* src, float* dst, int64_t n) {
-  BlockQ4_0 b[kR16Group];
-  for (int64_t e = 0; e < n; e += kR16Group * kQK4_0) {
-    const int64_t m = std::min<int64_t>(kR16Group * kQK4_0, n - e);
-    q4_0_r16_unpack(src + e / kQK4_0 * sizeof(BlockQ4_0), b, m);
-    dequantize_row_q4_0_ref(b, dst + e, m);
+// R16 rows converted a group of blocks at a time through their file type (no allocation).
+template <typename Block>
+void row_r16_to_f32(const uint8_t* src, float* dst, int64_t n, void (*dequantize)(const Block*, float*, int64_t)) {
+  Block b[kR16Group];
+  for (int64_t e = 0; e < n; e += kR16Group * 32) {
+    const int64_t m = std::min<int64_t>(kR16Group * 32, n - e);
+    r16_convert<Block, true>(src + e / 32 * sizeof(Block), b, m);
+    dequantize(b, dst + e, m);
   }
 }
 
-void row_r16_from_f32(const float* src, uint8_t* dst, int64_t n) {
-  BlockQ4_0 b[kR16Group];
-  for (int64_t e = 0; e < n; e += kR16Group * kQK4_0) {
-    const int64_t m = std::min<int64_t>(kR16Group * kQK4_0, n - e);
-    quantize_row_q4_0_ref(src + e, b, m);
-    q4_0_r16_pack(b, dst + e / kQK4_0 * sizeof(BlockQ4_0), m);
+template <typename Block>
+void row_r16_from_f32(const float* src, uint8_t* dst, int64_t n, void (*quantize)(const float*, Block*, int64_t)) {
+  Block b[kR16Group];
+  for (int64_t e = 0; e < n; e += kR16Group * 32) {
+    const int64_t m = std::min<int64_t>(kR16Group * 32, n - e);
+    quantize(src + e, b, m);
+    r16_convert<Block, false>(b, dst + e / 32 * sizeof(Block), m);
   }
 }
 
@@ -636,7 +686,7 @@ void row_r16_from_f32(const float* src, uint8_t* dst, int64_t n) {
 
 bool dtype_can_convert(DType type) {
   switch (type) {
-    case DType::Q4_0_R16:
+    case DType::Q4_0_R16: case DType::Q5_0_R16:
     case DType::F32: case DType::F16: case DType::BF16: case DType::Q8_0: case DType::Q4_0:
     case DType::Q4_1: case DType::Q5_0: case DType::Q5_1: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K:
       return true;
@@ -679,7 +729,8 @@ void row_to_f32(DType type, const void* src, float* dst, int64_t n) {
     case DType::Q4_K: dequantize_row_q4_K_ref(static_cast<const BlockQ4_K*>(src), dst, n); return;
     case DType::Q5_K: dequantize_row_q5_K_ref(static_cast<const BlockQ5_K*>(src), dst, n); return;
     case DType::Q6_K: dequantize_row_q6_K_ref(static_cast<const BlockQ6_K*>(src), dst, n); return;
-    case DType::Q4_0_R16: row_r16_to_f32(static_cast<const uint8_t*>(src), dst, n); return;
+    case DType::Q4_0_R16: row_r16_to_f32(static_cast<const uint8_t*>(src), dst, n, dequantize_row_q4_0_ref); return;
+    case DType::Q5_0_R16: row_r16_to_f32(static_cast<const uint8_t*>(src), dst, n, dequantize_row_q5_0_ref); return;
     default: error_throw(fmt::format("conversion from {} is not supported yet", dtype_name(type)), "row_to_f32");
   }
 }
@@ -697,7 +748,8 @@ void row_from_f32(DType type, const float* src, void* dst, int64_t n) {
     case DType::Q4_K: quantize_row_q4_K_ref(src, static_cast<BlockQ4_K*>(dst), n); return;
     case DType::Q5_K: quantize_row_q5_K_ref(src, static_cast<BlockQ5_K*>(dst), n); return;
     case DType::Q6_K: quantize_row_q6_K_ref(src, static_cast<BlockQ6_K*>(dst), n); return;
-    case DType::Q4_0_R16: row_r16_from_f32(src, static_cast<uint8_t*>(dst), n); return;
+    case DType::Q4_0_R16: row_r16_from_f32(src, static_cast<uint8_t*>(dst), n, quantize_row_q4_0_ref); return;
+    case DType::Q5_0_R16: row_r16_from_f32(src, static_cast<uint8_t*>(dst), n, quantize_row_q5_0_ref); return;
     default: error_throw(fmt::format("conversion to {} is not supported yet", dtype_name(type)), "row_from_f32");
   }
 }

@@ -158,8 +158,19 @@ constexpr int kR16Group = 16;
 void q4_0_r16_pack(const BlockQ4_0* src, uint8_t* dst, int64_t n);
 void q4_0_r16_unpack(const uint8_t* src, BlockQ4_0* dst, int64_t n);
 
+// ---- Q5_0_R16: Q5_0 rows likewise (22 bytes per 32 elements) ----------------------------------
+// Per group of 16 blocks: the 16 f16 scales (32 bytes); then for h < 2 the fifth bits of blocks
+// 8h .. 8h + 7 as 8 little-endian u32 words (64 bytes), word L block 8h + L's qh with its bits
+// permuted: bit 8i + v = qh bit 4v + i and bit 8i + 4 + v = qh bit 16 + 4v + i (v < 4, i < 4), so
+// that one 32-bit shift of the 8 words by a constant (left by 4 - v, right by v) brings the fifth
+// bits of the 32 values of each qs vector below to bit 4 of their bytes; then the 256 bytes of
+// nibbles in Q4_0_R16's order (byte 96 + 64v + 32h + 4L + i = qs[4v + i] of block 8h + L). Blocks
+// after the last full group stay Q5_0 blocks.
+void q5_0_r16_pack(const BlockQ5_0* src, uint8_t* dst, int64_t n);
+void q5_0_r16_unpack(const uint8_t* src, BlockQ5_0* dst, int64_t n);
+
 // Any supported type (f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K, and aigc's
-// q4_0_r16) to and from f32. Q8_K is an activation format only and not listed.
+// q4_0_r16, q5_0_r16) to and from f32. Q8_K is an activation format only and not listed.
 bool dtype_can_convert(DType type);
 void row_to_f32(DType type, const void* src, float* dst, int64_t n);
 // f16 -> f32 (F16C where the CPU has it; exact either way).

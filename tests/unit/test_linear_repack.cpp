@@ -1,8 +1,8 @@
-// Q4_0_R16, the repacked Q4_0 layout (core/quant.h), and the model loader's repacking: the byte
-// layout checked by hand against the documented positions, conversions equal to Q4_0's, the type
-// invisible to files, and a Q4_0 model loaded from a file (mapped or read) repacked in place where
-// the CPU has the kernel, giving the logits of the same weights unpacked back to Q4_0, with the
-// file on disk untouched. (The kernels themselves: test_quant.cpp,
+// Q4_0_R16 and Q5_0_R16, the repacked Q4_0 / Q5_0 layouts (core/quant.h), and the model loader's
+// repacking: the byte layouts checked by hand against the documented positions, conversions equal
+// to the file types', the types invisible to files, and a Q4_0 / Q5_0 model loaded from a file
+// (mapped or read) repacked in place where the CPU has the kernel, giving the logits of the same
+// weights unpacked back, with the file on disk untouched. (The kernels themselves: test_quant.cpp,
 // LinearQuantized.DecodeKernelsMatchReferenceOnOddShapes.)
 #include <gtest/gtest.h>
 
@@ -63,24 +63,73 @@ TEST(Q4_0_R16, PackLayoutByHand) {
   EXPECT_EQ(std::memcmp(back.data(), b.data(), b.size() * sizeof(BlockQ4_0)), 0);
 }
 
-TEST(Q4_0_R16, ConversionsAreQ4_0sAndFilesNeverHoldIt) {
-  for (int64_t nb : {1, 15, 16, 17, 48, 50}) {
-    const int64_t n = nb * 32;
-    const Tensor x = test::random_f32({n}, static_cast<uint32_t>(nb));
-    std::vector<uint8_t> q(static_cast<size_t>(nb * 18)), r(q.size()), packed(q.size());
-    row_from_f32(DType::Q4_0, x.ptr<float>(), q.data(), n);
-    row_from_f32(DType::Q4_0_R16, x.ptr<float>(), r.data(), n);
-    q4_0_r16_pack(reinterpret_cast<const BlockQ4_0*>(q.data()), packed.data(), n);
-    EXPECT_EQ(r, packed) << nb << " blocks";
-    std::vector<float> a(static_cast<size_t>(n)), c(static_cast<size_t>(n));
-    row_to_f32(DType::Q4_0, q.data(), a.data(), n);
-    row_to_f32(DType::Q4_0_R16, r.data(), c.data(), n);
-    EXPECT_EQ(std::memcmp(a.data(), c.data(), a.size() * sizeof(float)), 0) << nb << " blocks";
+TEST(Q5_0_R16, PackLayoutByHand) {
+  const int64_t nb = 37, n = nb * 32;
+  std::vector<BlockQ5_0> b(static_cast<size_t>(nb));
+  for (int64_t i = 0; i < nb; ++i) {
+    b[i].d = static_cast<uint16_t>(0x3000 + i);
+    for (int j = 0; j < 16; ++j) b[i].qs[j] = static_cast<uint8_t>(i * 16 + j);
+    const uint32_t qh = 0x9e3779b9u * static_cast<uint32_t>(i + 1);  // varied bits
+    std::memcpy(b[i].qh, &qh, 4);
   }
-  EXPECT_EQ(dtype_name(DType::Q4_0_R16), "q4_0_r16");
-  EXPECT_FALSE(dtype_traits_find(static_cast<uint32_t>(DType::Q4_0_R16)).has_value()) << "no file type id";
-  EXPECT_FALSE(dtype_from_name("q4_0_r16").has_value());
-  EXPECT_EQ(*dtype_row_bytes(DType::Q4_0_R16, 512), *dtype_row_bytes(DType::Q4_0, 512));
+  std::vector<uint8_t> p(static_cast<size_t>(nb * 22));
+  q5_0_r16_pack(b.data(), p.data(), n);
+  auto u16 = [&](size_t at) { return static_cast<uint16_t>(p[at] | p[at + 1] << 8); };
+  auto u32 = [&](size_t at) { uint32_t w; std::memcpy(&w, p.data() + at, 4); return w; };
+  auto qh_bit = [&](int64_t blk, int e) { uint32_t w; std::memcpy(&w, b[blk].qh, 4); return (w >> e) & 1u; };
+  // group 0: scales of blocks 0..15 at bytes 2L
+  EXPECT_EQ(u16(0), b[0].d);
+  EXPECT_EQ(u16(2 * 15), b[15].d);
+  // fifth bits: block L's word at 32 + 4L; its bit 8i + v is qh bit 4v + i, bit 8i + 4 + v qh bit 16 + 4v + i
+  for (int64_t blk : {0, 5, 9, 15})
+    for (int v = 0; v < 4; ++v)
+      for (int i = 0; i < 4; ++i) {
+        EXPECT_EQ((u32(32 + 4 * blk) >> (8 * i + v)) & 1u, qh_bit(blk, 4 * v + i)) << blk << " " << v << " " << i;
+        EXPECT_EQ((u32(32 + 4 * blk) >> (8 * i + 4 + v)) & 1u, qh_bit(blk, 16 + 4 * v + i)) << blk << " " << v << " " << i;
+      }
+  // nibbles: byte 96 + 64v + 32h + 4L + i = qs[4v + i] of block 8h + L
+  EXPECT_EQ(p[96], b[0].qs[0]);
+  EXPECT_EQ(p[96 + 64 * 1 + 32 * 1 + 4 * 1 + 2], b[9].qs[6]);
+  EXPECT_EQ(p[96 + 64 * 3 + 32 * 1 + 4 * 7 + 3], b[15].qs[15]);  // the group's last byte
+  // group 1 starts at 352
+  EXPECT_EQ(u16(352 + 2 * 3), b[19].d);
+  EXPECT_EQ(p[352 + 96 + 32 * 1 + 4 * 6], b[30].qs[0]);
+  EXPECT_EQ((u32(352 + 32 + 4 * 14) >> (8 * 2 + 4 + 1)) & 1u, qh_bit(30, 16 + 4 * 1 + 2));  // i 2, v 1, high half
+  // the tail: Q5_0 blocks as they were
+  EXPECT_EQ(std::memcmp(p.data() + 2 * 352, b.data() + 32, 5 * 22), 0);
+
+  std::vector<BlockQ5_0> back(static_cast<size_t>(nb));
+  q5_0_r16_unpack(p.data(), back.data(), n);
+  EXPECT_EQ(std::memcmp(back.data(), b.data(), b.size() * sizeof(BlockQ5_0)), 0);
+}
+
+// The conversions of each R16 type are its file type's, through pack / unpack, and no file holds it.
+TEST(R16, ConversionsAreTheFileTypesAndFilesNeverHoldThem) {
+  struct Pair { DType file, r16; const char* name; };
+  for (const Pair& pr : {Pair{DType::Q4_0, DType::Q4_0_R16, "q4_0_r16"}, Pair{DType::Q5_0, DType::Q5_0_R16, "q5_0_r16"}}) {
+    SCOPED_TRACE(pr.name);
+    const size_t bb = dtype_traits(pr.file).block_bytes;
+    for (int64_t nb : {1, 15, 16, 17, 48, 50}) {
+      const int64_t n = nb * 32;
+      const Tensor x = test::random_f32({n}, static_cast<uint32_t>(nb));
+      std::vector<uint8_t> q(static_cast<size_t>(nb) * bb), r(q.size()), packed(q.size());
+      row_from_f32(pr.file, x.ptr<float>(), q.data(), n);
+      row_from_f32(pr.r16, x.ptr<float>(), r.data(), n);
+      if (pr.file == DType::Q4_0)
+        q4_0_r16_pack(reinterpret_cast<const BlockQ4_0*>(q.data()), packed.data(), n);
+      else
+        q5_0_r16_pack(reinterpret_cast<const BlockQ5_0*>(q.data()), packed.data(), n);
+      EXPECT_EQ(r, packed) << nb << " blocks";
+      std::vector<float> a(static_cast<size_t>(n)), c(static_cast<size_t>(n));
+      row_to_f32(pr.file, q.data(), a.data(), n);
+      row_to_f32(pr.r16, r.data(), c.data(), n);
+      EXPECT_EQ(std::memcmp(a.data(), c.data(), a.size() * sizeof(float)), 0) << nb << " blocks";
+    }
+    EXPECT_EQ(dtype_name(pr.r16), pr.name);
+    EXPECT_FALSE(dtype_traits_find(static_cast<uint32_t>(pr.r16)).has_value()) << "no file type id";
+    EXPECT_FALSE(dtype_from_name(pr.name).has_value());
+    EXPECT_EQ(*dtype_row_bytes(pr.r16, 512), *dtype_row_bytes(pr.file, 512));
+  }
 }
 
 std::string tmp_path(const std::string& name) {
@@ -92,9 +141,9 @@ std::vector<char> file_bytes(const std::string& path) {
   return std::vector<char>(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
 }
 
-// A Llama GGUF with Q4_0 matrices wide enough to repack (n_embd 544: one group of 16 blocks and
-// a tail of 1), f32 norms and embeddings.
-void q4_0_llama_write(const std::string& path) {
+// A Llama GGUF with `type` (Q4_0, Q5_0) matrices wide enough to repack (n_embd 544: one group of
+// 16 blocks and a tail of 1), f32 norms and embeddings.
+void llama_write(const std::string& path, DType type) {
   constexpr int64_t C = 544, F = 1088, V = 40, L = 2;
   GgufWriter w;
   w.metadata_add("general.architecture", "llama");
@@ -109,7 +158,7 @@ void q4_0_llama_write(const std::string& path) {
   auto add = [&](const std::string& name, std::initializer_list<int64_t> shape, bool q) {
     Tensor f = test::random_f32(shape, seed++, -0.2f, 0.2f);
     if (!q) return w.tensor_add(name, f);
-    Tensor t = Tensor::empty(DType::Q4_0, shape);
+    Tensor t = Tensor::empty(type, shape);
     ops::copy(f, t);
     w.tensor_add(name, t);
   };
@@ -131,23 +180,33 @@ void q4_0_llama_write(const std::string& path) {
   w.write(path);
 }
 
-// w (Q4_0_R16) unpacked into a new Q4_0 tensor.
+// w (Q4_0_R16 or Q5_0_R16) unpacked into a new tensor of its file type.
 Tensor unpacked(const Tensor& w) {
-  Tensor q = Tensor::empty(DType::Q4_0, w.shape());
-  for (int64_t n = 0; n < w.size(0); ++n)
-    q4_0_r16_unpack(static_cast<const uint8_t*>(w.row_ptr(n)), static_cast<BlockQ4_0*>(q.row_ptr(n)), w.size(1));
+  const bool q4 = w.type() == DType::Q4_0_R16;
+  Tensor q = Tensor::empty(q4 ? DType::Q4_0 : DType::Q5_0, w.shape());
+  for (int64_t n = 0; n < w.size(0); ++n) {
+    const auto* src = static_cast<const uint8_t*>(w.row_ptr(n));
+    if (q4)
+      q4_0_r16_unpack(src, static_cast<BlockQ4_0*>(q.row_ptr(n)), w.size(1));
+    else
+      q5_0_r16_unpack(src, static_cast<BlockQ5_0*>(q.row_ptr(n)), w.size(1));
+  }
   return q;
 }
 
-TEST(Q4_0_R16, ModelLoadRepacksInPlaceAndKeepsTheLogits) {
-  const std::string path = tmp_path("q4_0_llama.gguf");
-  q4_0_llama_write(path);
+class R16Load : public ::testing::TestWithParam<DType> {};
+
+TEST_P(R16Load, ModelLoadRepacksInPlaceAndKeepsTheLogits) {
+  const DType file_type = GetParam();
+  const std::string path = tmp_path(std::string(dtype_name(file_type)) + "_llama.gguf");
+  llama_write(path, file_type);
   const std::vector<char> before = file_bytes(path);
-  const bool repacks = ops::linear_repack_type(DType::Q4_0, 544).has_value();
+  const std::optional<DType> r16 = ops::linear_repack_type(file_type, 544);
+  const bool repacks = r16.has_value();
   for (bool mmap : {true, false}) {
     SCOPED_TRACE(mmap ? "mapped" : "read");
     LlamaModel m = LlamaModel::load(path, {.use_mmap = mmap});
-    const DType want = repacks ? DType::Q4_0_R16 : DType::Q4_0;
+    const DType want = repacks ? *r16 : file_type;
     EXPECT_EQ(dtype_name(m.layers[1].w_down.type()), dtype_name(want));
     EXPECT_EQ(dtype_name(m.output.type()), dtype_name(want));
     EXPECT_EQ(dtype_name(m.tok_embd.type()), "f32");
@@ -156,7 +215,7 @@ TEST(Q4_0_R16, ModelLoadRepacksInPlaceAndKeepsTheLogits) {
     if (!repacks) continue;
     // the file now shows the rewritten weights as such: a second model over it takes them as they are
     const LlamaModel again = LlamaModel::from_gguf(m.file);
-    EXPECT_EQ(dtype_name(again.layers[1].w_down.type()), "q4_0_r16");
+    EXPECT_EQ(dtype_name(again.layers[1].w_down.type()), dtype_name(*r16));
     EXPECT_EQ(again.layers[1].w_down.data(), m.layers[1].w_down.data());
     EXPECT_EQ(std::memcmp(again.output.data(), m.output.data(), m.output.nbytes()), 0);
 
@@ -185,6 +244,9 @@ TEST(Q4_0_R16, ModelLoadRepacksInPlaceAndKeepsTheLogits) {
   EXPECT_EQ(file_bytes(path), before) << "the file on disk is never written";
   std::filesystem::remove(path);
 }
+
+INSTANTIATE_TEST_SUITE_P(FileTypes, R16Load, ::testing::Values(DType::Q4_0, DType::Q5_0),
+                         [](const ::testing::TestParamInfo<DType>& i) { return std::string(dtype_name(i.param)); });
 
 }  // namespace
 }  // namespace aigc

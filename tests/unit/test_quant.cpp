@@ -139,6 +139,13 @@ double dot_abs_sum_legacy(DType t, const void* row, const BlockQ8_0* y, int64_t 
 
 double dot_tolerance(int64_t nb, double abs_sum) { return (2.0 * nb + 10.0) * kU * abs_sum; }
 
+// False for an R16 type the set has no kernel for (the model loader then never makes it).
+bool r16_runs(const QuantKernels& k, DType type) {
+  if (type == DType::Q4_0_R16) return k.gemv_q4_0_r16 != nullptr;
+  if (type == DType::Q5_0_R16) return k.gemv_q5_0_r16 != nullptr;
+  return true;
+}
+
 }  // namespace
 
 // ---- reference quantisers and dequantisers against the numpy twin --------------------------
@@ -376,6 +383,11 @@ void linear_reference(const Tensor& x, const Tensor& w, std::vector<float>& y, s
                      : w.type() == DType::Q5_0 ? vec_dot_q5_0_q8_0_ref(K, static_cast<const BlockQ5_0*>(wr), xq.data())
                                                : vec_dot_q5_1_q8_0_ref(K, static_cast<const BlockQ5_1*>(wr), xq.data());
         tol[m * N + n] = dot_tolerance(nb, dot_abs_sum_legacy(w.type(), wr, xq.data(), K));
+      } else if (w.type() == DType::Q5_0_R16) {  // unpacked back to Q5_0 (checked by hand in test_linear_repack.cpp)
+        std::vector<BlockQ5_0> blocks(static_cast<size_t>(nb));
+        q5_0_r16_unpack(static_cast<const uint8_t*>(w.row_ptr(n)), blocks.data(), K);
+        y[m * N + n] = vec_dot_q5_0_q8_0_ref(K, blocks.data(), xq.data());
+        tol[m * N + n] = dot_tolerance(nb, dot_abs_sum_legacy(DType::Q5_0, blocks.data(), xq.data(), K));
       } else {
         // Q4_0, or Q4_0_R16 unpacked back to Q4_0 blocks (q4_0_r16_unpack is checked by hand in
         // test_linear_repack.cpp)
@@ -513,7 +525,7 @@ TEST(LinearQuantized, DecodeKernelsMatchReferenceOnOddShapes) {
   for (const Shape& sh : shapes) {
     Tensor x = test::random_f32({sh.M, sh.K}, seed++);
     Tensor wf = test::random_f32({sh.N, sh.K}, seed++);
-    for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_0_R16, DType::Q4_1, DType::Q5_0, DType::Q5_1}) {
+    for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_0_R16, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q5_0_R16}) {
       SCOPED_TRACE(fmt::format("M {} K {} N {} {}", sh.M, sh.K, sh.N, dtype_name(type)));
       Tensor w = Tensor::empty(type, {sh.N, sh.K});
       for (int64_t n = 0; n < sh.N; ++n) row_from_f32(type, wf.ptr<float>() + n * sh.K, w.row_ptr(n), sh.K);
@@ -525,7 +537,7 @@ TEST(LinearQuantized, DecodeKernelsMatchReferenceOnOddShapes) {
       ops::ref::linear(x, w, nullptr, y_f32);  // f32 x dequant(w), no activation quantisation
       for (const QuantKernels* k : kernel_sets()) {
         SCOPED_TRACE(k->name);
-        if (type == DType::Q4_0_R16 && !k->gemv_q4_0_r16) continue;  // the loader never repacks for it
+        if (!r16_runs(*k, type)) continue;  // the loader never repacks for it
         thread_count_set(1);
         Tensor y1 = Tensor::empty(DType::F32, {sh.M, sh.N});
         ops::linear_quantized_with(*k, x, w, y1);
@@ -564,14 +576,14 @@ TEST(LinearQuantized, DecodeRowPrepareOfEverySetMatchesTheReference) {
     Tensor x = test::random_f32({K}, static_cast<uint32_t>(K));
     std::vector<BlockQ8_0> xq(static_cast<size_t>(nb));
     quantize_row_q8_0_ref(x.ptr<float>(), xq.data(), K);
-    for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_0_R16, DType::Q4_1, DType::Q5_0, DType::Q5_1}) {
+    for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_0_R16, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q5_0_R16}) {
       std::vector<int8_t> qs_ref(static_cast<size_t>(K));
       std::vector<float> d_ref(static_cast<size_t>(nb));
       std::vector<int32_t> bias_ref(static_cast<size_t>(nb));
       decode_row_prepare(type, xq.data(), K, qs_ref.data(), d_ref.data(), bias_ref.data());
       for (const QuantKernels* k : kernel_sets()) {
         SCOPED_TRACE(fmt::format("K {} {} {}", K, dtype_name(type), k->name));
-        if (type == DType::Q4_0_R16 && !k->gemv_q4_0_r16) continue;
+        if (!r16_runs(*k, type)) continue;
         std::vector<int8_t> qs(static_cast<size_t>(K), 99);
         std::vector<float> d(static_cast<size_t>(nb), -1.0f);
         std::vector<int32_t> bias(static_cast<size_t>(nb), -1);

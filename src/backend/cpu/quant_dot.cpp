@@ -2,6 +2,8 @@
 #include "backend/cpu/quant_dot.h"
 
 #include <algorithm>
+#include <cstring>
+#include <type_traits>
 
 #include "core/cpu_features.h"
 #include "core/error.h"
@@ -179,11 +181,15 @@ float vec_dot_q6_K_q8_K_ref(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y) {
 }
 
 void decode_row_prepare(DType w, const BlockQ8_0* xq, int64_t K, int8_t* qs, float* d, int32_t* bias) {
-  AIGC_ASSERT(w == DType::Q4_0 || w == DType::Q8_0 || w == DType::Q4_0_R16 || w == DType::Q4_1 || w == DType::Q5_0 ||
-                  w == DType::Q5_1, "decode_row_prepare: {}", dtype_name(w));
+  const bool r16 = w == DType::Q4_0_R16 || w == DType::Q5_0_R16;
+  AIGC_ASSERT(w == DType::Q4_0 || w == DType::Q8_0 || r16 || w == DType::Q4_1 || w == DType::Q5_0 || w == DType::Q5_1,
+              "decode_row_prepare: {}", dtype_name(w));
   const int64_t nb = K / kQK8_0, ng = nb / kDecodeGroup;
-  const int32_t offset = w == DType::Q8_0 ? 128 : w == DType::Q5_0 ? 16 : w == DType::Q4_1 || w == DType::Q5_1 ? 1 : 8;
-  const int* order = w == DType::Q4_0 ? kDecodeOrderQ4_0 : w == DType::Q4_0_R16 ? kDecodeOrderNatural : kDecodeOrderQ8_0;
+  const int32_t offset = w == DType::Q8_0                         ? 128
+                         : w == DType::Q5_0 || w == DType::Q5_0_R16 ? 16
+                         : w == DType::Q4_1 || w == DType::Q5_1     ? 1
+                                                                    : 8;
+  const int* order = w == DType::Q4_0 ? kDecodeOrderQ4_0 : r16 ? kDecodeOrderNatural : kDecodeOrderQ8_0;
   int position[kDecodeGroup];  // inverse of order: where block j of a group goes
   for (int p = 0; p < kDecodeGroup; ++p) position[order[p]] = p;
   for (int64_t ib = 0; ib < nb; ++ib) {
@@ -195,7 +201,7 @@ void decode_row_prepare(DType w, const BlockQ8_0* xq, int64_t K, int8_t* qs, flo
     if (w == DType::Q4_0 && g < ng) {  // quad layout: [b0..b3 elements 0..15, b0..b3 elements 16..31]
       dst = qs + g * kDecodeGroup * kQK8_0 + (j / 4) * 128 + (j % 4) * 16;
       for (int e = 0; e < 16; ++e) dst[e] = xq[ib].qs[e], dst[64 + e] = xq[ib].qs[16 + e];
-    } else if (w == DType::Q4_0_R16 && g < ng) {  // [h][v][low nibbles' 4 elements of 8 blocks, high nibbles']
+    } else if (r16 && g < ng) {  // [h][v][low nibbles' 4 elements of 8 blocks, high nibbles']
       int8_t* grp = qs + g * kDecodeGroup * kQK8_0;
       const int64_t h = j / 8, L = j % 8;
       for (int v = 0; v < 4; ++v)
@@ -209,24 +215,35 @@ void decode_row_prepare(DType w, const BlockQ8_0* xq, int64_t K, int8_t* qs, flo
   }
 }
 
-void gemv_q4_0_r16_ref(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0,
-                       int64_t n1, float* y, int64_t ldy, bool) {
-  const int64_t nb = K / kQK4_0, ng = nb / kDecodeGroup;
-  BlockQ4_0 blk[kDecodeGroup];
+namespace {
+
+// The reference R16 decode kernel: each group (or the tail's blocks) unpacked to its file type's
+// blocks, every element's value times the activation byte where decode_row_prepare put it, the
+// block's bias subtracted, times the two scales.
+template <typename Block>
+void gemv_r16_ref(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0, int64_t n1,
+                  float* y, int64_t ldy, void (*unpack)(const uint8_t*, Block*, int64_t)) {
+  const int64_t nb = K / 32, ng = nb / kDecodeGroup;
+  Block blk[kDecodeGroup];
   for (int64_t n = n0; n < n1; ++n) {
     const uint8_t* row = static_cast<const uint8_t*>(w) + n * row_bytes;
     for (int r = 0; r < rows; ++r) {
       float sum = 0.0f;
       for (int64_t g = 0; g * kDecodeGroup < nb; ++g) {  // a group, or the tail's blocks
         const int64_t b0 = g * kDecodeGroup, cnt = std::min<int64_t>(kDecodeGroup, nb - b0);
-        q4_0_r16_unpack(row + b0 * sizeof(BlockQ4_0), blk, cnt * kQK4_0);
+        unpack(row + b0 * sizeof(Block), blk, cnt * 32);
         for (int64_t j = 0; j < cnt; ++j) {
           int32_t isum = 0;
-          for (int e = 0; e < kQK4_0; ++e) {
-            // element e of block b0 + j: its nibble, and where decode_row_prepare put its activation
-            const int q = e < 16 ? blk[j].qs[e] & 0x0f : blk[j].qs[e - 16] >> 4;
-            const int64_t at = g < ng ? b0 * kQK8_0 + 256 * (j / 8) + 64 * ((e % 16) / 4) + (e < 16 ? 0 : 32) + 4 * (j % 8) + e % 4
-                                      : (b0 + j) * kQK8_0 + e;
+          for (int e = 0; e < 32; ++e) {
+            // element e of block b0 + j: its unsigned value, and where decode_row_prepare put its activation
+            int q = e < 16 ? blk[j].qs[e] & 0x0f : blk[j].qs[e - 16] >> 4;
+            if constexpr (std::is_same_v<Block, BlockQ5_0>) {
+              uint32_t qh;
+              std::memcpy(&qh, blk[j].qh, 4);
+              q |= static_cast<int>((qh >> e) & 1u) << 4;
+            }
+            const int64_t at = g < ng ? b0 * 32 + 256 * (j / 8) + 64 * ((e % 16) / 4) + (e < 16 ? 0 : 32) + 4 * (j % 8) + e % 4
+                                      : (b0 + j) * 32 + e;
             isum += q * a[r].qs[at];
           }
           sum += f16_to_f32(blk[j].d) * a[r].d[b0 + j] * static_cast<float>(isum - a[r].bias[b0 + j]);
@@ -235,6 +252,18 @@ void gemv_q4_0_r16_ref(const void* w, int64_t row_bytes, int64_t K, const Decode
       y[r * ldy + n - n0] = sum;
     }
   }
+}
+
+}  // namespace
+
+void gemv_q4_0_r16_ref(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0,
+                       int64_t n1, float* y, int64_t ldy, bool) {
+  gemv_r16_ref<BlockQ4_0>(w, row_bytes, K, a, rows, n0, n1, y, ldy, q4_0_r16_unpack);
+}
+
+void gemv_q5_0_r16_ref(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0,
+                       int64_t n1, float* y, int64_t ldy, bool) {
+  gemv_r16_ref<BlockQ5_0>(w, row_bytes, K, a, rows, n0, n1, y, ldy, q5_0_r16_unpack);
 }
 
 namespace {
@@ -263,6 +292,7 @@ const QuantKernels kQuantKernelsRef = {
     nullptr,  // Q4_1, Q5_0, Q5_1: vec_dot
     nullptr,
     nullptr,
+    gemv_q5_0_r16_ref,
 };
 
 

@@ -650,65 +650,82 @@ void gemv_rows_avx2(const void* w, int64_t row_bytes, int64_t K, const DecodeRow
   }
 }
 
-// Q4_0_R16 weights (quant.h): per group of 16 blocks, 8 32-byte loads that each hold 4 bytes of
-// 8 blocks, so the dots leave the 8 blocks' sums in block order (one madd, no hadd trees) and the
-// 16 scales load as two vectors (the Q4_0 kernel gathers them 18 bytes apart with pinsrw). One
-// template for one and several activation rows: each output's operations are the same for any R.
-// The int16 sums of a half group stay below 8 * 2 * 15 * 127 < 2^15.
-template <int R>
-__attribute__((always_inline)) inline void gemv_q4_0_r16_pass(const uint8_t* w, int64_t nb, const DecodeRow* a,
-                                                              float* out, bool prefetch) {
-  constexpr int64_t kGroup = 18 * kDecodeGroup;
+// Q4_0_R16 and Q5_0_R16 weights (quant.h): per group of 16 blocks, 8 32-byte loads that each hold
+// 4 bytes of 8 blocks, so the dots leave the 8 blocks' sums in block order (one madd, no hadd
+// trees) and the 16 scales load as two vectors (the Q4_0 kernel gathers them 18 bytes apart with
+// pinsrw). Q5_0_R16's fifth bits: one load of a half group's 8 permuted words, then per vector a
+// shift by a constant and a mask put them at bit 4 of each byte. One template for one and several
+// activation rows: each output's operations are the same for any R. int16 sums: Q4_0's half group
+// stays below 8 * 2 * 15 * 127 < 2^15; Q5_0's are widened every two vectors (4 * 2 * 31 * 127).
+template <typename Block, int R>
+__attribute__((always_inline)) inline void gemv_r16_pass(const uint8_t* w, int64_t nb, const DecodeRow* a, float* out,
+                                                         bool prefetch) {
+  constexpr bool kHigh = std::is_same_v<Block, BlockQ5_0>;
+  constexpr int64_t kGroup = sizeof(Block) * kDecodeGroup, kQs = kHigh ? 96 : 32;
   const int64_t ng = nb / kDecodeGroup;
-  const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+  const __m256i m4 = _mm256_set1_epi8(0x0f), bit4 = _mm256_set1_epi8(0x10), ones = _mm256_set1_epi16(1);
   __m256 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
   for (int64_t g = 0; g < ng; ++g) {
     const uint8_t* wg = w + g * kGroup;
     if (prefetch) decode_prefetch(wg, kGroup);
     for (int h = 0; h < 2; ++h) {  // blocks 8h .. 8h + 7
-      __m256i p[R];
-      for (int r = 0; r < R; ++r) p[r] = _mm256_setzero_si256();
+      __m256i p[R], p32[R];
+      for (int r = 0; r < R; ++r) p[r] = p32[r] = _mm256_setzero_si256();
+      __m256i bits = _mm256_setzero_si256();
+      if constexpr (kHigh) bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + 32 + 32 * h));
 #pragma GCC unroll 4
       for (int v = 0; v < 4; ++v) {
-        const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + 32 + 64 * v + 32 * h));
-        const __m256i lo = _mm256_and_si256(b, m4), hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), m4);
+        const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + kQs + 64 * v + 32 * h));
+        __m256i lo = _mm256_and_si256(b, m4), hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), m4);
+        if constexpr (kHigh) {
+          lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi32(bits, 4 - v), bit4));
+          hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_srli_epi32(bits, v), bit4));
+        }
 #pragma GCC unroll 8
         for (int r = 0; r < R; ++r) {
           const int8_t* y = a[r].qs + g * kDecodeGroup * 32 + 256 * h + 64 * v;
           p[r] = _mm256_add_epi16(p[r], _mm256_add_epi16(
               _mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y))),
               _mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y + 32)))));
+          if (kHigh && v % 2 == 1) p32[r] = _mm256_add_epi32(p32[r], _mm256_madd_epi16(p[r], ones)), p[r] = _mm256_setzero_si256();
         }
       }
       const __m256 sw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wg + 16 * h)));
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
         const int64_t o = g * kDecodeGroup + 8 * h;
-        const __m256i t = _mm256_sub_epi32(_mm256_madd_epi16(p[r], ones), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r].bias + o)));
+        const __m256i s = kHigh ? p32[r] : _mm256_madd_epi16(p[r], ones);
+        const __m256i t = _mm256_sub_epi32(s, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r].bias + o)));
         acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(sw, _mm256_loadu_ps(a[r].d + o)), _mm256_cvtepi32_ps(t), acc[r]);
       }
     }
   }
   for (int r = 0; r < R; ++r) {
     float sum = hsum(acc[r]);
-    for (int64_t ib = ng * kDecodeGroup; ib < nb; ++ib) {  // the tail: Q4_0 blocks, natural order
-      const uint8_t* blk = w + ib * 18;
+    for (int64_t ib = ng * kDecodeGroup; ib < nb; ++ib) {  // the tail: the file type's blocks, natural order
+      const uint8_t* blk = w + ib * sizeof(Block);
       const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r].qs + ib * 32));
-      sum += decode_tail(blk, _mm256_maddubs_epi16(nibbles_unpack(blk + 2), y), a[r], ib, true);
+      __m256i u;
+      if constexpr (kHigh)
+        u = legacy_values(*reinterpret_cast<const Block*>(blk));
+      else
+        u = nibbles_unpack(blk + 2);
+      sum += decode_tail(blk, _mm256_maddubs_epi16(u, y), a[r], ib, true);
     }
     out[r] = sum;
   }
 }
 
-void gemv_q4_0_r16_avx2(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0,
-                        int64_t n1, float* y, int64_t ldy, bool prefetch) {
+template <typename Block>
+void gemv_r16_avx2(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0, int64_t n1,
+                   float* y, int64_t ldy, bool prefetch) {
   const auto* wb = static_cast<const uint8_t*>(w);
   const int64_t nb = K / 32;
   rows_dispatch(rows, [&]<int R>() {
     float out[R];
     for (int64_t n = n0; n < n1; ++n) {
-      gemv_q4_0_r16_pass<R>(wb + n * row_bytes, nb, a, out, prefetch);
+      gemv_r16_pass<Block, R>(wb + n * row_bytes, nb, a, out, prefetch);
       for (int r = 0; r < R; ++r) y[r * ldy + n - n0] = out[r];
     }
   });
@@ -802,10 +819,11 @@ const QuantKernels kQuantKernelsAvx2 = {
     vec_dot_rows_k45_avx2<false>,
     vec_dot_rows_k45_avx2<true>,
     vec_dot_rows_q6_K_avx2,
-    gemv_q4_0_r16_avx2,
+    gemv_r16_avx2<BlockQ4_0>,
     gemv_legacy_avx2<BlockQ4_1>,
     gemv_legacy_avx2<BlockQ5_0>,
     gemv_legacy_avx2<BlockQ5_1>,
+    gemv_r16_avx2<BlockQ5_0>,
 };
 
 }  // namespace
