@@ -33,9 +33,9 @@ constexpr Entry kTypes[] = {
     {28, {"f64", 1, 8, false}},        {29, {"iq1_m", 256, 56, true}},
     {30, {"bf16", 1, 2, false}},       {34, {"tq1_0", 256, 54, true}},
     {35, {"tq2_0", 256, 66, true}},    {39, {"mxfp4", 32, 17, true}},
-    // aigc's own: the same bytes per block as Q4_0 / Q5_0, rearranged per row (quant.h)
-    {0x10002, {"q4_0_r16", 32, 18, true}},
-    {0x10006, {"q5_0_r16", 32, 22, true}},
+    // aigc's own: the same bytes per block as their file types, rearranged per row (quant.h)
+    {0x10002, {"q4_0_r16", 32, 18, true}},  {0x10003, {"q4_1_r16", 32, 20, true}},
+    {0x10006, {"q5_0_r16", 32, 22, true}},  {0x10007, {"q5_1_r16", 32, 24, true}},
 };
 
 // Ids from 0x10000 are aigc's in-memory layouts, never a file's.

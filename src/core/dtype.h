@@ -18,8 +18,8 @@ enum class DType : uint32_t {
   IQ4_XS = 23, I8 = 24, I16 = 25, I32 = 26, I64 = 27, F64 = 28, IQ1_M = 29, BF16 = 30,
   TQ1_0 = 34, TQ2_0 = 35, MXFP4 = 39,
   // aigc's own layouts, never in a file (ids past GGML's; no file type maps to them):
-  Q4_0_R16 = 0x10002,  // Q4_0 rows repacked for the decode kernels (quant.h)
-  Q5_0_R16 = 0x10006,  // Q5_0 rows likewise
+  // Q4_0, Q4_1, Q5_0, Q5_1 rows repacked for the decode kernels (quant.h; id 0x10000 + the file type's)
+  Q4_0_R16 = 0x10002, Q4_1_R16 = 0x10003, Q5_0_R16 = 0x10006, Q5_1_R16 = 0x10007,
 };
 
 struct DTypeTraits {

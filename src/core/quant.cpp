@@ -583,14 +583,6 @@ void dequantize_row_q8_K_ref(const BlockQ8_K* x, float* y, int64_t n) {
 
 namespace {
 
-// Byte offsets of a repacked group's parts (quant.h): scales, fifth bits (Q5_0), nibbles.
-template <typename Block>
-struct R16Layout {
-  static constexpr bool kHigh = std::is_same_v<Block, BlockQ5_0>;
-  static constexpr size_t kBits = 32, kQs = kHigh ? 96 : 32, kGroupBytes = kR16Group * sizeof(Block);
-  static_assert(kQs + 256 == kGroupBytes, "R16 group size");
-};
-
 // The permuted fifth-bit word of a block's qh (quant.h), and back.
 uint32_t r16_bits_permute(uint32_t qh) {
   uint32_t p = 0;
@@ -623,6 +615,10 @@ void r16_group(const uint8_t* in, uint8_t* out) {
     if (kUnpack) out[at_block] = in[at_packed]; else out[at_packed] = in[at_block];
   };
   for (size_t j = 0; j < kR16Group; ++j) move(j * B + d_at, 2 * j), move(j * B + d_at + 1, 2 * j + 1);
+  if constexpr (L::kMin) {
+    constexpr size_t m_at = offsetof(Block, m);
+    for (size_t j = 0; j < kR16Group; ++j) move(j * B + m_at, L::kMins + 2 * j), move(j * B + m_at + 1, L::kMins + 2 * j + 1);
+  }
   for (size_t v = 0; v < 4; ++v)
     for (size_t h = 0; h < 2; ++h)
       for (size_t j = 0; j < 8; ++j)
@@ -652,33 +648,70 @@ void r16_convert(const void* src, void* dst, int64_t n) {
   std::memcpy(out + head, in + head, static_cast<size_t>(nb - ng * kR16Group) * sizeof(Block));
 }
 
+// f(Block{}) for the file type of an R16 type.
+template <typename F>
+void r16_dispatch(DType r16, F f) {
+  switch (r16) {
+    case DType::Q4_0_R16: return f(BlockQ4_0{});
+    case DType::Q4_1_R16: return f(BlockQ4_1{});
+    case DType::Q5_0_R16: return f(BlockQ5_0{});
+    case DType::Q5_1_R16: return f(BlockQ5_1{});
+    default: AIGC_ASSERT(false, "not an R16 type: {}", dtype_name(r16));
+  }
+}
+
 }  // namespace
 
-void q4_0_r16_pack(const BlockQ4_0* src, uint8_t* dst, int64_t n) { r16_convert<BlockQ4_0, false>(src, dst, n); }
-void q4_0_r16_unpack(const uint8_t* src, BlockQ4_0* dst, int64_t n) { r16_convert<BlockQ4_0, true>(src, dst, n); }
-void q5_0_r16_pack(const BlockQ5_0* src, uint8_t* dst, int64_t n) { r16_convert<BlockQ5_0, false>(src, dst, n); }
-void q5_0_r16_unpack(const uint8_t* src, BlockQ5_0* dst, int64_t n) { r16_convert<BlockQ5_0, true>(src, dst, n); }
+std::optional<DType> r16_of(DType file_type) {
+  switch (file_type) {
+    case DType::Q4_0: return DType::Q4_0_R16;
+    case DType::Q4_1: return DType::Q4_1_R16;
+    case DType::Q5_0: return DType::Q5_0_R16;
+    case DType::Q5_1: return DType::Q5_1_R16;
+    default: return std::nullopt;
+  }
+}
+
+std::optional<DType> r16_file_type(DType r16) {
+  switch (r16) {
+    case DType::Q4_0_R16: return DType::Q4_0;
+    case DType::Q4_1_R16: return DType::Q4_1;
+    case DType::Q5_0_R16: return DType::Q5_0;
+    case DType::Q5_1_R16: return DType::Q5_1;
+    default: return std::nullopt;
+  }
+}
+
+void r16_pack(DType r16, const void* blocks, uint8_t* dst, int64_t n) {
+  r16_dispatch(r16, [&](auto b) { r16_convert<decltype(b), false>(blocks, dst, n); });
+}
+
+void r16_unpack(DType r16, const uint8_t* src, void* blocks, int64_t n) {
+  r16_dispatch(r16, [&](auto b) { r16_convert<decltype(b), true>(src, blocks, n); });
+}
 
 namespace {
 
 // R16 rows converted a group of blocks at a time through their file type (no allocation).
-template <typename Block>
-void row_r16_to_f32(const uint8_t* src, float* dst, int64_t n, void (*dequantize)(const Block*, float*, int64_t)) {
-  Block b[kR16Group];
+void row_r16_to_f32(DType r16, const uint8_t* src, float* dst, int64_t n) {
+  const DType ft = *r16_file_type(r16);
+  const size_t bb = dtype_traits(ft).block_bytes;
+  alignas(8) uint8_t b[kR16Group * 24];
   for (int64_t e = 0; e < n; e += kR16Group * 32) {
     const int64_t m = std::min<int64_t>(kR16Group * 32, n - e);
-    r16_convert<Block, true>(src + e / 32 * sizeof(Block), b, m);
-    dequantize(b, dst + e, m);
+    r16_unpack(r16, src + e / 32 * bb, b, m);
+    row_to_f32(ft, b, dst + e, m);
   }
 }
 
-template <typename Block>
-void row_r16_from_f32(const float* src, uint8_t* dst, int64_t n, void (*quantize)(const float*, Block*, int64_t)) {
-  Block b[kR16Group];
+void row_r16_from_f32(DType r16, const float* src, uint8_t* dst, int64_t n) {
+  const DType ft = *r16_file_type(r16);
+  const size_t bb = dtype_traits(ft).block_bytes;
+  alignas(8) uint8_t b[kR16Group * 24];
   for (int64_t e = 0; e < n; e += kR16Group * 32) {
     const int64_t m = std::min<int64_t>(kR16Group * 32, n - e);
-    quantize(src + e, b, m);
-    r16_convert<Block, false>(b, dst + e / 32 * sizeof(Block), m);
+    row_from_f32(ft, src + e, b, m);
+    r16_pack(r16, b, dst + e / 32 * bb, m);
   }
 }
 
@@ -686,7 +719,7 @@ void row_r16_from_f32(const float* src, uint8_t* dst, int64_t n, void (*quantize
 
 bool dtype_can_convert(DType type) {
   switch (type) {
-    case DType::Q4_0_R16: case DType::Q5_0_R16:
+    case DType::Q4_0_R16: case DType::Q4_1_R16: case DType::Q5_0_R16: case DType::Q5_1_R16:
     case DType::F32: case DType::F16: case DType::BF16: case DType::Q8_0: case DType::Q4_0:
     case DType::Q4_1: case DType::Q5_0: case DType::Q5_1: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K:
       return true;
@@ -729,8 +762,9 @@ void row_to_f32(DType type, const void* src, float* dst, int64_t n) {
     case DType::Q4_K: dequantize_row_q4_K_ref(static_cast<const BlockQ4_K*>(src), dst, n); return;
     case DType::Q5_K: dequantize_row_q5_K_ref(static_cast<const BlockQ5_K*>(src), dst, n); return;
     case DType::Q6_K: dequantize_row_q6_K_ref(static_cast<const BlockQ6_K*>(src), dst, n); return;
-    case DType::Q4_0_R16: row_r16_to_f32(static_cast<const uint8_t*>(src), dst, n, dequantize_row_q4_0_ref); return;
-    case DType::Q5_0_R16: row_r16_to_f32(static_cast<const uint8_t*>(src), dst, n, dequantize_row_q5_0_ref); return;
+    case DType::Q4_0_R16: case DType::Q4_1_R16: case DType::Q5_0_R16: case DType::Q5_1_R16:
+      row_r16_to_f32(type, static_cast<const uint8_t*>(src), dst, n);
+      return;
     default: error_throw(fmt::format("conversion from {} is not supported yet", dtype_name(type)), "row_to_f32");
   }
 }
@@ -748,8 +782,9 @@ void row_from_f32(DType type, const float* src, void* dst, int64_t n) {
     case DType::Q4_K: quantize_row_q4_K_ref(src, static_cast<BlockQ4_K*>(dst), n); return;
     case DType::Q5_K: quantize_row_q5_K_ref(src, static_cast<BlockQ5_K*>(dst), n); return;
     case DType::Q6_K: quantize_row_q6_K_ref(src, static_cast<BlockQ6_K*>(dst), n); return;
-    case DType::Q4_0_R16: row_r16_from_f32(src, static_cast<uint8_t*>(dst), n, quantize_row_q4_0_ref); return;
-    case DType::Q5_0_R16: row_r16_from_f32(src, static_cast<uint8_t*>(dst), n, quantize_row_q5_0_ref); return;
+    case DType::Q4_0_R16: case DType::Q4_1_R16: case DType::Q5_0_R16: case DType::Q5_1_R16:
+      row_r16_from_f32(type, src, static_cast<uint8_t*>(dst), n);
+      return;
     default: error_throw(fmt::format("conversion to {} is not supported yet", dtype_name(type)), "row_from_f32");
   }
 }

@@ -26,7 +26,9 @@
 //         activation format (the K-quant dots' other operand), never stored in files.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <optional>
 
 #include "core/dtype.h"
 
@@ -144,33 +146,42 @@ void dequantize_row_q6_K_ref(const BlockQ6_K* x, float* y, int64_t n);
 void quantize_row_q8_K_ref(const float* x, BlockQ8_K* y, int64_t n);
 void dequantize_row_q8_K_ref(const BlockQ8_K* x, float* y, int64_t n);
 
-// ---- Q4_0_R16: Q4_0 rows repacked for the decode kernels (aigc's own, never in a file) --------
-// The same bytes per row as Q4_0 (18 per 32 elements), rearranged per group of kR16Group blocks:
-// the group's 16 f16 scales in block order (32 bytes), then 256 bytes of nibbles where byte
-// 64v + 32h + 4L + i is byte 4v + i of block 8h + L's qs (v < 4, h < 2, L < 8, i < 4): one 32-byte
-// load holds 4 bytes of each of 8 blocks, so an integer dot leaves 8 block sums in block order,
-// and the scales load as two vectors (the Q4_0 layout spends as many instructions gathering its
-// scales, 18 bytes apart, as on the dot itself). Blocks after the last full group stay Q4_0
-// blocks. The model loader repacks Q4_0 linear weights into it where the kernel set has a kernel
-// for it (QuantKernels::gemv_q4_0_r16).
+// ---- R16 layouts: rows of Q4_0, Q4_1, Q5_0, Q5_1 repacked for the decode kernels --------------
+// aigc's own (never in a file), the same bytes per row as the file type, rearranged per group of
+// kR16Group blocks: the group's 16 f16 scales in block order (32 bytes); Q4_1 / Q5_1: the 16 f16
+// mins (32 bytes); Q5_0 / Q5_1: for h < 2 the fifth bits of blocks 8h .. 8h + 7 as 8 little-endian
+// u32 words (64 bytes), word L block 8h + L's qh with its bits permuted: bit 8i + v = qh bit
+// 4v + i and bit 8i + 4 + v = qh bit 16 + 4v + i (v < 4, i < 4), so that one 32-bit shift of the 8
+// words by a constant (left by 4 - v, right by v) brings the fifth bits of the 32 values of each
+// nibble vector below to bit 4 of their bytes; then 256 bytes of nibbles where byte
+// 64v + 32h + 4L + i (from the nibbles' start) is byte 4v + i of block 8h + L's qs (v < 4, h < 2,
+// L < 8, i < 4). One 32-byte load holds 4 bytes of each of 8 blocks, so an integer dot leaves 8
+// block sums in block order, and the scales load as vectors (the file layouts spend as many
+// instructions gathering scales, 18-24 bytes apart, as on the dot itself). Blocks after the last
+// full group stay the file type's blocks. The model loader repacks linear weights into them where
+// the kernel set has a kernel for them (QuantKernels::gemv_*_r16).
 constexpr int kR16Group = 16;
-// One row of n elements (n a multiple of 32), src and dst not overlapping.
-void q4_0_r16_pack(const BlockQ4_0* src, uint8_t* dst, int64_t n);
-void q4_0_r16_unpack(const uint8_t* src, BlockQ4_0* dst, int64_t n);
 
-// ---- Q5_0_R16: Q5_0 rows likewise (22 bytes per 32 elements) ----------------------------------
-// Per group of 16 blocks: the 16 f16 scales (32 bytes); then for h < 2 the fifth bits of blocks
-// 8h .. 8h + 7 as 8 little-endian u32 words (64 bytes), word L block 8h + L's qh with its bits
-// permuted: bit 8i + v = qh bit 4v + i and bit 8i + 4 + v = qh bit 16 + 4v + i (v < 4, i < 4), so
-// that one 32-bit shift of the 8 words by a constant (left by 4 - v, right by v) brings the fifth
-// bits of the 32 values of each qs vector below to bit 4 of their bytes; then the 256 bytes of
-// nibbles in Q4_0_R16's order (byte 96 + 64v + 32h + 4L + i = qs[4v + i] of block 8h + L). Blocks
-// after the last full group stay Q5_0 blocks.
-void q5_0_r16_pack(const BlockQ5_0* src, uint8_t* dst, int64_t n);
-void q5_0_r16_unpack(const uint8_t* src, BlockQ5_0* dst, int64_t n);
+// Byte offsets within a group of the R16 layout of `Block` (BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1).
+template <typename Block>
+struct R16Layout {
+  static constexpr bool kMin = sizeof(Block) == 20 || sizeof(Block) == 24;   // Q4_1, Q5_1
+  static constexpr bool kHigh = sizeof(Block) == 22 || sizeof(Block) == 24;  // Q5_0, Q5_1
+  static constexpr size_t kMins = 32, kBits = kMin ? 64 : 32, kQs = kBits + (kHigh ? 64 : 0),
+                          kGroupBytes = kR16Group * sizeof(Block);
+  static_assert(kQs + 256 == kGroupBytes, "an R16 group holds its blocks' bytes");
+};
+
+// The R16 type of a file type (Q4_0 -> Q4_0_R16, ...), and back; nullopt for other types.
+std::optional<DType> r16_of(DType file_type);
+std::optional<DType> r16_file_type(DType r16);
+// One row of n elements (n a multiple of 32) of an R16 type, from / to its file type's blocks;
+// src and dst not overlapping.
+void r16_pack(DType r16, const void* blocks, uint8_t* dst, int64_t n);
+void r16_unpack(DType r16, const uint8_t* src, void* blocks, int64_t n);
 
 // Any supported type (f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K, and aigc's
-// q4_0_r16, q5_0_r16) to and from f32. Q8_K is an activation format only and not listed.
+// R16 layouts) to and from f32. Q8_K is an activation format only and not listed.
 bool dtype_can_convert(DType type);
 void row_to_f32(DType type, const void* src, float* dst, int64_t n);
 // f16 -> f32 (F16C where the CPU has it; exact either way).

@@ -141,9 +141,13 @@ double dot_tolerance(int64_t nb, double abs_sum) { return (2.0 * nb + 10.0) * kU
 
 // False for an R16 type the set has no kernel for (the model loader then never makes it).
 bool r16_runs(const QuantKernels& k, DType type) {
-  if (type == DType::Q4_0_R16) return k.gemv_q4_0_r16 != nullptr;
-  if (type == DType::Q5_0_R16) return k.gemv_q5_0_r16 != nullptr;
-  return true;
+  switch (type) {
+    case DType::Q4_0_R16: return k.gemv_q4_0_r16 != nullptr;
+    case DType::Q4_1_R16: return k.gemv_q4_1_r16 != nullptr;
+    case DType::Q5_0_R16: return k.gemv_q5_0_r16 != nullptr;
+    case DType::Q5_1_R16: return k.gemv_q5_1_r16 != nullptr;
+    default: return true;
+  }
 }
 
 }  // namespace
@@ -373,33 +377,30 @@ void linear_reference(const Tensor& x, const Tensor& w, std::vector<float>& y, s
   for (int64_t m = 0; m < M; ++m) {
     quantize_row_q8_0_ref(x.ptr<float>() + m * K, xq.data(), K);
     for (int64_t n = 0; n < N; ++n) {
-      if (w.type() == DType::Q8_0) {
-        const auto* wr = static_cast<const BlockQ8_0*>(w.row_ptr(n));
-        y[m * N + n] = vec_dot_q8_0_q8_0_ref(K, wr, xq.data());
-        tol[m * N + n] = dot_tolerance(nb, dot_abs_sum(nb, wr, xq.data()));
-      } else if (w.type() == DType::Q4_1 || w.type() == DType::Q5_0 || w.type() == DType::Q5_1) {
-        const void* wr = w.row_ptr(n);
-        y[m * N + n] = w.type() == DType::Q4_1 ? vec_dot_q4_1_q8_0_ref(K, static_cast<const BlockQ4_1*>(wr), xq.data())
-                     : w.type() == DType::Q5_0 ? vec_dot_q5_0_q8_0_ref(K, static_cast<const BlockQ5_0*>(wr), xq.data())
-                                               : vec_dot_q5_1_q8_0_ref(K, static_cast<const BlockQ5_1*>(wr), xq.data());
-        tol[m * N + n] = dot_tolerance(nb, dot_abs_sum_legacy(w.type(), wr, xq.data(), K));
-      } else if (w.type() == DType::Q5_0_R16) {  // unpacked back to Q5_0 (checked by hand in test_linear_repack.cpp)
-        std::vector<BlockQ5_0> blocks(static_cast<size_t>(nb));
-        q5_0_r16_unpack(static_cast<const uint8_t*>(w.row_ptr(n)), blocks.data(), K);
-        y[m * N + n] = vec_dot_q5_0_q8_0_ref(K, blocks.data(), xq.data());
-        tol[m * N + n] = dot_tolerance(nb, dot_abs_sum_legacy(DType::Q5_0, blocks.data(), xq.data(), K));
+      // an R16 row unpacked back to its file type's blocks (the layouts are checked by hand in
+      // test_linear_repack.cpp)
+      DType t = w.type();
+      const void* wr = w.row_ptr(n);
+      std::vector<uint8_t> unpacked;
+      if (const std::optional<DType> ft = r16_file_type(t)) {
+        unpacked.resize(*dtype_row_bytes(*ft, K));
+        r16_unpack(t, static_cast<const uint8_t*>(wr), unpacked.data(), K);
+        wr = unpacked.data();
+        t = *ft;
+      }
+      float& out = y[m * N + n];
+      double& out_tol = tol[m * N + n];
+      if (t == DType::Q8_0) {
+        out = vec_dot_q8_0_q8_0_ref(K, static_cast<const BlockQ8_0*>(wr), xq.data());
+        out_tol = dot_tolerance(nb, dot_abs_sum(nb, static_cast<const BlockQ8_0*>(wr), xq.data()));
+      } else if (t == DType::Q4_0) {
+        out = vec_dot_q4_0_q8_0_ref(K, static_cast<const BlockQ4_0*>(wr), xq.data());
+        out_tol = dot_tolerance(nb, dot_abs_sum(nb, static_cast<const BlockQ4_0*>(wr), xq.data()));
       } else {
-        // Q4_0, or Q4_0_R16 unpacked back to Q4_0 blocks (q4_0_r16_unpack is checked by hand in
-        // test_linear_repack.cpp)
-        std::vector<BlockQ4_0> unpacked;
-        const auto* wr = static_cast<const BlockQ4_0*>(w.row_ptr(n));
-        if (w.type() == DType::Q4_0_R16) {
-          unpacked.resize(static_cast<size_t>(nb));
-          q4_0_r16_unpack(static_cast<const uint8_t*>(w.row_ptr(n)), unpacked.data(), K);
-          wr = unpacked.data();
-        }
-        y[m * N + n] = vec_dot_q4_0_q8_0_ref(K, wr, xq.data());
-        tol[m * N + n] = dot_tolerance(nb, dot_abs_sum(nb, wr, xq.data()));
+        out = t == DType::Q4_1 ? vec_dot_q4_1_q8_0_ref(K, static_cast<const BlockQ4_1*>(wr), xq.data())
+            : t == DType::Q5_0 ? vec_dot_q5_0_q8_0_ref(K, static_cast<const BlockQ5_0*>(wr), xq.data())
+                               : vec_dot_q5_1_q8_0_ref(K, static_cast<const BlockQ5_1*>(wr), xq.data());
+        out_tol = dot_tolerance(nb, dot_abs_sum_legacy(t, wr, xq.data(), K));
       }
     }
   }
@@ -525,7 +526,8 @@ TEST(LinearQuantized, DecodeKernelsMatchReferenceOnOddShapes) {
   for (const Shape& sh : shapes) {
     Tensor x = test::random_f32({sh.M, sh.K}, seed++);
     Tensor wf = test::random_f32({sh.N, sh.K}, seed++);
-    for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_0_R16, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q5_0_R16}) {
+    for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q4_0_R16, DType::Q4_1_R16,
+                       DType::Q5_0_R16, DType::Q5_1_R16}) {
       SCOPED_TRACE(fmt::format("M {} K {} N {} {}", sh.M, sh.K, sh.N, dtype_name(type)));
       Tensor w = Tensor::empty(type, {sh.N, sh.K});
       for (int64_t n = 0; n < sh.N; ++n) row_from_f32(type, wf.ptr<float>() + n * sh.K, w.row_ptr(n), sh.K);
@@ -576,7 +578,8 @@ TEST(LinearQuantized, DecodeRowPrepareOfEverySetMatchesTheReference) {
     Tensor x = test::random_f32({K}, static_cast<uint32_t>(K));
     std::vector<BlockQ8_0> xq(static_cast<size_t>(nb));
     quantize_row_q8_0_ref(x.ptr<float>(), xq.data(), K);
-    for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_0_R16, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q5_0_R16}) {
+    for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q4_0_R16, DType::Q4_1_R16,
+                       DType::Q5_0_R16, DType::Q5_1_R16}) {
       std::vector<int8_t> qs_ref(static_cast<size_t>(K));
       std::vector<float> d_ref(static_cast<size_t>(nb));
       std::vector<int32_t> bias_ref(static_cast<size_t>(nb));

@@ -45,7 +45,7 @@ const BlockA* activations_quantize(void (*quantize)(const float*, BlockA*, int64
 
 void linear_quantized_check(const Tensor& x, const Tensor& w, const Tensor& y) {
   AIGC_CHECK(linear_quantized_supports(w.type()),
-             "linear_quantized: weight type {} (expected q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K, q4_0_r16 or q5_0_r16)",
+             "linear_quantized: weight type {} (expected q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K or an R16 layout)",
              dtype_name(w.type()));
   AIGC_CHECK(w.ndim() == 2 && w.is_contiguous(), "linear_quantized: weight {} must be a contiguous [N, K]",
              w.shape_str());
@@ -244,7 +244,9 @@ DecodeGemv decode_gemv(const QuantKernels& k, DType type) {
     case DType::Q4_1: return k.gemv_q4_1;
     case DType::Q5_0: return k.gemv_q5_0;
     case DType::Q5_1: return k.gemv_q5_1;
+    case DType::Q4_1_R16: return k.gemv_q4_1_r16;
     case DType::Q5_0_R16: return k.gemv_q5_0_r16;
+    case DType::Q5_1_R16: return k.gemv_q5_1_r16;
     default: return nullptr;
   }
 }
@@ -288,7 +290,7 @@ void linear_quantized_with(const QuantKernels& k, const Tensor& x, const Tensor&
     return;
   }
   // (the model loader makes R16 weights only where the CPU's kernel set runs them)
-  AIGC_CHECK((w.type() != DType::Q4_0_R16 && w.type() != DType::Q5_0_R16) || decode_gemv(k, w.type()),
+  AIGC_CHECK(!r16_file_type(w.type()) || decode_gemv(k, w.type()),
              "linear_quantized: the {} kernels have none for {}", k.name, dtype_name(w.type()));
   if (const DecodeGemv gemv = decode_gemv(k, w.type())) {
     // in chunks of kDecodeMaxRows rows (every output is the single row's bits either way)
@@ -312,7 +314,8 @@ void linear_quantized_with(const QuantKernels& k, const Tensor& x, const Tensor&
 bool linear_quantized_supports(DType w) {
   switch (w) {
     case DType::Q8_0: case DType::Q4_0: case DType::Q4_1: case DType::Q5_0: case DType::Q5_1:
-    case DType::Q4_K: case DType::Q5_K: case DType::Q6_K: case DType::Q4_0_R16: case DType::Q5_0_R16:
+    case DType::Q4_K: case DType::Q5_K: case DType::Q6_K:
+    case DType::Q4_0_R16: case DType::Q4_1_R16: case DType::Q5_0_R16: case DType::Q5_1_R16:
       return true;
     default:
       return false;
@@ -324,28 +327,21 @@ std::optional<DType> linear_repack_type(DType w, int64_t K) {
     const char* e = std::getenv("AIGC_REPACK");
     return !(e && std::string_view(e) == "0");
   }();
-  if (!enabled || K / 32 < kR16Group) return std::nullopt;
-  if (w == DType::Q4_0 && quant_kernels().gemv_q4_0_r16) return DType::Q4_0_R16;
-  if (w == DType::Q5_0 && quant_kernels().gemv_q5_0_r16) return DType::Q5_0_R16;
-  return std::nullopt;
+  const std::optional<DType> r16 = r16_of(w);
+  if (!enabled || K / 32 < kR16Group || !r16 || !decode_gemv(quant_kernels(), *r16)) return std::nullopt;
+  return r16;
 }
 
 void linear_repack(const Tensor& src, Tensor& dst) {
-  const bool q4 = src.type() == DType::Q4_0 && dst.type() == DType::Q4_0_R16;
-  AIGC_CHECK((q4 || (src.type() == DType::Q5_0 && dst.type() == DType::Q5_0_R16)) && src.ndim() == 2 &&
-                 src.is_contiguous() && dst.ndim() == 2 && dst.is_contiguous() && src.size(0) == dst.size(0) &&
-                 src.size(1) == dst.size(1),
+  AIGC_CHECK(r16_of(src.type()) == dst.type() && src.ndim() == 2 && src.is_contiguous() && dst.ndim() == 2 &&
+                 dst.is_contiguous() && src.size(0) == dst.size(0) && src.size(1) == dst.size(1),
              "linear_repack: {} {} -> {} {}", dtype_name(src.type()), src.shape_str(), dtype_name(dst.type()), dst.shape_str());
   const int64_t K = src.size(1), rb = src.stride_bytes(0);
   parallel_for(src.size(0), [&](int64_t n0, int64_t n1) {
     std::vector<uint8_t> row(static_cast<size_t>(rb));  // src's row, as dst may be the same bytes
     for (int64_t n = n0; n < n1; ++n) {
       std::memcpy(row.data(), static_cast<const uint8_t*>(src.data()) + n * rb, static_cast<size_t>(rb));
-      uint8_t* out = static_cast<uint8_t*>(dst.data()) + n * rb;
-      if (q4)
-        q4_0_r16_pack(reinterpret_cast<const BlockQ4_0*>(row.data()), out, K);
-      else
-        q5_0_r16_pack(reinterpret_cast<const BlockQ5_0*>(row.data()), out, K);
+      r16_pack(dst.type(), row.data(), static_cast<uint8_t*>(dst.data()) + n * rb, K);
     }
   }, 64);
 }

@@ -15,14 +15,14 @@ namespace aigc::ops {
 void linear_quantized(const Tensor& x, const Tensor& w, Tensor& y);
 
 // Weight types with dot kernels: q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K, and aigc's
-// q4_0_r16 and q5_0_r16 (where the kernel set has a kernel for them).
+// R16 layouts (where the kernel set has a kernel for them).
 bool linear_quantized_supports(DType w);
 
 // The layout this CPU's kernels run a linear weight of type w ([N, K]) faster in, if any: Q4_0 ->
-// Q4_0_R16, Q5_0 -> Q5_0_R16 where the best kernel set has a kernel for it (AVX2: TinyLlama Q4_0 decode ...) and a
+// Q4_0_R16, Q5_0 -> Q5_0_R16, ... (r16_of) where the best kernel set has a kernel for it (AVX2: TinyLlama Q4_0 decode ...) and a
 // row holds a full group of 16 blocks. Setting AIGC_REPACK=0 in the environment turns it off.
 std::optional<DType> linear_repack_type(DType w, int64_t K);
-// Rewrites the rows of src (Q4_0 or Q5_0) into dst (Q4_0_R16 or Q5_0_R16, same shape); dst may view src's own bytes
+// Rewrites the rows of src (Q4_0, Q4_1, Q5_0, Q5_1) into dst (its R16 type, same shape); dst may view src's own bytes
 // (in place, row by row).
 void linear_repack(const Tensor& src, Tensor& dst);
 

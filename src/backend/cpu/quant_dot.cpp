@@ -181,14 +181,12 @@ float vec_dot_q6_K_q8_K_ref(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y) {
 }
 
 void decode_row_prepare(DType w, const BlockQ8_0* xq, int64_t K, int8_t* qs, float* d, int32_t* bias) {
-  const bool r16 = w == DType::Q4_0_R16 || w == DType::Q5_0_R16;
-  AIGC_ASSERT(w == DType::Q4_0 || w == DType::Q8_0 || r16 || w == DType::Q4_1 || w == DType::Q5_0 || w == DType::Q5_1,
-              "decode_row_prepare: {}", dtype_name(w));
+  const bool r16 = r16_file_type(w).has_value();
+  const DType base = r16_file_type(w).value_or(w);  // an R16 type's offset is its file type's
+  AIGC_ASSERT(base == DType::Q4_0 || base == DType::Q8_0 || base == DType::Q4_1 || base == DType::Q5_0 ||
+                  base == DType::Q5_1, "decode_row_prepare: {}", dtype_name(w));
   const int64_t nb = K / kQK8_0, ng = nb / kDecodeGroup;
-  const int32_t offset = w == DType::Q8_0                         ? 128
-                         : w == DType::Q5_0 || w == DType::Q5_0_R16 ? 16
-                         : w == DType::Q4_1 || w == DType::Q5_1     ? 1
-                                                                    : 8;
+  const int32_t offset = base == DType::Q8_0 ? 128 : base == DType::Q5_0 ? 16 : base == DType::Q4_0 ? 8 : 1;
   const int* order = w == DType::Q4_0 ? kDecodeOrderQ4_0 : r16 ? kDecodeOrderNatural : kDecodeOrderQ8_0;
   int position[kDecodeGroup];  // inverse of order: where block j of a group goes
   for (int p = 0; p < kDecodeGroup; ++p) position[order[p]] = p;
@@ -219,10 +217,11 @@ namespace {
 
 // The reference R16 decode kernel: each group (or the tail's blocks) unpacked to its file type's
 // blocks, every element's value times the activation byte where decode_row_prepare put it, the
-// block's bias subtracted, times the two scales.
+// block's bias subtracted (Q4_1 / Q5_1: the min times the bias added), times the scales.
 template <typename Block>
-void gemv_r16_ref(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0, int64_t n1,
-                  float* y, int64_t ldy, void (*unpack)(const uint8_t*, Block*, int64_t)) {
+void gemv_r16_ref(DType r16, const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0,
+                  int64_t n1, float* y, int64_t ldy) {
+  using L = R16Layout<Block>;
   const int64_t nb = K / 32, ng = nb / kDecodeGroup;
   Block blk[kDecodeGroup];
   for (int64_t n = n0; n < n1; ++n) {
@@ -231,13 +230,13 @@ void gemv_r16_ref(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* 
       float sum = 0.0f;
       for (int64_t g = 0; g * kDecodeGroup < nb; ++g) {  // a group, or the tail's blocks
         const int64_t b0 = g * kDecodeGroup, cnt = std::min<int64_t>(kDecodeGroup, nb - b0);
-        unpack(row + b0 * sizeof(Block), blk, cnt * 32);
+        r16_unpack(r16, row + b0 * sizeof(Block), blk, cnt * 32);
         for (int64_t j = 0; j < cnt; ++j) {
           int32_t isum = 0;
           for (int e = 0; e < 32; ++e) {
             // element e of block b0 + j: its unsigned value, and where decode_row_prepare put its activation
             int q = e < 16 ? blk[j].qs[e] & 0x0f : blk[j].qs[e - 16] >> 4;
-            if constexpr (std::is_same_v<Block, BlockQ5_0>) {
+            if constexpr (L::kHigh) {
               uint32_t qh;
               std::memcpy(&qh, blk[j].qh, 4);
               q |= static_cast<int>((qh >> e) & 1u) << 4;
@@ -246,7 +245,12 @@ void gemv_r16_ref(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* 
                                       : (b0 + j) * 32 + e;
             isum += q * a[r].qs[at];
           }
-          sum += f16_to_f32(blk[j].d) * a[r].d[b0 + j] * static_cast<float>(isum - a[r].bias[b0 + j]);
+          const float dy = a[r].d[b0 + j];
+          const int32_t bias = a[r].bias[b0 + j];
+          if constexpr (L::kMin)
+            sum += f16_to_f32(blk[j].d) * dy * static_cast<float>(isum) + f16_to_f32(blk[j].m) * dy * static_cast<float>(bias);
+          else
+            sum += f16_to_f32(blk[j].d) * dy * static_cast<float>(isum - bias);
         }
       }
       y[r * ldy + n - n0] = sum;
@@ -258,12 +262,22 @@ void gemv_r16_ref(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* 
 
 void gemv_q4_0_r16_ref(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0,
                        int64_t n1, float* y, int64_t ldy, bool) {
-  gemv_r16_ref<BlockQ4_0>(w, row_bytes, K, a, rows, n0, n1, y, ldy, q4_0_r16_unpack);
+  gemv_r16_ref<BlockQ4_0>(DType::Q4_0_R16, w, row_bytes, K, a, rows, n0, n1, y, ldy);
+}
+
+void gemv_q4_1_r16_ref(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0,
+                       int64_t n1, float* y, int64_t ldy, bool) {
+  gemv_r16_ref<BlockQ4_1>(DType::Q4_1_R16, w, row_bytes, K, a, rows, n0, n1, y, ldy);
 }
 
 void gemv_q5_0_r16_ref(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0,
                        int64_t n1, float* y, int64_t ldy, bool) {
-  gemv_r16_ref<BlockQ5_0>(w, row_bytes, K, a, rows, n0, n1, y, ldy, q5_0_r16_unpack);
+  gemv_r16_ref<BlockQ5_0>(DType::Q5_0_R16, w, row_bytes, K, a, rows, n0, n1, y, ldy);
+}
+
+void gemv_q5_1_r16_ref(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0,
+                       int64_t n1, float* y, int64_t ldy, bool) {
+  gemv_r16_ref<BlockQ5_1>(DType::Q5_1_R16, w, row_bytes, K, a, rows, n0, n1, y, ldy);
 }
 
 namespace {
@@ -292,7 +306,9 @@ const QuantKernels kQuantKernelsRef = {
     nullptr,  // Q4_1, Q5_0, Q5_1: vec_dot
     nullptr,
     nullptr,
+    gemv_q4_1_r16_ref,
     gemv_q5_0_r16_ref,
+    gemv_q5_1_r16_ref,
 };
 
 

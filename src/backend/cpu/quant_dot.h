@@ -65,7 +65,7 @@ constexpr int kDecodeGroup = 16;
 // pairs) of the group.
 constexpr int kDecodeOrderQ4_0[kDecodeGroup] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
 constexpr int kDecodeOrderQ8_0[kDecodeGroup] = {0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15};
-// Q4_0_R16 weights (quant.h): blocks in order.
+// R16 weights (quant.h): blocks in order.
 constexpr int kDecodeOrderNatural[kDecodeGroup] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
 // One activation row in decode layout (views of the caller's buffers).
@@ -76,7 +76,7 @@ struct DecodeRow {
 };
 
 // Fills qs[K], d[nb], bias[nb] from the Q8_0 blocks of one row, for weights of type w (Q4_0,
-// Q8_0, Q4_1, Q5_0, Q5_1, Q4_0_R16 or Q5_0_R16; the last two alike). Q8_0, Q4_1, Q5_0, Q5_1: qs in natural order. Q4_0: each quad of blocks (4j..4j+3) of a full
+// Q8_0, Q4_1, Q5_0, Q5_1, or an R16 type (all alike). Q8_0, Q4_1, Q5_0, Q5_1: qs in natural order. Q4_0: each quad of blocks (4j..4j+3) of a full
 // group as the 128 bytes [b0 0..15, b1 0..15, b2 0..15, b3 0..15, b0 16..31, ..., b3 16..31] (a
 // Q4_0 quad's low nibbles, then its high ones). Q4_0_R16: a full group's 512 bytes as, for h < 2
 // and v < 4, 32 bytes where 4L + i holds element 4v + i of block 8h + L (the weights' low
@@ -148,15 +148,19 @@ struct QuantKernels {
   DecodeGemv gemv_q4_0_r16;
   // Q4_1, Q5_0, Q5_1 weights (the file's layout; DecodeRow in kDecodeOrderQ8_0); nullptr: vec_dot.
   DecodeGemv gemv_q4_1, gemv_q5_0, gemv_q5_1;
-  // Q5_0_R16 weights (quant.h), as gemv_q4_0_r16.
-  DecodeGemv gemv_q5_0_r16;
+  // Q4_1_R16, Q5_0_R16, Q5_1_R16 weights (quant.h), as gemv_q4_0_r16.
+  DecodeGemv gemv_q4_1_r16, gemv_q5_0_r16, gemv_q5_1_r16;
 };
 
 // The reference Q4_0_R16 decode kernel (scalar): the ref set's, and what the SIMD ones are tested
 // against.
 void gemv_q4_0_r16_ref(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0,
                        int64_t n1, float* y, int64_t ldy, bool prefetch);
+void gemv_q4_1_r16_ref(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0,
+                       int64_t n1, float* y, int64_t ldy, bool prefetch);
 void gemv_q5_0_r16_ref(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0,
+                       int64_t n1, float* y, int64_t ldy, bool prefetch);
+void gemv_q5_1_r16_ref(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0,
                        int64_t n1, float* y, int64_t ldy, bool prefetch);
 
 // Avx512Vbmi: the Avx512Vnni set with the Q4_0 decode kernel that uses VBMI byte permutes.

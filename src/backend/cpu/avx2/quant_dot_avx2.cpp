@@ -650,18 +650,20 @@ void gemv_rows_avx2(const void* w, int64_t row_bytes, int64_t K, const DecodeRow
   }
 }
 
-// Q4_0_R16 and Q5_0_R16 weights (quant.h): per group of 16 blocks, 8 32-byte loads that each hold
-// 4 bytes of 8 blocks, so the dots leave the 8 blocks' sums in block order (one madd, no hadd
-// trees) and the 16 scales load as two vectors (the Q4_0 kernel gathers them 18 bytes apart with
-// pinsrw). Q5_0_R16's fifth bits: one load of a half group's 8 permuted words, then per vector a
-// shift by a constant and a mask put them at bit 4 of each byte. One template for one and several
-// activation rows: each output's operations are the same for any R. int16 sums: Q4_0's half group
-// stays below 8 * 2 * 15 * 127 < 2^15; Q5_0's are widened every two vectors (4 * 2 * 31 * 127).
+// R16 weights (quant.h): per group of 16 blocks, 8 32-byte loads that each hold 4 bytes of 8
+// blocks, so the dots leave the 8 blocks' sums in block order (one madd, no hadd trees) and the 16
+// scales (and mins) load as two vectors (the file layouts' kernels gather them 18-24 bytes apart
+// with pinsrw). Fifth bits: one load of a half group's 8 permuted words, then per vector a shift by
+// a constant and a mask put them at bit 4 of each byte. Q4_0 / Q5_0 subtract the offset (the
+// bias); Q4_1 / Q5_1 add the mins times sum(qy) (the bias). One template for one and several
+// activation rows: each output's operations are the same for any R. int16 sums: a 4-bit half
+// group stays below 8 * 2 * 15 * 127 < 2^15; 5-bit ones are widened every two vectors.
 template <typename Block, int R>
 __attribute__((always_inline)) inline void gemv_r16_pass(const uint8_t* w, int64_t nb, const DecodeRow* a, float* out,
                                                          bool prefetch) {
-  constexpr bool kHigh = std::is_same_v<Block, BlockQ5_0>;
-  constexpr int64_t kGroup = sizeof(Block) * kDecodeGroup, kQs = kHigh ? 96 : 32;
+  using L = R16Layout<Block>;
+  constexpr bool kHigh = L::kHigh, kMin = L::kMin;
+  constexpr int64_t kGroup = L::kGroupBytes, kQs = L::kQs;
   const int64_t ng = nb / kDecodeGroup;
   const __m256i m4 = _mm256_set1_epi8(0x0f), bit4 = _mm256_set1_epi8(0x10), ones = _mm256_set1_epi16(1);
   __m256 acc[R];
@@ -673,7 +675,7 @@ __attribute__((always_inline)) inline void gemv_r16_pass(const uint8_t* w, int64
       __m256i p[R], p32[R];
       for (int r = 0; r < R; ++r) p[r] = p32[r] = _mm256_setzero_si256();
       __m256i bits = _mm256_setzero_si256();
-      if constexpr (kHigh) bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + 32 + 32 * h));
+      if constexpr (kHigh) bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + L::kBits + 32 * h));
 #pragma GCC unroll 4
       for (int v = 0; v < 4; ++v) {
         const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + kQs + 64 * v + 32 * h));
@@ -692,12 +694,20 @@ __attribute__((always_inline)) inline void gemv_r16_pass(const uint8_t* w, int64
         }
       }
       const __m256 sw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wg + 16 * h)));
+      __m256 sm = _mm256_setzero_ps();
+      if constexpr (kMin) sm = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wg + L::kMins + 16 * h)));
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
         const int64_t o = g * kDecodeGroup + 8 * h;
         const __m256i s = kHigh ? p32[r] : _mm256_madd_epi16(p[r], ones);
-        const __m256i t = _mm256_sub_epi32(s, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r].bias + o)));
-        acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(sw, _mm256_loadu_ps(a[r].d + o)), _mm256_cvtepi32_ps(t), acc[r]);
+        const __m256i bias = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r].bias + o));
+        const __m256 dy = _mm256_loadu_ps(a[r].d + o);
+        if constexpr (kMin) {
+          acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(sw, dy), _mm256_cvtepi32_ps(s), acc[r]);
+          acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(sm, dy), _mm256_cvtepi32_ps(bias), acc[r]);
+        } else {
+          acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(sw, dy), _mm256_cvtepi32_ps(_mm256_sub_epi32(s, bias)), acc[r]);
+        }
       }
     }
   }
@@ -707,11 +717,12 @@ __attribute__((always_inline)) inline void gemv_r16_pass(const uint8_t* w, int64
       const uint8_t* blk = w + ib * sizeof(Block);
       const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r].qs + ib * 32));
       __m256i u;
-      if constexpr (kHigh)
+      if constexpr (kHigh || kMin)
         u = legacy_values(*reinterpret_cast<const Block*>(blk));
       else
         u = nibbles_unpack(blk + 2);
-      sum += decode_tail(blk, _mm256_maddubs_epi16(u, y), a[r], ib, true);
+      sum += decode_tail(blk, _mm256_maddubs_epi16(u, y), a[r], ib, !kMin);
+      if constexpr (kMin) sum += f16_load(u16_at(blk + 2)) * a[r].d[ib] * static_cast<float>(a[r].bias[ib]);
     }
     out[r] = sum;
   }
@@ -823,7 +834,9 @@ const QuantKernels kQuantKernelsAvx2 = {
     gemv_legacy_avx2<BlockQ4_1>,
     gemv_legacy_avx2<BlockQ5_0>,
     gemv_legacy_avx2<BlockQ5_1>,
+    gemv_r16_avx2<BlockQ4_1>,
     gemv_r16_avx2<BlockQ5_0>,
+    gemv_r16_avx2<BlockQ5_1>,
 };
 
 }  // namespace

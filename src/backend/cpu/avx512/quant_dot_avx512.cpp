@@ -813,7 +813,9 @@ const QuantKernels kQuantKernelsAvx512Vnni = {
     gemv_q4_1_avx2,  // AVX2's (quant_dot.h)
     gemv_q5_0_avx2,
     gemv_q5_1_avx2,
-    nullptr,  // Q5_0_R16: as Q4_0_R16
+    nullptr,  // Q4_1_R16, Q5_0_R16, Q5_1_R16: as Q4_0_R16
+    nullptr,
+    nullptr,
 };
 
 // The same set with the AVX-512 VBMI Q4_0 decode kernel (Zen 4, Ice Lake and later; not Cascade
