@@ -1,17 +1,17 @@
 // Decode GEMV kernels side by side, in weight GB/s (bytes of weight rows read per call): those of
 // every kernel set this CPU runs (AVX2: its vec_dot per row, the path before the set had decode
 // kernels, and its decode kernel; AVX-512: the avx512vnni set's Q4_0 kernel, 16-byte loads and
-// inserts, against the avx512vbmi set's, byte permutes; and the Q8_0 kernel; the Q4_0_R16 and
-// Q5_0_R16 kernels (Q4_0, Q5_0 repacked at load, AVX2); the Q4_1, Q5_0 and Q5_1 kernels (AVX2's, which every set takes)
-// beside their vec_dot; for Q4_K, Q5_K and Q6_K each set's vec_dot, which decode runs per
-// weight row), beside a plain read
-// of the same bytes (512-bit loads, or 256-bit without AVX-512, into 4 accumulators: what the
-// memory gives one stream per thread). In cache (a 2048-wide weight
-// of ~250 KiB, in L2, reused; 1 thread) and from memory (TinyLlama's FFN shape 5632x2048, copies
-// past 1 GiB used in turn; 1 and 2 threads, each its own half of the rows; and its down projection,
-// 2048x5632, 2 threads). The weights come from buffer_alloc, as a model's do with --no-mmap (2 MiB
-// aligned, transparent huge pages). The variants alternate within each repetition and the best
-// repetition is kept, so a busy machine slows all alike.
+// inserts, against the avx512vbmi set's, byte permutes; and the Q8_0 kernel; the R16 kernels
+// (Q4_0, Q4_1, Q5_0, Q5_1 repacked at load, AVX2); the Q4_1, Q5_0 and Q5_1 kernels of the file
+// layouts (AVX2's, which every set takes) beside their vec_dot; for Q4_K, Q5_K and Q6_K each set's
+// vec_dot, which decode runs per weight row), beside a plain read of the same bytes (512-bit
+// loads, or 256-bit without AVX-512, into 4 accumulators: what the memory gives one stream per
+// thread). In cache (a 2048-wide weight of ~250 KiB, in L2, reused; 1 thread) and from memory
+// (TinyLlama's FFN shape 5632x2048, copies past 1 GiB used in turn; 1 and 2 threads, each its own
+// half of the rows; and its down projection, 2048x5632, 2 threads). The weights come from
+// buffer_alloc, as a model's do with --no-mmap (2 MiB aligned, transparent huge pages). The
+// variants alternate within each repetition and the best repetition is kept, so a busy machine
+// slows all alike.
 //   build/bench_decode [reps=7]
 #include <fmt/format.h>
 
@@ -150,7 +150,9 @@ DecodeGemv gemv_of(const QuantKernels& k, DType type) {
     case DType::Q4_1: return k.gemv_q4_1;
     case DType::Q5_0: return k.gemv_q5_0;
     case DType::Q5_1: return k.gemv_q5_1;
+    case DType::Q4_1_R16: return k.gemv_q4_1_r16;
     case DType::Q5_0_R16: return k.gemv_q5_0_r16;
+    case DType::Q5_1_R16: return k.gemv_q5_1_r16;
     default: return k.gemv_q4_0_r16;
   }
 }
@@ -248,8 +250,7 @@ std::vector<Variant> variants_make(DType type, const Inputs& in) {
       if (isa != QuantIsa::Avx512Vbmi) v.push_back(vec_dot_k_variant(*k, type, in.q8_K));  // Vbmi: Vnni's
       continue;
     }
-    if (isa == QuantIsa::Avx2 && type != DType::Q4_0_R16 && type != DType::Q5_0_R16)
-      v.push_back(vec_dot_variant(*k, type, in.q8_0));
+    if (isa == QuantIsa::Avx2 && !r16_file_type(type)) v.push_back(vec_dot_variant(*k, type, in.q8_0));
     if (isa == QuantIsa::Avx512Vbmi && type != DType::Q4_0) continue;  // the VNNI set's kernel
     if (isa != QuantIsa::Avx2 && (type == DType::Q4_1 || type == DType::Q5_0 || type == DType::Q5_1))
       continue;  // AVX2's kernel in every set
@@ -289,9 +290,9 @@ int main(int argc, char** argv) {
     return 0;
   }
   fmt::print("(percent: of the plain read of the same bytes with the same threads)\n");
-  for (DType t : {DType::Q4_0, DType::Q4_0_R16, DType::Q8_0, DType::Q4_1, DType::Q5_0, DType::Q5_0_R16, DType::Q5_1,
-                  DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
-    if ((t == DType::Q4_0_R16 || t == DType::Q5_0_R16) && !gemv_of(quant_kernels(), t)) continue;  // never repacked
+  for (DType t : {DType::Q4_0, DType::Q4_0_R16, DType::Q8_0, DType::Q4_1, DType::Q4_1_R16, DType::Q5_0, DType::Q5_0_R16,
+                  DType::Q5_1, DType::Q5_1_R16, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+    if (r16_file_type(t) && !gemv_of(quant_kernels(), t)) continue;  // no kernel: never repacked
     const int64_t n_cache = 256 * 1024 / *dtype_row_bytes(t, 2048);  // ~250 KiB
     bench_kernels("in cache, 1 thread (Nx2048)", weights_make(t, n_cache, 2048, 0), 1, reps, 0.05);
     const Weights big = weights_make(t, 5632, 2048, 1024.0 * (1 << 20));
