@@ -162,7 +162,8 @@ void dequantize_row_q8_K_ref(const BlockQ8_K* x, float* y, int64_t n);
 // the kernel set has a kernel for them (QuantKernels::gemv_*_r16).
 constexpr int kR16Group = 16;
 
-// Byte offsets within a group of the R16 layout of `Block` (BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1).
+// Byte offsets within a group of the R16 layout of `Block` (BlockQ4_0, BlockQ4_1, BlockQ5_0,
+// BlockQ5_1: told apart by size).
 template <typename Block>
 struct R16Layout {
   static constexpr bool kMin = sizeof(Block) == 20 || sizeof(Block) == 24;   // Q4_1, Q5_1

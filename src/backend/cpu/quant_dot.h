@@ -76,11 +76,12 @@ struct DecodeRow {
 };
 
 // Fills qs[K], d[nb], bias[nb] from the Q8_0 blocks of one row, for weights of type w (Q4_0,
-// Q8_0, Q4_1, Q5_0, Q5_1, or an R16 type (all alike). Q8_0, Q4_1, Q5_0, Q5_1: qs in natural order. Q4_0: each quad of blocks (4j..4j+3) of a full
-// group as the 128 bytes [b0 0..15, b1 0..15, b2 0..15, b3 0..15, b0 16..31, ..., b3 16..31] (a
-// Q4_0 quad's low nibbles, then its high ones). Q4_0_R16: a full group's 512 bytes as, for h < 2
-// and v < 4, 32 bytes where 4L + i holds element 4v + i of block 8h + L (the weights' low
-// nibbles), then 32 where it holds element 16 + 4v + i (high nibbles).
+// Q8_0, Q4_1, Q5_0, Q5_1, or an R16 type). Q8_0, Q4_1, Q5_0, Q5_1: qs in natural order. Q4_0: each
+// quad of blocks (4j..4j+3) of a full group as the 128 bytes [b0 0..15, b1 0..15, b2 0..15,
+// b3 0..15, b0 16..31, ..., b3 16..31] (a Q4_0 quad's low nibbles, then its high ones). R16 types
+// (all alike): a full group's 512 bytes as, for h < 2 and v < 4, 32 bytes where 4L + i holds
+// element 4v + i of block 8h + L (the weights' low nibbles), then 32 where it holds element
+// 16 + 4v + i (high nibbles).
 void decode_row_prepare(DType w, const BlockQ8_0* xq, int64_t K, int8_t* qs, float* d, int32_t* bias);
 
 // Activation rows a multi-row kernel dots per pass over a weight row (below), at most.
@@ -144,7 +145,7 @@ struct QuantKernels {
   // (linear_quantized then calls the vec_dot kernel per row).
   VecDotRowsK vec_dot_rows_q4_K, vec_dot_rows_q5_K, vec_dot_rows_q6_K;
   // Q4_0_R16 weights (quant.h); nullptr where the set has no kernel for them (the model loader
-  // repacks Q4_0 only where the CPU's best set has one).
+  // repacks only where the CPU's best set has one).
   DecodeGemv gemv_q4_0_r16;
   // Q4_1, Q5_0, Q5_1 weights (the file's layout; DecodeRow in kDecodeOrderQ8_0); nullptr: vec_dot.
   DecodeGemv gemv_q4_1, gemv_q5_0, gemv_q5_1;
@@ -152,7 +153,7 @@ struct QuantKernels {
   DecodeGemv gemv_q4_1_r16, gemv_q5_0_r16, gemv_q5_1_r16;
 };
 
-// The reference Q4_0_R16 decode kernel (scalar): the ref set's, and what the SIMD ones are tested
+// The reference R16 decode kernels (scalar): the ref set's, and what the SIMD ones are tested
 // against.
 void gemv_q4_0_r16_ref(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0,
                        int64_t n1, float* y, int64_t ldy, bool prefetch);
