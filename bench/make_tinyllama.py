@@ -12,7 +12,9 @@ about 2.2 GB).
 The header is TinyLlama's (general.architecture llama and every llama.* key llama.cpp writes for
 it, a 32000-token SPM vocabulary of dummy pieces with the real special and byte tokens), so the file
 is complete for any GGUF reader; only the weights are random. `--tiny` writes a model of the same
-structure but 64 wide with 2 layers and a 512-token vocabulary, to try the script quickly.
+structure but 64 wide with 2 layers and a 512-token vocabulary, to try the script quickly;
+`--qwen05` one of Qwen2.5-0.5B's shape (as a Llama: no attention biases, untied output), whose
+896-wide rows make llama.cpp's K-quant mixes fall back to Q5_0 / Q5_1 / Q8_0 (`--types q4_K_M`).
 """
 import argparse
 import os
@@ -25,6 +27,9 @@ import numpy as np
 # TinyLlama-1.1B (TinyLlama/TinyLlama-1.1B-Chat-v1.0's config.json).
 TINYLLAMA = dict(n_vocab=32000, n_embd=2048, n_layer=22, n_head=32, n_head_kv=4, n_ff=5632, n_ctx=2048)
 TINY = dict(n_vocab=512, n_embd=64, n_layer=2, n_head=4, n_head_kv=2, n_ff=160, n_ctx=256)
+# Qwen2.5-0.5B's shape (its config.json) as a Llama (no attention biases, untied output): rows of
+# 896, not a multiple of 256, so llama.cpp's K-quant mixes give most matrices Q5_0 / Q8_0.
+QWEN05 = dict(n_vocab=151936, n_embd=896, n_layer=24, n_head=14, n_head_kv=2, n_ff=4864, n_ctx=32768)
 
 # GGUF value types and GGML tensor types (ggml.h / gguf spec).
 T_UINT32, T_INT32, T_FLOAT32, T_BOOL, T_STRING, T_ARRAY = 4, 5, 6, 7, 8, 9
@@ -159,15 +164,19 @@ def main():
                     help="the aigc binary, for quantize (default: build/aigc)")
     ap.add_argument("--types", default="f16,q8_0,q4_0", help="which files to make")
     ap.add_argument("--tiny", action="store_true", help="a 64-wide, 2-layer model of the same structure (quick check)")
+    ap.add_argument("--qwen05", action="store_true",
+                    help="Qwen2.5-0.5B's shape instead (896 wide, 24 layers, vocabulary 151936; as a Llama)")
     args = ap.parse_args()
-    hp = TINY if args.tiny else TINYLLAMA
-    stem = "tinyllama-tiny-random" if args.tiny else "tinyllama-1.1b-random"
+    hp = TINY if args.tiny else QWEN05 if args.qwen05 else TINYLLAMA
+    stem = "tinyllama-tiny-random" if args.tiny else "qwen2.5-0.5b-shape-random" if args.qwen05 else "tinyllama-1.1b-random"
     os.makedirs(args.out_dir, exist_ok=True)
     f16 = os.path.join(args.out_dir, stem + "-f16.gguf")
     types = [t.strip() for t in args.types.split(",") if t.strip()]
     if not os.path.exists(f16):
         print("writing %s" % f16, file=sys.stderr)
-        write_f16_model(f16, hp, "TinyLlama-1.1B shape, random weights" if not args.tiny else "tiny random llama")
+        name = "tiny random llama" if args.tiny else "Qwen2.5-0.5B shape, random weights" if args.qwen05 \
+            else "TinyLlama-1.1B shape, random weights"
+        write_f16_model(f16, hp, name)
     for t in types:
         if t == "f16":
             continue
