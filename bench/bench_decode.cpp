@@ -142,23 +142,9 @@ struct Variant {
   std::function<void(const void* w, int64_t row_bytes, int64_t K, int64_t n0, int64_t n1, float* y)> run;
 };
 
-// A set's decode kernel (DecodeRow layout, prepared once as linear_quantized does).
-DecodeGemv gemv_of(const QuantKernels& k, DType type) {
-  switch (type) {
-    case DType::Q4_0: return k.gemv_q4_0;
-    case DType::Q8_0: return k.gemv_q8_0;
-    case DType::Q4_1: return k.gemv_q4_1;
-    case DType::Q5_0: return k.gemv_q5_0;
-    case DType::Q5_1: return k.gemv_q5_1;
-    case DType::Q4_1_R16: return k.gemv_q4_1_r16;
-    case DType::Q5_0_R16: return k.gemv_q5_0_r16;
-    case DType::Q5_1_R16: return k.gemv_q5_1_r16;
-    default: return k.gemv_q4_0_r16;
-  }
-}
-
+// A set's decode kernel (DecodeRow layout, prepared once as linear_quantized does): decode_gemv.
 Variant decode_variant(const QuantKernels& k, DType type, const Activation& a) {
-  const DecodeGemv gemv = gemv_of(k, type);
+  const DecodeGemv gemv = decode_gemv(k, type);
   const DecodeRow* row = &a.row;
   return {fmt::format("{} gemv", k.name), [gemv, row](const void* w, int64_t rb, int64_t K, int64_t n0, int64_t n1, float* y) {
             gemv(w, rb, K, row, 1, n0, n1, y, 0, true);
@@ -254,7 +240,7 @@ std::vector<Variant> variants_make(DType type, const Inputs& in) {
     if (isa == QuantIsa::Avx512Vbmi && type != DType::Q4_0) continue;  // the VNNI set's kernel
     if (isa != QuantIsa::Avx2 && (type == DType::Q4_1 || type == DType::Q5_0 || type == DType::Q5_1))
       continue;  // AVX2's kernel in every set
-    if (gemv_of(*k, type)) v.push_back(decode_variant(*k, type, in.decode));
+    if (decode_gemv(*k, type)) v.push_back(decode_variant(*k, type, in.decode));
   }
   v.push_back({"plain read", [](const void* w, int64_t rb, int64_t, int64_t n0, int64_t n1, float* y) {
                  plain_read(w, rb, n0, n1, y);
@@ -292,7 +278,7 @@ int main(int argc, char** argv) {
   fmt::print("(percent: of the plain read of the same bytes with the same threads)\n");
   for (DType t : {DType::Q4_0, DType::Q4_0_R16, DType::Q8_0, DType::Q4_1, DType::Q4_1_R16, DType::Q5_0, DType::Q5_0_R16,
                   DType::Q5_1, DType::Q5_1_R16, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
-    if (r16_file_type(t) && !gemv_of(quant_kernels(), t)) continue;  // no kernel: never repacked
+    if (r16_file_type(t) && !decode_gemv(quant_kernels(), t)) continue;  // no kernel: never repacked
     const int64_t n_cache = 256 * 1024 / *dtype_row_bytes(t, 2048);  // ~250 KiB
     bench_kernels("in cache, 1 thread (Nx2048)", weights_make(t, n_cache, 2048, 0), 1, reps, 0.05);
     const Weights big = weights_make(t, 5632, 2048, 1024.0 * (1 << 20));

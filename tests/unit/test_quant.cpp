@@ -140,15 +140,7 @@ double dot_abs_sum_legacy(DType t, const void* row, const BlockQ8_0* y, int64_t 
 double dot_tolerance(int64_t nb, double abs_sum) { return (2.0 * nb + 10.0) * kU * abs_sum; }
 
 // False for an R16 type the set has no kernel for (the model loader then never makes it).
-bool r16_runs(const QuantKernels& k, DType type) {
-  switch (type) {
-    case DType::Q4_0_R16: return k.gemv_q4_0_r16 != nullptr;
-    case DType::Q4_1_R16: return k.gemv_q4_1_r16 != nullptr;
-    case DType::Q5_0_R16: return k.gemv_q5_0_r16 != nullptr;
-    case DType::Q5_1_R16: return k.gemv_q5_1_r16 != nullptr;
-    default: return true;
-  }
-}
+bool r16_runs(const QuantKernels& k, DType type) { return !r16_file_type(type) || decode_gemv(k, type); }
 
 }  // namespace
 

@@ -236,21 +236,6 @@ void linear_decode_k(const QuantKernels& k, const float* xd, int64_t M, int64_t 
   });
 }
 
-DecodeGemv decode_gemv(const QuantKernels& k, DType type) {
-  switch (type) {
-    case DType::Q4_0: return k.gemv_q4_0;
-    case DType::Q8_0: return k.gemv_q8_0;
-    case DType::Q4_0_R16: return k.gemv_q4_0_r16;
-    case DType::Q4_1: return k.gemv_q4_1;
-    case DType::Q5_0: return k.gemv_q5_0;
-    case DType::Q5_1: return k.gemv_q5_1;
-    case DType::Q4_1_R16: return k.gemv_q4_1_r16;
-    case DType::Q5_0_R16: return k.gemv_q5_0_r16;
-    case DType::Q5_1_R16: return k.gemv_q5_1_r16;
-    default: return nullptr;
-  }
-}
-
 VecDotRowsK vec_dot_rows(const QuantKernels& k, DType type) {
   return type == DType::Q4_K ? k.vec_dot_rows_q4_K : type == DType::Q5_K ? k.vec_dot_rows_q5_K
        : type == DType::Q6_K ? k.vec_dot_rows_q6_K : nullptr;

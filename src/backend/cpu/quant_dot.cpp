@@ -219,9 +219,10 @@ namespace {
 // blocks, every element's value times the activation byte where decode_row_prepare put it, the
 // block's bias subtracted (Q4_1 / Q5_1: the min times the bias added), times the scales.
 template <typename Block>
-void gemv_r16_ref(DType r16, const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0,
-                  int64_t n1, float* y, int64_t ldy) {
+void gemv_r16_ref(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0, int64_t n1,
+                  float* y, int64_t ldy, bool) {
   using L = R16Layout<Block>;
+  const DType r16 = L::kMin ? (L::kHigh ? DType::Q5_1_R16 : DType::Q4_1_R16) : (L::kHigh ? DType::Q5_0_R16 : DType::Q4_0_R16);
   const int64_t nb = K / 32, ng = nb / kDecodeGroup;
   Block blk[kDecodeGroup];
   for (int64_t n = n0; n < n1; ++n) {
@@ -258,29 +259,7 @@ void gemv_r16_ref(DType r16, const void* w, int64_t row_bytes, int64_t K, const 
   }
 }
 
-}  // namespace
 
-void gemv_q4_0_r16_ref(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0,
-                       int64_t n1, float* y, int64_t ldy, bool) {
-  gemv_r16_ref<BlockQ4_0>(DType::Q4_0_R16, w, row_bytes, K, a, rows, n0, n1, y, ldy);
-}
-
-void gemv_q4_1_r16_ref(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0,
-                       int64_t n1, float* y, int64_t ldy, bool) {
-  gemv_r16_ref<BlockQ4_1>(DType::Q4_1_R16, w, row_bytes, K, a, rows, n0, n1, y, ldy);
-}
-
-void gemv_q5_0_r16_ref(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0,
-                       int64_t n1, float* y, int64_t ldy, bool) {
-  gemv_r16_ref<BlockQ5_0>(DType::Q5_0_R16, w, row_bytes, K, a, rows, n0, n1, y, ldy);
-}
-
-void gemv_q5_1_r16_ref(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0,
-                       int64_t n1, float* y, int64_t ldy, bool) {
-  gemv_r16_ref<BlockQ5_1>(DType::Q5_1_R16, w, row_bytes, K, a, rows, n0, n1, y, ldy);
-}
-
-namespace {
 
 const QuantKernels kQuantKernelsRef = {
     "ref",
@@ -302,17 +281,32 @@ const QuantKernels kQuantKernelsRef = {
     nullptr,
     nullptr,
     nullptr,
-    gemv_q4_0_r16_ref,
+    gemv_r16_ref<BlockQ4_0>,
     nullptr,  // Q4_1, Q5_0, Q5_1: vec_dot
     nullptr,
     nullptr,
-    gemv_q4_1_r16_ref,
-    gemv_q5_0_r16_ref,
-    gemv_q5_1_r16_ref,
+    gemv_r16_ref<BlockQ4_1>,
+    gemv_r16_ref<BlockQ5_0>,
+    gemv_r16_ref<BlockQ5_1>,
 };
 
 
 }  // namespace
+
+DecodeGemv decode_gemv(const QuantKernels& k, DType type) {
+  switch (type) {
+    case DType::Q4_0: return k.gemv_q4_0;
+    case DType::Q8_0: return k.gemv_q8_0;
+    case DType::Q4_1: return k.gemv_q4_1;
+    case DType::Q5_0: return k.gemv_q5_0;
+    case DType::Q5_1: return k.gemv_q5_1;
+    case DType::Q4_0_R16: return k.gemv_q4_0_r16;
+    case DType::Q4_1_R16: return k.gemv_q4_1_r16;
+    case DType::Q5_0_R16: return k.gemv_q5_0_r16;
+    case DType::Q5_1_R16: return k.gemv_q5_1_r16;
+    default: return nullptr;
+  }
+}
 
 const QuantKernels* quant_kernels_find(QuantIsa isa) {
   switch (isa) {

@@ -153,16 +153,9 @@ struct QuantKernels {
   DecodeGemv gemv_q4_1_r16, gemv_q5_0_r16, gemv_q5_1_r16;
 };
 
-// The reference R16 decode kernels (scalar): the ref set's, and what the SIMD ones are tested
-// against.
-void gemv_q4_0_r16_ref(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0,
-                       int64_t n1, float* y, int64_t ldy, bool prefetch);
-void gemv_q4_1_r16_ref(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0,
-                       int64_t n1, float* y, int64_t ldy, bool prefetch);
-void gemv_q5_0_r16_ref(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0,
-                       int64_t n1, float* y, int64_t ldy, bool prefetch);
-void gemv_q5_1_r16_ref(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0,
-                       int64_t n1, float* y, int64_t ldy, bool prefetch);
+// The set's decode kernel for weights of `type` (the 32-element types and the R16 layouts), or
+// nullptr where it has none (the ref set has the scalar R16 kernels, the reference of the SIMD ones).
+DecodeGemv decode_gemv(const QuantKernels& k, DType type);
 
 // Avx512Vbmi: the Avx512Vnni set with the Q4_0 decode kernel that uses VBMI byte permutes.
 enum class QuantIsa { Ref, Avx2, Avx512Vnni, Avx512Vbmi };

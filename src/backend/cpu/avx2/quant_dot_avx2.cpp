@@ -162,6 +162,7 @@ inline uint16_t block_min(const BlockQ5_1& b) { return b.m; }
 inline uint16_t block_min(const BlockQ5_0&) { return 0; }
 
 // A block's 32 unsigned values (0..15, or 0..31 with the fifth bit) in element order.
+inline __m256i legacy_values(const BlockQ4_0& b) { return nibbles_unpack(b.qs); }
 inline __m256i legacy_values(const BlockQ4_1& b) { return nibbles_unpack(b.qs); }
 inline __m256i legacy_values(const BlockQ5_0& b) { return _mm256_or_si256(nibbles_unpack(b.qs), q5_high(b.qh)); }
 inline __m256i legacy_values(const BlockQ5_1& b) { return _mm256_or_si256(nibbles_unpack(b.qs), q5_high(b.qh)); }
@@ -440,6 +441,17 @@ inline float decode_tail(const uint8_t* blk, __m256i p16, const DecodeRow& a, in
   return f16_load(u16_at(blk)) * a.d[ib] * static_cast<float>(t);
 }
 
+// A tail block of Q4_0, Q4_1, Q5_0 or Q5_1 (natural order): decode_tail, with the min term
+// (m * dy * sum(qy), the bias) for the types with a min.
+template <typename Block>
+inline float legacy_tail(const uint8_t* blk, const DecodeRow& a, int64_t ib) {
+  constexpr bool kMin = sizeof(Block) == 20 || sizeof(Block) == 24;  // Q4_1, Q5_1: d, m, ...
+  const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qs + ib * 32));
+  float t = decode_tail(blk, _mm256_maddubs_epi16(legacy_values(*reinterpret_cast<const Block*>(blk)), y), a, ib, !kMin);
+  if constexpr (kMin) t += f16_load(u16_at(blk + 2)) * a.d[ib] * static_cast<float>(a.bias[ib]);
+  return t;
+}
+
 // Q4_0 row · activation row. Per quad q of a group (blocks 4q..4q+3, 72 bytes): blocks (4q, 4q+1)
 // and (4q+2, 4q+3) as two 256-bit vectors of nibbles, low halves matching the activation's quad
 // bytes [0, 32) / [32, 64), high halves [64, 96) / [96, 128) (decode_row_prepare's quad layout).
@@ -714,32 +726,10 @@ __attribute__((always_inline)) inline void gemv_r16_pass(const uint8_t* w, int64
   for (int r = 0; r < R; ++r) {
     float sum = hsum(acc[r]);
     for (int64_t ib = ng * kDecodeGroup; ib < nb; ++ib) {  // the tail: the file type's blocks, natural order
-      const uint8_t* blk = w + ib * sizeof(Block);
-      const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r].qs + ib * 32));
-      __m256i u;
-      if constexpr (kHigh || kMin)
-        u = legacy_values(*reinterpret_cast<const Block*>(blk));
-      else
-        u = nibbles_unpack(blk + 2);
-      sum += decode_tail(blk, _mm256_maddubs_epi16(u, y), a[r], ib, !kMin);
-      if constexpr (kMin) sum += f16_load(u16_at(blk + 2)) * a[r].d[ib] * static_cast<float>(a[r].bias[ib]);
+      sum += legacy_tail<Block>(w + ib * sizeof(Block), a[r], ib);
     }
     out[r] = sum;
   }
-}
-
-template <typename Block>
-void gemv_r16_avx2(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0, int64_t n1,
-                   float* y, int64_t ldy, bool prefetch) {
-  const auto* wb = static_cast<const uint8_t*>(w);
-  const int64_t nb = K / 32;
-  rows_dispatch(rows, [&]<int R>() {
-    float out[R];
-    for (int64_t n = n0; n < n1; ++n) {
-      gemv_r16_pass<Block, R>(wb + n * row_bytes, nb, a, out, prefetch);
-      for (int r = 0; r < R; ++r) y[r * ldy + n - n0] = out[r];
-    }
-  });
 }
 
 // Q4_1, Q5_0 and Q5_1 weights as the file has them, half groups of 8 blocks as the Q8_0 kernel
@@ -787,24 +777,25 @@ __attribute__((always_inline)) inline void gemv_legacy_pass(const uint8_t* w, in
   for (int r = 0; r < R; ++r) {
     float sum = hsum(acc[r]);
     for (int64_t ib = nh * 8; ib < nb; ++ib) {  // the tail, natural order
-      const uint8_t* blk = w + ib * kBlock;
-      const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r].qs + ib * 32));
-      sum += decode_tail(blk, _mm256_maddubs_epi16(legacy_values(*reinterpret_cast<const Block*>(blk)), y), a[r], ib, !kMin);
-      if constexpr (kMin) sum += f16_load(u16_at(blk + 2)) * a[r].d[ib] * static_cast<float>(a[r].bias[ib]);
+      sum += legacy_tail<Block>(w + ib * kBlock, a[r], ib);
     }
     out[r] = sum;
   }
 }
 
-template <typename Block>
-void gemv_legacy_avx2(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0, int64_t n1,
-                      float* y, int64_t ldy, bool prefetch) {
+// DecodeGemv over rows [n0, n1) with the R16 pass (kR16) or the file-layout pass of Block.
+template <typename Block, bool kR16>
+void gemv_pass_avx2(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0, int64_t n1,
+                    float* y, int64_t ldy, bool prefetch) {
   const auto* wb = static_cast<const uint8_t*>(w);
   const int64_t nb = K / 32;
   rows_dispatch(rows, [&]<int R>() {
     float out[R];
     for (int64_t n = n0; n < n1; ++n) {
-      gemv_legacy_pass<Block, R>(wb + n * row_bytes, nb, a, out, prefetch);
+      if constexpr (kR16)
+        gemv_r16_pass<Block, R>(wb + n * row_bytes, nb, a, out, prefetch);
+      else
+        gemv_legacy_pass<Block, R>(wb + n * row_bytes, nb, a, out, prefetch);
       for (int r = 0; r < R; ++r) y[r * ldy + n - n0] = out[r];
     }
   });
@@ -830,13 +821,13 @@ const QuantKernels kQuantKernelsAvx2 = {
     vec_dot_rows_k45_avx2<false>,
     vec_dot_rows_k45_avx2<true>,
     vec_dot_rows_q6_K_avx2,
-    gemv_r16_avx2<BlockQ4_0>,
-    gemv_legacy_avx2<BlockQ4_1>,
-    gemv_legacy_avx2<BlockQ5_0>,
-    gemv_legacy_avx2<BlockQ5_1>,
-    gemv_r16_avx2<BlockQ4_1>,
-    gemv_r16_avx2<BlockQ5_0>,
-    gemv_r16_avx2<BlockQ5_1>,
+    gemv_pass_avx2<BlockQ4_0, true>,
+    gemv_pass_avx2<BlockQ4_1, false>,
+    gemv_pass_avx2<BlockQ5_0, false>,
+    gemv_pass_avx2<BlockQ5_1, false>,
+    gemv_pass_avx2<BlockQ4_1, true>,
+    gemv_pass_avx2<BlockQ5_0, true>,
+    gemv_pass_avx2<BlockQ5_1, true>,
 };
 
 }  // namespace
@@ -845,15 +836,15 @@ const QuantKernels& quant_kernels_avx2() { return kQuantKernelsAvx2; }
 
 void gemv_q4_1_avx2(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0, int64_t n1,
                     float* y, int64_t ldy, bool prefetch) {
-  gemv_legacy_avx2<BlockQ4_1>(w, row_bytes, K, a, rows, n0, n1, y, ldy, prefetch);
+  gemv_pass_avx2<BlockQ4_1, false>(w, row_bytes, K, a, rows, n0, n1, y, ldy, prefetch);
 }
 void gemv_q5_0_avx2(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0, int64_t n1,
                     float* y, int64_t ldy, bool prefetch) {
-  gemv_legacy_avx2<BlockQ5_0>(w, row_bytes, K, a, rows, n0, n1, y, ldy, prefetch);
+  gemv_pass_avx2<BlockQ5_0, false>(w, row_bytes, K, a, rows, n0, n1, y, ldy, prefetch);
 }
 void gemv_q5_1_avx2(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0, int64_t n1,
                     float* y, int64_t ldy, bool prefetch) {
-  gemv_legacy_avx2<BlockQ5_1>(w, row_bytes, K, a, rows, n0, n1, y, ldy, prefetch);
+  gemv_pass_avx2<BlockQ5_1, false>(w, row_bytes, K, a, rows, n0, n1, y, ldy, prefetch);
 }
 
 }  // namespace aigc
