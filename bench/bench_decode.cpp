@@ -2,7 +2,7 @@
 // every kernel set this CPU runs (AVX2: its vec_dot per row, the path before the set had decode
 // kernels, and its decode kernel; AVX-512: the avx512vnni set's Q4_0 kernel, 16-byte loads and
 // inserts, against the avx512vbmi set's, byte permutes; and the Q8_0 kernel; the R16 kernels
-// (Q4_0, Q4_1, Q5_0, Q5_1 repacked at load, AVX2); the Q4_1, Q5_0 and Q5_1 kernels of the file
+// (Q4_0, Q4_1, Q5_0, Q5_1 repacked at load; AVX2 and AVX-512); the Q4_1, Q5_0 and Q5_1 kernels of the file
 // layouts (AVX2's, which every set takes) beside their vec_dot; for Q4_K, Q5_K and Q6_K each set's
 // vec_dot, which decode runs per weight row), beside a plain read of the same bytes (512-bit
 // loads, or 256-bit without AVX-512, into 4 accumulators: what the memory gives one stream per
@@ -12,7 +12,7 @@
 // buffer_alloc, as a model's do with --no-mmap (2 MiB aligned, transparent huge pages). The
 // variants alternate within each repetition and the best repetition is kept, so a busy machine
 // slows all alike.
-//   build/bench_decode [reps=7]
+//   build/bench_decode [reps=7] [types, e.g. q4_0,q4_0_r16 (default: all)]
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -276,9 +276,11 @@ int main(int argc, char** argv) {
     return 0;
   }
   fmt::print("(percent: of the plain read of the same bytes with the same threads)\n");
+  const std::string only = argc > 2 ? argv[2] : "";  // comma-separated type names (dtype_name), or all
   for (DType t : {DType::Q4_0, DType::Q4_0_R16, DType::Q8_0, DType::Q4_1, DType::Q4_1_R16, DType::Q5_0, DType::Q5_0_R16,
                   DType::Q5_1, DType::Q5_1_R16, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
     if (r16_file_type(t) && !decode_gemv(quant_kernels(), t)) continue;  // no kernel: never repacked
+    if (!only.empty() && ("," + only + ",").find("," + std::string(dtype_name(t)) + ",") == std::string::npos) continue;
     const int64_t n_cache = 256 * 1024 / *dtype_row_bytes(t, 2048);  // ~250 KiB
     bench_kernels("in cache, 1 thread (Nx2048)", weights_make(t, n_cache, 2048, 0), 1, reps, 0.05);
     const Weights big = weights_make(t, 5632, 2048, 1024.0 * (1 << 20));

@@ -34,4 +34,16 @@ bool cpu_has_avx512_bf16() {
   return v;
 }
 
+int cpu_amd_family() {
+  static const int v = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid(0, &a, &b, &c, &d)) return 0;
+    const bool amd = b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u;  // "Auth" "enti" "cAMD"
+    if (!amd || !__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    const unsigned base = (a >> 8) & 0xf, ext = (a >> 20) & 0xff;
+    return static_cast<int>(base == 0xf ? base + ext : base);
+  }();
+  return v;
+}
+
 }  // namespace aigc

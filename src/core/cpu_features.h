@@ -10,5 +10,8 @@ bool cpu_has_avx2();         // AVX2 + FMA + F16C
 bool cpu_has_avx512();       // cpu_has_avx2() + AVX-512 F, BW, VL, DQ
 bool cpu_has_avx512_vnni();  // cpu_has_avx512() + VNNI
 bool cpu_has_avx512_bf16();  // cpu_has_avx512() + BF16
+// An AMD CPU's family (base + extended, as AMD documents it: 0x19 Zen 3 / Zen 4, 0x1a Zen 5), or 0
+// for other vendors: kernels whose best prefetching differs between them ask.
+int cpu_amd_family();
 
 }  // namespace aigc

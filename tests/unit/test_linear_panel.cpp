@@ -16,9 +16,11 @@
 
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "backend/cpu/linear_panel.h"
+#include "backend/cpu/linear_quantized.h"
 #include "backend/cpu/ops.h"
 #include "common/compare.h"
 #include "common/refdump.h"
@@ -153,9 +155,29 @@ TEST(LinearPanel, RowKernelsEqualPlainConversion) {
       EXPECT_EQ(got, want) << "row " << r;
     }
   }
+  // R16 rows (the loader's repacking): each kernel against the plain conversion, which unpacks the
+  // groups to the file type's blocks (r16_unpack) and converts those. K = 1312: 2 full groups of 16
+  // blocks and a tail of 9 file-layout blocks.
+  for (const Q q : {Q{DType::Q4_0_R16, ops::panel::row_q4_0_r16_to_bf16_avx512},
+                    Q{DType::Q4_1_R16, ops::panel::row_q4_1_r16_to_bf16_avx512},
+                    Q{DType::Q5_0_R16, ops::panel::row_q5_0_r16_to_bf16_avx512},
+                    Q{DType::Q5_1_R16, ops::panel::row_q5_1_r16_to_bf16_avx512}}) {
+    SCOPED_TRACE(dtype_name(q.t));
+    const int64_t K = 1312;
+    const Tensor w = quantised_random(q.t, 3, K, 79);
+    const size_t rb = *dtype_row_bytes(q.t, K);
+    for (int64_t r = 0; r < 3; ++r) {
+      std::vector<uint16_t> got(K + 1, 0xdead), want(K);
+      q.k(w.ptr<char>() + r * rb, got.data(), K);
+      ops::panel::row_to_bf16_scalar(q.t, w.ptr<char>() + r * rb, want.data(), K);
+      EXPECT_EQ(std::vector<uint16_t>(got.begin(), got.begin() + K), want) << "row " << r;
+      EXPECT_EQ(got[K], 0xdead) << "wrote past the end";
+    }
+  }
   // row_to_bf16 (the dispatcher) for every type, incl. those without a SIMD kernel.
   for (DType t : {DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1,
-                  DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+                  DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::Q4_0_R16, DType::Q4_1_R16, DType::Q5_0_R16,
+                  DType::Q5_1_R16}) {
     SCOPED_TRACE(dtype_name(t));
     const int64_t K = 512;
     const Tensor w = quantised_random(t, 1, K, 78);
@@ -174,7 +196,7 @@ TEST(LinearPanel, EveryWeightTypeMatchesTorch) {
   const std::pair<const char*, DType> types[] = {
       {"f16", DType::F16},   {"bf16", DType::BF16}, {"q8_0", DType::Q8_0}, {"q4_0", DType::Q4_0}, {"q4_1", DType::Q4_1},
       {"q5_0", DType::Q5_0}, {"q5_1", DType::Q5_1}, {"q4_K", DType::Q4_K}, {"q5_K", DType::Q5_K}, {"q6_K", DType::Q6_K}};
-  int cases = 0;
+  int cases = 0, r16_cases = 0;
   // (appended, not "c" + std::to_string(c): GCC 12 warns falsely about that form)
   for (int c = 0;; ++c) {
     std::string p = "c";
@@ -200,9 +222,21 @@ TEST(LinearPanel, EveryWeightTypeMatchesTorch) {
       EXPECT_TRUE(within_bf16_bound(y, yr, x, w));
       EXPECT_FALSE(test::tensors_close(y, yr, 1e-6f, 0.0f)) << "the bf16 rounding should show";
       ++cases;
+      // The same weights repacked as the model loader repacks them (R16 layouts, where a row has a
+      // full group of 16 blocks): the same expected result.
+      if (const std::optional<DType> r16 = r16_of(t); r16 && K / 32 >= kR16Group) {
+        SCOPED_TRACE(dtype_name(*r16));
+        Tensor wr = Tensor::empty(*r16, {N, K});
+        ops::linear_repack(w, wr);
+        Tensor y16 = Tensor::empty(DType::F32, {M, N});
+        linear_via_panel(x, wr, bias, y16);
+        EXPECT_TENSORS_CLOSE(y16, want, kTol, kTol);
+        ++r16_cases;
+      }
     }
   }
   EXPECT_EQ(cases, 30);
+  EXPECT_EQ(r16_cases, 8);  // 4 types x the 2 shapes with K >= 512
 }
 
 // ---- panels, strides, small M, threads ---------------------------------------------------------

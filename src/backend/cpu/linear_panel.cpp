@@ -57,6 +57,10 @@ RowKernel row_kernel_find(DType type) {
     case DType::Q4_K: return panel::row_q4_K_to_bf16_avx512;
     case DType::Q5_K: return panel::row_q5_K_to_bf16_avx512;
     case DType::Q6_K: return panel::row_q6_K_to_bf16_avx512;
+    case DType::Q4_0_R16: return panel::row_q4_0_r16_to_bf16_avx512;
+    case DType::Q4_1_R16: return panel::row_q4_1_r16_to_bf16_avx512;
+    case DType::Q5_0_R16: return panel::row_q5_0_r16_to_bf16_avx512;
+    case DType::Q5_1_R16: return panel::row_q5_1_r16_to_bf16_avx512;
     default: return nullptr;
   }
 }
@@ -94,6 +98,7 @@ bool linear_panel_supports(DType w) {
   switch (w) {
     case DType::F16: case DType::BF16: case DType::Q8_0: case DType::Q4_0: case DType::Q4_1: case DType::Q5_0:
     case DType::Q5_1: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K:
+    case DType::Q4_0_R16: case DType::Q4_1_R16: case DType::Q5_0_R16: case DType::Q5_1_R16:
       return cpu_has_avx512_bf16();
     default:
       return false;

@@ -26,7 +26,8 @@ namespace aigc::ops {
 constexpr int64_t kPanelMinRows = 16;
 
 // True when this CPU runs the panel path (AVX512-BF16) and w's type is one it converts: f16, bf16,
-// q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K (f32 weights keep the exact f32 GEMM).
+// q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K and the R16 layouts (f32 weights keep the exact
+// f32 GEMM).
 bool linear_panel_supports(DType w);
 
 // ops::linear's choice for M rows of x times a weight of type w: this path from kPanelMinRows rows
@@ -56,6 +57,11 @@ void row_q4_0_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n);
 void row_q4_1_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n);
 void row_q5_0_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n);
 void row_q5_1_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n);
+// R16 layouts (quant.h): the model loader's repacking of Q4_0, Q4_1, Q5_0, Q5_1.
+void row_q4_0_r16_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n);
+void row_q4_1_r16_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n);
+void row_q5_0_r16_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n);
+void row_q5_1_r16_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n);
 void row_q4_K_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n);
 void row_q5_K_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n);
 void row_q6_K_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n);

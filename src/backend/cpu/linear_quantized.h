@@ -19,8 +19,10 @@ void linear_quantized(const Tensor& x, const Tensor& w, Tensor& y);
 bool linear_quantized_supports(DType w);
 
 // The layout this CPU's kernels run a linear weight of type w ([N, K]) faster in, if any: Q4_0 ->
-// Q4_0_R16, Q5_0 -> Q5_0_R16, ... (r16_of) where the best kernel set has a kernel for it (AVX2: TinyLlama Q4_0 decode ...) and a
-// row holds a full group of 16 blocks. Setting AIGC_REPACK=0 in the environment turns it off.
+// Q4_0_R16, Q5_0 -> Q5_0_R16, ... (r16_of) where the best kernel set has a kernel for it (the AVX2
+// and AVX-512 sets; long prompts on AVX512-BF16 CPUs convert R16 rows for the bf16 panel GEMM as
+// they convert the file's) and a row holds a full group of 16 blocks. Setting AIGC_REPACK=0 in the
+// environment turns it off.
 std::optional<DType> linear_repack_type(DType w, int64_t K);
 // Rewrites the rows of src (Q4_0, Q4_1, Q5_0, Q5_1) into dst (its R16 type, same shape); dst may view src's own bytes
 // (in place, row by row).

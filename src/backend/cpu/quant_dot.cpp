@@ -199,13 +199,13 @@ void decode_row_prepare(DType w, const BlockQ8_0* xq, int64_t K, int8_t* qs, flo
     if (w == DType::Q4_0 && g < ng) {  // quad layout: [b0..b3 elements 0..15, b0..b3 elements 16..31]
       dst = qs + g * kDecodeGroup * kQK8_0 + (j / 4) * 128 + (j % 4) * 16;
       for (int e = 0; e < 16; ++e) dst[e] = xq[ib].qs[e], dst[64 + e] = xq[ib].qs[16 + e];
-    } else if (r16 && g < ng) {  // [h][v][low nibbles' 4 elements of 8 blocks, high nibbles']
+    } else if (r16 && g < ng) {  // [v][low nibbles, high nibbles][h][4 elements of 8 blocks]
       int8_t* grp = qs + g * kDecodeGroup * kQK8_0;
       const int64_t h = j / 8, L = j % 8;
       for (int v = 0; v < 4; ++v)
         for (int i = 0; i < 4; ++i) {
-          grp[256 * h + 64 * v + 4 * L + i] = xq[ib].qs[4 * v + i];
-          grp[256 * h + 64 * v + 32 + 4 * L + i] = xq[ib].qs[16 + 4 * v + i];
+          grp[128 * v + 32 * h + 4 * L + i] = xq[ib].qs[4 * v + i];
+          grp[128 * v + 64 + 32 * h + 4 * L + i] = xq[ib].qs[16 + 4 * v + i];
         }
     } else {
       for (int e = 0; e < kQK8_0; ++e) dst[e] = xq[ib].qs[e];
@@ -242,7 +242,7 @@ void gemv_r16_ref(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* 
               std::memcpy(&qh, blk[j].qh, 4);
               q |= static_cast<int>((qh >> e) & 1u) << 4;
             }
-            const int64_t at = g < ng ? b0 * 32 + 256 * (j / 8) + 64 * ((e % 16) / 4) + (e < 16 ? 0 : 32) + 4 * (j % 8) + e % 4
+            const int64_t at = g < ng ? b0 * 32 + 128 * ((e % 16) / 4) + (e < 16 ? 0 : 64) + 32 * (j / 8) + 4 * (j % 8) + e % 4
                                       : (b0 + j) * 32 + e;
             isum += q * a[r].qs[at];
           }

@@ -79,9 +79,10 @@ struct DecodeRow {
 // Q8_0, Q4_1, Q5_0, Q5_1, or an R16 type). Q8_0, Q4_1, Q5_0, Q5_1: qs in natural order. Q4_0: each
 // quad of blocks (4j..4j+3) of a full group as the 128 bytes [b0 0..15, b1 0..15, b2 0..15,
 // b3 0..15, b0 16..31, ..., b3 16..31] (a Q4_0 quad's low nibbles, then its high ones). R16 types
-// (all alike): a full group's 512 bytes as, for h < 2 and v < 4, 32 bytes where 4L + i holds
-// element 4v + i of block 8h + L (the weights' low nibbles), then 32 where it holds element
-// 16 + 4v + i (high nibbles).
+// (all alike): a full group's 512 bytes as, for v < 4, 128 bytes: byte 32h + 4L + i holds element
+// 4v + i of block 8h + L (the weights' low nibbles; h < 2, L < 8, i < 4), byte 64 + 32h + 4L + i
+// element 16 + 4v + i (high nibbles). So the 64 bytes of 16 blocks that one 512-bit vector of
+// weight nibbles meets are contiguous, and AVX2 takes each 32-byte half.
 void decode_row_prepare(DType w, const BlockQ8_0* xq, int64_t K, int8_t* qs, float* d, int32_t* bias);
 
 // Activation rows a multi-row kernel dots per pass over a weight row (below), at most.

@@ -698,10 +698,10 @@ __attribute__((always_inline)) inline void gemv_r16_pass(const uint8_t* w, int64
         }
 #pragma GCC unroll 8
         for (int r = 0; r < R; ++r) {
-          const int8_t* y = a[r].qs + g * kDecodeGroup * 32 + 256 * h + 64 * v;
+          const int8_t* y = a[r].qs + g * kDecodeGroup * 32 + 128 * v + 32 * h;
           p[r] = _mm256_add_epi16(p[r], _mm256_add_epi16(
               _mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y))),
-              _mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y + 32)))));
+              _mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y + 64)))));
           if (kHigh && v % 2 == 1) p32[r] = _mm256_add_epi32(p32[r], _mm256_madd_epi16(p[r], ones)), p[r] = _mm256_setzero_si256();
         }
       }

@@ -107,6 +107,69 @@ void q32_row(const Block* x, uint16_t* dst, int64_t n) {
   }
 }
 
+// One 32-element block from its unsigned values (lo: elements 0..15, hi: 16..31): (q - kOffset) * d,
+// or with a min q * d + m (two roundings), as q32_row.
+template <int kOffset, bool kMin>
+inline void q32_block(uint16_t* dst, __m128i lo, __m128i hi, uint16_t d16, uint16_t m16) {
+  const __m512 d = _mm512_set1_ps(f16_scale(d16));
+  if constexpr (kMin) {
+    const __m512 m = _mm512_set1_ps(f16_scale(m16));
+    store_bf16x32(dst, _mm512_add_ps(_mm512_mul_ps(bytes_to_f32(lo, 0), d), m),
+                  _mm512_add_ps(_mm512_mul_ps(bytes_to_f32(hi, 0), d), m));
+  } else {
+    store_bf16x32(dst, _mm512_mul_ps(bytes_to_f32(lo, kOffset), d), _mm512_mul_ps(bytes_to_f32(hi, kOffset), d));
+  }
+}
+
+// 16 dwords of 4 vectors, lane L of v[q] = 4 bytes of block L: afterwards 128-bit lane k of v[m]
+// holds the 16 bytes [v0, v1, v2, v3] of block 4k + m.
+inline void dword_transpose4(__m512i* v) {
+  const __m512i t0 = _mm512_unpacklo_epi32(v[0], v[1]), t1 = _mm512_unpackhi_epi32(v[0], v[1]);
+  const __m512i t2 = _mm512_unpacklo_epi32(v[2], v[3]), t3 = _mm512_unpackhi_epi32(v[2], v[3]);
+  v[0] = _mm512_unpacklo_epi64(t0, t2), v[1] = _mm512_unpackhi_epi64(t0, t2);
+  v[2] = _mm512_unpacklo_epi64(t1, t3), v[3] = _mm512_unpackhi_epi64(t1, t3);
+}
+
+// R16 rows (quant.h) of Q4_0, Q4_1, Q5_0, Q5_1. A group's four 64-byte nibble vectors hold 4 bytes
+// of each of its 16 blocks (dword lane L = block L): the values are formed there as the decode
+// kernels form them (fifth bits by a constant shift and a mask), a dword transpose per 128-bit
+// lane puts each block's 16 low and 16 high values in element order, and each block then goes as
+// in q32_row. The tail's blocks are the file type's: `tail` converts them.
+template <typename Block>
+void r16_row(const uint8_t* src, uint16_t* dst, int64_t n, void (*tail)(const void*, uint16_t*, int64_t)) {
+  using L = R16Layout<Block>;
+  constexpr int kOffset = L::kMin ? 0 : L::kHigh ? 16 : 8;
+  const int64_t nb = n / 32, ng = nb / kR16Group;
+  const __m512i m4 = _mm512_set1_epi8(0x0f), bit4 = _mm512_set1_epi8(0x10);
+  for (int64_t g = 0; g < ng; ++g, dst += 32 * kR16Group) {
+    const uint8_t* wg = src + g * L::kGroupBytes;
+    __m512i lo[4], hi[4];
+    __m512i bits = _mm512_setzero_si512();
+    if constexpr (L::kHigh) bits = _mm512_loadu_si512(wg + L::kBits);
+    for (int v = 0; v < 4; ++v) {
+      const __m512i b = _mm512_loadu_si512(wg + L::kQs + 64 * v);
+      lo[v] = _mm512_and_si512(b, m4), hi[v] = _mm512_and_si512(_mm512_srli_epi16(b, 4), m4);
+      if constexpr (L::kHigh) {
+        lo[v] = _mm512_or_si512(lo[v], _mm512_and_si512(_mm512_slli_epi32(bits, 4 - v), bit4));
+        hi[v] = _mm512_or_si512(hi[v], _mm512_and_si512(_mm512_srli_epi32(bits, v), bit4));
+      }
+    }
+    dword_transpose4(lo);
+    dword_transpose4(hi);
+    alignas(64) uint8_t vals[2][4][64];  // [low, high][m][16 k + e]: block 4k + m
+    for (int m = 0; m < 4; ++m) _mm512_store_si512(vals[0][m], lo[m]), _mm512_store_si512(vals[1][m], hi[m]);
+    uint16_t d16[kR16Group], m16[kR16Group] = {};
+    std::memcpy(d16, wg, sizeof d16);
+    if constexpr (L::kMin) std::memcpy(m16, wg + L::kMins, sizeof m16);
+    for (int j = 0; j < kR16Group; ++j) {
+      const int k = j / 4, m = j % 4;
+      q32_block<kOffset, L::kMin>(dst + 32 * j, _mm_load_si128(reinterpret_cast<const __m128i*>(vals[0][m] + 16 * k)),
+                                  _mm_load_si128(reinterpret_cast<const __m128i*>(vals[1][m] + 16 * k)), d16[j], m16[j]);
+    }
+  }
+  tail(src + ng * L::kGroupBytes, dst, (nb - ng * kR16Group) * 32);
+}
+
 // 32 bytes of 4- or 5-bit values q -> dst[0..31] = d1 * q - m1, in f32 then bf16.
 inline void k_sub_block(uint16_t* dst, __m256i q, float d1, float m1) {
   const __m512 d = _mm512_set1_ps(d1), m = _mm512_set1_ps(m1);
@@ -152,6 +215,22 @@ void row_q5_0_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n) {
 
 void row_q5_1_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n) {
   q32_row<BlockQ5_1, true, true>(static_cast<const BlockQ5_1*>(src), dst, n);
+}
+
+void row_q4_0_r16_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n) {
+  r16_row<BlockQ4_0>(static_cast<const uint8_t*>(src), dst, n, row_q4_0_to_bf16_avx512);
+}
+
+void row_q4_1_r16_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n) {
+  r16_row<BlockQ4_1>(static_cast<const uint8_t*>(src), dst, n, row_q4_1_to_bf16_avx512);
+}
+
+void row_q5_0_r16_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n) {
+  r16_row<BlockQ5_0>(static_cast<const uint8_t*>(src), dst, n, row_q5_0_to_bf16_avx512);
+}
+
+void row_q5_1_r16_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n) {
+  r16_row<BlockQ5_1>(static_cast<const uint8_t*>(src), dst, n, row_q5_1_to_bf16_avx512);
 }
 
 void row_q4_K_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n) {

@@ -3,6 +3,8 @@
 // q5_0, q5_1 · q8_0 (vpdpbusd) and q4_K, q5_K, q6_K · q8_K (vpmaddubsw + vpdpwssd) (contract in
 // quant_dot.h). The dots take two 32-element blocks per
 // 512-bit register (block ib in the low 256 bits, ib+1 in the high), an odd last block in 256 bits.
+// Decode kernels (DecodeRow layout) for Q4_0 and Q8_0 as the file has them and for the R16
+// layouts of Q4_0, Q4_1, Q5_0, Q5_1 (the model loader repacks into them).
 //
 // This file is compiled with AVX-512 flags: it calls no inline function of our shared headers (such
 // a function could be emitted here with AVX-512 instructions and picked by the linker for every
@@ -10,12 +12,16 @@
 // is only instantiated here with this file's own lambdas: those instances are this file's alone.)
 #include <immintrin.h>
 
+#include <cstddef>
+#include <cstdlib>
+
 // GCC 12's avx512fintrin.h builds _mm512_undefined_*() by self-initialisation, which -Wuninitialized
 // reports wherever an intrinsic using it is inlined: false positives.
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 #include "backend/cpu/quant_dot.h"
+#include "core/cpu_features.h"
 
 namespace aigc {
 
@@ -34,13 +40,27 @@ namespace {
 //   2 threads, memory slow (read 35.6):        t0 4K 35.3, t1 16K 32.3, both 34.0-34.4
 //   1 thread (read 30.6-30.9):                 t0 4K 23.0, t1 16K 28.5, both 28.5
 // Distances: prefetcht1 at 4 KiB read 21 (1 thread), 8 KiB 26.5-27.5, 12 to 32 KiB 28-28.6.
+// Zen 5 (AMD family 1Ah) is the other way round: there the prefetcht1 costs more than it brings
+// (its own prefetchers keep the L2 ahead), and prefetcht0 at 4 KiB alone streams best. Measured
+// there (bench_decode, R16 kernels, 5632x2048 from memory, 1 thread, alternated; read ~40 GB/s):
+// both 86-92% of the read, t0 4K alone 94-96%, t0 2K or 8K alone 93-95%, none 87-91%; a
+// TinyLlama Q4_0 token (R16), 1 thread: both 55.0 t/s, t0 4K alone 59.8-62.5, 8K 59.5-61, 2K
+// 54-55.5, none 52-55; 2 threads with the memory fast (read ~85 GB/s): both 71-98, t0 alone 105.
+// AIGC_PREFETCH_L2=0 or 1 in the environment overrides (tuning experiments).
 constexpr int64_t kDecodePrefetchL2 = 16384, kDecodePrefetchL1 = 4096;
+
+bool decode_prefetch_l2_wanted() {
+  if (const char* e = std::getenv("AIGC_PREFETCH_L2"); e && (e[0] == '0' || e[0] == '1')) return e[0] == '1';
+  return cpu_amd_family() != 0x1a;
+}
+const bool kDecodePrefetchToL2 = decode_prefetch_l2_wanted();
 
 // always_inline: GCC 12 judges a prefetch to have no side effects, so where this was left a call
 // (the multi-row kernels' templates) it deemed the function const and dropped every call to it.
 __attribute__((always_inline)) inline void decode_prefetch(const uint8_t* p, int64_t bytes) {
+  const bool l2 = kDecodePrefetchToL2;
   for (int64_t o = 0; o < bytes; o += 64) {
-    _mm_prefetch(reinterpret_cast<const char*>(p + kDecodePrefetchL2 + o), _MM_HINT_T1);
+    if (l2) _mm_prefetch(reinterpret_cast<const char*>(p + kDecodePrefetchL2 + o), _MM_HINT_T1);
     _mm_prefetch(reinterpret_cast<const char*>(p + kDecodePrefetchL1 + o), _MM_HINT_T0);
   }
 }
@@ -654,14 +674,18 @@ void gemv_q4_0_vbmi_rows1(const uint8_t* wb, int64_t row_bytes, int64_t nb, cons
 #pragma GCC pop_options
 #endif
 
-// decode_row_prepare with 16- and 32-byte moves and VNNI block sums (the reference goes element by
+// decode_row_prepare with 4- to 32-byte moves and VNNI block sums (the reference goes element by
 // element: 1.6% of a 2-thread Q4_0 token in perf, with the other thread waiting). The same bytes.
 void decode_row_prepare_avx512(DType w, const BlockQ8_0* xq, int64_t K, int8_t* qs, float* d, int32_t* bias) {
-  // (the other types' layouts: the reference's, which throws for a type without one)
-  if (w != DType::Q4_0 && w != DType::Q8_0) return decode_row_prepare(w, xq, K, qs, d, bias);
+  const bool r16 = w == DType::Q4_0_R16 || w == DType::Q4_1_R16 || w == DType::Q5_0_R16 || w == DType::Q5_1_R16;
+  // (the file layouts of Q4_1, Q5_0, Q5_1: the reference's, which throws for a type without a layout)
+  if (w != DType::Q4_0 && w != DType::Q8_0 && !r16) return decode_row_prepare(w, xq, K, qs, d, bias);
   const int64_t nb = K / kQK8_0, ng = nb / kDecodeGroup;
-  const int32_t offset = w == DType::Q4_0 ? 8 : 128;
-  const int* order = w == DType::Q4_0 ? kDecodeOrderQ4_0 : kDecodeOrderQ8_0;
+  const int32_t offset = w == DType::Q4_0 || w == DType::Q4_0_R16 ? 8
+                         : w == DType::Q8_0                       ? 128
+                         : w == DType::Q5_0_R16                   ? 16
+                                                                  : 1;
+  const int* order = w == DType::Q4_0 ? kDecodeOrderQ4_0 : r16 ? kDecodeOrderNatural : kDecodeOrderQ8_0;
   int position[kDecodeGroup];  // inverse of order: where block j of a group goes
   for (int p = 0; p < kDecodeGroup; ++p) position[order[p]] = p;
   const __m256i ones = _mm256_set1_epi8(1);
@@ -675,6 +699,12 @@ void decode_row_prepare_avx512(DType w, const BlockQ8_0* xq, int64_t K, int8_t* 
       int8_t* dst = qs + g * kDecodeGroup * kQK8_0 + (j / 4) * 128 + (j % 4) * 16;
       _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm256_castsi256_si128(v));
       _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 64), _mm256_extracti128_si256(v, 1));
+    } else if (r16 && g < ng) {  // 4 elements at a time (see decode_row_prepare)
+      int8_t* dst = qs + g * kDecodeGroup * kQK8_0 + 32 * (j / 8) + 4 * (j % 8);
+      for (int q = 0; q < 4; ++q) {
+        __builtin_memcpy(dst + 128 * q, xq[ib].qs + 4 * q, 4);
+        __builtin_memcpy(dst + 128 * q + 64, xq[ib].qs + 16 + 4 * q, 4);
+      }
     } else {
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs + ib * kQK8_0), v);
     }
@@ -789,6 +819,115 @@ void gemv_q8_0_avx512(const void* w, int64_t row_bytes, int64_t K, const DecodeR
   });
 }
 
+// ---- R16 weights (quant.h) ----------------------------------------------------------------------
+// A group of 16 blocks: 4 64-byte loads of nibbles, each 4 bytes of all 16 blocks (int32 lane L =
+// block L), so every vpdpbusd adds to each block's sum in its own lane: 8 of them (low and high
+// nibbles of the 4 vectors) leave the 16 block sums in block order with no reduction, and the
+// scales (and mins) convert as one vector each. The file layouts spend as many instructions on
+// gathering (4 16-byte inserts a quad, or byte permutes) and reducing (decode_reduce4) as on the
+// dots. Fifth bits: one load of the 16 permuted words, then per vector a shift by a constant and a
+// mask put them at bit 4 of each byte (quant.h). Two accumulators per activation row (low and high
+// nibbles) halve the dependency chain. One template for 1..8 activation rows: each output's
+// operations are the same for any R.
+
+// The 32 unsigned values of a file-layout block (Q4_0 / Q4_1: 0..15; Q5_0 / Q5_1: 0..31) in
+// element order: the tail of an R16 row.
+template <typename Block>
+inline __m256i legacy_values(const uint8_t* blk) {
+  const __m256i q = q4_0_unpack(blk + offsetof(Block, qs));
+  if constexpr (R16Layout<Block>::kHigh) return _mm256_or_si256(q, q5_high(blk + offsetof(Block, qh)));
+  return q;
+}
+
+// 64 bytes as two 32-byte loads. Groups of 288 or 352 bytes (Q4_0, Q5_0) start at 32 mod 64 every
+// other time, and then every 64-byte load would span two cache lines: from memory (1 thread) a
+// Q5_0_R16 row read at 80-83% of a plain read that way, at 92-96% with the halves.
+inline __m512i load_halves(const uint8_t* p) {
+  return pair256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)),
+                 _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32)));
+}
+
+template <typename Block, int R>
+__attribute__((always_inline)) inline void gemv_r16_rows(const uint8_t* w, int64_t nb, const DecodeRow* a, float* out,
+                                                         bool prefetch) {
+  using L = R16Layout<Block>;
+  constexpr bool kHigh = L::kHigh, kMin = L::kMin;
+  constexpr int64_t kGroup = L::kGroupBytes;
+  const int64_t ng = nb / kDecodeGroup;
+  const __m512i m4 = _mm512_set1_epi8(0x0f), bit4 = _mm512_set1_epi8(0x10);
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < ng; ++g) {
+    const uint8_t* wg = w + g * kGroup;
+    if (prefetch) decode_prefetch(wg, kGroup);
+    __m512i lo[4], hi[4];
+    __m512i bits = _mm512_setzero_si512();
+    if constexpr (kHigh) bits = load_halves(wg + L::kBits);
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; ++v) {
+      const __m512i b = load_halves(wg + L::kQs + 64 * v);
+      lo[v] = _mm512_and_si512(b, m4), hi[v] = _mm512_and_si512(_mm512_srli_epi16(b, 4), m4);
+      if constexpr (kHigh) {
+        lo[v] = _mm512_or_si512(lo[v], _mm512_and_si512(_mm512_slli_epi32(bits, 4 - v), bit4));
+        hi[v] = _mm512_or_si512(hi[v], _mm512_and_si512(_mm512_srli_epi32(bits, v), bit4));
+      }
+    }
+    const __m512 sw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg)));
+    __m512 sm = _mm512_setzero_ps();
+    if constexpr (kMin) sm = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + L::kMins)));
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const int8_t* y = a[r].qs + g * kDecodeGroup * 32;
+      __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; ++v) {
+        s0 = _mm512_dpbusd_epi32(s0, lo[v], _mm512_loadu_si512(y + 128 * v));
+        s1 = _mm512_dpbusd_epi32(s1, hi[v], _mm512_loadu_si512(y + 128 * v + 64));
+      }
+      const __m512i s = _mm512_add_epi32(s0, s1);
+      const __m512i bias = _mm512_loadu_si512(a[r].bias + g * kDecodeGroup);
+      const __m512 dy = _mm512_loadu_ps(a[r].d + g * kDecodeGroup);
+      if constexpr (kMin) {
+        acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(sw, dy), _mm512_cvtepi32_ps(s), acc[r]);
+        acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(sm, dy), _mm512_cvtepi32_ps(bias), acc[r]);
+      } else {
+        acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(sw, dy), _mm512_cvtepi32_ps(_mm512_sub_epi32(s, bias)), acc[r]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    float sum = _mm512_reduce_add_ps(acc[r]);
+    for (int64_t ib = ng * kDecodeGroup; ib < nb; ++ib) {  // the tail: the file type's blocks, natural order
+      const uint8_t* blk = w + ib * sizeof(Block);
+      const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r].qs + ib * 32));
+      const int32_t isum = hsum_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), legacy_values<Block>(blk), y));
+      uint16_t d16;
+      __builtin_memcpy(&d16, blk, 2);
+      const float dy = a[r].d[ib];
+      if constexpr (kMin) {
+        uint16_t m16;
+        __builtin_memcpy(&m16, blk + 2, 2);
+        sum += f16_load(d16) * dy * static_cast<float>(isum) + f16_load(m16) * dy * static_cast<float>(a[r].bias[ib]);
+      } else {
+        sum += f16_load(d16) * dy * static_cast<float>(isum - a[r].bias[ib]);
+      }
+    }
+    out[r] = sum;
+  }
+}
+
+// DecodeGemv over rows [n0, n1) of R16 weights.
+template <typename Block>
+void gemv_r16_avx512(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0, int64_t n1,
+                     float* y, int64_t ldy, bool prefetch) {
+  const auto* wb = static_cast<const uint8_t*>(w);
+  rows_dispatch(rows, [&]<int R>() {
+    decode_pass<R>(n0, n1, y, ldy, [&](int64_t n, float* out) __attribute__((always_inline)) {
+      gemv_r16_rows<Block, R>(wb + n * row_bytes, K / 32, a, out, prefetch);
+    });
+  });
+}
+
 const QuantKernels kQuantKernelsAvx512Vnni = {
     "avx512vnni",
     quantize_row_q8_0_avx512,
@@ -809,13 +948,13 @@ const QuantKernels kQuantKernelsAvx512Vnni = {
     vec_dot_rows_k45_avx512<false>,
     vec_dot_rows_k45_avx512<true>,
     vec_dot_rows_q6_K_avx512,
-    nullptr,  // Q4_0_R16: no kernel here (the loader keeps Q4_0 as the file has it)
+    gemv_r16_avx512<BlockQ4_0>,
     gemv_q4_1_avx2,  // AVX2's (quant_dot.h)
     gemv_q5_0_avx2,
     gemv_q5_1_avx2,
-    nullptr,  // Q4_1_R16, Q5_0_R16, Q5_1_R16: as Q4_0_R16
-    nullptr,
-    nullptr,
+    gemv_r16_avx512<BlockQ4_1>,
+    gemv_r16_avx512<BlockQ5_0>,
+    gemv_r16_avx512<BlockQ5_1>,
 };
 
 // The same set with the AVX-512 VBMI Q4_0 decode kernel (Zen 4, Ice Lake and later; not Cascade
