@@ -280,7 +280,12 @@ int main(int argc, char** argv) {
   for (DType t : {DType::Q4_0, DType::Q4_0_R16, DType::Q8_0, DType::Q4_1, DType::Q4_1_R16, DType::Q5_0, DType::Q5_0_R16,
                   DType::Q5_1, DType::Q5_1_R16, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
     if (r16_file_type(t) && !decode_gemv(quant_kernels(), t)) continue;  // no kernel: never repacked
-    if (!only.empty() && ("," + only + ",").find("," + std::string(dtype_name(t)) + ",") == std::string::npos) continue;
+    if (!only.empty()) {  // (appended: GCC 12 warns falsely about "," + only)
+      std::string list(","), name(",");
+      list.append(only).append(",");
+      name.append(dtype_name(t)).append(",");
+      if (list.find(name) == std::string::npos) continue;
+    }
     const int64_t n_cache = 256 * 1024 / *dtype_row_bytes(t, 2048);  // ~250 KiB
     bench_kernels("in cache, 1 thread (Nx2048)", weights_make(t, n_cache, 2048, 0), 1, reps, 0.05);
     // Qwen2.5-0.5B's rows (896 = 28 blocks: a full group of 16 and 12 blocks after it, which the

@@ -604,48 +604,47 @@ uint32_t r16_bits_unpermute(uint32_t p) {
   return qh;
 }
 
-// One group of kR16Group blocks: `in` blocks -> `out` packed bytes, or (kUnpack) the other way.
-// Both are kGroupBytes long; every byte has one place on each side, except the fifth bits, whose
+// One group of c <= kR16Group blocks: `in` blocks -> `out` packed bytes, or (kUnpack) the other
+// way. Both are c blocks long; every byte has one place on each side, except the fifth bits, whose
 // words are permuted.
 template <typename Block, bool kUnpack>
-void r16_group(const uint8_t* in, uint8_t* out) {
+void r16_group(const uint8_t* in, uint8_t* out, size_t c) {
   using L = R16Layout<Block>;
   constexpr size_t B = sizeof(Block), d_at = offsetof(Block, d), qs_at = offsetof(Block, qs);
   auto move = [&](size_t at_block, size_t at_packed) {
     if (kUnpack) out[at_block] = in[at_packed]; else out[at_packed] = in[at_block];
   };
-  for (size_t j = 0; j < kR16Group; ++j) move(j * B + d_at, 2 * j), move(j * B + d_at + 1, 2 * j + 1);
+  for (size_t j = 0; j < c; ++j) move(j * B + d_at, 2 * j), move(j * B + d_at + 1, 2 * j + 1);
   if constexpr (L::kMin) {
     constexpr size_t m_at = offsetof(Block, m);
-    for (size_t j = 0; j < kR16Group; ++j) move(j * B + m_at, L::kMins + 2 * j), move(j * B + m_at + 1, L::kMins + 2 * j + 1);
+    for (size_t j = 0; j < c; ++j) move(j * B + m_at, L::mins(c) + 2 * j), move(j * B + m_at + 1, L::mins(c) + 2 * j + 1);
   }
   for (size_t v = 0; v < 4; ++v)
-    for (size_t h = 0; h < 2; ++h)
-      for (size_t j = 0; j < 8; ++j)
-        for (size_t i = 0; i < 4; ++i) move((8 * h + j) * B + qs_at + 4 * v + i, L::kQs + 64 * v + 32 * h + 4 * j + i);
+    for (size_t j = 0; j < c; ++j)
+      for (size_t i = 0; i < 4; ++i) move(j * B + qs_at + 4 * v + i, L::qs(c) + 4 * c * v + 4 * j + i);
   if constexpr (L::kHigh) {
     constexpr size_t qh_at = offsetof(Block, qh);
-    for (size_t j = 0; j < kR16Group; ++j) {
+    for (size_t j = 0; j < c; ++j) {
       uint32_t w;
-      std::memcpy(&w, in + (kUnpack ? L::kBits + 4 * j : j * B + qh_at), 4);
+      std::memcpy(&w, in + (kUnpack ? L::bits(c) + 4 * j : j * B + qh_at), 4);
       w = kUnpack ? r16_bits_unpermute(w) : r16_bits_permute(w);
-      std::memcpy(out + (kUnpack ? j * B + qh_at : L::kBits + 4 * j), &w, 4);
+      std::memcpy(out + (kUnpack ? j * B + qh_at : L::bits(c) + 4 * j), &w, 4);
     }
   }
 }
 
-// A row of n elements (src and dst not overlapping): its full groups, then the tail's blocks as
-// they are.
+// A row of n elements (src and dst not overlapping): its groups, the last one partial where nb is
+// not a multiple of 16.
 template <typename Block, bool kUnpack>
 void r16_convert(const void* src, void* dst, int64_t n) {
-  using L = R16Layout<Block>;
   AIGC_ASSERT(n % 32 == 0, "r16 pack: n = {}", n);
-  const int64_t nb = n / 32, ng = nb / kR16Group;
+  const int64_t nb = n / 32;
   const auto* in = static_cast<const uint8_t*>(src);
   auto* out = static_cast<uint8_t*>(dst);
-  const size_t head = static_cast<size_t>(ng) * L::kGroupBytes;
-  for (size_t o = 0; o < head; o += L::kGroupBytes) r16_group<Block, kUnpack>(in + o, out + o);
-  std::memcpy(out + head, in + head, static_cast<size_t>(nb - ng * kR16Group) * sizeof(Block));
+  for (int64_t b0 = 0; b0 < nb; b0 += kR16Group) {
+    const size_t o = static_cast<size_t>(b0) * sizeof(Block);
+    r16_group<Block, kUnpack>(in + o, out + o, static_cast<size_t>(std::min<int64_t>(kR16Group, nb - b0)));
+  }
 }
 
 // f(Block{}) for the file type of an R16 type.

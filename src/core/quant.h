@@ -148,27 +148,31 @@ void dequantize_row_q8_K_ref(const BlockQ8_K* x, float* y, int64_t n);
 
 // ---- R16 layouts: rows of Q4_0, Q4_1, Q5_0, Q5_1 repacked for the decode kernels --------------
 // aigc's own (never in a file), the same bytes per row as the file type, rearranged per group of
-// kR16Group blocks: the group's 16 f16 scales in block order (32 bytes); Q4_1 / Q5_1: the 16 f16
-// mins (32 bytes); Q5_0 / Q5_1: for h < 2 the fifth bits of blocks 8h .. 8h + 7 as 8 little-endian
-// u32 words (64 bytes), word L block 8h + L's qh with its bits permuted: bit 8i + v = qh bit
-// 4v + i and bit 8i + 4 + v = qh bit 16 + 4v + i (v < 4, i < 4), so that one 32-bit shift of the 8
-// words by a constant (left by 4 - v, right by v) brings the fifth bits of the 32 values of each
-// nibble vector below to bit 4 of their bytes; then 256 bytes of nibbles where byte
-// 64v + 32h + 4L + i (from the nibbles' start) is byte 4v + i of block 8h + L's qs (v < 4, h < 2,
-// L < 8, i < 4). One 32-byte load holds 4 bytes of each of 8 blocks, so an integer dot leaves 8
-// block sums in block order, and the scales load as vectors (the file layouts spend as many
-// instructions gathering scales, 18-24 bytes apart, as on the dot itself). Blocks after the last
-// full group stay the file type's blocks. The model loader repacks linear weights into them where
+// kR16Group blocks (the last group of a row holds the c = nb % 16 blocks left, if any, in the same
+// layout with c in place of 16): the group's c f16 scales in block order (2c bytes); Q4_1 / Q5_1:
+// the c f16 mins (2c bytes); Q5_0 / Q5_1: the fifth bits of block j as the little-endian u32 word j
+// (4c bytes), block j's qh with its bits permuted: bit 8i + v = qh bit 4v + i and bit 8i + 4 + v =
+// qh bit 16 + 4v + i (v < 4, i < 4), so that one 32-bit shift of the words by a constant (left by
+// 4 - v, right by v) brings the fifth bits of the values of each nibble vector below to bit 4 of
+// their bytes; then 16c bytes of nibbles where byte 4c v + 4j + i (from the nibbles' start) is byte
+// 4v + i of block j's qs (v < 4, j < c, i < 4). In a full group, one 64-byte load (or two 32-byte
+// ones) holds 4 bytes of each of the 16 blocks (32-bit lane j = block j), so an integer dot leaves
+// the block sums in block order, and the scales load as vectors (the file layouts spend as many
+// instructions gathering scales, 18-24 bytes apart, as on the dot itself); a last partial group
+// is the same with lanes c.. masked off. The model loader repacks linear weights into them where
 // the kernel set has a kernel for them (QuantKernels::gemv_*_r16).
 constexpr int kR16Group = 16;
 
-// Byte offsets within a group of the R16 layout of `Block` (BlockQ4_0, BlockQ4_1, BlockQ5_0,
-// BlockQ5_1: told apart by size).
+// Byte offsets within a group of c blocks (c <= kR16Group; the k* constants: a full group) of the
+// R16 layout of `Block` (BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1: told apart by size).
 template <typename Block>
 struct R16Layout {
   static constexpr bool kMin = sizeof(Block) == 20 || sizeof(Block) == 24;   // Q4_1, Q5_1
   static constexpr bool kHigh = sizeof(Block) == 22 || sizeof(Block) == 24;  // Q5_0, Q5_1
-  static constexpr size_t kMins = 32, kBits = kMin ? 64 : 32, kQs = kBits + (kHigh ? 64 : 0),
+  static constexpr size_t mins(size_t c) { return 2 * c; }
+  static constexpr size_t bits(size_t c) { return (kMin ? 4 : 2) * c; }
+  static constexpr size_t qs(size_t c) { return bits(c) + (kHigh ? 4 * c : 0); }
+  static constexpr size_t kMins = mins(kR16Group), kBits = bits(kR16Group), kQs = qs(kR16Group),
                           kGroupBytes = kR16Group * sizeof(Block);
   static_assert(kQs + 256 == kGroupBytes, "an R16 group holds its blocks' bytes");
 };

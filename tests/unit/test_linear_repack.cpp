@@ -27,7 +27,7 @@
 namespace aigc {
 namespace {
 
-// 2 full groups of 16 blocks and a tail of 5, every byte distinct enough to find.
+// Blocks whose every byte is distinct enough to find (37: 2 full groups of 16 and a last group of 5).
 std::vector<BlockQ4_0> blocks_make(int64_t nb) {
   std::vector<BlockQ4_0> b(static_cast<size_t>(nb));
   for (int64_t i = 0; i < nb; ++i) {
@@ -55,8 +55,12 @@ TEST(Q4_0_R16, PackLayoutByHand) {
   // group 1 starts at 288
   EXPECT_EQ(u16(288 + 2 * 3), b[19].d);
   EXPECT_EQ(p[288 + 32 + 64 * 0 + 32 * 1 + 4 * 6 + 0], b[30].qs[0]);
-  // the tail: Q4_0 blocks as they were
-  EXPECT_EQ(std::memcmp(p.data() + 2 * 288, b.data() + 32, 5 * 18), 0);
+  // the last group, c = 5 blocks (32..36) at 576: scales at 2j, nibbles at 10 + 20v + 4j + i
+  EXPECT_EQ(u16(576 + 2 * 4), b[36].d);
+  EXPECT_EQ(p[576 + 10], b[32].qs[0]);                       // v 0 j 0 i 0
+  EXPECT_EQ(p[576 + 10 + 20 * 2 + 4 * 3 + 1], b[35].qs[9]);  // v 2 j 3 i 1
+  EXPECT_EQ(p[576 + 10 + 20 * 3 + 4 * 4 + 3], b[36].qs[15]);  // the row's last byte
+  EXPECT_EQ(576 + 10 + 20 * 3 + 4 * 4 + 3 + 1, static_cast<int>(p.size()));
 
   std::vector<BlockQ4_0> back(static_cast<size_t>(nb));
   r16_unpack(DType::Q4_0_R16, p.data(), back.data(), n);
@@ -95,8 +99,17 @@ TEST(Q5_0_R16, PackLayoutByHand) {
   EXPECT_EQ(u16(352 + 2 * 3), b[19].d);
   EXPECT_EQ(p[352 + 96 + 32 * 1 + 4 * 6], b[30].qs[0]);
   EXPECT_EQ((u32(352 + 32 + 4 * 14) >> (8 * 2 + 4 + 1)) & 1u, qh_bit(30, 16 + 4 * 1 + 2));  // i 2, v 1, high half
-  // the tail: Q5_0 blocks as they were
-  EXPECT_EQ(std::memcmp(p.data() + 2 * 352, b.data() + 32, 5 * 22), 0);
+  // the last group, c = 5 blocks at 704: scales at 2j, fifth-bit words at 10 + 4j, nibbles at
+  // 30 + 20v + 4j + i
+  EXPECT_EQ(u16(704 + 2 * 4), b[36].d);
+  for (int v = 0; v < 4; ++v)
+    for (int i = 0; i < 4; ++i) {
+      EXPECT_EQ((u32(704 + 10 + 4 * 3) >> (8 * i + v)) & 1u, qh_bit(35, 4 * v + i)) << v << " " << i;
+      EXPECT_EQ((u32(704 + 10 + 4 * 3) >> (8 * i + 4 + v)) & 1u, qh_bit(35, 16 + 4 * v + i)) << v << " " << i;
+    }
+  EXPECT_EQ(p[704 + 30 + 20 * 1 + 4 * 2 + 3], b[34].qs[7]);   // v 1 j 2 i 3
+  EXPECT_EQ(p[704 + 30 + 20 * 3 + 4 * 4 + 3], b[36].qs[15]);  // the row's last byte
+  EXPECT_EQ(704 + 30 + 20 * 3 + 4 * 4 + 3 + 1, static_cast<int>(p.size()));
 
   std::vector<BlockQ5_0> back(static_cast<size_t>(nb));
   r16_unpack(DType::Q5_0_R16, p.data(), back.data(), n);
@@ -128,10 +141,20 @@ TEST(Q5_1_R16, PackLayoutByHandWithMins) {
   EXPECT_EQ((w7 >> (8 * 3 + 2)) & 1u, (qh7 >> (4 * 2 + 3)) & 1u);          // v 2, i 3, low half
   EXPECT_EQ((w7 >> (8 * 1 + 4 + 3)) & 1u, (qh7 >> (16 + 4 * 3 + 1)) & 1u);  // v 3, i 1, high half
   EXPECT_EQ(p[128 + 64 * 2 + 32 * 1 + 4 * 5 + 1], b[13].qs[9]);            // v 2 h 1 L 5 i 1
-  EXPECT_EQ(std::memcmp(p.data() + 384, b.data() + 16, 2 * 24), 0);        // the tail
+  // the last group, c = 2 blocks (16, 17) at 384: scales 2j, mins 4 + 2j, fifth bits 8 + 4j,
+  // nibbles 16 + 8v + 4j + i
+  uint32_t w17, qh17;
+  std::memcpy(&w17, p.data() + 384 + 8 + 4, 4);
+  std::memcpy(&qh17, b[17].qh, 4);
+  EXPECT_EQ(u16(p, 384 + 2), b[17].d);
+  EXPECT_EQ(u16(p, 384 + 4 + 2), b[17].m);
+  EXPECT_EQ((w17 >> (8 * 2 + 4 + 1)) & 1u, (qh17 >> (16 + 4 * 1 + 2)) & 1u);  // v 1, i 2, high half
+  EXPECT_EQ(p[384 + 16 + 8 * 3 + 4 * 1 + 2], b[17].qs[14]);                    // v 3 j 1 i 2
   EXPECT_EQ(u16(p4, 32 + 2 * 15), c[15].m);
   EXPECT_EQ(p4[64 + 64 * 2 + 32 * 1 + 4 * 5 + 1], c[13].qs[9]);
-  EXPECT_EQ(std::memcmp(p4.data() + 320, c.data() + 16, 2 * 20), 0);
+  // Q4_1_R16's last group at 320: scales 2j, mins 4 + 2j, nibbles 8 + 8v + 4j + i
+  EXPECT_EQ(u16(p4, 320 + 4), c[16].m);
+  EXPECT_EQ(p4[320 + 8 + 8 * 2 + 4 * 1 + 0], c[17].qs[8]);  // v 2 j 1 i 0
   std::vector<BlockQ5_1> back(static_cast<size_t>(nb));
   r16_unpack(DType::Q5_1_R16, p.data(), back.data(), n);
   EXPECT_EQ(std::memcmp(back.data(), b.data(), b.size() * sizeof(BlockQ5_1)), 0);

@@ -199,13 +199,13 @@ void decode_row_prepare(DType w, const BlockQ8_0* xq, int64_t K, int8_t* qs, flo
     if (w == DType::Q4_0 && g < ng) {  // quad layout: [b0..b3 elements 0..15, b0..b3 elements 16..31]
       dst = qs + g * kDecodeGroup * kQK8_0 + (j / 4) * 128 + (j % 4) * 16;
       for (int e = 0; e < 16; ++e) dst[e] = xq[ib].qs[e], dst[64 + e] = xq[ib].qs[16 + e];
-    } else if (r16 && g < ng) {  // [v][low nibbles, high nibbles][h][4 elements of 8 blocks]
+    } else if (r16) {  // [v][low nibbles, high nibbles][4 elements of each block], c blocks in the group
       int8_t* grp = qs + g * kDecodeGroup * kQK8_0;
-      const int64_t h = j / 8, L = j % 8;
+      const int64_t c = std::min<int64_t>(kDecodeGroup, nb - g * kDecodeGroup);
       for (int v = 0; v < 4; ++v)
         for (int i = 0; i < 4; ++i) {
-          grp[128 * v + 32 * h + 4 * L + i] = xq[ib].qs[4 * v + i];
-          grp[128 * v + 64 + 32 * h + 4 * L + i] = xq[ib].qs[16 + 4 * v + i];
+          grp[8 * c * v + 4 * j + i] = xq[ib].qs[4 * v + i];
+          grp[8 * c * v + 4 * c + 4 * j + i] = xq[ib].qs[16 + 4 * v + i];
         }
     } else {
       for (int e = 0; e < kQK8_0; ++e) dst[e] = xq[ib].qs[e];
@@ -215,7 +215,7 @@ void decode_row_prepare(DType w, const BlockQ8_0* xq, int64_t K, int8_t* qs, flo
 
 namespace {
 
-// The reference R16 decode kernel: each group (or the tail's blocks) unpacked to its file type's
+// The reference R16 decode kernel: each group (the last one partial, c < 16 blocks) unpacked to its file type's
 // blocks, every element's value times the activation byte where decode_row_prepare put it, the
 // block's bias subtracted (Q4_1 / Q5_1: the min times the bias added), times the scales.
 template <typename Block>
@@ -223,13 +223,13 @@ void gemv_r16_ref(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* 
                   float* y, int64_t ldy, bool) {
   using L = R16Layout<Block>;
   const DType r16 = L::kMin ? (L::kHigh ? DType::Q5_1_R16 : DType::Q4_1_R16) : (L::kHigh ? DType::Q5_0_R16 : DType::Q4_0_R16);
-  const int64_t nb = K / 32, ng = nb / kDecodeGroup;
+  const int64_t nb = K / 32;
   Block blk[kDecodeGroup];
   for (int64_t n = n0; n < n1; ++n) {
     const uint8_t* row = static_cast<const uint8_t*>(w) + n * row_bytes;
     for (int r = 0; r < rows; ++r) {
       float sum = 0.0f;
-      for (int64_t g = 0; g * kDecodeGroup < nb; ++g) {  // a group, or the tail's blocks
+      for (int64_t g = 0; g * kDecodeGroup < nb; ++g) {
         const int64_t b0 = g * kDecodeGroup, cnt = std::min<int64_t>(kDecodeGroup, nb - b0);
         r16_unpack(r16, row + b0 * sizeof(Block), blk, cnt * 32);
         for (int64_t j = 0; j < cnt; ++j) {
@@ -242,8 +242,7 @@ void gemv_r16_ref(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* 
               std::memcpy(&qh, blk[j].qh, 4);
               q |= static_cast<int>((qh >> e) & 1u) << 4;
             }
-            const int64_t at = g < ng ? b0 * 32 + 128 * ((e % 16) / 4) + (e < 16 ? 0 : 64) + 32 * (j / 8) + 4 * (j % 8) + e % 4
-                                      : (b0 + j) * 32 + e;
+            const int64_t at = b0 * 32 + 8 * cnt * ((e % 16) / 4) + (e < 16 ? 0 : 4 * cnt) + 4 * j + e % 4;
             isum += q * a[r].qs[at];
           }
           const float dy = a[r].d[b0 + j];

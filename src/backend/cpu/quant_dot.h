@@ -57,7 +57,8 @@ float vec_dot_q6_K_q8_K_ref(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y);
 //     one multiply-add with the 16 weight scales x the 16 activation scales; Q4_1 and Q5_1 have
 //     no offset but a min: their `bias` is sum(qy), and a second multiply-add adds it times the
 //     weight mins x the activation scales;
-//   - the blocks after the last full group (nb % 16) are done one at a time, in natural order.
+//   - the blocks after the last full group (nb % 16) are done one at a time, in natural order
+//     (R16 weights: as a partial group, the same operations on masked lanes).
 // Results are the reference's up to f32 summation order (every block's integer sum is exact).
 constexpr int kDecodeGroup = 16;
 // Position p of a group's reduced vector holds block kDecodeOrderQ4_0[p] (Q4_0: four quads of 4
@@ -79,10 +80,11 @@ struct DecodeRow {
 // Q8_0, Q4_1, Q5_0, Q5_1, or an R16 type). Q8_0, Q4_1, Q5_0, Q5_1: qs in natural order. Q4_0: each
 // quad of blocks (4j..4j+3) of a full group as the 128 bytes [b0 0..15, b1 0..15, b2 0..15,
 // b3 0..15, b0 16..31, ..., b3 16..31] (a Q4_0 quad's low nibbles, then its high ones). R16 types
-// (all alike): a full group's 512 bytes as, for v < 4, 128 bytes: byte 32h + 4L + i holds element
-// 4v + i of block 8h + L (the weights' low nibbles; h < 2, L < 8, i < 4), byte 64 + 32h + 4L + i
-// element 16 + 4v + i (high nibbles). So the 64 bytes of 16 blocks that one 512-bit vector of
-// weight nibbles meets are contiguous, and AVX2 takes each 32-byte half.
+// (all alike): a group of c blocks (16, or fewer in a row's last group) as, for v < 4, 8c bytes:
+// byte 4j + i holds element 4v + i of block j (the weights' low nibbles; j < c, i < 4), byte
+// 4c + 4j + i element 16 + 4v + i (high nibbles); scales and biases in natural order. So the 64
+// bytes of 16 blocks that one 512-bit vector of weight nibbles meets are contiguous (AVX2 takes
+// each 32-byte half), and a partial group's are the first 4c of them.
 void decode_row_prepare(DType w, const BlockQ8_0* xq, int64_t K, int8_t* qs, float* d, int32_t* bias);
 
 // Activation rows a multi-row kernel dots per pass over a weight row (below), at most.

@@ -667,69 +667,80 @@ void gemv_rows_avx2(const void* w, int64_t row_bytes, int64_t K, const DecodeRow
 // scales (and mins) load as two vectors (the file layouts' kernels gather them 18-24 bytes apart
 // with pinsrw). Fifth bits: one load of a half group's 8 permuted words, then per vector a shift by
 // a constant and a mask put them at bit 4 of each byte. Q4_0 / Q5_0 subtract the offset (the
-// bias); Q4_1 / Q5_1 add the mins times sum(qy) (the bias). One template for one and several
-// activation rows: each output's operations are the same for any R. int16 sums: a 4-bit half
-// group stays below 8 * 2 * 15 * 127 < 2^15; 5-bit ones are widened every two vectors.
+// bias); Q4_1 / Q5_1 add the mins times sum(qy) (the bias). A row's last, partial group (c < 16
+// blocks) runs the same code with masked loads. One template for one and several activation
+// rows: each output's operations are the same for any R. int16 sums: a 4-bit half group stays
+// below 8 * 2 * 15 * 127 < 2^15; 5-bit ones are widened every two vectors.
 template <typename Block, int R>
 __attribute__((always_inline)) inline void gemv_r16_pass(const uint8_t* w, int64_t nb, const DecodeRow* a, float* out,
                                                          bool prefetch) {
   using L = R16Layout<Block>;
   constexpr bool kHigh = L::kHigh, kMin = L::kMin;
-  constexpr int64_t kGroup = L::kGroupBytes, kQs = L::kQs;
-  const int64_t ng = nb / kDecodeGroup;
   const __m256i m4 = _mm256_set1_epi8(0x0f), bit4 = _mm256_set1_epi8(0x10), ones = _mm256_set1_epi16(1);
   __m256 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-  for (int64_t g = 0; g < ng; ++g) {
-    const uint8_t* wg = w + g * kGroup;
-    if (prefetch) decode_prefetch(wg, kGroup);
-    for (int h = 0; h < 2; ++h) {  // blocks 8h .. 8h + 7
-      __m256i p[R], p32[R];
-      for (int r = 0; r < R; ++r) p[r] = p32[r] = _mm256_setzero_si256();
-      __m256i bits = _mm256_setzero_si256();
-      if constexpr (kHigh) bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + L::kBits + 32 * h));
+  // Blocks 8h .. 8h + 7 of group g (c blocks) at wg; kPartial: only the first ch of them exist, and
+  // every load is masked to them (the other lanes add 0 x 0).
+  auto half = [&]<bool kPartial>(const uint8_t* wg, int64_t g, int64_t c, int h, int64_t ch) __attribute__((always_inline)) {
+    const __m256i lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(ch)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    auto load = [&](const void* p) {
+      return kPartial ? _mm256_maskload_epi32(static_cast<const int*>(p), lanes)
+                      : _mm256_loadu_si256(static_cast<const __m256i*>(p));
+    };
+    auto scales = [&](size_t at) {  // 8 f16 (a partial group's copied: no f16 mask load)
+      if constexpr (!kPartial) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wg + at)));
+      alignas(16) uint16_t s8[8] = {};
+      __builtin_memcpy(s8, wg + at, static_cast<size_t>(2 * ch));
+      return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(s8)));
+    };
+    __m256i p[R], p32[R];
+    for (int r = 0; r < R; ++r) p[r] = p32[r] = _mm256_setzero_si256();
+    __m256i bits = _mm256_setzero_si256();
+    if constexpr (kHigh) bits = load(wg + L::bits(c) + 32 * h);
 #pragma GCC unroll 4
-      for (int v = 0; v < 4; ++v) {
-        const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + kQs + 64 * v + 32 * h));
-        __m256i lo = _mm256_and_si256(b, m4), hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), m4);
-        if constexpr (kHigh) {
-          lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi32(bits, 4 - v), bit4));
-          hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_srli_epi32(bits, v), bit4));
-        }
-#pragma GCC unroll 8
-        for (int r = 0; r < R; ++r) {
-          const int8_t* y = a[r].qs + g * kDecodeGroup * 32 + 128 * v + 32 * h;
-          p[r] = _mm256_add_epi16(p[r], _mm256_add_epi16(
-              _mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y))),
-              _mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y + 64)))));
-          if (kHigh && v % 2 == 1) p32[r] = _mm256_add_epi32(p32[r], _mm256_madd_epi16(p[r], ones)), p[r] = _mm256_setzero_si256();
-        }
+    for (int v = 0; v < 4; ++v) {
+      const __m256i b = load(wg + L::qs(c) + 4 * c * v + 32 * h);
+      __m256i lo = _mm256_and_si256(b, m4), hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), m4);
+      if constexpr (kHigh) {
+        lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi32(bits, 4 - v), bit4));
+        hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_srli_epi32(bits, v), bit4));
       }
-      const __m256 sw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wg + 16 * h)));
-      __m256 sm = _mm256_setzero_ps();
-      if constexpr (kMin) sm = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wg + L::kMins + 16 * h)));
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
-        const int64_t o = g * kDecodeGroup + 8 * h;
-        const __m256i s = kHigh ? p32[r] : _mm256_madd_epi16(p[r], ones);
-        const __m256i bias = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r].bias + o));
-        const __m256 dy = _mm256_loadu_ps(a[r].d + o);
-        if constexpr (kMin) {
-          acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(sw, dy), _mm256_cvtepi32_ps(s), acc[r]);
-          acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(sm, dy), _mm256_cvtepi32_ps(bias), acc[r]);
-        } else {
-          acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(sw, dy), _mm256_cvtepi32_ps(_mm256_sub_epi32(s, bias)), acc[r]);
-        }
+        const int8_t* y = a[r].qs + g * kDecodeGroup * 32 + 8 * c * v + 32 * h;
+        p[r] = _mm256_add_epi16(p[r], _mm256_add_epi16(_mm256_maddubs_epi16(lo, load(y)), _mm256_maddubs_epi16(hi, load(y + 4 * c))));
+        if (kHigh && v % 2 == 1) p32[r] = _mm256_add_epi32(p32[r], _mm256_madd_epi16(p[r], ones)), p[r] = _mm256_setzero_si256();
       }
     }
-  }
-  for (int r = 0; r < R; ++r) {
-    float sum = hsum(acc[r]);
-    for (int64_t ib = ng * kDecodeGroup; ib < nb; ++ib) {  // the tail: the file type's blocks, natural order
-      sum += legacy_tail<Block>(w + ib * sizeof(Block), a[r], ib);
+    const __m256 sw = scales(16 * h);
+    __m256 sm = _mm256_setzero_ps();
+    if constexpr (kMin) sm = scales(L::mins(c) + 16 * h);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const int64_t o = g * kDecodeGroup + 8 * h;
+      const __m256i s = kHigh ? p32[r] : _mm256_madd_epi16(p[r], ones);
+      const __m256i bias = load(a[r].bias + o);
+      const __m256 dy = _mm256_castsi256_ps(load(a[r].d + o));
+      if constexpr (kMin) {
+        acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(sw, dy), _mm256_cvtepi32_ps(s), acc[r]);
+        acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(sm, dy), _mm256_cvtepi32_ps(bias), acc[r]);
+      } else {
+        acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(sw, dy), _mm256_cvtepi32_ps(_mm256_sub_epi32(s, bias)), acc[r]);
+      }
     }
-    out[r] = sum;
+  };
+  const int64_t ng = nb / kDecodeGroup;
+  for (int64_t g = 0; g < ng; ++g) {
+    const uint8_t* wg = w + g * L::kGroupBytes;
+    if (prefetch) decode_prefetch(wg, L::kGroupBytes);
+    for (int h = 0; h < 2; ++h) half.template operator()<false>(wg, g, kDecodeGroup, h, 8);
   }
+  if (const int64_t c = nb - ng * kDecodeGroup; c > 0) {
+    if (prefetch) decode_prefetch(w + ng * L::kGroupBytes, static_cast<int64_t>(c * sizeof(Block)));
+    for (int h = 0; 8 * h < c; ++h)
+      half.template operator()<true>(w + ng * L::kGroupBytes, ng, c, h, c - 8 * h < 8 ? c - 8 * h : 8);
+  }
+  for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]);
 }
 
 // Q4_1, Q5_0 and Q5_1 weights as the file has them, half groups of 8 blocks as the Q8_0 kernel

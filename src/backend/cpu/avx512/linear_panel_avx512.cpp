@@ -134,9 +134,10 @@ inline void dword_transpose4(__m512i* v) {
 // of each of its 16 blocks (dword lane L = block L): the values are formed there as the decode
 // kernels form them (fifth bits by a constant shift and a mask), a dword transpose per 128-bit
 // lane puts each block's 16 low and 16 high values in element order, and each block then goes as
-// in q32_row. The tail's blocks are the file type's: `tail` converts them.
+// in q32_row. A row's last, partial group is unpacked to the file type's blocks (r16_unpack), which
+// `file_row` converts.
 template <typename Block>
-void r16_row(const uint8_t* src, uint16_t* dst, int64_t n, void (*tail)(const void*, uint16_t*, int64_t)) {
+void r16_row(DType r16, const uint8_t* src, uint16_t* dst, int64_t n, void (*file_row)(const void*, uint16_t*, int64_t)) {
   using L = R16Layout<Block>;
   constexpr int kOffset = L::kMin ? 0 : L::kHigh ? 16 : 8;
   const int64_t nb = n / 32, ng = nb / kR16Group;
@@ -167,7 +168,11 @@ void r16_row(const uint8_t* src, uint16_t* dst, int64_t n, void (*tail)(const vo
                                   _mm_load_si128(reinterpret_cast<const __m128i*>(vals[1][m] + 16 * k)), d16[j], m16[j]);
     }
   }
-  tail(src + ng * L::kGroupBytes, dst, (nb - ng * kR16Group) * 32);
+  if (const int64_t c = nb - ng * kR16Group; c > 0) {
+    alignas(8) uint8_t blocks[kR16Group * sizeof(Block)];
+    r16_unpack(r16, src + ng * L::kGroupBytes, blocks, c * 32);
+    file_row(blocks, dst, c * 32);
+  }
 }
 
 // 32 bytes of 4- or 5-bit values q -> dst[0..31] = d1 * q - m1, in f32 then bf16.
@@ -218,19 +223,19 @@ void row_q5_1_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n) {
 }
 
 void row_q4_0_r16_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n) {
-  r16_row<BlockQ4_0>(static_cast<const uint8_t*>(src), dst, n, row_q4_0_to_bf16_avx512);
+  r16_row<BlockQ4_0>(DType::Q4_0_R16, static_cast<const uint8_t*>(src), dst, n, row_q4_0_to_bf16_avx512);
 }
 
 void row_q4_1_r16_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n) {
-  r16_row<BlockQ4_1>(static_cast<const uint8_t*>(src), dst, n, row_q4_1_to_bf16_avx512);
+  r16_row<BlockQ4_1>(DType::Q4_1_R16, static_cast<const uint8_t*>(src), dst, n, row_q4_1_to_bf16_avx512);
 }
 
 void row_q5_0_r16_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n) {
-  r16_row<BlockQ5_0>(static_cast<const uint8_t*>(src), dst, n, row_q5_0_to_bf16_avx512);
+  r16_row<BlockQ5_0>(DType::Q5_0_R16, static_cast<const uint8_t*>(src), dst, n, row_q5_0_to_bf16_avx512);
 }
 
 void row_q5_1_r16_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n) {
-  r16_row<BlockQ5_1>(static_cast<const uint8_t*>(src), dst, n, row_q5_1_to_bf16_avx512);
+  r16_row<BlockQ5_1>(DType::Q5_1_R16, static_cast<const uint8_t*>(src), dst, n, row_q5_1_to_bf16_avx512);
 }
 
 void row_q4_K_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n) {
