@@ -687,11 +687,13 @@ __attribute__((always_inline)) inline void gemv_r16_pass(const uint8_t* w, int64
       return kPartial ? _mm256_maskload_epi32(static_cast<const int*>(p), lanes)
                       : _mm256_loadu_si256(static_cast<const __m256i*>(p));
     };
-    auto scales = [&](size_t at) {  // 8 f16 (a partial group's copied: no f16 mask load)
+    auto scales = [&](size_t at) {  // 8 f16
       if constexpr (!kPartial) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wg + at)));
-      alignas(16) uint16_t s8[8] = {};
-      __builtin_memcpy(s8, wg + at, static_cast<size_t>(2 * ch));
-      return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(s8)));
+      // a partial group's: the (ch + 1) / 2 words that hold them (an odd ch's last one reads 2 bytes
+      // of the group's next section), then the lanes past ch cleared (whatever those bytes are)
+      const __m128i pairs = _mm_cmpgt_epi32(_mm_set1_epi32(static_cast<int>((ch + 1) / 2)), _mm_setr_epi32(0, 1, 2, 3));
+      const __m256 f = _mm256_cvtph_ps(_mm_maskload_epi32(reinterpret_cast<const int*>(wg + at), pairs));
+      return _mm256_and_ps(f, _mm256_castsi256_ps(lanes));
     };
     __m256i p[R], p32[R];
     for (int r = 0; r < R; ++r) p[r] = p32[r] = _mm256_setzero_si256();
