@@ -192,7 +192,10 @@ void decode_row_prepare(DType w, const BlockQ8_0* xq, int64_t K, int8_t* qs, flo
   for (int p = 0; p < kDecodeGroup; ++p) position[order[p]] = p;
   for (int64_t ib = 0; ib < nb; ++ib) {
     const int64_t g = ib / kDecodeGroup, j = ib % kDecodeGroup;
-    const int64_t slot = g < ng ? g * kDecodeGroup + position[j] : ib;  // where block ib's scale and bias go
+    // where block ib's scale and bias go: in the type's order within full groups, and within a last
+    // half group of 8 for the types in kDecodeOrderQ8_0 (their kernels take half groups)
+    const bool ordered = g < ng || (order == kDecodeOrderQ8_0 && ib < nb / 8 * 8);
+    const int64_t slot = ordered ? g * kDecodeGroup + position[j] : ib;
     d[slot] = f16_to_f32(xq[ib].d);
     bias[slot] = offset * block_sum(xq[ib].qs);
     int8_t* dst = qs + ib * kQK8_0;

@@ -72,7 +72,8 @@ constexpr int kDecodeOrderNatural[kDecodeGroup] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9,
 // One activation row in decode layout (views of the caller's buffers).
 struct DecodeRow {
   const int8_t* qs;      // [K] Q8_0 values; within full groups in the weight type's order (below)
-  const float* d;        // [nb] f32 block scales; within full groups in the type's decode order
+  const float* d;        // [nb] f32 block scales; within full groups in the type's decode order (the
+                         // kDecodeOrderQ8_0 types also within a row's last half group of 8)
   const int32_t* bias;   // [nb] offset * sum of the block's qs (Q4_1, Q5_1: the sum), same order as d
 };
 

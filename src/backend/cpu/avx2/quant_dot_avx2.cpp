@@ -572,7 +572,7 @@ void gemv_q4_0_rows_avx2(const uint8_t* w, int64_t nb, const DecodeRow* a, int r
 // activation as vec_dot_q8_0_q8_0_avx2 does (no offset: the row's bias is not used).
 float gemv_q8_0_row_avx2(const uint8_t* w, int64_t nb, const DecodeRow& a, bool prefetch) {
   constexpr int64_t kBlock = 34, kHalf = kBlock * 8;
-  const int64_t nh = nb / kDecodeGroup * 2;
+  const int64_t nh = nb / 8;  // half groups of 8, a row's last one too
   const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc = _mm256_setzero_ps();
   for (int64_t h = 0; h < nh; ++h) {
@@ -590,6 +590,7 @@ float gemv_q8_0_row_avx2(const uint8_t* w, int64_t nb, const DecodeRow& a, bool 
     const __m256 sw = half_scales(wh, kBlock);
     acc = _mm256_fmadd_ps(_mm256_mul_ps(sw, _mm256_loadu_ps(a.d + h * 8)), _mm256_cvtepi32_ps(s), acc);
   }
+  if (prefetch && nh * 8 < nb) decode_prefetch(w + nh * 8 * kBlock, (nb - nh * 8) * kBlock);  // the last blocks
   float sum = hsum(acc);
   for (int64_t ib = nh * 8; ib < nb; ++ib) {
     const uint8_t* blk = w + ib * kBlock;
@@ -605,7 +606,7 @@ float gemv_q8_0_row_avx2(const uint8_t* w, int64_t nb, const DecodeRow& a, bool 
 // gemv_q8_0_row_avx2, in its order: each out[r] is the single-row result bit for bit.
 void gemv_q8_0_rows_avx2(const uint8_t* w, int64_t nb, const DecodeRow* a, int rows, float* out, bool prefetch) {
   constexpr int64_t kBlock = 34, kHalf = kBlock * 8;
-  const int64_t nh = nb / kDecodeGroup * 2;
+  const int64_t nh = nb / 8;  // half groups of 8, a row's last one too
   const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[kVecDotRowsMax];
   for (int r = 0; r < rows; ++r) acc[r] = _mm256_setzero_ps();
@@ -631,6 +632,7 @@ void gemv_q8_0_rows_avx2(const uint8_t* w, int64_t nb, const DecodeRow* a, int r
       acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(sw, _mm256_loadu_ps(a[r].d + h * 8)), _mm256_cvtepi32_ps(s), acc[r]);
     }
   }
+  if (prefetch && nh * 8 < nb) decode_prefetch(w + nh * 8 * kBlock, (nb - nh * 8) * kBlock);  // the last blocks
   for (int r = 0; r < rows; ++r) {
     float sum = hsum(acc[r]);
     for (int64_t ib = nh * 8; ib < nb; ++ib) {
@@ -756,7 +758,7 @@ __attribute__((always_inline)) inline void gemv_legacy_pass(const uint8_t* w, in
                                                             bool prefetch) {
   constexpr int64_t kBlock = sizeof(Block), kHalf = 8 * kBlock;
   constexpr bool kMin = !std::is_same_v<Block, BlockQ5_0>;  // Q4_1, Q5_1: d, m, ...
-  const int64_t nh = nb / kDecodeGroup * 2;
+  const int64_t nh = nb / 8;  // half groups of 8, a row's last one too
   const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
@@ -787,6 +789,7 @@ __attribute__((always_inline)) inline void gemv_legacy_pass(const uint8_t* w, in
       }
     }
   }
+  if (prefetch && nh * 8 < nb) decode_prefetch(w + nh * 8 * kBlock, (nb - nh * 8) * kBlock);  // the last blocks
   for (int r = 0; r < R; ++r) {
     float sum = hsum(acc[r]);
     for (int64_t ib = nh * 8; ib < nb; ++ib) {  // the tail, natural order

@@ -691,7 +691,8 @@ void decode_row_prepare_avx512(DType w, const BlockQ8_0* xq, int64_t K, int8_t* 
   const __m256i ones = _mm256_set1_epi8(1);
   for (int64_t ib = 0; ib < nb; ++ib) {
     const int64_t g = ib / kDecodeGroup, j = ib % kDecodeGroup;
-    const int64_t slot = g < ng ? g * kDecodeGroup + position[j] : ib;
+    const bool ordered = g < ng || (order == kDecodeOrderQ8_0 && ib < nb / 8 * 8);  // (see decode_row_prepare)
+    const int64_t slot = ordered ? g * kDecodeGroup + position[j] : ib;
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[ib].qs));
     d[slot] = f16_load(xq[ib].d);
     bias[slot] = offset * hsum_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, v));
@@ -712,7 +713,8 @@ void decode_row_prepare_avx512(DType w, const BlockQ8_0* xq, int64_t K, int8_t* 
   }
 }
 
-// Q8_0 stays in 256 bits, 8 blocks at a time (two per 16-block group: kDecodeOrderQ8_0 is the
+// Q8_0 stays in 256 bits, 8 blocks at a time (two per 16-block group, and a row's last 8 after its
+// full groups too, in the same order: kDecodeOrderQ8_0 is the
 // 8-block order {0 2 4 6 1 3 5 7} twice): a 512-bit version (pairs of blocks per register, one
 // reduction per 16) measured ~10% slower in cache and no faster from memory on Zen 4. Software
 // prefetch (then prefetcht0 4 KiB ahead) lifted one row stream from memory 26 -> 29 GB/s (interleaved
@@ -739,7 +741,7 @@ inline __m256 q8_0_group_scales(const uint8_t* g) {
 template <int R>
 __attribute__((always_inline)) inline void gemv_q8_0_rows(const uint8_t* w, int64_t nb, const DecodeRow* a, float* out, bool prefetch) {
   constexpr int64_t kBlock = 34, kGroupBytes = kBlock * 8;
-  const int64_t ng = nb / kDecodeGroup * 2;  // half groups of 8: blocks in kDecodeOrderQ8_0 per half
+  const int64_t ng = nb / 8;  // half groups of 8 (a row's last one too): blocks in kDecodeOrderQ8_0 per half
   const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
   __m256 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
@@ -774,6 +776,9 @@ __attribute__((always_inline)) inline void gemv_q8_0_rows(const uint8_t* w, int6
       dots(r, P);
     }
   }
+  // the last blocks (fewer than 8): prefetched too, or a row of 28 blocks (896 wide) read a seventh
+  // of its bytes unannounced
+  if (prefetch && ng * 8 < nb) decode_prefetch(w + ng * 8 * kBlock, (nb - ng * 8) * kBlock);
   for (int r = 0; r < R; ++r) {
     float sum = hsum(acc[r]);
     for (int64_t ib = ng * 8; ib < nb; ++ib) {
