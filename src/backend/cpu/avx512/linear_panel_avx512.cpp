@@ -1,7 +1,8 @@
 // AVX512-BF16 row conversions for linear_panel: weight rows (and activations) to bf16, 32 elements
 // per VCVTNE2PS2BF16 (round to nearest even). Each value is first formed in f32 exactly as the
 // reference dequantisation forms it (same operations, same order), so the bf16 results are equal.
-// GCC 12 reports its own _mm512_undefined_* inside the widening intrinsics as uninitialised.
+// GCC 12 reports its own _mm512_undefined_* inside the widening and unpack intrinsics as uninitialised.
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 // The K-quants compute d1 * q - m1 as two roundings, as the reference does: no fused multiply-add.
 #pragma GCC optimize("fp-contract=off")
@@ -131,48 +132,59 @@ inline void dword_transpose4(__m512i* v) {
 }
 
 // R16 rows (quant.h) of Q4_0, Q4_1, Q5_0, Q5_1. A group's four 64-byte nibble vectors hold 4 bytes
-// of each of its 16 blocks (dword lane L = block L): the values are formed there as the decode
+// of each of its 16 blocks (dword lane j = block j): the values are formed there as the decode
 // kernels form them (fifth bits by a constant shift and a mask), a dword transpose per 128-bit
 // lane puts each block's 16 low and 16 high values in element order, and each block then goes as
-// in q32_row. A row's last, partial group is unpacked to the file type's blocks (r16_unpack), which
-// `file_row` converts.
-template <typename Block>
-void r16_row(DType r16, const uint8_t* src, uint16_t* dst, int64_t n, void (*file_row)(const void*, uint16_t*, int64_t)) {
+// in q32_row. A row's last, partial group (c < 16 blocks) the same way with its loads masked to c
+// lanes and c blocks stored.
+// 64 bytes as two 32-byte loads (a group starts at 32 mod 64 every other time; see the decode
+// kernels' load_halves), or (kPartial) the first c dwords of them.
+template <bool kPartial>
+inline __m512i r16_load(const uint8_t* p, __mmask16 lanes) {
+  if constexpr (kPartial) return _mm512_maskz_loadu_epi32(lanes, p);
+  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))),
+                            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32)), 1);
+}
+
+// One group of c blocks (kPartial: c < 16, the row's last) at wg -> dst[32 c].
+template <typename Block, bool kPartial>
+inline void r16_group_bf16(const uint8_t* wg, uint16_t* dst, int c) {
   using L = R16Layout<Block>;
   constexpr int kOffset = L::kMin ? 0 : L::kHigh ? 16 : 8;
-  const int64_t nb = n / 32, ng = nb / kR16Group;
   const __m512i m4 = _mm512_set1_epi8(0x0f), bit4 = _mm512_set1_epi8(0x10);
-  for (int64_t g = 0; g < ng; ++g, dst += 32 * kR16Group) {
-    const uint8_t* wg = src + g * L::kGroupBytes;
-    __m512i lo[4], hi[4];
-    __m512i bits = _mm512_setzero_si512();
-    if constexpr (L::kHigh) bits = _mm512_loadu_si512(wg + L::kBits);
-    for (int v = 0; v < 4; ++v) {
-      const __m512i b = _mm512_loadu_si512(wg + L::kQs + 64 * v);
-      lo[v] = _mm512_and_si512(b, m4), hi[v] = _mm512_and_si512(_mm512_srli_epi16(b, 4), m4);
-      if constexpr (L::kHigh) {
-        lo[v] = _mm512_or_si512(lo[v], _mm512_and_si512(_mm512_slli_epi32(bits, 4 - v), bit4));
-        hi[v] = _mm512_or_si512(hi[v], _mm512_and_si512(_mm512_srli_epi32(bits, v), bit4));
-      }
-    }
-    dword_transpose4(lo);
-    dword_transpose4(hi);
-    alignas(64) uint8_t vals[2][4][64];  // [low, high][m][16 k + e]: block 4k + m
-    for (int m = 0; m < 4; ++m) _mm512_store_si512(vals[0][m], lo[m]), _mm512_store_si512(vals[1][m], hi[m]);
-    uint16_t d16[kR16Group], m16[kR16Group] = {};
-    std::memcpy(d16, wg, sizeof d16);
-    if constexpr (L::kMin) std::memcpy(m16, wg + L::kMins, sizeof m16);
-    for (int j = 0; j < kR16Group; ++j) {
-      const int k = j / 4, m = j % 4;
-      q32_block<kOffset, L::kMin>(dst + 32 * j, _mm_load_si128(reinterpret_cast<const __m128i*>(vals[0][m] + 16 * k)),
-                                  _mm_load_si128(reinterpret_cast<const __m128i*>(vals[1][m] + 16 * k)), d16[j], m16[j]);
+  const __mmask16 lanes = static_cast<__mmask16>((1u << c) - 1);
+  __m512i lo[4], hi[4];
+  __m512i bits = _mm512_setzero_si512();
+  if constexpr (L::kHigh) bits = r16_load<kPartial>(wg + L::bits(c), lanes);
+  for (int v = 0; v < 4; ++v) {
+    const __m512i b = r16_load<kPartial>(wg + L::qs(c) + 4 * c * v, lanes);
+    lo[v] = _mm512_and_si512(b, m4), hi[v] = _mm512_and_si512(_mm512_srli_epi16(b, 4), m4);
+    if constexpr (L::kHigh) {
+      lo[v] = _mm512_or_si512(lo[v], _mm512_and_si512(_mm512_slli_epi32(bits, 4 - v), bit4));
+      hi[v] = _mm512_or_si512(hi[v], _mm512_and_si512(_mm512_srli_epi32(bits, v), bit4));
     }
   }
-  if (const int64_t c = nb - ng * kR16Group; c > 0) {
-    alignas(8) uint8_t blocks[kR16Group * sizeof(Block)];
-    r16_unpack(r16, src + ng * L::kGroupBytes, blocks, c * 32);
-    file_row(blocks, dst, c * 32);
+  dword_transpose4(lo);
+  dword_transpose4(hi);
+  alignas(64) uint8_t vals[2][4][64];  // [low, high][m][16 k + e]: block 4k + m
+  for (int m = 0; m < 4; ++m) _mm512_store_si512(vals[0][m], lo[m]), _mm512_store_si512(vals[1][m], hi[m]);
+  uint16_t d16[kR16Group], m16[kR16Group] = {};
+  std::memcpy(d16, wg, 2 * static_cast<size_t>(c));
+  if constexpr (L::kMin) std::memcpy(m16, wg + L::mins(c), 2 * static_cast<size_t>(c));
+  for (int j = 0; j < c; ++j) {
+    const int k = j / 4, m = j % 4;
+    q32_block<kOffset, L::kMin>(dst + 32 * j, _mm_load_si128(reinterpret_cast<const __m128i*>(vals[0][m] + 16 * k)),
+                                _mm_load_si128(reinterpret_cast<const __m128i*>(vals[1][m] + 16 * k)), d16[j], m16[j]);
   }
+}
+
+template <typename Block>
+void r16_row(const uint8_t* src, uint16_t* dst, int64_t n) {
+  const int64_t nb = n / 32, ng = nb / kR16Group;
+  for (int64_t g = 0; g < ng; ++g)
+    r16_group_bf16<Block, false>(src + g * R16Layout<Block>::kGroupBytes, dst + g * 32 * kR16Group, kR16Group);
+  if (const int64_t c = nb - ng * kR16Group; c > 0)
+    r16_group_bf16<Block, true>(src + ng * R16Layout<Block>::kGroupBytes, dst + ng * 32 * kR16Group, static_cast<int>(c));
 }
 
 // 32 bytes of 4- or 5-bit values q -> dst[0..31] = d1 * q - m1, in f32 then bf16.
@@ -223,19 +235,19 @@ void row_q5_1_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n) {
 }
 
 void row_q4_0_r16_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n) {
-  r16_row<BlockQ4_0>(DType::Q4_0_R16, static_cast<const uint8_t*>(src), dst, n, row_q4_0_to_bf16_avx512);
+  r16_row<BlockQ4_0>(static_cast<const uint8_t*>(src), dst, n);
 }
 
 void row_q4_1_r16_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n) {
-  r16_row<BlockQ4_1>(DType::Q4_1_R16, static_cast<const uint8_t*>(src), dst, n, row_q4_1_to_bf16_avx512);
+  r16_row<BlockQ4_1>(static_cast<const uint8_t*>(src), dst, n);
 }
 
 void row_q5_0_r16_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n) {
-  r16_row<BlockQ5_0>(DType::Q5_0_R16, static_cast<const uint8_t*>(src), dst, n, row_q5_0_to_bf16_avx512);
+  r16_row<BlockQ5_0>(static_cast<const uint8_t*>(src), dst, n);
 }
 
 void row_q5_1_r16_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n) {
-  r16_row<BlockQ5_1>(DType::Q5_1_R16, static_cast<const uint8_t*>(src), dst, n, row_q5_1_to_bf16_avx512);
+  r16_row<BlockQ5_1>(static_cast<const uint8_t*>(src), dst, n);
 }
 
 void row_q4_K_to_bf16_avx512(const void* src, uint16_t* dst, int64_t n) {
