@@ -276,33 +276,38 @@ float vec_dot_q5_1_q8_0_avx512(int64_t n, const BlockQ5_1* x, const BlockQ8_0* y
 // 2 * 63 * 128 < 2^15, no saturation), then vpdpwssd multiplies those pairs by the sub-block
 // scale (int16) and accumulates in int32: each block's integer sum is exact.
 
-// The eight 6-bit scales and mins of a Q4_K / Q5_K block (layout in quant.h), widened to int16:
-// lanes 0..7 the scales, 8..15 the mins. On 32-bit words: bytes 0..3 hold scales 0..3 (low 6
-// bits) and the top 2 bits of scales 4..7, bytes 4..7 the same for the mins, bytes 8..11 the low
-// 4 bits of scales 4..7 (low nibble) and mins 4..7 (high nibble).
-inline __m256i k4_scales_mins(const uint8_t* s) {
-  uint32_t w0, w1, w2;
-  __builtin_memcpy(&w0, s, 4);
-  __builtin_memcpy(&w1, s + 4, 4);
-  __builtin_memcpy(&w2, s + 8, 4);
-  const uint32_t sc_lo = w0 & 0x3f3f3f3fu, mn_lo = w1 & 0x3f3f3f3fu;
-  const uint32_t sc_hi = (w2 & 0x0f0f0f0fu) | (((w0 >> 6) & 0x03030303u) << 4);
-  const uint32_t mn_hi = ((w2 >> 4) & 0x0f0f0f0fu) | (((w1 >> 6) & 0x03030303u) << 4);
-  const __m128i b = _mm_set_epi32(static_cast<int>(mn_hi), static_cast<int>(mn_lo), static_cast<int>(sc_hi),
-                                  static_cast<int>(sc_lo));
-  return _mm256_cvtepu8_epi16(b);
+// The eight 6-bit scales and mins of a Q4_K / Q5_K block (layout in quant.h), as 16 bytes:
+// bytes 0..7 the scales, 8..15 the mins. Bytes 0..3 hold scales 0..3 (low 6 bits) and the top 2
+// bits of scales 4..7, bytes 4..7 the same for the mins, bytes 8..11 the low 4 bits of scales 4..7
+// (low nibble) and mins 4..7 (high nibble). In vector registers: one 16-byte load (s[12..15] are
+// the block's first quants: read, then not used), two byte shuffles, shifts and masks. (The scalar
+// version, 3 loads, ~10 integer operations and 4 inserts, bounded the kernel: with the scales taken
+// as a constant it read 47-48 GB/s in L2 instead of 34, one Zen 5 core.)
+inline __m128i k4_scales_mins(const uint8_t* s) {
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s));
+  // low bits: sc0..3 from bytes 0..3, sc4..7 from 8..11 (low nibble), mn0..3 from 4..7, mn4..7 from 8..11 (high nibble)
+  const __m128i a = _mm_shuffle_epi8(b, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+  const __m128i a2 = _mm_mask_blend_epi8(static_cast<__mmask16>(0xf000), a, _mm_srli_epi16(a, 4));
+  const __m128i low = _mm_and_si128(a2, _mm_setr_epi8(0x3f, 0x3f, 0x3f, 0x3f, 0x0f, 0x0f, 0x0f, 0x0f, 0x3f, 0x3f, 0x3f,
+                                                      0x3f, 0x0f, 0x0f, 0x0f, 0x0f));
+  // high 2 bits of sc4..7 / mn4..7: the top bits of bytes 0..3 / 4..7, to bits 4..5
+  const __m128i t = _mm_shuffle_epi8(b, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
+  const __m128i high = _mm_and_si128(_mm_srli_epi16(t, 2), _mm_set1_epi8(0x30));
+  return _mm_or_si128(low, high);
 }
 
-// vpermw indices: chunk c (64 elements: 32 low nibbles, 32 high; 32 int16 products after
-// maddubs) uses scale 2c on its first 16 lanes and 2c + 1 on the last 16; `mins` puts min j on
-// lanes 2j and 2j + 1 (beside the bsums of its two 16-element groups).
+// vpshufb controls (within each 128-bit lane of the 16 scale / min bytes broadcast): chunk c (64
+// elements: 32 low nibbles, 32 high; 32 int16 products after maddubs) takes scale 2c as int16 on
+// its first 16 lanes and 2c + 1 on the last 16; `mins` puts min j as int16 on lanes 2j and 2j + 1
+// (beside the bsums of its two 16-element groups). (In-lane byte shuffles: vpermw on the widened
+// scales cost the kernel ~8%.)
 struct K4ScaleIdx {
-  alignas(64) uint16_t chunk[4][32];
-  alignas(32) uint16_t mins[16];
+  alignas(64) int8_t chunk[4][64];
+  alignas(32) int8_t mins[32];
   K4ScaleIdx() {
     for (int c = 0; c < 4; ++c)
-      for (int l = 0; l < 32; ++l) chunk[c][l] = static_cast<uint16_t>(2 * c + l / 16);
-    for (int l = 0; l < 16; ++l) mins[l] = static_cast<uint16_t>(8 + l / 2);
+      for (int l = 0; l < 32; ++l) chunk[c][2 * l] = static_cast<int8_t>(2 * c + l / 16), chunk[c][2 * l + 1] = -1;
+    for (int l = 0; l < 16; ++l) mins[2 * l] = static_cast<int8_t>(8 + l / 2), mins[2 * l + 1] = -1;
   }
 };
 
@@ -330,8 +335,8 @@ __attribute__((always_inline)) inline void k45_rows(int64_t n, const uint8_t* xb
     __builtin_memcpy(&dmin16, xb + 2, 2);
     const uint8_t* qh = xb + 4 + kKScaleSize;
     const uint8_t* qs = kHigh ? qh + kQK_K / 8 : qh;
-    const __m256i scm = k4_scales_mins(xb + 4);
-    const __m512i sc = _mm512_castsi256_si512(scm);
+    const __m128i scm = k4_scales_mins(xb + 4);
+    const __m512i sc = _mm512_broadcast_i32x4(scm);
     __m256i hb = kHigh ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh)) : _mm256_setzero_si256();
     __m512i q[4], s[4], acc[R];
     for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_si512();
@@ -343,7 +348,7 @@ __attribute__((always_inline)) inline void k45_rows(int64_t n, const uint8_t* xb
         hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), one), 4));
         hb = _mm256_srli_epi16(hb, 2);
       }
-      q[c] = pair256(lo, hi), s[c] = _mm512_permutexvar_epi16(idx[c], sc);
+      q[c] = pair256(lo, hi), s[c] = _mm512_shuffle_epi8(sc, idx[c]);
       const __m512i p16 = _mm512_maddubs_epi16(q[c], _mm512_loadu_si512(y[ib].qs + 64 * c));  // row 0 as it comes
       acc[0] = _mm512_dpwssd_epi32(acc[0], p16, s[c]);
     }
@@ -351,7 +356,7 @@ __attribute__((always_inline)) inline void k45_rows(int64_t n, const uint8_t* xb
     for (int r = 1; r < R; ++r)
       for (int c = 0; c < 4; ++c)
         acc[r] = _mm512_dpwssd_epi32(acc[r], _mm512_maddubs_epi16(q[c], _mm512_loadu_si512(y[ib + r * y_stride].qs + 64 * c)), s[c]);
-    const __m256i mn = _mm256_permutexvar_epi16(idx_mins, scm);
+    const __m256i mn = _mm256_shuffle_epi8(_mm512_castsi512_si256(sc), idx_mins);
     const float d = f16_load(d16), dmin = f16_load(dmin16);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
