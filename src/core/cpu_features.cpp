@@ -2,6 +2,8 @@
 
 #include <cpuid.h>
 
+#include <cstdlib>
+
 namespace aigc {
 
 static bool cpu_has_f16c() {
@@ -42,6 +44,14 @@ int cpu_amd_family() {
     if (!amd || !__get_cpuid(1, &a, &b, &c, &d)) return 0;
     const unsigned base = (a >> 8) & 0xf, ext = (a >> 20) & 0xff;
     return static_cast<int>(base == 0xf ? base + ext : base);
+  }();
+  return v;
+}
+
+bool cpu_decode_prefetch_l2() {
+  static const bool v = [] {
+    if (const char* e = std::getenv("AIGC_PREFETCH_L2"); e && (e[0] == '0' || e[0] == '1')) return e[0] == '1';
+    return cpu_amd_family() != 0x1a;
   }();
   return v;
 }

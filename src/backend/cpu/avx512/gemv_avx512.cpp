@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include "backend/cpu/gemv.h"
+#include "core/cpu_features.h"
 
 namespace aigc::ops::gemv {
 
@@ -11,12 +12,14 @@ namespace {
 
 // Weight loaders: 16 elements starting at i widened to f32; the masked form reads only `m` lanes.
 struct LoadF32 {
+  static constexpr int kBytes = 4;
   static __m512 full(const void* w, int64_t i) { return _mm512_loadu_ps(static_cast<const float*>(w) + i); }
   static __m512 part(const void* w, int64_t i, __mmask16 m) {
     return _mm512_maskz_loadu_ps(m, static_cast<const float*>(w) + i);
   }
 };
 struct LoadF16 {
+  static constexpr int kBytes = 2;
   static __m512 full(const void* w, int64_t i) {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(w) + i)));
   }
@@ -25,6 +28,7 @@ struct LoadF16 {
   }
 };
 struct LoadBF16 {  // bf16 is the top half of an f32: widen and shift
+  static constexpr int kBytes = 2;
   static __m512 widen(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
   static __m512 full(const void* w, int64_t i) {
     return widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(w) + i)));
@@ -34,15 +38,28 @@ struct LoadBF16 {  // bf16 is the top half of an f32: widen and shift
   }
 };
 
+// Each 64 bytes of the weights prefetched as the quantised decode kernels prefetch theirs: into L1
+// 4 KiB ahead, and into L2 16 KiB ahead where cpu_decode_prefetch_l2() (not on Zen 5). Without it
+// one Zen 5 core's F16 token read at 82-90% of a plain read, with it at 95-100% (TinyLlama F16 tg,
+// 1 thread, alternated: 15.4-16.5 -> 17.3-18.1 t/s).
+constexpr int64_t kPrefetchL1 = 4096, kPrefetchL2 = 16384;
+const bool kPrefetchToL2 = cpu_decode_prefetch_l2();
+
 template <typename Load, int R>
 void gemv_rows(const float* x, int64_t ldx, const char* w, int64_t ldw_bytes, int64_t k, int64_t n0, int64_t n1,
                float* y, int64_t ldy) {
+  const bool l2 = kPrefetchToL2;
   for (int64_t n = n0; n < n1; ++n) {
     const void* wr = w + n * ldw_bytes;
     __m512 acc0[R], acc1[R];
     for (int r = 0; r < R; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 32 <= k; i += 32) {  // two independent FMA chains per row
+      const char* p = static_cast<const char*>(wr) + i * Load::kBytes;
+      for (int o = 0; o < 32 * Load::kBytes; o += 64) {
+        if (l2) _mm_prefetch(p + kPrefetchL2 + o, _MM_HINT_T1);
+        _mm_prefetch(p + kPrefetchL1 + o, _MM_HINT_T0);
+      }
       const __m512 w0 = Load::full(wr, i), w1 = Load::full(wr, i + 16);
       for (int r = 0; r < R; ++r) {
         acc0[r] = _mm512_fmadd_ps(_mm512_loadu_ps(x + r * ldx + i), w0, acc0[r]);

@@ -13,7 +13,6 @@
 #include <immintrin.h>
 
 #include <cstddef>
-#include <cstdlib>
 
 // GCC 12's avx512fintrin.h builds _mm512_undefined_*() by self-initialisation, which -Wuninitialized
 // reports wherever an intrinsic using it is inlined: false positives.
@@ -46,14 +45,10 @@ namespace {
 // both 86-92% of the read, t0 4K alone 94-96%, t0 2K or 8K alone 93-95%, none 87-91%; a
 // TinyLlama Q4_0 token (R16), 1 thread: both 55.0 t/s, t0 4K alone 59.8-62.5, 8K 59.5-61, 2K
 // 54-55.5, none 52-55; 2 threads with the memory fast (read ~85 GB/s): both 71-98, t0 alone 105.
-// AIGC_PREFETCH_L2=0 or 1 in the environment overrides (tuning experiments).
+// The choice: cpu_decode_prefetch_l2() (AIGC_PREFETCH_L2=0 or 1 in the environment overrides).
 constexpr int64_t kDecodePrefetchL2 = 16384, kDecodePrefetchL1 = 4096;
 
-bool decode_prefetch_l2_wanted() {
-  if (const char* e = std::getenv("AIGC_PREFETCH_L2"); e && (e[0] == '0' || e[0] == '1')) return e[0] == '1';
-  return cpu_amd_family() != 0x1a;
-}
-const bool kDecodePrefetchToL2 = decode_prefetch_l2_wanted();
+const bool kDecodePrefetchToL2 = cpu_decode_prefetch_l2();
 
 // always_inline: GCC 12 judges a prefetch to have no side effects, so where this was left a call
 // (the multi-row kernels' templates) it deemed the function const and dropped every call to it.
