@@ -163,8 +163,8 @@ void dequantize_row_q8_K_ref(const BlockQ8_K* x, float* y, int64_t n);
 // the kernel set has a kernel for them (QuantKernels::gemv_*_r16).
 constexpr int kR16Group = 16;
 
-// Byte offsets within a group of c blocks (c <= kR16Group; the k* constants: a full group) of the
-// R16 layout of `Block` (BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1: told apart by size).
+// Byte offsets within a group of c blocks (c <= kR16Group) of the R16 layout of `Block` (BlockQ4_0,
+// BlockQ4_1, BlockQ5_0, BlockQ5_1: told apart by size), and a full group's size.
 template <typename Block>
 struct R16Layout {
   static constexpr bool kMin = sizeof(Block) == 20 || sizeof(Block) == 24;   // Q4_1, Q5_1
@@ -172,9 +172,8 @@ struct R16Layout {
   static constexpr size_t mins(size_t c) { return 2 * c; }
   static constexpr size_t bits(size_t c) { return (kMin ? 4 : 2) * c; }
   static constexpr size_t qs(size_t c) { return bits(c) + (kHigh ? 4 * c : 0); }
-  static constexpr size_t kMins = mins(kR16Group), kBits = bits(kR16Group), kQs = qs(kR16Group),
-                          kGroupBytes = kR16Group * sizeof(Block);
-  static_assert(kQs + 256 == kGroupBytes, "an R16 group holds its blocks' bytes");
+  static constexpr size_t kGroupBytes = kR16Group * sizeof(Block);
+  static_assert(qs(kR16Group) + 256 == kGroupBytes, "an R16 group holds its blocks' bytes");
 };
 
 // The R16 type of a file type (Q4_0 -> Q4_0_R16, ...), and back; nullopt for other types.

@@ -180,29 +180,34 @@ float vec_dot_q6_K_q8_K_ref(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y) {
   return sumf;
 }
 
-void decode_row_prepare(DType w, const BlockQ8_0* xq, int64_t K, int8_t* qs, float* d, int32_t* bias) {
+DecodeRowLayout decode_row_layout(DType w, int64_t nb) {
   const bool r16 = r16_file_type(w).has_value();
   const DType base = r16_file_type(w).value_or(w);  // an R16 type's offset is its file type's
   AIGC_ASSERT(base == DType::Q4_0 || base == DType::Q8_0 || base == DType::Q4_1 || base == DType::Q5_0 ||
                   base == DType::Q5_1, "decode_row_prepare: {}", dtype_name(w));
-  const int64_t nb = K / kQK8_0, ng = nb / kDecodeGroup;
-  const int32_t offset = base == DType::Q8_0 ? 128 : base == DType::Q5_0 ? 16 : base == DType::Q4_0 ? 8 : 1;
+  DecodeRowLayout l{};
+  l.offset = base == DType::Q8_0 ? 128 : base == DType::Q5_0 ? 16 : base == DType::Q4_0 ? 8 : 1;
+  l.r16 = r16;
   const int* order = w == DType::Q4_0 ? kDecodeOrderQ4_0 : r16 ? kDecodeOrderNatural : kDecodeOrderQ8_0;
-  int position[kDecodeGroup];  // inverse of order: where block j of a group goes
-  for (int p = 0; p < kDecodeGroup; ++p) position[order[p]] = p;
+  for (int p = 0; p < kDecodeGroup; ++p) l.position[order[p]] = p;
+  // the kDecodeOrderQ8_0 kernels take half groups, a row's last one too
+  l.ordered = order == kDecodeOrderQ8_0 ? nb / 8 * 8 : nb / kDecodeGroup * kDecodeGroup;
+  return l;
+}
+
+void decode_row_prepare(DType w, const BlockQ8_0* xq, int64_t K, int8_t* qs, float* d, int32_t* bias) {
+  const int64_t nb = K / kQK8_0, ng = nb / kDecodeGroup;
+  const DecodeRowLayout l = decode_row_layout(w, nb);
   for (int64_t ib = 0; ib < nb; ++ib) {
     const int64_t g = ib / kDecodeGroup, j = ib % kDecodeGroup;
-    // where block ib's scale and bias go: in the type's order within full groups, and within a last
-    // half group of 8 for the types in kDecodeOrderQ8_0 (their kernels take half groups)
-    const bool ordered = g < ng || (order == kDecodeOrderQ8_0 && ib < nb / 8 * 8);
-    const int64_t slot = ordered ? g * kDecodeGroup + position[j] : ib;
+    const int64_t slot = ib < l.ordered ? g * kDecodeGroup + l.position[j] : ib;  // block ib's scale and bias
     d[slot] = f16_to_f32(xq[ib].d);
-    bias[slot] = offset * block_sum(xq[ib].qs);
+    bias[slot] = l.offset * block_sum(xq[ib].qs);
     int8_t* dst = qs + ib * kQK8_0;
     if (w == DType::Q4_0 && g < ng) {  // quad layout: [b0..b3 elements 0..15, b0..b3 elements 16..31]
       dst = qs + g * kDecodeGroup * kQK8_0 + (j / 4) * 128 + (j % 4) * 16;
       for (int e = 0; e < 16; ++e) dst[e] = xq[ib].qs[e], dst[64 + e] = xq[ib].qs[16 + e];
-    } else if (r16) {  // [v][low nibbles, high nibbles][4 elements of each block], c blocks in the group
+    } else if (l.r16) {  // [v][low nibbles, high nibbles][4 elements of each block], c blocks in the group
       int8_t* grp = qs + g * kDecodeGroup * kQK8_0;
       const int64_t c = std::min<int64_t>(kDecodeGroup, nb - g * kDecodeGroup);
       for (int v = 0; v < 4; ++v)

@@ -88,6 +88,18 @@ struct DecodeRow {
 // each 32-byte half), and a partial group's are the first 4c of them.
 void decode_row_prepare(DType w, const BlockQ8_0* xq, int64_t K, int8_t* qs, float* d, int32_t* bias);
 
+// What every set's decode_row_prepare follows for weights of type w and a row of nb blocks: block
+// ib's scale and bias go to slot ib < ordered ? ib / 16 * 16 + position[ib % 16] : ib (the type's
+// decode order within full groups, and within a last half group of 8 for the kDecodeOrderQ8_0
+// types); its bias is offset * sum(qs). Throws for a type without a decode layout.
+struct DecodeRowLayout {
+  int32_t offset;                  // Q4_0 8, Q5_0 16, Q8_0 128, Q4_1 / Q5_1 1 (an R16 type: its file type's)
+  bool r16;                        // an R16 type (its qs layout, above)
+  int position[kDecodeGroup];      // inverse of the type's order: where block j of a group goes
+  int64_t ordered;                 // blocks placed by position, the rest in natural order
+};
+DecodeRowLayout decode_row_layout(DType w, int64_t nb);
+
 // Activation rows a multi-row kernel dots per pass over a weight row (below), at most.
 constexpr int kVecDotRowsMax = 8;
 

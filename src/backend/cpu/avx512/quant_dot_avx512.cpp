@@ -677,30 +677,22 @@ void gemv_q4_0_vbmi_rows1(const uint8_t* wb, int64_t row_bytes, int64_t nb, cons
 // decode_row_prepare with 4- to 32-byte moves and VNNI block sums (the reference goes element by
 // element: 1.6% of a 2-thread Q4_0 token in perf, with the other thread waiting). The same bytes.
 void decode_row_prepare_avx512(DType w, const BlockQ8_0* xq, int64_t K, int8_t* qs, float* d, int32_t* bias) {
-  const bool r16 = w == DType::Q4_0_R16 || w == DType::Q4_1_R16 || w == DType::Q5_0_R16 || w == DType::Q5_1_R16;
-  // (the file layouts of Q4_1, Q5_0, Q5_1: the reference's, which throws for a type without a layout)
-  if (w != DType::Q4_0 && w != DType::Q8_0 && !r16) return decode_row_prepare(w, xq, K, qs, d, bias);
   const int64_t nb = K / kQK8_0, ng = nb / kDecodeGroup;
-  const int32_t offset = w == DType::Q4_0 || w == DType::Q4_0_R16 ? 8
-                         : w == DType::Q8_0                       ? 128
-                         : w == DType::Q5_0_R16                   ? 16
-                                                                  : 1;
-  const int* order = w == DType::Q4_0 ? kDecodeOrderQ4_0 : r16 ? kDecodeOrderNatural : kDecodeOrderQ8_0;
-  int position[kDecodeGroup];  // inverse of order: where block j of a group goes
-  for (int p = 0; p < kDecodeGroup; ++p) position[order[p]] = p;
+  const DecodeRowLayout l = decode_row_layout(w, nb);
+  // (the file layouts of Q4_1, Q5_0, Q5_1: the reference's)
+  if (w != DType::Q4_0 && w != DType::Q8_0 && !l.r16) return decode_row_prepare(w, xq, K, qs, d, bias);
   const __m256i ones = _mm256_set1_epi8(1);
   for (int64_t ib = 0; ib < nb; ++ib) {
     const int64_t g = ib / kDecodeGroup, j = ib % kDecodeGroup;
-    const bool ordered = g < ng || (order == kDecodeOrderQ8_0 && ib < nb / 8 * 8);  // (see decode_row_prepare)
-    const int64_t slot = ordered ? g * kDecodeGroup + position[j] : ib;
+    const int64_t slot = ib < l.ordered ? g * kDecodeGroup + l.position[j] : ib;
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[ib].qs));
     d[slot] = f16_load(xq[ib].d);
-    bias[slot] = offset * hsum_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, v));
+    bias[slot] = l.offset * hsum_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, v));
     if (w == DType::Q4_0 && g < ng) {  // the quad layout (see decode_row_prepare)
       int8_t* dst = qs + g * kDecodeGroup * kQK8_0 + (j / 4) * 128 + (j % 4) * 16;
       _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm256_castsi256_si128(v));
       _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 64), _mm256_extracti128_si256(v, 1));
-    } else if (r16) {  // 4 elements at a time (see decode_row_prepare)
+    } else if (l.r16) {  // 4 elements at a time (see decode_row_prepare)
       const int64_t c = nb - g * kDecodeGroup < kDecodeGroup ? nb - g * kDecodeGroup : kDecodeGroup;
       int8_t* dst = qs + g * kDecodeGroup * kQK8_0 + 4 * j;
       for (int q = 0; q < 4; ++q) {
