@@ -291,17 +291,26 @@ inline __m128i k4_scales_mins(const uint8_t* s) {
   return _mm_or_si128(low, high);
 }
 
-// vpshufb controls (within each 128-bit lane of the 16 scale / min bytes broadcast): chunk c (64
-// elements: 32 low nibbles, 32 high; 32 int16 products after maddubs) takes scale 2c as int16 on
-// its first 16 lanes and 2c + 1 on the last 16; `mins` puts min j as int16 on lanes 2j and 2j + 1
-// (beside the bsums of its two 16-element groups). (In-lane byte shuffles: vpermw on the widened
-// scales cost the kernel ~8%.)
+// vpshufb controls (within each 128-bit lane of the 16 scale / min bytes broadcast). The products
+// of a block come as four vectors of 16 int32 (vpdpbusd: four weight x activation byte products
+// each), chunk c's vector holding elements 64c .. 64c + 63 in order, so its 128-bit lane L holds
+// sub-block 2c + L / 2. vpackssdw packs chunks (0, 1) and (2, 3) into int16 (|sum| <= 4 * 31 *
+// 128 < 2^15: exact), lane L word w < 4 from the first chunk, w >= 4 from the second; `pair[k]`
+// puts the scale of each word's sub-block on it as int16 for vpmaddwd / vpdpwssd. `mins` puts min
+// j as int16 on lanes 2j and 2j + 1 (beside the bsums of its two 16-element groups).
+// (vpdpbusd, two packs and two scale multiplies per block instead of four maddubs and four
+// dpwssd with four scale shuffles; and the scales d, dmin converted as one vector: fewer vector
+// operations, which bound this kernel.)
 struct K4ScaleIdx {
-  alignas(64) int8_t chunk[4][64];
+  alignas(64) int8_t pair[2][64];
   alignas(32) int8_t mins[32];
   K4ScaleIdx() {
-    for (int c = 0; c < 4; ++c)
-      for (int l = 0; l < 32; ++l) chunk[c][2 * l] = static_cast<int8_t>(2 * c + l / 16), chunk[c][2 * l + 1] = -1;
+    for (int k = 0; k < 2; ++k)
+      for (int L = 0; L < 4; ++L)
+        for (int w = 0; w < 8; ++w) {
+          const int chunk = 2 * k + w / 4;
+          pair[k][16 * L + 2 * w] = static_cast<int8_t>(2 * chunk + L / 2), pair[k][16 * L + 2 * w + 1] = -1;
+        }
     for (int l = 0; l < 16; ++l) mins[2 * l] = static_cast<int8_t>(8 + l / 2), mins[2 * l + 1] = -1;
   }
 };
@@ -313,55 +322,62 @@ template <bool kHigh, int R>
 __attribute__((always_inline)) inline void k45_rows(int64_t n, const uint8_t* xb, size_t stride, const BlockQ8_K* y,
                                                     int64_t y_stride, float* out, bool prefetch) {
   static const K4ScaleIdx kIdx;
-  const __m512i idx[4] = {_mm512_load_si512(kIdx.chunk[0]), _mm512_load_si512(kIdx.chunk[1]),
-                          _mm512_load_si512(kIdx.chunk[2]), _mm512_load_si512(kIdx.chunk[3])};
+  const __m512i idx_pair[2] = {_mm512_load_si512(kIdx.pair[0]), _mm512_load_si512(kIdx.pair[1])};
   const __m256i idx_mins = _mm256_load_si256(reinterpret_cast<const __m256i*>(kIdx.mins));
   const int64_t nb = n / kQK_K;
-  const __m256i m4 = _mm256_set1_epi8(0x0f);
-  const __m256i one = _mm256_set1_epi8(1);
+  const __m512i m4 = _mm512_set1_epi8(0x0f), x10 = _mm512_set1_epi8(0x10);
+  // Q5_K: the qh bit of chunk c's low nibbles is 2c, of its high ones 2c + 1; [h][0]: the low
+  // nibbles of chunks 2h (first 256 bits) and 2h + 1, [h][1]: their high nibbles
+  __m512i hbit[2][2];
+  for (int h = 0; h < 2; ++h)
+    for (int k = 0; k < 2; ++k)
+      hbit[h][k] = _mm512_inserti64x4(_mm512_set1_epi8(static_cast<char>(1 << (4 * h + k))),
+                                      _mm256_set1_epi8(static_cast<char>(1 << (4 * h + 2 + k))), 1);
   __m512 accf[R];
   __m256 minv[R];
   for (int r = 0; r < R; ++r) accf[r] = _mm512_setzero_ps(), minv[r] = _mm256_setzero_ps();
   for (int64_t ib = 0; ib < nb; ++ib, xb += stride) {
     if (prefetch) decode_prefetch(xb, static_cast<int64_t>(stride));  // decode streams rows from memory
-    // both layouts start with d, dmin, scales[12]; Q5_K then has qh[32] before qs
-    uint16_t d16, dmin16;
-    __builtin_memcpy(&d16, xb, 2);
-    __builtin_memcpy(&dmin16, xb + 2, 2);
+    // both layouts start with d, dmin, scales[12]; Q5_K then has qh[32] before qs. d and dmin
+    // as one dword broadcast: lanes 2i hold d, 2i + 1 dmin
+    uint32_t ddmin;
+    __builtin_memcpy(&ddmin, xb, 4);
+    const __m512 dd = _mm512_cvtph_ps(_mm256_set1_epi32(static_cast<int>(ddmin)));
     const uint8_t* qh = xb + 4 + kKScaleSize;
     const uint8_t* qs = kHigh ? qh + kQK_K / 8 : qh;
-    const __m128i scm = k4_scales_mins(xb + 4);
-    const __m512i sc = _mm512_broadcast_i32x4(scm);
-    __m256i hb = kHigh ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh)) : _mm256_setzero_si256();
-    __m512i q[4], s[4], acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_si512();
-    for (int c = 0; c < 4; ++c) {
-      const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * c));
-      __m256i lo = _mm256_and_si256(b, m4), hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), m4);
-      if (kHigh) {  // bits 2c and 2c+1 of qh[l]; hb is shifted right by 2 per chunk
-        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
-        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), one), 4));
-        hb = _mm256_srli_epi16(hb, 2);
+    const __m512i sc = _mm512_broadcast_i32x4(k4_scales_mins(xb + 4));
+    // Q5_K: qh broadcast to both halves; chunk c's low / high nibbles take bits 2c / 2c + 1
+    const __m512i hb = kHigh ? _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh))) : _mm512_setzero_si512();
+    __m512i q[4];
+    for (int h = 0; h < 2; ++h) {
+      // chunks 2h and 2h + 1 in one load: their low nibbles side by side, then their high ones;
+      // two 128-bit-lane shuffles put them in element order (one 512-bit load and one mask pair per
+      // two chunks instead of two 256-bit loads, masks and inserts)
+      const __m512i b = _mm512_loadu_si512(qs + 64 * h);
+      __m512i lo = _mm512_and_si512(b, m4), hi = _mm512_and_si512(_mm512_srli_epi16(b, 4), m4);
+      if (kHigh) {
+        lo = _mm512_mask_add_epi8(lo, _mm512_test_epi8_mask(hb, hbit[h][0]), lo, x10);
+        hi = _mm512_mask_add_epi8(hi, _mm512_test_epi8_mask(hb, hbit[h][1]), hi, x10);
       }
-      q[c] = pair256(lo, hi), s[c] = _mm512_shuffle_epi8(sc, idx[c]);
-      const __m512i p16 = _mm512_maddubs_epi16(q[c], _mm512_loadu_si512(y[ib].qs + 64 * c));  // row 0 as it comes
-      acc[0] = _mm512_dpwssd_epi32(acc[0], p16, s[c]);
+      q[2 * h] = _mm512_shuffle_i64x2(lo, hi, 0x44), q[2 * h + 1] = _mm512_shuffle_i64x2(lo, hi, 0xee);
     }
-#pragma GCC unroll 8
-    for (int r = 1; r < R; ++r)
-      for (int c = 0; c < 4; ++c)
-        acc[r] = _mm512_dpwssd_epi32(acc[r], _mm512_maddubs_epi16(q[c], _mm512_loadu_si512(y[ib + r * y_stride].qs + 64 * c)), s[c]);
+    const __m512i s01 = _mm512_shuffle_epi8(sc, idx_pair[0]), s23 = _mm512_shuffle_epi8(sc, idx_pair[1]);
     const __m256i mn = _mm256_shuffle_epi8(_mm512_castsi512_si256(sc), idx_mins);
-    const float d = f16_load(d16), dmin = f16_load(dmin16);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const BlockQ8_K& yb = y[ib + r * y_stride];
+      __m512i p[4];
+      for (int c = 0; c < 4; ++c) p[c] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[c], _mm512_loadu_si512(yb.qs + 64 * c));
+      const __m512i acc = _mm512_dpwssd_epi32(_mm512_madd_epi16(_mm512_packs_epi32(p[0], p[1]), s01),
+                                              _mm512_packs_epi32(p[2], p[3]), s23);
+      // [d * yd, dmin * yd] pairs: each product rounded as the scalar one would be
+      const __m512 t = _mm512_mul_ps(dd, _mm512_set1_ps(yb.d));
       // lanes stay apart until the end: no horizontal sum per block
-      accf[r] = _mm512_fmadd_ps(_mm512_set1_ps(yb.d * d), _mm512_cvtepi32_ps(acc[r]), accf[r]);
+      accf[r] = _mm512_fmadd_ps(_mm512_permute_ps(t, 0x00), _mm512_cvtepi32_ps(acc), accf[r]);
       // sum_j mn_j * (bsums[2j] + bsums[2j+1]): exact in int32, lanes kept apart (one horizontal sum
       // per row, not per block: Q4_K rows from memory, one Zen 4 core, 19 -> 20.3 GB/s, compute-bound)
       const __m256i summ = _mm256_madd_epi16(mn, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(yb.bsums)));
-      minv[r] = _mm256_fmadd_ps(_mm256_set1_ps(yb.d * dmin), _mm256_cvtepi32_ps(summ), minv[r]);
+      minv[r] = _mm256_fmadd_ps(_mm256_permute_ps(_mm512_castps512_ps256(t), 0x55), _mm256_cvtepi32_ps(summ), minv[r]);
     }
   }
   for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(_mm512_sub_ps(accf[r], _mm512_castps256_ps512(minv[r])));
