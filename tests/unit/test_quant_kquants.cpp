@@ -612,6 +612,16 @@ TEST(KQuantDot, Q6KOffsetDoesNotCancelInFloat) {
     for (auto& s : blk->scales) s = 127;
   }
   std::vector<BlockQ8_K> y = act_q8_K(nb, rng, 127, false);
+  // Each group of 16 activations one random value, so the groups' offset terms differ widely: a
+  // kernel that takes a group's offset off in a lane holding another group's products (cancelling
+  // only in f32, after the lanes are summed) fails as one that subtracts in f32 does.
+  std::uniform_int_distribution<int> gv(-127, 127);
+  for (auto& b : y)
+    for (int g = 0; g < 16; ++g) {
+      const int v = gv(rng);
+      for (int j = 0; j < 16; ++j) b.qs[16 * g + j] = static_cast<int8_t>(v);
+      b.bsums[g] = static_cast<int16_t>(16 * v);
+    }
   std::vector<float> wv(n);
   row_to_f32(DType::Q6_K, w.data(), wv.data(), n);
   const std::vector<float> yv = act_values(DType::Q6_K, n, y.data());

@@ -398,15 +398,25 @@ float vec_dot_q5_K_q8_K_avx512(int64_t n, const BlockQ5_K* x, const BlockQ8_K* y
   return k45_dot<true>(n, reinterpret_cast<const uint8_t*>(x), sizeof(BlockQ5_K), y);
 }
 
-// vpermw indices spreading a Q6_K block's 16 int16 scales over the int16 products they multiply:
-// quarter j (64 elements, 32 products after maddubs) uses scales 4j .. 4j+3, each over 8 lanes.
-// (One vpermw per quarter instead of a shuffle-and-widen of the four bytes: Q6_K rows from memory
-// on one Zen 4 core 22 -> 25 GB/s, with the offset term below also in SIMD.)
+// vpermw indices spreading a Q6_K block's 16 int16 scales over its packed products: as in
+// k45_rows, the products come from vpdpbusd as four vectors of 16 int32, quarter j's (elements
+// 64j .. 64j + 63) 128-bit lane L holding the 16 elements of scale 4j + L; vpackssdw packs
+// quarters (0, 1) and (2, 3) (|sum| <= 4 * 63 * 128 < 2^15), lane L word w < 4 from the first,
+// w >= 4 from the second. (vpdpbusd, two packs, two vpermw and two scale multiplies per block,
+// with the 6-bit values built by one variable shift and one ternary logic op per vector, in place
+// of maddubs, dpwssd and four vpermw, inserts and shift-and-or chains: about half the vector
+// operations.)
 struct Q6KScaleIdx {
-  alignas(64) uint16_t v[4][32];
+  alignas(64) uint16_t v[2][32];
+  // the groups in the order [L, 8 + L, 4 + L, 12 + L] for L = 0..3: vpmaddwd then sums the
+  // offset terms of the groups whose products an accumulator dword pair holds (below)
+  alignas(32) uint16_t off[16];
   Q6KScaleIdx() {
-    for (int j = 0; j < 4; ++j)
-      for (int l = 0; l < 32; ++l) v[j][l] = static_cast<uint16_t>(4 * j + l / 8);
+    for (int k = 0; k < 2; ++k)
+      for (int L = 0; L < 4; ++L)
+        for (int w = 0; w < 8; ++w) v[k][8 * L + w] = static_cast<uint16_t>(4 * (2 * k + w / 4) + L);
+    for (int L = 0; L < 4; ++L)
+      for (int i = 0; i < 4; ++i) off[4 * L + i] = static_cast<uint16_t>(L + (i == 1 ? 8 : i == 2 ? 4 : i == 3 ? 12 : 0));
   }
 };
 
@@ -415,47 +425,54 @@ template <int R>
 __attribute__((always_inline)) inline void q6_K_rows(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y, int64_t y_stride,
                                                      float* out, bool prefetch) {
   static const Q6KScaleIdx kIdx;
-  const __m512i idx[4] = {_mm512_load_si512(kIdx.v[0]), _mm512_load_si512(kIdx.v[1]), _mm512_load_si512(kIdx.v[2]),
-                          _mm512_load_si512(kIdx.v[3])};
+  const __m512i idx01 = _mm512_load_si512(kIdx.v[0]), idx23 = _mm512_load_si512(kIdx.v[1]);
+  const __m256i idx_off = _mm256_load_si256(reinterpret_cast<const __m256i*>(kIdx.off));
   const int64_t nb = n / kQK_K;
   const __m512i m4 = _mm512_set1_epi8(0x0f);
-  const __m256i m2 = _mm256_set1_epi8(3);
-  float sumf[R];
-  for (int r = 0; r < R; ++r) sumf[r] = 0.0f;
+  // qh (broadcast to both 256-bit halves) to bits 4, 5 of each element: the low nibbles' vector
+  // (elements 0..63 of a half block) takes bits 0, 1 (first 32) and 2, 3 (next 32) of qh[l], the
+  // high nibbles' vector bits 4, 5 and 6, 7
+  const __m512i hmask_lo = _mm512_inserti64x4(_mm512_set1_epi8(0x03), _mm256_set1_epi8(0x0c), 1);
+  const __m512i hmask_hi = _mm512_inserti64x4(_mm512_set1_epi8(0x30), _mm256_set1_epi8(static_cast<char>(0xc0)), 1);
+  const __m512i hshift_lo = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+  const __m512i hshift_hi = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+  __m512 accf[R];
+  for (int r = 0; r < R; ++r) accf[r] = _mm512_setzero_ps();
   for (int64_t ib = 0; ib < nb; ++ib) {
     if (prefetch) decode_prefetch(reinterpret_cast<const uint8_t*>(x + ib), sizeof(BlockQ6_K));  // decode streams rows from memory
-    // the 16 int8 scales widened once; each quarter's dpwssd takes them spread by one vpermw
     const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[ib].scales)));
-    const __m512i sc = _mm512_castsi256_si512(sc16);
-    __m512i u[4], s[4], acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_si512();
+    const __m512i s01 = _mm512_permutexvar_epi16(idx01, _mm512_castsi256_si512(sc16));
+    const __m512i s23 = _mm512_permutexvar_epi16(idx23, _mm512_castsi256_si512(sc16));
+    __m512i u[4];
     for (int h = 0; h < 2; ++h) {
       const __m512i l = _mm512_loadu_si512(x[ib].ql + 64 * h);  // low nibbles: elements 0..63, high: 64..127
-      const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[ib].qh + 32 * h));
-      const __m512i h01 = pair256(_mm256_and_si256(hb, m2), _mm256_and_si256(_mm256_srli_epi16(hb, 2), m2));
-      const __m512i h23 = pair256(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), _mm256_and_si256(_mm256_srli_epi16(hb, 6), m2));
-      u[2 * h] = _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_slli_epi16(h01, 4));
-      u[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4), _mm512_slli_epi16(h23, 4));
-      s[2 * h] = _mm512_permutexvar_epi16(idx[2 * h], sc), s[2 * h + 1] = _mm512_permutexvar_epi16(idx[2 * h + 1], sc);
-      for (int j = 2 * h; j < 2 * h + 2; ++j)  // row 0 as they come
-        acc[0] = _mm512_dpwssd_epi32(acc[0], _mm512_maddubs_epi16(u[j], _mm512_loadu_si512(y[ib].qs + 64 * j)), s[j]);
+      const __m512i hb = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[ib].qh + 32 * h)));
+      const __m512i tl = _mm512_sllv_epi16(_mm512_and_si512(hb, hmask_lo), hshift_lo);
+      const __m512i th = _mm512_srlv_epi16(_mm512_and_si512(hb, hmask_hi), hshift_hi);
+      u[2 * h] = _mm512_ternarylogic_epi32(l, m4, tl, 0xea);  // (l & 0x0f) | tl
+      u[2 * h + 1] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(l, 4), m4, th, 0xea);
     }
-#pragma GCC unroll 8
-    for (int r = 1; r < R; ++r)
-      for (int j = 0; j < 4; ++j)
-        acc[r] = _mm512_dpwssd_epi32(acc[r], _mm512_maddubs_epi16(u[j], _mm512_loadu_si512(y[ib + r * y_stride].qs + 64 * j)), s[j]);
+    // the values are q - 32: 32 * sum_g sc_g * sum(qy in g) (the bsums) comes off in int32, group
+    // by group, before any conversion: with q near 32 it nearly cancels the products. The
+    // accumulator's dword pair (4L, 4L + 1) holds all the products of groups L and 8 + L, (4L + 2,
+    // 4L + 3) those of 4 + L and 12 + L: pairs are summed and the even dwords take the offset.
+    const __m256i sc32 = _mm256_permutexvar_epi16(idx_off, _mm256_slli_epi16(sc16, 5));  // |32 sc| <= 4096
     const float d = f16_load(x[ib].d);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const BlockQ8_K& yb = y[ib + r * y_stride];
-      // the values are q - 32: take 32 * sum_g sc_g * sum(qy in g) off (the bsums), in int32 before
-      // the sum: the offset term nearly cancels the products when q is near 32
-      const __m256i off = _mm256_madd_epi16(sc16, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(yb.bsums)));
-      const __m512i t = _mm512_sub_epi32(acc[r], _mm512_zextsi256_si512(_mm256_slli_epi32(off, 5)));
-      sumf[r] += yb.d * d * static_cast<float>(_mm512_reduce_add_epi32(t));
+      __m512i p[4];
+      for (int j = 0; j < 4; ++j) p[j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[j], _mm512_loadu_si512(yb.qs + 64 * j));
+      const __m512i acc = _mm512_dpwssd_epi32(_mm512_madd_epi16(_mm512_packs_epi32(p[0], p[1]), s01),
+                                              _mm512_packs_epi32(p[2], p[3]), s23);
+      const __m256i bs = _mm256_permutexvar_epi16(idx_off, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(yb.bsums)));
+      const __m512i off = _mm512_cvtepu32_epi64(_mm256_madd_epi16(sc32, bs));  // dword m at 2m
+      const __m512i t = _mm512_sub_epi32(_mm512_add_epi32(acc, _mm512_srli_epi64(acc, 32)), off);
+      // lanes stay apart until the end: no horizontal sum per block (odd dwords: not used)
+      accf[r] = _mm512_mask3_fmadd_ps(_mm512_set1_ps(yb.d * d), _mm512_cvtepi32_ps(t), accf[r], static_cast<__mmask16>(0x5555));
     }
   }
-  for (int r = 0; r < R; ++r) out[r] = sumf[r];
+  for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(accf[r]);
 }
 
 float vec_dot_q6_K_q8_K_avx512(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y) {
