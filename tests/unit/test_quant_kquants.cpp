@@ -381,7 +381,7 @@ TEST(KQuantDot, IntegerResultExactInEveryKernel) {
   std::mt19937 rng(17);
   for (DType t : kNewTypes) {
     const int64_t bs = dtype_traits(t).block_size;
-    for (int64_t nb : is_kquant(t) ? std::vector<int64_t>{1, 3} : std::vector<int64_t>{1, 3, 17, 33}) {
+    for (int64_t nb : is_kquant(t) ? std::vector<int64_t>{1, 3, 6} : std::vector<int64_t>{1, 3, 17, 33}) {
       const int64_t n = nb * bs;
       const std::vector<uint8_t> w = weight_blocks(t, nb, rng, true);
       const int lim = is_kquant(t) ? 7 : 127;
