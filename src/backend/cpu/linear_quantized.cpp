@@ -97,13 +97,9 @@ int64_t rows_per_pass(int64_t K) { return K <= 3072 ? kVecDotRowsMax : kVecDotRo
 void rows_k_tile(VecDotRowsK rows_kernel, const char* wd, int64_t row_bytes, int64_t N, int64_t K,
                  const BlockQ8_K* xq, int64_t M, float* y, int64_t t0, int64_t t1) {
   const int64_t nb = K / kQK_K, per_pass = rows_per_pass(K);
-  float out[kVecDotRowsMax];
   for (int64_t m0 = 0; m0 < M; m0 += per_pass) {
     const int rows = static_cast<int>(std::min(per_pass, M - m0));
-    for (int64_t n = t0; n < t1; ++n) {
-      rows_kernel(K, wd + n * row_bytes, xq + m0 * nb, nb, rows, out, m0 == 0);
-      for (int r = 0; r < rows; ++r) y[(m0 + r) * N + n] = out[r];
-    }
+    rows_kernel(K, wd + t0 * row_bytes, row_bytes, t1 - t0, xq + m0 * nb, nb, rows, y + m0 * N + t0, N, m0 == 0);
   }
 }
 

@@ -111,11 +111,13 @@ constexpr int kVecDotRowsMax = 8;
 using DecodeGemv = void (*)(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* a, int rows, int64_t n0,
                             int64_t n1, float* y, int64_t ldy, bool prefetch);
 
-// out[r] = the vec_dot of the weight row x (n elements) with activation row y + r * y_stride (in
-// blocks) for r < rows (1..kVecDotRowsMax), each bitwise the single vec_dot's result: the row is
-// unpacked once for all of them (short prompts). prefetch: as DecodeGemv's.
-using VecDotRowsK = void (*)(int64_t n, const void* x, const BlockQ8_K* y, int64_t y_stride, int rows, float* out,
-                             bool prefetch);
+// out[r * ldo + i] = the vec_dot of weight row i (x + i * row_bytes, n elements) with activation
+// row y + r * y_stride (in blocks), for i < nw and r < rows (1..kVecDotRowsMax), each bitwise the
+// single vec_dot's result: each weight row is unpacked once for all the activation rows (short
+// prompts), and a call covers a run of weight rows (no call and set-up per row: rows of a few
+// blocks are common). prefetch: as DecodeGemv's.
+using VecDotRowsK = void (*)(int64_t n, const void* x, int64_t row_bytes, int64_t nw, const BlockQ8_K* y,
+                             int64_t y_stride, int rows, float* out, int64_t ldo, bool prefetch);
 
 // kernel.template operator()<R>() for R = rows (1..kVecDotRowsMax): how the ISA files instantiate
 // a several-rows kernel template per row count. (Their kernels are lambdas local to each file, so

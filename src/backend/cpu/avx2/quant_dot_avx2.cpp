@@ -393,16 +393,34 @@ float vec_dot_q6_K_q8_K_avx2(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y) 
   return out;
 }
 
-template <bool kHigh>
-void vec_dot_rows_k45_avx2(int64_t n, const void* x, const BlockQ8_K* y, int64_t y_stride, int rows, float* out,
-                           bool prefetch) {
-  const size_t stride = kHigh ? sizeof(BlockQ5_K) : sizeof(BlockQ4_K);
-  rows_dispatch(rows, [&]<int R>() { k45_rows<kHigh, R>(n, static_cast<const uint8_t*>(x), stride, y, y_stride, out, prefetch); });
+// Weight rows [0, nw) one after another through kernel<R> (k45_rows, q6_K_rows): inlined, so
+// the kernel's constants are set up once per call, not per row.
+template <typename RowKernel>
+__attribute__((always_inline)) inline void rows_run(int64_t nw, const uint8_t* x, int64_t row_bytes, int rows,
+                                                    float* out, int64_t ldo, RowKernel kernel) {
+  rows_dispatch(rows, [&]<int R>() {
+    for (int64_t i = 0; i < nw; ++i) {
+      float o[R];
+      kernel.template operator()<R>(x + i * row_bytes, o);
+      for (int r = 0; r < R; ++r) out[r * ldo + i] = o[r];
+    }
+  });
 }
 
-void vec_dot_rows_q6_K_avx2(int64_t n, const void* x, const BlockQ8_K* y, int64_t y_stride, int rows, float* out,
-                            bool prefetch) {
-  rows_dispatch(rows, [&]<int R>() { q6_K_rows<R>(n, static_cast<const BlockQ6_K*>(x), y, y_stride, out, prefetch); });
+template <bool kHigh>
+void vec_dot_rows_k45_avx2(int64_t n, const void* x, int64_t row_bytes, int64_t nw, const BlockQ8_K* y,
+                           int64_t y_stride, int rows, float* out, int64_t ldo, bool prefetch) {
+  const size_t stride = kHigh ? sizeof(BlockQ5_K) : sizeof(BlockQ4_K);
+  rows_run(nw, static_cast<const uint8_t*>(x), row_bytes, rows, out, ldo, [&]<int R>(const uint8_t* xr, float* o) {
+    k45_rows<kHigh, R>(n, xr, stride, y, y_stride, o, prefetch);
+  });
+}
+
+void vec_dot_rows_q6_K_avx2(int64_t n, const void* x, int64_t row_bytes, int64_t nw, const BlockQ8_K* y,
+                            int64_t y_stride, int rows, float* out, int64_t ldo, bool prefetch) {
+  rows_run(nw, static_cast<const uint8_t*>(x), row_bytes, rows, out, ldo, [&]<int R>(const uint8_t* xr, float* o) {
+    q6_K_rows<R>(n, reinterpret_cast<const BlockQ6_K*>(xr), y, y_stride, o, prefetch);
+  });
 }
 
 inline uint16_t u16_at(const uint8_t* p) {
