@@ -136,6 +136,21 @@ void rows_dispatch(int rows, Kernel kernel) {
   }
 }
 
+// Weight rows [0, nw) of x (row_bytes apart) one after another through kernel.template
+// operator()<R>(row, o) for R = rows, out[r * ldo + i] = o[r]: how the ISA files' VecDotRowsK
+// kernels run a run of rows, the row kernel inlined so its constants are set up once per call.
+template <typename RowKernel>
+__attribute__((always_inline)) inline void rows_run(int64_t nw, const uint8_t* x, int64_t row_bytes, int rows,
+                                                    float* out, int64_t ldo, RowKernel kernel) {
+  rows_dispatch(rows, [&]<int R>() {
+    for (int64_t i = 0; i < nw; ++i) {
+      float o[R];
+      kernel.template operator()<R>(x + i * row_bytes, o);
+      for (int r = 0; r < R; ++r) out[r * ldo + i] = o[r];
+    }
+  });
+}
+
 // One instruction set's kernels. The quantiser and dequantisers of every set are bit-exact with
 // quantize_row_q8_0_ref / dequantize_row_*_ref (tests check it).
 struct QuantKernels {

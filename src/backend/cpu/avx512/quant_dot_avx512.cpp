@@ -499,20 +499,6 @@ float vec_dot_q6_K_q8_K_avx512(int64_t n, const BlockQ6_K* x, const BlockQ8_K* y
   return out;
 }
 
-// Weight rows [0, nw) one after another through kernel<R> (k45_rows, q6_K_rows): inlined, so
-// the kernel's constants are set up once per call, not per row.
-template <typename RowKernel>
-__attribute__((always_inline)) inline void rows_run(int64_t nw, const uint8_t* x, int64_t row_bytes, int rows,
-                                                    float* out, int64_t ldo, RowKernel kernel) {
-  rows_dispatch(rows, [&]<int R>() {
-    for (int64_t i = 0; i < nw; ++i) {
-      float o[R];
-      kernel.template operator()<R>(x + i * row_bytes, o);
-      for (int r = 0; r < R; ++r) out[r * ldo + i] = o[r];
-    }
-  });
-}
-
 template <bool kHigh>
 void vec_dot_rows_k45_avx512(int64_t n, const void* x, int64_t row_bytes, int64_t nw, const BlockQ8_K* y,
                            int64_t y_stride, int rows, float* out, int64_t ldo, bool prefetch) {
