@@ -22,6 +22,7 @@
 #include <functional>
 #include <memory>
 #include <random>
+#include <list>
 #include <string>
 #include <thread>
 #include <type_traits>
@@ -162,9 +163,17 @@ Variant vec_dot_loop(std::string name, float (*f)(int64_t, const BlockW*, const 
 // A set's K-quant vec_dot per weight row (what linear_quantized runs for a decode step).
 Variant vec_dot_k_variant(const QuantKernels& k, DType type, const std::vector<BlockQ8_K>& xq) {
   const std::string name = fmt::format("{} vec_dot", k.name);
-  if (type == DType::Q4_K) return vec_dot_loop(name, k.vec_dot_q4_K_q8_K, xq.data());
-  if (type == DType::Q5_K) return vec_dot_loop(name, k.vec_dot_q5_K_q8_K, xq.data());
-  return vec_dot_loop(name, k.vec_dot_q6_K_q8_K, xq.data());
+  // the activations in the set's order (q8_K_reorder), kept for the program's life
+  static std::list<std::vector<BlockQ8_K>> reordered;
+  const BlockQ8_K* y = xq.data();
+  if (k.q8_K_reorder) {
+    reordered.push_back(xq);
+    k.q8_K_reorder(reordered.back().data(), static_cast<int64_t>(xq.size()));
+    y = reordered.back().data();
+  }
+  if (type == DType::Q4_K) return vec_dot_loop(name, k.vec_dot_q4_K_q8_K, y);
+  if (type == DType::Q5_K) return vec_dot_loop(name, k.vec_dot_q5_K_q8_K, y);
+  return vec_dot_loop(name, k.vec_dot_q6_K_q8_K, y);
 }
 
 // A set's vec_dot per weight row against the Q8_0 activation blocks (the path of sets without a

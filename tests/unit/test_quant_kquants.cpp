@@ -330,6 +330,12 @@ std::vector<BlockQ8_K> act_q8_K(int64_t nb, std::mt19937& rng, int lim, bool uni
 float dot_run(const QuantKernels& k, DType t, int64_t n, const uint8_t* w, const void* y) {
   const auto* y0 = static_cast<const BlockQ8_0*>(y);
   const auto* yk = static_cast<const BlockQ8_K*>(y);
+  std::vector<BlockQ8_K> reordered;  // the set's K-quant activation order, as linear_quantized lays it out
+  if (is_kquant(t) && k.q8_K_reorder) {
+    reordered.assign(yk, yk + n / kQK_K);
+    k.q8_K_reorder(reordered.data(), n / kQK_K);
+    yk = reordered.data();
+  }
   switch (t) {
     case DType::Q4_1: return k.vec_dot_q4_1_q8_0(n, reinterpret_cast<const BlockQ4_1*>(w), y0);
     case DType::Q5_0: return k.vec_dot_q5_0_q8_0(n, reinterpret_cast<const BlockQ5_0*>(w), y0);
@@ -594,6 +600,25 @@ TEST(KQuantLinear, EmbeddingAndCopyConvertEveryType) {
       row_to_f32(t, wq.row_ptr(ids[i]), row.data(), C);
       ASSERT_EQ(std::memcmp(row.data(), e.row_ptr(i), C * 4), 0) << tname(t) << " id " << i;
     }
+  }
+}
+
+TEST(KQuantDot, PairedActivationOrderByHand) {
+  // q8_K_reorder_paired (the AVX-512 sets' K-quant activation order), written out from its
+  // documented rule: per 128 activations 0..31, 64..95, 32..63, 96..127; bsums[i] the sum of group
+  // {0, 8, 2, 10, 1, 9, 3, 11, 4, 12, 6, 14, 5, 13, 7, 15}[i]; d unchanged.
+  std::mt19937 rng(41);
+  std::vector<BlockQ8_K> y = act_q8_K(2, rng, 127, false), r = y;
+  q8_K_reorder_paired(r.data(), 2);
+  const int group_at[16] = {0, 8, 2, 10, 1, 9, 3, 11, 4, 12, 6, 14, 5, 13, 7, 15};
+  for (int b = 0; b < 2; ++b) {
+    EXPECT_EQ(r[b].d, y[b].d);
+    for (int e = 0; e < kQK_K; ++e) {
+      const int h = e / 128, k = e % 128;
+      const int pos = 128 * h + (k < 32 || k >= 96 ? k : k < 64 ? k + 32 : k - 32);
+      ASSERT_EQ(r[b].qs[pos], y[b].qs[e]) << "block " << b << " element " << e;
+    }
+    for (int i = 0; i < 16; ++i) EXPECT_EQ(r[b].bsums[i], y[b].bsums[group_at[i]]) << "block " << b << " bsum " << i;
   }
 }
 

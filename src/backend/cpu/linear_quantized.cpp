@@ -33,12 +33,15 @@ DType activation_type(DType w) {
 // (each calling thread keeps one buffer).
 template <typename BlockA>
 const BlockA* activations_quantize(void (*quantize)(const float*, BlockA*, int64_t), const float* xd, int64_t M,
-                                   int64_t K, int64_t nb) {
+                                   int64_t K, int64_t nb, void (*reorder)(BlockA*, int64_t) = nullptr) {
   thread_local std::vector<BlockA> buf;
   if (buf.size() < static_cast<size_t>(M * nb)) buf.resize(M * nb);
   BlockA* xq = buf.data();
   parallel_for(M, [&](int64_t m0, int64_t m1) {
-    for (int64_t m = m0; m < m1; ++m) quantize(xd + m * K, xq + m * nb, K);
+    for (int64_t m = m0; m < m1; ++m) {
+      quantize(xd + m * K, xq + m * nb, K);
+      if (reorder) reorder(xq + m * nb, nb);
+    }
   }, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, K)));
   return xq;
 }
@@ -226,7 +229,7 @@ void linear_decode(const QuantKernels& k, DecodeGemv gemv, DType type, const flo
 void linear_decode_k(const QuantKernels& k, const float* xd, int64_t M, int64_t K, std::span<const DecodeTarget> targets) {
   AIGC_ASSERT(M >= 1 && M <= kDecodeMaxRows, "linear_decode_k: M = {}", M);
   const int64_t nb = K / kQK_K;
-  const BlockQ8_K* xq = activations_quantize(k.quantize_row_q8_K, xd, M, K, nb);
+  const BlockQ8_K* xq = activations_quantize(k.quantize_row_q8_K, xd, M, K, nb, k.q8_K_reorder);
   decode_schedule(targets, decode_min_rows(M, K), [&](const DecodeTarget& t, int64_t t0, int64_t t1) {
     rows_k_tile(t.rows_k, static_cast<const char*>(t.w), t.row_bytes, t.N, K, xq, M, t.y, t0, t1);
   });
@@ -258,7 +261,7 @@ void linear_quantized_with(const QuantKernels& k, const Tensor& x, const Tensor&
       linear_decode_k(k, xd, M, K, std::span<const DecodeTarget>(&t, 1));
       return;
     }
-    const BlockQ8_K* xq = activations_quantize(k.quantize_row_q8_K, xd, M, K, nb);
+    const BlockQ8_K* xq = activations_quantize(k.quantize_row_q8_K, xd, M, K, nb, k.q8_K_reorder);
     if (rows_kernel) {  // long prompts: a tile of weight rows stays in cache while all M rows pass
       parallel_for(N, [&](int64_t n0, int64_t n1) { linear_rows_multi(rows_kernel, w, xq, M, yd, n0, n1); }, min_rows);
       return;

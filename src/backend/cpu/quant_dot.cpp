@@ -295,10 +295,23 @@ const QuantKernels kQuantKernelsRef = {
     gemv_r16_ref<BlockQ4_1>,
     gemv_r16_ref<BlockQ5_0>,
     gemv_r16_ref<BlockQ5_1>,
+    nullptr,  // K-quant activations as quantised
 };
 
 
 }  // namespace
+
+void q8_K_reorder_paired(BlockQ8_K* y, int64_t nb) {
+  for (int64_t b = 0; b < nb; ++b) {
+    for (int h = 0; h < 2; ++h) {
+      int8_t* q = y[b].qs + 128 * h;
+      for (int j = 0; j < 32; ++j) std::swap(q[32 + j], q[64 + j]);
+    }
+    int16_t bs[16];
+    for (int i = 0; i < 16; ++i) bs[i] = y[b].bsums[kQ8KPairedBsums[i]];
+    std::memcpy(y[b].bsums, bs, sizeof bs);
+  }
+}
 
 DecodeGemv decode_gemv(const QuantKernels& k, DType type) {
   switch (type) {

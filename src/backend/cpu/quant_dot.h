@@ -10,7 +10,8 @@
 //
 // Contract of every vec_dot: n is a multiple of the weight's block size (32, or 256 for K-quants;
 // nb blocks, nb may be 0); `x` is the weight row, any bytes; `y` is the activation row as
-// quantize_row_q8_0 / quantize_row_q8_K writes it, so its qs lie in [-127, 127] (-128 never
+// quantize_row_q8_0 / quantize_row_q8_K writes it (for the K-quant kernels of a set with a
+// q8_K_reorder, then reordered by it), so its qs lie in [-127, 127] (-128 never
 // occurs: |x/d| <= 127) and a Q8_K's bsums are the sums of its qs. The AVX2 q8_0 x q8_0 kernel
 // relies on the range; the K-quant kernels take their min / offset terms from the bsums; the rest
 // are exact for any int8. Results agree with the reference up to f32 rounding order (each
@@ -100,6 +101,14 @@ struct DecodeRowLayout {
 };
 DecodeRowLayout decode_row_layout(DType w, int64_t nb);
 
+// The K-quant activation order of the AVX-512 sets (QuantKernels::q8_K_reorder), in place on nb
+// Q8_K blocks. qs: in each 128 activations, the 32 at 64..95 come before those at 32..63 (0..31,
+// 64..95, 32..63, 96..127), as one 64-byte load of Q4_K / Q5_K quants unpacks (low nibbles: 0..31
+// and 64..95, high: 32..63 and 96..127). bsums: bsums[i] becomes the sum of group
+// kQ8KPairedBsums[i], the order in which the Q6_K kernel pairs its groups' offset terms. d stays.
+inline constexpr int kQ8KPairedBsums[16] = {0, 8, 2, 10, 1, 9, 3, 11, 4, 12, 6, 14, 5, 13, 7, 15};
+void q8_K_reorder_paired(BlockQ8_K* y, int64_t nb);
+
 // Activation rows a multi-row kernel dots per pass over a weight row (below), at most.
 constexpr int kVecDotRowsMax = 8;
 
@@ -184,6 +193,10 @@ struct QuantKernels {
   DecodeGemv gemv_q4_1, gemv_q5_0, gemv_q5_1;
   // Q4_1_R16, Q5_0_R16, Q5_1_R16 weights (quant.h), as gemv_q4_0_r16.
   DecodeGemv gemv_q4_1_r16, gemv_q5_0_r16, gemv_q5_1_r16;
+  // Reorders Q8_K activation blocks (quantize_row_q8_K's, in place) into the order this set's
+  // K-quant kernels (vec_dot_q*_K_q8_K, vec_dot_rows_q*_K) read; nullptr: they read them as
+  // quantised.
+  void (*q8_K_reorder)(BlockQ8_K* y, int64_t nb);
 };
 
 // The set's decode kernel for weights of `type` (the 32-element types and the R16 layouts), or

@@ -848,6 +848,7 @@ const QuantKernels kQuantKernelsAvx2 = {
     gemv_pass_avx2<BlockQ4_1, true>,
     gemv_pass_avx2<BlockQ5_0, true>,
     gemv_pass_avx2<BlockQ5_1, true>,
+    nullptr,  // K-quant activations as quantised
 };
 
 }  // namespace

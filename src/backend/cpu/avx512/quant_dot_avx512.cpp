@@ -295,11 +295,13 @@ inline __m512i k4_scales_mins(__m512i b) {
 
 // vpshufb controls (within each 128-bit lane of the 16 scale / min bytes broadcast). The products
 // of a block come as four vectors of 16 int32 (vpdpbusd: four weight x activation byte products
-// each), chunk c's vector holding elements 64c .. 64c + 63 in order, so its 128-bit lane L holds
-// sub-block 2c + L / 2. vpackssdw packs chunks (0, 1) and (2, 3) into int16 (|sum| <= 4 * 31 *
-// 128 < 2^15: exact), lane L word w < 4 from the first chunk, w >= 4 from the second; `pair[k]`
-// puts the scale of each word's sub-block on it as int16 for vpmaddwd / vpdpwssd. `mins` puts min
-// j as int16 on lanes 2j and 2j + 1 (beside the bsums of its two 16-element groups).
+// each). Vector 2h holds the low nibbles of 64 quants qs[64h ..], sub-blocks 4h (first 256 bits)
+// and 4h + 2, vector 2h + 1 their high nibbles, sub-blocks 4h + 1 and 4h + 3: the activations
+// are in that order (q8_K_reorder_paired), so a 64-byte load of quants needs no shuffle.
+// vpackssdw packs vectors (0, 1) and (2, 3) into int16 (|sum| <= 4 * 31 * 128 < 2^15: exact),
+// lane L word w < 4 from the first vector, w >= 4 from the second; `pair[k]`
+// puts the scale of each word's sub-block on it as int16 for vpmaddwd / vpdpwssd. `mins` puts the min
+// of each bsum's sub-block as int16 beside it.
 // (vpdpbusd, two packs and two scale multiplies per block instead of four maddubs and four
 // dpwssd with four scale shuffles; and the scales d, dmin converted as one vector: fewer vector
 // operations, which bound this kernel.)
@@ -310,10 +312,11 @@ struct K4ScaleIdx {
     for (int k = 0; k < 2; ++k)
       for (int L = 0; L < 4; ++L)
         for (int w = 0; w < 8; ++w) {
-          const int chunk = 2 * k + w / 4;
-          pair[k][16 * L + 2 * w] = static_cast<int8_t>(2 * chunk + L / 2), pair[k][16 * L + 2 * w + 1] = -1;
+          // vector 2k + w / 4's lane L: sub-block 4k + w / 4 (low nibbles) or + 2 (high)
+          pair[k][16 * L + 2 * w] = static_cast<int8_t>(4 * k + w / 4 + 2 * (L / 2)), pair[k][16 * L + 2 * w + 1] = -1;
         }
-    for (int l = 0; l < 16; ++l) mins[2 * l] = static_cast<int8_t>(8 + l / 2), mins[2 * l + 1] = -1;
+    // bsums[p] is group kQ8KPairedBsums[p]'s sum, of sub-block kQ8KPairedBsums[p] / 2
+    for (int p = 0; p < 16; ++p) mins[2 * p] = static_cast<int8_t>(8 + kQ8KPairedBsums[p] / 2), mins[2 * p + 1] = -1;
   }
 };
 
@@ -352,16 +355,15 @@ __attribute__((always_inline)) inline void k45_rows(int64_t n, const uint8_t* xb
     const __m512i hb = kHigh ? _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh))) : _mm512_setzero_si512();
     __m512i q[4];
     for (int h = 0; h < 2; ++h) {
-      // chunks 2h and 2h + 1 in one load: their low nibbles side by side, then their high ones;
-      // two 128-bit-lane shuffles put them in element order (one 512-bit load and one mask pair per
-      // two chunks instead of two 256-bit loads, masks and inserts)
+      // chunks 2h and 2h + 1 in one load: their low nibbles side by side, then their high ones, in
+      // the activations' order (in L2, one Zen 5 core: 4 fewer shuffles a block, Q4_K 48 -> 52 GB/s, Q5_K 46 -> 52)
       const __m512i b = _mm512_loadu_si512(qs + 64 * h);
       __m512i lo = _mm512_and_si512(b, m4), hi = _mm512_and_si512(_mm512_srli_epi16(b, 4), m4);
       if (kHigh) {
         lo = _mm512_mask_add_epi8(lo, _mm512_test_epi8_mask(hb, hbit[h][0]), lo, x10);
         hi = _mm512_mask_add_epi8(hi, _mm512_test_epi8_mask(hb, hbit[h][1]), hi, x10);
       }
-      q[2 * h] = _mm512_shuffle_i64x2(lo, hi, 0x44), q[2 * h + 1] = _mm512_shuffle_i64x2(lo, hi, 0xee);
+      q[2 * h] = lo, q[2 * h + 1] = hi;
     }
     const __m512i s01 = _mm512_shuffle_epi8(sc, idx_pair[0]), s23 = _mm512_shuffle_epi8(sc, idx_pair[1]);
     const __m256i mn = _mm256_shuffle_epi8(_mm512_castsi512_si256(sc), idx_mins);
@@ -376,7 +378,7 @@ __attribute__((always_inline)) inline void k45_rows(int64_t n, const uint8_t* xb
       const __m512 t = _mm512_mul_ps(dd, _mm512_set1_ps(yb.d));
       // lanes stay apart until the end: no horizontal sum per block
       accf[r] = _mm512_fmadd_ps(_mm512_permute_ps(t, 0x00), _mm512_cvtepi32_ps(acc), accf[r]);
-      // sum_j mn_j * (bsums[2j] + bsums[2j+1]): exact in int32, lanes kept apart (one horizontal sum
+      // sum_g mn_(g/2) * bsum_g: exact in int32, lanes kept apart (one horizontal sum
       // per row, not per block: Q4_K rows from memory, one Zen 4 core, 19 -> 20.3 GB/s, compute-bound)
       const __m256i summ = _mm256_madd_epi16(mn, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(yb.bsums)));
       minv[r] = _mm256_fmadd_ps(_mm256_permute_ps(_mm512_castps512_ps256(t), 0x55), _mm256_cvtepi32_ps(summ), minv[r]);
@@ -416,25 +418,26 @@ float vec_dot_q5_K_q8_K_avx512(int64_t n, const BlockQ5_K* x, const BlockQ8_K* y
   return k45_dot<true>(n, reinterpret_cast<const uint8_t*>(x), sizeof(BlockQ5_K), y);
 }
 
-// vpermw indices spreading a Q6_K block's 16 int16 scales over its packed products: as in
-// k45_rows, the products come from vpdpbusd as four vectors of 16 int32, quarter j's (elements
-// 64j .. 64j + 63) 128-bit lane L holding the 16 elements of scale 4j + L; vpackssdw packs
-// quarters (0, 1) and (2, 3) (|sum| <= 4 * 63 * 128 < 2^15), lane L word w < 4 from the first,
-// w >= 4 from the second. (vpdpbusd, two packs, two vpermw and two scale multiplies per block,
-// with the 6-bit values built by one variable shift and one ternary logic op per vector, in place
-// of maddubs, dpwssd and four vpermw, inserts and shift-and-or chains: about half the vector
-// operations.)
+// vpermw indices spreading a Q6_K block's 16 int16 scales over its packed products. As in
+// k45_rows, the activations are in q8_K_reorder_paired' order: vector 2h + k holds elements
+// 128h + 32k + [0, 32) (first 256 bits) and 128h + 64 + 32k + [0, 32), its 128-bit lane L the 16
+// of scale 8h + 2k + L + 2 (L / 2); vpackssdw packs vectors (0, 1) and (2, 3) (|sum| <= 4 * 63 *
+// 128 < 2^15), lane L word w < 4 from the first, w >= 4 from the second. (vpdpbusd, two packs,
+// two vpermw and two scale multiplies per block, with the 6-bit values built by a variable shift
+// and a ternary logic op per vector, in place of maddubs, dpwssd, four vpermw and shift-and-or
+// chains: in L2, one Zen 5 core, 48 -> 61 GB/s in the quantiser's order; 57 in this one, which
+// gains Q4_K and Q5_K more.)
 struct Q6KScaleIdx {
   alignas(64) uint16_t v[2][32];
-  // the groups in the order [L, 8 + L, 4 + L, 12 + L] for L = 0..3: vpmaddwd then sums the
-  // offset terms of the groups whose products an accumulator dword pair holds (below)
+  // the scales in the bsums' order (kQ8KPairedBsums: per L, [g, g + 8, g + 2, g + 10] with g =
+  // L + 2 (L / 2)): vpmaddwd then sums the offset terms of the groups whose products an
+  // accumulator dword pair holds (below)
   alignas(32) uint16_t off[16];
   Q6KScaleIdx() {
-    for (int k = 0; k < 2; ++k)
+    for (int h = 0; h < 2; ++h)
       for (int L = 0; L < 4; ++L)
-        for (int w = 0; w < 8; ++w) v[k][8 * L + w] = static_cast<uint16_t>(4 * (2 * k + w / 4) + L);
-    for (int L = 0; L < 4; ++L)
-      for (int i = 0; i < 4; ++i) off[4 * L + i] = static_cast<uint16_t>(L + (i == 1 ? 8 : i == 2 ? 4 : i == 3 ? 12 : 0));
+        for (int w = 0; w < 8; ++w) v[h][8 * L + w] = static_cast<uint16_t>(8 * h + 2 * (w / 4) + L + 2 * (L / 2));
+    for (int i = 0; i < 16; ++i) off[i] = static_cast<uint16_t>(kQ8KPairedBsums[i]);
   }
 };
 
@@ -447,13 +450,15 @@ __attribute__((always_inline)) inline void q6_K_rows(int64_t n, const BlockQ6_K*
   const __m256i idx_off = _mm256_load_si256(reinterpret_cast<const __m256i*>(kIdx.off));
   const int64_t nb = n / kQK_K;
   const __m512i m4 = _mm512_set1_epi8(0x0f);
-  // qh (broadcast to both 256-bit halves) to bits 4, 5 of each element: the low nibbles' vector
-  // (elements 0..63 of a half block) takes bits 0, 1 (first 32) and 2, 3 (next 32) of qh[l], the
-  // high nibbles' vector bits 4, 5 and 6, 7
-  const __m512i hmask_lo = _mm512_inserti64x4(_mm512_set1_epi8(0x03), _mm256_set1_epi8(0x0c), 1);
-  const __m512i hmask_hi = _mm512_inserti64x4(_mm512_set1_epi8(0x30), _mm256_set1_epi8(static_cast<char>(0xc0)), 1);
-  const __m512i hshift_lo = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
-  const __m512i hshift_hi = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+  // ql[32k ..] (broadcast to both 256-bit halves) gives vector 2h + k: its low nibbles in the
+  // first half, its high nibbles (shifted down 4) in the second
+  const __m512i lshift = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
+  // qh (broadcast) to bits 4, 5 of each element: vector 2h takes bits 0, 1 (first half, << 4) and
+  // 4, 5 (second half, in place), vector 2h + 1 bits 2, 3 (<< 2) and 6, 7 (>> 2: rotate by 30)
+  const __m512i hmask0 = _mm512_inserti64x4(_mm512_set1_epi8(0x03), _mm256_set1_epi8(0x30), 1);
+  const __m512i hmask1 = _mm512_inserti64x4(_mm512_set1_epi8(0x0c), _mm256_set1_epi8(static_cast<char>(0xc0)), 1);
+  const __m512i hshift0 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_setzero_si256(), 1);
+  const __m512i hrot1 = _mm512_inserti64x4(_mm512_set1_epi32(2), _mm256_set1_epi32(30), 1);
   __m512 accf[R];
   for (int r = 0; r < R; ++r) accf[r] = _mm512_setzero_ps();
   for (int64_t ib = 0; ib < nb; ++ib) {
@@ -463,17 +468,19 @@ __attribute__((always_inline)) inline void q6_K_rows(int64_t n, const BlockQ6_K*
     const __m512i s23 = _mm512_permutexvar_epi16(idx23, _mm512_castsi256_si512(sc16));
     __m512i u[4];
     for (int h = 0; h < 2; ++h) {
-      const __m512i l = _mm512_loadu_si512(x[ib].ql + 64 * h);  // low nibbles: elements 0..63, high: 64..127
       const __m512i hb = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[ib].qh + 32 * h)));
-      const __m512i tl = _mm512_sllv_epi16(_mm512_and_si512(hb, hmask_lo), hshift_lo);
-      const __m512i th = _mm512_srlv_epi16(_mm512_and_si512(hb, hmask_hi), hshift_hi);
-      u[2 * h] = _mm512_ternarylogic_epi32(l, m4, tl, 0xea);  // (l & 0x0f) | tl
-      u[2 * h + 1] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(l, 4), m4, th, 0xea);
+      const __m512i th0 = _mm512_sllv_epi16(_mm512_and_si512(hb, hmask0), hshift0);
+      const __m512i th1 = _mm512_rolv_epi32(_mm512_and_si512(hb, hmask1), hrot1);
+      for (int k = 0; k < 2; ++k) {
+        const __m512i l = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[ib].ql + 64 * h + 32 * k)));
+        u[2 * h + k] = _mm512_ternarylogic_epi32(_mm512_srlv_epi16(l, lshift), m4, k == 0 ? th0 : th1, 0xea);  // (l & 0x0f) | th
+      }
     }
     // the values are q - 32: 32 * sum_g sc_g * sum(qy in g) (the bsums) comes off in int32, group
     // by group, before any conversion: with q near 32 it nearly cancels the products. The
-    // accumulator's dword pair (4L, 4L + 1) holds all the products of groups L and 8 + L, (4L + 2,
-    // 4L + 3) those of 4 + L and 12 + L: pairs are summed and the even dwords take the offset.
+    // accumulator's dword pair (4L, 4L + 1) holds all the products of groups g and g + 8, (4L + 2,
+    // 4L + 3) those of g + 2 and g + 10 (g = L + 2 (L / 2)): pairs are summed and the even dwords
+    // take the offset.
     const __m256i sc32 = _mm256_permutexvar_epi16(idx_off, _mm256_slli_epi16(sc16, 5));  // |32 sc| <= 4096
     const float d = f16_load(x[ib].d);
 #pragma GCC unroll 8
@@ -483,7 +490,7 @@ __attribute__((always_inline)) inline void q6_K_rows(int64_t n, const BlockQ6_K*
       for (int j = 0; j < 4; ++j) p[j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[j], _mm512_loadu_si512(yb.qs + 64 * j));
       const __m512i acc = _mm512_dpwssd_epi32(_mm512_madd_epi16(_mm512_packs_epi32(p[0], p[1]), s01),
                                               _mm512_packs_epi32(p[2], p[3]), s23);
-      const __m256i bs = _mm256_permutexvar_epi16(idx_off, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(yb.bsums)));
+      const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(yb.bsums));  // kQ8KPairedBsums order
       const __m512i off = _mm512_cvtepu32_epi64(_mm256_madd_epi16(sc32, bs));  // dword m at 2m
       const __m512i t = _mm512_sub_epi32(_mm512_add_epi32(acc, _mm512_srli_epi64(acc, 32)), off);
       // lanes stay apart until the end: no horizontal sum per block (odd dwords: not used)
@@ -1003,6 +1010,7 @@ const QuantKernels kQuantKernelsAvx512Vnni = {
     gemv_r16_avx512<BlockQ4_1>,
     gemv_r16_avx512<BlockQ5_0>,
     gemv_r16_avx512<BlockQ5_1>,
+    q8_K_reorder_paired,  // quant_dot.h: the order k45_rows and q6_K_rows read
 };
 
 // The same set with the AVX-512 VBMI Q4_0 decode kernel (Zen 4, Ice Lake and later; not Cascade
