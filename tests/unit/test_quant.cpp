@@ -228,6 +228,42 @@ TEST(QuantSimd, QuantiserBitExactOnHardRows) {
   }
 }
 
+TEST(QuantSimd, Q8KQuantiserBitExactWithReference) {
+  // Every set's quantize_row_q8_K gives the reference's bytes: random magnitudes, zero blocks, .5
+  // ties (amax 127: iscale = -1, ties round to even as nearest_int does), the largest magnitude
+  // twice with both signs (the first one is the scale), NaN and inf among the values.
+  const int64_t nb = 12, n = nb * kQK_K;
+  std::mt19937 rng(43);
+  std::vector<float> x(n);
+  std::vector<BlockQ8_K> want(nb), got(nb);
+  for (int trial = 0; trial < 10; ++trial) {
+    for (int64_t ib = 0; ib < nb; ++ib) {
+      float* xb = &x[ib * kQK_K];
+      const float scale = std::ldexp(1.0f, static_cast<int>(rng() % 100) - 50);
+      std::uniform_real_distribution<float> u(-scale, scale);
+      for (int j = 0; j < kQK_K; ++j) xb[j] = u(rng);
+      const int j0 = static_cast<int>(rng() % kQK_K), j1 = static_cast<int>(rng() % kQK_K);
+      switch (ib % 6) {
+        case 1: std::fill_n(xb, kQK_K, 0.0f); break;
+        case 2:
+          for (int j = 0; j < kQK_K; ++j) xb[j] = static_cast<float>(static_cast<int>(rng() % 254) - 127) + 0.5f;
+          xb[j0] = trial % 2 ? 127.0f : -127.0f;
+          break;
+        case 3: xb[j0] = 2 * scale, xb[j1] = -2 * scale; break;
+        case 4: xb[j0] = std::nanf(""), xb[kQK_K - 1 - trial] = std::nanf(""); break;  // one in the last 16
+        case 5: xb[j0] = trial % 2 ? INFINITY : -INFINITY; break;
+        default: break;
+      }
+    }
+    quantize_row_q8_K_ref(x.data(), want.data(), n);
+    for (const QuantKernels* k : simd_sets()) {
+      k->quantize_row_q8_K(x.data(), got.data(), n);
+      const int64_t i = bytes_first_diff(got.data(), want.data(), nb * sizeof(BlockQ8_K));
+      EXPECT_EQ(i, -1) << k->name << ": trial " << trial << " block " << i / 292 << " byte " << i % 292;
+    }
+  }
+}
+
 TEST(QuantSimd, DequantisersBitExactOnRandomBlocks) {
   std::mt19937 rng(11);
   for (int64_t nb : {1, 3, 17, 129}) {
