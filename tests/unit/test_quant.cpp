@@ -200,11 +200,27 @@ TEST(QuantTwin, DequantiseMatchesTwinExactly) {
 
 // ---- SIMD quantiser / dequantisers against the references, beyond the twin's rows ----------
 
+// Every SIMD set's quantiser (the member q) gives the reference's bytes for the nb blocks of x; a
+// failure names the set, the trial, the block and the byte.
+template <typename Block>
+void expect_quantisers_match(void (*ref)(const float*, Block*, int64_t),
+                             void (*QuantKernels::*q)(const float*, Block*, int64_t), const std::vector<float>& x,
+                             int64_t nb, int trial) {
+  const int64_t n = static_cast<int64_t>(x.size());
+  std::vector<Block> want(nb), got(nb);
+  ref(x.data(), want.data(), n);
+  for (const QuantKernels* k : simd_sets()) {
+    (k->*q)(x.data(), got.data(), n);
+    const int64_t i = bytes_first_diff(got.data(), want.data(), nb * sizeof(Block));
+    const int64_t bs = static_cast<int64_t>(sizeof(Block));
+    EXPECT_EQ(i, -1) << k->name << ": trial " << trial << " block " << i / bs << " byte " << i % bs;
+  }
+}
+
 TEST(QuantSimd, QuantiserBitExactOnHardRows) {
   const int64_t nb = 129, n = nb * kQK8_0;
   std::mt19937 rng(7);
   std::vector<float> x(n);
-  std::vector<BlockQ8_0> want(nb), got(nb);
   for (int trial = 0; trial < 20; ++trial) {
     for (int64_t ib = 0; ib < nb; ++ib) {
       // block magnitudes 2^-120 (d an f16 zero) to 2^29 (d overflows f16 to inf): still bit-equal.
@@ -219,12 +235,7 @@ TEST(QuantSimd, QuantiserBitExactOnHardRows) {
         for (int j = 1; j < kQK8_0; ++j) x[ib * kQK8_0 + j] = static_cast<float>(static_cast<int>(rng() % 254) - 127) + 0.5f;
       }
     }
-    quantize_row_q8_0_ref(x.data(), want.data(), n);
-    for (const QuantKernels* k : simd_sets()) {
-      k->quantize_row_q8_0(x.data(), got.data(), n);
-      const int64_t i = bytes_first_diff(got.data(), want.data(), nb * sizeof(BlockQ8_0));
-      EXPECT_EQ(i, -1) << k->name << ": trial " << trial << " block " << i / 34 << " byte " << i % 34;
-    }
+    expect_quantisers_match(quantize_row_q8_0_ref, &QuantKernels::quantize_row_q8_0, x, nb, trial);
   }
 }
 
@@ -235,7 +246,6 @@ TEST(QuantSimd, Q8KQuantiserBitExactWithReference) {
   const int64_t nb = 12, n = nb * kQK_K;
   std::mt19937 rng(43);
   std::vector<float> x(n);
-  std::vector<BlockQ8_K> want(nb), got(nb);
   for (int trial = 0; trial < 10; ++trial) {
     for (int64_t ib = 0; ib < nb; ++ib) {
       float* xb = &x[ib * kQK_K];
@@ -255,12 +265,7 @@ TEST(QuantSimd, Q8KQuantiserBitExactWithReference) {
         default: break;
       }
     }
-    quantize_row_q8_K_ref(x.data(), want.data(), n);
-    for (const QuantKernels* k : simd_sets()) {
-      k->quantize_row_q8_K(x.data(), got.data(), n);
-      const int64_t i = bytes_first_diff(got.data(), want.data(), nb * sizeof(BlockQ8_K));
-      EXPECT_EQ(i, -1) << k->name << ": trial " << trial << " block " << i / 292 << " byte " << i % 292;
-    }
+    expect_quantisers_match(quantize_row_q8_K_ref, &QuantKernels::quantize_row_q8_K, x, nb, trial);
   }
 }
 
