@@ -160,8 +160,8 @@ __attribute__((always_inline)) inline void rows_run(int64_t nw, const uint8_t* x
   });
 }
 
-// One instruction set's kernels. The quantiser and dequantisers of every set are bit-exact with
-// quantize_row_q8_0_ref / dequantize_row_*_ref (tests check it).
+// One instruction set's kernels. The quantisers and dequantisers of every set are bit-exact with
+// quantize_row_q8_0_ref / quantize_row_q8_K_ref / dequantize_row_*_ref (tests check it).
 struct QuantKernels {
   const char* name;  // "ref", "avx2", "avx512vnni", "avx512vbmi"
   void (*quantize_row_q8_0)(const float* x, BlockQ8_0* y, int64_t n);
