@@ -56,4 +56,12 @@ bool cpu_decode_prefetch_l2() {
   return v;
 }
 
+bool cpu_decode_prefetch_l1() {
+  static const bool v = [] {
+    if (const char* e = std::getenv("AIGC_PREFETCH_L1"); e && (e[0] == '0' || e[0] == '1')) return e[0] == '1';
+    return cpu_amd_family() != 0x19;
+  }();
+  return v;
+}
+
 }  // namespace aigc

@@ -18,5 +18,10 @@ int cpu_amd_family();
 // L2 prefetch costs 5-10% (measurements: avx512/quant_dot_avx512.cpp). AIGC_PREFETCH_L2=0 or 1 in
 // the environment overrides (tuning experiments).
 bool cpu_decode_prefetch_l2();
+// Whether they also prefetch into L1 4 KiB ahead: yes, except on Zen 4 (AMD family 19h: its
+// AVX-512 CPUs), where the L1 prefetch holds back the kernels that are faster than the memory (R16:
+// from memory, one core, 66-83% of a read with it, 89-104% without). AIGC_PREFETCH_L1=0 or 1 in
+// the environment overrides.
+bool cpu_decode_prefetch_l1();
 
 }  // namespace aigc

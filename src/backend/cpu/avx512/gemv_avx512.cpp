@@ -39,16 +39,17 @@ struct LoadBF16 {  // bf16 is the top half of an f32: widen and shift
 };
 
 // Each 64 bytes of the weights prefetched as the quantised decode kernels prefetch theirs: into L1
-// 4 KiB ahead, and into L2 16 KiB ahead where cpu_decode_prefetch_l2() (not on Zen 5). Without it
-// one Zen 5 core's F16 token read at 82-90% of a plain read, with it at 95-100% (TinyLlama F16 tg,
-// 1 thread, alternated: 15.4-16.5 -> 17.3-18.1 t/s).
+// 4 KiB ahead where cpu_decode_prefetch_l1() (not on Zen 4), and into L2 16 KiB ahead where
+// cpu_decode_prefetch_l2() (not on Zen 5). Without it one Zen 5 core's F16 token read at 82-90% of
+// a plain read, with it at 95-100% (TinyLlama F16 tg, 1 thread, alternated: 15.4-16.5 -> 17.3-18.1
+// t/s). (Zen 4, L2 alone or both: 9.9-10.6 and 10.6-10.7 t/s, the same.)
 constexpr int64_t kPrefetchL1 = 4096, kPrefetchL2 = 16384;
-const bool kPrefetchToL2 = cpu_decode_prefetch_l2();
+const bool kPrefetchToL2 = cpu_decode_prefetch_l2(), kPrefetchToL1 = cpu_decode_prefetch_l1();
 
 template <typename Load, int R>
 void gemv_rows(const float* x, int64_t ldx, const char* w, int64_t ldw_bytes, int64_t k, int64_t n0, int64_t n1,
                float* y, int64_t ldy) {
-  const bool l2 = kPrefetchToL2;
+  const bool l2 = kPrefetchToL2, l1 = kPrefetchToL1;
   for (int64_t n = n0; n < n1; ++n) {
     const void* wr = w + n * ldw_bytes;
     __m512 acc0[R], acc1[R];
@@ -58,7 +59,7 @@ void gemv_rows(const float* x, int64_t ldx, const char* w, int64_t ldw_bytes, in
       const char* p = static_cast<const char*>(wr) + i * Load::kBytes;
       for (int o = 0; o < 32 * Load::kBytes; o += 64) {
         if (l2) _mm_prefetch(p + kPrefetchL2 + o, _MM_HINT_T1);
-        _mm_prefetch(p + kPrefetchL1 + o, _MM_HINT_T0);
+        if (l1) _mm_prefetch(p + kPrefetchL1 + o, _MM_HINT_T0);
       }
       const __m512 w0 = Load::full(wr, i), w1 = Load::full(wr, i + 16);
       for (int r = 0; r < R; ++r) {

@@ -45,18 +45,26 @@ namespace {
 // both 86-92% of the read, t0 4K alone 94-96%, t0 2K or 8K alone 93-95%, none 87-91%; a
 // TinyLlama Q4_0 token (R16), 1 thread: both 55.0 t/s, t0 4K alone 59.8-62.5, 8K 59.5-61, 2K
 // 54-55.5, none 52-55; 2 threads with the memory fast (read ~85 GB/s): both 71-98, t0 alone 105.
-// The choice: cpu_decode_prefetch_l2() (AIGC_PREFETCH_L2=0 or 1 in the environment overrides).
+// A later Zen 4 VM (family 19h model 11h; bench_decode, 5632x2048 from memory, 1 thread,
+// alternated; read 27-34 GB/s): the kernels that outrun the memory (R16: 39-47 GB/s in L2) read
+// at 66-83% with both prefetches or t0 alone, at 89-104% with t1 alone or (R16) none; Q8_0 93-97%
+// either way; the K-quant kernels, bound by their instructions there (25-27 GB/s in L2), 77-82%
+// with both or t1 alone, 71-78% with t0 alone, 55% with none (Q6_K 81-86% with none). A TinyLlama
+// Q4_0 token (R16), 1 thread: both 36.3-38.3 t/s, t1 alone 40.9-42.5; Q8_0, Q4_K_M and F16 the
+// same either way. So on Zen 4 the kernels prefetch to L2 only.
+// The choice: cpu_decode_prefetch_l2() and cpu_decode_prefetch_l1() (AIGC_PREFETCH_L2 / _L1=0 or 1
+// in the environment override).
 constexpr int64_t kDecodePrefetchL2 = 16384, kDecodePrefetchL1 = 4096;
 
-const bool kDecodePrefetchToL2 = cpu_decode_prefetch_l2();
+const bool kDecodePrefetchToL2 = cpu_decode_prefetch_l2(), kDecodePrefetchToL1 = cpu_decode_prefetch_l1();
 
 // always_inline: GCC 12 judges a prefetch to have no side effects, so where this was left a call
 // (the multi-row kernels' templates) it deemed the function const and dropped every call to it.
 __attribute__((always_inline)) inline void decode_prefetch(const uint8_t* p, int64_t bytes) {
-  const bool l2 = kDecodePrefetchToL2;
+  const bool l2 = kDecodePrefetchToL2, l1 = kDecodePrefetchToL1;
   for (int64_t o = 0; o < bytes; o += 64) {
     if (l2) _mm_prefetch(reinterpret_cast<const char*>(p + kDecodePrefetchL2 + o), _MM_HINT_T1);
-    _mm_prefetch(reinterpret_cast<const char*>(p + kDecodePrefetchL1 + o), _MM_HINT_T0);
+    if (l1) _mm_prefetch(reinterpret_cast<const char*>(p + kDecodePrefetchL1 + o), _MM_HINT_T0);
   }
 }
 
