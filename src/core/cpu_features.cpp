@@ -48,19 +48,26 @@ int cpu_amd_family() {
   return v;
 }
 
+namespace {
+// `name` set to 0 or 1 in the environment, else `otherwise`.
+bool env_flag(const char* name, bool otherwise) {
+  if (const char* e = std::getenv(name); e && (e[0] == '0' || e[0] == '1') && e[1] == '\0') return e[0] == '1';
+  return otherwise;
+}
+}  // namespace
+
 bool cpu_decode_prefetch_l2() {
-  static const bool v = [] {
-    if (const char* e = std::getenv("AIGC_PREFETCH_L2"); e && (e[0] == '0' || e[0] == '1')) return e[0] == '1';
-    return cpu_amd_family() != 0x1a;
-  }();
+  static const bool v = env_flag("AIGC_PREFETCH_L2", cpu_amd_family() != 0x1a);
   return v;
 }
 
 bool cpu_decode_prefetch_l1() {
-  static const bool v = [] {
-    if (const char* e = std::getenv("AIGC_PREFETCH_L1"); e && (e[0] == '0' || e[0] == '1')) return e[0] == '1';
-    return cpu_amd_family() != 0x19;
-  }();
+  static const bool v = env_flag("AIGC_PREFETCH_L1", cpu_amd_family() != 0x19);
+  return v;
+}
+
+bool cpu_gemv_prefetch_l2() {
+  static const bool v = env_flag("AIGC_PREFETCH_L2", cpu_amd_family() != 0x1a && cpu_amd_family() != 0x19);
   return v;
 }
 

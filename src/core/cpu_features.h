@@ -23,5 +23,9 @@ bool cpu_decode_prefetch_l2();
 // from memory, one core, 66-83% of a read with it, 89-104% without). AIGC_PREFETCH_L1=0 or 1 in
 // the environment overrides.
 bool cpu_decode_prefetch_l1();
+// The f16/bf16/f32 GEMV's L2 prefetch: as cpu_decode_prefetch_l2(), but not on Zen 4 either, where
+// the GEMV (not bound by its instructions) streams best with no software prefetch at all (TinyLlama
+// F16 tg, 1 thread: 10.5-11.1 t/s with it, 12.2-12.7 without). AIGC_PREFETCH_L2 overrides it too.
+bool cpu_gemv_prefetch_l2();
 
 }  // namespace aigc

@@ -40,11 +40,12 @@ struct LoadBF16 {  // bf16 is the top half of an f32: widen and shift
 
 // Each 64 bytes of the weights prefetched as the quantised decode kernels prefetch theirs: into L1
 // 4 KiB ahead where cpu_decode_prefetch_l1() (not on Zen 4), and into L2 16 KiB ahead where
-// cpu_decode_prefetch_l2() (not on Zen 5). Without it one Zen 5 core's F16 token read at 82-90% of
-// a plain read, with it at 95-100% (TinyLlama F16 tg, 1 thread, alternated: 15.4-16.5 -> 17.3-18.1
-// t/s). (Zen 4, L2 alone or both: 9.9-10.6 and 10.6-10.7 t/s, the same.)
+// cpu_gemv_prefetch_l2() (not on Zen 5 or Zen 4). Without it one Zen 5 core's F16 token read at
+// 82-90% of a plain read, with it at 95-100% (TinyLlama F16 tg, 1 thread, alternated: 15.4-16.5 ->
+// 17.3-18.1 t/s). On Zen 4 any software prefetch slows it: 5632x2048 F16 rows from memory, 1 thread
+// (bench_ops), both 23.5-24.5 GB/s, L2 alone 24.2-25.1, L1 alone 26.4-26.6, none 32.1-33.9.
 constexpr int64_t kPrefetchL1 = 4096, kPrefetchL2 = 16384;
-const bool kPrefetchToL2 = cpu_decode_prefetch_l2(), kPrefetchToL1 = cpu_decode_prefetch_l1();
+const bool kPrefetchToL2 = cpu_gemv_prefetch_l2(), kPrefetchToL1 = cpu_decode_prefetch_l1();
 
 template <typename Load, int R>
 void gemv_rows(const float* x, int64_t ldx, const char* w, int64_t ldw_bytes, int64_t k, int64_t n0, int64_t n1,
