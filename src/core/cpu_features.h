@@ -13,12 +13,12 @@ bool cpu_has_avx512_bf16();  // cpu_has_avx512() + BF16
 // An AMD CPU's family (base + extended, as AMD documents it: 0x19 Zen 3 / Zen 4, 0x1a Zen 5), or 0
 // for other vendors.
 int cpu_amd_family();
-// Whether the AVX-512 decode kernels (quantised and f16/bf16/f32 GEMV) prefetch the weights into
-// L2 16 KiB ahead besides into L1 4 KiB ahead: yes, except on Zen 5 (AMD family 1Ah), where the
+// Whether the AVX-512 quantised decode kernels prefetch the weights into L2 16 KiB ahead besides
+// into L1 4 KiB ahead (the GEMV: cpu_gemv_prefetch_l2): yes, except on Zen 5 (AMD family 1Ah), where the
 // L2 prefetch costs 5-10% (measurements: avx512/quant_dot_avx512.cpp). AIGC_PREFETCH_L2=0 or 1 in
 // the environment overrides (tuning experiments).
 bool cpu_decode_prefetch_l2();
-// Whether they also prefetch into L1 4 KiB ahead: yes, except on Zen 4 (AMD family 19h: its
+// Whether they (and the GEMV) prefetch into L1 4 KiB ahead: yes, except on Zen 4 (AMD family 19h: its
 // AVX-512 CPUs), where the L1 prefetch holds back the kernels that are faster than the memory (R16:
 // from memory, one core, 66-83% of a read with it, 89-104% without). AIGC_PREFETCH_L1=0 or 1 in
 // the environment overrides.

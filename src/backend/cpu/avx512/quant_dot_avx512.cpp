@@ -1,6 +1,6 @@
 // AVX-512 (F/BW/VL/DQ + VNNI) quantised kernels: Q8_0 activation quantiser, Q8_0/Q4_0 row
 // dequantisers (the float GEMM path uses them for prefill), and the dot products q8_0, q4_0, q4_1,
-// q5_0, q5_1 · q8_0 (vpdpbusd) and q4_K, q5_K, q6_K · q8_K (vpmaddubsw + vpdpwssd) (contract in
+// q5_0, q5_1 · q8_0 (vpdpbusd) and q4_K, q5_K, q6_K · q8_K (vpdpbusd, packed to int16 for the scales) (contract in
 // quant_dot.h). The dots take two 32-element blocks per
 // 512-bit register (block ib in the low 256 bits, ib+1 in the high), an odd last block in 256 bits.
 // Decode kernels (DecodeRow layout) for Q4_0 and Q8_0 as the file has them and for the R16
