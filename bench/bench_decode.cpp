@@ -4,7 +4,8 @@
 // inserts, against the avx512vbmi set's, byte permutes; and the Q8_0 kernel; the R16 kernels
 // (Q4_0, Q4_1, Q5_0, Q5_1 repacked at load; AVX2 and AVX-512); the Q4_1, Q5_0 and Q5_1 kernels of the file
 // layouts (AVX2's, which every set takes) beside their vec_dot; for Q4_K, Q5_K and Q6_K each set's
-// vec_dot, which decode runs per weight row), beside a plain read of the same bytes (512-bit
+// vec_dot per weight row and its several-rows kernel over tiles of 64 rows, which decode runs; for
+// Q4_K_X16, Q4_K repacked at load, its kernel), beside a plain read of the same bytes (512-bit
 // loads, or 256-bit without AVX-512, into 4 accumulators: what the memory gives one stream per
 // thread). In cache (a 2048-wide weight of ~250 KiB, in L2, reused; 1 thread) and from memory
 // (TinyLlama's FFN shape 5632x2048, copies past 1 GiB used in turn; 1 and 2 threads, each its own
@@ -59,8 +60,16 @@ Weights weights_make(DType type, int64_t N, int64_t K, double min_total_bytes) {
     for (float& v : row) v = u(rng);
     const int64_t shape[] = {1, K};
     Tensor src = Tensor::view_of(DType::F32, shape, row.data());
-    Tensor dst = Tensor::view_of(type, shape, first.data() + n * w.row_bytes);
+    // (X16: the file type's rows, repacked below)
+    Tensor dst = Tensor::view_of(x16_file_type(type).value_or(type), shape, first.data() + n * w.row_bytes);
     ops::copy(src, dst);
+  }
+  if (x16_file_type(type)) {
+    std::vector<uint8_t> group(static_cast<size_t>(kX16Rows * w.row_bytes));
+    for (int64_t g = 0; g + kX16Rows <= N; g += kX16Rows) {
+      std::copy_n(first.data() + g * w.row_bytes, group.size(), group.data());
+      x16_pack(type, group.data(), first.data() + g * w.row_bytes, K);
+    }
   }
   const int copies = std::max(1, static_cast<int>(min_total_bytes / static_cast<double>(first.size()) + 0.999));
   for (int i = 0; i < copies; ++i) {
@@ -160,17 +169,32 @@ Variant vec_dot_loop(std::string name, float (*f)(int64_t, const BlockW*, const 
           }};
 }
 
-// A set's K-quant vec_dot per weight row (what linear_quantized runs for a decode step).
+// The activations in the set's K-quant order (q8_K_reorder), kept for the program's life.
+const BlockQ8_K* k_activations(const QuantKernels& k, const std::vector<BlockQ8_K>& xq) {
+  static std::list<std::vector<BlockQ8_K>> reordered;
+  if (!k.q8_K_reorder) return xq.data();
+  reordered.push_back(xq);
+  k.q8_K_reorder(reordered.back().data(), static_cast<int64_t>(xq.size()));
+  return reordered.back().data();
+}
+
+// A set's K-quant several-rows kernel over tiles of 64 weight rows, one activation row, prefetching
+// (what linear_quantized runs for a decode step: VecDotRowsK); X16 weights: their kernel.
+Variant rows_k_variant(const QuantKernels& k, DType type, const std::vector<BlockQ8_K>& xq) {
+  const VecDotRowsK f = type == DType::Q4_K_X16 ? k.vec_dot_rows_q4_K_x16 : type == DType::Q4_K ? k.vec_dot_rows_q4_K
+                      : type == DType::Q5_K ? k.vec_dot_rows_q5_K : k.vec_dot_rows_q6_K;
+  const BlockQ8_K* y8 = k_activations(k, xq);
+  return {fmt::format("{} rows", k.name), [f, y8](const void* w, int64_t rb, int64_t K, int64_t n0, int64_t n1, float* y) {
+            for (int64_t t0 = n0; t0 < n1; t0 += 64)
+              f(K, static_cast<const char*>(w) + t0 * rb, rb, std::min<int64_t>(64, n1 - t0), y8, 0, 1, y + t0 - n0, 0, true);
+          }};
+}
+
+// A set's K-quant vec_dot per weight row (what linear_quantized ran for a decode step before the
+// several-rows kernels).
 Variant vec_dot_k_variant(const QuantKernels& k, DType type, const std::vector<BlockQ8_K>& xq) {
   const std::string name = fmt::format("{} vec_dot", k.name);
-  // the activations in the set's order (q8_K_reorder), kept for the program's life
-  static std::list<std::vector<BlockQ8_K>> reordered;
-  const BlockQ8_K* y = xq.data();
-  if (k.q8_K_reorder) {
-    reordered.push_back(xq);
-    k.q8_K_reorder(reordered.back().data(), static_cast<int64_t>(xq.size()));
-    y = reordered.back().data();
-  }
+  const BlockQ8_K* y = k_activations(k, xq);
   if (type == DType::Q4_K) return vec_dot_loop(name, k.vec_dot_q4_K_q8_K, y);
   if (type == DType::Q5_K) return vec_dot_loop(name, k.vec_dot_q5_K_q8_K, y);
   return vec_dot_loop(name, k.vec_dot_q6_K_q8_K, y);
@@ -220,7 +244,7 @@ struct Inputs {
   std::vector<BlockQ8_K> q8_K;    // Q8_K blocks (K-quant weights)
 };
 
-bool is_k_quant(DType t) { return t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K; }
+bool is_k_quant(DType t) { return t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K || t == DType::Q4_K_X16; }
 
 Inputs inputs_make(DType type, int64_t K) {
   Inputs in;
@@ -242,7 +266,9 @@ std::vector<Variant> variants_make(DType type, const Inputs& in) {
     const QuantKernels* k = quant_kernels_find(isa);
     if (!k) continue;
     if (is_k_quant(type)) {
-      if (isa != QuantIsa::Avx512Vbmi) v.push_back(vec_dot_k_variant(*k, type, in.q8_K));  // Vbmi: Vnni's
+      if (isa == QuantIsa::Avx512Vbmi) continue;  // Vnni's kernels
+      if (type != DType::Q4_K_X16) v.push_back(vec_dot_k_variant(*k, type, in.q8_K));
+      if (type != DType::Q4_K_X16 || k->vec_dot_rows_q4_K_x16) v.push_back(rows_k_variant(*k, type, in.q8_K));
       continue;
     }
     if (isa == QuantIsa::Avx2 && !r16_file_type(type)) v.push_back(vec_dot_variant(*k, type, in.q8_0));
@@ -287,15 +313,16 @@ int main(int argc, char** argv) {
   fmt::print("(percent: of the plain read of the same bytes with the same threads)\n");
   const std::string only = argc > 2 ? argv[2] : "";  // comma-separated type names (dtype_name), or all
   for (DType t : {DType::Q4_0, DType::Q4_0_R16, DType::Q8_0, DType::Q4_1, DType::Q4_1_R16, DType::Q5_0, DType::Q5_0_R16,
-                  DType::Q5_1, DType::Q5_1_R16, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+                  DType::Q5_1, DType::Q5_1_R16, DType::Q4_K, DType::Q4_K_X16, DType::Q5_K, DType::Q6_K}) {
     if (r16_file_type(t) && !decode_gemv(quant_kernels(), t)) continue;  // no kernel: never repacked
+    if (x16_file_type(t) && !quant_kernels().vec_dot_rows_q4_K_x16) continue;
     if (!only.empty()) {  // (appended: GCC 12 warns falsely about "," + only)
       std::string list(","), name(",");
       list.append(only).append(",");
       name.append(dtype_name(t)).append(",");
       if (list.find(name) == std::string::npos) continue;
     }
-    const int64_t n_cache = 256 * 1024 / *dtype_row_bytes(t, 2048);  // ~250 KiB
+    const int64_t n_cache = 256 * 1024 / *dtype_row_bytes(t, 2048) / 16 * 16;  // ~250 KiB (X16: whole groups)
     bench_kernels("in cache, 1 thread (Nx2048)", weights_make(t, n_cache, 2048, 0), 1, reps, 0.05);
     // Qwen2.5-0.5B's rows (896 = 28 blocks of 32: a full group of 16 and a partial one; not a row
     // of K-quant blocks, which is why published files give these matrices Q5_0 / Q8_0)

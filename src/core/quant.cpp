@@ -689,6 +689,53 @@ void r16_unpack(DType r16, const uint8_t* src, void* blocks, int64_t n) {
   r16_dispatch(r16, [&](auto b) { r16_convert<decltype(b), true>(src, blocks, n); });
 }
 
+std::optional<DType> x16_of(DType file_type) {
+  return file_type == DType::Q4_K ? std::optional<DType>(DType::Q4_K_X16) : std::nullopt;
+}
+
+std::optional<DType> x16_file_type(DType x16) {
+  return x16 == DType::Q4_K_X16 ? std::optional<DType>(DType::Q4_K) : std::nullopt;
+}
+
+namespace {
+
+// Q4_K_X16 (quant.h): the bytes of block c of row r and where they go in column c, both ways.
+template <bool kUnpack>
+void x16_q4_K_convert(const uint8_t* src, uint8_t* dst, int64_t n) {
+  AIGC_ASSERT(n % kQK_K == 0, "x16 pack: n = {}", n);
+  const int64_t nb = n / kQK_K;
+  const uint8_t* in = src;
+  uint8_t* out = dst;
+  for (int64_t c = 0; c < nb; ++c) {
+    for (int r = 0; r < kX16Rows; ++r) {
+      const size_t b = static_cast<size_t>(r * nb + c) * sizeof(BlockQ4_K);  // the block in the rows
+      const size_t col = static_cast<size_t>(c) * kX16ColumnQ4K;
+      const auto move = [&](size_t block_off, size_t col_off, size_t bytes) {
+        if (kUnpack)
+          std::memcpy(out + b + block_off, in + col + col_off, bytes);
+        else
+          std::memcpy(out + col + col_off, in + b + block_off, bytes);
+      };
+      move(offsetof(BlockQ4_K, d), 2 * r, 2);
+      move(offsetof(BlockQ4_K, dmin), 32 + 2 * r, 2);
+      for (int k = 0; k < 3; ++k) move(offsetof(BlockQ4_K, scales) + 4 * k, 64 + 64 * k + 4 * r, 4);
+      for (int t = 0; t < 32; ++t) move(offsetof(BlockQ4_K, qs) + 4 * t, 256 + 64 * (4 * (t % 8) + t / 8) + 4 * r, 4);
+    }
+  }
+}
+
+}  // namespace
+
+void x16_pack(DType x16, const void* rows, uint8_t* dst, int64_t n) {
+  AIGC_ASSERT(x16 == DType::Q4_K_X16, "not an X16 type: {}", dtype_name(x16));
+  x16_q4_K_convert<false>(static_cast<const uint8_t*>(rows), dst, n);
+}
+
+void x16_unpack(DType x16, const uint8_t* src, void* rows, int64_t n) {
+  AIGC_ASSERT(x16 == DType::Q4_K_X16, "not an X16 type: {}", dtype_name(x16));
+  x16_q4_K_convert<true>(src, static_cast<uint8_t*>(rows), n);
+}
+
 namespace {
 
 // R16 rows converted a group of blocks at a time through their file type (no allocation).
@@ -764,6 +811,9 @@ void row_to_f32(DType type, const void* src, float* dst, int64_t n) {
     case DType::Q4_0_R16: case DType::Q4_1_R16: case DType::Q5_0_R16: case DType::Q5_1_R16:
       row_r16_to_f32(type, static_cast<const uint8_t*>(src), dst, n);
       return;
+    case DType::Q4_K_X16:
+      error_throw(fmt::format("{} rows are interleaved 16 at a time and cannot be converted one by one", dtype_name(type)),
+                  "row_to_f32", "convert a group of 16 rows with x16_unpack");
     default: error_throw(fmt::format("conversion from {} is not supported yet", dtype_name(type)), "row_to_f32");
   }
 }

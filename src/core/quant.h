@@ -184,8 +184,38 @@ std::optional<DType> r16_file_type(DType r16);
 void r16_pack(DType r16, const void* blocks, uint8_t* dst, int64_t n);
 void r16_unpack(DType r16, const uint8_t* src, void* blocks, int64_t n);
 
+// ---- X16 layouts: K-quant weight rows interleaved 16 at a time, for the decode kernels --------
+// aigc's own (never in a file). A weight [N, K] with N a multiple of kX16Rows is stored as N / 16
+// groups of 16 rows, each group in the bytes its rows take in the file (16 x row_bytes: rows are no
+// longer apart, so a row alone cannot be read; convert whole groups). Group g holds rows 16g ..
+// 16g + 15 as K / 256 columns, column c holding block c of each of the 16 rows. Q4_K_X16, a
+// column of kX16ColumnQ4K = 2304 bytes (r: the row within the group, 0..15):
+//   [0, 32)      d of row r at 2r (f16)          [32, 64)     dmin of row r at 32 + 2r
+//   [64, 128)    scales bytes 0..3 of row r at 64 + 4r,  [128, 192) bytes 4..7,  [192, 256) bytes 8..11
+//   [256, 2304)  qs bytes 4t .. 4t + 3 of row r at 256 + 64 (4 (t % 8) + t / 8) + 4r (t < 32): the
+//                words of the four 32-byte chunks of qs taken in turn (chunk 0's word 0, chunk 1's,
+//                2's, 3's, chunk 0's word 1, ...), the order in which a decode step reads them, so
+//                that it reads each column front to back
+// So one 64-byte load holds four bytes of each of the 16 rows, a 32-bit lane per row: an integer
+// dot product (vpdpbusd with the activations' four bytes broadcast) leaves each row's sum in its
+// own lane with no shuffle or reduction, and the scales, mins, d and dmin of 16 rows load and
+// convert as vectors, once per 16 rows instead of once per row (Q4_K's file layout spends more
+// instructions on those than on the dot itself). The model loader repacks linear weights into it
+// where the CPU's kernel set has a kernel for it (QuantKernels::vec_dot_rows_q4_K_x16).
+constexpr int kX16Rows = 16;
+constexpr size_t kX16ColumnQ4K = kX16Rows * sizeof(BlockQ4_K);
+
+// The X16 type of a file type (Q4_K -> Q4_K_X16), and back; nullopt for other types.
+std::optional<DType> x16_of(DType file_type);
+std::optional<DType> x16_file_type(DType x16);
+// One group: 16 rows of n elements (n a multiple of 256) of the file type, one after another
+// (16 x row_bytes), to / from the X16 layout; src and dst not overlapping.
+void x16_pack(DType x16, const void* rows, uint8_t* dst, int64_t n);
+void x16_unpack(DType x16, const uint8_t* src, void* rows, int64_t n);
+
 // Any supported type (f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K, and aigc's
-// R16 layouts) to and from f32. Q8_K is an activation format only and not listed.
+// R16 layouts) to and from f32. Q8_K is an activation format only and not listed; the X16 layouts
+// have no rows of their own (row_to_f32 throws: x16_unpack a group).
 bool dtype_can_convert(DType type);
 void row_to_f32(DType type, const void* src, float* dst, int64_t n);
 // f16 -> f32 (F16C where the CPU has it; exact either way).

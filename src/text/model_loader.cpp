@@ -57,7 +57,7 @@ Tensor ModelLoader::tensor(const std::string& name, std::initializer_list<int64_
     error_throw(fmt::format("tensor '{}' has type {}, which is not supported here", name, ti->type_name), f.path(),
                 linear_types_hint());
   Tensor t = f.tensor(name);
-  if (const std::optional<DType> rt = linear ? ops::linear_repack_type(t.type(), t.size(-1)) : std::nullopt;
+  if (const std::optional<DType> rt = linear ? ops::linear_repack_type(t.type(), t.size(0), t.size(-1)) : std::nullopt;
       rt && t.ndim() == 2) {
     // Into the layout the kernels run faster, in the file's own pages where they can be written
     // (privately: a mapping's pages are copied as written), else into a copy.

@@ -202,17 +202,19 @@ std::vector<char> file_bytes(const std::string& path) {
 }
 
 // A Llama GGUF with `type` (Q4_0, Q4_1, Q5_0, Q5_1) matrices wide enough to repack (n_embd 544: one group of
-// 16 blocks and a tail of 1), f32 norms and embeddings.
+// 16 blocks and a tail of 1), f32 norms and embeddings; Q4_K: n_embd 512, n_ff 768 (3 blocks a
+// row in the down projection) and a vocabulary of 48, every matrix's rows a multiple of 16.
 void llama_write(const std::string& path, DType type) {
-  constexpr int64_t C = 544, F = 1088, V = 40, L = 2;
+  const bool kq = type == DType::Q4_K;
+  const int64_t C = kq ? 512 : 544, F = kq ? 768 : 1088, V = kq ? 48 : 40, L = 2;
   GgufWriter w;
   w.metadata_add("general.architecture", "llama");
   w.metadata_add("llama.context_length", uint32_t{64});
   w.metadata_add("llama.embedding_length", static_cast<uint32_t>(C));
   w.metadata_add("llama.block_count", static_cast<uint32_t>(L));
   w.metadata_add("llama.feed_forward_length", static_cast<uint32_t>(F));
-  w.metadata_add("llama.attention.head_count", uint32_t{17});  // head dim 32
-  w.metadata_add("llama.attention.head_count_kv", uint32_t{17});
+  w.metadata_add("llama.attention.head_count", static_cast<uint32_t>(C / 32));  // head dim 32
+  w.metadata_add("llama.attention.head_count_kv", static_cast<uint32_t>(C / 32));
   w.metadata_add("llama.attention.layer_norm_rms_epsilon", 1e-5f);
   uint32_t seed = 11;
   auto add = [&](const std::string& name, std::initializer_list<int64_t> shape, bool q) {
@@ -240,8 +242,16 @@ void llama_write(const std::string& path, DType type) {
   w.write(path);
 }
 
-// w (an R16 type) unpacked into a new tensor of its file type.
+// w (an R16 or X16 type) unpacked into a new tensor of its file type.
 Tensor unpacked(const Tensor& w) {
+  if (const std::optional<DType> ft = x16_file_type(w.type())) {
+    Tensor q = Tensor::empty(*ft, w.shape());
+    const size_t group = kX16Rows * w.stride_bytes(0);
+    for (int64_t n = 0; n < w.size(0); n += kX16Rows)
+      x16_unpack(w.type(), w.ptr<uint8_t>() + n * w.stride_bytes(0), q.ptr<uint8_t>() + n * w.stride_bytes(0), w.size(1));
+    EXPECT_EQ(q.nbytes(), w.size(0) / kX16Rows * group);
+    return q;
+  }
   Tensor q = Tensor::empty(*r16_file_type(w.type()), w.shape());
   for (int64_t n = 0; n < w.size(0); ++n)
     r16_unpack(w.type(), static_cast<const uint8_t*>(w.row_ptr(n)), q.row_ptr(n), w.size(1));
@@ -255,7 +265,7 @@ TEST_P(R16Load, ModelLoadRepacksInPlaceAndKeepsTheLogits) {
   const std::string path = tmp_path(std::string(dtype_name(file_type)) + "_llama.gguf");
   llama_write(path, file_type);
   const std::vector<char> before = file_bytes(path);
-  const std::optional<DType> r16 = ops::linear_repack_type(file_type, 544);
+  const std::optional<DType> r16 = ops::linear_repack_type(file_type, 48, file_type == DType::Q4_K ? 512 : 544);
   const bool repacks = r16.has_value();
   for (bool mmap : {true, false}) {
     SCOPED_TRACE(mmap ? "mapped" : "read");
@@ -302,7 +312,7 @@ TEST_P(R16Load, ModelLoadRepacksInPlaceAndKeepsTheLogits) {
   std::filesystem::remove(path);
 }
 
-INSTANTIATE_TEST_SUITE_P(FileTypes, R16Load, ::testing::Values(DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1),
+INSTANTIATE_TEST_SUITE_P(FileTypes, R16Load, ::testing::Values(DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q4_K),
                          [](const ::testing::TestParamInfo<DType>& i) { return std::string(dtype_name(i.param)); });
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include "backend/cpu/ops.h"
 #include "backend/cpu/quant_dot.h"
 #include "common/compare.h"
+#include "common/random_blocks.h"
 #include "common/refdump.h"
 #include "core/half.h"
 #include "core/quant.h"
@@ -313,18 +314,7 @@ std::vector<BlockQ8_0> act_q8_0(int64_t nb, std::mt19937& rng, int lim, bool uni
 }
 
 std::vector<BlockQ8_K> act_q8_K(int64_t nb, std::mt19937& rng, int lim, bool unit) {
-  std::vector<BlockQ8_K> y(nb);
-  std::uniform_int_distribution<int> q(-lim, lim);
-  for (auto& b : y) {
-    b.d = unit ? 1.0f : std::ldexp(static_cast<float>(rng() % 1000 + 1), -12);
-    for (auto& v : b.qs) v = static_cast<int8_t>(q(rng));
-    for (int g = 0; g < 16; ++g) {
-      int s = 0;
-      for (int j = 0; j < 16; ++j) s += b.qs[16 * g + j];
-      b.bsums[g] = static_cast<int16_t>(s);
-    }
-  }
-  return y;
+  return test::q8_K_random(nb, rng, lim, unit);
 }
 
 float dot_run(const QuantKernels& k, DType t, int64_t n, const uint8_t* w, const void* y) {

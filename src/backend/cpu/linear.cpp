@@ -189,8 +189,17 @@ void ref::linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y
   const size_t w_row_bytes = *dtype_row_bytes(w.type(), K);
   const int64_t xs = x.stride_bytes(-1), ys = y.stride_bytes(-1);
   std::vector<float> wf(K);
+  // X16 weights: each group of 16 rows back in the file's layout first
+  const std::optional<DType> x16_file = x16_file_type(w.type());
+  AIGC_CHECK(!x16_file || N % kX16Rows == 0, "linear: {} weight {} has rows in groups of {}", dtype_name(w.type()),
+             w.shape_str(), kX16Rows);
+  std::vector<uint8_t> group(x16_file ? kX16Rows * w_row_bytes : 0);
   for (int64_t n = 0; n < N; ++n) {
-    row_to_f32(w.type(), w.ptr<char>() + n * w_row_bytes, wf.data(), K);
+    if (x16_file && n % kX16Rows == 0) x16_unpack(w.type(), w.ptr<uint8_t>() + n * w_row_bytes, group.data(), K);
+    if (x16_file)
+      row_to_f32(*x16_file, group.data() + n % kX16Rows * w_row_bytes, wf.data(), K);
+    else
+      row_to_f32(w.type(), w.ptr<char>() + n * w_row_bytes, wf.data(), K);
     for (int64_t m = 0; m < M; ++m) {
       const char* xr = static_cast<const char*>(x.row_ptr(m));
       float acc = bias ? bias->ptr<float>()[n] : 0.0f;

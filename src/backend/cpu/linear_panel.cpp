@@ -98,7 +98,7 @@ bool linear_panel_supports(DType w) {
   switch (w) {
     case DType::F16: case DType::BF16: case DType::Q8_0: case DType::Q4_0: case DType::Q4_1: case DType::Q5_0:
     case DType::Q5_1: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K:
-    case DType::Q4_0_R16: case DType::Q4_1_R16: case DType::Q5_0_R16: case DType::Q5_1_R16:
+    case DType::Q4_0_R16: case DType::Q4_1_R16: case DType::Q5_0_R16: case DType::Q5_1_R16: case DType::Q4_K_X16:
       return cpu_has_avx512_bf16();
     default:
       return false;
@@ -120,6 +120,21 @@ void row_to_bf16(DType type, const void* src, uint16_t* dst, int64_t n) {
   row_f32_to_bf16(f.data(), dst, n);
 }
 
+namespace {
+
+// Rows [0, unit) of w at src into dst [unit, K]: unit 1, or a group of 16 rows of an X16 weight,
+// unpacked to the file's layout first (quant.h), then converted as the file's rows are.
+void rows_to_bf16(DType type, const uint8_t* src, size_t row_bytes, uint16_t* dst, int64_t K, int64_t unit) {
+  const std::optional<DType> file_type = x16_file_type(type);
+  if (!file_type) return row_to_bf16(type, src, dst, K);
+  thread_local std::vector<uint8_t> rows;  // one group in the file's layout, reused
+  rows.resize(kX16Rows * row_bytes);
+  x16_unpack(type, src, rows.data(), K);
+  for (int64_t i = 0; i < unit; ++i) row_to_bf16(*file_type, rows.data() + i * row_bytes, dst + i * K, K);
+}
+
+}  // namespace
+
 void linear_panel(const float* x, int64_t ldx, int64_t M, const Tensor& w, const float* bias, float* y,
                   int64_t ldy) {
   const int64_t N = w.size(0), K = w.size(1);
@@ -138,16 +153,18 @@ void linear_panel(const float* x, int64_t ldx, int64_t M, const Tensor& w, const
     onednn::matmul(a, Matrix{w.data(), Type::BF16, 1, K, N, 0, 1, K}, bias, y, 0, ldy);
     return;
   }
-  const int64_t P = std::min(N, panel_rows(K));
+  const int64_t P = std::min(N, panel_rows(K));  // a multiple of 64, or N
   uint16_t* wb = ws.get<uint16_t>(static_cast<size_t>(P * K));  // [P, K] bf16
   const size_t row_bytes = *dtype_row_bytes(w.type(), K);
-  const char* wd = w.ptr<char>();
+  const uint8_t* wd = w.ptr<uint8_t>();
   const DType wt = w.type();
+  const int64_t unit = x16_file_type(wt) ? kX16Rows : 1;  // rows converted together
+  AIGC_ASSERT(N % unit == 0, "linear_panel: {} rows of {}", N, dtype_name(wt));
   for (int64_t n0 = 0; n0 < N; n0 += P) {
     const int64_t np = std::min(P, N - n0);
-    parallel_for(np, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) row_to_bf16(wt, wd + (n0 + r) * row_bytes, wb + r * K, K);
-    }, 4);
+    parallel_for(np / unit, [&](int64_t g0, int64_t g1) {
+      for (int64_t r = g0 * unit; r < g1 * unit; r += unit) rows_to_bf16(wt, wd + (n0 + r) * row_bytes, row_bytes, wb + r * K, K, unit);
+    }, std::max<int64_t>(1, 4 / unit));
     onednn::matmul(a, Matrix{wb, Type::BF16, 1, K, np, 0, 1, K}, bias ? bias + n0 : nullptr, y + n0, 0, ldy);
   }
 }

@@ -25,7 +25,7 @@ namespace {
 
 // The activation format each weight type is dotted with.
 DType activation_type(DType w) {
-  return w == DType::Q4_K || w == DType::Q5_K || w == DType::Q6_K ? DType::Q8_K : DType::Q8_0;
+  return w == DType::Q4_K || w == DType::Q5_K || w == DType::Q6_K || w == DType::Q4_K_X16 ? DType::Q8_K : DType::Q8_0;
 }
 
 // Quantises the M rows of x (contiguous [M, K]) into a thread_local buffer of activation blocks.
@@ -107,7 +107,7 @@ void rows_k_tile(VecDotRowsK rows_kernel, const char* wd, int64_t row_bytes, int
 }
 
 // linear_rows with a several-rows kernel (long K-quant prompts): tiles of 64 weight rows, each in
-// cache while every activation row goes by.
+// cache while every activation row goes by. (X16 weights: n0, n1 multiples of 16, as are the tiles.)
 void linear_rows_multi(VecDotRowsK rows_kernel, const Tensor& w, const BlockQ8_K* xq, int64_t M, float* y,
                        int64_t n0, int64_t n1) {
   for (int64_t t0 = n0; t0 < n1; t0 += 64)
@@ -128,11 +128,16 @@ struct DecodeTarget {
 };
 
 // Calls tile(target, t0, t1) for tiles of at most 64 rows covering the rows of every target, on
-// the thread pool. min_rows: rows below which a thread is not worth it.
+// the thread pool. min_rows: rows below which a thread is not worth it. unit: every t0 and t1 a
+// multiple of it (kX16Rows where X16 weights are among the targets; every N must then be a
+// multiple of it too).
 template <typename Tile>
-void decode_schedule(std::span<const DecodeTarget> targets, int64_t min_rows, const Tile& tile) {
+void decode_schedule(std::span<const DecodeTarget> targets, int64_t min_rows, int64_t unit, const Tile& tile) {
   int64_t total = 0;
-  for (const DecodeTarget& t : targets) total += t.N;
+  for (const DecodeTarget& t : targets) {
+    AIGC_ASSERT(t.N % unit == 0, "decode_schedule: {} rows in units of {}", t.N, unit);
+    total += t.N;
+  }
   const int nth = thread_count();
   // Rows [r0, r1) of the concatenated targets, a tile of 64 rows at a time.
   auto rows_run = [&](int64_t r0, int64_t r1) {
@@ -153,7 +158,7 @@ void decode_schedule(std::span<const DecodeTarget> targets, int64_t min_rows, co
   // memory fast / slow: shares 79 / 94% of the read, fixed halves 77.5 / 94%, the former guided
   // tiles from one shared counter (each claim 1/(4 nth) of the rows left) 70 / 91%: each new tile
   // restarted the stream and wasted the prefetch past its end.
-  const int64_t min_tile = std::max<int64_t>(16, min_rows);
+  const int64_t min_tile = (std::max<int64_t>(16, min_rows) + unit - 1) / unit * unit;
   AIGC_ASSERT(total < (int64_t{1} << 32), "decode_schedule: {} rows", total);
   struct alignas(64) Share { std::atomic<uint64_t> front_back; };  // front | back << 32 (rows)
   thread_local std::unique_ptr<Share[]> shares;
@@ -161,7 +166,9 @@ void decode_schedule(std::span<const DecodeTarget> targets, int64_t min_rows, co
   if (shares_cap < nth) shares.reset(new Share[static_cast<size_t>(nth)]), shares_cap = nth;
   Share* share = shares.get();  // the caller's (in the workers, `shares` names their own, empty)
   auto pack = [](int64_t front, int64_t back) { return static_cast<uint64_t>(front) | static_cast<uint64_t>(back) << 32; };
-  for (int i = 0; i < nth; ++i) share[i].front_back.store(pack(total * i / nth, total * (i + 1) / nth), std::memory_order_relaxed);
+  const int64_t units = total / unit;
+  for (int i = 0; i < nth; ++i)
+    share[i].front_back.store(pack(units * i / nth * unit, units * (i + 1) / nth * unit), std::memory_order_relaxed);
   // Claims rows of share s until it is empty: `own` from the front, 64 rows, else from the back.
   auto drain = [&](Share& s, bool own) {
     uint64_t v = s.front_back.load(std::memory_order_relaxed);
@@ -217,28 +224,32 @@ void linear_decode(const QuantKernels& k, DecodeGemv gemv, DType type, const flo
     parallel_for(M, prepare, 1);
   // each tile passed over by rows_per_pass activation rows at a time
   const int64_t per_pass = rows_per_pass(K);
-  decode_schedule(targets, decode_min_rows(M, K), [&](const DecodeTarget& t, int64_t t0, int64_t t1) {
+  decode_schedule(targets, decode_min_rows(M, K), 1, [&](const DecodeTarget& t, int64_t t0, int64_t t1) {
     for (int64_t m0 = 0; m0 < M; m0 += per_pass)
       gemv(t.w, t.row_bytes, K, rows + m0, static_cast<int>(std::min(per_pass, M - m0)), t0, t1, t.y + m0 * t.N + t0,
            t.N, m0 == 0);
   });
 }
 
-// K-quant weights (any mix of Q4_K, Q5_K, Q6_K: one Q8_K activation format) with the set's
-// several-rows kernels, on the same schedule.
-void linear_decode_k(const QuantKernels& k, const float* xd, int64_t M, int64_t K, std::span<const DecodeTarget> targets) {
+// K-quant weights (any mix of Q4_K, Q5_K, Q6_K, Q4_K_X16: one Q8_K activation format) with the
+// set's several-rows kernels, on the same schedule (in units of 16 rows where X16 weights are in).
+void linear_decode_k(const QuantKernels& k, const float* xd, int64_t M, int64_t K, std::span<const DecodeTarget> targets,
+                     int64_t unit) {
   AIGC_ASSERT(M >= 1 && M <= kDecodeMaxRows, "linear_decode_k: M = {}", M);
   const int64_t nb = K / kQK_K;
   const BlockQ8_K* xq = activations_quantize(k.quantize_row_q8_K, xd, M, K, nb, k.q8_K_reorder);
-  decode_schedule(targets, decode_min_rows(M, K), [&](const DecodeTarget& t, int64_t t0, int64_t t1) {
+  decode_schedule(targets, decode_min_rows(M, K), unit, [&](const DecodeTarget& t, int64_t t0, int64_t t1) {
     rows_k_tile(t.rows_k, static_cast<const char*>(t.w), t.row_bytes, t.N, K, xq, M, t.y, t0, t1);
   });
 }
 
 VecDotRowsK vec_dot_rows(const QuantKernels& k, DType type) {
   return type == DType::Q4_K ? k.vec_dot_rows_q4_K : type == DType::Q5_K ? k.vec_dot_rows_q5_K
-       : type == DType::Q6_K ? k.vec_dot_rows_q6_K : nullptr;
+       : type == DType::Q6_K ? k.vec_dot_rows_q6_K : type == DType::Q4_K_X16 ? k.vec_dot_rows_q4_K_x16 : nullptr;
 }
+
+// Rows a thread or tile of weights of this type must come in multiples of.
+int64_t row_unit(DType type) { return x16_file_type(type) ? kX16Rows : 1; }
 
 }  // namespace
 
@@ -256,14 +267,19 @@ void linear_quantized_with(const QuantKernels& k, const Tensor& x, const Tensor&
   };
   if (at == DType::Q8_K) {
     const VecDotRowsK rows_kernel = vec_dot_rows(k, w.type());
+    const int64_t unit = row_unit(w.type());
+    // (the model loader makes X16 weights only where the CPU's kernel set runs them)
+    AIGC_CHECK(rows_kernel || unit == 1, "linear_quantized: the {} kernels have none for {}", k.name, dtype_name(w.type()));
+    AIGC_CHECK(N % unit == 0, "linear_quantized: {} weight {} has rows in groups of {}", dtype_name(w.type()), w.shape_str(), unit);
     if (rows_kernel && M <= kDecodeMaxRows) {  // decode and short prompts
       const DecodeTarget t{w.data(), w.stride_bytes(0), N, yd, rows_kernel};
-      linear_decode_k(k, xd, M, K, std::span<const DecodeTarget>(&t, 1));
+      linear_decode_k(k, xd, M, K, std::span<const DecodeTarget>(&t, 1), unit);
       return;
     }
     const BlockQ8_K* xq = activations_quantize(k.quantize_row_q8_K, xd, M, K, nb, k.q8_K_reorder);
     if (rows_kernel) {  // long prompts: a tile of weight rows stays in cache while all M rows pass
-      parallel_for(N, [&](int64_t n0, int64_t n1) { linear_rows_multi(rows_kernel, w, xq, M, yd, n0, n1); }, min_rows);
+      parallel_for(N / unit, [&](int64_t g0, int64_t g1) { linear_rows_multi(rows_kernel, w, xq, M, yd, g0 * unit, g1 * unit); },
+                   (min_rows + unit - 1) / unit);
       return;
     }
     switch (w.type()) {
@@ -300,27 +316,44 @@ bool linear_quantized_supports(DType w) {
     case DType::Q8_0: case DType::Q4_0: case DType::Q4_1: case DType::Q5_0: case DType::Q5_1:
     case DType::Q4_K: case DType::Q5_K: case DType::Q6_K:
     case DType::Q4_0_R16: case DType::Q4_1_R16: case DType::Q5_0_R16: case DType::Q5_1_R16:
+    case DType::Q4_K_X16:
       return true;
     default:
       return false;
   }
 }
 
-std::optional<DType> linear_repack_type(DType w, int64_t K) {
+std::optional<DType> linear_repack_type(DType w, int64_t N, int64_t K) {
   static const bool enabled = [] {
     const char* e = std::getenv("AIGC_REPACK");
     return !(e && std::string_view(e) == "0");
   }();
+  if (!enabled) return std::nullopt;
+  if (const std::optional<DType> x16 = x16_of(w))
+    return N % kX16Rows == 0 && vec_dot_rows(quant_kernels(), *x16) ? x16 : std::nullopt;
   const std::optional<DType> r16 = r16_of(w);
-  if (!enabled || K / 32 < kR16Group || !r16 || !decode_gemv(quant_kernels(), *r16)) return std::nullopt;
+  if (K / 32 < kR16Group || !r16 || !decode_gemv(quant_kernels(), *r16)) return std::nullopt;
   return r16;
 }
 
 void linear_repack(const Tensor& src, Tensor& dst) {
-  AIGC_CHECK(r16_of(src.type()) == dst.type() && src.ndim() == 2 && src.is_contiguous() && dst.ndim() == 2 &&
+  const std::optional<DType> to = x16_of(src.type()) ? x16_of(src.type()) : r16_of(src.type());
+  AIGC_CHECK(to == dst.type() && src.ndim() == 2 && src.is_contiguous() && dst.ndim() == 2 &&
                  dst.is_contiguous() && src.size(0) == dst.size(0) && src.size(1) == dst.size(1),
              "linear_repack: {} {} -> {} {}", dtype_name(src.type()), src.shape_str(), dtype_name(dst.type()), dst.shape_str());
   const int64_t K = src.size(1), rb = src.stride_bytes(0);
+  if (x16_file_type(dst.type())) {
+    AIGC_CHECK(src.size(0) % kX16Rows == 0, "linear_repack: {} rows are not a multiple of {}", src.size(0), kX16Rows);
+    parallel_for(src.size(0) / kX16Rows, [&](int64_t g0, int64_t g1) {
+      std::vector<uint8_t> group(static_cast<size_t>(kX16Rows * rb));  // src's rows, as dst may be the same bytes
+      for (int64_t g = g0; g < g1; ++g) {
+        const int64_t o = g * kX16Rows * rb;
+        std::memcpy(group.data(), static_cast<const uint8_t*>(src.data()) + o, group.size());
+        x16_pack(dst.type(), group.data(), static_cast<uint8_t*>(dst.data()) + o, K);
+      }
+    }, 4);
+    return;
+  }
   parallel_for(src.size(0), [&](int64_t n0, int64_t n1) {
     std::vector<uint8_t> row(static_cast<size_t>(rb));  // src's row, as dst may be the same bytes
     for (int64_t n = n0; n < n1; ++n) {
@@ -350,9 +383,11 @@ void linear_group(std::span<const LinearGroupItem> items, const Tensor& x) {
   // K-quant with several-rows kernels (mixed K-quants share their Q8_K activations: Q4_K_M files
   // give a layer's V, and some down projections, Q6_K).
   bool same_gemv = gemv != nullptr, all_k = true;
+  int64_t unit = 1;
   for (const LinearGroupItem& it : items) {
     same_gemv = same_gemv && it.w->type() == type;
     all_k = all_k && vec_dot_rows(k, it.w->type()) != nullptr;
+    unit = std::max(unit, row_unit(it.w->type()));
   }
   bool fused = (same_gemv || all_k) && !items.empty() && items.size() <= kMaxItems && x.type() == DType::F32 &&
                x.ndim() == 2 && x.is_contiguous() && x.rows() <= kDecodeMaxRows;
@@ -360,7 +395,7 @@ void linear_group(std::span<const LinearGroupItem> items, const Tensor& x) {
     fused = fused && !it.bias && it.w->ndim() == 2 && it.w->is_contiguous() && linear_quantized_prefers(it.w->type(), x.rows()) &&
             it.w->size(1) == x.size(1) && it.w->size(1) % dtype_traits(it.w->type()).block_size == 0 &&
             it.y->type() == DType::F32 && it.y->ndim() == 2 && it.y->is_contiguous() && it.y->size(0) == x.rows() &&
-            it.y->size(1) == it.w->size(0);
+            it.y->size(1) == it.w->size(0) && it.w->size(0) % unit == 0;
   if (!fused) {
     for (const LinearGroupItem& it : items) linear(x, *it.w, it.bias, *it.y);
     return;
@@ -373,7 +408,7 @@ void linear_group(std::span<const LinearGroupItem> items, const Tensor& x) {
   if (same_gemv)
     linear_decode(k, gemv, type, x.ptr<float>(), x.rows(), x.size(1), all);
   else
-    linear_decode_k(k, x.ptr<float>(), x.rows(), x.size(1), all);
+    linear_decode_k(k, x.ptr<float>(), x.rows(), x.size(1), all, unit);
 }
 
 }  // namespace aigc::ops

@@ -15,17 +15,18 @@ namespace aigc::ops {
 void linear_quantized(const Tensor& x, const Tensor& w, Tensor& y);
 
 // Weight types with dot kernels: q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K, and aigc's
-// R16 layouts (where the kernel set has a kernel for them).
+// R16 and X16 layouts (where the kernel set has a kernel for them).
 bool linear_quantized_supports(DType w);
 
 // The layout this CPU's kernels run a linear weight of type w ([N, K]) faster in, if any: Q4_0 ->
 // Q4_0_R16, Q5_0 -> Q5_0_R16, ... (r16_of) where the best kernel set has a kernel for it (the AVX2
 // and AVX-512 sets; long prompts on AVX512-BF16 CPUs convert R16 rows for the bf16 panel GEMM as
-// they convert the file's) and a row holds a full group of 16 blocks. Setting AIGC_REPACK=0 in the
-// environment turns it off.
-std::optional<DType> linear_repack_type(DType w, int64_t K);
-// Rewrites the rows of src (Q4_0, Q4_1, Q5_0, Q5_1) into dst (its R16 type, same shape); dst may view src's own bytes
-// (in place, row by row).
+// they convert the file's) and a row holds a full group of 16 blocks; Q4_K -> Q4_K_X16 (x16_of)
+// where the best set has a kernel for it (the AVX-512 sets) and N is a multiple of 16. Setting
+// AIGC_REPACK=0 in the environment turns it off.
+std::optional<DType> linear_repack_type(DType w, int64_t N, int64_t K);
+// Rewrites src (Q4_0, Q4_1, Q5_0, Q5_1, Q4_K) into dst (its linear_repack_type, same shape); dst
+// may view src's own bytes (in place, a row or a group of 16 rows at a time).
 void linear_repack(const Tensor& src, Tensor& dst);
 
 // Activation rows the decode (GEMV) kernels of Q4_0 and Q8_0 weights take in one call, where the

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "core/cpu_features.h"
 #include "core/error.h"
@@ -268,6 +269,25 @@ void gemv_r16_ref(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* 
 
 
 
+}  // namespace
+
+void vec_dot_rows_q4_K_x16_ref(int64_t n, const void* x, int64_t row_bytes, int64_t nw, const BlockQ8_K* y,
+                               int64_t y_stride, int rows, float* out, int64_t ldo, bool) {
+  AIGC_ASSERT(nw % kX16Rows == 0 && row_bytes == n / kQK_K * static_cast<int64_t>(sizeof(BlockQ4_K)),
+              "vec_dot_rows_q4_K_x16_ref: nw {}, row_bytes {}, n {}", nw, row_bytes, n);
+  const int64_t nb = n / kQK_K;
+  thread_local std::vector<BlockQ4_K> blocks;  // one group of rows in the file layout
+  blocks.resize(static_cast<size_t>(kX16Rows * nb));
+  for (int64_t i0 = 0; i0 < nw; i0 += kX16Rows) {
+    x16_unpack(DType::Q4_K_X16, static_cast<const uint8_t*>(x) + i0 * row_bytes, blocks.data(), n);
+    for (int i = 0; i < kX16Rows; ++i)
+      for (int r = 0; r < rows; ++r)
+        out[r * ldo + i0 + i] = vec_dot_q4_K_q8_K_ref(n, blocks.data() + i * nb, y + r * y_stride);
+  }
+}
+
+namespace {
+
 const QuantKernels kQuantKernelsRef = {
     "ref",
     quantize_row_q8_0_ref,
@@ -296,6 +316,7 @@ const QuantKernels kQuantKernelsRef = {
     gemv_r16_ref<BlockQ5_0>,
     gemv_r16_ref<BlockQ5_1>,
     nullptr,  // K-quant activations as quantised
+    vec_dot_rows_q4_K_x16_ref,
 };
 
 

@@ -197,7 +197,17 @@ struct QuantKernels {
   // K-quant kernels (vec_dot_q*_K_q8_K, vec_dot_rows_q*_K) read; nullptr: they read them as
   // quantised.
   void (*q8_K_reorder)(BlockQ8_K* y, int64_t nb);
+  // Q4_K_X16 weights (quant.h): `x` at the first row of a group, nw a multiple of kX16Rows,
+  // row_bytes the file type's (a group is 16 x row_bytes); otherwise VecDotRowsK's contract, each
+  // output the same bits whatever `rows` is. nullptr where the set has none (the model loader
+  // repacks only where the CPU's best set has one).
+  VecDotRowsK vec_dot_rows_q4_K_x16;
 };
+
+// The scalar reference of vec_dot_rows_q4_K_x16: each group back to the file's blocks
+// (x16_unpack), then vec_dot_q4_K_q8_K_ref per row; activations as quantised.
+void vec_dot_rows_q4_K_x16_ref(int64_t n, const void* x, int64_t row_bytes, int64_t nw, const BlockQ8_K* y,
+                               int64_t y_stride, int rows, float* out, int64_t ldo, bool prefetch);
 
 // The set's decode kernel for weights of `type` (the 32-element types and the R16 layouts), or
 // nullptr where it has none (the ref set has the scalar R16 kernels, the reference of the SIMD ones).

@@ -849,6 +849,7 @@ const QuantKernels kQuantKernelsAvx2 = {
     gemv_pass_avx2<BlockQ5_0, true>,
     gemv_pass_avx2<BlockQ5_1, true>,
     nullptr,  // K-quant activations as quantised
+    nullptr,  // Q4_K_X16: no kernel (the loader keeps Q4_K)
 };
 
 }  // namespace

@@ -1,0 +1,282 @@
+// Q4_K_X16 (quant.h: Q4_K weight rows interleaved 16 at a time for the decode kernels): the layout
+// by hand and its round trip; every kernel set's vec_dot_rows_q4_K_x16 against the file layout's
+// scalar reference (exactly where the result is an integer, within f32 rounding otherwise); and
+// linear_quantized, linear_group, the bf16 panel path and ops::ref::linear on X16 weights against
+// the same weights as the file has them. (A model loaded with Q4_K weights is repacked and keeps
+// its logits: test_linear_repack.cpp.)
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "backend/cpu/linear_panel.h"
+#include "backend/cpu/linear_quantized.h"
+#include "backend/cpu/ops.h"
+#include "backend/cpu/quant_dot.h"
+#include "common/compare.h"
+#include "common/random_blocks.h"
+#include "core/error.h"
+#include "core/half.h"
+#include "core/quant.h"
+#include "core/thread_pool.h"
+
+using namespace aigc;
+
+namespace {
+
+constexpr double kU = 1.0 / (1 << 24);  // f32 unit roundoff
+
+// The kernel sets this CPU runs that have an X16 kernel (the scalar reference always).
+std::vector<const QuantKernels*> x16_sets() {
+  std::vector<const QuantKernels*> v;
+  for (QuantIsa isa : {QuantIsa::Ref, QuantIsa::Avx2, QuantIsa::Avx512Vnni, QuantIsa::Avx512Vbmi})
+    if (const QuantKernels* k = quant_kernels_find(isa); k && k->vec_dot_rows_q4_K_x16) v.push_back(k);
+  return v;
+}
+
+// rows x nb random Q4_K blocks: random bytes (every 4th block all 0x00 and every 4th + 2 all 0xff
+// besides d and dmin: extreme quants and scale codes); d and dmin 1 (`unit`) or random f16 of
+// either sign.
+std::vector<BlockQ4_K> q4_K_blocks(int64_t rows, int64_t nb, std::mt19937& rng, bool unit) {
+  std::vector<BlockQ4_K> w(static_cast<size_t>(rows * nb));
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (size_t i = 0; i < w.size(); ++i) {
+    auto* p = reinterpret_cast<uint8_t*>(&w[i]);
+    for (size_t j = 0; j < sizeof(BlockQ4_K); ++j) p[j] = static_cast<uint8_t>(i % 4 == 0 ? 0x00 : i % 4 == 2 ? 0xff : rng());
+    const auto scale = [&] { return unit ? f16_from_f32(1.0f) : f16_from_f32(u(rng) * std::ldexp(1.0f, static_cast<int>(rng() % 12) - 8)); };
+    w[i].d = scale();
+    w[i].dmin = scale();
+  }
+  return w;
+}
+
+// Packs rows x nb blocks (rows a multiple of 16) into the X16 layout.
+std::vector<uint8_t> x16_packed(const std::vector<BlockQ4_K>& w, int64_t rows, int64_t nb) {
+  const size_t group = kX16Rows * nb * sizeof(BlockQ4_K);
+  std::vector<uint8_t> p(w.size() * sizeof(BlockQ4_K));
+  for (int64_t g = 0; g < rows / kX16Rows; ++g)
+    x16_pack(DType::Q4_K_X16, w.data() + g * kX16Rows * nb, p.data() + g * group, nb * kQK_K);
+  return p;
+}
+
+// out[r * nw + i] from set k's X16 kernel: the activations `rows` rows of nb blocks, laid out
+// in the set's order (q8_K_reorder) as linear_quantized does.
+std::vector<float> x16_run(const QuantKernels& k, const std::vector<uint8_t>& p, int64_t nw, int64_t nb,
+                           std::vector<BlockQ8_K> y, int rows, bool prefetch = false) {
+  if (k.q8_K_reorder)
+    for (int r = 0; r < rows; ++r) k.q8_K_reorder(y.data() + r * nb, nb);
+  std::vector<float> out(static_cast<size_t>(rows * nw), NAN);
+  k.vec_dot_rows_q4_K_x16(nb * kQK_K, p.data(), nb * static_cast<int64_t>(sizeof(BlockQ4_K)), nw, y.data(), nb, rows,
+                          out.data(), nw, prefetch);
+  return out;
+}
+
+}  // namespace
+
+TEST(KQuantX16, PackLayoutByHand) {
+  // Block c of row r gets bytes that name it: byte j = r * 16 + c * 5 + j (mod 256), then each
+  // field is looked for where quant.h puts it.
+  constexpr int64_t nb = 3;
+  std::vector<BlockQ4_K> w(kX16Rows * nb);
+  for (int64_t r = 0; r < kX16Rows; ++r)
+    for (int64_t c = 0; c < nb; ++c) {
+      auto* p = reinterpret_cast<uint8_t*>(&w[r * nb + c]);
+      for (size_t j = 0; j < sizeof(BlockQ4_K); ++j) p[j] = static_cast<uint8_t>(r * 16 + c * 5 + j);
+    }
+  std::vector<uint8_t> p(w.size() * sizeof(BlockQ4_K));
+  x16_pack(DType::Q4_K_X16, w.data(), p.data(), nb * kQK_K);
+  for (int64_t c = 0; c < nb; ++c) {
+    const uint8_t* col = p.data() + c * kX16ColumnQ4K;
+    for (int r = 0; r < kX16Rows; ++r) {
+      const auto* b = reinterpret_cast<const uint8_t*>(&w[r * nb + c]);
+      SCOPED_TRACE(testing::Message() << "column " << c << " row " << r);
+      EXPECT_EQ(std::memcmp(col + 2 * r, b + 0, 2), 0) << "d";
+      EXPECT_EQ(std::memcmp(col + 32 + 2 * r, b + 2, 2), 0) << "dmin";
+      EXPECT_EQ(std::memcmp(col + 64 + 4 * r, b + 4, 4), 0) << "scales 0..3";
+      EXPECT_EQ(std::memcmp(col + 128 + 4 * r, b + 8, 4), 0) << "scales 4..7";
+      EXPECT_EQ(std::memcmp(col + 192 + 4 * r, b + 12, 4), 0) << "scales 8..11";
+      // qs words chunk by chunk in turn: slot 4 i + h holds word i of chunk h (32-byte chunks)
+      for (int i = 0; i < 8; ++i)
+        for (int h = 0; h < 4; ++h)
+          ASSERT_EQ(std::memcmp(col + 256 + 64 * (4 * i + h) + 4 * r, b + 16 + 32 * h + 4 * i, 4), 0) << "qs word " << i << " of chunk " << h;
+    }
+  }
+  std::vector<BlockQ4_K> back(w.size());
+  x16_unpack(DType::Q4_K_X16, p.data(), back.data(), nb * kQK_K);
+  EXPECT_EQ(std::memcmp(back.data(), w.data(), p.size()), 0);
+
+  EXPECT_EQ(x16_of(DType::Q4_K), DType::Q4_K_X16);
+  EXPECT_EQ(x16_file_type(DType::Q4_K_X16), DType::Q4_K);
+  EXPECT_FALSE(x16_of(DType::Q6_K).has_value());
+  EXPECT_EQ(dtype_name(DType::Q4_K_X16), "q4_K_x16");
+  EXPECT_FALSE(dtype_traits_find(static_cast<uint32_t>(DType::Q4_K_X16)).has_value()) << "no file type id";
+  EXPECT_FALSE(dtype_from_name("q4_K_x16").has_value());
+  EXPECT_EQ(*dtype_row_bytes(DType::Q4_K_X16, 512), *dtype_row_bytes(DType::Q4_K, 512));
+  // a row alone cannot be converted: a clear error, not a wrong row
+  float f[256];
+  EXPECT_THROW(row_to_f32(DType::Q4_K_X16, p.data(), f, 256), Error);
+}
+
+TEST(KQuantX16, IntegerResultExactInEveryKernel) {
+  // d = dmin = 1, random 6-bit scales and mins, small activations: each output is an integer
+  // below 2^24, so every set must return exactly sum_j dequant(w)_j * y_j (int64, from the
+  // twin-checked dequantiser): a wrong nibble, row lane, scale, min or sub-block sum cannot hide.
+  std::mt19937 rng(5);
+  const int64_t N = 32;
+  for (int64_t nb : {1, 3, 6}) {
+    const int64_t n = nb * kQK_K;
+    const std::vector<BlockQ4_K> w = q4_K_blocks(N, nb, rng, true);
+    const std::vector<uint8_t> p = x16_packed(w, N, nb);
+    for (int rows : {1, 2, 3, 8}) {
+      const std::vector<BlockQ8_K> y = test::q8_K_random(rows * nb, rng, 7, true);
+      std::vector<float> want(static_cast<size_t>(rows * N)), wv(n), yv(n);
+      for (int r = 0; r < rows; ++r) {
+        dequantize_row_q8_K_ref(y.data() + r * nb, yv.data(), n);
+        for (int64_t i = 0; i < N; ++i) {
+          dequantize_row_q4_K_ref(w.data() + i * nb, wv.data(), n);
+          int64_t s = 0;
+          for (int64_t j = 0; j < n; ++j) s += static_cast<int64_t>(wv[j]) * static_cast<int64_t>(yv[j]);
+          ASSERT_LT(std::llabs(s), 1 << 24);
+          want[r * N + i] = static_cast<float>(s);
+        }
+      }
+      for (const QuantKernels* k : x16_sets()) {
+        const std::vector<float> got = x16_run(*k, p, N, nb, y, rows);
+        for (size_t i = 0; i < got.size(); ++i)
+          ASSERT_EQ(got[i], want[i]) << k->name << " nb " << nb << " rows " << rows << " output " << i;
+      }
+    }
+  }
+}
+
+TEST(KQuantX16, KernelsMatchTheFileLayoutsReference) {
+  // Random d, dmin and activations over [-127, 127]: each set's X16 kernel against
+  // vec_dot_q4_K_q8_K_ref on the file's rows within (2 nb + 10) u S, S = sum_j (|d sc q_j| +
+  // |dmin mn|) |y_j| (the size of the rounding errors of any summation order). Several activation
+  // rows give each row's single-row bits, and prefetching changes nothing.
+  std::mt19937 rng(9);
+  const int64_t N = 48;
+  for (int64_t nb : {1, 2, 8, 22}) {
+    const int64_t n = nb * kQK_K;
+    const std::vector<BlockQ4_K> w = q4_K_blocks(N, nb, rng, false);
+    const std::vector<uint8_t> p = x16_packed(w, N, nb);
+    const int rows = 5;
+    const std::vector<BlockQ8_K> y = test::q8_K_random(rows * nb, rng, 127, false);
+    for (const QuantKernels* k : x16_sets()) {
+      SCOPED_TRACE(testing::Message() << k->name << " nb " << nb);
+      const std::vector<float> got = x16_run(*k, p, N, nb, y, rows);
+      for (int r = 0; r < rows; ++r) {
+        const std::vector<BlockQ8_K> yr(y.begin() + r * nb, y.begin() + (r + 1) * nb);
+        const std::vector<float> one = x16_run(*k, p, N, nb, yr, 1, true);
+        for (int64_t i = 0; i < N; ++i) {
+          ASSERT_EQ(f32_bits(got[r * N + i]), f32_bits(one[i])) << "row " << r << " output " << i << ": rows change the bits";
+          const float want = vec_dot_q4_K_q8_K_ref(n, w.data() + i * nb, yr.data());
+          double s = 0;
+          for (int64_t c = 0; c < nb; ++c) {
+            const BlockQ4_K& b = w[i * nb + c];
+            const double d = std::fabs(f16_to_f32(b.d)), dm = std::fabs(f16_to_f32(b.dmin));
+            for (int sb = 0; sb < 8; ++sb) {
+              uint8_t sc, mn;
+              scale_min_k4_get(sb, b.scales, &sc, &mn);
+              for (int j = 32 * sb; j < 32 * sb + 32; ++j) {
+                const int q = j % 64 < 32 ? b.qs[32 * (j / 64) + j % 32] & 15 : b.qs[32 * (j / 64) + j % 32] >> 4;
+                s += (d * sc * q + dm * mn) * std::fabs(yr[c].d * yr[c].qs[j]);
+              }
+            }
+          }
+          ASSERT_NEAR(got[r * N + i], want, (2.0 * nb + 10.0) * kU * s) << "row " << r << " output " << i;
+        }
+      }
+    }
+  }
+}
+
+namespace {
+
+// A random [N, K] Q4_K weight, and its X16 repacking (linear_repack).
+struct Weights {
+  Tensor q4k, x16;
+};
+Weights weights_make(int64_t N, int64_t K, uint32_t seed) {
+  const Tensor f = test::random_f32({N, K}, seed);
+  Weights w{Tensor::empty(DType::Q4_K, {N, K}), Tensor::empty(DType::Q4_K_X16, {N, K})};
+  ops::copy(f, w.q4k);
+  ops::linear_repack(w.q4k, w.x16);
+  return w;
+}
+
+// Restores the thread count on scope exit.
+struct ThreadGuard {
+  int saved = thread_count();
+  ~ThreadGuard() { thread_count_set(saved); }
+};
+
+}  // namespace
+
+TEST(KQuantX16, LinearMatchesTheFileLayout) {
+  // linear_quantized on the X16 weight against the same set on the file's weight (another
+  // summation order: within 2e-5 of max|y|), decode, short and long prompts (the several-rows
+  // path past kDecodeMaxRows); and the outputs do not depend on how many threads split the rows
+  // (each thread a multiple of 16 rows).
+  const ThreadGuard guard;
+  const Weights w = weights_make(80, 768, 3);
+  for (int64_t M : {int64_t{1}, int64_t{6}, int64_t{17}, ops::kDecodeMaxRows + 9}) {
+    const Tensor x = test::random_f32({M, 768}, 30 + static_cast<uint32_t>(M));
+    for (const QuantKernels* k : x16_sets()) {
+      SCOPED_TRACE(testing::Message() << k->name << " M " << M);
+      Tensor y_file = Tensor::empty(DType::F32, {M, 80}), y1 = Tensor::empty(DType::F32, {M, 80}),
+             y2 = Tensor::empty(DType::F32, {M, 80});
+      // the file layout on the same set (the ref set: its own file-layout kernels)
+      ops::linear_quantized_with(*k, x, w.q4k, y_file);
+      thread_count_set(1);
+      ops::linear_quantized_with(*k, x, w.x16, y1);
+      thread_count_set(2);
+      ops::linear_quantized_with(*k, x, w.x16, y2);
+      EXPECT_EQ(std::memcmp(y1.data(), y2.data(), y1.nbytes()), 0) << "1 thread vs 2";
+      EXPECT_TENSORS_CLOSE(y1, y_file, 2e-5, 0.0);
+    }
+  }
+}
+
+TEST(KQuantX16, LinearGroupWithOtherKQuantsGivesEachLinearsBits) {
+  // A Q4_K_M layer's Q / K / V: X16 beside Q6_K and the file's Q4_K (a weight whose rows were not
+  // a multiple of 16 stays so) share one parallel region; each output is ops::linear's, bit for bit.
+  const ThreadGuard guard;
+  thread_count_set(2);
+  const int64_t K = 512;
+  const Weights a = weights_make(96, K, 41);
+  const Tensor f6 = test::random_f32({32, K}, 42);
+  Tensor w6 = Tensor::empty(DType::Q6_K, {32, K});
+  ops::copy(f6, w6);
+  const Weights c = weights_make(48, K, 43);
+  for (int64_t M : {1, 5}) {
+    SCOPED_TRACE(testing::Message() << "M " << M);
+    const Tensor x = test::random_f32({M, K}, 44);
+    Tensor ya = Tensor::empty(DType::F32, {M, 96}), y6 = Tensor::empty(DType::F32, {M, 32}), yc = Tensor::empty(DType::F32, {M, 48});
+    const ops::LinearGroupItem items[] = {{&a.x16, nullptr, &ya}, {&w6, nullptr, &y6}, {&c.q4k, nullptr, &yc}};
+    ops::linear_group(items, x);
+    for (const auto& it : items) {
+      Tensor want = Tensor::empty(DType::F32, it.y->shape());
+      ops::linear(x, *it.w, nullptr, want);
+      EXPECT_EQ(std::memcmp(want.data(), it.y->data(), want.nbytes()), 0) << dtype_name(it.w->type());
+    }
+  }
+}
+
+TEST(KQuantX16, PanelAndReferenceLinearConvertGroups) {
+  // ops::ref::linear and the bf16 panel GEMM (long prompts on AVX512-BF16 CPUs) convert an X16
+  // weight a group at a time back to the file's rows: the same bits as on the file's weight.
+  const Weights w = weights_make(64, 512, 51);
+  const Tensor x = test::random_f32({ops::kPanelMinRows + 3, 512}, 52);
+  const int64_t M = x.size(0);
+  Tensor a = Tensor::empty(DType::F32, {M, 64}), b = Tensor::empty(DType::F32, {M, 64});
+  ops::ref::linear(x, w.q4k, nullptr, a);
+  ops::ref::linear(x, w.x16, nullptr, b);
+  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.nbytes()), 0) << "ref::linear";
+  if (!ops::linear_panel_supports(DType::Q4_K_X16)) GTEST_SKIP() << "no AVX512-BF16: no panel path";
+  ops::linear_panel(x.ptr<float>(), 512, M, w.q4k, nullptr, a.ptr<float>(), 64);
+  ops::linear_panel(x.ptr<float>(), 512, M, w.x16, nullptr, b.ptr<float>(), 64);
+  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.nbytes()), 0) << "linear_panel";
+}
