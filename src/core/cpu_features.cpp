@@ -66,6 +66,16 @@ bool cpu_decode_prefetch_l1() {
   return v;
 }
 
+bool cpu_kquant_prefetch_l2() {
+  static const bool v = env_flag("AIGC_PREFETCH_L2", true);
+  return v;
+}
+
+bool cpu_kquant_prefetch_l1() {
+  static const bool v = env_flag("AIGC_PREFETCH_L1", cpu_amd_family() != 0x19 && cpu_amd_family() != 0x1a);
+  return v;
+}
+
 bool cpu_gemv_prefetch_l2() {
   static const bool v = env_flag("AIGC_PREFETCH_L2", cpu_amd_family() != 0x1a && cpu_amd_family() != 0x19);
   return v;

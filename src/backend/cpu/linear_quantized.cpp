@@ -367,6 +367,7 @@ bool linear_quantized_prefers(DType w, int64_t M) {
   if (M < 1) return false;
   const QuantKernels& k = quant_kernels();
   if (decode_gemv(k, w)) return M <= (w == DType::Q8_0 ? 40 : kDecodeMaxRows);
+  if (x16_file_type(w)) return vec_dot_rows(k, w) != nullptr;  // any M (linear_quantized.h)
   return vec_dot_rows(k, w) && M <= kKQuantMaxRows;
 }
 

@@ -57,15 +57,24 @@ namespace {
 constexpr int64_t kDecodePrefetchL2 = 16384, kDecodePrefetchL1 = 4096;
 
 const bool kDecodePrefetchToL2 = cpu_decode_prefetch_l2(), kDecodePrefetchToL1 = cpu_decode_prefetch_l1();
+// the K-quant kernels of the file layouts: their own choice (cpu_kquant_prefetch_l2 / _l1)
+const bool kKQuantPrefetchToL2 = cpu_kquant_prefetch_l2(), kKQuantPrefetchToL1 = cpu_kquant_prefetch_l1();
 
 // always_inline: GCC 12 judges a prefetch to have no side effects, so where this was left a call
 // (the multi-row kernels' templates) it deemed the function const and dropped every call to it.
-__attribute__((always_inline)) inline void decode_prefetch(const uint8_t* p, int64_t bytes) {
-  const bool l2 = kDecodePrefetchToL2, l1 = kDecodePrefetchToL1;
+__attribute__((always_inline)) inline void prefetch_ahead(const uint8_t* p, int64_t bytes, bool l2, bool l1) {
   for (int64_t o = 0; o < bytes; o += 64) {
     if (l2) _mm_prefetch(reinterpret_cast<const char*>(p + kDecodePrefetchL2 + o), _MM_HINT_T1);
     if (l1) _mm_prefetch(reinterpret_cast<const char*>(p + kDecodePrefetchL1 + o), _MM_HINT_T0);
   }
+}
+
+__attribute__((always_inline)) inline void decode_prefetch(const uint8_t* p, int64_t bytes) {
+  prefetch_ahead(p, bytes, kDecodePrefetchToL2, kDecodePrefetchToL1);
+}
+
+__attribute__((always_inline)) inline void kquant_prefetch(const uint8_t* p, int64_t bytes) {
+  prefetch_ahead(p, bytes, kKQuantPrefetchToL2, kKQuantPrefetchToL1);
 }
 
 inline float f16_load(uint16_t h) { return _cvtsh_ss(h); }
@@ -390,7 +399,7 @@ __attribute__((always_inline)) inline void k45_rows(int64_t n, const uint8_t* xb
   for (int r = 0; r < R; ++r) accf[r] = _mm512_setzero_ps(), minv[r] = _mm256_setzero_ps();
   // block ib at xb, its scales and mins (k4_scales_mins) in every 128-bit lane of sc
   const auto block = [&](int64_t ib, const uint8_t* xb, __m512i sc) __attribute__((always_inline)) {
-    if (prefetch) decode_prefetch(xb, static_cast<int64_t>(stride));  // decode streams rows from memory
+    if (prefetch) kquant_prefetch(xb, static_cast<int64_t>(stride));  // decode streams rows from memory
     // both layouts start with d, dmin, scales[12]; Q5_K then has qh[32] before qs. d and dmin
     // as one dword broadcast: lanes 2i hold d, 2i + 1 dmin
     uint32_t ddmin;
@@ -509,7 +518,7 @@ __attribute__((always_inline)) inline void q6_K_rows(int64_t n, const BlockQ6_K*
   __m512 accf[R];
   for (int r = 0; r < R; ++r) accf[r] = _mm512_setzero_ps();
   for (int64_t ib = 0; ib < nb; ++ib) {
-    if (prefetch) decode_prefetch(reinterpret_cast<const uint8_t*>(x + ib), sizeof(BlockQ6_K));  // decode streams rows from memory
+    if (prefetch) kquant_prefetch(reinterpret_cast<const uint8_t*>(x + ib), sizeof(BlockQ6_K));  // decode streams rows from memory
     const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[ib].scales)));
     const __m512i s01 = _mm512_permutexvar_epi16(idx01, _mm512_castsi256_si512(sc16));
     const __m512i s23 = _mm512_permutexvar_epi16(idx23, _mm512_castsi256_si512(sc16));
