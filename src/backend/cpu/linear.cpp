@@ -2,9 +2,11 @@
 //
 // Paths of the fast kernel, by weight type and M (rows of x):
 //   M >= 16, f16/bf16/quantised weights, AVX512-BF16 CPU: linear_panel (bf16 GEMM on weight panels
-//                      dequantised on the fly; activations rounded to bf16). Otherwise:
+//                      dequantised on the fly; activations rounded to bf16), unless the integer
+//                      kernels are faster there (linear_quantized_prefers: short prompts; q4_K_x16
+//                      always). Otherwise:
 //   quantised          ops::linear_quantized (integer SIMD dot products), bias added here:
-//                      q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K.
+//                      q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K, and the R16 / X16 layouts.
 //   M <= 4 (decode)    GEMV over N on the thread pool (gemv.h), AVX-512, AVX2 or scalar by CPU;
 //                      weights widened to f32 in registers, activations stay f32.
 //   M > 4 (prefill)    oneDNN matmul (onednn.h):
