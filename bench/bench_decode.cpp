@@ -5,7 +5,7 @@
 // (Q4_0, Q4_1, Q5_0, Q5_1 repacked at load; AVX2 and AVX-512); the Q4_1, Q5_0 and Q5_1 kernels of the file
 // layouts (AVX2's, which every set takes) beside their vec_dot; for Q4_K, Q5_K and Q6_K each set's
 // vec_dot per weight row and its several-rows kernel over tiles of 64 rows, which decode runs; for
-// Q4_K_X16, Q4_K repacked at load, its kernel), beside a plain read of the same bytes (512-bit
+// Q4_K_X16 and Q6_K_X16, repacked at load, their kernels), beside a plain read of the same bytes (512-bit
 // loads, or 256-bit without AVX-512, into 4 accumulators: what the memory gives one stream per
 // thread). In cache (a 2048-wide weight of ~250 KiB, in L2, reused; 1 thread) and from memory
 // (TinyLlama's FFN shape 5632x2048, copies past 1 GiB used in turn; 1 and 2 threads, each its own
@@ -181,7 +181,8 @@ const BlockQ8_K* k_activations(const QuantKernels& k, const std::vector<BlockQ8_
 // A set's K-quant several-rows kernel over tiles of 64 weight rows, one activation row, prefetching
 // (what linear_quantized runs for a decode step: VecDotRowsK); X16 weights: their kernel.
 Variant rows_k_variant(const QuantKernels& k, DType type, const std::vector<BlockQ8_K>& xq) {
-  const VecDotRowsK f = type == DType::Q4_K_X16 ? k.vec_dot_rows_q4_K_x16 : type == DType::Q4_K ? k.vec_dot_rows_q4_K
+  const VecDotRowsK f = type == DType::Q4_K_X16 ? k.vec_dot_rows_q4_K_x16 : type == DType::Q6_K_X16 ? k.vec_dot_rows_q6_K_x16
+                      : type == DType::Q4_K ? k.vec_dot_rows_q4_K
                       : type == DType::Q5_K ? k.vec_dot_rows_q5_K : k.vec_dot_rows_q6_K;
   const BlockQ8_K* y8 = k_activations(k, xq);
   return {fmt::format("{} rows", k.name), [f, y8](const void* w, int64_t rb, int64_t K, int64_t n0, int64_t n1, float* y) {
@@ -244,7 +245,7 @@ struct Inputs {
   std::vector<BlockQ8_K> q8_K;    // Q8_K blocks (K-quant weights)
 };
 
-bool is_k_quant(DType t) { return t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K || t == DType::Q4_K_X16; }
+bool is_k_quant(DType t) { return dtype_traits(t).block_size == kQK_K; }  // and their X16 layouts
 
 Inputs inputs_make(DType type, int64_t K) {
   Inputs in;
@@ -267,8 +268,9 @@ std::vector<Variant> variants_make(DType type, const Inputs& in) {
     if (!k) continue;
     if (is_k_quant(type)) {
       if (isa == QuantIsa::Avx512Vbmi) continue;  // Vnni's kernels
-      if (type != DType::Q4_K_X16) v.push_back(vec_dot_k_variant(*k, type, in.q8_K));
-      if (type != DType::Q4_K_X16 || k->vec_dot_rows_q4_K_x16) v.push_back(rows_k_variant(*k, type, in.q8_K));
+      const bool x16 = x16_file_type(type).has_value();
+      if (!x16) v.push_back(vec_dot_k_variant(*k, type, in.q8_K));
+      if (!x16 || k->vec_dot_rows_q4_K_x16) v.push_back(rows_k_variant(*k, type, in.q8_K));
       continue;
     }
     if (isa == QuantIsa::Avx2 && !r16_file_type(type)) v.push_back(vec_dot_variant(*k, type, in.q8_0));
@@ -313,7 +315,8 @@ int main(int argc, char** argv) {
   fmt::print("(percent: of the plain read of the same bytes with the same threads)\n");
   const std::string only = argc > 2 ? argv[2] : "";  // comma-separated type names (dtype_name), or all
   for (DType t : {DType::Q4_0, DType::Q4_0_R16, DType::Q8_0, DType::Q4_1, DType::Q4_1_R16, DType::Q5_0, DType::Q5_0_R16,
-                  DType::Q5_1, DType::Q5_1_R16, DType::Q4_K, DType::Q4_K_X16, DType::Q5_K, DType::Q6_K}) {
+                  DType::Q5_1, DType::Q5_1_R16, DType::Q4_K, DType::Q4_K_X16, DType::Q5_K, DType::Q6_K,
+                  DType::Q6_K_X16}) {
     if (r16_file_type(t) && !decode_gemv(quant_kernels(), t)) continue;  // no kernel: never repacked
     if (x16_file_type(t) && !quant_kernels().vec_dot_rows_q4_K_x16) continue;
     if (!only.empty()) {  // (appended: GCC 12 warns falsely about "," + only)

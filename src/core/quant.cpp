@@ -690,50 +690,83 @@ void r16_unpack(DType r16, const uint8_t* src, void* blocks, int64_t n) {
 }
 
 std::optional<DType> x16_of(DType file_type) {
-  return file_type == DType::Q4_K ? std::optional<DType>(DType::Q4_K_X16) : std::nullopt;
+  switch (file_type) {
+    case DType::Q4_K: return DType::Q4_K_X16;
+    case DType::Q6_K: return DType::Q6_K_X16;
+    default: return std::nullopt;
+  }
 }
 
 std::optional<DType> x16_file_type(DType x16) {
-  return x16 == DType::Q4_K_X16 ? std::optional<DType>(DType::Q4_K) : std::nullopt;
+  switch (x16) {
+    case DType::Q4_K_X16: return DType::Q4_K;
+    case DType::Q6_K_X16: return DType::Q6_K;
+    default: return std::nullopt;
+  }
 }
 
 namespace {
 
-// Q4_K_X16 (quant.h): the bytes of block c of row r and where they go in column c, both ways.
-template <bool kUnpack>
-void x16_q4_K_convert(const uint8_t* src, uint8_t* dst, int64_t n) {
+// Moves the bytes of a group of 16 rows between the file's layout and an X16 layout, both ways:
+// fields(r, move) calls move(offset in the block, offset in the column, bytes) for every piece of
+// row r's block (the same for every column c of bytes 16 x block_bytes).
+template <bool kUnpack, typename Fields>
+void x16_convert(const uint8_t* src, uint8_t* dst, int64_t n, size_t block_bytes, Fields fields) {
   AIGC_ASSERT(n % kQK_K == 0, "x16 pack: n = {}", n);
   const int64_t nb = n / kQK_K;
-  const uint8_t* in = src;
-  uint8_t* out = dst;
-  for (int64_t c = 0; c < nb; ++c) {
+  for (int64_t c = 0; c < nb; ++c)
     for (int r = 0; r < kX16Rows; ++r) {
-      const size_t b = static_cast<size_t>(r * nb + c) * sizeof(BlockQ4_K);  // the block in the rows
-      const size_t col = static_cast<size_t>(c) * kX16ColumnQ4K;
-      const auto move = [&](size_t block_off, size_t col_off, size_t bytes) {
+      const size_t b = static_cast<size_t>(r * nb + c) * block_bytes;  // the block in the rows
+      const size_t col = static_cast<size_t>(c) * kX16Rows * block_bytes;
+      fields(r, [&](size_t block_off, size_t col_off, size_t bytes) {
         if (kUnpack)
-          std::memcpy(out + b + block_off, in + col + col_off, bytes);
+          std::memcpy(dst + b + block_off, src + col + col_off, bytes);
         else
-          std::memcpy(out + col + col_off, in + b + block_off, bytes);
-      };
-      move(offsetof(BlockQ4_K, d), 2 * r, 2);
-      move(offsetof(BlockQ4_K, dmin), 32 + 2 * r, 2);
-      for (int k = 0; k < 3; ++k) move(offsetof(BlockQ4_K, scales) + 4 * k, 64 + 64 * k + 4 * r, 4);
-      for (int t = 0; t < 32; ++t) move(offsetof(BlockQ4_K, qs) + 4 * t, 256 + 64 * (4 * (t % 8) + t / 8) + 4 * r, 4);
+          std::memcpy(dst + col + col_off, src + b + block_off, bytes);
+      });
     }
-  }
+}
+
+// Q4_K_X16 (quant.h): where the pieces of row r's block go in its column.
+template <typename Move>
+void x16_q4_K_fields(int r, Move move) {
+  move(offsetof(BlockQ4_K, d), 2 * r, 2);
+  move(offsetof(BlockQ4_K, dmin), 32 + 2 * r, 2);
+  for (int k = 0; k < 3; ++k) move(offsetof(BlockQ4_K, scales) + 4 * k, 64 + 64 * k + 4 * r, 4);
+  for (int t = 0; t < 32; ++t) move(offsetof(BlockQ4_K, qs) + 4 * t, 256 + 64 * (4 * (t % 8) + t / 8) + 4 * r, 4);
+}
+
+// Q6_K_X16 (quant.h): the same.
+template <typename Move>
+void x16_q6_K_fields(int r, Move move) {
+  move(offsetof(BlockQ6_K, d), 2 * r, 2);
+  for (int k = 0; k < 4; ++k) move(offsetof(BlockQ6_K, scales) + 4 * k, 32 + 64 * k + 4 * r, 4);
+  for (int h = 0; h < 2; ++h)
+    for (int i = 0; i < 8; ++i) {
+      const size_t slot = 288 + 64 * 3 * (8 * h + i) + 4 * r;
+      move(offsetof(BlockQ6_K, ql) + 64 * h + 4 * i, slot, 4);
+      move(offsetof(BlockQ6_K, ql) + 64 * h + 32 + 4 * i, slot + 64, 4);
+      move(offsetof(BlockQ6_K, qh) + 32 * h + 4 * i, slot + 128, 4);
+    }
+}
+
+template <bool kUnpack>
+void x16_convert(DType x16, const uint8_t* src, uint8_t* dst, int64_t n) {
+  AIGC_ASSERT(x16_file_type(x16), "not an X16 type: {}", dtype_name(x16));
+  if (x16 == DType::Q6_K_X16)
+    x16_convert<kUnpack>(src, dst, n, sizeof(BlockQ6_K), [](int r, auto move) { x16_q6_K_fields(r, move); });
+  else
+    x16_convert<kUnpack>(src, dst, n, sizeof(BlockQ4_K), [](int r, auto move) { x16_q4_K_fields(r, move); });
 }
 
 }  // namespace
 
 void x16_pack(DType x16, const void* rows, uint8_t* dst, int64_t n) {
-  AIGC_ASSERT(x16 == DType::Q4_K_X16, "not an X16 type: {}", dtype_name(x16));
-  x16_q4_K_convert<false>(static_cast<const uint8_t*>(rows), dst, n);
+  x16_convert<false>(x16, static_cast<const uint8_t*>(rows), dst, n);
 }
 
 void x16_unpack(DType x16, const uint8_t* src, void* rows, int64_t n) {
-  AIGC_ASSERT(x16 == DType::Q4_K_X16, "not an X16 type: {}", dtype_name(x16));
-  x16_q4_K_convert<true>(src, static_cast<uint8_t*>(rows), n);
+  x16_convert<true>(x16, src, static_cast<uint8_t*>(rows), n);
 }
 
 namespace {
@@ -811,7 +844,7 @@ void row_to_f32(DType type, const void* src, float* dst, int64_t n) {
     case DType::Q4_0_R16: case DType::Q4_1_R16: case DType::Q5_0_R16: case DType::Q5_1_R16:
       row_r16_to_f32(type, static_cast<const uint8_t*>(src), dst, n);
       return;
-    case DType::Q4_K_X16:
+    case DType::Q4_K_X16: case DType::Q6_K_X16:
       error_throw(fmt::format("{} rows are interleaved 16 at a time and cannot be converted one by one", dtype_name(type)),
                   "row_to_f32", "convert a group of 16 rows with x16_unpack");
     default: error_throw(fmt::format("conversion from {} is not supported yet", dtype_name(type)), "row_to_f32");

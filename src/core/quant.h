@@ -200,12 +200,20 @@ void r16_unpack(DType r16, const uint8_t* src, void* blocks, int64_t n);
 // dot product (vpdpbusd with the activations' four bytes broadcast) leaves each row's sum in its
 // own lane with no shuffle or reduction, and the scales, mins, d and dmin of 16 rows load and
 // convert as vectors, once per 16 rows instead of once per row (Q4_K's file layout spends more
-// instructions on those than on the dot itself). The model loader repacks linear weights into it
-// where the CPU's kernel set has a kernel for it (QuantKernels::vec_dot_rows_q4_K_x16).
+// instructions on those than on the dot itself). Q6_K_X16, a column of kX16ColumnQ6K = 3360 bytes:
+//   [0, 32)      d of row r at 2r (f16)
+//   [32, 288)    scales bytes 4k .. 4k + 3 of row r at 32 + 64k + 4r (k < 4)
+//   [288, 3360)  for each half h < 2 of the block and i < 8, three 64-byte slots j = 3 (8h + i) +
+//                0, 1, 2 holding, for row r at 288 + 64j + 4r, the words ql[64h + 4i ..],
+//                ql[64h + 32 + 4i ..] and qh[32h + 4i ..]: each slot triple gives the 16 values of
+//                four elements at 128h + 4i + {0, 32, 64, 96}, read front to back.
+// The model loader repacks linear weights into them where the CPU's kernel set has a kernel for
+// them (QuantKernels::vec_dot_rows_q4_K_x16 / _q6_K_x16).
 constexpr int kX16Rows = 16;
 constexpr size_t kX16ColumnQ4K = kX16Rows * sizeof(BlockQ4_K);
+constexpr size_t kX16ColumnQ6K = kX16Rows * sizeof(BlockQ6_K);
 
-// The X16 type of a file type (Q4_K -> Q4_K_X16), and back; nullopt for other types.
+// The X16 type of a file type (Q4_K -> Q4_K_X16, Q6_K -> Q6_K_X16), and back; nullopt for other types.
 std::optional<DType> x16_of(DType file_type);
 std::optional<DType> x16_file_type(DType x16);
 // One group: 16 rows of n elements (n a multiple of 256) of the file type, one after another

@@ -1,5 +1,5 @@
-// Q4_K_X16 (quant.h: Q4_K weight rows interleaved 16 at a time for the decode kernels): the layout
-// by hand and its round trip; every kernel set's vec_dot_rows_q4_K_x16 against the file layout's
+// Q4_K_X16 and Q6_K_X16 (quant.h: K-quant weight rows interleaved 16 at a time for the decode
+// kernels): the layouts by hand and their round trips; every kernel set's X16 kernels against the file layout's
 // scalar reference (exactly where the result is an integer, within f32 rounding otherwise); and
 // linear_quantized, linear_group, the bf16 panel path and ops::ref::linear on X16 weights against
 // the same weights as the file has them. (A model loaded with Q4_K weights is repacked and keeps
@@ -28,48 +28,96 @@ namespace {
 
 constexpr double kU = 1.0 / (1 << 24);  // f32 unit roundoff
 
-// The kernel sets this CPU runs that have an X16 kernel (the scalar reference always).
-std::vector<const QuantKernels*> x16_sets() {
+constexpr DType kX16Types[] = {DType::Q4_K_X16, DType::Q6_K_X16};
+
+VecDotRowsK x16_kernel(const QuantKernels& k, DType x16) {
+  return x16 == DType::Q4_K_X16 ? k.vec_dot_rows_q4_K_x16 : k.vec_dot_rows_q6_K_x16;
+}
+
+// The kernel sets this CPU runs that have a kernel for x16 (the scalar reference always).
+std::vector<const QuantKernels*> x16_sets(DType x16) {
   std::vector<const QuantKernels*> v;
   for (QuantIsa isa : {QuantIsa::Ref, QuantIsa::Avx2, QuantIsa::Avx512Vnni, QuantIsa::Avx512Vbmi})
-    if (const QuantKernels* k = quant_kernels_find(isa); k && k->vec_dot_rows_q4_K_x16) v.push_back(k);
+    if (const QuantKernels* k = quant_kernels_find(isa); k && x16_kernel(*k, x16)) v.push_back(k);
   return v;
 }
 
-// rows x nb random Q4_K blocks: random bytes (every 4th block all 0x00 and every 4th + 2 all 0xff
-// besides d and dmin: extreme quants and scale codes); d and dmin 1 (`unit`) or random f16 of
-// either sign.
-std::vector<BlockQ4_K> q4_K_blocks(int64_t rows, int64_t nb, std::mt19937& rng, bool unit) {
-  std::vector<BlockQ4_K> w(static_cast<size_t>(rows * nb));
+size_t block_bytes(DType x16) { return dtype_traits(x16).block_bytes; }
+
+// rows x nb random blocks of x16's file type: random bytes (every 4th block all 0x00 and every 4th
+// + 2 all 0xff besides the f16 scales: extreme quants and scale codes); d (and Q4_K's dmin) 1
+// (`unit`) or random f16 of either sign.
+std::vector<uint8_t> file_blocks(DType x16, int64_t rows, int64_t nb, std::mt19937& rng, bool unit) {
+  const size_t bb = block_bytes(x16);
+  std::vector<uint8_t> w(static_cast<size_t>(rows * nb) * bb);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  for (size_t i = 0; i < w.size(); ++i) {
-    auto* p = reinterpret_cast<uint8_t*>(&w[i]);
-    for (size_t j = 0; j < sizeof(BlockQ4_K); ++j) p[j] = static_cast<uint8_t>(i % 4 == 0 ? 0x00 : i % 4 == 2 ? 0xff : rng());
-    const auto scale = [&] { return unit ? f16_from_f32(1.0f) : f16_from_f32(u(rng) * std::ldexp(1.0f, static_cast<int>(rng() % 12) - 8)); };
-    w[i].d = scale();
-    w[i].dmin = scale();
+  for (size_t i = 0; i < w.size() / bb; ++i) {
+    uint8_t* p = w.data() + i * bb;
+    for (size_t j = 0; j < bb; ++j) p[j] = static_cast<uint8_t>(i % 4 == 0 ? 0x00 : i % 4 == 2 ? 0xff : rng());
+    const auto put = [&](size_t off) {
+      const uint16_t h = unit ? f16_from_f32(1.0f) : f16_from_f32(u(rng) * std::ldexp(1.0f, static_cast<int>(rng() % 12) - 8));
+      std::memcpy(p + off, &h, 2);
+    };
+    if (x16 == DType::Q6_K_X16) {
+      put(offsetof(BlockQ6_K, d));
+    } else {
+      put(offsetof(BlockQ4_K, d));
+      put(offsetof(BlockQ4_K, dmin));
+    }
   }
   return w;
 }
 
+// The file type's scalar reference dot of one row (nb blocks at w) with y.
+float file_dot_ref(DType x16, int64_t n, const uint8_t* w, const BlockQ8_K* y) {
+  if (x16 == DType::Q6_K_X16) return vec_dot_q6_K_q8_K_ref(n, reinterpret_cast<const BlockQ6_K*>(w), y);
+  return vec_dot_q4_K_q8_K_ref(n, reinterpret_cast<const BlockQ4_K*>(w), y);
+}
+
+// Sum_j (|scale part_j| + |offset or min part_j|) |y_j| of one row: the size of the f32 rounding
+// errors of any order of summing its dot (Q4_K: d sc q - dmin mn; Q6_K: d sc (q - 32)).
+double dot_abs_sum(DType x16, int64_t nb, const uint8_t* w, const BlockQ8_K* y) {
+  double s = 0;
+  for (int64_t c = 0; c < nb; ++c) {
+    const uint8_t* p = w + c * block_bytes(x16);
+    float v[kQK_K];
+    if (x16 == DType::Q6_K_X16) {
+      const auto& b = *reinterpret_cast<const BlockQ6_K*>(p);
+      dequantize_row_q6_K_ref(&b, v, kQK_K);
+      for (int j = 0; j < kQK_K; ++j)
+        s += (std::fabs(v[j]) + 32.0 * std::fabs(f16_to_f32(b.d) * b.scales[j / 16])) * std::fabs(y[c].d * y[c].qs[j]);
+    } else {
+      const auto& b = *reinterpret_cast<const BlockQ4_K*>(p);
+      for (int sb = 0; sb < 8; ++sb) {
+        uint8_t sc, mn;
+        scale_min_k4_get(sb, b.scales, &sc, &mn);
+        for (int j = 32 * sb; j < 32 * sb + 32; ++j) {
+          const int q = j % 64 < 32 ? b.qs[32 * (j / 64) + j % 32] & 15 : b.qs[32 * (j / 64) + j % 32] >> 4;
+          s += (std::fabs(f16_to_f32(b.d)) * sc * q + std::fabs(f16_to_f32(b.dmin)) * mn) * std::fabs(y[c].d * y[c].qs[j]);
+        }
+      }
+    }
+  }
+  return s;
+}
+
 // Packs rows x nb blocks (rows a multiple of 16) into the X16 layout.
-std::vector<uint8_t> x16_packed(const std::vector<BlockQ4_K>& w, int64_t rows, int64_t nb) {
-  const size_t group = kX16Rows * nb * sizeof(BlockQ4_K);
-  std::vector<uint8_t> p(w.size() * sizeof(BlockQ4_K));
-  for (int64_t g = 0; g < rows / kX16Rows; ++g)
-    x16_pack(DType::Q4_K_X16, w.data() + g * kX16Rows * nb, p.data() + g * group, nb * kQK_K);
+std::vector<uint8_t> x16_packed(DType x16, const std::vector<uint8_t>& w, int64_t rows, int64_t nb) {
+  const size_t group = kX16Rows * nb * block_bytes(x16);
+  std::vector<uint8_t> p(w.size());
+  for (int64_t g = 0; g < rows / kX16Rows; ++g) x16_pack(x16, w.data() + g * group, p.data() + g * group, nb * kQK_K);
   return p;
 }
 
 // out[r * nw + i] from set k's X16 kernel: the activations `rows` rows of nb blocks, laid out
 // in the set's order (q8_K_reorder) as linear_quantized does.
-std::vector<float> x16_run(const QuantKernels& k, const std::vector<uint8_t>& p, int64_t nw, int64_t nb,
+std::vector<float> x16_run(const QuantKernels& k, DType x16, const std::vector<uint8_t>& p, int64_t nw, int64_t nb,
                            std::vector<BlockQ8_K> y, int rows, bool prefetch = false) {
   if (k.q8_K_reorder)
     for (int r = 0; r < rows; ++r) k.q8_K_reorder(y.data() + r * nb, nb);
   std::vector<float> out(static_cast<size_t>(rows * nw), NAN);
-  k.vec_dot_rows_q4_K_x16(nb * kQK_K, p.data(), nb * static_cast<int64_t>(sizeof(BlockQ4_K)), nw, y.data(), nb, rows,
-                          out.data(), nw, prefetch);
+  x16_kernel(k, x16)(nb * kQK_K, p.data(), nb * static_cast<int64_t>(block_bytes(x16)), nw, y.data(), nb, rows, out.data(),
+                     nw, prefetch);
   return out;
 }
 
@@ -109,7 +157,7 @@ TEST(KQuantX16, PackLayoutByHand) {
 
   EXPECT_EQ(x16_of(DType::Q4_K), DType::Q4_K_X16);
   EXPECT_EQ(x16_file_type(DType::Q4_K_X16), DType::Q4_K);
-  EXPECT_FALSE(x16_of(DType::Q6_K).has_value());
+  EXPECT_FALSE(x16_of(DType::Q5_K).has_value());
   EXPECT_EQ(dtype_name(DType::Q4_K_X16), "q4_K_x16");
   EXPECT_FALSE(dtype_traits_find(static_cast<uint32_t>(DType::Q4_K_X16)).has_value()) << "no file type id";
   EXPECT_FALSE(dtype_from_name("q4_K_x16").has_value());
@@ -119,73 +167,105 @@ TEST(KQuantX16, PackLayoutByHand) {
   EXPECT_THROW(row_to_f32(DType::Q4_K_X16, p.data(), f, 256), Error);
 }
 
+TEST(KQuantX16, Q6KPackLayoutByHand) {
+  constexpr int64_t nb = 2;
+  std::vector<BlockQ6_K> w(kX16Rows * nb);
+  for (int64_t r = 0; r < kX16Rows; ++r)
+    for (int64_t c = 0; c < nb; ++c) {
+      auto* p = reinterpret_cast<uint8_t*>(&w[r * nb + c]);
+      for (size_t j = 0; j < sizeof(BlockQ6_K); ++j) p[j] = static_cast<uint8_t>(r * 16 + c * 7 + j);
+    }
+  std::vector<uint8_t> p(w.size() * sizeof(BlockQ6_K));
+  x16_pack(DType::Q6_K_X16, w.data(), p.data(), nb * kQK_K);
+  for (int64_t c = 0; c < nb; ++c) {
+    const uint8_t* col = p.data() + c * kX16ColumnQ6K;
+    for (int r = 0; r < kX16Rows; ++r) {
+      const BlockQ6_K& b = w[r * nb + c];
+      SCOPED_TRACE(testing::Message() << "column " << c << " row " << r);
+      EXPECT_EQ(std::memcmp(col + 2 * r, &b.d, 2), 0) << "d";
+      for (int k = 0; k < 4; ++k) EXPECT_EQ(std::memcmp(col + 32 + 64 * k + 4 * r, b.scales + 4 * k, 4), 0) << "scales " << k;
+      // half h, word i: slots 3 (8h + i) + 0, 1, 2 hold ql[64h + 4i], ql[64h + 32 + 4i], qh[32h + 4i]
+      for (int h = 0; h < 2; ++h)
+        for (int i = 0; i < 8; ++i) {
+          const uint8_t* slot = col + 288 + 64 * 3 * (8 * h + i) + 4 * r;
+          ASSERT_EQ(std::memcmp(slot, b.ql + 64 * h + 4 * i, 4), 0) << "ql low half " << h << " word " << i;
+          ASSERT_EQ(std::memcmp(slot + 64, b.ql + 64 * h + 32 + 4 * i, 4), 0) << "ql high half " << h << " word " << i;
+          ASSERT_EQ(std::memcmp(slot + 128, b.qh + 32 * h + 4 * i, 4), 0) << "qh half " << h << " word " << i;
+        }
+    }
+  }
+  std::vector<BlockQ6_K> back(w.size());
+  x16_unpack(DType::Q6_K_X16, p.data(), back.data(), nb * kQK_K);
+  EXPECT_EQ(std::memcmp(back.data(), w.data(), p.size()), 0);
+  EXPECT_EQ(x16_of(DType::Q6_K), DType::Q6_K_X16);
+  EXPECT_EQ(x16_file_type(DType::Q6_K_X16), DType::Q6_K);
+  EXPECT_EQ(dtype_name(DType::Q6_K_X16), "q6_K_x16");
+  EXPECT_FALSE(dtype_traits_find(static_cast<uint32_t>(DType::Q6_K_X16)).has_value()) << "no file type id";
+  EXPECT_EQ(*dtype_row_bytes(DType::Q6_K_X16, 512), *dtype_row_bytes(DType::Q6_K, 512));
+  float f[256];
+  EXPECT_THROW(row_to_f32(DType::Q6_K_X16, p.data(), f, 256), Error);
+}
+
 TEST(KQuantX16, IntegerResultExactInEveryKernel) {
-  // d = dmin = 1, random 6-bit scales and mins, small activations: each output is an integer
-  // below 2^24, so every set must return exactly sum_j dequant(w)_j * y_j (int64, from the
-  // twin-checked dequantiser): a wrong nibble, row lane, scale, min or sub-block sum cannot hide.
+  // d = dmin = 1, random scales (and mins), small activations: each output is an integer below
+  // 2^24, so every set must return exactly sum_j dequant(w)_j * y_j (int64, from the twin-checked
+  // dequantiser): a wrong nibble, high bit, row lane, scale, min or sub-block sum cannot hide.
   std::mt19937 rng(5);
   const int64_t N = 32;
+  for (DType x16 : kX16Types)
   for (int64_t nb : {1, 3, 6}) {
     const int64_t n = nb * kQK_K;
-    const std::vector<BlockQ4_K> w = q4_K_blocks(N, nb, rng, true);
-    const std::vector<uint8_t> p = x16_packed(w, N, nb);
-    for (int rows : {1, 2, 3, 8}) {
-      const std::vector<BlockQ8_K> y = test::q8_K_random(rows * nb, rng, 7, true);
+    const std::vector<uint8_t> w = file_blocks(x16, N, nb, rng, true);
+    const std::vector<uint8_t> p = x16_packed(x16, w, N, nb);
+    const size_t row_bytes = nb * block_bytes(x16);
+    for (int rows : {1, 2, 3, 5, 8}) {
+      // Q6_K: |sc| up to 128 and |q - 32| up to 32, so activations in [-1, 1] keep it below 2^24
+      const std::vector<BlockQ8_K> y = test::q8_K_random(rows * nb, rng, x16 == DType::Q6_K_X16 ? 1 : 7, true);
       std::vector<float> want(static_cast<size_t>(rows * N)), wv(n), yv(n);
       for (int r = 0; r < rows; ++r) {
         dequantize_row_q8_K_ref(y.data() + r * nb, yv.data(), n);
         for (int64_t i = 0; i < N; ++i) {
-          dequantize_row_q4_K_ref(w.data() + i * nb, wv.data(), n);
+          row_to_f32(*x16_file_type(x16), w.data() + i * row_bytes, wv.data(), n);
           int64_t s = 0;
           for (int64_t j = 0; j < n; ++j) s += static_cast<int64_t>(wv[j]) * static_cast<int64_t>(yv[j]);
           ASSERT_LT(std::llabs(s), 1 << 24);
           want[r * N + i] = static_cast<float>(s);
         }
       }
-      for (const QuantKernels* k : x16_sets()) {
-        const std::vector<float> got = x16_run(*k, p, N, nb, y, rows);
+      for (const QuantKernels* k : x16_sets(x16)) {
+        const std::vector<float> got = x16_run(*k, x16, p, N, nb, y, rows);
         for (size_t i = 0; i < got.size(); ++i)
-          ASSERT_EQ(got[i], want[i]) << k->name << " nb " << nb << " rows " << rows << " output " << i;
+          ASSERT_EQ(got[i], want[i]) << k->name << " " << dtype_name(x16) << " nb " << nb << " rows " << rows << " output " << i;
       }
     }
   }
 }
 
 TEST(KQuantX16, KernelsMatchTheFileLayoutsReference) {
-  // Random d, dmin and activations over [-127, 127]: each set's X16 kernel against
-  // vec_dot_q4_K_q8_K_ref on the file's rows within (2 nb + 10) u S, S = sum_j (|d sc q_j| +
-  // |dmin mn|) |y_j| (the size of the rounding errors of any summation order). Several activation
-  // rows give each row's single-row bits, and prefetching changes nothing.
+  // Random scales and activations over [-127, 127]: each set's X16 kernel against the file
+  // type's scalar vec_dot on the file's rows within (2 nb + 10) u S (dot_abs_sum: the size of the
+  // rounding errors of any summation order). Several activation rows (up to 8: Q6_K_X16 runs
+  // them four at a time) give each row's single-row bits, and prefetching changes nothing.
   std::mt19937 rng(9);
   const int64_t N = 48;
+  for (DType x16 : kX16Types)
   for (int64_t nb : {1, 2, 8, 22}) {
     const int64_t n = nb * kQK_K;
-    const std::vector<BlockQ4_K> w = q4_K_blocks(N, nb, rng, false);
-    const std::vector<uint8_t> p = x16_packed(w, N, nb);
-    const int rows = 5;
+    const size_t row_bytes = nb * block_bytes(x16);
+    const std::vector<uint8_t> w = file_blocks(x16, N, nb, rng, false);
+    const std::vector<uint8_t> p = x16_packed(x16, w, N, nb);
+    const int rows = nb == 22 ? 7 : 5;
     const std::vector<BlockQ8_K> y = test::q8_K_random(rows * nb, rng, 127, false);
-    for (const QuantKernels* k : x16_sets()) {
-      SCOPED_TRACE(testing::Message() << k->name << " nb " << nb);
-      const std::vector<float> got = x16_run(*k, p, N, nb, y, rows);
+    for (const QuantKernels* k : x16_sets(x16)) {
+      SCOPED_TRACE(testing::Message() << k->name << " " << dtype_name(x16) << " nb " << nb);
+      const std::vector<float> got = x16_run(*k, x16, p, N, nb, y, rows);
       for (int r = 0; r < rows; ++r) {
         const std::vector<BlockQ8_K> yr(y.begin() + r * nb, y.begin() + (r + 1) * nb);
-        const std::vector<float> one = x16_run(*k, p, N, nb, yr, 1, true);
+        const std::vector<float> one = x16_run(*k, x16, p, N, nb, yr, 1, true);
         for (int64_t i = 0; i < N; ++i) {
           ASSERT_EQ(f32_bits(got[r * N + i]), f32_bits(one[i])) << "row " << r << " output " << i << ": rows change the bits";
-          const float want = vec_dot_q4_K_q8_K_ref(n, w.data() + i * nb, yr.data());
-          double s = 0;
-          for (int64_t c = 0; c < nb; ++c) {
-            const BlockQ4_K& b = w[i * nb + c];
-            const double d = std::fabs(f16_to_f32(b.d)), dm = std::fabs(f16_to_f32(b.dmin));
-            for (int sb = 0; sb < 8; ++sb) {
-              uint8_t sc, mn;
-              scale_min_k4_get(sb, b.scales, &sc, &mn);
-              for (int j = 32 * sb; j < 32 * sb + 32; ++j) {
-                const int q = j % 64 < 32 ? b.qs[32 * (j / 64) + j % 32] & 15 : b.qs[32 * (j / 64) + j % 32] >> 4;
-                s += (d * sc * q + dm * mn) * std::fabs(yr[c].d * yr[c].qs[j]);
-              }
-            }
-          }
+          const float want = file_dot_ref(x16, n, w.data() + i * row_bytes, yr.data());
+          const double s = dot_abs_sum(x16, nb, w.data() + i * row_bytes, yr.data());
           ASSERT_NEAR(got[r * N + i], want, (2.0 * nb + 10.0) * kU * s) << "row " << r << " output " << i;
         }
       }
@@ -195,15 +275,15 @@ TEST(KQuantX16, KernelsMatchTheFileLayoutsReference) {
 
 namespace {
 
-// A random [N, K] Q4_K weight, and its X16 repacking (linear_repack).
+// A random [N, K] weight of x16's file type (`file`), and its X16 repacking (linear_repack).
 struct Weights {
-  Tensor q4k, x16;
+  Tensor file, x16;
 };
-Weights weights_make(int64_t N, int64_t K, uint32_t seed) {
+Weights weights_make(DType x16, int64_t N, int64_t K, uint32_t seed) {
   const Tensor f = test::random_f32({N, K}, seed);
-  Weights w{Tensor::empty(DType::Q4_K, {N, K}), Tensor::empty(DType::Q4_K_X16, {N, K})};
-  ops::copy(f, w.q4k);
-  ops::linear_repack(w.q4k, w.x16);
+  Weights w{Tensor::empty(*x16_file_type(x16), {N, K}), Tensor::empty(x16, {N, K})};
+  ops::copy(f, w.file);
+  ops::linear_repack(w.file, w.x16);
   return w;
 }
 
@@ -221,15 +301,16 @@ TEST(KQuantX16, LinearMatchesTheFileLayout) {
   // path past kDecodeMaxRows); and the outputs do not depend on how many threads split the rows
   // (each thread a multiple of 16 rows).
   const ThreadGuard guard;
-  const Weights w = weights_make(80, 768, 3);
+  for (DType x16 : kX16Types)
   for (int64_t M : {int64_t{1}, int64_t{6}, int64_t{17}, ops::kDecodeMaxRows + 9}) {
+    const Weights w = weights_make(x16, 80, 768, 3);
     const Tensor x = test::random_f32({M, 768}, 30 + static_cast<uint32_t>(M));
-    for (const QuantKernels* k : x16_sets()) {
-      SCOPED_TRACE(testing::Message() << k->name << " M " << M);
+    for (const QuantKernels* k : x16_sets(x16)) {
+      SCOPED_TRACE(testing::Message() << k->name << " " << dtype_name(x16) << " M " << M);
       Tensor y_file = Tensor::empty(DType::F32, {M, 80}), y1 = Tensor::empty(DType::F32, {M, 80}),
              y2 = Tensor::empty(DType::F32, {M, 80});
       // the file layout on the same set (the ref set: its own file-layout kernels)
-      ops::linear_quantized_with(*k, x, w.q4k, y_file);
+      ops::linear_quantized_with(*k, x, w.file, y_file);
       thread_count_set(1);
       ops::linear_quantized_with(*k, x, w.x16, y1);
       thread_count_set(2);
@@ -241,21 +322,22 @@ TEST(KQuantX16, LinearMatchesTheFileLayout) {
 }
 
 TEST(KQuantX16, LinearGroupWithOtherKQuantsGivesEachLinearsBits) {
-  // A Q4_K_M layer's Q / K / V: X16 beside Q6_K and the file's Q4_K (a weight whose rows were not
-  // a multiple of 16 stays so) share one parallel region; each output is ops::linear's, bit for bit.
+  // A Q4_K_M layer's Q / K / V: Q4_K_X16 and Q6_K_X16 beside the file's Q4_K and Q6_K (a weight whose
+  // rows were not a multiple of 16 stays so) share one parallel region; each output is ops::linear's,
+  // bit for bit.
   const ThreadGuard guard;
   thread_count_set(2);
   const int64_t K = 512;
-  const Weights a = weights_make(96, K, 41);
-  const Tensor f6 = test::random_f32({32, K}, 42);
-  Tensor w6 = Tensor::empty(DType::Q6_K, {32, K});
-  ops::copy(f6, w6);
-  const Weights c = weights_make(48, K, 43);
+  const Weights a = weights_make(DType::Q4_K_X16, 96, K, 41);
+  const Weights b = weights_make(DType::Q6_K_X16, 32, K, 42);
+  const Weights c = weights_make(DType::Q4_K_X16, 48, K, 43);
+  const Weights e = weights_make(DType::Q6_K_X16, 48, K, 44);
   for (int64_t M : {1, 5}) {
     SCOPED_TRACE(testing::Message() << "M " << M);
     const Tensor x = test::random_f32({M, K}, 44);
-    Tensor ya = Tensor::empty(DType::F32, {M, 96}), y6 = Tensor::empty(DType::F32, {M, 32}), yc = Tensor::empty(DType::F32, {M, 48});
-    const ops::LinearGroupItem items[] = {{&a.x16, nullptr, &ya}, {&w6, nullptr, &y6}, {&c.q4k, nullptr, &yc}};
+    Tensor ya = Tensor::empty(DType::F32, {M, 96}), yb = Tensor::empty(DType::F32, {M, 32}), yc = Tensor::empty(DType::F32, {M, 48}),
+           ye = Tensor::empty(DType::F32, {M, 48});
+    const ops::LinearGroupItem items[] = {{&a.x16, nullptr, &ya}, {&b.x16, nullptr, &yb}, {&c.file, nullptr, &yc}, {&e.file, nullptr, &ye}};
     ops::linear_group(items, x);
     for (const auto& it : items) {
       Tensor want = Tensor::empty(DType::F32, it.y->shape());
@@ -268,15 +350,18 @@ TEST(KQuantX16, LinearGroupWithOtherKQuantsGivesEachLinearsBits) {
 TEST(KQuantX16, PanelAndReferenceLinearConvertGroups) {
   // ops::ref::linear and the bf16 panel GEMM (long prompts on AVX512-BF16 CPUs) convert an X16
   // weight a group at a time back to the file's rows: the same bits as on the file's weight.
-  const Weights w = weights_make(64, 512, 51);
-  const Tensor x = test::random_f32({ops::kPanelMinRows + 3, 512}, 52);
-  const int64_t M = x.size(0);
-  Tensor a = Tensor::empty(DType::F32, {M, 64}), b = Tensor::empty(DType::F32, {M, 64});
-  ops::ref::linear(x, w.q4k, nullptr, a);
-  ops::ref::linear(x, w.x16, nullptr, b);
-  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.nbytes()), 0) << "ref::linear";
-  if (!ops::linear_panel_supports(DType::Q4_K_X16)) GTEST_SKIP() << "no AVX512-BF16: no panel path";
-  ops::linear_panel(x.ptr<float>(), 512, M, w.q4k, nullptr, a.ptr<float>(), 64);
-  ops::linear_panel(x.ptr<float>(), 512, M, w.x16, nullptr, b.ptr<float>(), 64);
-  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.nbytes()), 0) << "linear_panel";
+  for (DType x16 : kX16Types) {
+    SCOPED_TRACE(dtype_name(x16));
+    const Weights w = weights_make(x16, 64, 512, 51);
+    const Tensor x = test::random_f32({ops::kPanelMinRows + 3, 512}, 52);
+    const int64_t M = x.size(0);
+    Tensor a = Tensor::empty(DType::F32, {M, 64}), b = Tensor::empty(DType::F32, {M, 64});
+    ops::ref::linear(x, w.file, nullptr, a);
+    ops::ref::linear(x, w.x16, nullptr, b);
+    EXPECT_EQ(std::memcmp(a.data(), b.data(), a.nbytes()), 0) << "ref::linear";
+    if (!ops::linear_panel_supports(x16)) continue;  // no AVX512-BF16: no panel path
+    ops::linear_panel(x.ptr<float>(), 512, M, w.file, nullptr, a.ptr<float>(), 64);
+    ops::linear_panel(x.ptr<float>(), 512, M, w.x16, nullptr, b.ptr<float>(), 64);
+    EXPECT_EQ(std::memcmp(a.data(), b.data(), a.nbytes()), 0) << "linear_panel";
+  }
 }

@@ -25,7 +25,7 @@ namespace {
 
 // The activation format each weight type is dotted with.
 DType activation_type(DType w) {
-  return w == DType::Q4_K || w == DType::Q5_K || w == DType::Q6_K || w == DType::Q4_K_X16 ? DType::Q8_K : DType::Q8_0;
+  return dtype_traits(w).block_size == kQK_K ? DType::Q8_K : DType::Q8_0;  // the K-quants and their X16 layouts
 }
 
 // Quantises the M rows of x (contiguous [M, K]) into a thread_local buffer of activation blocks.
@@ -245,7 +245,8 @@ void linear_decode_k(const QuantKernels& k, const float* xd, int64_t M, int64_t 
 
 VecDotRowsK vec_dot_rows(const QuantKernels& k, DType type) {
   return type == DType::Q4_K ? k.vec_dot_rows_q4_K : type == DType::Q5_K ? k.vec_dot_rows_q5_K
-       : type == DType::Q6_K ? k.vec_dot_rows_q6_K : type == DType::Q4_K_X16 ? k.vec_dot_rows_q4_K_x16 : nullptr;
+       : type == DType::Q6_K ? k.vec_dot_rows_q6_K : type == DType::Q4_K_X16 ? k.vec_dot_rows_q4_K_x16
+       : type == DType::Q6_K_X16 ? k.vec_dot_rows_q6_K_x16 : nullptr;
 }
 
 // Rows a thread or tile of weights of this type must come in multiples of.
@@ -316,7 +317,7 @@ bool linear_quantized_supports(DType w) {
     case DType::Q8_0: case DType::Q4_0: case DType::Q4_1: case DType::Q5_0: case DType::Q5_1:
     case DType::Q4_K: case DType::Q5_K: case DType::Q6_K:
     case DType::Q4_0_R16: case DType::Q4_1_R16: case DType::Q5_0_R16: case DType::Q5_1_R16:
-    case DType::Q4_K_X16:
+    case DType::Q4_K_X16: case DType::Q6_K_X16:
       return true;
     default:
       return false;

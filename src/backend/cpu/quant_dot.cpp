@@ -271,19 +271,35 @@ void gemv_r16_ref(const void* w, int64_t row_bytes, int64_t K, const DecodeRow* 
 
 }  // namespace
 
-void vec_dot_rows_q4_K_x16_ref(int64_t n, const void* x, int64_t row_bytes, int64_t nw, const BlockQ8_K* y,
-                               int64_t y_stride, int rows, float* out, int64_t ldo, bool) {
-  AIGC_ASSERT(nw % kX16Rows == 0 && row_bytes == n / kQK_K * static_cast<int64_t>(sizeof(BlockQ4_K)),
-              "vec_dot_rows_q4_K_x16_ref: nw {}, row_bytes {}, n {}", nw, row_bytes, n);
+namespace {
+
+// Each group of 16 rows of an X16 weight back in its file layout, then `dot` per row.
+template <typename Block>
+void vec_dot_rows_x16_ref(DType x16, float (*dot)(int64_t, const Block*, const BlockQ8_K*), int64_t n, const void* x,
+                          int64_t row_bytes, int64_t nw, const BlockQ8_K* y, int64_t y_stride, int rows, float* out,
+                          int64_t ldo) {
+  AIGC_ASSERT(nw % kX16Rows == 0 && row_bytes == n / kQK_K * static_cast<int64_t>(sizeof(Block)),
+              "vec_dot_rows_x16_ref: nw {}, row_bytes {}, n {}", nw, row_bytes, n);
   const int64_t nb = n / kQK_K;
-  thread_local std::vector<BlockQ4_K> blocks;  // one group of rows in the file layout
+  thread_local std::vector<Block> blocks;  // one group of rows in the file layout
   blocks.resize(static_cast<size_t>(kX16Rows * nb));
   for (int64_t i0 = 0; i0 < nw; i0 += kX16Rows) {
-    x16_unpack(DType::Q4_K_X16, static_cast<const uint8_t*>(x) + i0 * row_bytes, blocks.data(), n);
+    x16_unpack(x16, static_cast<const uint8_t*>(x) + i0 * row_bytes, blocks.data(), n);
     for (int i = 0; i < kX16Rows; ++i)
-      for (int r = 0; r < rows; ++r)
-        out[r * ldo + i0 + i] = vec_dot_q4_K_q8_K_ref(n, blocks.data() + i * nb, y + r * y_stride);
+      for (int r = 0; r < rows; ++r) out[r * ldo + i0 + i] = dot(n, blocks.data() + i * nb, y + r * y_stride);
   }
+}
+
+}  // namespace
+
+void vec_dot_rows_q4_K_x16_ref(int64_t n, const void* x, int64_t row_bytes, int64_t nw, const BlockQ8_K* y,
+                               int64_t y_stride, int rows, float* out, int64_t ldo, bool) {
+  vec_dot_rows_x16_ref(DType::Q4_K_X16, vec_dot_q4_K_q8_K_ref, n, x, row_bytes, nw, y, y_stride, rows, out, ldo);
+}
+
+void vec_dot_rows_q6_K_x16_ref(int64_t n, const void* x, int64_t row_bytes, int64_t nw, const BlockQ8_K* y,
+                               int64_t y_stride, int rows, float* out, int64_t ldo, bool) {
+  vec_dot_rows_x16_ref(DType::Q6_K_X16, vec_dot_q6_K_q8_K_ref, n, x, row_bytes, nw, y, y_stride, rows, out, ldo);
 }
 
 namespace {
@@ -317,6 +333,7 @@ const QuantKernels kQuantKernelsRef = {
     gemv_r16_ref<BlockQ5_1>,
     nullptr,  // K-quant activations as quantised
     vec_dot_rows_q4_K_x16_ref,
+    vec_dot_rows_q6_K_x16_ref,
 };
 
 

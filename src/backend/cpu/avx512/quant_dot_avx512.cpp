@@ -694,6 +694,113 @@ void vec_dot_rows_q4_K_x16_avx512(int64_t n, const void* x, int64_t row_bytes, i
   });
 }
 
+// ---- Q6_K_X16: 16 weight rows interleaved (quant.h) ---------------------------------------
+// As Q4_K_X16: a 32-bit lane per row. Each slot triple (two ql words, one qh word of each row)
+// gives four value vectors (elements + 0, 32, 64, 96 of four consecutive ones): the nibble and
+// the two high bits joined by one ternary-logic op after a shift and an AND, then vpdpbusd with
+// the activation bytes broadcast into an int32 accumulator per sub-block (16 elements) and row,
+// exact (|sum| <= 16 * 63 * 128 per sub-block, times |sc| <= 128, 16 sub-blocks: below 2^29). The
+// offset: sum_s sc_s (isum_s - 32 bsum_s), its sum_s sc_s bsum_s by vpdpbusd on the rows' signed
+// scale bytes against each bsum + 2048 (in [16, 4080]) split into its two unsigned bytes, less
+// 2048 sum_s sc_s. (In L2, one Zen 5 core: see bench_decode.)
+
+// Activation offset of the four bytes that value vector v (elements 128h + 4i + 32v ..) meets, in
+// the paired order (q8_K_reorder_paired).
+constexpr int x16_q6_act_offset(int h, int i, int v) { return 128 * h + 4 * i + (v == 1 ? 64 : v == 2 ? 32 : 32 * v); }
+
+// One group of 16 weight rows against R <= 4 activation rows, out[r * ldo + i]; the same
+// operations per output whatever R is. R <= 2 takes both quarters of a half per pass (8 dot chains).
+template <int R>
+__attribute__((always_inline)) inline void q6_K_x16_group(int64_t nb, const uint8_t* g, const BlockQ8_K* y,
+                                                          int64_t y_stride, float* out, int64_t ldo, bool prefetch) {
+  static_assert(R >= 1 && R <= 4);
+  constexpr int Q = R <= 2 ? 2 : 1;  // quarters (4 words of i) per pass
+  const __m512i m0f = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30), ones = _mm512_set1_epi8(1);
+  // group g's bsum is at paired position kGroupAt[g] (the inverse of kQ8KPairedBsums)
+  const __m256i group_order = _mm256_setr_epi16(0, 4, 2, 6, 8, 12, 10, 14, 1, 5, 3, 7, 9, 13, 11, 15);
+  __m512 accf[R];
+  for (int r = 0; r < R; ++r) accf[r] = _mm512_setzero_ps();
+  for (int64_t c = 0; c < nb; ++c, g += kX16ColumnQ6K) {
+    if (prefetch) decode_prefetch(g, static_cast<int64_t>(kX16ColumnQ6K));  // decode streams rows from memory
+    __m512i P[4];  // scale bytes 4k .. 4k + 3 of each row (signed)
+    for (int k = 0; k < 4; ++k) P[k] = _mm512_loadu_si512(g + 32 + 64 * k);
+    const auto scale = [&](int s) __attribute__((always_inline)) {
+      const int j = s & 3;
+      return _mm512_srai_epi32(j == 3 ? P[s >> 2] : _mm512_slli_epi32(P[s >> 2], 24 - 8 * j), 24);
+    };
+    __m512i T[R];
+    for (int r = 0; r < R; ++r) T[r] = _mm512_setzero_si512();
+    for (int h = 0; h < 2; ++h)
+      for (int q0 = 0; q0 < 2; q0 += Q) {
+        __m512i S[R][4][Q];
+        for (int r = 0; r < R; ++r)
+          for (int v = 0; v < 4; ++v)
+            for (int q = 0; q < Q; ++q) S[r][v][q] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+        for (int ii = 0; ii < 4 * Q; ++ii) {
+          const int i = 4 * q0 + ii, q = ii / 4;
+          const uint8_t* slot = g + 288 + 64 * 3 * (8 * h + i);
+          const __m512i A = _mm512_loadu_si512(slot), B = _mm512_loadu_si512(slot + 64), H = _mm512_loadu_si512(slot + 128);
+          // (x & 0x0f) | hb with the high bits at 4..5
+          const __m512i val[4] = {
+              _mm512_ternarylogic_epi32(A, _mm512_and_si512(_mm512_slli_epi16(H, 4), m30), m0f, 0xec),
+              _mm512_ternarylogic_epi32(B, _mm512_and_si512(_mm512_slli_epi16(H, 2), m30), m0f, 0xec),
+              _mm512_ternarylogic_epi32(_mm512_srli_epi16(A, 4), _mm512_and_si512(H, m30), m0f, 0xec),
+              _mm512_ternarylogic_epi32(_mm512_srli_epi16(B, 4), _mm512_and_si512(_mm512_srli_epi16(H, 2), m30), m0f, 0xec)};
+#pragma GCC unroll 4
+          for (int r = 0; r < R; ++r)
+            for (int v = 0; v < 4; ++v)
+              S[r][v][q] = _mm512_dpbusd_epi32(S[r][v][q], val[v], bcast4(y[c + r * y_stride].qs + x16_q6_act_offset(h, i, v)));
+        }
+        for (int v = 0; v < 4; ++v)
+          for (int q = 0; q < Q; ++q) {
+            const __m512i sc = scale(8 * h + 2 * v + q0 + q);
+            for (int r = 0; r < R; ++r) T[r] = _mm512_add_epi32(T[r], _mm512_mullo_epi32(S[r][v][q], sc));
+          }
+      }
+    const __m512i scale_sum = _mm512_dpbusd_epi32(
+        _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, P[0]), ones, P[1]), ones, P[2]),
+        ones, P[3]);
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g)));
+    for (int r = 0; r < R; ++r) {
+      const BlockQ8_K& yb = y[c + r * y_stride];
+      const __m256i u = _mm256_add_epi16(_mm256_permutexvar_epi16(group_order, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(yb.bsums))),
+                                         _mm256_set1_epi16(2048));
+      // bytes: lane 0 low bytes of groups 0..7, then high bytes; lane 1 the same for groups 8..15
+      const __m512i pk = _mm512_castsi256_si512(_mm256_packus_epi16(_mm256_and_si256(u, _mm256_set1_epi16(255)), _mm256_srli_epi16(u, 8)));
+      const auto dw = [&](int i) __attribute__((always_inline)) { return _mm512_permutexvar_epi32(_mm512_set1_epi32(i), pk); };
+      __m512i ml = _mm512_setzero_si512(), mh = _mm512_setzero_si512();
+      for (int k = 0; k < 4; ++k) {
+        const int lo = (k >> 1) * 4 + (k & 1);  // dword of groups 4k..4k+3's low bytes; +2 their high bytes
+        ml = _mm512_dpbusd_epi32(ml, dw(lo), P[k]);
+        mh = _mm512_dpbusd_epi32(mh, dw(lo + 2), P[k]);
+      }
+      // sum_s sc_s bsum_s = ml + 256 mh - 2048 sum_s sc_s; the block's sum: T - 32 that
+      const __m512i m = _mm512_sub_epi32(_mm512_add_epi32(ml, _mm512_slli_epi32(mh, 8)), _mm512_slli_epi32(scale_sum, 11));
+      const __m512i t = _mm512_sub_epi32(T[r], _mm512_slli_epi32(m, 5));
+      accf[r] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(yb.d)), _mm512_cvtepi32_ps(t), accf[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) _mm512_storeu_ps(out + r * ldo, accf[r]);
+}
+
+void vec_dot_rows_q6_K_x16_avx512(int64_t n, const void* x, int64_t row_bytes, int64_t nw, const BlockQ8_K* y,
+                                  int64_t y_stride, int rows, float* out, int64_t ldo, bool prefetch) {
+  const auto* xb = static_cast<const uint8_t*>(x);
+  const int64_t nb = n / kQK_K;
+  rows_dispatch(rows, [&]<int R>() {
+    for (int64_t i = 0; i < nw; i += kX16Rows) {
+      const uint8_t* g = xb + i * row_bytes;
+      if constexpr (R <= 4) {
+        q6_K_x16_group<R>(nb, g, y, y_stride, out + i, ldo, prefetch);
+      } else {  // four activation rows, then the rest (the group is in cache by then)
+        q6_K_x16_group<4>(nb, g, y, y_stride, out + i, ldo, prefetch);
+        q6_K_x16_group<R - 4>(nb, g, y + 4 * y_stride, y_stride, out + 4 * ldo + i, ldo, false);
+      }
+    }
+  });
+}
+
 // ---- decode kernels (DecodeRow layout, quant_dot.h) -------------------------------------------
 // One weight row at a time, read front to back, dotted with 1 to 8 activation rows (decode steps,
 // short prompts). (Interleaving 2 or 4 weight rows to share the activation
@@ -1184,6 +1291,7 @@ const QuantKernels kQuantKernelsAvx512Vnni = {
     gemv_r16_avx512<BlockQ5_1>,
     q8_K_reorder_paired,  // quant_dot.h: the order k45_rows, q6_K_rows and q4_K_x16_group read
     vec_dot_rows_q4_K_x16_avx512,
+    vec_dot_rows_q6_K_x16_avx512,
 };
 
 // The same set with the AVX-512 VBMI Q4_0 decode kernel (Zen 4, Ice Lake and later; not Cascade
