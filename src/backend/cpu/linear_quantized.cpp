@@ -368,7 +368,8 @@ bool linear_quantized_prefers(DType w, int64_t M) {
   if (M < 1) return false;
   const QuantKernels& k = quant_kernels();
   if (decode_gemv(k, w)) return M <= (w == DType::Q8_0 ? 40 : kDecodeMaxRows);
-  if (x16_file_type(w)) return vec_dot_rows(k, w) != nullptr;  // any M (linear_quantized.h)
+  if (w == DType::Q6_K_X16) return vec_dot_rows(k, w) && M <= kQ6KX16MaxRows;  // (linear_quantized.h)
+  if (x16_file_type(w)) return vec_dot_rows(k, w) != nullptr;  // any M
   return vec_dot_rows(k, w) && M <= kKQuantMaxRows;
 }
 
