@@ -181,9 +181,7 @@ const BlockQ8_K* k_activations(const QuantKernels& k, const std::vector<BlockQ8_
 // A set's K-quant several-rows kernel over tiles of 64 weight rows, one activation row, prefetching
 // (what linear_quantized runs for a decode step: VecDotRowsK); X16 weights: their kernel.
 Variant rows_k_variant(const QuantKernels& k, DType type, const std::vector<BlockQ8_K>& xq) {
-  const VecDotRowsK f = type == DType::Q4_K_X16 ? k.vec_dot_rows_q4_K_x16 : type == DType::Q6_K_X16 ? k.vec_dot_rows_q6_K_x16
-                      : type == DType::Q4_K ? k.vec_dot_rows_q4_K
-                      : type == DType::Q5_K ? k.vec_dot_rows_q5_K : k.vec_dot_rows_q6_K;
+  const VecDotRowsK f = vec_dot_rows_kernel(k, type);
   const BlockQ8_K* y8 = k_activations(k, xq);
   return {fmt::format("{} rows", k.name), [f, y8](const void* w, int64_t rb, int64_t K, int64_t n0, int64_t n1, float* y) {
             for (int64_t t0 = n0; t0 < n1; t0 += 64)
@@ -268,9 +266,8 @@ std::vector<Variant> variants_make(DType type, const Inputs& in) {
     if (!k) continue;
     if (is_k_quant(type)) {
       if (isa == QuantIsa::Avx512Vbmi) continue;  // Vnni's kernels
-      const bool x16 = x16_file_type(type).has_value();
-      if (!x16) v.push_back(vec_dot_k_variant(*k, type, in.q8_K));
-      if (!x16 || k->vec_dot_rows_q4_K_x16) v.push_back(rows_k_variant(*k, type, in.q8_K));
+      if (!x16_file_type(type)) v.push_back(vec_dot_k_variant(*k, type, in.q8_K));  // X16: no vec_dot
+      if (vec_dot_rows_kernel(*k, type)) v.push_back(rows_k_variant(*k, type, in.q8_K));
       continue;
     }
     if (isa == QuantIsa::Avx2 && !r16_file_type(type)) v.push_back(vec_dot_variant(*k, type, in.q8_0));
@@ -318,7 +315,7 @@ int main(int argc, char** argv) {
                   DType::Q5_1, DType::Q5_1_R16, DType::Q4_K, DType::Q4_K_X16, DType::Q5_K, DType::Q6_K,
                   DType::Q6_K_X16}) {
     if (r16_file_type(t) && !decode_gemv(quant_kernels(), t)) continue;  // no kernel: never repacked
-    if (x16_file_type(t) && !quant_kernels().vec_dot_rows_q4_K_x16) continue;
+    if (x16_file_type(t) && !vec_dot_rows_kernel(quant_kernels(), t)) continue;  // no kernel: never repacked
     if (!only.empty()) {  // (appended: GCC 12 warns falsely about "," + only)
       std::string list(","), name(",");
       list.append(only).append(",");

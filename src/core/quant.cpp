@@ -769,6 +769,8 @@ void x16_unpack(DType x16, const uint8_t* src, void* rows, int64_t n) {
   x16_convert<true>(x16, src, static_cast<uint8_t*>(rows), n);
 }
 
+int64_t x16_row_unit(DType type) { return x16_file_type(type) ? kX16Rows : 1; }
+
 namespace {
 
 // R16 rows converted a group of blocks at a time through their file type (no allocation).

@@ -220,6 +220,9 @@ std::optional<DType> x16_file_type(DType x16);
 // (16 x row_bytes), to / from the X16 layout; src and dst not overlapping.
 void x16_pack(DType x16, const void* rows, uint8_t* dst, int64_t n);
 void x16_unpack(DType x16, const uint8_t* src, void* rows, int64_t n);
+// Rows of a weight of this type come in groups of this many: kX16Rows for the X16 layouts, else 1
+// (threads, tiles and conversions split rows at multiples of it).
+int64_t x16_row_unit(DType type);
 
 // Any supported type (f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K, and aigc's
 // R16 layouts) to and from f32. Q8_K is an activation format only and not listed; the X16 layouts

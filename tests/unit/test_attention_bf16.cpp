@@ -22,6 +22,7 @@
 #include "backend/cpu/ops.h"
 #include "common/compare.h"
 #include "common/refdump.h"
+#include "common/thread_guard.h"
 #include "core/cpu_features.h"
 #include "core/thread_pool.h"
 
@@ -32,11 +33,6 @@ using ops::Precision;
 namespace {
 
 constexpr float kU = 0x1p-8f;
-
-struct ThreadGuard {
-  int saved = thread_count();
-  ~ThreadGuard() { thread_count_set(saved); }
-};
 
 Tensor f32_empty(std::span<const int64_t> shape) { return Tensor::empty(DType::F32, shape); }
 
@@ -169,7 +165,7 @@ TEST(AttentionBf16, OddShapesMatchReference) {
 TEST(AttentionBf16, LongSequenceAndThreads) {
   if (!bf16_path_runs()) GTEST_SKIP() << "no AVX512-BF16 on this CPU";
   // 300 queries and keys: many query blocks and a partial last one.
-  ThreadGuard guard;
+  test::ThreadCountGuard guard;
   const Tensor q = test::random_f32({1, 2, 300, 40}, 400, -1.7f, 1.7f);
   const Tensor k = test::random_f32({1, 2, 300, 40}, 401, -1.7f, 1.7f);
   const Tensor v = test::random_f32({1, 2, 300, 40}, 402, -1.7f, 1.7f);

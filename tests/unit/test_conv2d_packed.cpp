@@ -24,6 +24,7 @@
 #include "backend/cpu/ops.h"
 #include "common/compare.h"
 #include "common/refdump.h"
+#include "common/thread_guard.h"
 #include "core/half.h"
 #include "core/thread_pool.h"
 
@@ -34,11 +35,6 @@ using ops::Precision;
 namespace {
 
 constexpr float kTol = 1e-4f;
-
-struct ThreadGuard {
-  int saved = thread_count();
-  ~ThreadGuard() { thread_count_set(saved); }
-};
 
 Tensor f32_empty(std::span<const int64_t> shape) { return Tensor::empty(DType::F32, shape); }
 
@@ -176,7 +172,7 @@ TEST(PackedConv2d, ChannelsLastAndStridedViews) {
 TEST(PackedConv2d, ManyShapesOneLayerAndThreads) {
   // One layer run at several image sizes and batch sizes (one cached primitive each), at 1 and 2
   // threads, interleaved: every result equals a fresh reference run.
-  ThreadGuard guard;
+  test::ThreadCountGuard guard;
   const Tensor w = test::random_f32({32, 16, 3, 3}, 11, -0.1f, 0.1f), b = test::random_f32({32}, 12);
   PackedConv2d conv(w, &b, 2, 1, Precision::BF16);
   for (int round = 0; round < 2; ++round)
@@ -277,7 +273,7 @@ Tensor channels_last_empty(int64_t n, int64_t c, int64_t h, int64_t w) {
 }  // namespace
 
 TEST(ChannelsLastOps, MatchReference) {
-  ThreadGuard guard;
+  test::ThreadCountGuard guard;
   struct S { int64_t n, c, h, w; int groups; };
   for (const S& s : {S{2, 64, 9, 7, 32}, S{1, 96, 17, 33, 32}, S{2, 6, 3, 5, 3}, S{1, 128, 32, 32, 32}})
     for (int threads : {1, 2}) {

@@ -17,6 +17,7 @@
 #include "backend/cpu/quant_dot.h"
 #include "common/compare.h"
 #include "common/random_blocks.h"
+#include "common/thread_guard.h"
 #include "core/error.h"
 #include "core/half.h"
 #include "core/quant.h"
@@ -30,15 +31,11 @@ constexpr double kU = 1.0 / (1 << 24);  // f32 unit roundoff
 
 constexpr DType kX16Types[] = {DType::Q4_K_X16, DType::Q6_K_X16};
 
-VecDotRowsK x16_kernel(const QuantKernels& k, DType x16) {
-  return x16 == DType::Q4_K_X16 ? k.vec_dot_rows_q4_K_x16 : k.vec_dot_rows_q6_K_x16;
-}
-
 // The kernel sets this CPU runs that have a kernel for x16 (the scalar reference always).
 std::vector<const QuantKernels*> x16_sets(DType x16) {
   std::vector<const QuantKernels*> v;
   for (QuantIsa isa : {QuantIsa::Ref, QuantIsa::Avx2, QuantIsa::Avx512Vnni, QuantIsa::Avx512Vbmi})
-    if (const QuantKernels* k = quant_kernels_find(isa); k && x16_kernel(*k, x16)) v.push_back(k);
+    if (const QuantKernels* k = quant_kernels_find(isa); k && vec_dot_rows_kernel(*k, x16)) v.push_back(k);
   return v;
 }
 
@@ -116,7 +113,7 @@ std::vector<float> x16_run(const QuantKernels& k, DType x16, const std::vector<u
   if (k.q8_K_reorder)
     for (int r = 0; r < rows; ++r) k.q8_K_reorder(y.data() + r * nb, nb);
   std::vector<float> out(static_cast<size_t>(rows * nw), NAN);
-  x16_kernel(k, x16)(nb * kQK_K, p.data(), nb * static_cast<int64_t>(block_bytes(x16)), nw, y.data(), nb, rows, out.data(),
+  vec_dot_rows_kernel(k, x16)(nb * kQK_K, p.data(), nb * static_cast<int64_t>(block_bytes(x16)), nw, y.data(), nb, rows, out.data(),
                      nw, prefetch);
   return out;
 }
@@ -287,12 +284,6 @@ Weights weights_make(DType x16, int64_t N, int64_t K, uint32_t seed) {
   return w;
 }
 
-// Restores the thread count on scope exit.
-struct ThreadGuard {
-  int saved = thread_count();
-  ~ThreadGuard() { thread_count_set(saved); }
-};
-
 }  // namespace
 
 TEST(KQuantX16, LinearMatchesTheFileLayout) {
@@ -300,7 +291,7 @@ TEST(KQuantX16, LinearMatchesTheFileLayout) {
   // summation order: within 2e-5 of max|y|), decode, short and long prompts (the several-rows
   // path past kDecodeMaxRows); and the outputs do not depend on how many threads split the rows
   // (each thread a multiple of 16 rows).
-  const ThreadGuard guard;
+  const test::ThreadCountGuard guard;
   for (DType x16 : kX16Types)
   for (int64_t M : {int64_t{1}, int64_t{6}, int64_t{17}, ops::kDecodeMaxRows + 9}) {
     const Weights w = weights_make(x16, 80, 768, 3);
@@ -325,7 +316,7 @@ TEST(KQuantX16, LinearGroupWithOtherKQuantsGivesEachLinearsBits) {
   // A Q4_K_M layer's Q / K / V: Q4_K_X16 and Q6_K_X16 beside the file's Q4_K and Q6_K (a weight whose
   // rows were not a multiple of 16 stays so) share one parallel region; each output is ops::linear's,
   // bit for bit.
-  const ThreadGuard guard;
+  const test::ThreadCountGuard guard;
   thread_count_set(2);
   const int64_t K = 512;
   const Weights a = weights_make(DType::Q4_K_X16, 96, K, 41);

@@ -24,6 +24,7 @@
 #include "backend/cpu/ops.h"
 #include "common/compare.h"
 #include "common/refdump.h"
+#include "common/thread_guard.h"
 #include "core/cpu_features.h"
 #include "core/half.h"
 #include "core/quant.h"
@@ -42,11 +43,6 @@ void linear_via_panel(const Tensor& x, const Tensor& w, const Tensor* bias, Tens
   ops::linear_panel(x.ptr<float>(), x.size(1), x.size(0), w, bias ? bias->ptr<float>() : nullptr, y.ptr<float>(),
                     y.size(1));
 }
-
-struct ThreadCountGuard {
-  int saved = thread_count();
-  ~ThreadCountGuard() { thread_count_set(saved); }
-};
 
 // |got - want| <= 4/512 * sum_k |x[m, k] w[n, k]| + kTol elementwise (w dequantised by ref::linear's
 // row_to_f32, x [M, K] contiguous).
@@ -243,7 +239,7 @@ TEST(LinearPanel, EveryWeightTypeMatchesTorch) {
 
 TEST(LinearPanel, SeveralPanelsStridesAndThreads) {
   SKIP_WITHOUT_PANEL();
-  ThreadCountGuard guard;
+  test::ThreadCountGuard guard;
   // K = 8192: 256-row panels, so N = 300 is a full panel and a partial one.
   const int64_t M = 16, K = 8192, N = 300;
   const Tensor x = test::random_f32({M, K}, 5);

@@ -30,6 +30,7 @@
 #include "backend/cpu/ops.h"
 #include "common/compare.h"
 #include "common/refdump.h"
+#include "common/thread_guard.h"
 #include "core/quant.h"
 #include "core/thread_pool.h"
 
@@ -43,12 +44,6 @@ constexpr float kTol = 1e-4f;
 // ---- helpers ----------------------------------------------------------------------------------
 
 Tensor like(const Tensor& t) { return Tensor::empty(DType::F32, t.shape()); }
-
-// Restores the thread count when a test ends, even on failure.
-struct ThreadCountGuard {
-  int saved = thread_count();
-  ~ThreadCountGuard() { thread_count_set(saved); }
-};
 
 // |got - expected| <= bound + kTol elementwise; all contiguous f32 with equal element counts.
 ::testing::AssertionResult within_bound(const Tensor& got, const Tensor& expected, const std::vector<double>& bound) {
@@ -530,7 +525,7 @@ TEST(OpsGemm, Conv2dErrors) {
 
 // Results at 1 and 2 threads (and the default) agree with torch and with each other.
 TEST(OpsGemm, ThreadCountDoesNotChangeResults) {
-  ThreadCountGuard guard;
+  test::ThreadCountGuard guard;
   const std::vector<LinearCase> lin = linear_cases();
   const std::vector<MatmulCase> mm = matmul_cases();
   const std::vector<ConvCase> cv = conv_cases();

@@ -13,6 +13,7 @@
 #include "backend/cpu/ops.h"
 #include "common/compare.h"
 #include "common/refdump.h"
+#include "common/thread_guard.h"
 #include "core/thread_pool.h"
 
 using namespace aigc;
@@ -38,12 +39,6 @@ Tensor strided_copy(const Tensor& x) {
   ops::ref::copy(x, v);
   return v;
 }
-
-// Restores the thread count when a test that changes it ends.
-struct ThreadCountGuard {
-  int saved = thread_count();
-  ~ThreadCountGuard() { thread_count_set(saved); }
-};
 
 }  // namespace
 
@@ -106,7 +101,7 @@ TEST(OpsNorm, RmsNormMatchesTorch) {
 }
 
 TEST(OpsNorm, GroupNormSameAtOneAndTwoThreads) {
-  ThreadCountGuard guard;
+  test::ThreadCountGuard guard;
   RefDump d = RefDump::load("ops_norm");
   const Tensor& x = d.get("gn_b.x");
   Tensor y1 = f32_like(x), y2 = f32_like(x);
@@ -227,7 +222,7 @@ TEST(OpsAttention, OutputMayBeAStridedView) {
 }
 
 TEST(OpsAttention, SameAtOneAndTwoThreads) {
-  ThreadCountGuard guard;
+  test::ThreadCountGuard guard;
   RefDump d = RefDump::load("ops_attention");
   // att_cross: per-head tasks; the decode cases: grouped tasks (kv head, query, slice of heads)
   for (std::string c : {"att_cross", "att_decode_long", "att_decode_mqa"}) {

@@ -193,8 +193,8 @@ void ref::linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y
   std::vector<float> wf(K);
   // X16 weights: each group of 16 rows back in the file's layout first
   const std::optional<DType> x16_file = x16_file_type(w.type());
-  AIGC_CHECK(!x16_file || N % kX16Rows == 0, "linear: {} weight {} has rows in groups of {}", dtype_name(w.type()),
-             w.shape_str(), kX16Rows);
+  AIGC_CHECK(N % x16_row_unit(w.type()) == 0, "linear: {} weight {} has rows in groups of {}", dtype_name(w.type()),
+             w.shape_str(), x16_row_unit(w.type()));
   std::vector<uint8_t> group(x16_file ? kX16Rows * w_row_bytes : 0);
   for (int64_t n = 0; n < N; ++n) {
     if (x16_file && n % kX16Rows == 0) x16_unpack(w.type(), w.ptr<uint8_t>() + n * w_row_bytes, group.data(), K);

@@ -159,7 +159,7 @@ void linear_panel(const float* x, int64_t ldx, int64_t M, const Tensor& w, const
   const size_t row_bytes = *dtype_row_bytes(w.type(), K);
   const uint8_t* wd = w.ptr<uint8_t>();
   const DType wt = w.type();
-  const int64_t unit = x16_file_type(wt) ? kX16Rows : 1;  // rows converted together
+  const int64_t unit = x16_row_unit(wt);  // rows converted together
   AIGC_ASSERT(N % unit == 0, "linear_panel: {} rows of {}", N, dtype_name(wt));
   for (int64_t n0 = 0; n0 < N; n0 += P) {
     const int64_t np = std::min(P, N - n0);

@@ -231,7 +231,7 @@ void linear_decode(const QuantKernels& k, DecodeGemv gemv, DType type, const flo
   });
 }
 
-// K-quant weights (any mix of Q4_K, Q5_K, Q6_K, Q4_K_X16: one Q8_K activation format) with the
+// K-quant weights (any mix of Q4_K, Q5_K, Q6_K and their X16 layouts: one Q8_K activation format) with the
 // set's several-rows kernels, on the same schedule (in units of 16 rows where X16 weights are in).
 void linear_decode_k(const QuantKernels& k, const float* xd, int64_t M, int64_t K, std::span<const DecodeTarget> targets,
                      int64_t unit) {
@@ -242,15 +242,6 @@ void linear_decode_k(const QuantKernels& k, const float* xd, int64_t M, int64_t 
     rows_k_tile(t.rows_k, static_cast<const char*>(t.w), t.row_bytes, t.N, K, xq, M, t.y, t0, t1);
   });
 }
-
-VecDotRowsK vec_dot_rows(const QuantKernels& k, DType type) {
-  return type == DType::Q4_K ? k.vec_dot_rows_q4_K : type == DType::Q5_K ? k.vec_dot_rows_q5_K
-       : type == DType::Q6_K ? k.vec_dot_rows_q6_K : type == DType::Q4_K_X16 ? k.vec_dot_rows_q4_K_x16
-       : type == DType::Q6_K_X16 ? k.vec_dot_rows_q6_K_x16 : nullptr;
-}
-
-// Rows a thread or tile of weights of this type must come in multiples of.
-int64_t row_unit(DType type) { return x16_file_type(type) ? kX16Rows : 1; }
 
 }  // namespace
 
@@ -267,8 +258,8 @@ void linear_quantized_with(const QuantKernels& k, const Tensor& x, const Tensor&
     parallel_for(N, [&](int64_t n0, int64_t n1) { linear_rows(vec_dot, w, xq, M, yd, n0, n1); }, min_rows);
   };
   if (at == DType::Q8_K) {
-    const VecDotRowsK rows_kernel = vec_dot_rows(k, w.type());
-    const int64_t unit = row_unit(w.type());
+    const VecDotRowsK rows_kernel = vec_dot_rows_kernel(k, w.type());
+    const int64_t unit = x16_row_unit(w.type());
     // (the model loader makes X16 weights only where the CPU's kernel set runs them)
     AIGC_CHECK(rows_kernel || unit == 1, "linear_quantized: the {} kernels have none for {}", k.name, dtype_name(w.type()));
     AIGC_CHECK(N % unit == 0, "linear_quantized: {} weight {} has rows in groups of {}", dtype_name(w.type()), w.shape_str(), unit);
@@ -331,7 +322,7 @@ std::optional<DType> linear_repack_type(DType w, int64_t N, int64_t K) {
   }();
   if (!enabled) return std::nullopt;
   if (const std::optional<DType> x16 = x16_of(w))
-    return N % kX16Rows == 0 && vec_dot_rows(quant_kernels(), *x16) ? x16 : std::nullopt;
+    return N % kX16Rows == 0 && vec_dot_rows_kernel(quant_kernels(), *x16) ? x16 : std::nullopt;
   const std::optional<DType> r16 = r16_of(w);
   if (K / 32 < kR16Group || !r16 || !decode_gemv(quant_kernels(), *r16)) return std::nullopt;
   return r16;
@@ -368,9 +359,9 @@ bool linear_quantized_prefers(DType w, int64_t M) {
   if (M < 1) return false;
   const QuantKernels& k = quant_kernels();
   if (decode_gemv(k, w)) return M <= (w == DType::Q8_0 ? 40 : kDecodeMaxRows);
-  if (w == DType::Q6_K_X16) return vec_dot_rows(k, w) && M <= kQ6KX16MaxRows;  // (linear_quantized.h)
-  if (x16_file_type(w)) return vec_dot_rows(k, w) != nullptr;  // any M
-  return vec_dot_rows(k, w) && M <= kKQuantMaxRows;
+  if (w == DType::Q6_K_X16) return vec_dot_rows_kernel(k, w) && M <= kQ6KX16MaxRows;  // (linear_quantized.h)
+  if (x16_file_type(w)) return vec_dot_rows_kernel(k, w) != nullptr;  // any M
+  return vec_dot_rows_kernel(k, w) && M <= kKQuantMaxRows;
 }
 
 void linear_quantized(const Tensor& x, const Tensor& w, Tensor& y) {
@@ -389,8 +380,8 @@ void linear_group(std::span<const LinearGroupItem> items, const Tensor& x) {
   int64_t unit = 1;
   for (const LinearGroupItem& it : items) {
     same_gemv = same_gemv && it.w->type() == type;
-    all_k = all_k && vec_dot_rows(k, it.w->type()) != nullptr;
-    unit = std::max(unit, row_unit(it.w->type()));
+    all_k = all_k && vec_dot_rows_kernel(k, it.w->type()) != nullptr;
+    unit = std::max(unit, x16_row_unit(it.w->type()));
   }
   bool fused = (same_gemv || all_k) && !items.empty() && items.size() <= kMaxItems && x.type() == DType::F32 &&
                x.ndim() == 2 && x.is_contiguous() && x.rows() <= kDecodeMaxRows;
@@ -406,7 +397,7 @@ void linear_group(std::span<const LinearGroupItem> items, const Tensor& x) {
   DecodeTarget targets[kMaxItems];
   for (size_t i = 0; i < items.size(); ++i)
     targets[i] = {items[i].w->data(), items[i].w->stride_bytes(0), items[i].w->size(0), items[i].y->ptr<float>(),
-                  same_gemv ? nullptr : vec_dot_rows(k, items[i].w->type())};
+                  same_gemv ? nullptr : vec_dot_rows_kernel(k, items[i].w->type())};
   const std::span<const DecodeTarget> all(targets, items.size());
   if (same_gemv)
     linear_decode(k, gemv, type, x.ptr<float>(), x.rows(), x.size(1), all);

@@ -59,7 +59,7 @@ constexpr int64_t kQ6KX16MaxRows = 256;
 // Several linears that share their input x (a layer's Q, K and V projections; gate and up):
 // y_i = x · w_i^T (+ bias_i). For decode and short prompts (x: contiguous f32 [M, K], M within
 // linear_quantized_prefers) with no bias and every w_i of one type that has GEMV kernels (Q4_0,
-// Q8_0), or every w_i a K-quant (any mix of Q4_K, Q5_K, Q6_K), where the CPU has AVX2 or AVX-512
+// Q8_0), or every w_i a K-quant (any mix of Q4_K, Q5_K, Q6_K and the X16 layouts), where the CPU has AVX2 or AVX-512
 // VNNI, x is quantised once and one parallel region covers all the rows; otherwise each is
 // ops::linear. The results are those of ops::linear on each, bit for bit.
 struct LinearGroupItem {

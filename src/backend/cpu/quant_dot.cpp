@@ -366,6 +366,17 @@ DecodeGemv decode_gemv(const QuantKernels& k, DType type) {
   }
 }
 
+VecDotRowsK vec_dot_rows_kernel(const QuantKernels& k, DType type) {
+  switch (type) {
+    case DType::Q4_K: return k.vec_dot_rows_q4_K;
+    case DType::Q5_K: return k.vec_dot_rows_q5_K;
+    case DType::Q6_K: return k.vec_dot_rows_q6_K;
+    case DType::Q4_K_X16: return k.vec_dot_rows_q4_K_x16;
+    case DType::Q6_K_X16: return k.vec_dot_rows_q6_K_x16;
+    default: return nullptr;
+  }
+}
+
 const QuantKernels* quant_kernels_find(QuantIsa isa) {
   switch (isa) {
     case QuantIsa::Ref: return &kQuantKernelsRef;

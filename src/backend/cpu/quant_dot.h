@@ -213,6 +213,10 @@ void vec_dot_rows_q4_K_x16_ref(int64_t n, const void* x, int64_t row_bytes, int6
 void vec_dot_rows_q6_K_x16_ref(int64_t n, const void* x, int64_t row_bytes, int64_t nw, const BlockQ8_K* y,
                                int64_t y_stride, int rows, float* out, int64_t ldo, bool prefetch);
 
+// The set's several-rows kernel for K-quant weights of `type` (Q4_K, Q5_K, Q6_K and the X16
+// layouts), or nullptr where it has none.
+VecDotRowsK vec_dot_rows_kernel(const QuantKernels& k, DType type);
+
 // The set's decode kernel for weights of `type` (the 32-element types and the R16 layouts), or
 // nullptr where it has none (the ref set has the scalar R16 kernels, the reference of the SIMD ones).
 DecodeGemv decode_gemv(const QuantKernels& k, DType type);
