@@ -5,7 +5,7 @@
 // (Q4_0, Q4_1, Q5_0, Q5_1 repacked at load; AVX2 and AVX-512); the Q4_1, Q5_0 and Q5_1 kernels of the file
 // layouts (AVX2's, which every set takes) beside their vec_dot; for Q4_K, Q5_K and Q6_K each set's
 // vec_dot per weight row and its several-rows kernel over tiles of 64 rows, which decode runs; for
-// Q4_K_X16 and Q6_K_X16, repacked at load, their kernels), beside a plain read of the same bytes (512-bit
+// Q4_K_X16, Q5_K_X16 and Q6_K_X16, repacked at load, their kernels), beside a plain read of the same bytes (512-bit
 // loads, or 256-bit without AVX-512, into 4 accumulators: what the memory gives one stream per
 // thread). In cache (a 2048-wide weight of ~250 KiB, in L2, reused; 1 thread) and from memory
 // (TinyLlama's FFN shape 5632x2048, copies past 1 GiB used in turn; 1 and 2 threads, each its own
@@ -312,8 +312,8 @@ int main(int argc, char** argv) {
   fmt::print("(percent: of the plain read of the same bytes with the same threads)\n");
   const std::string only = argc > 2 ? argv[2] : "";  // comma-separated type names (dtype_name), or all
   for (DType t : {DType::Q4_0, DType::Q4_0_R16, DType::Q8_0, DType::Q4_1, DType::Q4_1_R16, DType::Q5_0, DType::Q5_0_R16,
-                  DType::Q5_1, DType::Q5_1_R16, DType::Q4_K, DType::Q4_K_X16, DType::Q5_K, DType::Q6_K,
-                  DType::Q6_K_X16}) {
+                  DType::Q5_1, DType::Q5_1_R16, DType::Q4_K, DType::Q4_K_X16, DType::Q5_K,
+                  DType::Q5_K_X16, DType::Q6_K, DType::Q6_K_X16}) {
     if (r16_file_type(t) && !decode_gemv(quant_kernels(), t)) continue;  // no kernel: never repacked
     if (x16_file_type(t) && !vec_dot_rows_kernel(quant_kernels(), t)) continue;  // no kernel: never repacked
     if (!only.empty()) {  // (appended: GCC 12 warns falsely about "," + only)

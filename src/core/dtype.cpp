@@ -37,7 +37,8 @@ constexpr Entry kTypes[] = {
     {0x10002, {"q4_0_r16", 32, 18, true}},  {0x10003, {"q4_1_r16", 32, 20, true}},
     {0x10006, {"q5_0_r16", 32, 22, true}},  {0x10007, {"q5_1_r16", 32, 24, true}},
     // the same bytes per block, rearranged across 16 rows (a weight's rows are no longer apart)
-    {0x2000C, {"q4_K_x16", 256, 144, true}},  {0x2000E, {"q6_K_x16", 256, 210, true}},
+    {0x2000C, {"q4_K_x16", 256, 144, true}},  {0x2000D, {"q5_K_x16", 256, 176, true}},
+    {0x2000E, {"q6_K_x16", 256, 210, true}},
 };
 
 // Ids from 0x10000 are aigc's in-memory layouts, never a file's.

@@ -20,8 +20,8 @@ enum class DType : uint32_t {
   // aigc's own layouts, never in a file (ids past GGML's; no file type maps to them):
   // Q4_0, Q4_1, Q5_0, Q5_1 rows repacked for the decode kernels (quant.h; id 0x10000 + the file type's)
   Q4_0_R16 = 0x10002, Q4_1_R16 = 0x10003, Q5_0_R16 = 0x10006, Q5_1_R16 = 0x10007,
-  // Q4_K, Q6_K weights with their rows interleaved 16 at a time (quant.h; id 0x20000 + the file type's)
-  Q4_K_X16 = 0x2000C, Q6_K_X16 = 0x2000E,
+  // Q4_K, Q5_K, Q6_K weights with their rows interleaved 16 at a time (quant.h; id 0x20000 + the file type's)
+  Q4_K_X16 = 0x2000C, Q5_K_X16 = 0x2000D, Q6_K_X16 = 0x2000E,
 };
 
 struct DTypeTraits {

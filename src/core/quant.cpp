@@ -692,6 +692,7 @@ void r16_unpack(DType r16, const uint8_t* src, void* blocks, int64_t n) {
 std::optional<DType> x16_of(DType file_type) {
   switch (file_type) {
     case DType::Q4_K: return DType::Q4_K_X16;
+    case DType::Q5_K: return DType::Q5_K_X16;
     case DType::Q6_K: return DType::Q6_K_X16;
     default: return std::nullopt;
   }
@@ -700,6 +701,7 @@ std::optional<DType> x16_of(DType file_type) {
 std::optional<DType> x16_file_type(DType x16) {
   switch (x16) {
     case DType::Q4_K_X16: return DType::Q4_K;
+    case DType::Q5_K_X16: return DType::Q5_K;
     case DType::Q6_K_X16: return DType::Q6_K;
     default: return std::nullopt;
   }
@@ -736,6 +738,50 @@ void x16_q4_K_fields(int r, Move move) {
   for (int t = 0; t < 32; ++t) move(offsetof(BlockQ4_K, qs) + 4 * t, 256 + 64 * (4 * (t % 8) + t / 8) + 4 * r, 4);
 }
 
+// Q5_K_X16 (quant.h): the same for every field but qh (x16_q5_K_masks).
+template <typename Move>
+void x16_q5_K_fields(int r, Move move) {
+  move(offsetof(BlockQ5_K, d), 2 * r, 2);
+  move(offsetof(BlockQ5_K, dmin), 32 + 2 * r, 2);
+  for (int k = 0; k < 3; ++k) move(offsetof(BlockQ5_K, scales) + 4 * k, 64 + 64 * k + 4 * r, 4);
+  for (int t = 0; t < 32; ++t) move(offsetof(BlockQ5_K, qs) + 4 * t, 256 + 320 * (t % 8) + 64 * (1 + t / 8) + 4 * r, 4);
+}
+
+// Q5_K_X16's fifth bits: qh word tp of row r (bytes 4tp + i, i < 4) and the four bits 4r .. 4r + 3
+// of mask j of slot tp (bit j of those bytes), both ways. Multiplying by 0x204081 (shifts 0, 7, 14,
+// 21, no two products overlapping) gathers bits 0, 8, 16, 24 at 21..24 and spreads 0..3 back.
+template <bool kUnpack>
+void x16_q5_K_masks(const uint8_t* src, uint8_t* dst, int64_t n) {
+  const int64_t nb = n / kQK_K;
+  for (int64_t c = 0; c < nb; ++c)
+    for (int r = 0; r < kX16Rows; ++r) {
+      const size_t b = static_cast<size_t>(r * nb + c) * sizeof(BlockQ5_K) + offsetof(BlockQ5_K, qh);  // in the rows
+      const size_t col = static_cast<size_t>(c) * kX16ColumnQ5K + 256;
+      for (int tp = 0; tp < 8; ++tp) {
+        const size_t at = col + 320 * tp;  // the slot's eight masks
+        if (kUnpack) {
+          uint32_t word = 0;
+          for (int j = 0; j < 8; ++j) {
+            uint64_t m;
+            std::memcpy(&m, src + at + 8 * j, 8);
+            word |= static_cast<uint32_t>((((m >> (4 * r)) & 0xf) * 0x204081u) & 0x01010101u) << j;
+          }
+          std::memcpy(dst + b + 4 * tp, &word, 4);
+        } else {
+          uint32_t word;
+          std::memcpy(&word, src + b + 4 * tp, 4);
+          for (int j = 0; j < 8; ++j) {
+            uint64_t m;
+            std::memcpy(&m, dst + at + 8 * j, 8);
+            const uint64_t bits = ((static_cast<uint64_t>((word >> j) & 0x01010101u) * 0x204081u) >> 21) & 0xf;
+            m = (m & ~(uint64_t{0xf} << (4 * r))) | bits << (4 * r);
+            std::memcpy(dst + at + 8 * j, &m, 8);
+          }
+        }
+      }
+    }
+}
+
 // Q6_K_X16 (quant.h): the same.
 template <typename Move>
 void x16_q6_K_fields(int r, Move move) {
@@ -753,10 +799,14 @@ void x16_q6_K_fields(int r, Move move) {
 template <bool kUnpack>
 void x16_convert(DType x16, const uint8_t* src, uint8_t* dst, int64_t n) {
   AIGC_ASSERT(x16_file_type(x16), "not an X16 type: {}", dtype_name(x16));
-  if (x16 == DType::Q6_K_X16)
+  if (x16 == DType::Q6_K_X16) {
     x16_convert<kUnpack>(src, dst, n, sizeof(BlockQ6_K), [](int r, auto move) { x16_q6_K_fields(r, move); });
-  else
+  } else if (x16 == DType::Q5_K_X16) {
+    x16_convert<kUnpack>(src, dst, n, sizeof(BlockQ5_K), [](int r, auto move) { x16_q5_K_fields(r, move); });
+    x16_q5_K_masks<kUnpack>(src, dst, n);
+  } else {
     x16_convert<kUnpack>(src, dst, n, sizeof(BlockQ4_K), [](int r, auto move) { x16_q4_K_fields(r, move); });
+  }
 }
 
 }  // namespace
@@ -846,7 +896,7 @@ void row_to_f32(DType type, const void* src, float* dst, int64_t n) {
     case DType::Q4_0_R16: case DType::Q4_1_R16: case DType::Q5_0_R16: case DType::Q5_1_R16:
       row_r16_to_f32(type, static_cast<const uint8_t*>(src), dst, n);
       return;
-    case DType::Q4_K_X16: case DType::Q6_K_X16:
+    case DType::Q4_K_X16: case DType::Q5_K_X16: case DType::Q6_K_X16:
       error_throw(fmt::format("{} rows are interleaved 16 at a time and cannot be converted one by one", dtype_name(type)),
                   "row_to_f32", "convert a group of 16 rows with x16_unpack");
     default: error_throw(fmt::format("conversion from {} is not supported yet", dtype_name(type)), "row_to_f32");

@@ -200,7 +200,14 @@ void r16_unpack(DType r16, const uint8_t* src, void* blocks, int64_t n);
 // dot product (vpdpbusd with the activations' four bytes broadcast) leaves each row's sum in its
 // own lane with no shuffle or reduction, and the scales, mins, d and dmin of 16 rows load and
 // convert as vectors, once per 16 rows instead of once per row (Q4_K's file layout spends more
-// instructions on those than on the dot itself). Q6_K_X16, a column of kX16ColumnQ6K = 3360 bytes:
+// instructions on those than on the dot itself). Q5_K_X16, a column of kX16ColumnQ5K = 2816 bytes:
+//   [0, 256)     d, dmin and the scales as Q4_K_X16's
+//   [256, 2816)  for each tp < 8, 320 bytes at 256 + 320 tp: eight 64-bit masks, then four 64-byte
+//                slots h < 4 holding qs bytes 32h + 4tp .. + 3 of row r at + 64 (1 + h) + 4r (the
+//                words Q4_K_X16 has at slot 4tp + h); bit 4r + i of mask j is bit j of qh[4tp + i]
+//                of row r, the fifth bit of the value at byte 4r + i of the slot's low (j = 2h) or
+//                high (j = 2h + 1) nibbles: a kmask for a masked add, no shifts per vector
+// Q6_K_X16, a column of kX16ColumnQ6K = 3360 bytes:
 //   [0, 32)      d of row r at 2r (f16)
 //   [32, 288)    scales bytes 4k .. 4k + 3 of row r at 32 + 64k + 4r (k < 4)
 //   [288, 3360)  for each half h < 2 of the block and i < 8, three 64-byte slots j = 3 (8h + i) +
@@ -208,12 +215,13 @@ void r16_unpack(DType r16, const uint8_t* src, void* blocks, int64_t n);
 //                ql[64h + 32 + 4i ..] and qh[32h + 4i ..]: each slot triple gives the 16 values of
 //                four elements at 128h + 4i + {0, 32, 64, 96}, read front to back.
 // The model loader repacks linear weights into them where the CPU's kernel set has a kernel for
-// them (QuantKernels::vec_dot_rows_q4_K_x16 / _q6_K_x16).
+// them (QuantKernels::vec_dot_rows_q4_K_x16 / _q5_K_x16 / _q6_K_x16).
 constexpr int kX16Rows = 16;
 constexpr size_t kX16ColumnQ4K = kX16Rows * sizeof(BlockQ4_K);
+constexpr size_t kX16ColumnQ5K = kX16Rows * sizeof(BlockQ5_K);
 constexpr size_t kX16ColumnQ6K = kX16Rows * sizeof(BlockQ6_K);
 
-// The X16 type of a file type (Q4_K -> Q4_K_X16, Q6_K -> Q6_K_X16), and back; nullopt for other types.
+// The X16 type of a file type (Q4_K -> Q4_K_X16, Q5_K -> Q5_K_X16, Q6_K -> Q6_K_X16), and back; nullopt for other types.
 std::optional<DType> x16_of(DType file_type);
 std::optional<DType> x16_file_type(DType x16);
 // One group: 16 rows of n elements (n a multiple of 256) of the file type, one after another

@@ -203,9 +203,9 @@ std::vector<char> file_bytes(const std::string& path) {
 
 // A Llama GGUF with `type` (Q4_0, Q4_1, Q5_0, Q5_1) matrices wide enough to repack (n_embd 544: one group of
 // 16 blocks and a tail of 1), f32 norms and embeddings; Q4_K: n_embd 512, n_ff 768 (3 blocks a
-// row in the down projection) and a vocabulary of 48, every matrix's rows a multiple of 16; Q6_K the same.
+// row in the down projection) and a vocabulary of 48, every matrix's rows a multiple of 16; Q5_K, Q6_K the same.
 void llama_write(const std::string& path, DType type) {
-  const bool kq = type == DType::Q4_K || type == DType::Q6_K;
+  const bool kq = type == DType::Q4_K || type == DType::Q5_K || type == DType::Q6_K;
   const int64_t C = kq ? 512 : 544, F = kq ? 768 : 1088, V = kq ? 48 : 40, L = 2;
   GgufWriter w;
   w.metadata_add("general.architecture", "llama");
@@ -313,7 +313,7 @@ TEST_P(R16Load, ModelLoadRepacksInPlaceAndKeepsTheLogits) {
 }
 
 INSTANTIATE_TEST_SUITE_P(FileTypes, R16Load, ::testing::Values(DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q4_K,
-                                                               DType::Q6_K),
+                                                               DType::Q5_K, DType::Q6_K),
                          [](const ::testing::TestParamInfo<DType>& i) { return std::string(dtype_name(i.param)); });
 
 }  // namespace

@@ -4,7 +4,7 @@
 //   M >= 16, f16/bf16/quantised weights, AVX512-BF16 CPU: linear_panel (bf16 GEMM on weight panels
 //                      dequantised on the fly; activations rounded to bf16), unless the integer
 //                      kernels are faster there (linear_quantized_prefers: short prompts; q4_K_x16
-//                      always, q6_K_x16 up to 256 rows). Otherwise:
+//                      and q5_K_x16 always, q6_K_x16 up to 256 rows). Otherwise:
 //   quantised          ops::linear_quantized (integer SIMD dot products), bias added here:
 //                      q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K, and the R16 / X16 layouts.
 //   M <= 4 (decode)    GEMV over N on the thread pool (gemv.h), AVX-512, AVX2 or scalar by CPU;

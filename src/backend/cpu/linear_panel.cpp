@@ -99,7 +99,7 @@ bool linear_panel_supports(DType w) {
     case DType::F16: case DType::BF16: case DType::Q8_0: case DType::Q4_0: case DType::Q4_1: case DType::Q5_0:
     case DType::Q5_1: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K:
     case DType::Q4_0_R16: case DType::Q4_1_R16: case DType::Q5_0_R16: case DType::Q5_1_R16: case DType::Q4_K_X16:
-    case DType::Q6_K_X16:
+    case DType::Q5_K_X16: case DType::Q6_K_X16:
       return cpu_has_avx512_bf16();
     default:
       return false;

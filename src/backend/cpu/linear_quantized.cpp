@@ -308,7 +308,7 @@ bool linear_quantized_supports(DType w) {
     case DType::Q8_0: case DType::Q4_0: case DType::Q4_1: case DType::Q5_0: case DType::Q5_1:
     case DType::Q4_K: case DType::Q5_K: case DType::Q6_K:
     case DType::Q4_0_R16: case DType::Q4_1_R16: case DType::Q5_0_R16: case DType::Q5_1_R16:
-    case DType::Q4_K_X16: case DType::Q6_K_X16:
+    case DType::Q4_K_X16: case DType::Q5_K_X16: case DType::Q6_K_X16:
       return true;
     default:
       return false;

@@ -21,12 +21,12 @@ bool linear_quantized_supports(DType w);
 // The layout this CPU's kernels run a linear weight of type w ([N, K]) faster in, if any: Q4_0 ->
 // Q4_0_R16, Q5_0 -> Q5_0_R16, ... (r16_of) where the best kernel set has a kernel for it (the AVX2
 // and AVX-512 sets; long prompts on AVX512-BF16 CPUs convert R16 rows for the bf16 panel GEMM as
-// they convert the file's) and a row holds a full group of 16 blocks; Q4_K -> Q4_K_X16, Q6_K ->
-// Q6_K_X16 (x16_of) where the best set has a kernel for it (the AVX-512 sets) and N is a multiple
+// they convert the file's) and a row holds a full group of 16 blocks; Q4_K -> Q4_K_X16, Q5_K ->
+// Q5_K_X16, Q6_K -> Q6_K_X16 (x16_of) where the best set has a kernel for it (the AVX-512 sets) and N is a multiple
 // of 16. Setting
 // AIGC_REPACK=0 in the environment turns it off.
 std::optional<DType> linear_repack_type(DType w, int64_t N, int64_t K);
-// Rewrites src (Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q6_K) into dst (its linear_repack_type, same shape); dst
+// Rewrites src (Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) into dst (its linear_repack_type, same shape); dst
 // may view src's own bytes (in place, a row or a group of 16 rows at a time).
 void linear_repack(const Tensor& src, Tensor& dst);
 
@@ -50,7 +50,9 @@ constexpr int64_t kKQuantMaxRows = 64;
 // 118 -> 123, pp96 151 -> 124. Hence Q4_0 up to 80 rows, Q8_0 up to 40, the K-quants up to 64.
 // Q4_K_X16 at any M: its kernel outruns the panel GEMM at every prompt length (Zen 5, TinyLlama
 // Q4_K_M with Q4_K_X16, 2 threads, panel -> integer: pp96 299 -> 524 t/s, pp128 330 -> 527, pp256
-// 390 -> 515, pp512 420 -> 506). Q6_K_X16 up to kQ6KX16MaxRows (TinyLlama Q6_K, panel -> integer:
+// 390 -> 515, pp512 420 -> 506); Q5_K_X16 too (TinyLlama Q5_K_M, 2 threads, file layout and panel
+// -> X16: pp16 165 -> 333, pp128 208-249 -> 355-371, pp512 291 -> 348; 1 thread pp512 160 -> 181).
+// Q6_K_X16 up to kQ6KX16MaxRows (TinyLlama Q6_K, panel -> integer:
 // 2 threads pp64 255 -> 393, pp128 342 -> 436, pp512 423 -> 428; 1 thread pp256 209 -> 218,
 // pp512 222 -> 216).
 bool linear_quantized_prefers(DType w, int64_t M);

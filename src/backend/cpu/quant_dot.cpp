@@ -297,6 +297,11 @@ void vec_dot_rows_q4_K_x16_ref(int64_t n, const void* x, int64_t row_bytes, int6
   vec_dot_rows_x16_ref(DType::Q4_K_X16, vec_dot_q4_K_q8_K_ref, n, x, row_bytes, nw, y, y_stride, rows, out, ldo);
 }
 
+void vec_dot_rows_q5_K_x16_ref(int64_t n, const void* x, int64_t row_bytes, int64_t nw, const BlockQ8_K* y,
+                               int64_t y_stride, int rows, float* out, int64_t ldo, bool) {
+  vec_dot_rows_x16_ref(DType::Q5_K_X16, vec_dot_q5_K_q8_K_ref, n, x, row_bytes, nw, y, y_stride, rows, out, ldo);
+}
+
 void vec_dot_rows_q6_K_x16_ref(int64_t n, const void* x, int64_t row_bytes, int64_t nw, const BlockQ8_K* y,
                                int64_t y_stride, int rows, float* out, int64_t ldo, bool) {
   vec_dot_rows_x16_ref(DType::Q6_K_X16, vec_dot_q6_K_q8_K_ref, n, x, row_bytes, nw, y, y_stride, rows, out, ldo);
@@ -333,6 +338,7 @@ const QuantKernels kQuantKernelsRef = {
     gemv_r16_ref<BlockQ5_1>,
     nullptr,  // K-quant activations as quantised
     vec_dot_rows_q4_K_x16_ref,
+    vec_dot_rows_q5_K_x16_ref,
     vec_dot_rows_q6_K_x16_ref,
 };
 
@@ -372,6 +378,7 @@ VecDotRowsK vec_dot_rows_kernel(const QuantKernels& k, DType type) {
     case DType::Q5_K: return k.vec_dot_rows_q5_K;
     case DType::Q6_K: return k.vec_dot_rows_q6_K;
     case DType::Q4_K_X16: return k.vec_dot_rows_q4_K_x16;
+    case DType::Q5_K_X16: return k.vec_dot_rows_q5_K_x16;
     case DType::Q6_K_X16: return k.vec_dot_rows_q6_K_x16;
     default: return nullptr;
   }

@@ -202,6 +202,7 @@ struct QuantKernels {
   // output the same bits whatever `rows` is. nullptr where the set has none (the model loader
   // repacks only where the CPU's best set has one).
   VecDotRowsK vec_dot_rows_q4_K_x16;
+  VecDotRowsK vec_dot_rows_q5_K_x16;  // Q5_K_X16 weights, the same contract
   VecDotRowsK vec_dot_rows_q6_K_x16;  // Q6_K_X16 weights, the same contract
 };
 
@@ -209,7 +210,9 @@ struct QuantKernels {
 // (x16_unpack), then vec_dot_q4_K_q8_K_ref per row; activations as quantised.
 void vec_dot_rows_q4_K_x16_ref(int64_t n, const void* x, int64_t row_bytes, int64_t nw, const BlockQ8_K* y,
                                int64_t y_stride, int rows, float* out, int64_t ldo, bool prefetch);
-// The same for Q6_K_X16 (vec_dot_q6_K_q8_K_ref per row).
+// The same for Q5_K_X16 and Q6_K_X16 (vec_dot_q5_K_q8_K_ref, vec_dot_q6_K_q8_K_ref per row).
+void vec_dot_rows_q5_K_x16_ref(int64_t n, const void* x, int64_t row_bytes, int64_t nw, const BlockQ8_K* y,
+                               int64_t y_stride, int rows, float* out, int64_t ldo, bool prefetch);
 void vec_dot_rows_q6_K_x16_ref(int64_t n, const void* x, int64_t row_bytes, int64_t nw, const BlockQ8_K* y,
                                int64_t y_stride, int rows, float* out, int64_t ldo, bool prefetch);
 

@@ -849,7 +849,8 @@ const QuantKernels kQuantKernelsAvx2 = {
     gemv_pass_avx2<BlockQ5_0, true>,
     gemv_pass_avx2<BlockQ5_1, true>,
     nullptr,  // K-quant activations as quantised
-    nullptr,  // Q4_K_X16, Q6_K_X16: no kernels (the loader keeps the file's layouts)
+    nullptr,  // Q4_K_X16, Q5_K_X16, Q6_K_X16: no kernels (the loader keeps the file's layouts)
+    nullptr,
     nullptr,
 };
 

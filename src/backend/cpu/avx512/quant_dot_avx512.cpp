@@ -607,8 +607,11 @@ inline __m512i bcast4(const int8_t* p) {
 // One group of 16 weight rows (nb columns from g) against R activation rows, out[r * ldo + i].
 // R <= 2 takes several chunks per pass so that at least 8 dot chains run at once; every output is
 // the same operations in the same order whatever R is (integer sums are exact in any order).
-template <int R>
-__attribute__((always_inline)) inline void q4_K_x16_group(int64_t nb, const uint8_t* g, const BlockQ8_K* y,
+// kHigh: Q5_K_X16 (quant.h), the same with each nibble's fifth bit added by a masked byte add (its
+// mask loaded as is from the column) and the high nibbles shifted down, as 16 + 16 would not fit
+// a byte at x16: |sum| <= 32 * 31 * 128 per sub-block, times the 6-bit scale, below 2^26.
+template <bool kHigh, int R>
+__attribute__((always_inline)) inline void k45_x16_group(int64_t nb, const uint8_t* g, const BlockQ8_K* y,
                                                           int64_t y_stride, float* out, int64_t ldo, bool prefetch) {
   constexpr int H = R == 1 ? 4 : R == 2 ? 2 : 1;  // chunks per pass
   const __m512i m0f = _mm512_set1_epi8(0x0f), mf0 = _mm512_set1_epi8(static_cast<char>(0xf0));
@@ -620,8 +623,10 @@ __attribute__((always_inline)) inline void q4_K_x16_group(int64_t nb, const uint
                                             -1, -1, 0, 2, -1, -1, 1, 3, -1, -1, 8, 10, -1, -1, 9, 11);
   __m512 accf[R], accm[R];
   for (int r = 0; r < R; ++r) accf[r] = accm[r] = _mm512_setzero_ps();
-  for (int64_t c = 0; c < nb; ++c, g += kX16ColumnQ4K) {
-    if (prefetch) decode_prefetch(g, static_cast<int64_t>(kX16ColumnQ4K));  // decode streams rows from memory
+  constexpr size_t kColumn = kHigh ? kX16ColumnQ5K : kX16ColumnQ4K;
+  const __m512i m10 = _mm512_set1_epi8(0x10);
+  for (int64_t c = 0; c < nb; ++c, g += kColumn) {
+    if (prefetch) decode_prefetch(g, static_cast<int64_t>(kColumn));  // decode streams rows from memory
     // the 6-bit scales and mins (layout in quant.h's Q4_K), a row per 32-bit lane: bytes s of
     // sc03 / mn03 the scale / min of sub-block s, of sc47 / mn47 those of sub-block 4 + s
     const __m512i D0 = _mm512_loadu_si512(g + 64), D1 = _mm512_loadu_si512(g + 128), D2 = _mm512_loadu_si512(g + 192);
@@ -635,7 +640,7 @@ __attribute__((always_inline)) inline void q4_K_x16_group(int64_t nb, const uint
       const int sh = 8 * (s & 3);
       return sh == 24 ? _mm512_srli_epi32(v, 24) : _mm512_and_si512(sh ? _mm512_srli_epi32(v, sh) : v, mff);
     };
-    __m512i T[R];  // per row: sum_s sc_s * isum_s * 16
+    __m512i T[R];  // per row: sum_s sc_s * isum_s (Q4_K: times 16)
     for (int r = 0; r < R; ++r) T[r] = _mm512_setzero_si512();
     for (int h0 = 0; h0 < 4; h0 += H) {
       __m512i S[R][2 * H];
@@ -646,8 +651,20 @@ __attribute__((always_inline)) inline void q4_K_x16_group(int64_t nb, const uint
 #pragma GCC unroll 4
         for (int hh = 0; hh < H; ++hh) {
           const int h = h0 + hh;
-          const __m512i w = _mm512_loadu_si512(g + 256 + 64 * (4 * tp + h));
-          const __m512i lo = _mm512_and_si512(w, m0f), hi = _mm512_and_si512(w, mf0);
+          __m512i lo, hi;
+          if (kHigh) {
+            const uint8_t* slot = g + 256 + 320 * tp;  // the eight masks, then the four chunks' words
+            const __m512i w = _mm512_loadu_si512(slot + 64 * (1 + h));
+            uint64_t ml, mh;
+            __builtin_memcpy(&ml, slot + 16 * h, 8);
+            __builtin_memcpy(&mh, slot + 16 * h + 8, 8);
+            lo = _mm512_and_si512(w, m0f), hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), m0f);
+            lo = _mm512_mask_add_epi8(lo, _cvtu64_mask64(ml), lo, m10);
+            hi = _mm512_mask_add_epi8(hi, _cvtu64_mask64(mh), hi, m10);
+          } else {
+            const __m512i w = _mm512_loadu_si512(g + 256 + 64 * (4 * tp + h));
+            lo = _mm512_and_si512(w, m0f), hi = _mm512_and_si512(w, mf0);
+          }
 #pragma GCC unroll 8
           for (int r = 0; r < R; ++r) {
             const int8_t* a = y[c + r * y_stride].qs + x16_act_offset(h, tp);
@@ -658,7 +675,7 @@ __attribute__((always_inline)) inline void q4_K_x16_group(int64_t nb, const uint
       for (int hh = 0; hh < H; ++hh) {
         const __m512i sl = scale(2 * (h0 + hh)), sh = scale(2 * (h0 + hh) + 1);
         for (int r = 0; r < R; ++r)
-          T[r] = _mm512_add_epi32(T[r], _mm512_add_epi32(_mm512_slli_epi32(_mm512_mullo_epi32(S[r][2 * hh], sl), 4),
+          T[r] = _mm512_add_epi32(T[r], _mm512_add_epi32(_mm512_slli_epi32(_mm512_mullo_epi32(S[r][2 * hh], sl), kHigh ? 0 : 4),
                                                          _mm512_mullo_epi32(S[r][2 * hh + 1], sh)));
       }
     }
@@ -677,20 +694,22 @@ __attribute__((always_inline)) inline void q4_K_x16_group(int64_t nb, const uint
       const __m512i mh = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), mn03, _mm512_shuffle_epi32(q, _MM_PERM_CCCC)),
                                              mn47, _mm512_shuffle_epi32(q, _MM_PERM_DDDD));
       const __m512i M = _mm512_add_epi32(_mm512_slli_epi32(mh, 7), ml);
-      // (d * yd / 16) * (16 isum): the product the reference forms, d * yd * isum (16 is exact)
+      // Q4_K: (d * yd / 16) * (16 isum), the product the reference forms, d * yd * isum (16 is exact)
       const __m512 yd = _mm512_set1_ps(yb.d);
-      accf[r] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_mul_ps(yd, _mm512_set1_ps(1.0f / 16))), _mm512_cvtepi32_ps(T[r]), accf[r]);
+      accf[r] = _mm512_fmadd_ps(_mm512_mul_ps(d, kHigh ? yd : _mm512_mul_ps(yd, _mm512_set1_ps(1.0f / 16))), _mm512_cvtepi32_ps(T[r]), accf[r]);
       accm[r] = _mm512_fmadd_ps(_mm512_mul_ps(dmin, yd), _mm512_cvtepi32_ps(M), accm[r]);
     }
   }
   for (int r = 0; r < R; ++r) _mm512_storeu_ps(out + r * ldo, _mm512_sub_ps(accf[r], accm[r]));
 }
 
-void vec_dot_rows_q4_K_x16_avx512(int64_t n, const void* x, int64_t row_bytes, int64_t nw, const BlockQ8_K* y,
-                                  int64_t y_stride, int rows, float* out, int64_t ldo, bool prefetch) {
+template <bool kHigh>
+void vec_dot_rows_k45_x16_avx512(int64_t n, const void* x, int64_t row_bytes, int64_t nw, const BlockQ8_K* y,
+                                 int64_t y_stride, int rows, float* out, int64_t ldo, bool prefetch) {
   const auto* xb = static_cast<const uint8_t*>(x);
   rows_dispatch(rows, [&]<int R>() {
-    for (int64_t i = 0; i < nw; i += kX16Rows) q4_K_x16_group<R>(n / kQK_K, xb + i * row_bytes, y, y_stride, out + i, ldo, prefetch);
+    for (int64_t i = 0; i < nw; i += kX16Rows)
+      k45_x16_group<kHigh, R>(n / kQK_K, xb + i * row_bytes, y, y_stride, out + i, ldo, prefetch);
   });
 }
 
@@ -1289,8 +1308,9 @@ const QuantKernels kQuantKernelsAvx512Vnni = {
     gemv_r16_avx512<BlockQ4_1>,
     gemv_r16_avx512<BlockQ5_0>,
     gemv_r16_avx512<BlockQ5_1>,
-    q8_K_reorder_paired,  // quant_dot.h: the order k45_rows, q6_K_rows and q4_K_x16_group read
-    vec_dot_rows_q4_K_x16_avx512,
+    q8_K_reorder_paired,  // quant_dot.h: the order k45_rows, q6_K_rows and the X16 kernels read
+    vec_dot_rows_k45_x16_avx512<false>,
+    vec_dot_rows_k45_x16_avx512<true>,
     vec_dot_rows_q6_K_x16_avx512,
 };
 
