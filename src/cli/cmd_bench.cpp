@@ -1,17 +1,18 @@
 // aigc bench: benchmarks of whole models, as a fraction of what the machine can do. One subcommand
 // per workload: `aigc bench text` today (image and train join later).
 //
-// aigc bench text -m FILE: prompt processing and generation speed of a Llama-family GGUF, the way
+// aigc bench text -m FILE: prompt processing and generation speed of a text GGUF (any architecture
+// text_model_load reads), the way
 // llama-bench measures them:
 //   pp N: N random token ids (fixed seed; no tokenizer) in one batched eval from an empty cache.
 //   tg N: one untimed token at position 0, then N single-token evals (positions 1..N), timed.
-//   Each repetition restarts the sequence (LlamaContext::reset: the same as a fresh context, with
+//   Each repetition restarts the sequence (TextContext::truncate: the same as a fresh context, with
 //   its memory kept); one untimed pp + tg warm-up per thread count comes first. Reported: mean and
 //   sample stddev of tokens/s over the repetitions.
 // Generation reads every weight once per token, so its speed is bounded by memory bandwidth:
 //   bound t/s = read bandwidth (machine_bandwidth_probe, measured after the runs, per thread count)
-//               / weight bytes read per token (the 2-d weights of every layer + output.weight +
-//                 the norms + one row of token_embd; the KV cache, a few MB here, is left out).
+//               / weight bytes read per token (TextModel::decode_bytes_per_token: every layer's
+//                 weights, output.weight, the norms, one embedding row; the KV cache is left out).
 //   The probe takes the best of many short passes; a VM's memory can change speed within seconds,
 //   so a run may meet a slower memory than the probe did. Hence also "of read during": one plain
 //   read of the weights themselves just before and just after each tg run (memory_read_pass_gbs),
@@ -38,7 +39,7 @@
 #include "core/machine_probe.h"
 #include "core/thread_pool.h"
 #include "formats/gguf.h"
-#include "text/llama_context.h"
+#include "text/text_model.h"
 
 namespace aigc::cli {
 
@@ -114,9 +115,9 @@ std::string ftype_name(uint64_t v) {
   return it != names.end() ? it->second : "ftype " + std::to_string(v);
 }
 
-ModelSummary model_summary(const LlamaModel& m) {
+ModelSummary model_summary(const TextModel& m) {
   ModelSummary s;
-  const GgufFile& f = *m.file;
+  const GgufFile& f = m.gguf();
   std::map<std::string, uint64_t> bytes_by_type;
   for (const TensorInfo& ti : f.tensor_infos()) {
     uint64_t n = 1;
@@ -132,15 +133,7 @@ ModelSummary model_summary(const LlamaModel& m) {
   std::ifstream in(f.path(), std::ios::binary | std::ios::ate);
   s.file_bytes = in ? static_cast<uint64_t>(in.tellg()) : 0;
 
-  // What one decode step reads: every linear weight once, the norms, one embedding row.
-  uint64_t b = m.output.nbytes() + m.output_norm.nbytes();
-  for (const LlamaLayer& l : m.layers) {
-    for (const Tensor* t : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down, &l.attn_norm, &l.ffn_norm,
-                            &l.bq, &l.bk, &l.bv})
-      if (t->defined() && t->numel() > 0) b += t->nbytes();
-  }
-  b += m.tok_embd.nbytes() / static_cast<uint64_t>(m.hp.n_vocab);
-  s.bytes_per_token = b;
+  s.bytes_per_token = m.decode_bytes_per_token();
   return s;
 }
 
@@ -176,7 +169,7 @@ std::vector<int32_t> tokens_random(int64_t n, int64_t n_vocab, uint32_t seed) {
 
 // Tokens/s of one pp run: the whole prompt in one eval, after the first `depth` cached positions
 // (0: an empty cache).
-double pp_run(LlamaContext& ctx, const std::vector<int32_t>& prompt, int64_t depth) {
+double pp_run(TextContext& ctx, const std::vector<int32_t>& prompt, int64_t depth) {
   ctx.truncate(depth);
   const auto t0 = Clock::now();
   ctx.eval(prompt);
@@ -185,7 +178,7 @@ double pp_run(LlamaContext& ctx, const std::vector<int32_t>& prompt, int64_t dep
 
 // Tokens/s of one tg run: an untimed first token gen[0], then gen.size() - 1 timed single-token
 // evals (depth + gen.size() tokens in the cache in all).
-double tg_run(LlamaContext& ctx, const std::vector<int32_t>& gen, int64_t depth) {
+double tg_run(TextContext& ctx, const std::vector<int32_t>& gen, int64_t depth) {
   ctx.truncate(depth);
   ctx.eval({gen.data(), 1});
   const auto t0 = Clock::now();
@@ -198,8 +191,6 @@ nlohmann::json stats_json(const Stats& s) {
 }
 
 void bench_text_run(const BenchTextArgs& a) {
-  // The context holds depth + max(prompt, gen + 1) tokens; a context is at most 2^24 (LlamaContext).
-  constexpr int64_t kMaxContext = int64_t{1} << 24;
   int64_t max_prompt = 0, max_gen = 0;
   for (int64_t p : a.n_prompt) {
     if (p < 0)
@@ -217,11 +208,6 @@ void bench_text_run(const BenchTextArgs& a) {
     error_throw("nothing to run: every -p and -n is 0", "aigc bench text", "give a prompt (-p 512) or a generation (-n 128) size");
   if (a.n_depth < 0)
     error_throw(fmt::format("-d/--n-depth must be 0 or more, got {}", a.n_depth), "aigc bench text");
-  if (max_prompt > kMaxContext || max_gen >= kMaxContext || a.n_depth > kMaxContext ||
-      a.n_depth + std::max(max_prompt, max_gen + 1) > kMaxContext)
-    error_throw(fmt::format("-d {} with -p {} / -n {} needs a context of more than {} tokens", a.n_depth, max_prompt,
-                            max_gen, kMaxContext),
-                "aigc bench text", "use smaller -d, -p or -n");
   if (a.repetitions < 1)
     error_throw(fmt::format("-r/--repetitions must be at least 1, got {}", a.repetitions), "aigc bench text");
   if (a.mmap && a.no_mmap) error_throw("--mmap and --no-mmap both given", "aigc bench text", "pass one");
@@ -232,16 +218,24 @@ void bench_text_run(const BenchTextArgs& a) {
       error_throw(fmt::format("thread count {} is out of range", t), "aigc bench text --threads-list", "1 to 4096");
 
   const int threads_before = thread_count();
-  const LlamaModel model = LlamaModel::load(a.model, {.use_mmap = a.mmap, .mlock = a.mlock});
-  const ModelSummary ms = model_summary(model);
-  const int64_t n_vocab = model.hp.n_vocab;
+  const std::unique_ptr<TextModel> model = text_model_load(a.model, {.use_mmap = a.mmap, .mlock = a.mlock});
+  const ModelSummary ms = model_summary(*model);
+  const int64_t n_vocab = model->n_vocab();
+  // The context holds depth + max(prompt, gen + 1) tokens, at most what the model allows.
+  const int64_t max_ctx = model->n_ctx_max();
+  if (max_prompt > max_ctx || max_gen >= max_ctx || a.n_depth > max_ctx ||
+      a.n_depth + std::max(max_prompt, max_gen + 1) > max_ctx)
+    error_throw(fmt::format("-d {} with -p {} / -n {} needs a context of more than {} tokens, the most this {} model holds",
+                            a.n_depth, max_prompt, max_gen, max_ctx, model->arch()),
+                a.model, "use smaller -d, -p or -n (the context holds -d + max(-p, -n + 1) tokens)");
   const std::vector<int32_t> prompt_all = tokens_random(max_prompt, n_vocab, 1234);  // pp N: the first N
   const std::vector<int32_t> gen_all = tokens_random(max_gen + 1, n_vocab, 5678);
   // One context for every run: truncate(depth) restarts the test after the depth tokens, as a
   // fresh context that had evaluated them would (their cache entries stay as they were).
   const int64_t depth = a.n_depth;
-  LlamaContext ctx(model, {.n_ctx = depth + std::max<int64_t>(max_prompt, max_gen + 1),
-                           .n_batch = std::max<int64_t>(max_prompt, 1)});
+  const std::unique_ptr<TextContext> ctx_owner = model->context_create(
+      {.n_ctx = depth + std::max<int64_t>(max_prompt, max_gen + 1), .n_batch = std::max<int64_t>(max_prompt, 1)});
+  TextContext& ctx = *ctx_owner;
   log_info("bench text: {} ({}), context {}, arena {}, cache {}", a.model, ms.type, ctx.n_ctx(),
            bytes_human(ctx.arena_bytes()), bytes_human(ctx.cache_bytes()));
   if (depth > 0) {  // filled once, untimed
@@ -256,7 +250,7 @@ void bench_text_run(const BenchTextArgs& a) {
     return fmt::format("{}{}", tg ? "tg" : "pp", n) + (depth > 0 ? fmt::format(" @ d{}", depth) : "");
   };
 
-  const std::span<const uint8_t> weights = model.decode_weights_span();
+  const std::span<const uint8_t> weights = model->decode_weights_span();
   std::vector<TestResult> results;  // per thread count: the pp tests, then the tg tests, in the order given
   for (int t : threads) {
     thread_count_set(t);
@@ -398,7 +392,7 @@ void command_bench_register(CLI::App& app) {
       "mapped from the file can be paged out when cold, and the benchmark would then time disk reads.");
   cmd->fallthrough();
   auto a = std::make_shared<BenchTextArgs>();
-  cmd->add_option("-m,--model", a->model, "GGUF model file (llama, mistral, qwen2 architectures)")
+  cmd->add_option("-m,--model", a->model, std::string("GGUF model file (") + text_model_arch_names() + ')')
       ->required()
       ->type_name("FILE");
   cmd->add_option("-p,--n-prompt", a->n_prompt,

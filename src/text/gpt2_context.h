@@ -28,6 +28,9 @@ class Gpt2Context final : public TextContext {
   Gpt2Context(const Gpt2Context&) = delete;
   Gpt2Context& operator=(const Gpt2Context&) = delete;
 
+  size_t arena_bytes() const override { return arena_.capacity(); }
+  size_t cache_bytes() const override { return cache_.nbytes(); }
+
  private:
   void forward(std::span<const int32_t> tokens, bool want_logits) override;
 

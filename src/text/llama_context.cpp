@@ -35,8 +35,8 @@ size_t aligned(size_t bytes) { return (bytes + kTensorAlign - 1) / kTensorAlign 
 
 int64_t context_size(const LlamaHparams& hp, const LlamaContextParams& p) {
   const int64_t n = p.n_ctx > 0 ? p.n_ctx : hp.n_ctx_train;
-  if (n <= 0 || n > (int64_t{1} << 24))
-    error_throw(fmt::format("context size {} is out of range (1 to {})", n, int64_t{1} << 24), "LlamaContext",
+  if (n <= 0 || n > LlamaModel::kMaxContext)
+    error_throw(fmt::format("context size {} is out of range (1 to {})", n, LlamaModel::kMaxContext), "LlamaContext",
                 p.n_ctx > 0 ? "use a smaller context (n_ctx, -c/--ctx-size)"
                             : "the file's context_length is unusable: pass a context size (n_ctx, -c/--ctx-size)");
   if (p.n_batch <= 0) error_throw(fmt::format("n_batch {} must be positive", p.n_batch), "LlamaContext");

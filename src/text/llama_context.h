@@ -41,8 +41,8 @@ class LlamaContext final : public TextContext {
   LlamaContext& operator=(const LlamaContext&) = delete;
   LlamaContext(LlamaContext&&) = default;
 
-  size_t arena_bytes() const { return arena_.capacity(); }
-  size_t cache_bytes() const { return cache_.nbytes(); }
+  size_t arena_bytes() const override { return arena_.capacity(); }
+  size_t cache_bytes() const override { return cache_.nbytes(); }
 
  private:
   void forward(std::span<const int32_t> tokens, bool want_logits) override;

@@ -2,11 +2,30 @@
 #include "text/model_gpt2.h"
 
 #include <cmath>
+#include <vector>
 
 #include "formats/gguf.h"
 #include "text/model_loader.h"
 
 namespace aigc {
+
+uint64_t Gpt2Model::decode_bytes_per_token() const {
+  std::vector<const Tensor*> ts = {&output, &output_norm, &output_norm_b};
+  for (const Gpt2Layer& l : layers)
+    for (const Tensor* t : {&l.attn_norm, &l.attn_norm_b, &l.wqkv, &l.bqkv, &l.wo, &l.bo, &l.ffn_norm, &l.ffn_norm_b,
+                            &l.w_up, &l.b_up, &l.w_down, &l.b_down})
+      ts.push_back(t);
+  // one token embedding row and one position row
+  return tensors_nbytes(ts) + tok_embd.nbytes() / static_cast<uint64_t>(hp.n_vocab) +
+         pos_embd.nbytes() / static_cast<uint64_t>(hp.n_ctx_train);
+}
+
+std::span<const uint8_t> Gpt2Model::decode_weights_span() const {
+  std::vector<const Tensor*> ts = {&output};
+  for (const Gpt2Layer& l : layers)
+    for (const Tensor* t : {&l.wqkv, &l.wo, &l.w_up, &l.w_down}) ts.push_back(t);
+  return tensors_extent(ts);
+}
 
 Gpt2Model Gpt2Model::load(const std::string& path, FileLoadOptions opt) {
   return from_gguf(std::make_shared<const GgufFile>(GgufFile::open(path, opt)));

@@ -69,9 +69,12 @@ class Gpt2Model : public TextModel {
   const std::string& arch() const override { return hp.arch; }
   int64_t n_vocab() const override { return hp.n_vocab; }
   int64_t n_ctx_train() const override { return hp.n_ctx_train; }
+  int64_t n_ctx_max() const override { return hp.n_ctx_train; }
   int64_t n_layer() const override { return hp.n_layer; }
   int64_t n_embd() const override { return hp.n_embd; }
   const GgufFile& gguf() const override { return *file; }
+  uint64_t decode_bytes_per_token() const override;
+  std::span<const uint8_t> decode_weights_span() const override;
   std::unique_ptr<TextContext> context_create(TextContextParams params) const override;  // a Gpt2Context
 };
 

@@ -2,25 +2,27 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "formats/gguf.h"
 #include "text/model_loader.h"
 
 namespace aigc {
 
+uint64_t LlamaModel::decode_bytes_per_token() const {
+  std::vector<const Tensor*> ts = {&output, &output_norm};
+  for (const LlamaLayer& l : layers)
+    for (const Tensor* t : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down, &l.attn_norm, &l.ffn_norm,
+                            &l.bq, &l.bk, &l.bv})
+      ts.push_back(t);
+  return tensors_nbytes(ts) + tok_embd.nbytes() / static_cast<uint64_t>(hp.n_vocab);
+}
+
 std::span<const uint8_t> LlamaModel::decode_weights_span() const {
-  const uint8_t* lo = nullptr;
-  const uint8_t* hi = nullptr;
-  auto add = [&](const Tensor& t) {
-    if (!t.defined() || t.nbytes() == 0) return;
-    const auto* b = static_cast<const uint8_t*>(t.data());
-    lo = lo ? std::min(lo, b) : b;
-    hi = hi ? std::max(hi, b + t.nbytes()) : b + t.nbytes();
-  };
-  for (const LlamaLayer& L : layers)
-    for (const Tensor* t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) add(*t);
-  add(output);
-  return lo ? std::span<const uint8_t>(lo, static_cast<size_t>(hi - lo)) : std::span<const uint8_t>();
+  std::vector<const Tensor*> ts = {&output};
+  for (const LlamaLayer& l : layers)
+    for (const Tensor* t : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) ts.push_back(t);
+  return tensors_extent(ts);
 }
 
 bool llama_arch_supported(const std::string& arch) {

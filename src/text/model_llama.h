@@ -84,18 +84,17 @@ class LlamaModel : public TextModel {
   Tensor rope_freqs;   // [n_rot / 2] f32 frequency divisors (Llama 3.1 rope scaling) or undefined
   std::shared_ptr<const GgufFile> file;  // metadata (tokenizer) and the mapped weights
 
-  // From the first to the end of the last weight matrix a decode step reads in full (every layer's
-  // and output), one run of the file's data section: what a benchmark reads beside a decode run
-  // to see what the memory gives for these bytes.
-  std::span<const uint8_t> decode_weights_span() const;
-
   // TextModel
   const std::string& arch() const override { return hp.arch; }
   int64_t n_vocab() const override { return hp.n_vocab; }
   int64_t n_ctx_train() const override { return hp.n_ctx_train; }
+  static constexpr int64_t kMaxContext = int64_t{1} << 24;  // positions a LlamaContext can hold
+  int64_t n_ctx_max() const override { return kMaxContext; }
   int64_t n_layer() const override { return hp.n_layer; }
   int64_t n_embd() const override { return hp.n_embd; }
   const GgufFile& gguf() const override { return *file; }
+  uint64_t decode_bytes_per_token() const override;
+  std::span<const uint8_t> decode_weights_span() const override;
   std::unique_ptr<TextContext> context_create(TextContextParams params) const override;  // a LlamaContext
 };
 

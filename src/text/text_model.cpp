@@ -1,5 +1,7 @@
 #include "text/text_model.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 #include "formats/gguf.h"
 #include "text/model_gpt2.h"
@@ -31,6 +33,25 @@ const Tensor& TextContext::eval(std::span<const int32_t> tokens) {
     forward(tokens.subspan(i0, n), i0 + n == T);
   }
   return out_;
+}
+
+uint64_t tensors_nbytes(std::span<const Tensor* const> ts) {
+  uint64_t n = 0;
+  for (const Tensor* t : ts)
+    if (t->defined()) n += t->nbytes();
+  return n;
+}
+
+std::span<const uint8_t> tensors_extent(std::span<const Tensor* const> ts) {
+  const uint8_t* lo = nullptr;
+  const uint8_t* hi = nullptr;
+  for (const Tensor* t : ts) {
+    if (!t->defined() || t->nbytes() == 0) continue;
+    const auto* b = static_cast<const uint8_t*>(t->data());
+    lo = lo ? std::min(lo, b) : b;
+    hi = hi ? std::max(hi, b + t->nbytes()) : b + t->nbytes();
+  }
+  return lo ? std::span<const uint8_t>(lo, static_cast<size_t>(hi - lo)) : std::span<const uint8_t>();
 }
 
 const char* text_model_arch_names() { return "llama, mistral, qwen2, gpt2"; }

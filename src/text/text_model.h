@@ -50,6 +50,9 @@ class TextContext {
   void reset() { n_past_ = 0; }
   // Drops positions >= n (e.g. to rewind to a shared prompt prefix).
   void truncate(int64_t n);
+  // Memory held, allocated once at construction: activation buffers and the KV cache.
+  virtual size_t arena_bytes() const = 0;
+  virtual size_t cache_bytes() const = 0;
 
  protected:
   TextContext(TextContextParams params, int64_t n_vocab, int64_t n_ctx)
@@ -70,12 +73,26 @@ class TextModel {
   virtual const std::string& arch() const = 0;  // general.architecture
   virtual int64_t n_vocab() const = 0;
   virtual int64_t n_ctx_train() const = 0;      // context length the model was trained with
+  virtual int64_t n_ctx_max() const = 0;        // most positions a context can hold (GPT-2: its
+                                                // learned positions; Llama: 2^24)
   virtual int64_t n_layer() const = 0;
   virtual int64_t n_embd() const = 0;
   virtual const GgufFile& gguf() const = 0;     // metadata (tokenizer, chat template)
+  // Weight bytes one decode step reads: every layer's matrices, biases and norms, the output
+  // matrix and norm, one embedding row (and position row). What bounds generation speed.
+  virtual uint64_t decode_bytes_per_token() const = 0;
+  // From the first to the end of the last weight matrix a decode step reads in full, one run of
+  // the file's data section: what a benchmark reads beside a decode run to see what the memory
+  // gives for these bytes.
+  virtual std::span<const uint8_t> decode_weights_span() const = 0;
   // The model must outlive the context.
   virtual std::unique_ptr<TextContext> context_create(TextContextParams params) const = 0;
 };
+
+// For the models' decode_* functions: the bytes of the defined, non-empty tensors among `ts`,
+// and the run of memory from the first of them to the end of the last.
+uint64_t tensors_nbytes(std::span<const Tensor* const> ts);
+std::span<const uint8_t> tensors_extent(std::span<const Tensor* const> ts);
 
 // Architectures text_model_load accepts, comma separated (for messages and --help).
 const char* text_model_arch_names();

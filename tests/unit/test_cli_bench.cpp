@@ -236,6 +236,65 @@ TEST_F(CliBench, BadInputGivesOneLineErrors) {
   EXPECT_EQ(line_count(no_sub.err), 1) << no_sub.err;
 }
 
+// GPT-2 (learned positions, fused QKV, biases, tied classifier) through the same command: the
+// weight bytes a decode step reads, counted here from the shapes written (the tied token
+// embedding is read whole as the classifier, plus one of its rows and one position row), and a
+// context past the learned positions is refused before anything runs.
+TEST(CliBenchGpt2, RunsAndCountsItsWeightsAndItsContextLimit) {
+  constexpr int64_t V = 40, C = 32, F = 64, L = 2, P = 24;
+  const std::string path = ::testing::TempDir() + "/cli_bench_gpt2." + std::to_string(getpid()) + ".gguf";
+  aigc::GgufWriter w;
+  w.metadata_add("general.architecture", "gpt2");
+  w.metadata_add("gpt2.context_length", uint32_t{P});
+  w.metadata_add("gpt2.embedding_length", uint32_t{C});
+  w.metadata_add("gpt2.block_count", uint32_t{L});
+  w.metadata_add("gpt2.feed_forward_length", uint32_t{F});
+  w.metadata_add("gpt2.attention.head_count", uint32_t{4});
+  w.metadata_add("gpt2.attention.layer_norm_epsilon", 1e-5f);
+  uint32_t seed = 100;
+  auto add = [&](const std::string& name, std::initializer_list<int64_t> shape) {
+    w.tensor_add(name, aigc::test::random_f32(shape, seed++, -0.1f, 0.1f));
+  };
+  add("token_embd.weight", {V, C});
+  add("position_embd.weight", {P, C});
+  for (int64_t i = 0; i < L; ++i) {
+    const std::string p = "blk." + std::to_string(i) + ".";
+    for (const char* n : {"attn_norm", "ffn_norm"}) add(p + n + ".weight", {C}), add(p + n + ".bias", {C});
+    add(p + "attn_qkv.weight", {3 * C, C});
+    add(p + "attn_qkv.bias", {3 * C});
+    add(p + "attn_output.weight", {C, C});
+    add(p + "attn_output.bias", {C});
+    add(p + "ffn_up.weight", {F, C});
+    add(p + "ffn_up.bias", {F});
+    add(p + "ffn_down.weight", {C, F});
+    add(p + "ffn_down.bias", {C});
+  }
+  add("output_norm.weight", {C});
+  add("output_norm.bias", {C});
+  w.write(path);
+  constexpr int64_t kLayer = 4 * C + 3 * C * C + 3 * C + C * C + C + F * C + F + C * F + C;
+  constexpr int64_t kGpt2BytesPerToken = 4 * (L * kLayer + 2 * C + V * C + C + C);
+
+  const auto r = cli_run({"bench", "text", "-m", path, "-p", "8", "-n", "4", "-r", "1", "--threads-list", "1,2",
+                          "--no-probe", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j.at("params").get<int64_t>(), V * C + P * C + L * kLayer + 2 * C);
+  EXPECT_EQ(j.at("weight_bytes_per_token").get<int64_t>(), kGpt2BytesPerToken);
+  ASSERT_EQ(j.at("results").size(), 4u);  // pp8 and tg4 at 1 and 2 threads
+  for (const nlohmann::json& row : j.at("results")) EXPECT_GT(row.at("tps").at("mean").get<double>(), 0);
+
+  // -p 16 and -n 8 fit 24 positions; -p 24 with -n 24 needs 25.
+  const auto fits = cli_run({"bench", "text", "-m", path, "-p", "16", "-n", "8", "-r", "1", "--no-probe"});
+  EXPECT_EQ(fits.exit_code, 0) << fits.err;
+  const auto past = cli_run({"bench", "text", "-m", path, "-p", "24", "-n", "24", "-r", "1", "--no-probe"});
+  EXPECT_EQ(past.exit_code, 1);
+  EXPECT_EQ(line_count(past.err), 1) << past.err;
+  EXPECT_NE(past.err.find("needs a context of more than 24 tokens, the most this gpt2 model holds"), std::string::npos) << past.err;
+  EXPECT_TRUE(past.out.empty());
+  std::filesystem::remove(path);
+}
+
 // llama.cpp's Q4_0 mix, from aigc quantize: q4_0 matrices and a q6_K output.weight (rows of 256).
 TEST(CliBenchQuantized, Q4_0WithQ6KOutputLoadsAndRuns) {
   const std::string base = ::testing::TempDir() + "/cli_bench_256." + std::to_string(getpid());
