@@ -126,6 +126,12 @@ std::vector<OpCase> op_cases() {
             tensor_random(DType::F32, {1, 4, 4096, 64}, 30), Tensor::empty(DType::F32, {1, 32, 1, 64})},
            [](auto& t) { ops::attention(t[0], t[1], t[2], t[3], {.causal = true, .q_offset = 4095}); },
            BandwidthRef::read);
+  // The same with an f16 KV cache (--cache-type-k/v f16): half the bytes, converted per key block.
+  add_case("attention/llm_decode_32q_4kv_4096x64_f16kv", 2.0 * 4 * 4096 * 64 * 2.0, 4.0 * 32 * 4096 * 64,
+           {tensor_random(DType::F32, {1, 32, 1, 64}, 28), tensor_random(DType::F16, {1, 4, 4096, 64}, 29),
+            tensor_random(DType::F16, {1, 4, 4096, 64}, 30), Tensor::empty(DType::F32, {1, 32, 1, 64})},
+           [](auto& t) { ops::attention(t[0], t[1], t[2], t[3], {.causal = true, .q_offset = 4095}); },
+           BandwidthRef::read);
   // Decode GEMV: one token through a 4096x4096 weight; bound by reading the weight once.
   for (DType wt : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0}) {
     const double wbytes = static_cast<double>(*dtype_row_bytes(wt, 4096)) * 4096;

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/text_options.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/machine_probe.h"
@@ -55,6 +56,7 @@ struct BenchTextArgs {
   bool mmap = false;
   bool no_mmap = false;      // the default; accepted as llama.cpp spells it
   bool mlock = false;
+  std::string cache_type_k = "f32", cache_type_v = "f32";
   bool json = false;
   bool markdown = false;
   bool no_probe = false;
@@ -218,7 +220,7 @@ void bench_text_run(const BenchTextArgs& a) {
       error_throw(fmt::format("thread count {} is out of range", t), "aigc bench text --threads-list", "1 to 4096");
 
   const int threads_before = thread_count();
-  const std::unique_ptr<TextModel> model = text_model_load(a.model, {.use_mmap = a.mmap, .mlock = a.mlock});
+  const std::unique_ptr<TextModel> model = aigc::text_model_load(a.model, {.use_mmap = a.mmap, .mlock = a.mlock});
   const ModelSummary ms = model_summary(*model);
   const int64_t n_vocab = model->n_vocab();
   // The context holds depth + max(prompt, gen + 1) tokens, at most what the model allows.
@@ -233,8 +235,11 @@ void bench_text_run(const BenchTextArgs& a) {
   // One context for every run: truncate(depth) restarts the test after the depth tokens, as a
   // fresh context that had evaluated them would (their cache entries stay as they were).
   const int64_t depth = a.n_depth;
-  const std::unique_ptr<TextContext> ctx_owner = model->context_create(
-      {.n_ctx = depth + std::max<int64_t>(max_prompt, max_gen + 1), .n_batch = std::max<int64_t>(max_prompt, 1)});
+  const std::unique_ptr<TextContext> ctx_owner =
+      model->context_create({.n_ctx = depth + std::max<int64_t>(max_prompt, max_gen + 1),
+                             .n_batch = std::max<int64_t>(max_prompt, 1),
+                             .cache_type_k = cli::kv_cache_type(a.cache_type_k),
+                             .cache_type_v = cli::kv_cache_type(a.cache_type_v)});
   TextContext& ctx = *ctx_owner;
   log_info("bench text: {} ({}), context {}, arena {}, cache {}", a.model, ms.type, ctx.n_ctx(),
            bytes_human(ctx.arena_bytes()), bytes_human(ctx.cache_bytes()));
@@ -321,6 +326,8 @@ void bench_text_run(const BenchTextArgs& a) {
         {"repetitions", a.repetitions},
         {"mmap", a.mmap},
         {"mlock", a.mlock},
+        {"cache_type_k", a.cache_type_k},
+        {"cache_type_v", a.cache_type_v},
         {"weight_bytes_per_token", ms.bytes_per_token},
         {"peak_rss_bytes", rss},
     };
@@ -413,6 +420,7 @@ void command_bench_register(CLI::App& app) {
   cmd->add_flag("--no-mmap", a->no_mmap, "Read the weights into memory (the default here)");
   cmd->add_flag("--mmap", a->mmap, "Map the file instead of reading it (pages may be evicted between runs)");
   cmd->add_flag("--mlock", a->mlock, "Pin the weights in RAM");
+  cache_type_options_add(cmd, a->cache_type_k, a->cache_type_v);
   cmd->add_flag("--no-probe", a->no_probe, "Skip the bandwidth probe (~1 s per thread count) and the reads beside each tg run: no bound reported");
   auto* json = cmd->add_flag("--json", a->json, "Print JSON instead of a markdown table");
   cmd->add_flag("--markdown", a->markdown, "Print a markdown table (the default)")->excludes(json);

@@ -20,7 +20,19 @@ void text_model_options_add(CLI::App* cmd, TextModelArgs& a) {
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   cmd->add_flag("--no-mmap", a.no_mmap, "Read the model into memory instead of mapping it");
   cmd->add_flag("--mlock", a.mlock, "Pin the model in RAM (no paging out)");
+  cache_type_options_add(cmd, a.cache_type_k, a.cache_type_v);
 }
+
+void cache_type_options_add(CLI::App* cmd, std::string& k, std::string& v) {
+  cmd->add_option("--cache-type-k", k, "KV cache type of the keys: f32, or f16 (half the cache memory, keys rounded to f16)")
+      ->default_val("f32")
+      ->check(CLI::IsMember({"f32", "f16"}));
+  cmd->add_option("--cache-type-v", v, "KV cache type of the values: f32 or f16")
+      ->default_val("f32")
+      ->check(CLI::IsMember({"f32", "f16"}));
+}
+
+DType kv_cache_type(const std::string& name) { return name == "f16" ? DType::F16 : DType::F32; }
 
 void sampling_options_add(CLI::App* cmd, SamplingParams& p) {
   cmd->add_option("--temp", p.temp, "Temperature; 0 = greedy")->default_val(p.temp);
@@ -51,7 +63,10 @@ LoadedText text_model_load(const TextModelArgs& args) {
   int64_t n_ctx = a.n_ctx > 0 ? a.n_ctx : std::min<int64_t>(n_ctx_train > 0 ? n_ctx_train : 4096, 4096);
   if (n_ctx_train > 0 && n_ctx > n_ctx_train)
     log_warn("context {} is longer than the model was trained for ({}); quality may drop", n_ctx, n_ctx_train);
-  t.gen = std::make_unique<TextGenerator>(m, TextContextParams{.n_ctx = n_ctx, .n_batch = a.n_batch});
+  t.gen = std::make_unique<TextGenerator>(m, TextContextParams{.n_ctx = n_ctx,
+                                                                .n_batch = a.n_batch,
+                                                                .cache_type_k = kv_cache_type(a.cache_type_k),
+                                                                .cache_type_v = kv_cache_type(a.cache_type_v)});
   log_info("model {} ({}): {} layers, n_embd {}, vocab {}, context {}", a.model, m.arch(), m.n_layer(), m.n_embd(),
            m.n_vocab(), n_ctx);
   return t;

@@ -17,9 +17,13 @@ struct TextModelArgs {
   int64_t n_batch = 512;
   bool no_mmap = false;
   bool mlock = false;
+  std::string cache_type_k = "f32", cache_type_v = "f32";  // KV cache types (cache_types_option_add)
 };
 
 void text_model_options_add(CLI::App* cmd, TextModelArgs& a);
+// --cache-type-k / --cache-type-v (llama.cpp's names): "f32" or "f16"; kv_cache_type maps one to its DType.
+void cache_type_options_add(CLI::App* cmd, std::string& k, std::string& v);
+DType kv_cache_type(const std::string& name);
 void sampling_options_add(CLI::App* cmd, SamplingParams& p);
 
 // Loads the model (one line on stderr with what was loaded, when verbose) and makes a generator.

@@ -58,7 +58,7 @@ std::unique_ptr<TextContext> Gpt2Model::context_create(TextContextParams params)
 Gpt2Context::Gpt2Context(const Gpt2Model& model, TextContextParams params)
     : TextContext(params, model.hp.n_vocab, context_size(model.hp, params)),
       model_(model),
-      cache_(model.hp.n_layer, model.hp.n_head, model.hp.head_dim, n_ctx_),
+      cache_(model.hp.n_layer, model.hp.n_head, model.hp.head_dim, n_ctx_, params.cache_type_k, params.cache_type_v),
       arena_(context_arena_bytes(model.hp, n_batch_, params.logits_all)) {
   const Gpt2Hparams& hp = model.hp;
   if (params.n_threads > 0) thread_count_set(params.n_threads);
@@ -98,22 +98,14 @@ void Gpt2Context::forward(std::span<const int32_t> tokens, bool want_logits) {
   ops::embedding(model_.tok_embd, tokens, x);
   ops::embedding(model_.pos_embd, positions, h);
   ops::add(x, h, x);
-  const size_t row_bytes = static_cast<size_t>(D) * sizeof(float);
   for (int64_t il = 0; il < hp.n_layer; ++il) {
     const Gpt2Layer& L = model_.layers[static_cast<size_t>(il)];
     ops::layer_norm(x, &L.attn_norm, &L.attn_norm_b, eps, h);
     ops::linear(h, L.wqkv, &L.bqkv, qkv);
     // Split the fused rows [q | k | v]: q to its own buffer, k and v straight into the cache.
-    Tensor k_dst = cache_.k_rows(il, p0, T);  // [T, H, D] strided into the cache
-    Tensor v_dst = cache_.v_rows(il, p0, T);
-    for (int64_t t = 0; t < T; ++t) {
-      const float* row = qkv.ptr<float>() + t * 3 * C;
-      std::memcpy(q_.ptr<float>() + t * C, row, static_cast<size_t>(C) * sizeof(float));
-      for (int64_t hh = 0; hh < H; ++hh) {
-        std::memcpy(&k_dst.at<float>(t, hh, 0), row + C + hh * D, row_bytes);
-        std::memcpy(&v_dst.at<float>(t, hh, 0), row + 2 * C + hh * D, row_bytes);
-      }
-    }
+    for (int64_t t = 0; t < T; ++t)
+      std::memcpy(q_.ptr<float>() + t * C, qkv.ptr<float>() + t * 3 * C, static_cast<size_t>(C) * sizeof(float));
+    cache_.store(il, p0, T, qkv.ptr<float>() + C, 3 * C, qkv.ptr<float>() + 2 * C, 3 * C);
     ops::attention(q_bhtd, cache_.k_view(il, p0 + T), cache_.v_view(il, p0 + T), a_bhtd, ap);
     ops::linear(a, L.wo, &L.bo, o);
     ops::add(x, o, x);

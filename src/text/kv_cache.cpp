@@ -2,13 +2,45 @@
 
 #include <cstring>
 
+#include "core/error.h"
+#include "core/half.h"
+
 namespace aigc {
 
-KvCache::KvCache(int64_t n_layer, int64_t n_head_kv, int64_t head_dim, int64_t n_ctx) : n_ctx_(n_ctx) {
+KvCache::KvCache(int64_t n_layer, int64_t n_head_kv, int64_t head_dim, int64_t n_ctx, DType k_type, DType v_type)
+    : n_ctx_(n_ctx) {
   AIGC_ASSERT(n_layer > 0 && n_head_kv > 0 && head_dim > 0 && n_ctx > 0);
+  for (DType t : {k_type, v_type})
+    if (t != DType::F32 && t != DType::F16)
+      error_throw(fmt::format("KV cache type {} is not supported", dtype_name(t)), "KvCache", "use f32 or f16");
   // Zeroed so that a view never exposes uninitialised memory (positions past n_past are masked).
-  k_ = Tensor::zeros(DType::F32, {n_layer, n_head_kv, n_ctx, head_dim});
-  v_ = Tensor::zeros(DType::F32, {n_layer, n_head_kv, n_ctx, head_dim});
+  k_ = Tensor::zeros(k_type, {n_layer, n_head_kv, n_ctx, head_dim});
+  v_ = Tensor::zeros(v_type, {n_layer, n_head_kv, n_ctx, head_dim});
+}
+
+namespace {
+
+// dst [T, H, D] (a cache view) = src, f32 rows of D with heads dense, `step` floats per position.
+void rows_store(const float* src, int64_t step, Tensor dst) {
+  const int64_t T = dst.size(0), H = dst.size(1), D = dst.size(2);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t h = 0; h < H; ++h) {
+      const float* x = src + t * step + h * D;
+      if (dst.type() == DType::F32) {
+        std::memcpy(&dst.at<float>(t, h, 0), x, static_cast<size_t>(D) * sizeof(float));
+      } else {
+        uint16_t* y = &dst.at<uint16_t>(t, h, 0);
+        for (int64_t c = 0; c < D; ++c) y[c] = f16_from_f32(x[c]);
+      }
+    }
+}
+
+}  // namespace
+
+void KvCache::store(int64_t layer, int64_t pos, int64_t T, const float* k, int64_t k_step, const float* v,
+                    int64_t v_step) {
+  rows_store(k, k_step, k_rows(layer, pos, T));
+  rows_store(v, v_step, v_rows(layer, pos, T));
 }
 
 Tensor KvCache::rows(const Tensor& t, int64_t layer, int64_t pos, int64_t T) const {

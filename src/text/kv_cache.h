@@ -1,11 +1,12 @@
-// KvCache: keys and values of every layer for positions 0..n_ctx-1, f32, allocated once.
+// KvCache: keys and values of every layer for positions 0..n_ctx-1, f32 or f16 (half the memory,
+// as llama.cpp's default cache; keys and values each their own type), allocated once.
 //
 // Layout per layer: [n_head_kv, n_ctx, head_dim] (one contiguous block for K, one for V), so the
 // first `n` positions of a layer are the strided view [1, n_head_kv, n, head_dim] that
 // ops::attention reads directly (rows dense, head stride n_ctx * head_dim).
 //
-//   KvCache cache(n_layer, n_head_kv, head_dim, n_ctx);
-//   Tensor k_new = cache.k_rows(layer, pos, T);   // [T, n_head_kv, head_dim] view to write into
+//   KvCache cache(n_layer, n_head_kv, head_dim, n_ctx);             // f32 (or k_type, v_type)
+//   cache.store(layer, pos, T, k, k_step, v, v_step);  // f32 [T, n_head_kv, head_dim], rounded if f16
 //   Tensor k_all = cache.k_view(layer, pos + T);  // [1, n_head_kv, pos + T, head_dim] for attention
 #pragma once
 
@@ -18,10 +19,19 @@ namespace aigc {
 class KvCache {
  public:
   KvCache() = default;
-  KvCache(int64_t n_layer, int64_t n_head_kv, int64_t head_dim, int64_t n_ctx);
+  // k_type, v_type: DType::F32 or DType::F16.
+  KvCache(int64_t n_layer, int64_t n_head_kv, int64_t head_dim, int64_t n_ctx, DType k_type = DType::F32,
+          DType v_type = DType::F32);
 
   int64_t n_ctx() const { return n_ctx_; }
   size_t nbytes() const { return k_.nbytes() + v_.nbytes(); }
+  DType k_type() const { return k_.type(); }
+  DType v_type() const { return v_.type(); }
+
+  // Writes positions [pos, pos + T) of one layer from f32 keys and values laid out [T, n_head_kv,
+  // head_dim] with heads dense and k_step / v_step floats from one position to the next,
+  // converting to the cache's types.
+  void store(int64_t layer, int64_t pos, int64_t T, const float* k, int64_t k_step, const float* v, int64_t v_step);
 
   // Positions [pos, pos + T) of one layer as [T, n_head_kv, head_dim] (strided; rows dense).
   Tensor k_rows(int64_t layer, int64_t pos, int64_t T) const { return rows(k_, layer, pos, T); }

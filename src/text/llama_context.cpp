@@ -58,7 +58,7 @@ size_t context_arena_bytes(const LlamaHparams& hp, int64_t B, bool logits_all) {
 LlamaContext::LlamaContext(const LlamaModel& model, LlamaContextParams params)
     : TextContext(params, model.hp.n_vocab, context_size(model.hp, params)),
       model_(model),
-      cache_(model.hp.n_layer, model.hp.n_head_kv, model.hp.head_dim, n_ctx_),
+      cache_(model.hp.n_layer, model.hp.n_head_kv, model.hp.head_dim, n_ctx_, params.cache_type_k, params.cache_type_v),
       arena_(context_arena_bytes(model.hp, n_batch_, params.logits_all)) {
   const LlamaHparams& hp = model.hp;
   if (params.n_threads > 0) thread_count_set(params.n_threads);
@@ -125,12 +125,8 @@ void LlamaContext::forward(std::span<const int32_t> tokens, bool want_logits) {
                                         {&L.wv, hp.qkv_bias ? &L.bv : nullptr, &v}};
     ops::linear_group(qkv, h);
     ops::rope(q3, positions, rp, q3);
-    Tensor k_dst = cache_.k_rows(il, p0, T);  // [T, Hkv, D] strided into the cache
-    ops::rope(k3, positions, rp, k_dst);
-    Tensor v_dst = cache_.v_rows(il, p0, T);
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t hk = 0; hk < Hkv; ++hk)
-        std::memcpy(&v_dst.at<float>(t, hk, 0), v.ptr<float>() + (t * Hkv + hk) * D, static_cast<size_t>(D) * 4);
+    ops::rope(k3, positions, rp, k3);
+    cache_.store(il, p0, T, k.ptr<float>(), Hkv * D, v.ptr<float>(), Hkv * D);
     ops::attention(q_bhtd, cache_.k_view(il, p0 + T), cache_.v_view(il, p0 + T), a_bhtd, ap);
     ops::linear(a, L.wo, nullptr, o);
     ops::add(x, o, x);

@@ -27,10 +27,12 @@ class GgufFile;
 
 struct TextContextParams {
   int64_t n_ctx = 0;         // positions the cache holds; 0: the model's context_length (which
-                             // can be 128K: pass n_ctx for large models, the f32 cache grows with it)
+                             // can be 128K: pass n_ctx for large models, the cache grows with it)
   int64_t n_batch = 512;     // most tokens per forward pass (longer inputs run in chunks)
   int n_threads = 0;         // > 0: sets the engine's (process-wide) thread count on creation
   bool logits_all = false;   // eval returns logits of every input token, not just the last
+  DType cache_type_k = DType::F32;  // KV cache element types: F32 or F16 (half the memory; keys and
+  DType cache_type_v = DType::F32;  // values rounded to f16 as they are stored, as llama.cpp does)
 };
 
 // A model's running state: the KV cache and activation buffers of one sequence. The checks and the

@@ -22,7 +22,8 @@ does (twin_llama.q8_act).
 
 Writes, per model NAME: OUT_DIR/gpt2_NAME.gguf and OUT_DIR/gpt2_NAME.bin (refdump) with
   prompt i32 [P], prefill_logits f32 [P, V], gen i32 [S+1], decode_logits f32 [S, V],
-  margin f32 [S+1] (as twin_llama.py documents).
+  margin f32 [S+1] (as twin_llama.py documents); OUT_DIR/gpt2_NAME_f16kv.bin the same with keys
+  and values rounded to f16 (an f16 KV cache).
 """
 import math
 import os
@@ -32,11 +33,10 @@ import numpy as np
 import torch
 
 import refdump
-from twin_llama import encode_weight, gguf_write, q8_act, top2_margin
+from twin_llama import encode_weight, gguf_write, greedy_dump, q8_act
 
 torch.set_num_threads(1)
 
-DECODE_STEPS = 5
 # name: weight type, tied classifier
 MODELS = {
     "f32": dict(wtype="f32", tied=False),
@@ -56,8 +56,9 @@ def gelu_tanh(x):
     return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
 
 
-def forward(w, hp, quant, tokens):
-    """Full-sequence forward, logits [T, V]. w holds HF-layout Conv1D weights [in, out]."""
+def forward(w, hp, quant, tokens, kv_f16=False):
+    """Full-sequence forward, logits [T, V]. w holds HF-layout Conv1D weights [in, out]. kv_f16:
+    keys and values rounded to f16, as an f16 KV cache stores them."""
     H, C = hp["n_head"], hp["n_embd"]
     D = C // H
     T = len(tokens)
@@ -72,6 +73,8 @@ def forward(w, hp, quant, tokens):
         h = layer_norm(x, w[p + "ln_1.g"], w[p + "ln_1.b"], hp["eps"])
         qkv = conv1d(h, p + "attn.c_attn")
         q, k, v = (t.reshape(T, H, D) for t in qkv.split(C, dim=-1))
+        if kv_f16:
+            k, v = k.to(torch.float16).to(torch.float64), v.to(torch.float16).to(torch.float64)
         s = torch.einsum("thd,shd->hts", q, k) / math.sqrt(D) + mask
         a = torch.einsum("hts,shd->thd", torch.softmax(s, -1), v).reshape(T, C)
         x = x + conv1d(a, p + "attn.c_proj")
@@ -132,23 +135,10 @@ def build(name, cfg, seed, out_dir):
     gguf_write(os.path.join(out_dir, f"gpt2_{name}.gguf"), kvs, tensors)
 
     prompt = [int(t) for t in rng.integers(0, V, 7)]
-    with torch.no_grad():
-        pre = forward(w, hp, quant, prompt)
-        gen = [int(pre[-1].argmax())]
-        margins = [top2_margin(pre[-1])]
-        dec = []
-        for _ in range(DECODE_STEPS):
-            logits = forward(w, hp, quant, prompt + gen)[-1]
-            dec.append(logits)
-            gen.append(int(logits.argmax()))
-            margins.append(top2_margin(logits))
-    refdump.write(os.path.join(out_dir, f"gpt2_{name}.bin"), {
-        "prompt": np.array(prompt, dtype=np.int32),
-        "prefill_logits": pre.to(torch.float32),
-        "gen": np.array(gen, dtype=np.int32),
-        "decode_logits": torch.stack(dec).to(torch.float32),
-        "margin": np.array(margins, dtype=np.float32),
-    })
+    # the model as it is, and with an f16 KV cache (gpt2_NAME_f16kv.bin)
+    for kv_f16, suffix in ((False, ""), (True, "_f16kv")):
+        greedy_dump(os.path.join(out_dir, f"gpt2_{name}{suffix}.bin"), prompt,
+                    lambda toks: forward(w, hp, quant, toks, kv_f16))
 
 
 def main(out_dir):

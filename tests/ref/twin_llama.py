@@ -32,7 +32,9 @@ and rounds the operands of every linear that the engine sends to the panel GEMM 
 Writes, per model NAME: OUT_DIR/llama_NAME.gguf and OUT_DIR/llama_NAME.bin (refdump) with
   prompt i32 [P], prefill_logits f32 [P, V], gen i32 [S+1] (gen[0] = argmax of the last prefill
   row, gen[s+1] = argmax of decode_logits[s]), decode_logits f32 [S, V] (logits after feeding
-  gen[s]), margin f32 [S+1] (top-1 minus top-2 logit of each greedy choice).
+  gen[s]), margin f32 [S+1] (top-1 minus top-2 logit of each greedy choice); and, for the
+  non-panel models, OUT_DIR/llama_NAME_f16kv.bin: the same with keys (after rope) and values
+  rounded to f16, as an f16 KV cache (--cache-type-k/v f16) holds them.
 """
 import os
 import struct
@@ -167,8 +169,9 @@ def q8_act(x):
     return torch.from_numpy(deq.reshape(x.shape))
 
 
-def forward(w, hp, cfg, tokens):
-    """Full-sequence forward, logits [T, V]."""
+def forward(w, hp, cfg, tokens, kv_f16=False):
+    """Full-sequence forward, logits [T, V]. kv_f16: keys (after rope) and values rounded to f16, as
+    an f16 KV cache stores them."""
     H, Hkv, D = hp["n_head"], hp["n_head_kv"], hp["n_embd"] // hp["n_head"]
     T = len(tokens)
     pos = torch.arange(T)
@@ -191,6 +194,8 @@ def forward(w, hp, cfg, tokens):
         q = rope_rotate_half(q.view(T, H, D), pos, cfg["base"], cfg["scale"], ff)
         k = rope_rotate_half(k.view(T, Hkv, D), pos, cfg["base"], cfg["scale"], ff)
         v = v.view(T, Hkv, D)
+        if kv_f16:
+            k, v = k.to(torch.float16).to(torch.float64), v.to(torch.float16).to(torch.float64)
         k = k.repeat_interleave(H // Hkv, dim=1)  # query head h reads kv head h // (H / Hkv)
         v = v.repeat_interleave(H // Hkv, dim=1)
         s = torch.einsum("thd,shd->hts", q, k) / np.sqrt(D) + mask
@@ -250,6 +255,28 @@ def forward_cached(w, hp, cfg, tokens, past):
 def top2_margin(row):
     s = torch.sort(row, descending=True).values
     return float(s[0] - s[1])
+
+
+def greedy_dump(path, prompt, logits_of):
+    """Runs logits_of(tokens) -> [T, V] on the prompt, then DECODE_STEPS greedy steps (each on the
+    whole sequence so far), and writes the dump twin_logits_check reads."""
+    with torch.no_grad():
+        pre = logits_of(prompt)
+        gen = [int(pre[-1].argmax())]
+        margins = [top2_margin(pre[-1])]
+        dec = []
+        for _ in range(DECODE_STEPS):
+            logits = logits_of(prompt + gen)[-1]
+            dec.append(logits)
+            gen.append(int(logits.argmax()))
+            margins.append(top2_margin(logits))
+    refdump.write(path, {
+        "prompt": np.array(prompt, dtype=np.int32),
+        "prefill_logits": pre.to(torch.float32),
+        "gen": np.array(gen, dtype=np.int32),
+        "decode_logits": torch.stack(dec).to(torch.float32),
+        "margin": np.array(margins, dtype=np.float32),
+    })
 
 
 # ---- one model -----------------------------------------------------------------------------------
@@ -332,23 +359,10 @@ def build(name, cfg, seed, out_dir):
             "margin": np.array(margins, dtype=np.float32)})
         return
     prompt = [int(t) for t in rng.integers(0, V, 7)]
-    with torch.no_grad():
-        pre = forward(w, hp, cfg, prompt)
-        gen = [int(pre[-1].argmax())]
-        margins = [top2_margin(pre[-1])]
-        dec = []
-        for _ in range(DECODE_STEPS):
-            logits = forward(w, hp, cfg, prompt + gen)[-1]
-            dec.append(logits)
-            gen.append(int(logits.argmax()))
-            margins.append(top2_margin(logits))
-    refdump.write(os.path.join(out_dir, f"llama_{name}.bin"), {
-        "prompt": np.array(prompt, dtype=np.int32),
-        "prefill_logits": pre.to(torch.float32),
-        "gen": np.array(gen, dtype=np.int32),
-        "decode_logits": torch.stack(dec).to(torch.float32),
-        "margin": np.array(margins, dtype=np.float32),
-    })
+    # the model as it is, and with an f16 KV cache (llama_NAME_f16kv.bin)
+    for kv_f16, suffix in ((False, ""), (True, "_f16kv")):
+        greedy_dump(os.path.join(out_dir, f"llama_{name}{suffix}.bin"), prompt,
+                    lambda toks: forward(w, hp, cfg, toks, kv_f16))
 
 
 def main(out_dir):

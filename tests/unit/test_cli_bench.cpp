@@ -143,6 +143,20 @@ TEST_F(CliBench, JsonHasEveryFieldAndTheBoundIsConsistent) {
   }
 }
 
+// --cache-type-k/v as llama-bench's: the run takes them and the JSON says which; other types are refused.
+TEST_F(CliBench, CacheTypesF16) {
+  const auto r = cli_run({"bench", "text", "-m", model_, "-p", "20", "-n", "4", "-d", "8", "-r", "1", "--no-probe",
+                          "--json", "--cache-type-k", "f16", "--cache-type-v", "f16"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j.at("cache_type_k"), "f16");
+  EXPECT_EQ(j.at("cache_type_v"), "f16");
+  const auto bad = cli_run({"bench", "text", "-m", model_, "--cache-type-k", "q8_0"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_EQ(line_count(bad.err), 1) << bad.err;
+  EXPECT_NE(bad.err.find("--cache-type-k"), std::string::npos) << bad.err;
+}
+
 // llama-bench's lists: a test per -p and per -n entry, 0 skips that kind.
 TEST_F(CliBench, ListsRunOneTestPerSizeAndZeroSkips) {
   const auto r = cli_run({"bench", "text", "-m", model_, "-p", "4,8", "-n", "2,3", "-r", "1", "--threads-list", "1",

@@ -151,6 +151,34 @@ TEST_F(Stories260K, TwoHundredStepsReproduceRunC) {
   EXPECT_EQ(text, std::string(kRunCExpected));
 }
 
+// An f16 KV cache (--cache-type-k/v f16) on the real model: the twin's logits within f16's
+// rounding, and the same 200 greedy steps as run.c.
+TEST_F(Stories260K, F16CacheKeepsTheTwinsLogitsAndRunCText) {
+  const test::RefDump ref = test::RefDump::load("stories260k");
+  const Tensor& want_tokens = ref.get("tokens");
+  const Tensor& want_logits = ref.get("logits");
+  const LlamaModel model = LlamaModel::load(gguf_);
+  LlamaContext ctx(model, {.n_ctx = 512, .cache_type_k = DType::F16, .cache_type_v = DType::F16});
+  EXPECT_EQ(ctx.cache_bytes(), LlamaContext(model, {.n_ctx = 512}).cache_bytes() / 2);
+  int32_t tok = 1;
+  for (int64_t i = 0; i < want_logits.size(0); ++i) {
+    const Tensor& l = ctx.eval({&tok, 1});
+    ASSERT_TRUE(test::tensors_close(l, want_logits.slice(0, i, 1), 2e-2f, 2e-3f)) << "step " << i;
+    tok = want_tokens.ptr<int32_t>()[i + 1];
+  }
+  const Llama2cVocab vocab = llama2c_vocab_read(paths_.vocab, 512);
+  ctx.reset();
+  std::string text;
+  tok = 1;
+  for (int pos = 0; pos < 200; ++pos) {
+    const int32_t next = argmax(ctx.eval({&tok, 1}));
+    if (next == 1) break;
+    text += piece_print(vocab, tok, next);
+    tok = next;
+  }
+  EXPECT_EQ(text, std::string(kRunCExpected));
+}
+
 TEST_F(Stories260K, ConvertCommand) {
   const std::string out = temp_path("cli") + ".gguf";
   const test::CliResult r = test::cli_run({"convert", "--llama2c", paths_.model, "--vocab", paths_.vocab, "-o", out});

@@ -65,6 +65,18 @@ TEST_P(Gpt2Twin, PrefillAndDecodeMatchTwin) {
   test::twin_logits_check(all, *chunked, ref, c.atol);
 }
 
+// An f16 KV cache against the twin that rounds keys and values to f16 (gpt2_NAME_f16kv; the
+// tolerance as in test_model_llama.cpp).
+TEST_P(Gpt2Twin, F16CacheMatchesTwinWithF16KeysAndValues) {
+  const TwinCase& c = GetParam();
+  const test::RefDump ref = test::RefDump::load(std::string("gpt2_") + c.name + "_f16kv");
+  const Gpt2Model model = Gpt2Model::load(twin_path(c.name));
+  Gpt2Context all(model, {.n_ctx = 16, .logits_all = true, .cache_type_k = DType::F16, .cache_type_v = DType::F16});
+  Gpt2Context chunked(model, {.n_ctx = 16, .n_batch = 3, .cache_type_k = DType::F16, .cache_type_v = DType::F16});
+  EXPECT_EQ(all.cache_bytes(), Gpt2Context(model, {.n_ctx = 16}).cache_bytes() / 2);
+  test::twin_logits_check(all, chunked, ref, std::max(c.atol, 5e-3f));
+}
+
 INSTANTIATE_TEST_SUITE_P(Twin, Gpt2Twin,
                          ::testing::Values(TwinCase{"f32", 1e-4f}, TwinCase{"tied_f16", 1e-4f},
                                            TwinCase{"q8_0", 0.03f}),

@@ -10,6 +10,7 @@
 
 #include "backend/cpu/kernels_f32.h"
 #include "core/cpu_features.h"
+#include "core/half.h"
 #include "backend/cpu/ops.h"
 #include "common/compare.h"
 #include "common/refdump.h"
@@ -240,6 +241,59 @@ TEST(OpsAttention, SameAtOneAndTwoThreads) {
   }
 }
 
+namespace {
+
+// x (f32, any strides) as a contiguous f16 tensor, and those f16 values back in f32.
+Tensor f16_copy(const Tensor& x) {
+  Tensor y = Tensor::empty(DType::F16, x.shape());
+  for (int64_t a = 0; a < x.size(0); ++a)
+    for (int64_t b = 0; b < x.size(1); ++b)
+      for (int64_t c = 0; c < x.size(2); ++c)
+        for (int64_t d = 0; d < x.size(3); ++d) y.at<uint16_t>(a, b, c, d) = f16_from_f32(x.at<float>(a, b, c, d));
+  return y;
+}
+Tensor f32_of_f16(const Tensor& x) {
+  Tensor y = Tensor::empty(DType::F32, x.shape());
+  for (int64_t i = 0; i < x.numel(); ++i) y.ptr<float>()[i] = f16_to_f32(x.ptr<uint16_t>()[i]);
+  return y;
+}
+
+}  // namespace
+
+// Keys and values from an f16 KV cache, on every path (the twin's cases: GEMM paths for 16 or
+// more queries, f32 and bf16, grouped decode, the flash kernel), and with only one of the two in
+// f16: the same results as f32 inputs holding the f16 values (the conversion is exact), and within
+// f16's rounding of the twin.
+TEST(OpsAttention, F16KeysAndValuesMatchTheirF32Values) {
+  RefDump d = RefDump::load("ops_attention");
+  for (std::string c : {"att_self", "att_cross", "att_gqa", "att_decode", "att_chunk", "att_scale", "att_dv",
+                        "att_decode_long", "att_decode_few", "att_decode_mqa"}) {
+    for (ops::Precision prec : {ops::Precision::F32, ops::Precision::BF16}) {
+      SCOPED_TRACE(c + (prec == ops::Precision::BF16 ? " bf16" : " f32"));
+      AttnCase a = attn_case(d, c);
+      a.p.precision = prec;
+      const Tensor& want = d.get(c + ".y");
+      const Tensor k16 = f16_copy(a.k), v16 = f16_copy(a.v);
+      const Tensor kr = f32_of_f16(k16), vr = f32_of_f16(v16);
+      Tensor y_ref = f32_like(want), y_ref16 = f32_like(want), y = f32_like(want), y_mixed = f32_like(want);
+      ops::ref::attention(a.q, kr, vr, y_ref, a.p);
+      ops::ref::attention(a.q, k16, v16, y_ref16, a.p);
+      EXPECT_TENSORS_CLOSE(y_ref16, y_ref, 0.0f, 0.0f);  // the reference reads f16 exactly
+      ops::attention(a.q, k16, v16, y, a.p);
+      Tensor y_f32 = f32_like(want);
+      ops::attention(a.q, kr, vr, y_f32, a.p);
+      EXPECT_TENSORS_CLOSE(y, y_f32, 0.0f, 0.0f);  // same path, same values: same bits
+      if (prec == ops::Precision::F32) {
+        EXPECT_TENSORS_CLOSE(y, y_ref, 1e-5f, 1e-4f);
+      }
+      ops::attention(a.q, k16, vr, y_mixed, a.p);
+      EXPECT_TENSORS_CLOSE(y_mixed, y_f32, 0.0f, 0.0f);
+      // f16 keeps 11 bits: the outputs of unit-variance inputs move by a few 1e-3 at most
+      EXPECT_TENSORS_CLOSE(y_ref, want, 1e-2f, 1e-2f);
+    }
+  }
+}
+
 TEST(OpsAttention, BadShapesThrow) {
   Tensor q = test::random_f32({1, 6, 3, 8}, 1), k = test::random_f32({1, 4, 5, 8}, 2);
   Tensor v = test::random_f32({1, 4, 5, 8}, 3), out = Tensor::empty(DType::F32, {1, 6, 3, 8});
@@ -250,6 +304,9 @@ TEST(OpsAttention, BadShapesThrow) {
   EXPECT_THROW(ops::ref::attention(q3, k, v, out3), Error);
   Tensor v4 = test::random_f32({1, 4, 6, 8}, 6), out4 = Tensor::empty(DType::F32, {1, 4, 3, 8});
   EXPECT_THROW(ops::attention(q3, k, v4, out4), Error);  // k and v lengths differ
+  Tensor k8 = Tensor::zeros(DType::Q8_0, {1, 4, 5, 32}), q8 = test::random_f32({1, 4, 3, 32}, 7);
+  Tensor v8 = test::random_f32({1, 4, 5, 8}, 8);
+  EXPECT_THROW(ops::attention(q8, k8, v8, out4), Error);  // k must be f32 or f16
   EXPECT_THROW(ops::attention(q3.reshape({4, 3, 8}), k, v, out4), Error);
   ops::AttentionParams p;
   p.causal = true;
@@ -377,6 +434,24 @@ TEST(KernelsF32, EveryBuildMatchesReference) {
     ops::AttentionRows a{q.ptr<float>(), 40, kk.ptr<float>(), 40, v.ptr<float>(), 93, got.ptr<float>(), 93,
                          9, 70, 40, 93, 1.0f / std::sqrt(40.0f), 61};
     k.attention(a, scratch.data());
+    EXPECT_TENSORS_CLOSE(got, want, 1e-5f, 1e-4f);
+    // The same rows from an f16 cache (k16, v16, with a row stride past the row: a cache view),
+    // against the reference on the f16 values.
+    constexpr int64_t kKs = 48, kVs = 100;
+    std::vector<uint16_t> k16(70 * kKs), v16(70 * kVs);
+    Tensor kr = f32_like(kk), vr = f32_like(v);
+    for (int64_t j = 0; j < 70; ++j) {
+      for (int64_t c = 0; c < 40; ++c)
+        kr.ptr<float>()[j * 40 + c] = f16_to_f32(k16[j * kKs + c] = f16_from_f32(kk.ptr<float>()[j * 40 + c]));
+      for (int64_t c = 0; c < 93; ++c)
+        vr.ptr<float>()[j * 93 + c] = f16_to_f32(v16[j * kVs + c] = f16_from_f32(v.ptr<float>()[j * 93 + c]));
+    }
+    ops::ref::attention(q, kr, vr, want, ap);
+    ops::AttentionRows a16 = a;
+    a16.k = a16.v = nullptr;
+    a16.k16 = k16.data(), a16.v16 = v16.data();
+    a16.k_stride = kKs, a16.v_stride = kVs;
+    k.attention(a16, scratch.data());
     EXPECT_TENSORS_CLOSE(got, want, 1e-5f, 1e-4f);
   }
 }

@@ -2,6 +2,8 @@
 //   q [B, Hq, Tq, D], k [B, Hkv, Tk, D], v [B, Hkv, Tk, Dv], out [B, Hq, Tq, Dv]; any strides (e.g. a
 //   [B, T, H, D] projection permuted to [B, H, T, D]). Query head h reads kv head h / (Hq / Hkv).
 //   Causal: query i is at absolute position q_offset + i and sees keys j <= q_offset + i.
+//   k and v may be f16 (an f16 KV cache): the flash kernel converts them a key block at a time,
+//   the GEMM paths convert them whole first (16 or more queries repay that).
 // Paths, by precision and shape:
 // - GEMM (attention_gemm; 16 or more queries and keys, AVX-512): blocks of kBf16QueryBlock queries,
 //   scores [blk, Tk] f32 = q_blk · k^T (a oneDNN matmul), exp(scores - max) in one AVX-512 pass,
@@ -34,11 +36,27 @@ namespace aigc::ops {
 
 namespace {
 
+// K and V may be f16 (an f16 KV cache); q and out are f32.
+void check_f32_or_f16(const Tensor& t, const char* op, const char* name) {
+  if (t.type() != DType::F32 && t.type() != DType::F16)
+    error_throw(fmt::format("{}: {} must be f32 or f16, got {}", op, name, t.shape_str()), op);
+  if (t.data() == nullptr && t.numel() != 0) error_throw(fmt::format("{}: {} has no data", op, name), op);
+}
+
+// Element (b, h, j, c) of an f32 or f16 k / v as f32.
+float kv_at(const Tensor& t, int64_t b, int64_t h, int64_t j, int64_t c) {
+  return t.type() == DType::F16 ? f16_to_f32(t.at<uint16_t>(b, h, j, c)) : t.at<float>(b, h, j, c);
+}
+
+bool rows_dense(const Tensor& t) {
+  return t.ndim() == 0 || t.size(-1) <= 1 || t.stride_bytes(-1) == static_cast<int64_t>(dtype_traits(t.type()).block_bytes);
+}
+
 void attention_check(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const AttentionParams& p) {
   const char* op = "attention";
   check_f32(q, op, "q");
-  check_f32(k, op, "k");
-  check_f32(v, op, "v");
+  check_f32_or_f16(k, op, "k");
+  check_f32_or_f16(v, op, "v");
   check_f32(out, op, "out");
   auto fail = [&](const std::string& why) {
     error_throw(fmt::format("attention: {} (q {}, k {}, v {}, out {})", why, q.shape_str(), k.shape_str(),
@@ -63,15 +81,21 @@ float attention_scale(const Tensor& q, const AttentionParams& p) {
 
 // Stride of dimension `dim` in floats (f32 tensors).
 int64_t stride_floats(const Tensor& t, int dim) { return t.stride_bytes(dim) / static_cast<int64_t>(sizeof(float)); }
+// ... in elements (f32 or f16).
+int64_t stride_elems(const Tensor& t, int dim) {
+  return t.stride_bytes(dim) / static_cast<int64_t>(dtype_traits(t.type()).block_bytes);
+}
 
 // The flash kernel's inputs for kv head hk of batch b; the caller sets the query rows (q, out,
 // their strides, nq), the keys they see (tk) and the mask (causal_pos0).
 AttentionRows kv_rows(const Tensor& k, const Tensor& v, int64_t b, int64_t hk, float scale) {
   AttentionRows a;
-  a.k = &k.at<float>(b, hk, 0, 0);
-  a.k_stride = stride_floats(k, 2);
-  a.v = &v.at<float>(b, hk, 0, 0);
-  a.v_stride = stride_floats(v, 2);
+  a.k = k.type() == DType::F32 ? &k.at<float>(b, hk, 0, 0) : nullptr;
+  a.k16 = k.type() == DType::F16 ? &k.at<uint16_t>(b, hk, 0, 0) : nullptr;
+  a.k_stride = stride_elems(k, 2);
+  a.v = v.type() == DType::F32 ? &v.at<float>(b, hk, 0, 0) : nullptr;
+  a.v16 = v.type() == DType::F16 ? &v.at<uint16_t>(b, hk, 0, 0) : nullptr;
+  a.v_stride = stride_elems(v, 2);
   a.d = k.size(3);
   a.dv = v.size(3);
   a.scale = scale;
@@ -167,6 +191,28 @@ template <typename T>
 T* scratch_get(std::vector<T>& v, int64_t n) {
   if (static_cast<int64_t>(v.size()) < n) v.resize(n);
   return v.data();
+}
+
+// dst[0, n) = src[0, n) f16 -> f32 (the GEMM paths run on AVX-512 CPUs only).
+AIGC_AVX512 void f16_to_f32_row(const uint16_t* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i))));
+  for (; i < n; ++i) dst[i] = f16_to_f32(src[i]);
+}
+
+// t as f32: t itself, or (f16) converted into `buf` ([B, H, T, D], contiguous).
+Tensor kv_as_f32(const Tensor& t, std::vector<float>& buf) {
+  if (t.type() == DType::F32) return t;
+  const int64_t B = t.size(0), H = t.size(1), T = t.size(2), D = t.size(3);
+  float* dst = scratch_get(buf, B * H * T * D);
+  parallel_for(B * H * T, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t j = r % T, h = (r / T) % H, b = r / (T * H);
+      f16_to_f32_row(&t.at<uint16_t>(b, h, j, 0), dst + r * D, D);
+    }
+  }, 64);
+  return Tensor::view_of(DType::F32, t.shape(), dst);
 }
 
 // Both products through oneDNN on blocks of queries, in bf16 (k and v converted once, q per block,
@@ -300,7 +346,7 @@ void ref::attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o
         double m = -INFINITY;
         for (int64_t j = 0; j < valid; ++j) {
           double dot = 0.0;
-          for (int64_t d = 0; d < D; ++d) dot += static_cast<double>(q.at<float>(b, h, i, d)) * k.at<float>(b, hk, j, d);
+          for (int64_t d = 0; d < D; ++d) dot += static_cast<double>(q.at<float>(b, h, i, d)) * kv_at(k, b, hk, j, d);
           s[j] = dot * scale;
           m = std::max(m, s[j]);
         }
@@ -308,7 +354,7 @@ void ref::attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o
         for (int64_t j = 0; j < valid; ++j) sum += s[j] = std::exp(s[j] - m);
         std::fill(o.begin(), o.end(), 0.0);
         for (int64_t j = 0; j < valid; ++j)
-          for (int64_t c = 0; c < Dv; ++c) o[c] += s[j] * v.at<float>(b, hk, j, c);
+          for (int64_t c = 0; c < Dv; ++c) o[c] += s[j] * kv_at(v, b, hk, j, c);
         for (int64_t c = 0; c < Dv; ++c) out.at<float>(b, h, i, c) = static_cast<float>(o[c] / sum);
       }
     }
@@ -316,7 +362,7 @@ void ref::attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o
 
 void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, const AttentionParams& p) {
   attention_check(q, k, v, out, p);
-  if (!rows_dense_f32(q) || !rows_dense_f32(k) || !rows_dense_f32(v) || !rows_dense_f32(out))
+  if (!rows_dense_f32(q) || !rows_dense(k) || !rows_dense(v) || !rows_dense_f32(out))
     return ref::attention(q, k, v, out, p);
   const int64_t B = q.size(0), Hq = q.size(1), Tq = q.size(2), D = q.size(3);
   const int64_t Hkv = k.size(1), Tk = k.size(2), Dv = v.size(3);
@@ -324,14 +370,21 @@ void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, c
   const float scale = attention_scale(q, p);
   // bf16 pays off for long sequences only; short ones (decode, CLIP) keep the f32 kernel. A scale
   // <= 0 would flip the max; no model uses one.
-  if (p.precision == Precision::BF16 && Tk >= 16 && Tq >= 16 && scale > 0.0f && cpu_has_avx512_bf16())
-    return attention_gemm(q, k, v, out, p, scale, true);
+  const bool gemm_bf16 = p.precision == Precision::BF16 && Tk >= 16 && Tq >= 16 && scale > 0.0f && cpu_has_avx512_bf16();
   // f32 on AVX-512 machines: the same oneDNN products in f32 beat the flash kernel below at every
   // shape measured with 16 or more queries and keys (2 threads: CLIP 12x77x64 1.15x, an LLM prompt
   // of 64 / 512 tokens 1.4x / 2x, 512 after 2048 cached 2.2x, SD 8x1024x40 2.7x); its score
   // block grows with the keys, so very long contexts keep the flash kernel's fixed memory.
-  if (p.precision == Precision::F32 && Tk >= 16 && Tq >= 16 && Tk <= kGemmMaxKeys && scale > 0.0f && cpu_has_avx512())
-    return attention_gemm(q, k, v, out, p, scale, false);
+  const bool gemm_f32 = !gemm_bf16 && p.precision == Precision::F32 && Tk >= 16 && Tq >= 16 && Tk <= kGemmMaxKeys &&
+                        scale > 0.0f && cpu_has_avx512();
+  if ((gemm_bf16 || gemm_f32) && (k.type() == DType::F16 || v.type() == DType::F16)) {
+    // An f16 cache on the GEMM paths (prompts): K and V converted to f32 once per call, which
+    // 16 or more queries repay; the flash kernel below converts key blocks as it goes.
+    thread_local std::vector<float> k32, v32;
+    Tensor kf = kv_as_f32(k, k32), vf = kv_as_f32(v, v32);
+    return attention_gemm(q, kf, vf, out, p, scale, gemm_bf16);
+  }
+  if (gemm_bf16 || gemm_f32) return attention_gemm(q, k, v, out, p, scale, gemm_bf16);
   if (group > 1 && Tq <= kGroupedMaxQueries) return attention_grouped(q, k, v, out, p, scale);
   // Tasks: (b, h, block of queries). Blocks of 32 queries keep a head's K/V warm in cache while
   // still giving threads enough tasks at small batch sizes.

@@ -17,7 +17,8 @@
 namespace aigc::ops {
 
 // One (batch, head) of attention: nq query rows against tk key/value rows, rows given by pointer
-// and stride (in floats), elements within a row contiguous.
+// and stride (in elements), elements within a row contiguous. Keys and values are f32 (k, v) or
+// f16 (k16, v16 non-null: an f16 KV cache), each converted a key block at a time.
 struct AttentionRows {
   const float* q; int64_t q_stride;      // [nq, d]
   const float* k; int64_t k_stride;      // [tk, d]
@@ -26,6 +27,8 @@ struct AttentionRows {
   int64_t nq, tk, d, dv;
   float scale;
   int64_t causal_pos0;  // < 0: no mask; else query r sees keys j <= causal_pos0 + r
+  const uint16_t* k16 = nullptr;  // f16 keys in place of k (k_stride elements apart)
+  const uint16_t* v16 = nullptr;  // f16 values in place of v (v_stride elements apart)
 };
 
 // Attention processes kAttnQueryBlock queries at a time against kAttnKeyBlock keys: the largest
@@ -36,8 +39,9 @@ constexpr int64_t kAttnQueryBlock = 8;
 constexpr int64_t kAttnKeyBlock = 64;
 constexpr int64_t kAttnTransposeMin = 4;
 // Floats of scratch the attention kernel needs for key width d and value width dv.
+// (The last term: a key block and a value block converted from f16.)
 inline int64_t attention_scratch_floats(int64_t d, int64_t dv) {
-  return kAttnQueryBlock * kAttnKeyBlock + kAttnQueryBlock * (dv + 2) + d * kAttnKeyBlock;
+  return kAttnQueryBlock * kAttnKeyBlock + kAttnQueryBlock * (dv + 2) + d * kAttnKeyBlock + (d + dv) * kAttnKeyBlock;
 }
 
 struct KernelsF32 {

@@ -10,9 +10,11 @@
 
 #include "backend/cpu/kernels_f32.h"
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__F16C__)
 #include <immintrin.h>
 #endif
+
+#include "core/half.h"
 
 namespace aigc::ops {
 namespace {
@@ -266,6 +268,28 @@ void pv_accumulate(const float* p, int64_t kb, const float* v, int64_t vs, float
   for (; c < dv; ++c) pv_tile<1>(p, kb, v + c, vs, acc + c);
 }
 
+// dst[jj * n + c] = src[jj * ss + c] as f32, for jj < rows, c < n: a block of f16 cache rows.
+// (GCC 12's _mm512_cvtph_ps starts from an undefined vector: a false warning.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+void f16_rows_to_f32(const uint16_t* src, int64_t ss, int64_t rows, int64_t n, float* dst) {
+  for (int64_t jj = 0; jj < rows; ++jj) {
+    const uint16_t* x = src + jj * ss;
+    float* y = dst + jj * n;
+    int64_t c = 0;
+#if defined(__AVX512F__)
+    for (; c + 16 <= n; c += 16)
+      _mm512_storeu_ps(y + c, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + c))));
+#elif defined(__F16C__)
+    for (; c + 8 <= n; c += 8)
+      _mm256_storeu_ps(y + c, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + c))));
+#endif
+    for (; c < n; ++c) y[c] = f16_to_f32(x[c]);
+  }
+}
+#pragma GCC diagnostic pop
+
 // Flash-attention style: for each block of queries, one pass over the keys in blocks, keeping per
 // query the running max m, the running sum l of exp(score - m) and the unnormalised output acc;
 // when m grows, l and acc are rescaled by exp(m_old - m_new).
@@ -276,6 +300,8 @@ void attention_rows(const AttentionRows& a, float* scratch) {
   float* m = acc + QB * a.dv;         // [QB]
   float* l = m + QB;                  // [QB]
   float* kt = l + QB;                 // [d, KB] the key block transposed
+  float* kf = kt + a.d * KB;          // [KB, d] an f16 key block in f32
+  float* vf = kf + a.d * KB;          // [KB, dv] an f16 value block in f32
   const float neg_inf = -std::numeric_limits<float>::infinity();
   for (int64_t i0 = 0; i0 < a.nq; i0 += QB) {
     const int64_t qb = std::min(QB, a.nq - i0);
@@ -290,8 +316,15 @@ void attention_rows(const AttentionRows& a, float* scratch) {
     const bool transposed = qb >= kAttnTransposeMin;
     for (int64_t j0 = 0; j0 < k_end; j0 += KB) {
       const int64_t kb = std::min(KB, k_end - j0);
+      // this block's keys and values as f32 rows: in place, or converted from f16 once for all
+      // the block's queries
+      const float* kj = a.k16 ? kf : a.k + j0 * a.k_stride;
+      const float* vj = a.v16 ? vf : a.v + j0 * a.v_stride;
+      const int64_t ks = a.k16 ? a.d : a.k_stride, vs = a.v16 ? a.dv : a.v_stride;
+      if (a.k16) f16_rows_to_f32(a.k16 + j0 * a.k_stride, a.k_stride, kb, a.d, kf);
+      if (a.v16) f16_rows_to_f32(a.v16 + j0 * a.v_stride, a.v_stride, kb, a.dv, vf);
       if (transposed) {
-        key_block_transpose(a.k + j0 * a.k_stride, a.k_stride, kb, a.d, kt);
+        key_block_transpose(kj, ks, kb, a.d, kt);
         for (int64_t c = 0; c < a.d; ++c)  // a partial last block: zero columns, never read garbage
           for (int64_t jj = kb; jj < KB; ++jj) kt[c * KB + jj] = 0.0f;
       }
@@ -305,7 +338,7 @@ void attention_rows(const AttentionRows& a, float* scratch) {
 #pragma omp simd
           for (int64_t jj = 0; jj < kb; ++jj) sr[jj] *= a.scale;
         } else {
-          for (int64_t jj = 0; jj < visible; ++jj) sr[jj] = dot_row(qr, a.k + (j0 + jj) * a.k_stride, a.d) * a.scale;
+          for (int64_t jj = 0; jj < visible; ++jj) sr[jj] = dot_row(qr, kj + jj * ks, a.d) * a.scale;
         }
         for (int64_t jj = visible; jj < kb; ++jj) sr[jj] = neg_inf;
         const float m_new = std::max(m[r], max_row(sr, kb));
@@ -325,7 +358,7 @@ void attention_rows(const AttentionRows& a, float* scratch) {
 #pragma omp simd
           for (int64_t c = 0; c < a.dv; ++c) ar[c] *= corr;
         }
-        pv_accumulate(sr, kb, a.v + j0 * a.v_stride, a.v_stride, ar, a.dv);
+        pv_accumulate(sr, kb, vj, vs, ar, a.dv);
       }
     }
     for (int64_t r = 0; r < qb; ++r) {

@@ -52,7 +52,7 @@ struct RopeParams {
   void rms_norm(const Tensor& x, const Tensor* gamma, float eps, Tensor& y);                          \
   /* over the last dim; causal: x is [..., Tq, Tk] and key j > q_offset + i is masked */              \
   void softmax(const Tensor& x, Tensor& y, bool causal = false, int64_t q_offset = 0);                \
-  /* q [B, Hq, Tq, D], k/v [B, Hkv, Tk, D(v)], Hq % Hkv == 0 (grouped KV heads); out [B, Hq, Tq, Dv] */ \
+  /* q [B, Hq, Tq, D], k/v [B, Hkv, Tk, D(v)] f32 or f16, Hq % Hkv == 0; out [B, Hq, Tq, Dv] */     \
   void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out,                      \
                  const AttentionParams& p = {});                                                      \
   void gelu(const Tensor& x, Tensor& y);      /* exact: x * Phi(x) */                                  \
