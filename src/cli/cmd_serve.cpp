@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "cli/commands.h"
+#include "cli/text_options.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "image/pixel_diffusion.h"
@@ -25,6 +26,7 @@ struct ServeArgs {
   std::string memory_budget = "0";
   std::string test_image_model;
   std::string clip_vocab;
+  std::string cache_type_k = "f32", cache_type_v = "f32";
   double max_body_mib = 32;
 };
 
@@ -50,6 +52,8 @@ void serve_run(ServeArgs& a) {
   if (o.api_key.empty())
     if (const char* k = std::getenv("AIGC_API_KEY")) o.api_key = k;
   o.registry.memory_budget = bytes_parse(a.memory_budget);
+  o.registry.cache_type_k = kv_cache_type(a.cache_type_k);
+  o.registry.cache_type_v = kv_cache_type(a.cache_type_v);
   o.max_body_bytes = static_cast<size_t>(a.max_body_mib * 1024 * 1024);
   // Image models (*.safetensors in DIR): aigc's own pixel-diffusion models (known by their
   // metadata), else Stable Diffusion checkpoints, with the same file options.
@@ -135,6 +139,7 @@ void command_serve_register(CLI::App& app) {
       ->type_name("FILE");
   cmd->add_flag("--no-mmap", o.registry.no_mmap, "Read model files into memory instead of mapping them");
   cmd->add_flag("--mlock", o.registry.mlock, "Lock model weights in memory (no paging out)");
+  cache_type_options_add(cmd, a->cache_type_k, a->cache_type_v);
   cmd->add_option("--http-threads", o.http_threads, "Connection threads (0: queue size x (models + 1) + 8, at least 2 x queue size + 8)")->default_val(0);
   cmd->add_option("--test-image-model", a->test_image_model,
                   "Testing: serve an image model NAME that draws test patterns (no diffusion), to exercise the "

@@ -276,7 +276,8 @@ TextGenerator& ModelRegistry::text_acquire(ModelSlot& s) {
   auto model = text_model_load(s.config.path, {.use_mmap = !opt_.no_mmap, .mlock = opt_.mlock});
   int64_t n_ctx = s.config.ctx_size > 0 ? s.config.ctx_size : opt_.ctx_size;
   if (n_ctx <= 0) n_ctx = std::min<int64_t>(model->n_ctx_train() > 0 ? model->n_ctx_train() : 4096, 4096);
-  auto gen = std::make_unique<TextGenerator>(*model, TextContextParams{.n_ctx = n_ctx});
+  auto gen = std::make_unique<TextGenerator>(
+      *model, TextContextParams{.n_ctx = n_ctx, .cache_type_k = opt_.cache_type_k, .cache_type_v = opt_.cache_type_v});
   std::string jinja;
   if (const GgufValue* v = model->gguf().find("tokenizer.chat_template"); v && v->type() == GgufType::STRING)
     jinja = v->as_string();
@@ -294,9 +295,10 @@ TextGenerator& ModelRegistry::text_acquire(ModelSlot& s) {
     if (v.token_type(tid) == text::TokenType::Control || v.token_type(tid) == text::TokenType::UserDefined)
       s.control_texts.push_back(v.token_text(tid));
   }
-  // Weights (mapped or read) plus the f32 KV cache: 2 * layers * ctx * embd floats (an upper
-  // bound: grouped KV heads need less).
-  const int64_t bytes = file_bytes + 2 * model->n_layer() * n_ctx * model->n_embd() * 4;
+  // Weights (mapped or read) plus the KV cache: layers * ctx * embd keys and as many values, f32
+  // or f16 (an upper bound: grouped KV heads need less).
+  const int64_t kv_elem = (opt_.cache_type_k == DType::F16 ? 2 : 4) + (opt_.cache_type_v == DType::F16 ? 2 : 4);
+  const int64_t bytes = file_bytes + model->n_layer() * n_ctx * model->n_embd() * kv_elem;
   s.text_model = std::move(model);
   s.text = std::move(gen);
   loaded_set(s, bytes);

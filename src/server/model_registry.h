@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "core/dtype.h"
 #include "server/image_backend.h"
 #include "server/job_queue.h"
 #include "server/metrics.h"
@@ -61,6 +62,7 @@ struct RegistryOptions {
   int64_t memory_budget = 0;   // bytes; <= 0: no limit
   size_t queue_size = 16;      // per model: jobs waiting or running
   int64_t ctx_size = 0;
+  DType cache_type_k = DType::F32, cache_type_v = DType::F32;  // KV cache types of the text models
   bool no_mmap = false, mlock = false;
   // Opens an image model file (e.g. *.safetensors in DIR). Null: image files in DIR are not listed.
   std::function<std::shared_ptr<ImageBackend>(const std::string& path)> image_backend_open;

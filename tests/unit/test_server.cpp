@@ -84,6 +84,13 @@ class ServerTest : public ::testing::Test {
     if (!key.empty()) c.set_bearer_token_auth(key.c_str());
     return c;
   }
+  // /v1/models as id -> loaded.
+  std::map<std::string, bool> models_loaded() {
+    std::map<std::string, bool> m;
+    const json list = json::parse(client().Get("/v1/models")->body);
+    for (const json& e : list["data"]) m[e["id"].get<std::string>()] = e["loaded"].get<bool>();
+    return m;
+  }
   httplib::Result post(const std::string& path, const json& body, const std::string& key = {}) {
     return client(key).Post(path.c_str(), body.dump(), "application/json");
   }
@@ -447,21 +454,22 @@ TEST_F(ServerTest, StopCancelsStreamsAndReturns) {
   EXPECT_FALSE(late.Get("/health")) << "still accepting after stop()";
 }
 
+// A folder NAME with two copies of the tiny model, a.gguf and b.gguf.
+fs::path two_models_dir(const std::string& name, const fs::path& tiny) {
+  const fs::path models = temp_dir(name);
+  fs::copy_file(tiny, models / "a.gguf");
+  fs::copy_file(tiny, models / "b.gguf");
+  return models;
+}
+
 TEST_F(ServerTest, MemoryBudgetUnloadsLeastRecentlyUsed) {
-  const fs::path models = temp_dir("budget");
-  fs::copy_file(dir_ / "tiny.gguf", models / "a.gguf");
-  fs::copy_file(dir_ / "tiny.gguf", models / "b.gguf");
+  const fs::path models = two_models_dir("budget", dir_ / "tiny.gguf");
   ServeOptions o;
   o.registry.models_dir = models.string();
   // One model with its 512-token cache fits, two do not.
   o.registry.memory_budget = static_cast<int64_t>(fs::file_size(models / "a.gguf")) + 2 * 2 * 512 * 32 * 4 + 1000;
   start(o);
-  auto loaded = [&] {
-    std::map<std::string, bool> m;
-    const json list = json::parse(client().Get("/v1/models")->body);
-    for (const json& e : list["data"]) m[e["id"].get<std::string>()] = e["loaded"].get<bool>();
-    return m;
-  };
+  auto loaded = [&] { return models_loaded(); };
   EXPECT_FALSE(loaded()["a"]);
   ASSERT_EQ(post("/v1/completions", {{"model", "a"}, {"prompt", "x"}, {"max_tokens", 2}})->status, 200);
   EXPECT_TRUE(loaded()["a"]);
@@ -471,6 +479,25 @@ TEST_F(ServerTest, MemoryBudgetUnloadsLeastRecentlyUsed) {
   ASSERT_EQ(post("/v1/completions", {{"model", "a"}, {"prompt", "x"}, {"max_tokens", 2}})->status, 200);
   EXPECT_TRUE(loaded()["a"]);
   EXPECT_FALSE(loaded()["b"]);
+  fs::remove_all(models);
+}
+
+// --cache-type-k/v f16: half the cache, so the budget that held one model with an f32 cache
+// holds both.
+TEST_F(ServerTest, F16CacheHalvesWhatEachModelCountsAgainstTheBudget) {
+  const fs::path models = two_models_dir("budget16", dir_ / "tiny.gguf");
+  ServeOptions o;
+  o.registry.models_dir = models.string();
+  o.registry.cache_type_k = o.registry.cache_type_v = aigc::DType::F16;
+  // Loading b needs room for its file beside a's file and cache: a's 512-token cache counts
+  // 2 layers x 512 x n_embd 32 x (2 + 2) bytes in f16, twice that in f32 (then a is unloaded).
+  o.registry.memory_budget = 2 * static_cast<int64_t>(fs::file_size(models / "a.gguf")) + 2 * 512 * 32 * 4 + 1000;
+  start(o);
+  auto loaded = [&] { return models_loaded(); };
+  ASSERT_EQ(post("/v1/completions", {{"model", "a"}, {"prompt", "x"}, {"max_tokens", 2}})->status, 200);
+  ASSERT_EQ(post("/v1/completions", {{"model", "b"}, {"prompt", "x"}, {"max_tokens", 2}})->status, 200);
+  EXPECT_TRUE(loaded()["a"]);
+  EXPECT_TRUE(loaded()["b"]);
   fs::remove_all(models);
 }
 
