@@ -17,7 +17,7 @@ struct TextModelArgs {
   int64_t n_batch = 512;
   bool no_mmap = false;
   bool mlock = false;
-  std::string cache_type_k = "f32", cache_type_v = "f32";  // KV cache types (cache_types_option_add)
+  std::string cache_type_k = "f32", cache_type_v = "f32";  // KV cache types (cache_type_options_add)
 };
 
 void text_model_options_add(CLI::App* cmd, TextModelArgs& a);

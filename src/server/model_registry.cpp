@@ -297,7 +297,8 @@ TextGenerator& ModelRegistry::text_acquire(ModelSlot& s) {
   }
   // Weights (mapped or read) plus the KV cache: layers * ctx * embd keys and as many values, f32
   // or f16 (an upper bound: grouped KV heads need less).
-  const int64_t kv_elem = (opt_.cache_type_k == DType::F16 ? 2 : 4) + (opt_.cache_type_v == DType::F16 ? 2 : 4);
+  const auto kv_elem = static_cast<int64_t>(dtype_traits(opt_.cache_type_k).block_bytes +
+                                            dtype_traits(opt_.cache_type_v).block_bytes);
   const int64_t bytes = file_bytes + model->n_layer() * n_ctx * model->n_embd() * kv_elem;
   s.text_model = std::move(model);
   s.text = std::move(gen);

@@ -1,9 +1,7 @@
 #include "text/kv_cache.h"
 
-#include <cstring>
-
 #include "core/error.h"
-#include "core/half.h"
+#include "core/quant.h"
 
 namespace aigc {
 
@@ -24,23 +22,15 @@ namespace {
 void rows_store(const float* src, int64_t step, Tensor dst) {
   const int64_t T = dst.size(0), H = dst.size(1), D = dst.size(2);
   for (int64_t t = 0; t < T; ++t)
-    for (int64_t h = 0; h < H; ++h) {
-      const float* x = src + t * step + h * D;
-      if (dst.type() == DType::F32) {
-        std::memcpy(&dst.at<float>(t, h, 0), x, static_cast<size_t>(D) * sizeof(float));
-      } else {
-        uint16_t* y = &dst.at<uint16_t>(t, h, 0);
-        for (int64_t c = 0; c < D; ++c) y[c] = f16_from_f32(x[c]);
-      }
-    }
+    for (int64_t h = 0; h < H; ++h) row_from_f32(dst.type(), src + t * step + h * D, &dst.at<char>(t, h, 0), D);
 }
 
 }  // namespace
 
 void KvCache::store(int64_t layer, int64_t pos, int64_t T, const float* k, int64_t k_step, const float* v,
                     int64_t v_step) {
-  rows_store(k, k_step, k_rows(layer, pos, T));
-  rows_store(v, v_step, v_rows(layer, pos, T));
+  rows_store(k, k_step, rows(k_, layer, pos, T));
+  rows_store(v, v_step, rows(v_, layer, pos, T));
 }
 
 Tensor KvCache::rows(const Tensor& t, int64_t layer, int64_t pos, int64_t T) const {

@@ -25,22 +25,18 @@ class KvCache {
 
   int64_t n_ctx() const { return n_ctx_; }
   size_t nbytes() const { return k_.nbytes() + v_.nbytes(); }
-  DType k_type() const { return k_.type(); }
-  DType v_type() const { return v_.type(); }
 
   // Writes positions [pos, pos + T) of one layer from f32 keys and values laid out [T, n_head_kv,
   // head_dim] with heads dense and k_step / v_step floats from one position to the next,
   // converting to the cache's types.
   void store(int64_t layer, int64_t pos, int64_t T, const float* k, int64_t k_step, const float* v, int64_t v_step);
 
-  // Positions [pos, pos + T) of one layer as [T, n_head_kv, head_dim] (strided; rows dense).
-  Tensor k_rows(int64_t layer, int64_t pos, int64_t T) const { return rows(k_, layer, pos, T); }
-  Tensor v_rows(int64_t layer, int64_t pos, int64_t T) const { return rows(v_, layer, pos, T); }
   // Positions [0, n) of one layer as [1, n_head_kv, n, head_dim].
   Tensor k_view(int64_t layer, int64_t n) const { return view(k_, layer, n); }
   Tensor v_view(int64_t layer, int64_t n) const { return view(v_, layer, n); }
 
  private:
+  // Positions [pos, pos + T) of one layer as [T, n_head_kv, head_dim] (strided; rows dense).
   Tensor rows(const Tensor& t, int64_t layer, int64_t pos, int64_t T) const;
   Tensor view(const Tensor& t, int64_t layer, int64_t n) const;
 

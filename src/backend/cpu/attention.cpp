@@ -30,26 +30,16 @@
 #include "backend/cpu/ops.h"
 #include "core/cpu_features.h"
 #include "core/half.h"
+#include "core/quant.h"
 #include "core/thread_pool.h"
 
 namespace aigc::ops {
 
 namespace {
 
-// K and V may be f16 (an f16 KV cache); q and out are f32.
-void check_f32_or_f16(const Tensor& t, const char* op, const char* name) {
-  if (t.type() != DType::F32 && t.type() != DType::F16)
-    error_throw(fmt::format("{}: {} must be f32 or f16, got {}", op, name, t.shape_str()), op);
-  if (t.data() == nullptr && t.numel() != 0) error_throw(fmt::format("{}: {} has no data", op, name), op);
-}
-
 // Element (b, h, j, c) of an f32 or f16 k / v as f32.
 float kv_at(const Tensor& t, int64_t b, int64_t h, int64_t j, int64_t c) {
   return t.type() == DType::F16 ? f16_to_f32(t.at<uint16_t>(b, h, j, c)) : t.at<float>(b, h, j, c);
-}
-
-bool rows_dense(const Tensor& t) {
-  return t.ndim() == 0 || t.size(-1) <= 1 || t.stride_bytes(-1) == static_cast<int64_t>(dtype_traits(t.type()).block_bytes);
 }
 
 void attention_check(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const AttentionParams& p) {
@@ -193,14 +183,6 @@ T* scratch_get(std::vector<T>& v, int64_t n) {
   return v.data();
 }
 
-// dst[0, n) = src[0, n) f16 -> f32 (the GEMM paths run on AVX-512 CPUs only).
-AIGC_AVX512 void f16_to_f32_row(const uint16_t* src, float* dst, int64_t n) {
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16)
-    _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i))));
-  for (; i < n; ++i) dst[i] = f16_to_f32(src[i]);
-}
-
 // t as f32: t itself, or (f16) converted into `buf` ([B, H, T, D], contiguous).
 Tensor kv_as_f32(const Tensor& t, std::vector<float>& buf) {
   if (t.type() == DType::F32) return t;
@@ -209,7 +191,7 @@ Tensor kv_as_f32(const Tensor& t, std::vector<float>& buf) {
   parallel_for(B * H * T, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t j = r % T, h = (r / T) % H, b = r / (T * H);
-      f16_to_f32_row(&t.at<uint16_t>(b, h, j, 0), dst + r * D, D);
+      row_f16_to_f32(&t.at<uint16_t>(b, h, j, 0), dst + r * D, D);
     }
   }, 64);
   return Tensor::view_of(DType::F32, t.shape(), dst);

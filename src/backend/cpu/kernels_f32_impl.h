@@ -10,11 +10,11 @@
 
 #include "backend/cpu/kernels_f32.h"
 
-#if defined(__AVX512F__) || defined(__F16C__)
+#if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
-#include "core/half.h"
+#include "core/quant.h"
 
 namespace aigc::ops {
 namespace {
@@ -269,26 +269,9 @@ void pv_accumulate(const float* p, int64_t kb, const float* v, int64_t vs, float
 }
 
 // dst[jj * n + c] = src[jj * ss + c] as f32, for jj < rows, c < n: a block of f16 cache rows.
-// (GCC 12's _mm512_cvtph_ps starts from an undefined vector: a false warning.)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
 void f16_rows_to_f32(const uint16_t* src, int64_t ss, int64_t rows, int64_t n, float* dst) {
-  for (int64_t jj = 0; jj < rows; ++jj) {
-    const uint16_t* x = src + jj * ss;
-    float* y = dst + jj * n;
-    int64_t c = 0;
-#if defined(__AVX512F__)
-    for (; c + 16 <= n; c += 16)
-      _mm512_storeu_ps(y + c, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + c))));
-#elif defined(__F16C__)
-    for (; c + 8 <= n; c += 8)
-      _mm256_storeu_ps(y + c, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + c))));
-#endif
-    for (; c < n; ++c) y[c] = f16_to_f32(x[c]);
-  }
+  for (int64_t jj = 0; jj < rows; ++jj) row_f16_to_f32(src + jj * ss, dst + jj * n, n);
 }
-#pragma GCC diagnostic pop
 
 // Flash-attention style: for each block of queries, one pass over the keys in blocks, keeping per
 // query the running max m, the running sum l of exp(score - m) and the unnormalised output acc;
